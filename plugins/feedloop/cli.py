@@ -1,0 +1,150 @@
+"""The `feedloop` command: the embedded stack, the traffic simulator and the demo.
+
+Exit codes: 0 ok, 1 error, 2 usage. With `-o json` only JSON goes to stdout (logs to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from feedloop.config import load_settings
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _emit(args: argparse.Namespace, payload: Any, text: Callable[[], str]) -> None:
+    if args.output == "json":
+        sys.stdout.write(orjson.dumps(payload, default=_jsonable, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(text())
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (date, Path)):
+        return str(obj)
+    raise TypeError(type(obj).__name__)
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from feedloop import stack
+
+    settings = load_settings()
+    echo = _log if args.output == "json" else print
+    if args.action == "up":
+        result = stack.up(settings, echo=echo)
+    elif args.action == "down":
+        stack.down(settings, echo=echo)
+        result = stack.status(settings)
+    else:
+        result = stack.status(settings)
+    _emit(args, [dataclasses.asdict(s) for s in result], lambda: _status_text(result))
+    if args.action == "status" and not all(s.ready for s in result):
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _status_text(result) -> str:
+    lines = []
+    for s in result:
+        state = "ready" if s.ready else ("running, not ready" if s.running else "stopped")
+        pid = f" pid {s.pid}" if s.pid else ""
+        lines.append(f"{s.title:<22} {state}{pid}")
+        lines.extend(f"    {key:<10} {value}" for key, value in s.details.items())
+        lines.append(f"    {'log':<10} {s.log}")
+    return "\n".join(lines)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from feedloop import simulate
+
+    settings = load_settings()
+    cfg = settings.simulate
+    start = args.start or (datetime.now(timezone.utc).date() - timedelta(days=args.days or cfg.days))
+    report = simulate.run(
+        settings,
+        start=start,
+        days=args.days or cfg.days,
+        events_per_day=args.events_per_day or cfg.events_per_day,
+        seed=args.seed,
+        ground_truth=args.ground_truth,
+    )
+    _emit(args, report, lambda: (
+        f"simulated {report.days} day(s) from {report.start}: {report.events:,} events in {report.requests:,} "
+        f"requests ({report.exploration_requests:,} exploration, {report.late_events:,} late) -> "
+        f"topic {settings.kafka.topic} in {report.seconds:.1f}s ({report.events_per_s:,.0f} events/s)\n"
+        f"    by type: " + ", ".join(f"{k}={v:,}" for k, v in sorted(report.by_type.items()))
+    ))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from feedloop import demo
+
+    summary = demo.run(load_settings(), days=args.days, echo=_log if args.output == "json" else print)
+    _emit(args, summary, lambda: "")
+    return EXIT_OK
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feedloop", description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    st = sub.add_parser("stack", help="start, stop or inspect the embedded S3, Kafka and Airflow")
+    st.add_argument("action", choices=("up", "down", "status"))
+    st.set_defaults(func=cmd_stack)
+
+    sim = sub.add_parser("simulate", help="produce synthetic engagement traffic to Kafka")
+    sim.add_argument("--start", type=_date, help="first simulated day (default: DAYS days before today)")
+    sim.add_argument("--days", type=int, help="number of days (default from config)")
+    sim.add_argument("--events-per-day", type=int, help="approximate events per day (default from config)")
+    sim.add_argument("--seed", type=int, help="random seed (default from config)")
+    sim.add_argument("--ground-truth", type=Path, help="write the hidden ground truth to this JSON file")
+    sim.set_defaults(func=cmd_simulate)
+
+    dm = sub.add_parser("demo", help="start the stack and run the platform end to end on simulated traffic")
+    dm.add_argument("--days", type=int, help="simulated days (default from config)")
+    dm.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - one clear line for operators, not a traceback
+        from pydantic import ValidationError
+
+        from feedloop.stack import StackError
+
+        if isinstance(exc, (StackError, ValidationError)):
+            _log(f"feedloop: {exc}")
+            return EXIT_ERROR
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""One typed configuration object, loaded from include/config/feedloop.yaml with env overrides.
+
+Why: every process (Airflow tasks, the CLI, tests, serving pods) must see the same settings,
+and a misspelt key must fail loudly instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "FEEDLOOP_"
+_RESERVED_ENV = {"FEEDLOOP_CONFIG", "FEEDLOOP_HOME"}
+
+
+def repo_root() -> Path:
+    """The project root: FEEDLOOP_HOME, else the folder holding plugins/feedloop."""
+    return Path(os.environ.get("FEEDLOOP_HOME") or Path(__file__).resolve().parents[2])
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class S3Settings(_Section):
+    endpoint_url: str = "http://127.0.0.1:8333"
+    region: str = "us-east-1"
+    lake_bucket: str = "feedloop-lake"
+    models_bucket: str = "feedloop-models"
+    airflow_conn_id: str = "feedloop_s3"
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "engagement"
+    partitions: int = Field(4, ge=1)
+    airflow_conn_id: str = "feedloop_kafka"
+
+
+class StackSettings(_Section):
+    embedded_s3: bool = True
+    embedded_kafka: bool = True
+    embedded_airflow: bool = True
+    s3_port: int = 8333
+    s3_internal_port_base: int = 17330
+    kafka_port: int = 9092
+    kafka_storage: Literal["memory", "s3"] = "memory"
+    airflow_port: int = 8080
+    airflow_parallelism: int = Field(4, ge=1)
+    ready_timeout_s: float = Field(180, gt=0)
+
+
+class EventSettings(_Section):
+    schema_version: int = 1
+    tenants: tuple[str, ...] = ("acme", "globex", "initech")
+    max_position: int = Field(200, ge=1)
+    max_dwell_ms: int = Field(3_600_000, ge=0)
+
+
+class SimulateSettings(_Section):
+    seed: int = 7
+    days: int = Field(3, ge=1)
+    events_per_day: int = Field(20_000, ge=1)
+    users: int = Field(3000, ge=1)
+    items: int = Field(1500, ge=1)
+    authors: int = Field(150, ge=1)
+    topics: int = Field(12, ge=1)
+    list_size: int = Field(12, ge=1)
+    exploration_share: float = Field(0.05, ge=0, le=1)
+    late_share: float = Field(0.01, ge=0, le=1)
+
+
+class Settings(_Section):
+    state_dir: Path = Path(".feedloop")
+    s3: S3Settings = S3Settings()
+    kafka: KafkaSettings = KafkaSettings()
+    stack: StackSettings = StackSettings()
+    events: EventSettings = EventSettings()
+    simulate: SimulateSettings = SimulateSettings()
+
+    @cached_property
+    def state_path(self) -> Path:
+        """Absolute state folder (relative paths are taken from the repo root)."""
+        return self.state_dir if self.state_dir.is_absolute() else repo_root() / self.state_dir
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """FEEDLOOP_<SECTION>__<KEY>=value (or FEEDLOOP_<KEY> for top-level keys) as a nested dict."""
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in _RESERVED_ENV:
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    return overrides
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("FEEDLOOP_CONFIG") or repo_root() / "include" / "config" / "feedloop.yaml")
+
+
+def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read the YAML file, apply FEEDLOOP_* env overrides, validate (unknown keys are errors)."""
+    path = path or config_path()
+    data = yaml.safe_load(path.read_text()) if path.exists() else {}
+    data = _merge(data or {}, _env_overrides(dict(os.environ if environ is None else environ)))
+    return Settings.model_validate(data)

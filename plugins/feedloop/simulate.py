@@ -1,0 +1,325 @@
+"""Synthetic engagement traffic with a hidden ground truth, produced to Kafka.
+
+Why: a ranker is only worth retraining daily if it learns something measurable. The world
+here has users with topic tastes, items with a latent quality, authors that users follow,
+and clicks that depend on position (position bias) as well as on true utility, so offline
+and online metrics can be checked against the truth that generated them.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import orjson
+
+from feedloop.config import Settings, SimulateSettings
+from feedloop.events import SCHEMA_VERSION, format_ts
+
+SURFACE_SHARE = {"feed": 0.6, "search": 0.15, "related": 0.15, "notifications": 0.1}
+DEVICE_SHARE = {"ios": 0.4, "android": 0.4, "web": 0.2}
+# Examination probability at position p is (1/p) ** eta[surface]: search users scan less deeply.
+POSITION_BIAS_ETA = {"feed": 0.8, "search": 1.1, "related": 0.9, "notifications": 0.6}
+CATALOG_HISTORY_DAYS = 30   # items were created up to this many days before the first simulated day
+OUTCOMES_PER_IMPRESSION = 0.3  # rough, used only to size the number of requests per day
+
+
+@dataclass(frozen=True)
+class World:
+    """The hidden truth: who likes what. Deterministic for a seed."""
+
+    tenants: tuple[str, ...]
+    user_tenant: np.ndarray       # [U] tenant index
+    user_activity: np.ndarray     # [U] relative request rate
+    user_prefs: np.ndarray        # [U, T] topic taste, rows sum to 1
+    item_tenant: np.ndarray       # [I]
+    item_topic: np.ndarray        # [I]
+    item_quality: np.ndarray      # [I]
+    item_popularity: np.ndarray   # [I] prior exposure weight (what the logged policy sees)
+    item_author: np.ndarray       # [I] author index
+    item_created: np.ndarray      # [I] seconds relative to the first simulated day
+    author_tenant: np.ndarray     # [A]
+    author_quality: np.ndarray    # [A]
+    follows: np.ndarray           # [U, A] bool
+
+    @classmethod
+    def build(cls, cfg: SimulateSettings, tenants: tuple[str, ...], days: int) -> World:
+        rng = np.random.default_rng(cfg.seed)
+        n_t = len(tenants)
+        user_tenant = rng.integers(0, n_t, cfg.users)
+        author_tenant = rng.integers(0, n_t, cfg.authors)
+        author_topic = rng.integers(0, cfg.topics, cfg.authors)
+        item_author = np.empty(cfg.items, dtype=np.int64)
+        item_tenant = rng.integers(0, n_t, cfg.items)
+        for t in range(n_t):  # an item's author writes for the item's tenant
+            authors_t = np.flatnonzero(author_tenant == t)
+            if len(authors_t) == 0:
+                authors_t = np.arange(cfg.authors)
+            idx = np.flatnonzero(item_tenant == t)
+            item_author[idx] = rng.choice(authors_t, len(idx))
+        # Items mostly stay on their author's topic.
+        on_topic = rng.random(cfg.items) < 0.7
+        item_topic = np.where(on_topic, author_topic[item_author], rng.integers(0, cfg.topics, cfg.items))
+        user_prefs = rng.dirichlet(np.full(cfg.topics, 0.3), cfg.users)
+        follows = np.zeros((cfg.users, cfg.authors), dtype=bool)
+        for u in range(cfg.users):
+            same = np.flatnonzero(author_tenant == user_tenant[u])
+            if len(same):
+                liked = user_prefs[u, author_topic[same]]
+                k = min(len(same), int(rng.integers(1, 8)))
+                follows[u, rng.choice(same, k, replace=False, p=liked / liked.sum())] = True
+        horizon = (CATALOG_HISTORY_DAYS + days) * 86400
+        return cls(
+            tenants=tenants,
+            user_tenant=user_tenant,
+            user_activity=rng.pareto(1.5, cfg.users) + 0.2,
+            user_prefs=user_prefs,
+            item_tenant=item_tenant,
+            item_topic=item_topic,
+            item_quality=rng.normal(0, 1, cfg.items),
+            item_popularity=rng.lognormal(0, 1.0, cfg.items),
+            item_author=item_author,
+            item_created=rng.uniform(-CATALOG_HISTORY_DAYS * 86400, horizon - CATALOG_HISTORY_DAYS * 86400 - 3600,
+                                     cfg.items),
+            author_tenant=author_tenant,
+            author_quality=rng.normal(0, 0.5, cfg.authors),
+            follows=follows,
+        )
+
+    def utility(self, user: int, items: np.ndarray) -> np.ndarray:
+        """True relevance of items for a user (higher is better); the thing a ranker should learn."""
+        n_topics = self.user_prefs.shape[1]
+        taste = self.user_prefs[user, self.item_topic[items]] * n_topics  # 1.0 = average taste
+        followed = self.follows[user, self.item_author[items]]
+        return (
+            1.2 * np.log1p(taste)
+            + 0.6 * self.item_quality[items]
+            + 0.4 * self.author_quality[self.item_author[items]]
+            + 0.8 * followed
+        )
+
+    def save(self, path: Path, *, start: date, ids: Ids) -> None:
+        """The ground truth as JSON: enough to recompute utility for any (user, item)."""
+        n_topics = self.user_prefs.shape[1]
+        doc = {
+            "start": start.isoformat(),
+            "utility": "1.2*log1p(pref[topic]*n_topics) + 0.6*item_quality + 0.4*author_quality + 0.8*follows",
+            "n_topics": n_topics,
+            "users": {ids.user(u): {"tenant": self.tenants[self.user_tenant[u]],
+                                    "prefs": np.round(self.user_prefs[u], 6).tolist(),
+                                    "follows": [ids.author(a) for a in np.flatnonzero(self.follows[u])]}
+                      for u in range(len(self.user_tenant))},
+            "items": {ids.item(i): {"topic": int(self.item_topic[i]), "quality": round(float(self.item_quality[i]), 6),
+                                    "author": ids.author(int(self.item_author[i]))}
+                      for i in range(len(self.item_topic))},
+            "authors": {ids.author(a): {"quality": round(float(self.author_quality[a]), 6)}
+                        for a in range(len(self.author_quality))},
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(orjson.dumps(doc))
+
+
+@dataclass(frozen=True)
+class Ids:
+    """Stable string ids: the tenant is part of every entity id (tenants have separate catalogs)."""
+
+    world: World
+
+    def user(self, u: int) -> str:
+        return f"{self.world.tenants[self.world.user_tenant[u]]}-u{u:06d}"
+
+    def item(self, i: int) -> str:
+        return f"{self.world.tenants[self.world.item_tenant[i]]}-i{i:06d}"
+
+    def author(self, a: int) -> str:
+        return f"{self.world.tenants[self.world.author_tenant[a]]}-a{a:05d}"
+
+
+def examination(surface: str, positions: np.ndarray) -> np.ndarray:
+    return (1.0 / positions) ** POSITION_BIAS_ETA[surface]
+
+
+@dataclass(order=True)
+class Record:
+    """One event as it will reach Kafka: arrival time (the record timestamp), key and JSON value."""
+
+    arrival_ms: int
+    key: bytes = field(compare=False)
+    value: bytes = field(compare=False)
+
+
+@dataclass
+class SimulationReport:
+    start: date
+    days: int
+    requests: int = 0
+    events: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    exploration_requests: int = 0
+    late_events: int = 0
+    seconds: float = 0.0
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+class Simulator:
+    """Generates each day's requests, impressions and outcomes, in arrival order."""
+
+    def __init__(self, settings: Settings, *, start: date, days: int, events_per_day: int, seed: int | None = None):
+        cfg = settings.simulate if seed is None else settings.simulate.model_copy(update={"seed": seed})
+        self.cfg = cfg
+        self.start = start
+        self.days = days
+        self.events_per_day = events_per_day
+        self.world = World.build(cfg, tuple(settings.events.tenants), days)
+        self.ids = Ids(self.world)
+        self.rng = np.random.default_rng(cfg.seed + 1)
+        self.t0 = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
+        self._surfaces = list(SURFACE_SHARE)
+        self._devices = list(DEVICE_SHARE)
+        self._items_by_tenant = [np.flatnonzero(self.world.item_tenant == t) for t in range(len(self.world.tenants))]
+        self._activity = self.world.user_activity / self.world.user_activity.sum()
+
+    def records(self, report: SimulationReport) -> Iterator[Record]:
+        """All events of all days, sorted by arrival; late events are held back until they arrive."""
+        pending: list[Record] = []
+        for day in range(self.days):
+            day_end_ms = int((self.t0 + timedelta(days=day + 1)).timestamp() * 1000)
+            pending.extend(self._day(day, report))
+            pending.sort()
+            cut = next((i for i, r in enumerate(pending) if r.arrival_ms >= day_end_ms), len(pending))
+            if day == self.days - 1:
+                cut = len(pending)
+            yield from pending[:cut]
+            pending = pending[cut:]
+
+    def _day(self, day: int, report: SimulationReport) -> list[Record]:
+        cfg, w, rng = self.cfg, self.world, self.rng
+        per_request = cfg.list_size * (1 + OUTCOMES_PER_IMPRESSION)
+        n_requests = max(1, round(self.events_per_day / per_request))
+        day_start = self.t0 + timedelta(days=day)
+        day_offset_s = day * 86400
+        users = rng.choice(len(w.user_tenant), n_requests, p=self._activity)
+        seconds = np.sort(rng.uniform(0, 86400, n_requests))
+        surfaces = rng.choice(len(self._surfaces), n_requests, p=list(SURFACE_SHARE.values()))
+        devices = rng.choice(len(self._devices), n_requests, p=list(DEVICE_SHARE.values()))
+        explore = rng.random(n_requests) < cfg.exploration_share
+        out: list[Record] = []
+        date_tag = day_start.strftime("%Y%m%d")
+        for r in range(n_requests):
+            u = int(users[r])
+            now_s = day_offset_s + seconds[r]
+            pool = self._items_by_tenant[w.user_tenant[u]]
+            pool = pool[w.item_created[pool] <= now_s]
+            if len(pool) == 0:
+                continue
+            k = min(cfg.list_size, len(pool))
+            cand = rng.choice(pool, min(len(pool), 3 * k), replace=False)
+            # The logged (production) policy: popularity with noise, a weak topic hint.
+            logged = np.log(w.item_popularity[cand]) + 0.3 * w.user_prefs[u, w.item_topic[cand]] + rng.normal(0, 0.5, len(cand))
+            shown = cand[np.argsort(-logged)][:k]
+            if explore[r]:
+                shown = rng.permutation(shown)
+                report.exploration_requests += 1
+            surface = self._surfaces[surfaces[r]]
+            request_id = f"req-{date_tag}-{r:07d}"
+            base = {
+                "tenant_id": w.tenants[w.user_tenant[u]],
+                "user_id": self.ids.user(u),
+                "request_id": request_id,
+                "surface": surface,
+                "device": self._devices[devices[r]],
+                "query": f"topic-{int(np.argmax(w.user_prefs[u]))}" if surface == "search" else None,
+                "schema_version": SCHEMA_VERSION,
+            }
+            ts = day_start + timedelta(seconds=float(seconds[r]))
+            positions = np.arange(1, k + 1)
+            util = w.utility(u, shown)
+            p_click = examination(surface, positions) * _sigmoid(util - 1.0)
+            clicks = rng.random(k) < p_click
+            for j, item in enumerate(shown):
+                item_base = {**base, "item_id": self.ids.item(int(item)),
+                             "author_id": self.ids.author(int(w.item_author[item])), "position": j + 1}
+                n = len(out)
+                out.append(self._record(report, item_base, "impression", ts, n))
+                if clicks[j]:
+                    t_click = ts + timedelta(seconds=float(rng.exponential(8.0)) + 1)
+                    out.append(self._record(report, item_base, "click", t_click, n + 1))
+                    dwell = int(rng.lognormal(9.5 + 0.5 * util[j], 0.6))
+                    out.append(self._record(report, item_base, "dwell", t_click + timedelta(milliseconds=dwell),
+                                            n + 2, dwell_ms=dwell))
+                    if rng.random() < 0.35 * _sigmoid(util[j] - 1.5):
+                        out.append(self._record(report, item_base, "like", t_click + timedelta(seconds=3), n + 3))
+                    if rng.random() < 0.15 * _sigmoid(util[j] - 2.0):
+                        out.append(self._record(report, item_base, "share", t_click + timedelta(seconds=5), n + 4))
+                elif rng.random() < 0.03 * _sigmoid(-util[j]):
+                    out.append(self._record(report, item_base, "hide", ts + timedelta(seconds=2), n + 1))
+        report.requests += n_requests
+        return out
+
+    def _record(self, report: SimulationReport, item_base: dict, event_type: str, ts: datetime, n: int,
+                dwell_ms: int | None = None) -> Record:
+        event = {
+            "event_id": f"{item_base['request_id']}-p{item_base['position']:03d}-{event_type}",
+            "event_ts": format_ts(ts),
+            "event_type": event_type,
+            "dwell_ms": dwell_ms,
+            **item_base,
+        }
+        delay_ms = int(self.rng.exponential(1500)) + 50
+        if self.rng.random() < self.cfg.late_share:
+            delay_ms += int(self.rng.uniform(1, 6) * 3600_000)
+            report.late_events += 1
+        report.events += 1
+        report.by_type[event_type] = report.by_type.get(event_type, 0) + 1
+        arrival = int(ts.timestamp() * 1000) + delay_ms
+        return Record(arrival, item_base["user_id"].encode(), orjson.dumps(event))
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def produce(settings: Settings, records: Iterator[Record], *, topic: str | None = None,
+            on_sent: Callable[[int], None] | None = None) -> int:
+    """Send records to Kafka with their arrival time as the record timestamp; returns the count."""
+    from feedloop.streams import producer
+
+    prod = producer(settings.kafka)
+    sent = 0
+    try:
+        for rec in records:
+            prod.send(topic or settings.kafka.topic, key=rec.key, value=rec.value, timestamp_ms=rec.arrival_ms)
+            sent += 1
+            if on_sent and sent % 1000 == 0:
+                on_sent(1000)
+        prod.flush(timeout=120)
+    finally:
+        prod.close(timeout=30)
+    if on_sent:
+        on_sent(sent % 1000)
+    return sent
+
+
+def run(settings: Settings, *, start: date, days: int, events_per_day: int, seed: int | None = None,
+        ground_truth: Path | None = None, progress: bool | None = None) -> SimulationReport:
+    """Simulate `days` days from `start` and produce every event to Kafka."""
+    from tqdm import tqdm
+
+    sim = Simulator(settings, start=start, days=days, events_per_day=events_per_day, seed=seed)
+    report = SimulationReport(start=start, days=days)
+    if ground_truth is not None:
+        sim.world.save(ground_truth, start=start, ids=sim.ids)
+    show = sys.stderr.isatty() if progress is None else progress
+    t0 = time.perf_counter()
+    with tqdm(total=days * events_per_day, unit="ev", disable=not show, desc="simulate") as bar:
+        produce(settings, sim.records(report), on_sent=bar.update)
+    report.seconds = time.perf_counter() - t0
+    return report

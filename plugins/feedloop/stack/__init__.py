@@ -1,0 +1,99 @@
+"""`feedloop stack up | down | status`: the embedded real stack on 127.0.0.1.
+
+`up` is idempotent (a running, ready service is left alone), waits for real readiness and
+tears down what it started if any service fails; `down` stops only recorded pids.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from feedloop.config import Settings
+from feedloop.stack.process import StackError, port_in_use
+from feedloop.stack.services import AirflowService, Service, airflow_env, services, settings_env
+
+__all__ = ["StackError", "ServiceStatus", "up", "down", "status", "airflow_env", "settings_env"]
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    title: str
+    running: bool
+    ready: bool
+    pid: int | None
+    log: str
+    details: dict[str, str]
+
+
+def up(settings: Settings, *, echo: Callable[[str], None] = print) -> list[ServiceStatus]:
+    """Start every embedded service in order and wait until each answers a real request."""
+    started: list[Service] = []
+    try:
+        for service in services(settings):
+            proc = service.process
+            if proc.pid() is not None and service.ready():
+                echo(f"{service.title}: already running (pid {proc.pid()})")
+            else:
+                _start(service, settings.stack.ready_timeout_s, echo)
+                started.append(service)
+            service.provision()
+    except BaseException:
+        for service in reversed(started):
+            service.process.stop()
+        raise
+    return status(settings)
+
+
+def _start(service: Service, timeout: float, echo: Callable[[str], None]) -> None:
+    proc = service.process
+    proc.stop()  # a recorded but unready process of ours is restarted, never duplicated
+    busy = [port for port in service.ports() if port_in_use(port)]
+    if busy:
+        raise StackError(
+            f"{service.title}: port(s) {', '.join(map(str, busy))} already in use by another process; "
+            f"stop it or {service.fix} (log: {proc.log_file})"
+        )
+    echo(f"{service.title}: starting (log: {proc.log_file})")
+    t0 = time.monotonic()
+    proc.start()
+    while time.monotonic() - t0 < timeout:
+        if proc.exited_early():
+            raise StackError(f"{service.title}: exited during start-up; see {proc.log_file} for why")
+        if service.ready():
+            echo(f"{service.title}: ready in {time.monotonic() - t0:.1f}s")
+            return
+        time.sleep(0.5)
+    raise StackError(
+        f"{service.title}: not ready after {timeout:.0f}s; see {proc.log_file} "
+        f"(raise FEEDLOOP_STACK__READY_TIMEOUT_S if this machine is slow)"
+    )
+
+
+def down(settings: Settings, *, echo: Callable[[str], None] = print) -> list[str]:
+    """Stop the services this stack started (by recorded pid), in reverse order."""
+    stopped = []
+    for service in reversed(services(settings)):
+        if service.process.stop():
+            stopped.append(service.name)
+            echo(f"{service.title}: stopped")
+        else:
+            echo(f"{service.title}: not running")
+    return stopped
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    result = []
+    for service in services(settings):
+        proc = service.process
+        pid = proc.pid()
+        ready = pid is not None and service.ready()
+        result.append(ServiceStatus(service.name, service.title, pid is not None, ready, pid,
+                                    str(proc.log_file), service.describe()))
+    return result
+
+
+def airflow_service(settings: Settings) -> AirflowService:
+    return AirflowService(settings)

@@ -1,0 +1,82 @@
+"""Session fixtures: one real embedded S3 (SeaweedFS) and Kafka (Tansu) for the whole test run.
+
+They start on free ports under a temporary state folder, so a developer's own `make demo`
+stack on the default ports is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from pathlib import Path
+
+import pytest
+
+from feedloop import stack
+from feedloop.config import Settings, load_settings
+from feedloop.stack.process import port_in_use
+
+
+def _free_block(size: int, *, extra_offset: int = 10_000) -> int:
+    """A base port such that base..base+size and base+8+extra_offset are all free."""
+    rng = random.Random(os.getpid())
+    for _ in range(200):
+        base = rng.randrange(20_000, 30_000)
+        ports = [*range(base, base + size), base + 8 + extra_offset]
+        if not any(port_in_use(p) for p in ports):
+            return base
+    raise RuntimeError("no free port block for the test stack")
+
+
+def stack_environ(state_dir: Path, *, airflow: bool = False) -> dict[str, str]:
+    """FEEDLOOP_* overrides for an isolated stack on free ports."""
+    base = _free_block(20)
+    s3_port, kafka_port, airflow_port = base + 14, base + 15, base + 16
+    return {
+        "FEEDLOOP_STATE_DIR": str(state_dir),
+        "FEEDLOOP_STACK__S3_PORT": str(s3_port),
+        "FEEDLOOP_STACK__S3_INTERNAL_PORT_BASE": str(base),
+        "FEEDLOOP_STACK__KAFKA_PORT": str(kafka_port),
+        "FEEDLOOP_STACK__AIRFLOW_PORT": str(airflow_port),
+        "FEEDLOOP_STACK__EMBEDDED_AIRFLOW": "true" if airflow else "false",
+        "FEEDLOOP_S3__ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
+        "FEEDLOOP_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
+    }
+
+
+@pytest.fixture(scope="session")
+def embedded(tmp_path_factory) -> Settings:
+    """Settings pointing at a running embedded S3 + Kafka, shared by the whole session."""
+    state = tmp_path_factory.mktemp("stack")
+    environ = stack_environ(state)
+    settings = load_settings(environ={**os.environ, **environ})
+    stack.up(settings, echo=lambda _msg: None)
+    previous = {k: os.environ.get(k) for k in environ}
+    os.environ.update(environ)  # subprocesses and load_settings() in tests see this stack
+    try:
+        yield settings
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        stack.down(settings, echo=lambda _msg: None)
+
+
+@pytest.fixture
+def topic(embedded) -> str:
+    """A fresh topic per test, so tests never see each other's records."""
+    from feedloop.streams import ensure_topic
+
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    ensure_topic(embedded.kafka, topic=name, partitions=embedded.kafka.partitions)
+    return name
+
+
+@pytest.fixture
+def store(embedded):
+    from feedloop.storage import ObjectStore
+
+    return ObjectStore.from_settings(embedded)
