@@ -75,6 +75,21 @@ class SimulateSettings(_Section):
     late_share: float = Field(0.01, ge=0, le=1)
 
 
+class IngestSettings(_Section):
+    schedule: str = "*/15 * * * *"
+    group_id: str = "feedloop-ingest"
+    chunk_records: int = Field(50_000, ge=1)       # objects are cut at multiples of this many offsets
+    max_records_per_run: int = Field(5_000_000, ge=1)
+    max_run_seconds: float = Field(600, gt=0)
+    poll_timeout_ms: int = Field(1000, ge=1)
+    empty_polls_to_stop: int = Field(2, ge=1)
+    max_poll_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # bounds the in-flight fetch buffer
+    max_lateness_hours: float = Field(72, gt=0)     # event_ts older than arrival - this -> dead letter
+    max_skew_minutes: float = Field(10, gt=0)       # event_ts newer than arrival + this -> dead letter
+    max_bad_ratio: float = Field(0.01, ge=0, le=1)  # above this the task fails (after saving everything)
+    zstd_level: int = Field(3, ge=1, le=22)
+
+
 class Settings(_Section):
     state_dir: Path = Path(".feedloop")
     s3: S3Settings = S3Settings()
@@ -82,6 +97,7 @@ class Settings(_Section):
     stack: StackSettings = StackSettings()
     events: EventSettings = EventSettings()
     simulate: SimulateSettings = SimulateSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @cached_property
     def state_path(self) -> Path:
