@@ -90,6 +90,53 @@ class IngestSettings(_Section):
     zstd_level: int = Field(3, ge=1, le=22)
 
 
+class QualityThresholds(_Section):
+    """Limits an hour partition must meet (quality.thresholds; per tenant in quality.tenants)."""
+
+    max_position: int = Field(200, ge=1)
+    max_dwell_ms: int = Field(3_600_000, ge=0)
+    volume_band: float = Field(0.5, ge=0)             # rows within mean * (1 +- band) of the trailing same hour
+    volume_min_rows: int = Field(100, ge=0)           # a baseline smaller than this is too noisy to judge
+    ctr_band: float = Field(0.5, ge=0)                # CTR per surface within mean * (1 +- band)
+    ctr_min_impressions: int = Field(200, ge=1)       # fewer impressions (now or in the baseline): not judged
+    max_unknown_tenant_share: float = Field(0.01, ge=0, le=1)
+    max_orphan_outcomes: int = Field(0, ge=0)         # outcomes with no impression (request_id, item_id) in the window
+
+
+class TenantThresholds(_Section):
+    """Per-tenant overrides of QualityThresholds; unset keys fall back to quality.thresholds."""
+
+    max_position: int | None = Field(None, ge=1)
+    max_dwell_ms: int | None = Field(None, ge=0)
+    volume_band: float | None = Field(None, ge=0)
+    volume_min_rows: int | None = Field(None, ge=0)
+    ctr_band: float | None = Field(None, ge=0)
+    ctr_min_impressions: int | None = Field(None, ge=1)
+
+
+class QualitySettings(_Section):
+    suites_dir: Path = Path("include/expectations")  # GX suite templates (relative to the repo root)
+    baseline_days: int = Field(7, ge=1)               # trailing days for the volume and CTR baselines
+    min_baseline_days: int = Field(3, ge=1)           # fewer validated days: volume / CTR are skipped
+    outcome_lookback_hours: int = Field(1, ge=0)      # an outcome may refer to an impression this many hours back
+    freshness_lag_hours: float = Field(3, gt=0)       # newest event of the day no older than day end minus this
+    thresholds: QualityThresholds = QualityThresholds()
+    tenants: dict[str, TenantThresholds] = {}
+
+    def for_tenant(self, tenant: str | None) -> QualityThresholds:
+        override = self.tenants.get(tenant) if tenant else None
+        if override is None:
+            return self.thresholds
+        return self.thresholds.model_copy(update=override.model_dump(exclude_none=True))
+
+
+class AlertSettings(_Section):
+    slack_conn_id: str = "feedloop_slack"             # Airflow Connection (slackwebhook) for the incoming webhook
+    smtp_conn_id: str = "feedloop_smtp"               # Airflow Connection (smtp)
+    email_from: str = "feedloop@localhost"
+    email_to: tuple[str, ...] = ("ml-oncall@localhost",)
+
+
 class Settings(_Section):
     state_dir: Path = Path(".feedloop")
     s3: S3Settings = S3Settings()
@@ -98,6 +145,8 @@ class Settings(_Section):
     events: EventSettings = EventSettings()
     simulate: SimulateSettings = SimulateSettings()
     ingest: IngestSettings = IngestSettings()
+    quality: QualitySettings = QualitySettings()
+    alerts: AlertSettings = AlertSettings()
 
     @cached_property
     def state_path(self) -> Path:
