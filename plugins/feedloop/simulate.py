@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from feedloop.config import Settings, SimulateSettings
-from feedloop.events import SCHEMA_VERSION, format_ts
+from feedloop.events import SCHEMA_VERSION, format_ts, to_json
 
 SURFACE_SHARE = {"feed": 0.6, "search": 0.15, "related": 0.15, "notifications": 0.1}
 DEVICE_SHARE = {"ios": 0.4, "android": 0.4, "web": 0.2}
@@ -280,7 +280,7 @@ class Simulator:
         report.events += 1
         report.by_type[event_type] = report.by_type.get(event_type, 0) + 1
         arrival = int(ts.timestamp() * 1000) + delay_ms
-        return Record(arrival, item_base["user_id"].encode(), orjson.dumps(event))
+        return Record(arrival, item_base["user_id"].encode(), to_json(event))
 
 
 def _sigmoid(x):

@@ -103,7 +103,7 @@ class ObjectStore:
         return StoredObject(resp["Body"].read(), resp["ETag"])
 
     def put_json(self, bucket: str, key: str, obj: object, **conditions) -> str:
-        body = orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        body = orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
         return self.put(bucket, key, body, content_type="application/json", **conditions)
 
     def get_json(self, bucket: str, key: str) -> object | None:

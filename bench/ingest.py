@@ -1,0 +1,170 @@
+"""Ingest benchmark: (a) sink-only throughput on pre-fetched records, (b) end to end from the
+embedded broker, side by side with a bare kafka-python consumer reading the same topic.
+
+    .venv/bin/python bench/ingest.py [--events 5000000] [--e2e-events 300000]
+
+Prints a table and writes bench/results/ingest.json. Starts its own embedded S3 + Kafka on
+free ports (a temporary state folder), so it never touches a running demo stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
+sys.path.insert(0, str(ROOT))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _dense_template(settings, n: int) -> list:
+    """n simulated records squeezed into the first 30 minutes of a day: the density of a
+    10M-events/day topic, where a 50k-offset chunk spans well under an hour per partition."""
+    import orjson
+
+    from feedloop.events import format_ts, parse_ts, to_json
+    from feedloop.simulate import Record, SimulationReport, Simulator
+
+    start = date(2026, 10, 1)
+    sim = Simulator(settings, start=start, days=1, events_per_day=n, seed=1)
+    records = list(sim.records(SimulationReport(start, 1)))[:n]
+    t0 = records[0].arrival_ms
+    out = []
+    for r in records:
+        event = orjson.loads(r.value)
+        ts = parse_ts(event["event_ts"])
+        squeezed = (ts.timestamp() * 1000 - t0) / 48 + t0
+        event["event_ts"] = format_ts(datetime.fromtimestamp(squeezed / 1000, tz=timezone.utc))
+        out.append(Record(int(t0 + (r.arrival_ms - t0) / 48) + 1, r.key, to_json(event)))
+    return out
+
+
+def sink_only(n_events: int, batch: int = 20_000) -> dict:
+    """Run in a child process so its peak RSS is its own: decode -> validate -> Arrow -> Parquet -> S3."""
+    from feedloop.config import load_settings
+    from feedloop.ingest.sink import PartitionSink
+    from feedloop.storage import ObjectStore
+
+    settings = load_settings()
+    store = ObjectStore.from_settings(settings)
+    template = _dense_template(settings, 200_000)
+    sinks = {p: PartitionSink(store, settings, "bench", p) for p in range(4)}
+    offsets = {p: 0 for p in sinks}
+    rss_start = peak_rss_mb()
+    t0 = time.perf_counter()
+    sent = nbytes = 0
+    while sent < n_events:
+        p = (sent // batch) % 4
+        k = min(batch, n_events - sent)
+        chunk = [template[(sent + i) % len(template)] for i in range(k)]
+        cycle = (sent // len(template)).to_bytes(2, "big").hex()
+        # A distinct event_id per copy, so nothing is deduplicated away.
+        values = [r.value.replace(b'"event_id":"', b'"event_id":"' + cycle.encode() + b"-", 1) for r in chunk]
+        o = offsets[p]
+        sinks[p].add(list(range(o, o + k)), [r.arrival_ms for r in chunk], values)
+        offsets[p] += k
+        sent += k
+        nbytes += sum(map(len, values))
+    for s in sinks.values():
+        s.flush()
+    seconds = time.perf_counter() - t0
+    return {"events": sent, "seconds": round(seconds, 2), "events_per_s": round(sent / seconds),
+            "mb_per_s": round(nbytes / seconds / 1e6, 1), "peak_rss_mb": round(peak_rss_mb()),
+            "rss_before_mb": round(rss_start)}
+
+
+def end_to_end(n_events: int) -> dict:
+    from kafka import TopicPartition
+
+    from feedloop import simulate
+    from feedloop.config import load_settings
+    from feedloop.ingest import sink
+    from feedloop.streams import consumer, ensure_topic
+
+    topic = f"bench-{int(time.time())}"
+    os.environ["FEEDLOOP_KAFKA__TOPIC"] = topic
+    settings = load_settings()
+    ensure_topic(settings.kafka)
+    sim = simulate.Simulator(settings, start=date(2026, 10, 1), days=10, events_per_day=max(1, n_events // 10), seed=2)
+    t0 = time.perf_counter()
+    produced = simulate.produce(settings, sim.records(simulate.SimulationReport(date(2026, 10, 1), 10)))
+    produce_s = time.perf_counter() - t0
+
+    c = consumer(settings.kafka, max_poll_records=20_000, fetch_max_bytes=settings.ingest.max_poll_bytes)
+    c.assign([TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))])
+    c.seek_to_beginning()
+    t0 = time.perf_counter()
+    read, empty = 0, 0
+    while empty < settings.ingest.empty_polls_to_stop:
+        polled = c.poll(timeout_ms=settings.ingest.poll_timeout_ms, max_records=20_000)
+        empty = 0 if polled else empty + 1
+        read += sum(len(v) for v in polled.values())
+    bare_s = time.perf_counter() - t0
+    c.close()
+
+    t0 = time.perf_counter()
+    report = sink.run(settings, run_id="bench")
+    sink_s = time.perf_counter() - t0
+    # Both loops end with the same empty-poll wait; compare the time spent moving data too.
+    idle = settings.ingest.empty_polls_to_stop * settings.ingest.poll_timeout_ms / 1000
+    return {"events": produced, "produce_s": round(produce_s, 1),
+            "bare_consumer_s": round(bare_s, 2), "bare_read": read,
+            "sink_s": round(sink_s, 2), "sink_events": report.records,
+            "bare_events_per_s": round(read / bare_s), "sink_events_per_s": round(report.records / sink_s),
+            "ratio": round(bare_s / sink_s, 3),
+            "ratio_excluding_idle_polls": round((bare_s - idle) / max(1e-9, sink_s - idle), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=5_000_000)
+    parser.add_argument("--e2e-events", type=int, default=300_000)
+    parser.add_argument("--child", choices=["sink-only"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(sink_only(args.events)))
+        return
+
+    from feedloop import stack
+    from feedloop.config import load_settings
+    from tests.conftest import stack_environ
+
+    env = stack_environ(Path(tempfile.mkdtemp(prefix="feedloop-bench-")))
+    os.environ.update(env)
+    settings = load_settings()
+    stack.up(settings, echo=lambda m: print(m, file=sys.stderr))
+    try:
+        child = subprocess.run([sys.executable, __file__, "--child", "sink-only", "--events", str(args.events)],
+                               capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if child.returncode:
+            raise SystemExit(child.stderr)
+        a = json.loads(child.stdout.strip().splitlines()[-1])
+        b = end_to_end(args.e2e_events)
+    finally:
+        stack.down(settings, echo=lambda m: None)
+    result = {"sink_only": a, "end_to_end": b,
+              "targets": {"sink_only_events_per_s": 200_000, "sink_only_peak_rss_mb": 1024, "e2e_ratio": 0.8}}
+    out = ROOT / "bench" / "results" / "ingest.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"(a) sink only, {a['events']:,} events: {a['events_per_s']:,} events/s, {a['mb_per_s']} MB/s, "
+          f"peak RSS {a['peak_rss_mb']} MB (target >= 200,000 events/s, <= 1024 MB)")
+    print(f"(b) end to end, {b['events']:,} events: sink {b['sink_events_per_s']:,} events/s vs bare consumer "
+          f"{b['bare_events_per_s']:,} events/s -> ratio {b['ratio']} (target >= 0.8)")
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()

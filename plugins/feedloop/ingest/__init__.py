@@ -1,0 +1,1 @@
+"""Kafka -> event-time Parquet on S3, exactly once (see sink.py for the guarantee)."""

@@ -1,0 +1,145 @@
+"""One open chunk of one Kafka partition: a fixed offset range [start, start + size).
+
+Why chunks: object boundaries must be a function of offsets alone, never of where a run
+stopped or of the wall clock. A chunk's rows are split by event hour into one object per
+(hour, chunk); while the chunk is still filling, its objects are rewritten as supersets under
+the same names, so a crashed or retried run can never add a second copy of a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from feedloop import events, lake
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_lateness: timedelta
+    max_skew: timedelta
+
+
+@dataclass
+class Chunk:
+    topic: str
+    partition: int
+    start: int
+    size: int
+    limits: Limits
+    next_offset: int = -1               # one past the last offset added
+    rows: list[pa.Table] = field(default_factory=list)
+    dead: list[pa.Table] = field(default_factory=list)
+    dirty: bool = False
+
+    def __post_init__(self) -> None:
+        if self.next_offset < 0:
+            self.next_offset = self.start
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    def add(self, offsets: list[int], timestamps_ms: list[int], values: list[bytes]) -> None:
+        """Decode and classify records of this chunk (offsets ascending, all in [start, end))."""
+        if not offsets:
+            return
+        n = len(offsets)
+        offset_array = pa.array(offsets, pa.int64())
+        source = pa.table({
+            "kafka_topic": pa.array([self.topic] * n, pa.string()),
+            "kafka_partition": pa.array([self.partition] * n, pa.int32()),
+            "kafka_offset": offset_array,
+            "ingest_ts": pa.array(timestamps_ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        })
+        decoded = events.decode_batch(values)
+        good = decoded.table
+        for name in source.column_names:
+            good = good.append_column(lake.LAKE_SCHEMA.field(name), source[name].take(decoded.kept))
+        dead_idx = [r.index for r in decoded.rejected]
+        reasons = [r.reason for r in decoded.rejected]
+        out_of_window = self._out_of_window(good)
+        if out_of_window is not None:
+            good = good.filter(pc.invert(out_of_window))
+            late = decoded.kept.filter(out_of_window).to_pylist()
+            dead_idx += late
+            reasons += self._window_reasons(source.take(pa.array(late, pa.int64())),
+                                            decoded.table.take(pc.indices_nonzero(out_of_window)))
+        if dead_idx:
+            order = sorted(range(len(dead_idx)), key=dead_idx.__getitem__)
+            idx = [dead_idx[i] for i in order]
+            self.dead.append(_deadletters(source.take(pa.array(idx, pa.int64())), [reasons[i] for i in order],
+                                          [values[i] for i in idx]))
+        self.rows.append(good)
+        self.next_offset = offsets[-1] + 1
+        self.dirty = True
+
+    def _out_of_window(self, table: pa.Table):
+        """Mask of events too far before or after their arrival (deterministic: arrival = ingest_ts), or None."""
+        if table.num_rows == 0:
+            return None
+        ts, arrival = table["event_ts"], table["ingest_ts"]
+        too_old = pc.less(ts, pc.subtract(arrival, pa.scalar(self.limits.max_lateness)))
+        too_new = pc.greater(ts, pc.add(arrival, pa.scalar(self.limits.max_skew)))
+        bad = pc.or_(too_old, too_new)
+        return bad if pc.any(bad).as_py() else None
+
+    def _window_reasons(self, source: pa.Table, rows: pa.Table) -> list[str]:
+        allowed = (f"allowed: {self.limits.max_lateness.total_seconds() / 3600:g} h before to "
+                   f"{self.limits.max_skew.total_seconds() / 60:g} min after arrival "
+                   f"(ingest.max_lateness_hours / ingest.max_skew_minutes)")
+        out = []
+        for ev, ar in zip(rows["event_ts"].to_pylist(), source["ingest_ts"].to_pylist()):
+            hours = (ar - ev).total_seconds() / 3600
+            when = f"{hours:.1f} h before" if hours > 0 else f"{-hours * 60:.1f} min after"
+            out.append(f"event_ts: {events.format_ts(ev)} is {when} its arrival at {events.format_ts(ar)}; {allowed}")
+        return out
+
+    def events_objects(self) -> dict[str, pa.Table]:
+        """key -> rows, one object per event hour in this chunk, rows in offset order, event_ids deduplicated."""
+        table = _dedupe(pa.concat_tables(self.rows) if self.rows else lake.LAKE_SCHEMA.empty_table())
+        if table.num_rows == 0:
+            return {}
+        hour_ms = pc.divide(pc.cast(table["event_ts"], pa.int64()), 3_600_000)
+        out = {}
+        for h in pc.unique(hour_ms).to_pylist():
+            part = table.filter(pc.equal(hour_ms, h))
+            start = part["event_ts"][0].as_py()
+            hour = lake.HourPartition(start.date(), start.hour)
+            out[lake.events_key(hour, self.topic, self.partition, self.start)] = part
+        return out
+
+    def deadletter_objects(self) -> dict[str, pa.Table]:
+        """key -> dead letters of this chunk, one object per arrival day."""
+        if not self.dead:
+            return {}
+        table = pa.concat_tables(self.dead).sort_by("kafka_offset")
+        day_ms = pc.divide(pc.cast(table["ingest_ts"], pa.int64()), 86_400_000)
+        out = {}
+        for d in pc.unique(day_ms).to_pylist():
+            part = table.filter(pc.equal(day_ms, d))
+            out[lake.deadletter_key(part["ingest_ts"][0].as_py().date(), self.topic, self.partition, self.start)] = part
+        return out
+
+
+def _dedupe(table: pa.Table) -> pa.Table:
+    """Keep the first occurrence (lowest offset) of every event_id; rows sorted by offset."""
+    table = table.sort_by("kafka_offset")
+    if table.num_rows == 0 or pc.count_distinct(table["event_id"]).as_py() == table.num_rows:
+        return table
+    firsts = table.group_by("event_id", use_threads=False).aggregate([("kafka_offset", "min")])
+    return table.filter(pc.is_in(table["kafka_offset"], firsts["kafka_offset_min"]))
+
+
+def _deadletters(source: pa.Table, reasons: list[str], raws: list[bytes]) -> pa.Table:
+    return pa.table({
+        "kafka_topic": source["kafka_topic"],
+        "kafka_partition": source["kafka_partition"],
+        "kafka_offset": source["kafka_offset"],
+        "ingest_ts": source["ingest_ts"],
+        "reason": pa.array(reasons, pa.string()),
+        "raw": pa.array(raws, pa.binary()),
+    }, schema=lake.DEADLETTER_SCHEMA)
