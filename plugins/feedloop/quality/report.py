@@ -1,0 +1,98 @@
+"""What a validation says, for people: failures as observed vs expected, Data Docs HTML, the alert text.
+
+Why its own module: the same failure description goes into status.json, the quarantine marker,
+the day's index page and the Slack / email alert, so an on-call engineer reads the same words
+everywhere and can act from the alert alone.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+_NOT_EXPECTATIONS = {"batch_id", "column", "row_condition", "condition_parser", "result_format"}
+_EXAMPLES = 5
+
+
+def failure(partition: str, result: Any) -> dict[str, str]:
+    """One failed GX ExpectationValidationResult as plain observed-vs-expected text."""
+    cfg = result.expectation_config
+    kwargs = cfg.kwargs
+    column = kwargs.get("column")
+    return {
+        "partition": partition,
+        "check": cfg.meta.get("check", cfg.type),
+        "scope": cfg.meta.get("scope", ""),
+        "expectation": f"{cfg.type}({column})" if column else cfg.type,
+        "expected": ", ".join(f"{k}={_short(v)}" for k, v in kwargs.items() if k not in _NOT_EXPECTATIONS) or "-",
+        "observed": _observed(result),
+    }
+
+
+def _observed(result: Any) -> str:
+    info = result.exception_info or {}
+    if info.get("raised_exception"):
+        return f"error: {info.get('exception_message')}"
+    res = result.result or {}
+    if "observed_value" in res:
+        return _short(res["observed_value"])
+    if "unexpected_count" in res:
+        examples = res.get("partial_unexpected_list") or []
+        return (f"{res['unexpected_count']} of {res.get('element_count', '?')} rows unexpected "
+                f"({res.get('unexpected_percent') or 0:.2f}%), e.g. {_short(examples[:_EXAMPLES])}")
+    return _short(res)
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = str([_plain(v) for v in value] if isinstance(value, list) else _plain(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as plain Python values, so alerts read 5, not np.int32(5)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict, str)) else value
+
+
+def failure_line(f: dict[str, str]) -> str:
+    scope = f" [{f['scope']}]" if f.get("scope") else ""
+    return f"{f['partition']} {f['check']}{scope}: {f['expectation']} expected {f['expected']}; observed {f['observed']}"
+
+
+def data_docs(result: Any) -> str:
+    """GX's own Data Docs page for one validation result (self-contained HTML)."""
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+
+
+def index_html(summary: dict[str, Any]) -> str:
+    """The day's landing page: one row per hour with its state, failures and links to Data Docs."""
+    esc = html.escape
+    rows = []
+    for hour, h in sorted(summary["hours"].items()):
+        problems = "<br>".join(esc(failure_line(f)) for f in h.get("failures", [])) or "-"
+        skipped = "<br>".join(esc(f"{s['check']} {s['scope']}: {s['reason']}") for s in h.get("skipped", [])) or "-"
+        note = f"<br><i>accepted: {esc(h['accepted']['reason'])} ({esc(h['accepted']['by'])})</i>" if h.get("accepted") else ""
+        links = " ".join(f'<a href="hour={hour}/{name}.html">{name}</a>' for name in h.get("docs", []))
+        rows.append(f"<tr class='{esc(h['state'])}'><td>{hour}</td><td>{esc(h['state'])}{note}</td>"
+                    f"<td>{h.get('row_count', 0)}</td><td>{problems}</td><td>{skipped}</td><td>{links}</td></tr>")
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>feedloop validation {esc(summary['day'])}</title>
+<style>body{{font-family:sans-serif}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}
+.failed{{background:#fdd}}.accepted{{background:#ffd}}.passed{{background:#dfd}}</style></head><body>
+<h1>Engagement validation, {esc(summary['day'])}</h1>
+<p>run {esc(summary['run_id'])} at {esc(summary['validated_at'])}: {esc(summary['verdict'])}</p>
+<table><tr><th>hour</th><th>state</th><th>rows</th><th>failed expectations (observed vs expected)</th>
+<th>skipped</th><th>Data Docs</th></tr>{''.join(rows)}</table></body></html>"""
+
+
+def verdict_message(summary: dict[str, Any], report_uri: str, report_url: str) -> str:
+    """The text a failing validation raises with; the alert carries it verbatim."""
+    failed = [h for h in summary["hours"].values() if h["state"] == "failed"]
+    lines = [f"Validation of {summary['day']} failed: {len(failed)} of {len(summary['hours'])} hour partition(s) "
+             f"quarantined."]
+    lines += [f"- {failure_line(f)}" for f in summary.get("day_failures", [])]
+    lines += [f"- {failure_line(f)}" for h in failed for f in h["failures"]]
+    lines.append(f"Report: {report_uri} ({report_url})")
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""Expectation suites for an hour partition, instantiated from the GX JSON in include/expectations/.
+
+Why templates with parameters: the checks are reviewed as plain GX suite JSON, while the numbers
+come from config (per tenant) and from the trailing baseline, so a threshold change never edits a
+suite. `meta.scope` in a template says how many times it is instantiated (see the JSON's notes).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+ROWS_SUITE = "engagement_hour"
+METRICS_SUITE = "engagement_hour_metrics"
+SCOPES = ("hour", "tenant", "each_tenant", "tenant_surface", "newest_hour")
+
+
+@dataclass(frozen=True)
+class Unset:
+    """A parameter with no value yet (e.g. no baseline); its expectation is skipped, with this reason."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One expectation ready for GX: its type and kwargs with every parameter filled in."""
+
+    check: str
+    scope: str  # "" or e.g. "tenant=acme surface=feed"
+    gx_type: str
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    check: str
+    scope: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class HourScope:
+    """What instantiation needs to know about the hour being validated."""
+
+    tenants: tuple[str, ...]             # known tenants (each_tenant, tenant_surface)
+    overridden: tuple[str, ...]          # tenants with their own thresholds (tenant)
+    surfaces: tuple[str, ...]
+    newest_hour: bool
+    params: Callable[[str | None, str | None], dict[str, Any]]  # (tenant, surface) -> parameter values
+
+
+def load_template(suites_dir: Path, name: str) -> dict[str, Any]:
+    template = json.loads((suites_dir / f"{name}.json").read_text())
+    for exp in template["expectations"]:
+        if exp["meta"]["scope"] not in SCOPES:
+            raise ValueError(f"{name}.json: {exp['meta']['check']} has unknown scope {exp['meta']['scope']!r}")
+    return template
+
+
+def instantiate(template: dict[str, Any], scope: HourScope) -> tuple[list[Instance], list[Skipped]]:
+    """Every expectation of `template` for this hour; those with an Unset parameter are skipped."""
+    ready: list[Instance] = []
+    skipped: list[Skipped] = []
+    for exp in template["expectations"]:
+        check = exp["meta"]["check"]
+        for label, condition, tenant, surface in _targets(exp["meta"]["scope"], scope):
+            params = scope.params(tenant, surface)
+            kwargs, unset = _fill(exp["kwargs"], params)
+            if unset:
+                skipped.append(Skipped(check, label, "; ".join(u.reason for u in unset)))
+                continue
+            if condition:
+                kwargs |= {"row_condition": condition, "condition_parser": "pandas"}
+            ready.append(Instance(check, label, exp["type"], kwargs))
+    return ready, skipped
+
+
+def _targets(kind: str, scope: HourScope) -> list[tuple[str, str, str | None, str | None]]:
+    """(label, pandas row condition, tenant, surface) for each instance of one template entry."""
+    if kind == "hour":
+        return [("", "", None, None)]
+    if kind == "newest_hour":
+        return [("", "", None, None)] if scope.newest_hour else []
+    if kind == "tenant":
+        others = f"tenant_id not in {list(scope.overridden)!r}" if scope.overridden else ""
+        return [("", others, None, None)] + [(f"tenant={t}", f"tenant_id == {t!r}", t, None) for t in scope.overridden]
+    if kind == "each_tenant":
+        return [(f"tenant={t}", f"tenant_id == {t!r}", t, None) for t in scope.tenants]
+    return [
+        (f"tenant={t} surface={s}", f"tenant_id == {t!r} and surface == {s!r}", t, s)
+        for t in scope.tenants for s in scope.surfaces
+    ]
+
+
+def _fill(kwargs: dict[str, Any], params: dict[str, Any]) -> tuple[dict[str, Any], list[Unset]]:
+    filled: dict[str, Any] = {}
+    unset: list[Unset] = []
+    for key, value in kwargs.items():
+        if isinstance(value, dict) and "$PARAMETER" in value:
+            value = params[value["$PARAMETER"]]
+            if isinstance(value, Unset):
+                unset.append(value)
+        filled[key] = value
+    return filled, unset
+
+
+def build_suite(name: str, instances: list[Instance]):
+    """A GX ExpectationSuite; each expectation's meta carries our check name and scope for reports."""
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    return gx.ExpectationSuite(
+        name=name,
+        expectations=[
+            ExpectationConfiguration(type=i.gx_type, kwargs=i.kwargs, meta={"check": i.check, "scope": i.scope})
+            .to_domain_obj()
+            for i in instances
+        ],
+    )

@@ -1,0 +1,234 @@
+"""Validation of hour partitions against the real embedded S3: every check has a fixture that breaks it.
+
+Each test validates in its own bucket; the trailing baseline (3 good days) is validated once
+and its day summaries are copied in, because summaries are all the baseline reads.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timedelta, timezone
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from feedloop import quality
+from feedloop.config import TenantThresholds
+from feedloop.lake import LAKE_SCHEMA, HourPartition
+from feedloop.quality import status
+from tests.integration import lakedata
+
+pytestmark = pytest.mark.integration
+
+DAY = date(2026, 11, 5)
+HOURS = (22, 23)
+BASELINE_DAYS = [DAY - timedelta(days=k) for k in (3, 2, 1)]
+
+
+def _settings(embedded, bucket: str, **tenants):
+    quality_settings = embedded.quality.model_copy(update={
+        "thresholds": embedded.quality.thresholds.model_copy(update={"ctr_min_impressions": 20, "volume_min_rows": 10}),
+        "tenants": {t: TenantThresholds(**v) for t, v in tenants.items()},
+    })
+    return embedded.model_copy(update={
+        "s3": embedded.s3.model_copy(update={"lake_bucket": bucket}),
+        "quality": quality_settings,
+        "events": embedded.events.model_copy(update={"tenants": lakedata.TENANTS}),
+    })
+
+
+@pytest.fixture(scope="module")
+def baseline(embedded) -> str:
+    """A bucket holding three good, validated days before DAY."""
+    from feedloop.storage import ObjectStore
+
+    bucket = f"qbase-{uuid.uuid4().hex[:8]}"
+    settings = _settings(embedded, bucket)
+    store = ObjectStore.from_settings(settings)
+    store.ensure_bucket(bucket)
+    for day in BASELINE_DAYS:
+        lakedata.write_good_day(store, bucket, day, HOURS)
+        assert quality.validate_day(settings, day).ok
+    return bucket
+
+
+@pytest.fixture
+def lake(embedded, store, baseline):
+    """A fresh bucket with the baseline summaries; returns (settings, store)."""
+    bucket = f"q-{uuid.uuid4().hex[:10]}"
+    store.ensure_bucket(bucket)
+    for day in BASELINE_DAYS:
+        store.put_json(bucket, status.summary_key(day), store.get_json(baseline, status.summary_key(day)))
+    return _settings(embedded, bucket), store
+
+
+def _window(day: date = DAY) -> tuple[datetime, datetime]:
+    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return start, start + timedelta(days=1)
+
+
+def test_a_good_day_passes_and_records_reports(lake):
+    settings, store = lake
+    bucket = settings.s3.lake_bucket
+    lakedata.write_good_day(store, bucket, DAY, HOURS)
+    result = quality.validate_day(settings, DAY, run_id="t-good")
+    assert result.ok
+    hour = result.summary["hours"]["22"]
+    assert hour["state"] == "passed" and hour["failures"] == []
+    assert not any(s["check"] in ("volume", "ctr_drift") for s in hour["skipped"]), hour["skipped"]
+    assert result.report_uri == f"s3://{bucket}/validation/dt=2026-11-05/index.html"
+    assert b"Engagement validation" in store.get(bucket, "validation/dt=2026-11-05/index.html").body
+    docs = store.get(bucket, "validation/dt=2026-11-05/hour=22/rows.html").body
+    assert b"engagement_hour" in docs and b"values must be greater than or equal to" in docs
+    assert store.get_json(bucket, "validation/dt=2026-11-05/hour=22/rows.json")["success"] is True
+    assert store.get(bucket, status.quarantine_key(HourPartition(DAY, 22))) is None
+    assert quality.require_validated_window(settings, *_window()) == [HourPartition(DAY, 22), HourPartition(DAY, 23)]
+
+
+def _table(evs):
+    return lakedata.lake_table(evs)
+
+
+def _set(evs, index, **fields):
+    evs[index] = {**evs[index], **fields}
+    return evs
+
+
+def _click_without_impression(evs):
+    ghost = next(e for e in evs if e["event_type"] == "click")
+    return evs + [{**ghost, "request_id": "req-never-shown", "event_id": "ghost-click"}]
+
+
+def _drop_column(table: pa.Table) -> pa.Table:
+    return table.drop_columns(["device"])
+
+
+def _position_as_int64(table: pa.Table) -> pa.Table:
+    i = table.schema.get_field_index("position")
+    return table.set_column(i, pa.field("position", pa.int64()), table["position"].cast(pa.int64()))
+
+
+def _null_user(table: pa.Table) -> pa.Table:
+    i = table.schema.get_field_index("user_id")
+    users = pc.if_else(pa.array([k == 3 for k in range(table.num_rows)]), None, table["user_id"])
+    return table.set_column(i, pa.field("user_id", pa.string()), users)
+
+
+def _unknown_tenant(evs):
+    hooli = lakedata.hour_events(DAY, 22, tenants=("hooli",), surfaces=("feed",))
+    return evs + hooli  # 56 of ~730 rows (7.7 %) > max_unknown_tenant_share 1 %
+
+
+# (id, change to the events, change to the Arrow table, the check that must fail)
+BROKEN = [
+    pytest.param(None, _drop_column, "columns", id="a-column-is-missing"),
+    pytest.param(None, _position_as_int64, "types", id="position-written-as-int64"),
+    pytest.param(None, _null_user, "ids_not_null", id="a-null-user-id"),
+    pytest.param(lambda e: _set(e, 0, event_type="purchase"), None, "event_type_allowed", id="unknown-event-type"),
+    pytest.param(lambda e: _set(e, 0, surface="homepage"), None, "surface_allowed", id="unknown-surface"),
+    pytest.param(lambda e: [{**x, "position": 1} if x["position"] > 1 else x for x in e] + [{**e[0], "position": 0, "event_id": "zero"}],
+                 None, "position_range", id="position-zero-from-a-client-bug"),
+    pytest.param(lambda e: _set(e, 0, position=201), None, "position_range", id="position-above-max"),
+    pytest.param(lambda e: [{**x, "dwell_ms": 5_000_000} if x["event_type"] == "dwell" else x for x in e],
+                 None, "dwell_range", id="dwell-above-bound"),
+    pytest.param(lambda e: _set(e, 0, dwell_ms=-1), None, "dwell_range", id="negative-dwell"),
+    pytest.param(lambda e: _set(e, 0, event_ts="2026-11-05T21:59:59.000Z"), None, "event_ts_in_window",
+                 id="event-from-another-hour"),
+    pytest.param(lambda e: e + e[:50], None, "event_id_unique", id="duplicated-events"),
+    pytest.param(_click_without_impression, None, "outcomes_have_impression", id="click-without-impression"),
+    pytest.param(lambda e: [x for x in e if x["tenant_id"] != "globex" or x["surface"] == "feed"], None, "volume",
+                 id="tenant-sends-a-quarter-of-its-traffic"),
+    pytest.param(lambda e: e + lakedata.hour_events(DAY, 22, tenants=("acme",), tag="b"), None, "volume",
+                 id="tenant-volume-doubles"),
+    pytest.param(lambda e: [x for x in e if not (x["tenant_id"] == "acme" and x["event_type"] == "click")], None,
+                 "ctr_drift", id="tenant-stops-sending-clicks"),
+    pytest.param(_unknown_tenant, None, "unknown_tenant_share", id="unknown-tenant-traffic"),
+]
+
+
+@pytest.mark.parametrize(("change_events", "change_table", "check"), BROKEN)
+def test_each_broken_hour_is_caught_and_quarantined(lake, change_events, change_table, check):
+    settings, store = lake
+    bucket = settings.s3.lake_bucket
+    lakedata.write_good_day(store, bucket, DAY, (23,))
+    evs = lakedata.hour_events(DAY, 22)
+    table = _table(change_events(evs) if change_events else evs)
+    lakedata.write(store, bucket, HourPartition(DAY, 22), change_table(table) if change_table else table)
+
+    with pytest.raises(quality.ValidationFailed) as failed:
+        quality.validate_day(settings, DAY, run_id="t-broken")
+
+    summary = failed.value.result.summary
+    assert {f["check"] for f in summary["hours"]["22"]["failures"]} >= {check}, summary["hours"]["22"]["failures"]
+    assert summary["hours"]["23"]["state"] == "passed"
+    assert f"dt=2026-11-05/hour=22 {check}" in str(failed.value)
+    marker = store.get_json(bucket, status.quarantine_key(HourPartition(DAY, 22)))
+    assert marker and check in {f["check"] for f in marker["failures"]}
+    with pytest.raises(quality.WindowNotReady, match=r"dt=2026-11-05/hour=22: quarantined"):
+        quality.require_validated_window(settings, *_window())
+
+
+def test_a_stale_day_fails_freshness(lake):
+    settings, store = lake
+    lakedata.write_good_day(store, settings.s3.lake_bucket, DAY, (10, 11))
+    with pytest.raises(quality.ValidationFailed, match=r"hour=11 freshness: expect_column_max_to_be_between\(event_ts\)"):
+        quality.validate_day(settings, DAY)
+
+
+def test_a_day_without_partitions_fails(lake):
+    settings, _ = lake
+    with pytest.raises(quality.ValidationFailed, match="no objects under events/engagement/dt=2026-11-05/"):
+        quality.validate_day(settings, DAY)
+    with pytest.raises(quality.WindowNotReady, match="dt=2026-11-05: no partitions in the lake"):
+        quality.require_validated_window(settings, *_window())
+
+
+def test_per_tenant_override_applies_to_that_tenant_only(lake, embedded):
+    settings, store = lake
+    settings = _settings(embedded, settings.s3.lake_bucket, globex={"max_position": 4})
+    lakedata.write_good_day(store, settings.s3.lake_bucket, DAY, HOURS)
+    with pytest.raises(quality.ValidationFailed) as failed:
+        quality.validate_day(settings, DAY)
+    failures = failed.value.result.summary["hours"]["22"]["failures"]
+    assert [(f["check"], f["scope"]) for f in failures] == [("position_range", "tenant=globex")]
+    assert "max_value=4" in failures[0]["expected"]
+    assert failures[0]["observed"] == "40 of 224 rows unexpected (17.86%), e.g. [5, 5, 5, 5, 5]"
+
+
+def test_force_accept_and_revalidation_clear_the_quarantine(lake):
+    settings, store = lake
+    bucket = settings.s3.lake_bucket
+    hour22 = HourPartition(DAY, 22)
+    lakedata.write_good_day(store, bucket, DAY, (23,))
+    bad = lakedata.hour_events(DAY, 22)
+    key = lakedata.write(store, bucket, hour22, _table(_set(bad, 0, position=0)))
+    with pytest.raises(quality.ValidationFailed):
+        quality.validate_day(settings, DAY)
+
+    accept = quality.Acceptance(hours=(22,), reason="client bug INC-42, rows harmless", by="oncall")
+    result = quality.validate_day(settings, DAY, acceptance=accept)
+    assert result.summary["hours"]["22"]["state"] == "accepted"
+    assert result.summary["hours"]["22"]["accepted"]["reason"] == "client bug INC-42, rows harmless"
+    assert store.get(bucket, status.quarantine_key(hour22)) is None
+    assert quality.require_validated_window(settings, *_window()) == [hour22, HourPartition(DAY, 23)]
+    assert quality.validate_day(settings, DAY).summary["hours"]["22"]["state"] == "accepted", "same objects stay accepted"
+
+    # a late event adds an object: the hour is unvalidated again until validated
+    late = lakedata.hour_events(DAY, 22, tenants=("acme",), surfaces=("feed",), tag="late")[:5]
+    lakedata.write(store, bucket, hour22, lakedata.lake_table(late, partition=1), partition=1)
+    with pytest.raises(quality.WindowNotReady, match=r"hour=22: objects changed since validation \(new: engagement\+1\+"):
+        quality.require_validated_window(settings, *_window())
+
+    # a replay rewrites the bad object with good data; re-validation passes and clears everything
+    store.delete(bucket, lakedata.write(store, bucket, hour22, lakedata.lake_table(late, partition=1), partition=1))
+    lakedata.write(store, bucket, hour22, _table(lakedata.hour_events(DAY, 22)))
+    assert key.endswith("engagement+0+00000000000000000000.parquet")
+    assert quality.validate_day(settings, DAY).summary["hours"]["22"]["state"] == "passed"
+    assert store.get(bucket, status.quarantine_key(hour22)) is None
+    assert quality.require_validated_window(settings, *_window()) == [hour22, HourPartition(DAY, 23)]
+
+
+def test_accepting_needs_a_reason():
+    with pytest.raises(ValueError, match="needs a reason"):
+        quality.Acceptance(hours=(3,), reason=" ", by="x")
