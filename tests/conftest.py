@@ -80,3 +80,22 @@ def store(embedded):
     from feedloop.storage import ObjectStore
 
     return ObjectStore.from_settings(embedded)
+
+
+@pytest.fixture(scope="session")
+def airflow_cli(embedded):
+    """Run `airflow ...` against a migrated SQLite metadata DB wired to the session stack.
+
+    Returns a function: airflow_cli("dags", "test", "ingest_engagement", "2026-11-20", env={...}).
+    """
+    import subprocess
+
+    env = {**os.environ, **stack.airflow_env(embedded), **stack.settings_env(embedded)}
+    migrate = subprocess.run(["airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=600)
+    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
+
+    def run(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 600):
+        return subprocess.run(["airflow", *args], env={**env, **(env_extra or {})}, capture_output=True, text=True,
+                              timeout=timeout)
+
+    return run

@@ -25,7 +25,7 @@ def _log(msg: str) -> None:
 
 def _emit(args: argparse.Namespace, payload: Any, text: Callable[[], str]) -> None:
     if args.output == "json":
-        sys.stdout.write(orjson.dumps(payload, default=_jsonable, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(orjson.dumps(payload, default=_jsonable, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
     else:
         print(text())
 
@@ -90,6 +90,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from feedloop.ingest import replay, sink
+
+    settings = load_settings()
+    if args.action == "run":
+        report = sink.run(settings, run_id=args.run_id)
+        _emit(args, report, lambda: (
+            f"ingested {report.records:,} records ({report.deadletters:,} dead letters) into {len(report.objects)} "
+            f"objects over {len(report.hours)} hour partitions; stopped on {report.stop_reason}"))
+        return EXIT_OK
+    if args.start_time and args.end_time:
+        result = replay.replay_time(settings, start=args.start_time, end=args.end_time)
+    elif args.partition is not None and args.start_offset is not None and args.end_offset is not None:
+        result = replay.replay_offsets(settings, partition=args.partition, start=args.start_offset,
+                                       end=args.end_offset)
+    else:
+        _log("feedloop ingest replay: give --start-time and --end-time, or --partition, --start-offset and --end-offset")
+        return EXIT_USAGE
+    _emit(args, result, lambda: (
+        f"replayed {len(result.chunks)} chunk(s), {result.records:,} records: {len(result.unchanged)} objects "
+        f"identical, {len(result.changed)} changed, {len(result.created)} created"
+        + (f", {len(result.raced)} left to a concurrent sink run" if result.raced else "")))
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from feedloop import demo
 
@@ -103,6 +128,14 @@ def _date(value: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _datetime(value: str) -> datetime:
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date-time (YYYY-MM-DDTHH:MM, UTC)") from None
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--ground-truth", type=Path, help="write the hidden ground truth to this JSON file")
     sim.set_defaults(func=cmd_simulate)
 
+    ing = sub.add_parser("ingest", help="run the Kafka -> S3 sink once, or replay a range")
+    ing_sub = ing.add_subparsers(dest="action", required=True)
+    ing_run = ing_sub.add_parser("run", help="one bounded sink run (what the ingest_engagement DAG does)")
+    ing_run.add_argument("--run-id", help="name of the run manifest (default: manual__<time>)")
+    rep = ing_sub.add_parser("replay", help="rebuild the objects of a time range or an offset range")
+    rep.add_argument("--start-time", type=_datetime, help="first event hour, UTC (e.g. 2026-11-20T00:00)")
+    rep.add_argument("--end-time", type=_datetime, help="end of the range, exclusive")
+    rep.add_argument("--partition", type=int)
+    rep.add_argument("--start-offset", type=int)
+    rep.add_argument("--end-offset", type=int, help="exclusive")
+    ing.set_defaults(func=cmd_ingest)
+
     dm = sub.add_parser("demo", help="start the stack and run the platform end to end on simulated traffic")
     dm.add_argument("--days", type=int, help="simulated days (default from config)")
     dm.set_defaults(func=cmd_demo)
@@ -140,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
 
         from feedloop.stack import StackError
 
-        if isinstance(exc, (StackError, ValidationError)):
+        from feedloop.ingest.sink import IngestError
+
+        if isinstance(exc, (StackError, ValidationError, IngestError)):
             _log(f"feedloop: {exc}")
             return EXIT_ERROR
         raise

@@ -7,6 +7,7 @@ and a misspelt key must fail loudly instead of silently falling back to a defaul
 from __future__ import annotations
 
 import os
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 ENV_PREFIX = "FEEDLOOP_"
-_RESERVED_ENV = {"FEEDLOOP_CONFIG", "FEEDLOOP_HOME"}
+_RESERVED_ENV = {"FEEDLOOP_CONFIG", "FEEDLOOP_HOME", "FEEDLOOP_FAILPOINT"}
 
 
 def repo_root() -> Path:
@@ -137,6 +138,11 @@ class AlertSettings(_Section):
     email_to: tuple[str, ...] = ("ml-oncall@localhost",)
 
 
+class RetrainSettings(_Section):
+    schedule: str = "@daily"                          # the retrain_ranker DAG (catchup backfills from start_date)
+    start_date: date = date(2026, 11, 1)
+
+
 class Settings(_Section):
     state_dir: Path = Path(".feedloop")
     s3: S3Settings = S3Settings()
@@ -147,6 +153,7 @@ class Settings(_Section):
     ingest: IngestSettings = IngestSettings()
     quality: QualitySettings = QualitySettings()
     alerts: AlertSettings = AlertSettings()
+    retrain: RetrainSettings = RetrainSettings()
 
     @cached_property
     def state_path(self) -> Path:

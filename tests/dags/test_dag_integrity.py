@@ -17,7 +17,7 @@ def dagbag(tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setenv("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(DAG_FILES[0].parent), include_examples=False)
+    return DagBag(dag_folder=str(DAG_FILES[0].parent))
 
 
 @pytest.fixture(scope="module")
