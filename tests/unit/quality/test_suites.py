@@ -1,0 +1,82 @@
+"""Instantiating the GX suite templates: scopes, per-tenant overrides, skipped parameters."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from feedloop.config import repo_root
+from feedloop.quality.suites import METRICS_SUITE, ROWS_SUITE, HourScope, Unset, build_suite, instantiate, load_template
+
+SUITES = repo_root() / "include" / "expectations"
+TENANTS = ("acme", "globex")
+SURFACES = ("feed", "search")
+
+
+def _params(tenant, surface):
+    return {
+        "lake_columns": ["a"], "event_types": ["impression"], "surfaces": list(SURFACES), "known_tenants": list(TENANTS),
+        "known_tenant_mostly": 0.99, "window_start": "2026-11-05T22:00:00+00:00",
+        "window_end": "2026-11-05T23:00:00+00:00", "freshness_min": "2026-11-05T21:00:00+00:00",
+        "max_position": 500 if tenant == "globex" else 200, "max_dwell_ms": 1000, "max_orphan_outcomes": 0,
+        "rows_min": 10 if tenant else Unset("no tenant"), "rows_max": 30 if tenant else Unset("no tenant"),
+        "ctr_min": Unset("baseline has 1 validated day(s) of hour 22, needs 3"),
+        "ctr_max": Unset("baseline has 1 validated day(s) of hour 22, needs 3"),
+    }
+
+
+def _scope(**kw) -> HourScope:
+    return HourScope(**{"tenants": TENANTS, "overridden": (), "surfaces": SURFACES, "newest_hour": False,
+                        "params": _params, **kw})
+
+
+def test_templates_only_use_known_scopes_and_name_every_check():
+    for name in (ROWS_SUITE, METRICS_SUITE):
+        template = load_template(SUITES, name)
+        assert all(e["meta"]["check"] for e in template["expectations"])
+
+
+def test_without_overrides_each_threshold_check_runs_once_on_all_rows():
+    ready, _ = instantiate(load_template(SUITES, ROWS_SUITE), _scope())
+    position = [i for i in ready if i.check == "position_range"]
+    assert len(position) == 1 and "row_condition" not in position[0].kwargs
+    assert position[0].kwargs["max_value"] == 200
+
+
+def test_a_tenant_override_gets_its_own_expectation_and_the_rest_keep_the_default():
+    ready, _ = instantiate(load_template(SUITES, ROWS_SUITE), _scope(overridden=("globex",)))
+    position = {i.scope: i.kwargs for i in ready if i.check == "position_range"}
+    assert position[""]["row_condition"] == "tenant_id not in ['globex']" and position[""]["max_value"] == 200
+    assert position["tenant=globex"]["row_condition"] == "tenant_id == 'globex'"
+    assert position["tenant=globex"]["max_value"] == 500
+
+
+def test_volume_runs_per_known_tenant_and_freshness_only_on_the_newest_hour():
+    ready, _ = instantiate(load_template(SUITES, ROWS_SUITE), _scope())
+    counts = Counter(i.check for i in ready)
+    assert counts["volume"] == 2 and counts["freshness"] == 0
+    newest, _ = instantiate(load_template(SUITES, ROWS_SUITE), _scope(newest_hour=True))
+    assert Counter(i.check for i in newest)["freshness"] == 1
+
+
+def test_an_unset_parameter_skips_the_expectation_and_says_why():
+    ready, skipped = instantiate(load_template(SUITES, METRICS_SUITE), _scope())
+    assert [i.check for i in ready] == ["outcomes_have_impression"]
+    assert len(skipped) == len(TENANTS) * len(SURFACES)
+    assert skipped[0].scope == "tenant=acme surface=feed"
+    assert skipped[0].reason.startswith("baseline has 1 validated day(s) of hour 22, needs 3")
+
+
+def test_the_built_gx_suite_carries_check_and_scope_in_meta():
+    ready, _ = instantiate(load_template(SUITES, ROWS_SUITE), _scope(overridden=("globex",)))
+    suite = build_suite(ROWS_SUITE, ready)
+    assert len(suite.expectations) == len(ready)
+    metas = {(e.meta["check"], e.meta["scope"]) for e in suite.expectations}
+    assert ("position_range", "tenant=globex") in metas and ("event_id_unique", "") in metas
+
+
+def test_an_unknown_scope_in_a_template_is_an_error(tmp_path):
+    (tmp_path / "x.json").write_text('{"expectations": [{"type": "t", "kwargs": {}, "meta": {"check": "c", "scope": "week"}}]}')
+    with pytest.raises(ValueError, match="c has unknown scope 'week'"):
+        load_template(tmp_path, "x")
