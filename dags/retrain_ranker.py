@@ -16,7 +16,7 @@ which refuses quarantined, failed or unvalidated hours.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from feedloop import alerts
 from feedloop.config import load_settings
@@ -26,7 +26,9 @@ SETTINGS = load_settings()
 
 
 @dag(
-    schedule=SETTINGS.retrain.schedule,
+    # Data intervals, so the run for 2026-11-05 starts after that day ends and its logical date
+    # (ds) IS the day it validates; Airflow 3's default cron timetable would make ds the next day.
+    schedule=CronDataIntervalTimetable(SETTINGS.retrain.schedule, timezone="UTC"),
     start_date=pendulum.datetime(*SETTINGS.retrain.start_date.timetuple()[:3], tz="UTC"),
     catchup=True,
     max_active_runs=1,

@@ -76,8 +76,9 @@ def validate_day(settings: Settings, day: date, *, run_id: str = "manual",
     engine = _Engine(settings)
     lookback = _LookbackKeys(store, bucket, settings.quality.outcome_lookback_hours)
     outcomes: list[_Hour] = []
+    newest = max(hours, default=None)
     for partition, keys in hours.items():
-        hour = engine.validate(store, bucket, partition, list(keys), newest=partition == max(hours),
+        hour = engine.validate(store, bucket, partition, list(keys), newest=partition == newest,
                                baseline=hour_baseline(summaries, partition.hour), lookback=lookback)
         _decide(store, bucket, hour, acceptance)
         outcomes.append(hour)
@@ -103,7 +104,10 @@ class _LookbackKeys:
         objects = list_hours(self.store, self.bucket, partition.day).get(partition, {})
         if not objects:
             return pa.table({"k": pa.array([], pa.uint64())})
-        rows = read_hour(self.store, self.bucket, partition, list(objects), columns=["event_type", "request_id", "item_id"])
+        try:
+            rows = read_hour(self.store, self.bucket, partition, list(objects), columns=["event_type", "request_id", "item_id"])
+        except (IncompatibleObjects, pa.ArrowInvalid):  # that hour fails on its own; its impressions count as unseen
+            return pa.table({"k": pa.array([], pa.uint64())})
         return impression_keys(rows.table)
 
     def add(self, partition: HourPartition, keys: pa.Table) -> None:
