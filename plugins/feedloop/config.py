@@ -97,7 +97,7 @@ class QualityThresholds(_Section):
     max_position: int = Field(200, ge=1)
     max_dwell_ms: int = Field(3_600_000, ge=0)
     volume_band: float = Field(0.5, ge=0)             # rows within mean * (1 +- band) of the trailing same hour
-    volume_min_rows: int = Field(100, ge=0)           # a baseline smaller than this is too noisy to judge
+    volume_min_rows: int = Field(1000, ge=0)          # smaller tenant-hours are too noisy for the band (skipped)
     ctr_band: float = Field(0.5, ge=0)                # CTR per surface within mean * (1 +- band)
     ctr_min_impressions: int = Field(200, ge=1)       # fewer impressions (now or in the baseline): not judged
     max_unknown_tenant_share: float = Field(0.01, ge=0, le=1)

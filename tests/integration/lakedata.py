@@ -47,7 +47,11 @@ def _event(base: dict[str, Any], event_type: str, ts: datetime, dwell_ms: int | 
 
 
 def lake_table(evs: list[dict[str, Any]], *, partition: int = 0, first_offset: int = 0) -> pa.Table:
-    table = events.events_to_table(evs)
+    return with_kafka_columns(events.events_to_table(evs), partition=partition, first_offset=first_offset)
+
+
+def with_kafka_columns(table: pa.Table, *, partition: int = 0, first_offset: int = 0) -> pa.Table:
+    """A contract table (events.ARROW_SCHEMA) plus the four columns the ingest sink adds."""
     n = table.num_rows
     ingest = pa.array([datetime(2030, 1, 1, tzinfo=timezone.utc)] * n, pa.timestamp("ms", tz="UTC"))
     return pa.Table.from_arrays(

@@ -16,11 +16,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from feedloop.config import Settings, repo_root
+from feedloop.config import QualityThresholds, Settings, repo_root
 from feedloop.events import EVENT_TYPES, SURFACES
 from feedloop.lake import LAKE_SCHEMA, HourPartition
 from feedloop.quality import report
-from feedloop.quality.metrics import HourMetrics, hour_metrics, impression_keys
+from feedloop.quality.metrics import hour_metrics, impression_keys
 from feedloop.quality.partitions import IncompatibleObjects, hour_start, list_hours, previous_hours, read_hour
 from feedloop.quality.status import (
     ACCEPTED, FAILED, PASSED, Acceptance, baseline_summaries, day_prefix, describe_change, hour_baseline,
@@ -149,7 +149,7 @@ class _Engine:
             metrics = hour_metrics(data.table, lookback.before(partition))
             lookback.add(partition, metrics.impression_keys)
             hour.metrics = metrics.summary()
-        scope = self._scope(partition, newest, baseline, metrics)
+        scope = self._scope(partition, newest, baseline, hour.metrics)
         frames = {ROWS_SUITE: _to_pandas(data.table)}
         if metrics is not None:
             frames[METRICS_SUITE] = metrics.table.to_pandas()
@@ -167,11 +167,10 @@ class _Engine:
         return hour
 
     def _scope(self, partition: HourPartition, newest: bool, baseline: list[dict[str, Any]],
-               metrics: HourMetrics | None) -> HourScope:
+               current: dict[str, Any]) -> HourScope:
         s, q = self.settings, self.settings.quality
         start = hour_start(partition)
         day_end = datetime(partition.day.year, partition.day.month, partition.day.day, tzinfo=timezone.utc) + timedelta(days=1)
-        current = metrics.summary() if metrics is not None else {"rows": {}, "impressions": {}, "clicks": {}}
 
         def params(tenant: str | None, surface: str | None) -> dict[str, Any]:
             th = q.for_tenant(tenant)
@@ -195,7 +194,7 @@ class _Engine:
                          newest_hour=newest, params=params)
 
 
-def _volume_band(tenant: str | None, th, baseline: list[dict[str, Any]], min_days: int, hour: int) -> dict[str, Any]:
+def _volume_band(tenant: str | None, th: QualityThresholds, baseline: list[dict[str, Any]], min_days: int, hour: int) -> dict[str, Any]:
     if len(baseline) < min_days:
         unset = Unset(f"baseline has {len(baseline)} validated day(s) of hour {hour:02d}, needs {min_days}")
         return {"rows_min": unset, "rows_max": unset}
@@ -206,7 +205,7 @@ def _volume_band(tenant: str | None, th, baseline: list[dict[str, Any]], min_day
     return {"rows_min": int(mean * (1 - th.volume_band)), "rows_max": int(mean * (1 + th.volume_band)) + 1}
 
 
-def _ctr_band(tenant: str | None, surface: str | None, th, baseline: list[dict[str, Any]], min_days: int, hour: int,
+def _ctr_band(tenant: str | None, surface: str | None, th: QualityThresholds, baseline: list[dict[str, Any]], min_days: int, hour: int,
               current: dict[str, Any]) -> dict[str, Any]:
     pair = f"{tenant}/{surface}"
     impressions = sum(m["impressions"].get(pair, 0) for m in baseline)
@@ -214,8 +213,8 @@ def _ctr_band(tenant: str | None, surface: str | None, th, baseline: list[dict[s
         why = f"baseline has {len(baseline)} validated day(s) of hour {hour:02d}, needs {min_days}"
     elif impressions < th.ctr_min_impressions:
         why = f"baseline has {impressions} impressions < ctr_min_impressions {th.ctr_min_impressions}"
-    elif current["impressions"].get(pair, 0) < th.ctr_min_impressions:
-        why = f"{current['impressions'].get(pair, 0)} impressions this hour < ctr_min_impressions {th.ctr_min_impressions}"
+    elif (now := current.get("impressions", {}).get(pair, 0)) < th.ctr_min_impressions:
+        why = f"{now} impressions this hour < ctr_min_impressions {th.ctr_min_impressions}"
     else:
         mean = sum(m["clicks"].get(pair, 0) for m in baseline) / impressions
         return {"ctr_min": round(mean * (1 - th.ctr_band), 6), "ctr_max": round(mean * (1 + th.ctr_band), 6)}
