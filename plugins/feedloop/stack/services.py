@@ -29,8 +29,23 @@ def venv_bin() -> Path:
     return Path(sys.executable).parent
 
 
+def _local_secret(path: Path) -> str:
+    """A random secret kept in the state folder (never in the repo), created on first use."""
+    if not path.exists():
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
 def airflow_env(settings: Settings) -> dict[str, str]:
-    """Environment for every Airflow process (and `airflow dags test`) of the embedded stack."""
+    """Environment for every Airflow process (and `airflow dags test`) of the embedded stack.
+
+    All components share one JWT secret: the scheduler's workers sign Execution API calls
+    that the api-server must verify (a per-process random secret fails with 403).
+    """
     root = repo_root()
     home = settings.state_path / "airflow"
     port = settings.stack.airflow_port
@@ -51,6 +66,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": _local_secret(home / ".jwt_secret"),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port + 1),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(port + 2),
         f"AIRFLOW_CONN_{settings.s3.airflow_conn_id.upper()}": orjson.dumps(s3_conn).decode(),

@@ -1,0 +1,86 @@
+"""A small client for Airflow's stable REST API (v2): trigger DAG runs and wait for them.
+
+Why: the demo and the CLI drive the real Airflow the way an operator or an external system
+would — through its API, with a login — rather than calling DAG code directly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import httpx
+import orjson
+
+TERMINAL = {"success", "failed"}
+
+
+class AirflowApiError(RuntimeError):
+    """The API refused a request; the message carries Airflow's own detail."""
+
+
+@dataclass
+class AirflowApi:
+    base_url: str
+    username: str
+    password: str
+
+    @classmethod
+    def for_standalone(cls, base_url: str, password_file: Path) -> AirflowApi:
+        """Log in as the admin user `airflow standalone` generated."""
+        passwords = orjson.loads(password_file.read_bytes())
+        return cls(base_url, "admin", passwords["admin"])
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        token = httpx.post(f"{self.base_url}/auth/token", json={"username": self.username, "password": self.password},
+                           timeout=30)
+        if token.status_code >= 300:
+            raise AirflowApiError(f"login to {self.base_url} as {self.username} failed: {token.status_code} {token.text}")
+        return httpx.Client(base_url=f"{self.base_url}/api/v2", timeout=30,
+                            headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+
+    def _call(self, method: str, path: str, **kwargs) -> dict:
+        resp = self.http.request(method, path, **kwargs)
+        if resp.status_code >= 300:
+            raise AirflowApiError(f"{method} {path}: {resp.status_code} {resp.text[:500]}")
+        return resp.json() if resp.content else {}
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        """Wait until the dag-processor has parsed the DAG (a fresh stack needs a few seconds)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.http.get(f"/dags/{dag_id}").status_code == 200:
+                return
+            time.sleep(2)
+        raise AirflowApiError(f"DAG {dag_id} did not appear within {timeout:.0f}s; check the dag-processor log")
+
+    def unpause(self, dag_id: str) -> None:
+        self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, *, logical_date: str | None = None, conf: dict | None = None,
+                run_id: str | None = None) -> str:
+        body: dict = {"logical_date": logical_date, "conf": conf or {}}
+        if run_id:
+            body["dag_run_id"] = run_id
+        return self._call("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"]
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+
+    def wait(self, dag_id: str, run_id: str, timeout: float = 900, poll: float = 2.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.run_state(dag_id, run_id)
+            if state in TERMINAL:
+                return state
+            time.sleep(poll)
+        raise AirflowApiError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
+        return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")["value"]
