@@ -75,7 +75,8 @@ def failure_message(context: Any) -> tuple[str, str]:
     when = logical_date.isoformat() if logical_date else "none (manual run)"
     exc = context.get("exception")
     error = f"{type(exc).__name__}: {exc}" if exc is not None else "no exception recorded"
-    subject = f"[feedloop] {dag_id}.{task_id} failed for {logical_date.date() if logical_date else context.get('run_id')}"
+    day = logical_date.date() if logical_date else context.get("run_id")
+    subject = f"[feedloop] {dag_id}.{task_id} failed for {day}"
     lines = [
         f"DAG: {dag_id}",
         f"Task: {task_id} (try {getattr(ti, 'try_number', '?')})",

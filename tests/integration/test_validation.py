@@ -15,7 +15,7 @@ import pytest
 
 from feedloop import quality
 from feedloop.config import TenantThresholds
-from feedloop.lake import LAKE_SCHEMA, HourPartition
+from feedloop.lake import HourPartition
 from feedloop.quality import status
 from tests.integration import lakedata
 

@@ -72,6 +72,7 @@ def impression_keys(rows: pa.Table) -> pa.Table:
     con = duckdb.connect(config={"threads": 2})
     try:
         con.register("r", rows.select(["event_type", "request_id", "item_id"]))
-        return con.sql("select hash(request_id, item_id) as k from r where event_type = 'impression'").fetch_arrow_table()
+        sql = "select hash(request_id, item_id) as k from r where event_type = 'impression'"
+        return con.sql(sql).fetch_arrow_table()
     finally:
         con.close()

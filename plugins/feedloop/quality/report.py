@@ -55,7 +55,8 @@ def _plain(value: Any) -> Any:
 
 def failure_line(f: dict[str, str]) -> str:
     scope = f" [{f['scope']}]" if f.get("scope") else ""
-    return f"{f['partition']} {f['check']}{scope}: {f['expectation']} expected {f['expected']}; observed {f['observed']}"
+    return (f"{f['partition']} {f['check']}{scope}: {f['expectation']} "
+            f"expected {f['expected']}; observed {f['observed']}")
 
 
 def data_docs(result: Any) -> str:
@@ -73,7 +74,8 @@ def index_html(summary: dict[str, Any]) -> str:
     for hour, h in sorted(summary["hours"].items()):
         problems = "<br>".join(esc(failure_line(f)) for f in h.get("failures", [])) or "-"
         skipped = "<br>".join(esc(f"{s['check']} {s['scope']}: {s['reason']}") for s in h.get("skipped", [])) or "-"
-        note = f"<br><i>accepted: {esc(h['accepted']['reason'])} ({esc(h['accepted']['by'])})</i>" if h.get("accepted") else ""
+        accepted = h.get("accepted")
+        note = f"<br><i>accepted: {esc(accepted['reason'])} ({esc(accepted['by'])})</i>" if accepted else ""
         links = " ".join(f'<a href="hour={hour}/{name}.html">{name}</a>' for name in h.get("docs", []))
         rows.append(f"<tr class='{esc(h['state'])}'><td>{hour}</td><td>{esc(h['state'])}{note}</td>"
                     f"<td>{h.get('row_count', 0)}</td><td>{problems}</td><td>{skipped}</td><td>{links}</td></tr>")

@@ -105,7 +105,8 @@ class _LookbackKeys:
         if not objects:
             return pa.table({"k": pa.array([], pa.uint64())})
         try:
-            rows = read_hour(self.store, self.bucket, partition, list(objects), columns=["event_type", "request_id", "item_id"])
+            rows = read_hour(self.store, self.bucket, partition, list(objects),
+                             columns=["event_type", "request_id", "item_id"])
         except (IncompatibleObjects, pa.ArrowInvalid):  # that hour fails on its own; its impressions count as unseen
             return pa.table({"k": pa.array([], pa.uint64())})
         return impression_keys(rows.table)
@@ -170,7 +171,7 @@ class _Engine:
                current: dict[str, Any]) -> HourScope:
         s, q = self.settings, self.settings.quality
         start = hour_start(partition)
-        day_end = datetime(partition.day.year, partition.day.month, partition.day.day, tzinfo=timezone.utc) + timedelta(days=1)
+        day_end = hour_start(HourPartition(partition.day, 0)) + timedelta(days=1)
 
         def params(tenant: str | None, surface: str | None) -> dict[str, Any]:
             th = q.for_tenant(tenant)
@@ -194,7 +195,8 @@ class _Engine:
                          newest_hour=newest, params=params)
 
 
-def _volume_band(tenant: str | None, th: QualityThresholds, baseline: list[dict[str, Any]], min_days: int, hour: int) -> dict[str, Any]:
+def _volume_band(tenant: str | None, th: QualityThresholds, baseline: list[dict[str, Any]], min_days: int,
+                 hour: int) -> dict[str, Any]:
     if len(baseline) < min_days:
         unset = Unset(f"baseline has {len(baseline)} validated day(s) of hour {hour:02d}, needs {min_days}")
         return {"rows_min": unset, "rows_max": unset}
@@ -205,8 +207,8 @@ def _volume_band(tenant: str | None, th: QualityThresholds, baseline: list[dict[
     return {"rows_min": int(mean * (1 - th.volume_band)), "rows_max": int(mean * (1 + th.volume_band)) + 1}
 
 
-def _ctr_band(tenant: str | None, surface: str | None, th: QualityThresholds, baseline: list[dict[str, Any]], min_days: int, hour: int,
-              current: dict[str, Any]) -> dict[str, Any]:
+def _ctr_band(tenant: str | None, surface: str | None, th: QualityThresholds, baseline: list[dict[str, Any]],
+              min_days: int, hour: int, current: dict[str, Any]) -> dict[str, Any]:
     pair = f"{tenant}/{surface}"
     impressions = sum(m["impressions"].get(pair, 0) for m in baseline)
     if len(baseline) < min_days:
