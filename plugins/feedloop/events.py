@@ -199,12 +199,11 @@ def _to_contract(table: pa.Table) -> pa.Table:
 def _read_block(raws: Sequence[bytes]) -> pa.Table | None:
     import pyarrow.json as pj
 
-    block = b"\n".join(raws)
-    if block.count(b"\n") != len(raws) - 1:  # a multi-line record: the per-record path reads it
-        return None
+    # A record holding a newline (pretty-printed JSON) breaks the line framing: the parse fails or
+    # the row count differs, and the per-record path reads the block instead.
     try:
         table = pj.read_json(
-            io.BytesIO(block),
+            io.BytesIO(b"\n".join(raws)),
             read_options=pj.ReadOptions(block_size=1 << 26, use_threads=False),
             parse_options=pj.ParseOptions(explicit_schema=_DECODE_SCHEMA, unexpected_field_behavior="ignore"),
         )
