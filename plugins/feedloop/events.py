@@ -41,6 +41,7 @@ ARROW_SCHEMA = pa.schema(
         pa.field("device", pa.string(), nullable=False),
         pa.field("query", pa.string()),
         pa.field("schema_version", pa.int32(), nullable=False),
+        pa.field("explore", pa.bool_()),  # optional: true when the list's positions were randomly shuffled
     ]
 )
 FIELDS = tuple(ARROW_SCHEMA.names)
@@ -118,6 +119,9 @@ def check_event(obj: Any) -> list[FieldError]:
     query = obj.get("query")
     if query is not None and not isinstance(query, str):
         errors.append(FieldError("query", f"expected a string or null, got {query!r}"))
+    explore = obj.get("explore")
+    if explore is not None and not isinstance(explore, bool):
+        errors.append(FieldError("explore", f"expected true, false or null, got {explore!r}"))
     if obj.get("schema_version") != SCHEMA_VERSION:
         errors.append(FieldError("schema_version", f"expected {SCHEMA_VERSION}, got {obj.get('schema_version')!r}"))
     return errors

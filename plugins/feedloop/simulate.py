@@ -248,7 +248,7 @@ class Simulator:
                 item_base = {**base, "item_id": self.ids.item(int(item)),
                              "author_id": self.ids.author(int(w.item_author[item])), "position": j + 1}
                 n = len(out)
-                out.append(self._record(report, item_base, "impression", ts, n))
+                out.append(self._record(report, {**item_base, "explore": bool(explore[r])}, "impression", ts, n))
                 if clicks[j]:
                     t_click = ts + timedelta(seconds=float(rng.exponential(8.0)) + 1)
                     out.append(self._record(report, item_base, "click", t_click, n + 1))

@@ -20,6 +20,7 @@ GOOD = {
     "device": "android",
     "query": "shoes",
     "schema_version": 1,
+    "explore": False,
 }
 
 
@@ -55,6 +56,7 @@ BAD = [
     pytest.param(_with(dwell_ms=None), "dwell_ms", "required for event_type 'dwell'", id="dwell-missing-on-dwell"),
     pytest.param(_with(query=7), "query", "string or null", id="query-not-a-string"),
     pytest.param(_with(schema_version=2), "schema_version", "expected 1", id="schema-version-unknown"),
+    pytest.param(_with(explore="yes"), "explore", "true, false or null", id="explore-not-a-bool"),
 ]
 
 
