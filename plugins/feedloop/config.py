@@ -146,6 +146,33 @@ class RetrainSettings(_Section):
     start_date: date = date(2026, 11, 1)
 
 
+class DatasetSettings(_Section):
+    window_days: int = Field(14, ge=1)              # training window [D - window_days, D)
+    min_window_days: int = Field(3, ge=3)           # fewer days of data (since retrain.start_date): no training
+    attribution_minutes: int = Field(60, ge=1)      # outcomes count for an impression within this time
+    long_dwell_ms: int = Field(30_000, ge=0)
+    label_grades: dict[str, int] = {"click": 1, "long_dwell": 2, "like": 2, "share": 3}
+    max_ipw: float = Field(10.0, ge=1)              # inverse-propensity weights are clipped here
+    min_exploration_impressions: int = Field(300, ge=1)  # per surface; fewer -> click-model propensities
+    duckdb_memory_limit: str = "2GB"
+    duckdb_threads: int = Field(2, ge=1)
+    batch_rows: int = Field(200_000, ge=1000)
+    rows_per_file: int = Field(2_000_000, ge=1000)
+
+
+class TrainSettings(_Section):
+    objective: Literal["lambdarank", "binary"] = "lambdarank"
+    num_leaves: int = Field(63, ge=2)
+    learning_rate: float = Field(0.05, gt=0)
+    num_boost_round: int = Field(300, ge=1)
+    early_stopping_rounds: int = Field(30, ge=1)
+    min_data_in_leaf: int = Field(50, ge=1)
+    max_bin: int = Field(63, ge=2)
+    feature_fraction: float = Field(0.9, gt=0, le=1)
+    num_threads: int = Field(2, ge=1)
+    seed: int = 7
+
+
 class PromotionSettings(_Section):
     """The promotion gate (feedloop.gate) and evaluation; a manual retrain run may override keys by params."""
 
@@ -171,6 +198,8 @@ class Settings(_Section):
     quality: QualitySettings = QualitySettings()
     alerts: AlertSettings = AlertSettings()
     retrain: RetrainSettings = RetrainSettings()
+    dataset: DatasetSettings = DatasetSettings()
+    train: TrainSettings = TrainSettings()
     promotion: PromotionSettings = PromotionSettings()
 
     @cached_property
