@@ -1,0 +1,72 @@
+"""ONNX export of LightGBM models with a categorical feature, NaNs and an unseen category; parity failures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from feedloop.export import check_parity, onnx_scores, to_onnx
+
+
+def _model(objective: str) -> tuple[str, np.ndarray]:
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(3)
+    n = 1200
+    x = np.column_stack([rng.normal(size=n), rng.normal(size=n), rng.integers(0, 6, n)]).astype(np.float32)
+    y = np.clip(np.digitize(x[:, 0] + (x[:, 2] == 2) + rng.normal(scale=0.5, size=n), [0.5, 1.2, 2.0]), 0, 3)
+    if objective == "binary":
+        y = (y > 0).astype(int)
+    data = lgb.Dataset(x, label=y, group=[20] * (n // 20) if objective == "lambdarank" else None,
+                       categorical_feature=[2], free_raw_data=False)
+    params = {"objective": objective, "num_leaves": 15, "min_data_in_leaf": 5, "verbose": -1, "seed": 1,
+              "min_data_per_group": 5, "cat_smooth": 1}
+    text = lgb.train(params, data, num_boost_round=25).model_to_string()
+    x[:10, 1] = np.nan   # missing numeric
+    x[10:20, 2] = np.nan  # missing category
+    x[20:30, 2] = 9.0     # unseen category
+    return text, x
+
+
+@pytest.mark.parametrize("objective", ["lambdarank", "binary"])
+def test_parity_holds_with_categoricals_nans_and_unseen_values(objective):
+    text, x = _model(objective)
+    parity = check_parity(model_text=text, onnx_bytes=to_onnx(model_text=text, n_features=3), matrix=x, threshold=1e-5)
+    assert parity.passed and parity.rows == 1200 and parity.max_abs_diff < 1e-5
+    assert parity.to_dict()["passed"] is True
+
+
+def _perturbed(onnx_bytes: bytes) -> bytes:
+    """The same model with one leaf value changed by 0.01: runs fine, scores differently."""
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.name in ("target_weights", "class_weights"):
+                attr.floats[0] += 0.01
+                return model.SerializeToString()
+    raise AssertionError("no tree ensemble leaf weights found")
+
+
+@pytest.mark.parametrize("corrupt", [
+    pytest.param(_perturbed, id="perturbed-leaf"),
+    pytest.param(lambda b: b[: len(b) // 2], id="truncated"),
+])
+def test_a_corrupted_export_fails_parity(corrupt):
+    text, x = _model("lambdarank")
+    parity = check_parity(model_text=text, onnx_bytes=corrupt(to_onnx(model_text=text, n_features=3)), matrix=x,
+                          threshold=1e-5)
+    assert not parity.passed and parity.max_abs_diff > 1e-3
+
+
+def test_the_feature_count_must_match_the_manifest():
+    text, _ = _model("lambdarank")
+    with pytest.raises(ValueError, match="model has 3 features, the manifest names 4"):
+        to_onnx(model_text=text, n_features=4)
+
+
+def test_scores_are_one_per_row():
+    text, x = _model("binary")
+    scores = onnx_scores(onnx_bytes=to_onnx(model_text=text, n_features=3), matrix=x[:7])
+    assert scores.shape == (7,) and ((scores >= 0) & (scores <= 1)).all()
