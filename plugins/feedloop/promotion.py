@@ -1,0 +1,364 @@
+"""The promotion steps of the retrain DAG: evaluate -> export -> gate -> register -> flip (and rollback).
+
+Each step takes the logical date (and small dicts), returns URIs and small dicts, and is
+idempotent per logical date: its output is staged under s3://<models>/ranker/runs/<ds>/candidates/
+<version>/ and a re-run returns what is there. The version id is "<ds>-<hash of model.txt, feature
+manifest and data lineage>", so re-running a day with the same inputs yields the same version and a
+retrained model a new one. The registry writes the immutable version first and the pointer last.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import orjson
+
+from feedloop import gate as gate_mod
+from feedloop.config import PromotionSettings, Settings, load_settings
+from feedloop.registry import Registry, sha256
+from feedloop.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+HOLDOUT_COLUMNS = ("request_id", "label", "label_binary", "item_popularity")
+SAMPLE_ROWS = 8  # rows + scores saved in the manifest so a pod can check a model it loaded
+
+
+class PromotionBlocked(RuntimeError):
+    """The gate refused the candidate (or its ONNX export failed parity); the message says why."""
+
+
+class EvaluationError(RuntimeError):
+    """The inputs of an evaluation are missing or do not fit the model."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The trained model of one logical date, as the train step left it."""
+
+    ds: str
+    settings: Settings
+    model_text: str
+    feature_manifest: dict[str, Any]
+    train_metrics: dict[str, Any]
+    lineage: bytes
+
+    @property
+    def store(self) -> ObjectStore:
+        return ObjectStore.from_settings(self.settings)
+
+    @property
+    def run_key(self) -> str:
+        return f"ranker/runs/{self.ds}/"
+
+    @property
+    def dataset_key(self) -> str:
+        return f"datasets/ranker/{self.ds}/"
+
+    @cached_property
+    def version(self) -> str:
+        digest = sha256(self.model_text.encode() + b"\0" + _canonical(self.feature_manifest) + b"\0" + self.lineage)
+        return f"{self.ds}-{digest[:10]}"
+
+    def stage_key(self, name: str) -> str:
+        return f"{self.run_key}candidates/{self.version}/{name}"
+
+    def stage_uri(self, name: str) -> str:
+        return self.store.uri(self.settings.s3.models_bucket, self.stage_key(name))
+
+    def staged(self, name: str) -> Any:
+        return self.store.get_json(self.settings.s3.models_bucket, self.stage_key(name))
+
+    def stage(self, name: str, obj: Any) -> str:
+        self.store.put_json(self.settings.s3.models_bucket, self.stage_key(name), obj)
+        return self.stage_uri(name)
+
+
+def load_candidate(*, ds: str, settings: Settings | None = None) -> Candidate:
+    settings = settings or load_settings()
+    store = ObjectStore.from_settings(settings)
+    models, lake = settings.s3.models_bucket, settings.s3.lake_bucket
+    run = f"ranker/runs/{ds}/"
+    found = {name: store.get(models, run + name) for name in ("model.txt", "feature_manifest.json", "train_metrics.json")}
+    missing = [store.uri(models, run + n) for n, v in found.items() if v is None]
+    if missing:
+        raise EvaluationError(f"no trained model for {ds}: missing {', '.join(missing)} (run the train step first)")
+    lineage = store.get(lake, f"datasets/ranker/{ds}/lineage.json")
+    return Candidate(ds=ds, settings=settings, model_text=found["model.txt"].body.decode(),
+                     feature_manifest=orjson.loads(found["feature_manifest.json"].body),
+                     train_metrics=orjson.loads(found["train_metrics.json"].body),
+                     lineage=lineage.body if lineage else b"{}")
+
+
+# ---- steps ---------------------------------------------------------------------------------------
+
+def evaluate_candidate(*, ds: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Candidate, champion (the live version) and popularity baseline on the same holdout rows."""
+    cand = load_candidate(ds=ds, settings=settings)
+    evaluation = cand.staged("evaluation.json")
+    if evaluation is None:
+        evaluation = _evaluate(cand)
+        cand.stage("evaluation.json", evaluation)
+    champion = evaluation["champion"]
+    return {"version": cand.version, "evaluation_uri": cand.stage_uri("evaluation.json"),
+            "champion": champion["version"] if champion else None,
+            "overall": {k: evaluation["candidate"]["overall"][k] for k in ("auc", "ndcg@10")}}
+
+
+def export_candidate(*, ds: str, settings: Settings | None = None) -> dict[str, Any]:
+    """ONNX export and its parity against LightGBM on a holdout sample (the figure is recorded, not raised)."""
+    from feedloop import export
+
+    cand = load_candidate(ds=ds, settings=settings)
+    parity = cand.staged("parity.json")
+    if parity is None:
+        cfg = cand.settings.promotion
+        columns = _holdout(cand.store, cand.settings.s3.lake_bucket, cand.dataset_key, _feature_names(cand.feature_manifest))
+        matrix = _matrix(columns, cand.feature_manifest, what=f"candidate {cand.version}")
+        sample = matrix[np.unique(np.linspace(0, len(matrix) - 1, min(len(matrix), cfg.parity_sample_rows)).astype(int))]
+        onnx_bytes = export.to_onnx(model_text=cand.model_text, n_features=matrix.shape[1])
+        result = export.check_parity(model_text=cand.model_text, onnx_bytes=onnx_bytes, matrix=sample,
+                                     threshold=cfg.parity_max_abs_diff)
+        cand.store.put(cand.settings.s3.models_bucket, cand.stage_key("model.onnx"), onnx_bytes)
+        parity = {**result.to_dict(), "onnx_sha256": sha256(onnx_bytes), "sample": _sample(cand, matrix)}
+        cand.stage("parity.json", parity)
+    log.info("ONNX parity of %s: max |diff| %s on %s rows (threshold %s)", cand.version, parity["max_abs_diff"],
+             parity["rows"], parity["threshold"])
+    return {"version": cand.version, "onnx_uri": cand.stage_uri("model.onnx"),
+            **{k: v for k, v in parity.items() if k != "sample"}}
+
+
+def gate_candidate(*, ds: str, overrides: dict[str, Any] | None = None,
+                   settings: Settings | None = None) -> dict[str, Any]:
+    """The gate decision with every number behind it, saved as gate.json; overrides = manual-run params."""
+    cand = load_candidate(ds=ds, settings=settings)
+    evaluation, parity = cand.staged("evaluation.json"), cand.staged("parity.json")
+    if evaluation is None:
+        raise EvaluationError(f"{cand.version} has no evaluation yet: run evaluate_candidate for {ds} first")
+    decision = gate_mod.decide({**_gated(evaluation["candidate"], cand.version), "parity": parity},
+                               evaluation["champion"], thresholds(cand.settings, overrides))
+    uri = cand.stage("gate.json", decision.to_dict())
+    (log.info if decision.promotable else log.warning)("gate: %s", decision.summary())
+    return {"version": cand.version, "promotable": decision.promotable, "champion": decision.champion,
+            "summary": decision.summary(), "gate_uri": uri}
+
+
+def register_candidate(*, ds: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Write the immutable version (refused when ONNX parity failed); returns its URIs."""
+    from feedloop import report
+
+    cand = load_candidate(ds=ds, settings=settings)
+    s3 = cand.settings.s3
+    registry = Registry(cand.store, s3.models_bucket)
+    evaluation, parity, decision = (cand.staged(n) for n in ("evaluation.json", "parity.json", "gate.json"))
+    if evaluation is None or parity is None or decision is None:
+        raise EvaluationError(f"{cand.version}: evaluate, export and gate must run before register")
+    if not parity["passed"]:
+        raise PromotionBlocked(f"{cand.version} is not registered: ONNX parity max |diff| {parity['max_abs_diff']} "
+                               f"exceeds {parity['threshold']} on {parity['rows']} holdout rows")
+    core = {
+        "version": cand.version,
+        "feature_manifest": cand.feature_manifest,
+        "lineage": orjson.loads(cand.lineage),
+        "params": cand.train_metrics.get("params", {}),
+        "model_sha256": sha256(cand.model_text.encode()),
+    }
+    existing = registry.manifest(cand.version)
+    if existing is not None:
+        registry.verify_identity(existing, core)
+        return _registered(registry, cand.version, existing)
+    onnx_bytes = cand.store.get(s3.models_bucket, cand.stage_key("model.onnx")).body
+    parity_figure = {k: v for k, v in parity.items() if k != "sample"}
+    metrics = {**evaluation, "parity": parity_figure}
+    manifest = {
+        **core,
+        "logical_date": ds,
+        "registered_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "code_version": code_version(),
+        "run_uri": cand.store.uri(s3.models_bucket, cand.run_key),
+        "dataset_uri": cand.store.uri(s3.lake_bucket, cand.dataset_key),
+        "parity": parity_figure,
+        "gate": {k: decision[k] for k in ("promotable", "champion", "summary")},
+        "metrics": {k: evaluation["candidate"]["overall"][k] for k in ("auc", "ndcg@10", "map", "mrr", "groups")},
+        "sample": parity["sample"],
+    }
+    history = [{"version": v, "overall": registry.manifest(v)["metrics"]}
+               for v in registry.versions() if v < cand.version][-cand.settings.promotion.report_history:]
+    files = {
+        "model.txt": cand.model_text.encode(),
+        "model.onnx": onnx_bytes,
+        "metrics.json": _json(metrics),
+        "gate.json": _json(decision),
+        "report.html": report.render(version=cand.version, metrics=metrics, gate=decision, manifest=manifest,
+                                     history=history),
+        **{f"features/{name}": body for name, body in _snapshot(cand).items()},
+    }
+    return _registered(registry, cand.version, registry.register(version=cand.version, files=files, manifest=manifest))
+
+
+def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Make the gated version live, iff the gate passed and the champion it was compared with is still live."""
+    settings = settings or load_settings()
+    registry = Registry.from_settings(settings)
+    version = gate["version"]
+    if not gate["promotable"]:
+        report_uri = registry.store.uri(registry.bucket, registry.version_key(version, "report.html"))
+        raise PromotionBlocked(f"promotion of {version} for {ds} blocked, live model unchanged: {gate['summary']}. "
+                               f"Report: {report_uri}")
+    live = registry.live()
+    if live is not None and live.version == version:
+        return {"flipped": False, "version": version, "previous": live.pointer["previous"], "seq": live.pointer["seq"]}
+    pointer = registry.flip(version=version, by=promoted_by, reason=f"retrain {ds}: {gate['summary']}",
+                            expect_live=gate["champion"])
+    log.info("live model is now %s (was %s)", version, pointer["previous"])
+    return {"flipped": True, "version": version, "previous": pointer["previous"], "seq": pointer["seq"]}
+
+
+def rollback(*, to: str | None, reason: str, by: str, dry_run: bool = False,
+             settings: Settings | None = None) -> dict[str, Any]:
+    """Point live.json back at `to` (default: the previous version) through the same compare-and-swap."""
+    registry = Registry.from_settings(settings or load_settings())
+    plan = registry.plan_rollback(to=to, by=by, reason=reason)
+    if not dry_run:
+        registry.commit(plan)
+    return {"dry_run": dry_run, "from": plan.pointer["previous"], "to": plan.pointer["version"],
+            "seq": plan.pointer["seq"], "diff": plan.diff()}
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+
+def thresholds(settings: Settings, overrides: dict[str, Any] | None = None) -> gate_mod.Thresholds:
+    """Config thresholds with a manual run's overrides, validated the same way (a misspelt key is an error)."""
+    cfg = PromotionSettings.model_validate({**settings.promotion.model_dump(), **(overrides or {})})
+    return gate_mod.Thresholds(floors=dict(cfg.floors), compare=tuple(cfg.compare), tolerance=cfg.tolerance,
+                               segment_tolerance=cfg.segment_tolerance, min_support=cfg.min_support,
+                               parity_max_abs_diff=cfg.parity_max_abs_diff)
+
+
+def code_version() -> str:
+    """The git commit of this checkout if there is one, else the installed package version."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    from feedloop.config import repo_root
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    if sha:
+        return f"git:{sha}"
+    try:
+        return f"feedloop=={version('feedloop')}"
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _evaluate(cand: Candidate) -> dict[str, Any]:
+    import lightgbm as lgb
+
+    from feedloop import evaluate
+
+    cfg = cand.settings.promotion
+    registry = Registry(cand.store, cand.settings.s3.models_bucket)
+    live = registry.live()
+    champ_manifest = registry.manifest(live.version) if live else None
+    names = _feature_names(cand.feature_manifest) + (_feature_names(champ_manifest["feature_manifest"])
+                                                      if champ_manifest else [])
+    columns = _holdout(cand.store, cand.settings.s3.lake_bucket, cand.dataset_key, names, segments=cfg.segments)
+    booster = lgb.Booster(model_str=cand.model_text)
+    scores = booster.predict(_matrix(columns, cand.feature_manifest, what=f"candidate {cand.version}"))
+    result: dict[str, Any] = {
+        "version": cand.version,
+        "logical_date": cand.ds,
+        "holdout": {"uri": cand.store.uri(cand.settings.s3.lake_bucket, cand.dataset_key + "split=holdout/"),
+                    "rows": int(len(scores)), "lists": int(len(np.unique(columns["request_id"])))},
+        "candidate": evaluate.evaluate(columns=columns, score=scores, segments=cfg.segments),
+        "champion": None,
+        "popularity": evaluate.evaluate(columns=columns, score=columns["item_popularity"], segments=cfg.segments),
+        "feature_importance": dict(zip(booster.feature_name(),
+                                       booster.feature_importance(importance_type="gain").astype(float).tolist())),
+        "calibration": evaluate.calibration(score=scores, binary=columns["label_binary"]),
+        "train": cand.train_metrics,
+    }
+    if live is not None:
+        champ = lgb.Booster(model_str=registry.read(live.version, "model.txt").decode())
+        champ_scores = champ.predict(_matrix(columns, champ_manifest["feature_manifest"], what=f"champion {live.version}"))
+        result["champion"] = {"version": live.version,
+                              **evaluate.evaluate(columns=columns, score=champ_scores, segments=cfg.segments)}
+    return result
+
+
+def _holdout(store: ObjectStore, bucket: str, dataset_key: str, features: list[str],
+             segments: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    prefix = dataset_key + "split=holdout/"
+    keys = sorted(k for k in store.list_keys(bucket, prefix) if k.endswith(".parquet"))
+    if not keys:
+        raise EvaluationError(f"no holdout rows under {store.uri(bucket, prefix)}")
+    wanted = list(dict.fromkeys([*HOLDOUT_COLUMNS, *segments, *features]))
+    tables = []
+    for key in keys:
+        table = pq.read_table(io.BytesIO(store.get(bucket, key).body))
+        missing = [c for c in wanted if c not in table.column_names]
+        if missing:
+            raise EvaluationError(f"{store.uri(bucket, key)} lacks column(s) {', '.join(missing)}")
+        tables.append(table.select(wanted))
+    table = pa.concat_tables(tables)
+    return {name: table.column(name).to_numpy() for name in wanted}
+
+
+def _feature_names(manifest: dict[str, Any]) -> list[str]:
+    return [f["name"] for f in manifest["features"]]
+
+
+def _matrix(columns: dict[str, np.ndarray], manifest: dict[str, Any], *, what: str) -> np.ndarray:
+    names = _feature_names(manifest)
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise EvaluationError(f"{what} needs feature column(s) the holdout lacks: {', '.join(missing)}")
+    return np.column_stack([columns[n].astype(np.float32) for n in names]) if names else np.empty((0, 0), np.float32)
+
+
+def _sample(cand: Candidate, matrix: np.ndarray) -> dict[str, Any]:
+    """A few holdout rows and LightGBM's scores for them: a pod checks a model it loaded against these."""
+    import lightgbm as lgb
+
+    rows = matrix[:SAMPLE_ROWS]
+    scores = lgb.Booster(model_str=cand.model_text).predict(rows)
+    return {"rows": [[None if np.isnan(v) else float(v) for v in row] for row in rows], "scores": scores.tolist()}
+
+
+def _snapshot(cand: Candidate) -> dict[str, bytes]:
+    bucket, prefix = cand.settings.s3.lake_bucket, cand.dataset_key + "snapshot/"
+    keys = sorted(cand.store.list_keys(bucket, prefix))
+    if not keys:
+        raise EvaluationError(f"no feature snapshot under {cand.store.uri(bucket, prefix)}: serving pods need it")
+    return {k[len(prefix):]: cand.store.get(bucket, k).body for k in keys}
+
+
+def _gated(block: dict[str, Any], version: str) -> dict[str, Any]:
+    return {"version": version, "overall": block["overall"], "segments": block["segments"]}
+
+
+def _registered(registry: Registry, version: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    uri = registry.version_uri(version)
+    return {"version": version, "uri": uri, "manifest_uri": uri + "manifest.json", "report_uri": uri + "report.html",
+            "promotable": manifest["gate"]["promotable"]}
+
+
+def _canonical(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def _json(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)

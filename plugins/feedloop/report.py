@@ -1,0 +1,180 @@
+"""report.html for one model version: one self-contained page (PNG plots inlined, no CDN, no script).
+
+Why a page and not metrics.json alone: the person deciding "promote, hold or roll back" should
+see at a glance how the candidate compares with the champion in every segment, why the gate
+decided what it did, which features drive it and whether its scores are calibrated.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any, Mapping, Sequence
+
+from feedloop.evaluate import METRICS
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}.pass{color:#1a7f37}.fail{color:#c62828;font-weight:bold}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}code{background:#f4f4f4;padding:1px 4px}"""
+
+
+def render(*, version: str, metrics: Mapping[str, Any], gate: Mapping[str, Any], manifest: Mapping[str, Any],
+           history: Sequence[Mapping[str, Any]]) -> bytes:
+    """The page. history: earlier versions as [{"version", "overall": {metric: value}}], oldest first."""
+    cand, champ = metrics["candidate"], metrics.get("champion")
+    verdict = "PROMOTABLE" if gate["promotable"] else "BLOCKED"
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>feedloop ranker {_e(version)}</title>"
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Ranker {_e(version)}</h1>",
+        f"<p>Gate: <span class='{'pass' if gate['promotable'] else 'fail'}'>{verdict}</span> — "
+        f"{_e(gate['summary'])}</p>",
+        "<h2>Overall (held-out day)</h2>", _overall_table(metrics),
+        "<h2>Gate checks</h2>", _checks_table(gate["checks"]),
+        "<h2>Candidate vs champion per segment</h2>", _img(_segments_plot(cand, champ, metrics.get("popularity"))),
+        _segments_table(cand, champ),
+        "<h2>Metric history</h2>", _img(_history_plot(history, version, cand["overall"])),
+        "<h2>Feature importance (gain)</h2>", _img(_importance_plot(metrics.get("feature_importance") or {})),
+        "<h2>Scores: calibration and distribution</h2>", _img(_calibration_plot(metrics.get("calibration") or {})),
+        "<h2>Lineage</h2>", _lineage(metrics, manifest),
+        "</body></html>",
+    ]
+    return "\n".join(parts).encode()
+
+
+def _overall_table(metrics: Mapping[str, Any]) -> str:
+    rows = [("candidate", metrics["candidate"]["overall"])]
+    if metrics.get("champion"):
+        rows.append((f"champion {metrics['champion']['version']}", metrics["champion"]["overall"]))
+    if metrics.get("popularity"):
+        rows.append(("popularity baseline", metrics["popularity"]["overall"]))
+    head = "<tr><th></th>" + "".join(f"<th>{m}</th>" for m in METRICS) + "<th>query groups</th><th>rows</th></tr>"
+    body = "".join(f"<tr><td>{_e(name)}</td>" + "".join(f"<td>{_num(m.get(k))}</td>" for k in METRICS)
+                   + f"<td>{m.get('groups')}</td><td>{m.get('rows')}</td></tr>" for name, m in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def _checks_table(checks: Sequence[Mapping[str, Any]]) -> str:
+    head = ("<tr><th>check</th><th>scope</th><th>metric</th><th>candidate</th><th>champion</th><th>limit</th>"
+            "<th>support</th><th>result</th></tr>")
+    body = "".join(
+        f"<tr><td>{_e(c['kind'])}</td><td>{_e(c['scope'])}</td><td>{_e(c['metric'])}</td><td>{_num(c['candidate'])}</td>"
+        f"<td>{_num(c.get('champion'))}</td><td>{_num(c['limit'])}</td><td>{c.get('support') or ''}</td>"
+        f"<td class='{'pass' if c['passed'] else 'fail'}'>{'pass' if c['passed'] else 'FAIL'}</td></tr>"
+        for c in checks)
+    return f"<table>{head}{body}</table>"
+
+
+def _segments_table(cand: Mapping[str, Any], champ: Mapping[str, Any] | None) -> str:
+    head = "<tr><th>segment</th><th>groups</th>" + "".join(
+        f"<th>{m}</th><th>Δ vs champion</th>" for m in ("auc", "ndcg@10")) + "</tr>"
+    body = []
+    for scope, seg in cand["segments"].items():
+        other = (champ or {}).get("segments", {}).get(scope, {})
+        cells = "".join(f"<td>{_num(seg.get(m))}</td><td>{_delta(seg.get(m), other.get(m))}</td>" for m in ("auc", "ndcg@10"))
+        body.append(f"<tr><td>{_e(scope)}</td><td>{seg.get('groups')}</td>{cells}</tr>")
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def _lineage(metrics: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
+    items = {
+        "logical date": manifest.get("logical_date"),
+        "training run": manifest.get("run_uri"),
+        "dataset": manifest.get("dataset_uri"),
+        "holdout rows / query groups": f"{metrics['holdout']['rows']} / {metrics['holdout']['lists']}",
+        "code version": manifest.get("code_version"),
+        "objective": (manifest.get("feature_manifest") or {}).get("objective"),
+        "ONNX parity max |diff|": f"{_num(metrics['parity']['max_abs_diff'])} on {metrics['parity']['rows']} rows "
+                                  f"(threshold {metrics['parity']['threshold']})",
+    }
+    lineage = manifest.get("lineage") or {}
+    items.update({f"lineage: {k}": v for k, v in lineage.items() if not isinstance(v, (dict, list))})
+    return "<table>" + "".join(f"<tr><td>{_e(k)}</td><td><code>{_e(str(v))}</code></td></tr>"
+                               for k, v in items.items()) + "</table>"
+
+
+def _segments_plot(cand, champ, popularity):
+    plt = _pyplot()
+    scopes = list(cand["segments"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(scopes) + 1.5), squeeze=False)
+    for ax, metric in zip(axes[0], ("auc", "ndcg@10")):
+        series = [("candidate", cand, "#1f77b4"), ("champion", champ, "#ff7f0e"), ("popularity", popularity, "#aaa")]
+        series = [s for s in series if s[1]]
+        height = 0.8 / len(series)
+        for i, (name, block, color) in enumerate(series):
+            values = [(block["segments"].get(s) or {}).get(metric) or 0.0 for s in scopes]
+            ax.barh([y + i * height for y in range(len(scopes))], values, height=height, label=name, color=color)
+        ax.set_yticks([y + 0.4 - height / 2 for y in range(len(scopes))], scopes)
+        ax.invert_yaxis()
+        ax.set_title(metric)
+        ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def _history_plot(history, version, overall):
+    plt = _pyplot()
+    points = [*history, {"version": version, "overall": overall}]
+    fig, ax = plt.subplots(figsize=(11, 3.2))
+    for metric in ("auc", "ndcg@10", "map"):
+        ax.plot(range(len(points)), [p["overall"].get(metric) for p in points], marker="o", label=metric)
+    ax.set_xticks(range(len(points)), [p["version"] for p in points], rotation=30, ha="right", fontsize=7)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _importance_plot(importance: Mapping[str, float]):
+    plt = _pyplot()
+    ranked = sorted(importance.items(), key=lambda kv: kv[1])[-25:]
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(ranked) + 1))
+    ax.barh([k for k, _ in ranked], [v for _, v in ranked], color="#1f77b4")
+    ax.set_xlabel("total gain")
+    return fig
+
+
+def _calibration_plot(cal: Mapping[str, Any]):
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+    left.plot(cal.get("mean_score", []), cal.get("positive_rate", []), marker="o")
+    left.set_xlabel("mean score in decile")
+    left.set_ylabel("positive rate (label_binary)")
+    left.grid(alpha=0.3)
+    edges = cal.get("edges", [])
+    if len(edges) > 1:
+        right.bar(range(len(cal["count"])), cal["count"], color="#1f77b4")
+        right.set_xticks(range(len(cal["count"])), [f"{e:.2g}" for e in edges[:len(cal["count"])]], fontsize=7)
+    right.set_xlabel("score decile (lower edge)")
+    right.set_ylabel("rows")
+    return fig
+
+
+def _img(fig) -> str:
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _delta(value: float | None, reference: float | None) -> str:
+    return "" if value is None or reference is None else f"{value - reference:+.4f}"
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text))

@@ -1,0 +1,176 @@
+"""The promotion steps end to end on the real embedded S3 with real LightGBM models and ONNX exports.
+
+evaluate -> export -> gate -> register -> flip, for a first model, a better one, one that is worse in
+one segment (blocked, and the Slack / email alert names the segment), one whose export fails parity
+(never registered), and a rollback.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+from feedloop import promotion
+from feedloop.alerts import FeedloopNotifier
+from feedloop.promotion import PromotionBlocked
+from feedloop.registry import Registry, sha256
+from tests.integration import rankerdata
+from tests.integration.test_validation_airflow import slack, smtp  # noqa: F401 - the receivers, reused
+
+pytestmark = pytest.mark.integration
+
+# The segment test gates segments only: overall may move, a segment may not.
+SEGMENT_GATE = {"tolerance": 1.0, "min_support": 20}
+
+
+@pytest.fixture(scope="module")
+def models():
+    """Champion-grade, better and globex-broken models, trained once on one day of hand-made lists."""
+    train = rankerdata.day_frame(seed=1)
+    return {"good": rankerdata.train_model(train, rounds=20), "better": rankerdata.train_model(train, rounds=60),
+            "broken": rankerdata.train_model(train, rounds=60, flip_tenant="globex")}
+
+
+@pytest.fixture
+def env(embedded, store):
+    """Settings with fresh lake and models buckets, the registry on them, and a writer of train runs."""
+    lake, models_bucket = f"lake-{uuid.uuid4().hex[:8]}", f"models-{uuid.uuid4().hex[:8]}"
+    for bucket in (lake, models_bucket):
+        store.ensure_bucket(bucket)
+    settings = embedded.model_copy(update={"s3": embedded.s3.model_copy(
+        update={"lake_bucket": lake, "models_bucket": models_bucket})})
+    holdout = rankerdata.day_frame(seed=99)
+
+    def write(ds: str, model_text: str) -> None:
+        rankerdata.write_run(store, settings, ds, model_text=model_text, holdout=holdout)
+
+    return SimpleNamespace(settings=settings, registry=Registry(store, models_bucket), write=write, store=store)
+
+
+def _promote(env, ds: str, overrides: dict | None = None) -> dict:
+    """Every step as the DAG runs them; returns the outputs by step."""
+    s = env.settings
+    out = {"evaluate": promotion.evaluate_candidate(ds=ds, settings=s),
+           "export": promotion.export_candidate(ds=ds, settings=s)}
+    out["gate"] = promotion.gate_candidate(ds=ds, overrides=overrides, settings=s)
+    out["register"] = promotion.register_candidate(ds=ds, settings=s)
+    out["flip"] = promotion.flip_pointer(ds=ds, gate=out["gate"], promoted_by=f"retrain_ranker {ds}", settings=s)
+    return out
+
+
+def test_a_first_model_is_registered_and_made_live_and_a_rerun_changes_nothing(env, models):
+    env.write("2026-11-05", models["good"])
+    out = _promote(env, "2026-11-05")
+    version = out["evaluate"]["version"]
+    assert version.startswith("2026-11-05-") and out["evaluate"]["champion"] is None
+    assert out["export"]["passed"] and out["export"]["max_abs_diff"] < 1e-5
+    assert out["gate"]["promotable"] and out["flip"] == {"flipped": True, "version": version, "previous": None, "seq": 1}
+
+    live = env.registry.live().pointer
+    onnx_bytes = env.registry.read(version, "model.onnx")
+    assert live["sha256"] == sha256(onnx_bytes) and live["promoted_by"] == "retrain_ranker 2026-11-05"
+    manifest = env.registry.manifest(version)
+    assert {"model.txt", "model.onnx", "metrics.json", "gate.json", "report.html", "features/items.parquet",
+            "features/users.parquet"} == set(manifest["artifacts"])
+    assert all(manifest["artifacts"][n]["sha256"] == sha256(env.registry.read(version, n)) for n in manifest["artifacts"])
+    assert manifest["feature_manifest"] == rankerdata.MANIFEST and manifest["code_version"].startswith("git:")
+    assert len(manifest["sample"]["scores"]) == 8
+
+    metrics = env.registry.read_json(version, "metrics.json")
+    assert set(metrics["candidate"]["segments"]) == {"tenant_id=acme", "tenant_id=globex", "surface=feed",
+                                                     "surface=search"}
+    assert metrics["candidate"]["overall"]["ndcg@10"] > metrics["popularity"]["overall"]["ndcg@10"]
+    assert metrics["holdout"]["rows"] == 2400 and metrics["champion"] is None
+    html = env.registry.read(version, "report.html").decode()
+    assert html.count("data:image/png;base64,") == 4 and "http" not in html.replace(env.settings.s3.endpoint_url, "")
+    assert "<script" not in html
+
+    again = _promote(env, "2026-11-05")
+    assert again["evaluate"]["version"] == version and again["register"] == out["register"]
+    assert again["flip"]["flipped"] is False and env.registry.live().pointer == live
+
+
+def test_a_candidate_worse_in_one_segment_is_blocked_and_the_alert_names_it(env, models, slack, smtp, monkeypatch):
+    env.write("2026-11-05", models["good"])
+    first = _promote(env, "2026-11-05")["flip"]["version"]
+    env.write("2026-11-06", models["broken"])
+    s = env.settings
+    evaluated = promotion.evaluate_candidate(ds="2026-11-06", settings=s)
+    assert evaluated["champion"] == first
+    promotion.export_candidate(ds="2026-11-06", settings=s)
+    gate = promotion.gate_candidate(ds="2026-11-06", overrides=SEGMENT_GATE, settings=s)
+    assert not gate["promotable"] and "in tenant_id=globex regressed" in gate["summary"]
+    assert "tenant_id=acme" not in gate["summary"]
+    registered = promotion.register_candidate(ds="2026-11-06", settings=s)
+    assert registered["promotable"] is False  # kept for the record, never live
+    with pytest.raises(PromotionBlocked) as blocked:
+        promotion.flip_pointer(ds="2026-11-06", gate=gate, promoted_by="retrain_ranker 2026-11-06", settings=s)
+    assert env.registry.live().version == first
+    assert registered["report_uri"] in str(blocked.value)
+
+    decision = env.registry.read_json(gate["version"], "gate.json")
+    globex = [c for c in decision["checks"] if c["scope"] == "tenant_id=globex" and not c["passed"]]
+    assert globex and all(c["candidate"] < c["limit"] for c in globex)
+
+    monkeypatch.setenv("AIRFLOW_CONN_FEEDLOOP_SLACK", json.dumps(
+        {"conn_type": "slackwebhook", "host": f"http://127.0.0.1:{slack[0]}/hook", "password": "T1/B1/X1"}))
+    monkeypatch.setenv("AIRFLOW_CONN_FEEDLOOP_SMTP", json.dumps(
+        {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp[0], "extra": {"disable_tls": True, "disable_ssl": True}}))
+    slack[1].clear(), smtp[1].clear()
+    ti = SimpleNamespace(dag_id="retrain_ranker", task_id="flip_pointer", try_number=1, log_url="http://airflow/log")
+    FeedloopNotifier().notify({"ti": ti, "dag": None, "run_id": "scheduled__2026-11-06",
+                               "logical_date": datetime(2026, 11, 6, tzinfo=timezone.utc), "exception": blocked.value})
+    (path, body), = slack[1]
+    assert path == "/hook/T1/B1/X1" and "PromotionBlocked" in body["text"] and "tenant_id=globex" in body["text"]
+    (_, mail), = smtp[1]
+    email_body = mail.get_payload(0).get_payload(decode=True).decode() if mail.is_multipart() else mail.get_payload()
+    assert mail["Subject"] == "[feedloop] retrain_ranker.flip_pointer failed for 2026-11-06"
+    assert "tenant_id=globex" in email_body and "regressed" in email_body
+
+
+def test_a_better_candidate_replaces_the_champion(env, models):
+    env.write("2026-11-05", models["good"])
+    first = _promote(env, "2026-11-05")["flip"]["version"]
+    env.write("2026-11-06", models["better"])
+    out = _promote(env, "2026-11-06", overrides={"min_support": 20})
+    assert out["gate"]["promotable"], out["gate"]["summary"]
+    assert out["flip"]["flipped"] and out["flip"]["previous"] == first
+    metrics = env.registry.read_json(out["flip"]["version"], "metrics.json")
+    assert metrics["champion"]["version"] == first and metrics["champion"]["overall"]["rows"] == 2400
+
+
+def test_a_parity_failure_is_never_registered(env, models):
+    env.settings = env.settings.model_copy(update={"promotion": env.settings.promotion.model_copy(
+        update={"parity_max_abs_diff": 1e-12})})
+    env.write("2026-11-05", models["good"])
+    s = env.settings
+    promotion.evaluate_candidate(ds="2026-11-05", settings=s)
+    exported = promotion.export_candidate(ds="2026-11-05", settings=s)
+    assert not exported["passed"] and exported["max_abs_diff"] > 1e-12
+    gate = promotion.gate_candidate(ds="2026-11-05", settings=s)
+    assert not gate["promotable"] and "ONNX parity" in gate["summary"]
+    with pytest.raises(PromotionBlocked, match="is not registered: ONNX parity max"):
+        promotion.register_candidate(ds="2026-11-05", settings=s)
+    assert env.registry.versions() == [] and env.registry.live() is None
+
+
+def test_rollback_restores_the_previous_version_and_records_it(env, models):
+    env.write("2026-11-05", models["good"])
+    first = _promote(env, "2026-11-05")["flip"]["version"]
+    env.write("2026-11-06", models["better"])
+    second = _promote(env, "2026-11-06", overrides={"min_support": 20})["flip"]["version"]
+    dry = promotion.rollback(to=None, reason="CTR down 8%", by="cli alice", dry_run=True, settings=env.settings)
+    assert dry["diff"]["version"] == {"from": second, "to": first} and env.registry.live().version == second
+    done = promotion.rollback(to=None, reason="CTR down 8%", by="cli alice", settings=env.settings)
+    assert (done["from"], done["to"]) == (second, first)
+    live = env.registry.live().pointer
+    assert (live["version"], live["action"], live["reason"], live["sha256"]) == (
+        first, "rollback", "CTR down 8%", sha256(env.registry.read(first, "model.onnx")))
+    assert [(h["version"], h["action"]) for h in env.registry.history()] == [
+        (first, "promote"), (second, "promote"), (first, "rollback")]
+    assert orjson.loads(env.store.get(env.settings.s3.models_bucket, "ranker/history/0000000003.json").body) == live
