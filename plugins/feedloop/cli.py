@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import orjson
 
+from feedloop.cli_model import add_model_parser
 from feedloop.config import load_settings
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -170,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="start the stack and run the platform end to end on simulated traffic")
     dm.add_argument("--days", type=int, help="simulated days (default from config)")
     dm.set_defaults(func=cmd_demo)
+
+    add_model_parser(sub)
     return parser
 
 

@@ -174,3 +174,34 @@ def test_rollback_restores_the_previous_version_and_records_it(env, models):
     assert [(h["version"], h["action"]) for h in env.registry.history()] == [
         (first, "promote"), (second, "promote"), (first, "rollback")]
     assert orjson.loads(env.store.get(env.settings.s3.models_bucket, "ranker/history/0000000003.json").body) == live
+
+
+def test_the_model_cli_lists_shows_and_rolls_back(env, models, monkeypatch, capsys):
+    from feedloop.cli import main
+
+    env.write("2026-11-05", models["good"])
+    first = _promote(env, "2026-11-05")["flip"]["version"]
+    env.write("2026-11-06", models["better"])
+    second = _promote(env, "2026-11-06", overrides={"min_support": 20})["flip"]["version"]
+    monkeypatch.setenv("FEEDLOOP_S3__MODELS_BUCKET", env.settings.s3.models_bucket)
+    capsys.readouterr()
+
+    def run(*argv: str) -> tuple[int, str]:
+        code = main(list(argv))
+        return code, capsys.readouterr().out
+
+    code, out = run("-o", "json", "model", "list")
+    assert code == 0 and [(r["version"], r["live"]) for r in json.loads(out)] == [(first, ""), (second, "*")]
+    code, out = run("model", "list")
+    assert code == 0 and f"*     {second}" in out
+    code, out = run("-o", "json", "model", "show", first)
+    assert code == 0 and json.loads(out)["report"].endswith(f"/ranker/versions/{first}/report.html")
+    assert run("model", "show", "nope")[0] == 1
+    assert run("model", "rollback")[0] == 2  # no reason
+    code, out = run("model", "rollback", "--dry-run")
+    assert code == 0 and out.startswith(f"would roll back {second} -> {first}") and env.registry.live().version == second
+    code, out = run("-o", "json", "model", "rollback", "--reason", "bad CTR")
+    assert code == 0 and json.loads(out)["to"] == first and env.registry.live().version == first
+    code, out = run("-o", "json", "model", "history")
+    assert [(h["to"], h["action"], h["reason"]) for h in json.loads(out)][-1] == (first, "rollback", "bad CTR")
+    assert json.loads(out)[-1]["by"].startswith("cli ")
