@@ -362,3 +362,20 @@ def _canonical(obj: Any) -> bytes:
 
 def _json(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+
+
+def run_rollback(*, params: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The rollback_ranker task body: a refused rollback fails at once (a retry would be refused again)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from feedloop.registry import PointerRaceLost, RegistryError
+
+    try:
+        result = rollback(to=params.get("to_version") or None, reason=params.get("reason") or "",
+                          dry_run=bool(params.get("dry_run")), by=f"rollback_ranker {run_id}")
+    except PointerRaceLost:
+        raise  # another flip won: a retry reads the new pointer
+    except RegistryError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    log.info("%s %s -> %s", "dry run:" if result["dry_run"] else "rolled back", result["from"], result["to"])
+    return result

@@ -205,3 +205,18 @@ def test_the_model_cli_lists_shows_and_rolls_back(env, models, monkeypatch, caps
     code, out = run("-o", "json", "model", "history")
     assert [(h["to"], h["action"], h["reason"]) for h in json.loads(out)][-1] == (first, "rollback", "bad CTR")
     assert json.loads(out)[-1]["by"].startswith("cli ")
+
+
+@pytest.mark.airflow
+def test_the_rollback_dag_restores_the_previous_version(env, models, airflow_cli):
+    env.write("2026-11-05", models["good"])
+    first = _promote(env, "2026-11-05")["flip"]["version"]
+    env.write("2026-11-06", models["better"])
+    second = _promote(env, "2026-11-06", overrides={"min_support": 20})["flip"]["version"]
+    done = airflow_cli("dags", "test", "rollback_ranker", "-c", json.dumps({"reason": "serving errors after flip"}),
+                       env_extra={"FEEDLOOP_S3__MODELS_BUCKET": env.settings.s3.models_bucket})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    live = env.registry.live().pointer
+    assert (live["version"], live["previous"], live["action"], live["reason"]) == (
+        first, second, "rollback", "serving errors after flip")
+    assert live["promoted_by"].startswith("rollback_ranker manual__")
