@@ -1,0 +1,41 @@
+"""Pure parts of the registry: the pointer diff a dry run prints, history rows, version identity."""
+
+from __future__ import annotations
+
+import pytest
+
+from feedloop.registry import FlipPlan, Live, Registry, VersionConflict, entries
+
+OLD = {"seq": 4, "version": "2026-11-05-aa", "sha256": "1", "previous": "2026-11-04-bb", "reason": "gate",
+       "promoted_by": "dag", "promoted_at": "2026-11-06T00:10:00.000Z", "action": "promote"}
+
+
+def test_a_plan_diff_lists_only_the_fields_that_change():
+    new = {**OLD, "seq": 5, "version": "2026-11-04-bb", "previous": "2026-11-05-aa", "action": "rollback"}
+    assert FlipPlan(Live(OLD, '"etag"'), new).diff() == {
+        "seq": {"from": 4, "to": 5}, "version": {"from": "2026-11-05-aa", "to": "2026-11-04-bb"},
+        "previous": {"from": "2026-11-04-bb", "to": "2026-11-05-aa"}, "action": {"from": "promote", "to": "rollback"}}
+
+
+def test_a_first_plan_diffs_against_nothing():
+    assert FlipPlan(None, {"seq": 1, "version": "v"}).diff() == {"seq": {"from": None, "to": 1},
+                                                                 "version": {"from": None, "to": "v"}}
+
+
+def test_history_rows_read_old_to_new():
+    assert entries([OLD]) == [{"seq": 4, "at": "2026-11-06T00:10:00.000Z", "from": "2026-11-04-bb",
+                               "to": "2026-11-05-aa", "action": "promote", "by": "dag", "reason": "gate"}]
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param({"model_sha256": "other"}, id="another-model"),
+    pytest.param({"lineage": {"window": "other"}}, id="other-training-data"),
+    pytest.param({"params": {"num_leaves": 7}}, id="other-params"),
+])
+def test_a_taken_version_id_with_other_content_is_a_conflict(change):
+    existing = {"version": "v", "feature_manifest": {}, "lineage": {}, "params": {}, "model_sha256": "x",
+                "registered_at": "earlier"}
+    registry = Registry(store=None, bucket="b")
+    assert registry.verify_identity(existing, {**existing, "registered_at": "now"}) is existing
+    with pytest.raises(VersionConflict, match="already registered with a different"):
+        registry.verify_identity(existing, {**existing, **change})
