@@ -37,7 +37,8 @@ def cmd_model(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             rows = _list(registry)
-            _emit(args, rows, lambda: _table(rows, ("live", "version", "registered_at", "auc", "ndcg@10", "promotable")))
+            columns = ("live", "version", "registered_at", "auc", "ndcg@10", "promotable")
+            _emit(args, rows, lambda: _table(rows, columns))
         elif args.action == "show":
             shown = _show(registry, args.version)
             _emit(args, shown, lambda: "\n".join(f"{k:<14} {v}" for k, v in shown.items()))

@@ -71,7 +71,8 @@ def evaluate(*, columns: Mapping[str, np.ndarray], score: np.ndarray, segments: 
     """{"overall": metrics, "segments": {"tenant_id=acme": metrics, ...}} for one scorer on the holdout."""
     lab, bin_, grp = (np.asarray(columns[c]) for c in (label, binary_label, group))
     score = np.asarray(score)
-    result: dict[str, Any] = {"overall": ranking_metrics(label=lab, binary=bin_, score=score, group=grp), "segments": {}}
+    overall = ranking_metrics(label=lab, binary=bin_, score=score, group=grp)
+    result: dict[str, Any] = {"overall": overall, "segments": {}}
     for column in segments:
         values = np.asarray(columns[column]).astype(str)
         for value in sorted(set(values.tolist())):
@@ -82,9 +83,11 @@ def evaluate(*, columns: Mapping[str, np.ndarray], score: np.ndarray, segments: 
 
 
 def calibration(*, score: np.ndarray, binary: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
-    """Score quantile bins with their mean score and positive rate (for the report's calibration plot)."""
+    """Score quantile bins with their mean score and positive rate, and an equal-width score histogram
+    split by the binary label (the report's calibration and distribution plots)."""
     score = np.asarray(score, dtype=np.float64)
     binary = np.asarray(binary, dtype=np.float64)
+    hist_edges = np.histogram_bin_edges(score, bins=2 * bins)
     edges = np.unique(np.quantile(score, np.linspace(0, 1, bins + 1)))
     which = np.clip(np.searchsorted(edges, score, side="right") - 1, 0, max(len(edges) - 2, 0))
     count = np.bincount(which, minlength=max(len(edges) - 1, 1))
@@ -94,6 +97,9 @@ def calibration(*, score: np.ndarray, binary: np.ndarray, bins: int = 10) -> dic
         "count": count[keep].astype(int).tolist(),
         "mean_score": (np.bincount(which, weights=score)[keep] / count[keep]).tolist(),
         "positive_rate": (np.bincount(which, weights=binary)[keep] / count[keep]).tolist(),
+        "hist_edges": hist_edges.tolist(),
+        "hist_positive": np.histogram(score[binary > 0], bins=hist_edges)[0].astype(int).tolist(),
+        "hist_negative": np.histogram(score[binary <= 0], bins=hist_edges)[0].astype(int).tolist(),
     }
 
 

@@ -41,7 +41,8 @@ class Check:
         cand = _fmt(self.candidate)
         if self.kind == "regression":
             return (f"{self.metric} in {self.scope} regressed: candidate {cand} vs champion {_fmt(self.champion)} "
-                    f"(delta {_fmt(_delta(self), signed=True)}, allowed down to {_fmt(self.limit)}; {self.support} query groups)")
+                    f"(delta {_fmt(_delta(self), signed=True)}, allowed down to {_fmt(self.limit)}; "
+                    f"{self.support} query groups)")
         if self.kind == "floor":
             return f"{self.metric} {self.scope} {cand} is below the floor {_fmt(self.limit)}"
         return f"ONNX parity max |diff| {cand} exceeds {_fmt(self.limit)} ({self.note})"

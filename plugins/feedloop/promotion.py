@@ -85,7 +85,8 @@ def load_candidate(*, ds: str, settings: Settings | None = None) -> Candidate:
     store = ObjectStore.from_settings(settings)
     models, lake = settings.s3.models_bucket, settings.s3.lake_bucket
     run = f"ranker/runs/{ds}/"
-    found = {name: store.get(models, run + name) for name in ("model.txt", "feature_manifest.json", "train_metrics.json")}
+    names = ("model.txt", "feature_manifest.json", "train_metrics.json")
+    found = {name: store.get(models, run + name) for name in names}
     missing = [store.uri(models, run + n) for n, v in found.items() if v is None]
     if missing:
         raise EvaluationError(f"no trained model for {ds}: missing {', '.join(missing)} (run the train step first)")
@@ -119,9 +120,11 @@ def export_candidate(*, ds: str, settings: Settings | None = None) -> dict[str, 
     parity = cand.staged("parity.json")
     if parity is None:
         cfg = cand.settings.promotion
-        columns = _holdout(cand.store, cand.settings.s3.lake_bucket, cand.dataset_key, _feature_names(cand.feature_manifest))
+        columns = _holdout(cand.store, cand.settings.s3.lake_bucket, cand.dataset_key,
+                           _feature_names(cand.feature_manifest))
         matrix = _matrix(columns, cand.feature_manifest, what=f"candidate {cand.version}")
-        sample = matrix[np.unique(np.linspace(0, len(matrix) - 1, min(len(matrix), cfg.parity_sample_rows)).astype(int))]
+        rows = np.linspace(0, len(matrix) - 1, min(len(matrix), cfg.parity_sample_rows)).astype(int)
+        sample = matrix[np.unique(rows)]  # spread over the whole day, not its first lists
         onnx_bytes = export.to_onnx(model_text=cand.model_text, n_features=matrix.shape[1])
         result = export.check_parity(model_text=cand.model_text, onnx_bytes=onnx_bytes, matrix=sample,
                                      threshold=cfg.parity_max_abs_diff)
@@ -202,7 +205,8 @@ def register_candidate(*, ds: str, settings: Settings | None = None) -> dict[str
     return _registered(registry, cand.version, registry.register(version=cand.version, files=files, manifest=manifest))
 
 
-def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, settings: Settings | None = None) -> dict[str, Any]:
+def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str,
+                 settings: Settings | None = None) -> dict[str, Any]:
     """Make the gated version live, iff the gate passed and the champion it was compared with is still live."""
     settings = settings or load_settings()
     registry = Registry.from_settings(settings)
@@ -290,7 +294,8 @@ def _evaluate(cand: Candidate) -> dict[str, Any]:
     }
     if live is not None:
         champ = lgb.Booster(model_str=registry.read(live.version, "model.txt").decode())
-        champ_scores = champ.predict(_matrix(columns, champ_manifest["feature_manifest"], what=f"champion {live.version}"))
+        champ_matrix = _matrix(columns, champ_manifest["feature_manifest"], what=f"champion {live.version}")
+        champ_scores = champ.predict(champ_matrix)
         result["champion"] = {"version": live.version,
                               **evaluate.evaluate(columns=columns, score=champ_scores, segments=cfg.segments)}
     return result

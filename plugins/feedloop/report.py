@@ -60,7 +60,8 @@ def _checks_table(checks: Sequence[Mapping[str, Any]]) -> str:
     head = ("<tr><th>check</th><th>scope</th><th>metric</th><th>candidate</th><th>champion</th><th>limit</th>"
             "<th>support</th><th>result</th></tr>")
     body = "".join(
-        f"<tr><td>{_e(c['kind'])}</td><td>{_e(c['scope'])}</td><td>{_e(c['metric'])}</td><td>{_num(c['candidate'])}</td>"
+        f"<tr><td>{_e(c['kind'])}</td><td>{_e(c['scope'])}</td><td>{_e(c['metric'])}</td>"
+        f"<td>{_num(c['candidate'])}</td>"
         f"<td>{_num(c.get('champion'))}</td><td>{_num(c['limit'])}</td><td>{c.get('support') or ''}</td>"
         f"<td class='{'pass' if c['passed'] else 'fail'}'>{'pass' if c['passed'] else 'FAIL'}</td></tr>"
         for c in checks)
@@ -73,7 +74,8 @@ def _segments_table(cand: Mapping[str, Any], champ: Mapping[str, Any] | None) ->
     body = []
     for scope, seg in cand["segments"].items():
         other = (champ or {}).get("segments", {}).get(scope, {})
-        cells = "".join(f"<td>{_num(seg.get(m))}</td><td>{_delta(seg.get(m), other.get(m))}</td>" for m in ("auc", "ndcg@10"))
+        cells = "".join(f"<td>{_num(seg.get(m))}</td><td>{_delta(seg.get(m), other.get(m))}</td>"
+                        for m in ("auc", "ndcg@10"))
         body.append(f"<tr><td>{_e(scope)}</td><td>{seg.get('groups')}</td>{cells}</tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
@@ -141,11 +143,14 @@ def _calibration_plot(cal: Mapping[str, Any]):
     left.set_xlabel("mean score in decile")
     left.set_ylabel("positive rate (label_binary)")
     left.grid(alpha=0.3)
-    edges = cal.get("edges", [])
+    edges = cal.get("hist_edges", [])
     if len(edges) > 1:
-        right.bar(range(len(cal["count"])), cal["count"], color="#1f77b4")
-        right.set_xticks(range(len(cal["count"])), [f"{e:.2g}" for e in edges[:len(cal["count"])]], fontsize=7)
-    right.set_xlabel("score decile (lower edge)")
+        width = edges[1] - edges[0]
+        right.bar(edges[:-1], cal["hist_negative"], width=width, align="edge", color="#bbb", label="label_binary = 0")
+        right.bar(edges[:-1], cal["hist_positive"], width=width, align="edge", bottom=cal["hist_negative"],
+                  color="#1f77b4", label="label_binary = 1")
+        right.legend(fontsize=8)
+    right.set_xlabel("score")
     right.set_ylabel("rows")
     return fig
 

@@ -69,7 +69,8 @@ def test_a_first_model_is_registered_and_made_live_and_a_rerun_changes_nothing(e
     version = out["evaluate"]["version"]
     assert version.startswith("2026-11-05-") and out["evaluate"]["champion"] is None
     assert out["export"]["passed"] and out["export"]["max_abs_diff"] < 1e-5
-    assert out["gate"]["promotable"] and out["flip"] == {"flipped": True, "version": version, "previous": None, "seq": 1}
+    assert out["gate"]["promotable"]
+    assert out["flip"] == {"flipped": True, "version": version, "previous": None, "seq": 1}
 
     live = env.registry.live().pointer
     onnx_bytes = env.registry.read(version, "model.onnx")
@@ -77,7 +78,8 @@ def test_a_first_model_is_registered_and_made_live_and_a_rerun_changes_nothing(e
     manifest = env.registry.manifest(version)
     assert {"model.txt", "model.onnx", "metrics.json", "gate.json", "report.html", "features/items.parquet",
             "features/users.parquet"} == set(manifest["artifacts"])
-    assert all(manifest["artifacts"][n]["sha256"] == sha256(env.registry.read(version, n)) for n in manifest["artifacts"])
+    for name, artifact in manifest["artifacts"].items():
+        assert artifact["sha256"] == sha256(env.registry.read(version, name))
     assert manifest["feature_manifest"] == rankerdata.MANIFEST and manifest["code_version"].startswith("git:")
     assert len(manifest["sample"]["scores"]) == 8
 
@@ -120,7 +122,8 @@ def test_a_candidate_worse_in_one_segment_is_blocked_and_the_alert_names_it(env,
     monkeypatch.setenv("AIRFLOW_CONN_FEEDLOOP_SLACK", json.dumps(
         {"conn_type": "slackwebhook", "host": f"http://127.0.0.1:{slack[0]}/hook", "password": "T1/B1/X1"}))
     monkeypatch.setenv("AIRFLOW_CONN_FEEDLOOP_SMTP", json.dumps(
-        {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp[0], "extra": {"disable_tls": True, "disable_ssl": True}}))
+        {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp[0],
+         "extra": {"disable_tls": True, "disable_ssl": True}}))
     slack[1].clear(), smtp[1].clear()
     ti = SimpleNamespace(dag_id="retrain_ranker", task_id="flip_pointer", try_number=1, log_url="http://airflow/log")
     FeedloopNotifier().notify({"ti": ti, "dag": None, "run_id": "scheduled__2026-11-06",
@@ -199,7 +202,8 @@ def test_the_model_cli_lists_shows_and_rolls_back(env, models, monkeypatch, caps
     assert run("model", "show", "nope")[0] == 1
     assert run("model", "rollback")[0] == 2  # no reason
     code, out = run("model", "rollback", "--dry-run")
-    assert code == 0 and out.startswith(f"would roll back {second} -> {first}") and env.registry.live().version == second
+    assert code == 0 and out.startswith(f"would roll back {second} -> {first}")
+    assert env.registry.live().version == second
     code, out = run("-o", "json", "model", "rollback", "--reason", "bad CTR")
     assert code == 0 and json.loads(out)["to"] == first and env.registry.live().version == first
     code, out = run("-o", "json", "model", "history")

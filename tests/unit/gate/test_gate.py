@@ -13,7 +13,8 @@ PARITY = {"max_abs_diff": 2e-6, "rows": 500}
 
 def _block(auc, ndcg, groups=400, **segments):
     return {"overall": {"auc": auc, "ndcg@10": ndcg, "groups": groups},
-            "segments": {k.replace("__", "="): {"auc": a, "ndcg@10": n, "groups": g} for k, (a, n, g) in segments.items()}}
+            "segments": {k.replace("__", "="): {"auc": a, "ndcg@10": n, "groups": g}
+                         for k, (a, n, g) in segments.items()}}
 
 
 def cand(*args, **kw):
@@ -63,7 +64,8 @@ def test_within_tolerance_passes_overall_and_per_segment():
 def test_overall_tolerance_is_tighter_than_the_segment_one():
     d = decide(cand(0.690, 0.45), champ(0.700, 0.45), T)
     assert [c.line() for c in d.failures] == [
-        "auc in overall regressed: candidate 0.69 vs champion 0.7 (delta -0.0100, allowed down to 0.695; 400 query groups)"]
+        "auc in overall regressed: candidate 0.69 vs champion 0.7 "
+        "(delta -0.0100, allowed down to 0.695; 400 query groups)"]
 
 
 def test_segments_below_min_support_are_not_judged():
