@@ -100,15 +100,20 @@ def load_candidate(*, ds: str, settings: Settings | None = None) -> Candidate:
 # ---- steps ---------------------------------------------------------------------------------------
 
 def evaluate_candidate(*, ds: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Candidate, champion (the live version) and popularity baseline on the same holdout rows."""
+    """Candidate, champion (the live version) and popularity baseline on the same holdout rows.
+
+    A staged evaluation is reused while its champion is still live (or the candidate itself went
+    live since); after another flip the candidate is evaluated again against the new champion.
+    """
     cand = load_candidate(ds=ds, settings=settings)
     evaluation = cand.staged("evaluation.json")
-    if evaluation is None:
+    live = Registry(cand.store, cand.settings.s3.models_bucket).live()
+    live_version = live.version if live else None
+    if evaluation is None or live_version not in (_version_of(evaluation["champion"]), cand.version):
         evaluation = _evaluate(cand)
         cand.stage("evaluation.json", evaluation)
-    champion = evaluation["champion"]
     return {"version": cand.version, "evaluation_uri": cand.stage_uri("evaluation.json"),
-            "champion": champion["version"] if champion else None,
+            "champion": _version_of(evaluation["champion"]),
             "overall": {k: evaluation["candidate"]["overall"][k] for k in ("auc", "ndcg@10")}}
 
 
@@ -349,6 +354,10 @@ def _snapshot(cand: Candidate) -> dict[str, bytes]:
     if not keys:
         raise EvaluationError(f"no feature snapshot under {cand.store.uri(bucket, prefix)}: serving pods need it")
     return {k[len(prefix):]: cand.store.get(bucket, k).body for k in keys}
+
+
+def _version_of(block: dict[str, Any] | None) -> str | None:
+    return block["version"] if block else None
 
 
 def _gated(block: dict[str, Any], version: str) -> dict[str, Any]:

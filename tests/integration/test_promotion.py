@@ -18,7 +18,7 @@ import pytest
 from feedloop import promotion
 from feedloop.alerts import FeedloopNotifier
 from feedloop.promotion import PromotionBlocked
-from feedloop.registry import Registry, sha256
+from feedloop.registry import PointerRaceLost, Registry, sha256
 from tests.integration import rankerdata
 from tests.integration.test_validation_airflow import slack, smtp  # noqa: F401 - the receivers, reused
 
@@ -224,3 +224,22 @@ def test_the_rollback_dag_restores_the_previous_version(env, models, airflow_cli
     assert (live["version"], live["previous"], live["action"], live["reason"]) == (
         first, second, "rollback", "serving errors after flip")
     assert live["promoted_by"].startswith("rollback_ranker manual__")
+
+
+def test_a_candidate_gated_against_a_champion_that_was_replaced_is_evaluated_again(env, models):
+    env.write("2026-11-05", models["good"])
+    first = _promote(env, "2026-11-05")["flip"]["version"]
+    s = env.settings
+    env.write("2026-11-06", models["better"])
+    promotion.evaluate_candidate(ds="2026-11-06", settings=s)
+    promotion.export_candidate(ds="2026-11-06", settings=s)
+    stale_gate = promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20}, settings=s)
+    assert stale_gate["champion"] == first
+    promotion.register_candidate(ds="2026-11-06", settings=s)
+    env.write("2026-11-07", rankerdata.train_model(rankerdata.day_frame(seed=2), rounds=60))
+    third = _promote(env, "2026-11-07", overrides={"min_support": 20})["flip"]["version"]
+    with pytest.raises(PointerRaceLost, match=f"live model is {third}, not {first}"):
+        promotion.flip_pointer(ds="2026-11-06", gate=stale_gate, promoted_by="late run", settings=s)
+    assert env.registry.live().version == third
+    assert promotion.evaluate_candidate(ds="2026-11-06", settings=s)["champion"] == third
+    assert promotion.gate_candidate(ds="2026-11-06", settings=s)["champion"] == third
