@@ -26,7 +26,9 @@ class Parity:
         return bool(np.isfinite(self.max_abs_diff)) and self.max_abs_diff <= self.threshold
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
+        """JSON-safe: an export that did not run has max_abs_diff None (never passes)."""
+        finite = bool(np.isfinite(self.max_abs_diff))
+        return {**asdict(self), "max_abs_diff": self.max_abs_diff if finite else None, "passed": self.passed}
 
 
 def to_onnx(*, model_text: str, n_features: int) -> bytes:

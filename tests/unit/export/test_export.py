@@ -58,6 +58,7 @@ def test_a_corrupted_export_fails_parity(corrupt):
     parity = check_parity(model_text=text, onnx_bytes=corrupt(to_onnx(model_text=text, n_features=3)), matrix=x,
                           threshold=1e-5)
     assert not parity.passed and parity.max_abs_diff > 1e-3
+    assert parity.to_dict()["passed"] is False
 
 
 def test_the_feature_count_must_match_the_manifest():
@@ -70,3 +71,9 @@ def test_scores_are_one_per_row():
     text, x = _model("binary")
     scores = onnx_scores(onnx_bytes=to_onnx(model_text=text, n_features=3), matrix=x[:7])
     assert scores.shape == (7,) and ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_an_export_that_does_not_run_records_no_figure():
+    text, x = _model("lambdarank")
+    parity = check_parity(model_text=text, onnx_bytes=b"not onnx", matrix=x, threshold=1e-5)
+    assert parity.to_dict() == {"max_abs_diff": None, "rows": 1200, "threshold": 1e-5, "passed": False}

@@ -95,3 +95,17 @@ def test_the_decision_serialises_every_number():
     assert d["promotable"] is True and d["thresholds"]["floors"] == {"auc": 0.6, "ndcg@10": 0.3}
     assert d["checks"][1] == {"kind": "floor", "scope": "overall", "metric": "auc", "candidate": 0.61, "limit": 0.6,
                               "passed": True, "champion": None, "support": 400, "note": ""}
+
+
+def test_manual_run_overrides_are_validated_like_the_config():
+    from pydantic import ValidationError
+
+    from feedloop.config import Settings
+    from feedloop.promotion import thresholds
+
+    t = thresholds(Settings(), {"floors": {"auc": 0.7}, "min_support": 10})
+    assert (dict(t.floors), t.min_support, t.tolerance) == ({"auc": 0.7}, 10, 0.005)
+    with pytest.raises(ValidationError, match="tolerence"):
+        thresholds(Settings(), {"tolerence": 0.1})
+    with pytest.raises(ValidationError, match="floors"):
+        thresholds(Settings(), {"floors": {"ndcg@11": 0.5}})
