@@ -49,7 +49,7 @@ class Candidate:
     train_metrics: dict[str, Any]
     lineage: bytes
 
-    @property
+    @cached_property
     def store(self) -> ObjectStore:
         return ObjectStore.from_settings(self.settings)
 
@@ -150,7 +150,7 @@ def gate_candidate(*, ds: str, overrides: dict[str, Any] | None = None,
     if evaluation is None:
         raise EvaluationError(f"{cand.version} has no evaluation yet: run evaluate_candidate for {ds} first")
     decision = gate_mod.decide({**_gated(evaluation["candidate"], cand.version), "parity": parity},
-                               evaluation["champion"], thresholds(cand.settings, overrides))
+                               evaluation["champion"], thresholds(settings=cand.settings, overrides=overrides))
     uri = cand.stage("gate.json", decision.to_dict())
     (log.info if decision.promotable else log.warning)("gate: %s", decision.summary())
     return {"version": cand.version, "promotable": decision.promotable, "champion": decision.champion,
@@ -240,9 +240,26 @@ def rollback(*, to: str | None, reason: str, by: str, dry_run: bool = False,
             "seq": plan.pointer["seq"], "diff": plan.diff()}
 
 
+def run_rollback(*, params: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The rollback_ranker task body: a refused rollback fails at once (a retry would be refused again)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from feedloop.registry import PointerRaceLost, RegistryError
+
+    try:
+        result = rollback(to=params.get("to_version") or None, reason=params.get("reason") or "",
+                          dry_run=bool(params.get("dry_run")), by=f"rollback_ranker {run_id}")
+    except PointerRaceLost:
+        raise  # another flip won: a retry reads the new pointer
+    except RegistryError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    log.info("%s %s -> %s", "dry run:" if result["dry_run"] else "rolled back", result["from"], result["to"])
+    return result
+
+
 # ---- helpers -------------------------------------------------------------------------------------
 
-def thresholds(settings: Settings, overrides: dict[str, Any] | None = None) -> gate_mod.Thresholds:
+def thresholds(*, settings: Settings, overrides: dict[str, Any] | None = None) -> gate_mod.Thresholds:
     """Config thresholds with a manual run's overrides, validated the same way (a misspelt key is an error)."""
     cfg = PromotionSettings.model_validate({**settings.promotion.model_dump(), **(overrides or {})})
     return gate_mod.Thresholds(floors=dict(cfg.floors), compare=tuple(cfg.compare), tolerance=cfg.tolerance,
@@ -377,19 +394,3 @@ def _canonical(obj: Any) -> bytes:
 def _json(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
-
-def run_rollback(*, params: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """The rollback_ranker task body: a refused rollback fails at once (a retry would be refused again)."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from feedloop.registry import PointerRaceLost, RegistryError
-
-    try:
-        result = rollback(to=params.get("to_version") or None, reason=params.get("reason") or "",
-                          dry_run=bool(params.get("dry_run")), by=f"rollback_ranker {run_id}")
-    except PointerRaceLost:
-        raise  # another flip won: a retry reads the new pointer
-    except RegistryError as exc:
-        raise AirflowFailException(str(exc)) from exc
-    log.info("%s %s -> %s", "dry run:" if result["dry_run"] else "rolled back", result["from"], result["to"])
-    return result

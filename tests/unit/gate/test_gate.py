@@ -103,9 +103,9 @@ def test_manual_run_overrides_are_validated_like_the_config():
     from feedloop.config import Settings
     from feedloop.promotion import thresholds
 
-    t = thresholds(Settings(), {"floors": {"auc": 0.7}, "min_support": 10})
+    t = thresholds(settings=Settings(), overrides={"floors": {"auc": 0.7}, "min_support": 10})
     assert (dict(t.floors), t.min_support, t.tolerance) == ({"auc": 0.7}, 10, 0.005)
     with pytest.raises(ValidationError, match="tolerence"):
-        thresholds(Settings(), {"tolerence": 0.1})
+        thresholds(settings=Settings(), overrides={"tolerence": 0.1})
     with pytest.raises(ValidationError, match="floors"):
-        thresholds(Settings(), {"floors": {"ndcg@11": 0.5}})
+        thresholds(settings=Settings(), overrides={"floors": {"ndcg@11": 0.5}})
