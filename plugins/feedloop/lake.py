@@ -5,6 +5,8 @@ deadletter/engagement/dt=YYYY-MM-DD/<topic>+<partition>+<chunk start offset:020d
 _ingest/engagement/checkpoints/<topic>+<partition>.json     (written after the data)
 _ingest/engagement/runs/<run id>.json                       (one manifest per sink run)
 validation/dt=YYYY-MM-DD/...                                 (validation results and Data Docs)
+catalog/items/items.parquet                                  (item catalog: author, topic, created_at)
+datasets/ranker/YYYY-MM-DD/split=train|valid|holdout/*.parquet, snapshot/*.parquet, lineage.json
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ EVENTS_PREFIX = "events/engagement/"
 DEADLETTER_PREFIX = "deadletter/engagement/"
 INGEST_PREFIX = "_ingest/engagement/"
 VALIDATION_PREFIX = "validation/"
+CATALOG_ITEMS_KEY = "catalog/items/items.parquet"   # item_id, author_id, tenant_id, topic, created_at
+DATASETS_PREFIX = "datasets/ranker/"
+
+
+def dataset_prefix(day: date) -> str:
+    """Training set built for the run whose data interval ends with `day` (inclusive)."""
+    return f"{DATASETS_PREFIX}{day.isoformat()}/"
 
 # The Parquet schema of an events object: the contract plus where the record came from.
 LAKE_SCHEMA = ARROW_SCHEMA.append(pa.field("kafka_topic", pa.string(), nullable=False)) \

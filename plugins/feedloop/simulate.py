@@ -103,6 +103,21 @@ class World:
             + 0.8 * followed
         )
 
+    def catalog(self, *, start: date, ids: Ids):
+        """The item catalog a real platform would have: author, tenant, topic and creation time."""
+        import pyarrow as pa
+
+        t0 = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
+        n = len(self.item_topic)
+        return pa.table({
+            "item_id": [ids.item(i) for i in range(n)],
+            "author_id": [ids.author(int(self.item_author[i])) for i in range(n)],
+            "tenant_id": [self.tenants[self.item_tenant[i]] for i in range(n)],
+            "topic": [f"topic-{int(t)}" for t in self.item_topic],
+            "created_at": pa.array([t0 + timedelta(seconds=float(s)) for s in self.item_created],
+                                   pa.timestamp("ms", tz="UTC")),
+        })
+
     def save(self, path: Path, *, start: date, ids: Ids) -> None:
         """The ground truth as JSON: enough to recompute utility for any (user, item)."""
         n_topics = self.user_prefs.shape[1]
@@ -308,6 +323,21 @@ def produce(settings: Settings, records: Iterator[Record], *, topic: str | None 
     return sent
 
 
+def write_catalog(settings: Settings, sim: Simulator) -> str:
+    """Publish the simulated item catalog to the lake (what a catalog service would export)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from feedloop.lake import CATALOG_ITEMS_KEY
+    from feedloop.storage import ObjectStore
+
+    buf = io.BytesIO()
+    pq.write_table(sim.world.catalog(start=sim.start, ids=sim.ids), buf, compression="zstd")
+    ObjectStore.from_settings(settings).put(settings.s3.lake_bucket, CATALOG_ITEMS_KEY, buf.getvalue())
+    return CATALOG_ITEMS_KEY
+
+
 def run(settings: Settings, *, start: date, days: int, events_per_day: int, seed: int | None = None,
         ground_truth: Path | None = None, progress: bool | None = None) -> SimulationReport:
     """Simulate `days` days from `start` and produce every event to Kafka."""
@@ -315,6 +345,7 @@ def run(settings: Settings, *, start: date, days: int, events_per_day: int, seed
 
     sim = Simulator(settings, start=start, days=days, events_per_day=events_per_day, seed=seed)
     report = SimulationReport(start=start, days=days)
+    write_catalog(settings, sim)
     if ground_truth is not None:
         sim.world.save(ground_truth, start=start, ids=sim.ids)
     show = sys.stderr.isatty() if progress is None else progress

@@ -1,0 +1,150 @@
+"""Train the LightGBM ranker on a built training set (LambdaRank by default, binary as an option).
+
+Data goes from Parquet on S3 into LightGBM as Arrow (no pandas copy of the set); groups are the
+request_ids (rows of a request are contiguous in the set); early stopping on the validation
+day; seeded and single-source-of-truth params from include/config/ (train:).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from feedloop import features, lake
+from feedloop.config import Settings, TrainSettings
+from feedloop.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+RUNS_PREFIX = "ranker/runs/"
+
+
+def run_prefix(day: date) -> str:
+    """The candidate's workspace in the models bucket, before it is registered as a version."""
+    return f"{RUNS_PREFIX}{day.isoformat()}/"
+
+
+@dataclass
+class TrainResult:
+    day: str
+    uri: str                      # s3://<models>/ranker/runs/<D>/
+    objective: str
+    best_iteration: int
+    valid_metric: dict[str, float]
+    train_rows: int
+    train_groups: int
+    valid_rows: int
+    seconds: float
+    load_seconds: float
+
+
+def lgb_params(cfg: TrainSettings, objective: str) -> dict:
+    params = {
+        "objective": objective,
+        "num_leaves": cfg.num_leaves,
+        "learning_rate": cfg.learning_rate,
+        "min_data_in_leaf": cfg.min_data_in_leaf,
+        "max_bin": cfg.max_bin,
+        "feature_fraction": cfg.feature_fraction,
+        "num_threads": cfg.num_threads,
+        "seed": cfg.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
+    if objective == "lambdarank":
+        params.update({"metric": "ndcg", "eval_at": [10], "lambdarank_truncation_level": 20})
+    else:
+        params.update({"metric": "auc"})
+    return params
+
+
+def load_split(settings: Settings, day: date, split: str) -> pa.Table:
+    """One split of the training set as Arrow, in file order (requests contiguous)."""
+    from feedloop import duck
+
+    cols = ", ".join(["request_id", "label", "label_binary", "weight"] + [f"f_{n}" for n in features.FEATURE_NAMES])
+    url = f"s3://{settings.s3.lake_bucket}/{lake.dataset_prefix(day)}split={split}/*.parquet"
+    con = duck.connect(settings, memory_limit=settings.dataset.duckdb_memory_limit, threads=2)
+    try:
+        con.execute("SET preserve_insertion_order = true")
+        return con.execute(f"SELECT {cols} FROM read_parquet('{url}')").fetch_arrow_table()
+    finally:
+        con.close()
+
+
+def group_sizes(request_ids: pa.ChunkedArray) -> np.ndarray:
+    """Sizes of runs of equal consecutive request_ids (LightGBM's query groups)."""
+    ids = np.asarray(request_ids.to_numpy(zero_copy_only=False))
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.int32)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    return np.diff(np.r_[starts, len(ids)]).astype(np.int32)
+
+
+def to_lgb_dataset(table: pa.Table, objective: str, *, reference=None, max_bin: int = 63):
+    import lightgbm as lgb
+
+    names = list(features.FEATURE_NAMES)
+    matrix = table.select([f"f_{n}" for n in names]).rename_columns(names)
+    label_col = "label" if objective == "lambdarank" else "label_binary"
+    cat_idx = [i for i, f in enumerate(features.FEATURES) if f.kind == "categorical"]
+    return lgb.Dataset(
+        matrix,
+        label=table[label_col].to_numpy(),
+        weight=table["weight"].to_numpy(),
+        group=group_sizes(table["request_id"]) if objective == "lambdarank" else None,
+        categorical_feature=cat_idx,
+        reference=reference,
+        params={"max_bin": max_bin, "verbosity": -1},
+        free_raw_data=True,
+    )
+
+
+def train(settings: Settings, *, day: date, objective: str | None = None,
+          store: ObjectStore | None = None) -> TrainResult:
+    """Fit on split=train, early-stop on split=valid, save model + manifest + metrics to the run folder."""
+    import lightgbm as lgb
+
+    cfg = settings.train
+    objective = objective or cfg.objective
+    store = store or ObjectStore.from_settings(settings)
+    t0 = time.perf_counter()
+    train_t, valid_t = load_split(settings, day, "train"), load_split(settings, day, "valid")
+    load_s = time.perf_counter() - t0
+    if train_t.num_rows == 0 or valid_t.num_rows == 0:
+        raise ValueError(f"training set {lake.dataset_prefix(day)} has an empty train or valid split; "
+                         "check dataset.window_days and the lake inventory")
+    dtrain = to_lgb_dataset(train_t, objective, max_bin=cfg.max_bin)
+    dvalid = to_lgb_dataset(valid_t, objective, reference=dtrain, max_bin=cfg.max_bin)
+    n_train, n_groups, n_valid = train_t.num_rows, len(group_sizes(train_t["request_id"])), valid_t.num_rows
+    del train_t, valid_t
+    evals: dict = {}
+    booster = lgb.train(
+        lgb_params(cfg, objective), dtrain, num_boost_round=cfg.num_boost_round, valid_sets=[dvalid],
+        valid_names=["valid"],
+        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False), lgb.record_evaluation(evals)],
+    )
+    seconds = time.perf_counter() - t0
+    valid_metric = {k: round(float(v[booster.best_iteration - 1]), 6) for k, v in evals.get("valid", {}).items()}
+    prefix = run_prefix(day)
+    bucket = settings.s3.models_bucket
+    result = TrainResult(day.isoformat(), f"s3://{bucket}/{prefix}", objective, booster.best_iteration, valid_metric,
+                         n_train, n_groups, n_valid, round(seconds, 2), round(load_s, 2))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.txt"
+        booster.save_model(str(path), num_iteration=booster.best_iteration)
+        store.put(bucket, prefix + "model.txt", path.read_bytes(), content_type="text/plain")
+    store.put_json(bucket, prefix + "feature_manifest.json",
+                   features.manifest(settings.events.tenants, objective=objective))
+    store.put_json(bucket, prefix + "train_metrics.json", {**asdict(result), "params": lgb_params(cfg, objective),
+                                                            "dataset": f"s3://{settings.s3.lake_bucket}/"
+                                                                       f"{lake.dataset_prefix(day)}"})
+    log.info("trained %s: best iteration %s, valid %s", prefix, booster.best_iteration, valid_metric)
+    return result
