@@ -59,10 +59,34 @@ def lgb_params(cfg: TrainSettings, objective: str) -> dict:
         "verbosity": -1,
     }
     if objective == "lambdarank":
-        params.update({"metric": "ndcg", "eval_at": [10], "lambdarank_truncation_level": 20})
-    else:
-        params.update({"metric": "auc"})
+        params.update({"lambdarank_truncation_level": 20})
+    params["metric"] = "None"  # model selection uses ipw_ndcg (below) for both objectives
     return params
+
+
+def ipw_ndcg(group_sizes_: np.ndarray, labels: np.ndarray, weights: np.ndarray, k: int = 10):
+    """LightGBM feval: NDCG@k with position-debiased gains (2^label - 1) x inverse propensity.
+
+    Click labels favour whatever the logging policy put on top; re-weighting clicks by how
+    unlikely their position was to be examined makes the validation score track relevance.
+    """
+    group = np.repeat(np.arange(len(group_sizes_)), group_sizes_)
+    starts = np.r_[0, np.cumsum(group_sizes_)[:-1]]
+    gains = (np.exp2(labels) - 1.0) * weights
+
+    def dcg(order_key: np.ndarray) -> np.ndarray:
+        order = np.lexsort((-order_key, group))
+        rank = np.arange(len(order)) - starts[group[order]]
+        discount = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
+        return np.bincount(group[order], gains[order] * discount, len(group_sizes_))
+
+    ideal = dcg(gains)
+    has_gain = ideal > 0
+
+    def feval(preds: np.ndarray, _data) -> tuple[str, float, bool]:
+        return f"ipw_ndcg@{k}", float(np.mean(dcg(preds)[has_gain] / ideal[has_gain])), True
+
+    return feval
 
 
 def load_split(settings: Settings, day: date, split: str) -> pa.Table:
@@ -123,12 +147,14 @@ def train(settings: Settings, *, day: date, objective: str | None = None,
                          "check dataset.window_days and the lake inventory")
     dtrain = to_lgb_dataset(train_t, objective, max_bin=cfg.max_bin)
     dvalid = to_lgb_dataset(valid_t, objective, reference=dtrain, max_bin=cfg.max_bin)
+    valid_feval = ipw_ndcg(group_sizes(valid_t["request_id"]), valid_t["label"].to_numpy().astype(np.float64),
+                           valid_t["weight"].to_numpy().astype(np.float64))
     n_train, n_groups, n_valid = train_t.num_rows, len(group_sizes(train_t["request_id"])), valid_t.num_rows
     del train_t, valid_t
     evals: dict = {}
     booster = lgb.train(
         lgb_params(cfg, objective), dtrain, num_boost_round=cfg.num_boost_round, valid_sets=[dvalid],
-        valid_names=["valid"],
+        valid_names=["valid"], feval=valid_feval,
         callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False), lgb.record_evaluation(evals)],
     )
     seconds = time.perf_counter() - t0
