@@ -1,16 +1,20 @@
 """
 ### Retrain the ranker (daily)
 
-1. **validate** — Great Expectations checks every hour partition of the logical date
-   (`events/engagement/dt=<ds>/hour=HH/`). Results JSON, Data Docs HTML and an index page go to
-   `s3://<lake>/validation/dt=<ds>/`. A failing hour is quarantined and the task fails with every
-   failed expectation (observed vs expected) and the report link; the alert goes to Slack and email.
-   Re-running after a replay fixed the data clears the quarantine.
-   To train on a failing hour anyway, trigger with `accept_hours` and a non-empty `accept_reason`
-   (recorded in the hour's status; valid while its objects are unchanged).
+For logical date D (the day that just ended), in order:
 
-Training lands after `validate` and starts with `feedloop.quality.require_validated_window(...)`,
-which refuses quarantined, failed or unvalidated hours.
+1. **validate** — Great Expectations checks every hour partition of D; a failing hour is quarantined,
+   the task fails with every failed expectation and the report link, Slack and email are alerted.
+   To train on a failing hour anyway, trigger with `accept_hours` and a non-empty `accept_reason`.
+2. **build_dataset** — refuses a window with quarantined or unvalidated hours, then builds the
+   point-in-time training set of `[D + 1 - window_days, D + 1)` (`s3://<lake>/datasets/ranker/D/`).
+   Skipped (with the reason) while fewer than `dataset.min_window_days` days of data exist.
+3. **train** — LightGBM (LambdaRank or binary), early-stopped on D - 1; D is held out.
+4. **evaluate → export → gate → register → flip** — metrics vs the live champion on D, ONNX export
+   with a parity check, the gate (floors + no regression per segment), an immutable version in
+   `s3://<models>/ranker/versions/`, and an atomic compare-and-swap of `ranker/live.json`.
+
+Backfills (`catchup=True`, or Backfill in the UI) apply the given params to every run.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from feedloop import alerts
 from feedloop.config import load_settings
 from feedloop.quality import tasks as quality_tasks
+from feedloop.training_tasks import build_dataset as build_dataset_step
+from feedloop.training_tasks import promotion_step
+from feedloop.training_tasks import train as train_step
 
 SETTINGS = load_settings()
 
@@ -40,6 +47,12 @@ SETTINGS = load_settings()
                               description="Hours (0-23) of the logical date to train on despite failed checks."),
         "accept_reason": Param("", type="string", maxLength=500,
                                description="Why those hours are accepted (required with accept_hours; recorded)."),
+        "window_days": Param(SETTINGS.dataset.window_days, type="integer", minimum=3, maximum=90,
+                             description="Days of impressions in the training window (the last is held out)."),
+        "objective": Param(SETTINGS.train.objective, type="string", enum=["lambdarank", "binary"],
+                           description="LightGBM objective."),
+        "gate_thresholds": Param({}, type="object",
+                                 description="Overrides of promotion.thresholds for this run, e.g. {\"min_auc\": 0.6}."),
     },
 )
 def retrain_ranker():
@@ -47,7 +60,36 @@ def retrain_ranker():
     def validate(*, ds: str, run_id: str, params: dict) -> str:
         return quality_tasks.validate(ds=ds, run_id=run_id, params=params)
 
-    validate()
+    @task
+    def build_dataset(*, ds: str, params: dict) -> dict:
+        return build_dataset_step(ds=ds, params=params)
+
+    @task
+    def train(*, ds: str, params: dict) -> dict:
+        return train_step(ds=ds, params=params)
+
+    @task
+    def evaluate(*, ds: str) -> dict:
+        return promotion_step("evaluate_candidate", ds=ds)
+
+    @task
+    def export(*, ds: str) -> dict:
+        return promotion_step("export_candidate", ds=ds)
+
+    @task
+    def gate(*, ds: str, params: dict) -> dict:
+        return promotion_step("gate_candidate", ds=ds, overrides=params.get("gate_thresholds") or None)
+
+    @task
+    def register(*, ds: str) -> dict:
+        return promotion_step("register_candidate", ds=ds)
+
+    @task
+    def flip(decision: dict, *, ds: str, run_id: str) -> dict:
+        return promotion_step("flip_pointer", ds=ds, gate=decision, promoted_by=f"retrain_ranker {run_id}")
+
+    decision = gate()
+    validate() >> build_dataset() >> train() >> evaluate() >> export() >> decision >> register() >> flip(decision)
 
 
 retrain_ranker()

@@ -289,7 +289,7 @@ def _rows_out(table: pa.Table, curves, cats, settings: Settings) -> pa.Table:
         "weight": pa.array(weight), "item_popularity": table["item_impr_7d"].cast(pa.float32()),
     })
     for j, name in enumerate(features.FEATURE_NAMES):
-        cols[f"f_{name}"] = pa.array(matrix[:, j])
+        cols[features.column(name)] = pa.array(matrix[:, j])
     return pa.table(cols)
 
 

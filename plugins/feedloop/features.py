@@ -121,6 +121,11 @@ def encode(values: Sequence[str] | np.ndarray, levels: Sequence[str]) -> np.ndar
     return np.fromiter((lookup.get(v, np.nan) for v in values), dtype=np.float32, count=len(values))
 
 
+def column(name: str) -> str:
+    """The training-set column of a feature (prefixed: tenant_id etc. are also plain id columns)."""
+    return f"f_{name}"
+
+
 def manifest(tenants: Sequence[str], *, objective: str) -> dict:
     """The feature manifest saved with every model: names, kinds, defaults, category levels."""
     cats = categories(tenants)
@@ -130,7 +135,7 @@ def manifest(tenants: Sequence[str], *, objective: str) -> dict:
         "binary_label": "label_binary",
         "group": "request_id",
         "features": [
-            {"name": f.name, "kind": f.kind, "dtype": "float32", "default": f.default,
+            {"name": f.name, "column": column(f.name), "kind": f.kind, "dtype": "float32", "default": f.default,
              **({"categories": cats[f.name]} if f.kind == "categorical" else {})}
             for f in FEATURES
         ],

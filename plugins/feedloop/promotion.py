@@ -345,7 +345,8 @@ def _holdout(store: ObjectStore, bucket: str, dataset_key: str, features: list[s
 
 
 def _feature_names(manifest: dict[str, Any]) -> list[str]:
-    return [f["name"] for f in manifest["features"]]
+    """The holdout columns holding each feature, in model order (a manifest may name them apart)."""
+    return [f.get("column", f["name"]) for f in manifest["features"]]
 
 
 def _matrix(columns: dict[str, np.ndarray], manifest: dict[str, Any], *, what: str) -> np.ndarray:

@@ -93,7 +93,7 @@ def load_split(settings: Settings, day: date, split: str) -> pa.Table:
     """One split of the training set as Arrow, in file order (requests contiguous)."""
     from feedloop import duck
 
-    cols = ", ".join(["request_id", "label", "label_binary", "weight"] + [f"f_{n}" for n in features.FEATURE_NAMES])
+    cols = ", ".join(["request_id", "label", "label_binary", "weight"] + [features.column(n) for n in features.FEATURE_NAMES])
     url = f"s3://{settings.s3.lake_bucket}/{lake.dataset_prefix(day)}split={split}/*.parquet"
     con = duck.connect(settings, memory_limit=settings.dataset.duckdb_memory_limit, threads=2)
     try:
@@ -116,7 +116,7 @@ def to_lgb_dataset(table: pa.Table, objective: str, *, reference=None, max_bin: 
     import lightgbm as lgb
 
     names = list(features.FEATURE_NAMES)
-    matrix = table.select([f"f_{n}" for n in names]).rename_columns(names)
+    matrix = table.select([features.column(n) for n in names]).rename_columns(names)
     label_col = "label" if objective == "lambdarank" else "label_binary"
     cat_idx = [i for i, f in enumerate(features.FEATURES) if f.kind == "categorical"]
     return lgb.Dataset(

@@ -1,0 +1,67 @@
+"""Airflow task bodies of the retrain DAG's training steps: logical date in, URIs and small dicts out.
+
+The run for logical date D (its data interval is the day D) trains on the impressions of
+[D + 1 - window_days, D + 1): D itself is the held-out day, D - 1 the validation day.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from feedloop.config import Settings, load_settings
+
+
+def _settings(params: dict[str, Any]) -> Settings:
+    settings = load_settings()
+    updates: dict[str, Any] = {}
+    if params.get("window_days"):
+        updates["dataset"] = settings.dataset.model_copy(update={"window_days": int(params["window_days"])})
+    if params.get("objective"):
+        updates["train"] = settings.train.model_copy(update={"objective": params["objective"]})
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def build_dataset(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Refuse an unvalidated window, then build the point-in-time training set; skip if too little data."""
+    from dataclasses import asdict
+    from datetime import datetime, timezone
+
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from feedloop import dataset
+    from feedloop.quality.status import WindowNotReady, require_validated_window
+
+    settings = _settings(params)
+    end = date.fromisoformat(ds) + timedelta(days=1)
+    try:
+        start, end = dataset.window(settings, end)
+    except dataset.NotEnoughData as exc:
+        raise AirflowSkipException(str(exc)) from exc
+    as_dt = [datetime(d.year, d.month, d.day, tzinfo=timezone.utc) for d in (start, end)]
+    try:
+        require_validated_window(settings, *as_dt)
+    except WindowNotReady as exc:
+        raise AirflowFailException(f"training refused: {exc}") from exc
+    result = dataset.build(settings, end=end)
+    return {k: v for k, v in asdict(result).items() if k != "files"}
+
+
+def train(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from feedloop import train as train_mod
+
+    return asdict(train_mod.train(_settings(params), day=date.fromisoformat(ds)))
+
+
+def promotion_step(step: str, **kwargs: Any) -> dict[str, Any]:
+    """Run one promotion step; a blocked promotion fails at once (one alert, no retries)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from feedloop import promotion
+
+    try:
+        return getattr(promotion, step)(**kwargs)
+    except promotion.PromotionBlocked as exc:
+        raise AirflowFailException(str(exc)) from exc
