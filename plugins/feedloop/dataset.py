@@ -72,7 +72,7 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None) ->
     day = end - timedelta(days=1)
     bucket, prefix = settings.s3.lake_bucket, lake.dataset_prefix(day)
     result = DatasetResult(day.isoformat(), f"s3://{bucket}/{prefix}", start.isoformat(), end.isoformat())
-    inputs = _input_objects(store, bucket, start - timedelta(days=features.MAX_WINDOW), end)
+    inputs = _input_objects(store, bucket, settings.kafka.topic, start - timedelta(days=features.MAX_WINDOW), end)
     result.input_objects = len(inputs)
     with tempfile.TemporaryDirectory(prefix="feedloop-dataset-") as tmp:
         con = duck.connect(settings, memory_limit=settings.dataset.duckdb_memory_limit,
@@ -96,14 +96,14 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None) ->
     return result
 
 
-def _input_objects(store: ObjectStore, bucket: str, start: date, end: date) -> dict[str, str]:
-    """Every events object of the event days [start, end] (features look back; labels look ahead a little)."""
+def _input_objects(store: ObjectStore, bucket: str, topic: str, start: date, end: date) -> dict[str, str]:
+    """Every events object of the topic for event days [start, end] (features look back, labels ahead)."""
     found: dict[str, str] = {}
     d = start
     while d <= end:
-        resp_keys = list(store.list_keys(bucket, lake.day_prefix(d)))
-        for key in resp_keys:
-            if lake.parse_key(key):
+        for key in store.list_keys(bucket, lake.day_prefix(d)):
+            ref = lake.parse_key(key)
+            if ref and ref.topic == topic:
                 found[key] = ""
         d += timedelta(days=1)
     for key in found:
