@@ -26,6 +26,8 @@ test-unit: install
 
 bench: install
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/train.py
 
 up: install
 	$(BIN)/feedloop stack up

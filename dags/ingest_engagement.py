@@ -18,7 +18,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, AssetAlias, dag, task
 
-from feedloop import assets
+from feedloop import alerts, assets
 from feedloop.config import load_settings
 from feedloop.ingest import tasks
 
@@ -31,7 +31,7 @@ SETTINGS = load_settings()
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
-    default_args={"retries": 3, "retry_delay": timedelta(seconds=20)},
+    default_args=alerts.default_args(retries=3, retry_delay=timedelta(seconds=20)),
     tags=["feedloop", "ingest"],
 )
 def ingest_engagement():

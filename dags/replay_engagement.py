@@ -13,6 +13,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from feedloop import alerts
 from feedloop.ingest import tasks
 
 
@@ -22,7 +23,7 @@ from feedloop.ingest import tasks
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=20)},
+    default_args=alerts.default_args(retries=1, retry_delay=timedelta(seconds=20)),
     tags=["feedloop", "ingest", "replay"],
     params={
         "mode": Param("time", type="string", enum=["time", "offsets"],

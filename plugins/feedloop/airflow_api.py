@@ -79,6 +79,11 @@ class AirflowApi:
             time.sleep(poll)
         raise AirflowApiError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s")
 
+    def dag_runs(self, dag_id: str) -> list[dict]:
+        """Every run of the DAG, oldest logical date first."""
+        return self._call("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "logical_date", "limit": 1000})[
+            "dag_runs"]
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
 

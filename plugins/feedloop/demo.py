@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -10,7 +11,8 @@ import orjson
 
 from feedloop import inventory, simulate, stack
 from feedloop.airflow_api import AirflowApi
-from feedloop.config import Settings
+from feedloop.config import Settings, load_settings
+from feedloop.registry import Registry
 from feedloop.stack.services import AirflowService
 
 
@@ -48,12 +50,56 @@ def run_dag(api: AirflowApi, dag_id: str, *, echo: Callable[[str], None], logica
     return run_id
 
 
+def retrain_days(api: AirflowApi, settings: Settings, *, days: int, echo: Callable[[str], None],
+                 timeout: float = 1800) -> list[dict]:
+    """Unpause retrain_ranker: catchup runs one per simulated day, in order; wait and tabulate them."""
+    api.wait_for_dag("retrain_ranker")
+    api.unpause("retrain_ranker")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = api.dag_runs("retrain_ranker")
+        if len(runs) >= days and all(r["state"] in ("success", "failed") for r in runs):
+            break
+        time.sleep(5)
+    else:
+        raise RuntimeError(f"retrain_ranker catchup not finished after {timeout:.0f}s; see the Airflow UI")
+    rows = []
+    for r in runs:
+        tasks = {t["task_id"]: t["state"] for t in api.task_instances("retrain_ranker", r["dag_run_id"])}
+        row = {"day": r["logical_date"][:10], "run": r["state"], "tasks": tasks}
+        if tasks.get("evaluate") == "success":
+            row["evaluation"] = api.xcom("retrain_ranker", r["dag_run_id"], "evaluate")
+        if tasks.get("gate") == "success":
+            row["gate"] = api.xcom("retrain_ranker", r["dag_run_id"], "gate")
+        rows.append(row)
+        echo("   " + _retrain_line(row))
+    return rows
+
+
+def _retrain_line(row: dict) -> str:
+    tasks = row["tasks"]
+    if tasks.get("build_dataset") == "skipped":
+        return f"{row['day']}  validated; training skipped (fewer than dataset.min_window_days days of data)"
+    if "evaluation" not in row:
+        failed = [t for t, s in tasks.items() if s == "failed"]
+        return f"{row['day']}  {row['run']}: failed at {', '.join(failed) or '?'} (see the task log in the Airflow UI)"
+    ev, gate = row["evaluation"], row.get("gate", {})
+    flipped = tasks.get("flip") == "success"
+    overall = ev["overall"]
+    return (f"{row['day']}  candidate {ev['version']}  AUC {overall['auc']:.3f}  NDCG@10 {overall['ndcg@10']:.3f}  "
+            f"vs champion {ev['champion'] or '-'}: {'PROMOTED' if flipped else 'held: ' + gate.get('summary', '?')}")
+
+
 def run(settings: Settings, *, days: int | None = None, echo: Callable[[str], None] = print) -> dict:
     t0 = time.perf_counter()
-    echo("== 1. embedded stack")
-    services = stack.up(settings, echo=echo)
     days = days or settings.simulate.days
     start = datetime.now(timezone.utc).date() - timedelta(days=days)
+    if "FEEDLOOP_RETRAIN__START_DATE" not in os.environ:
+        # The platform's history starts with the simulated traffic: catchup runs from there.
+        os.environ["FEEDLOOP_RETRAIN__START_DATE"] = start.isoformat()
+        settings = load_settings()
+    echo("== 1. embedded stack")
+    services = stack.up(settings, echo=echo)
     echo(f"== 2. simulate {days} day(s) of traffic from {start}")
     events = simulate_once(settings, start=start, days=days, echo=echo)
     echo("== 3. ingest through Airflow: trigger ingest_engagement and wait")
@@ -65,12 +111,26 @@ def run(settings: Settings, *, days: int | None = None, echo: Callable[[str], No
     landed = sum(inv.rows for inv in inventories)
     echo(f"   {landed:,} of {events:,} simulated events are in s3://{settings.s3.lake_bucket}/events/engagement/ "
          f"(last run {ingested})")
+    echo(f"== 4. daily retrain through Airflow: catchup of retrain_ranker for {start} .. "
+         f"{start + timedelta(days=days - 1)} (validate, build, train, evaluate, export, gate, register, flip)")
+    retrains = retrain_days(api, settings, days=days, echo=echo)
+    live = Registry.from_settings(settings).live()
+    if live is None:
+        echo("   no model is live yet (see the table above for why)")
+    else:
+        metrics = Registry.from_settings(settings).read_json(live.version, "metrics.json")["candidate"]["overall"]
+        echo(f"   LIVE: {live.version}  ({live.pointer['uri']}, sha256 {live.pointer['sha256'][:12]}...)")
+        echo("   holdout metrics: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float)))
     summary = {"start": str(start), "days": days, "events": events, "ingested": landed,
+               "retrain": retrains, "live": live.version if live else None,
                "seconds": round(time.perf_counter() - t0, 1)}
     echo("== done in {seconds}s. Where to look:".format(**summary))
     for s in services:
         for key, value in s.details.items():
             echo(f"   {s.title:<22} {key:<10} {value}")
     echo(f"   ground truth           {settings.state_path / 'ground_truth.json'}")
+    echo(f"   validation reports     s3://{settings.s3.lake_bucket}/validation/dt=<day>/index.html")
+    echo(f"   model versions         s3://{settings.s3.models_bucket}/ranker/versions/ (report.html each); "
+         "`feedloop model list`")
     echo("   stop everything with   make down")
     return summary
