@@ -78,14 +78,15 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None) ->
         con = duck.connect(settings, memory_limit=settings.dataset.duckdb_memory_limit,
                            threads=settings.dataset.duckdb_threads, temp_dir=Path(tmp))
         _stage(con, settings, store, inputs, start, end)
-        curves, method = _propensities(con, settings)
-        result.propensity_method = method
+        curves, methods = _propensities(con, settings)
+        result.propensity_method = "+".join(sorted(set(methods.values())))
         written, rows, digest = _write_rows(con, settings, store, prefix, curves, end, Path(tmp))
         result.rows, result.content_hash = rows, digest
         result.files = written + _write_snapshot(con, settings, bucket, prefix, end)
         con.close()
     _remove_stale(store, bucket, prefix, keep=set(result.files))
-    store.put_json(bucket, prefix + "propensity.json", {"method": method, "curves": curves})
+    store.put_json(bucket, prefix + "propensity.json", {"method": result.propensity_method, "methods": methods,
+                                                        "curves": curves})
     result.seconds = round(time.perf_counter() - t0, 1)
     # Deterministic: lineage feeds the model version id, so a re-run of the same inputs matches.
     store.put_json(bucket, prefix + "lineage.json", {
@@ -175,18 +176,23 @@ def _snapshot_select(entity: features.Entity, as_of: str) -> str:
     return sums
 
 
-def _propensities(con, settings: Settings) -> tuple[dict[str, dict[int, float]], str]:
+def _propensities(con, settings: Settings) -> tuple[dict[str, dict[int, float]], dict[str, str]]:
+    """Per surface: the exploration estimate if it has enough support, else the click model's."""
     explore = con.execute("""
         SELECT surface, position, count(*) AS impressions, count(*) FILTER (WHERE coalesce(l.label, 0) >= 1) AS clicks
         FROM imp i LEFT JOIN lab l USING (request_id, item_id) WHERE explore GROUP BY ALL""").fetch_arrow_table()
     curves = propensity.from_exploration(explore, min_impressions=settings.dataset.min_exploration_impressions)
-    if curves:
-        return curves, "exploration"
-    logs = con.execute("""
-        SELECT surface, position, item_id, count(*) AS impressions,
-               count(*) FILTER (WHERE coalesce(l.label, 0) >= 1) AS clicks
-        FROM imp i LEFT JOIN lab l USING (request_id, item_id) GROUP BY ALL""").fetch_arrow_table()
-    return propensity.from_click_model(logs), "click_model"
+    methods = {s: "exploration" for s in curves}
+    surfaces = {r[0] for r in con.execute("SELECT DISTINCT surface FROM imp").fetchall()}
+    if surfaces - set(curves):
+        logs = con.execute("""
+            SELECT surface, position, item_id, count(*) AS impressions,
+                   count(*) FILTER (WHERE coalesce(l.label, 0) >= 1) AS clicks
+            FROM imp i LEFT JOIN lab l USING (request_id, item_id) WHERE NOT list_contains(?::VARCHAR[], surface)
+            GROUP BY ALL""", [sorted(curves)]).fetch_arrow_table()
+        for surface, curve in propensity.from_click_model(logs).items():
+            curves[surface], methods[surface] = curve, "click_model"
+    return curves, dict(sorted(methods.items()))
 
 
 def _row_query() -> str:
