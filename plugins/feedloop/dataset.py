@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -72,7 +73,10 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None) ->
     day = end - timedelta(days=1)
     bucket, prefix = settings.s3.lake_bucket, lake.dataset_prefix(day)
     result = DatasetResult(day.isoformat(), f"s3://{bucket}/{prefix}", start.isoformat(), end.isoformat())
-    inputs = _input_objects(store, bucket, settings.kafka.topic, start - timedelta(days=features.MAX_WINDOW), end)
+    # Windows count by ARRIVAL day, partitions are by EVENT day: reach back far enough for an event
+    # that happened up to ingest.max_lateness_hours before it arrived inside the longest window.
+    lookback = timedelta(days=features.MAX_WINDOW + math.ceil(settings.ingest.max_lateness_hours / 24))
+    inputs = _input_objects(store, bucket, settings.kafka.topic, start - lookback, end)
     result.input_objects = len(inputs)
     with tempfile.TemporaryDirectory(prefix="feedloop-dataset-") as tmp:
         con = duck.connect(settings, memory_limit=settings.dataset.duckdb_memory_limit,

@@ -24,8 +24,11 @@ def from_exploration(rows: pa.Table, *, min_impressions: int) -> dict[str, dict[
     return curves
 
 
-def from_click_model(rows: pa.Table, *, iterations: int = 50) -> dict[str, dict[int, float]]:
-    """rows: surface, position, item_id, impressions, clicks over all impressions (regression-free EM)."""
+def from_click_model(rows: pa.Table, *, iterations: int = 2000, tol: float = 1e-7) -> dict[str, dict[int, float]]:
+    """rows: surface, position, item_id, impressions, clicks over all impressions (regression-free EM).
+
+    EM converges slowly when items stay near fixed positions, so it runs until the examination
+    curve moves less than `tol` (or `iterations`)."""
     curves: dict[str, dict[int, float]] = {}
     for surface in sorted(set(rows["surface"].to_pylist())):
         part = rows.filter(pa.compute.equal(rows["surface"], surface))
@@ -41,9 +44,13 @@ def from_click_model(rows: pa.Table, *, iterations: int = 50) -> dict[str, dict[
             no_click = 1.0 - t * g
             seen_irrelevant = (n - c) * t * (1 - g) / no_click
             unseen_relevant = (n - c) * (1 - t) * g / no_click
-            theta = np.bincount(pos_idx, c + seen_irrelevant, len(positions)) / np.bincount(pos_idx, n, len(positions))
+            new_theta = np.bincount(pos_idx, c + seen_irrelevant, len(positions)) / np.bincount(pos_idx, n, len(positions))
             gamma = np.bincount(item_idx, c + unseen_relevant, len(items)) / np.bincount(item_idx, n, len(items))
-            theta, gamma = np.clip(theta, 1e-4, 1.0), np.clip(gamma, 1e-4, 1 - 1e-4)
+            new_theta, gamma = np.clip(new_theta, 1e-4, 1.0), np.clip(gamma, 1e-4, 1 - 1e-4)
+            converged = np.max(np.abs(new_theta - theta)) < tol
+            theta = new_theta
+            if converged:
+                break
         top = theta[0]
         curves[surface] = {int(p): float(min(1.0, v / top)) for p, v in zip(positions, theta)}
     return curves

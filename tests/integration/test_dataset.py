@@ -496,12 +496,6 @@ def test_model_beats_logged_order_and_popularity_on_ground_truth(embedded, store
 LATE_START = date(2027, 6, 10)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dataset.build lists input objects by EVENT day from window_start - features.MAX_WINDOW (28 days) only "
-    "(dataset.py: _input_objects(..., start - timedelta(days=features.MAX_WINDOW), end)), but windows are by "
-    "ARRIVAL day: an event that happened on start-29 and arrived on start-28 (27 h late, within "
-    "ingest.max_lateness_hours=72) belongs to the 28d window of impressions on `start` and is never read. "
-    "Expected user_impr_28d 2, got 1 (the listing should reach back MAX_WINDOW days + max lateness)"))
 def test_a_late_event_in_an_older_event_day_partition_still_counts_by_arrival(embedded, store):
     settings = _settings(embedded, _topic(), start=LATE_START)
     d = LATE_START
