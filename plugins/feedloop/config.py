@@ -166,6 +166,7 @@ class TrainSettings(_Section):
     learning_rate: float = Field(0.05, gt=0)
     num_boost_round: int = Field(300, ge=1)
     early_stopping_rounds: int = Field(30, ge=1)
+    min_boost_round: int = Field(50, ge=1)          # early stopping never keeps fewer trees
     min_data_in_leaf: int = Field(50, ge=1)
     max_bin: int = Field(63, ge=2)
     feature_fraction: float = Field(0.9, gt=0, le=1)

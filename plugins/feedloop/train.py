@@ -89,6 +89,31 @@ def ipw_ndcg(group_sizes_: np.ndarray, labels: np.ndarray, weights: np.ndarray, 
     return feval
 
 
+def _early_stopping(patience: int, min_rounds: int):
+    """Early stopping that keeps at least `min_rounds` trees.
+
+    Click-based validation scores on one day are noisy and, at small scale, can peak at the very
+    first tree while relevance keeps improving; the floor keeps a useful model, and after it the
+    best iteration wins as usual.
+    """
+    import lightgbm as lgb
+
+    best = {"score": float("-inf"), "iteration": 0, "evals": []}
+
+    def callback(env) -> None:
+        score = env.evaluation_result_list[0][2]
+        i = env.iteration
+        if i + 1 < min_rounds:
+            return
+        if score > best["score"]:
+            best.update(score=score, iteration=i, evals=env.evaluation_result_list)
+        elif i - best["iteration"] >= patience or i + 1 == env.end_iteration:
+            raise lgb.callback.EarlyStopException(best["iteration"], best["evals"])
+
+    callback.order = 30
+    return callback
+
+
 def load_split(settings: Settings, day: date, split: str) -> pa.Table:
     """One split of the training set as Arrow, in file order (requests contiguous)."""
     from feedloop import duck
@@ -155,7 +180,7 @@ def train(settings: Settings, *, day: date, objective: str | None = None,
     booster = lgb.train(
         lgb_params(cfg, objective), dtrain, num_boost_round=cfg.num_boost_round, valid_sets=[dvalid],
         valid_names=["valid"], feval=valid_feval,
-        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False), lgb.record_evaluation(evals)],
+        callbacks=[_early_stopping(cfg.early_stopping_rounds, cfg.min_boost_round), lgb.record_evaluation(evals)],
     )
     seconds = time.perf_counter() - t0
     valid_metric = {k: round(float(v[booster.best_iteration - 1]), 6) for k, v in evals.get("valid", {}).items()}
