@@ -56,6 +56,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_s() -> float:
+    """user + system CPU seconds of this process: far less sensitive than wall time to other load on the box."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def topic_name(n: int) -> str:
     return f"bench-train-{n}"
 
@@ -350,6 +356,7 @@ def child_train(n: int, days: int, rounds: int) -> dict:
 
     def bare() -> dict:
         load = os.getloadavg()[0]
+        c1 = cpu_s()
         t1 = time.perf_counter()
         ds = lgb.Dataset(X, label=y, weight=wgt, group=grp, categorical_feature=cat_idx, feature_name=names,
                          params={"max_bin": cfg.max_bin, "verbosity": -1}, free_raw_data=False)
@@ -359,13 +366,15 @@ def child_train(n: int, days: int, rounds: int) -> dict:
         t3 = time.perf_counter()
         assert booster.num_trees() == rounds
         return {"s": round(t3 - t1, 2), "construct_s": round(t2 - t1, 2), "boost_s": round(t3 - t2, 2),
-                "load1": round(load, 2)}
+                "cpu_s": round(cpu_s() - c1, 2), "load1": round(load, 2)}
 
     before = bare()
     load = os.getloadavg()[0]
+    c0 = cpu_s()
     t0 = time.perf_counter()
     res = train.train(settings, day=day)
     train_wall = time.perf_counter() - t0
+    train_cpu = cpu_s() - c0
     after = bare()
     # What train.train adds per round besides LightGBM: its validation feval (IPW NDCG@10 in numpy), timed alone.
     valid = train.load_split(settings, day, "valid")
@@ -378,7 +387,8 @@ def child_train(n: int, days: int, rounds: int) -> dict:
     feval_s = time.perf_counter() - t4
     bare_s = (before["s"] + after["s"]) / 2
     return {"train_wall_s": round(train_wall, 2), "train_reported_s": res.seconds, "train_load_s": res.load_seconds,
-            "train_load1": round(load, 2), "feval_s": round(feval_s, 2),
+            "train_load1": round(load, 2), "feval_s": round(feval_s, 2), "train_cpu_s": round(train_cpu, 2),
+            "cpu_ratio": round(train_cpu / ((before["cpu_s"] + after["cpu_s"]) / 2), 3),
             "train_iterations": rounds, "best_iteration": res.best_iteration, "valid_metric": res.valid_metric,
             "train_rows": res.train_rows, "valid_rows": res.valid_rows,
             "bare_before": before, "bare_after": after, "bare_s": round(bare_s, 2),
@@ -423,7 +433,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=14, help="days of traffic = dataset.window_days")
     parser.add_argument("--rounds", type=int, default=100, help="boosting rounds (fixed; no early stop)")
     parser.add_argument("--memory-limit", help="override dataset.duckdb_memory_limit (default: configured)")
-    parser.add_argument("--retry-memory-limit", default="4GB",
+    parser.add_argument("--retry-memory-limit", default="8GB",
                         help="if the build fails (e.g. DuckDB out of memory), measure once more with this limit "
                              "('' to skip); both attempts are reported")
     parser.add_argument("--child", choices=["generate", "dataset", "train"], help=argparse.SUPPRESS)
@@ -475,7 +485,8 @@ def main() -> None:
                     tr["train_wall_s"] / min(tr["bare_before"]["s"], tr["bare_after"]["s"]), 3)
                 print(f"[{n:,}] train.train {tr['train_wall_s']} s (load {tr['train_load_s']} s) vs bare "
                       f"{tr['bare_before']['s']} s before / {tr['bare_after']['s']} s after; feval alone "
-                      f"{tr['feval_s']} s", file=sys.stderr, flush=True)
+                      f"{tr['feval_s']} s; CPU s train.train {tr.get('train_cpu_s')} vs bare "
+                      f"{tr['bare_before'].get('cpu_s')} / {tr['bare_after'].get('cpu_s')}", file=sys.stderr, flush=True)
             row["train"] = tr
             out = ROOT / "bench" / "results" / "train.json"
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -526,7 +537,7 @@ def main() -> None:
     print("(b) training (child process): train.train wall (incl. S3 load, valid feval, saves) vs bare lgb.Dataset + "
           "lgb.train on the in-memory train split, run before and after it (ratio uses their mean)")
     hdr = f"{'impressions':>12} {'train rows':>11} | {'train.train s':>13} {'load s':>6} {'feval s':>7} | " \
-          f"{'bare s (before/after)':>21} {'constr s':>8} | {'ratio':>6} {'ratio-load':>10} {'peak MB':>8}"
+          f"{'bare s (before/after)':>21} {'constr s':>8} | {'ratio':>6} {'ratio-load':>10} {'CPU ratio':>9} {'peak MB':>8}"
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
@@ -539,7 +550,8 @@ def main() -> None:
             print(f"{r['n']:>12,} {t['train_rows']:>11,} | {t['train_wall_s']:>13} {t['train_load_s']:>6} "
                   f"{t['feval_s']:>7} | {str(t['bare_before']['s']) + ' / ' + str(t['bare_after']['s']):>21} "
                   f"{t['bare_construct_s']:>8} | "
-                  f"{t['overhead_ratio']:>6} {t['overhead_ratio_excl_load']:>10} {t['peak_rss_mb']:>8,}")
+                  f"{t['overhead_ratio']:>6} {t['overhead_ratio_excl_load']:>10} {str(t.get('cpu_ratio', '-')):>9} "
+                  f"{t['peak_rss_mb']:>8,}")
     print("(c) growth (x rows -> x cost; 'of linear' 1.00 = linear, < 1 sublinear):")
     for k, v in lin.items():
         print(f"    {k}: {'; '.join(v)}")
