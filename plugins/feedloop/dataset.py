@@ -84,7 +84,7 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None) ->
         _stage(con, settings, store, inputs, start, end)
         curves, methods = _propensities(con, settings)
         result.propensity_method = "+".join(sorted(set(methods.values())))
-        written, rows, digest = _write_rows(con, settings, store, prefix, curves, end, Path(tmp))
+        written, rows, digest = _write_rows(con, settings, store, prefix, curves, start, end, Path(tmp))
         result.rows, result.content_hash = rows, digest
         result.files = written + _write_snapshot(con, settings, bucket, prefix, end)
         con.close()
@@ -147,15 +147,25 @@ def _stage(con, settings: Settings, store: ObjectStore, inputs: dict[str, str], 
             FROM ev LEFT JOIN catalog USING (item_id)
             WHERE ingest_ts < ? AND {' AND '.join(f'{k} IS NOT NULL' for k in entity.keys)}
             GROUP BY ALL""", [end_ts])
+    # Impressions one event day at a time (reading only that day's objects): deduplicating the
+    # whole window in one window function is what outgrew dataset.duckdb_memory_limit at 10M rows.
     con.execute("""
-        CREATE TABLE imp AS
-        SELECT e.request_id, e.user_id, e.item_id, e.author_id, c.topic, e.tenant_id, e.surface, e.device,
-               e.position, coalesce(e.explore, false) AS explore, e.event_ts, CAST(e.event_ts AS DATE) AS d,
-               epoch(e.event_ts) AS request_ts, epoch(c.created_at) AS item_created_at
-        FROM ev e LEFT JOIN catalog c USING (item_id)
-        WHERE e.event_type = 'impression' AND e.event_ts >= ? AND e.event_ts < ?
-        QUALIFY row_number() OVER (PARTITION BY e.request_id, e.item_id ORDER BY e.event_ts, e.event_id) = 1""",
-                [datetime(start.year, start.month, start.day, tzinfo=timezone.utc), end_ts])
+        CREATE TABLE imp (request_id VARCHAR, user_id VARCHAR, item_id VARCHAR, author_id VARCHAR, topic VARCHAR,
+                          tenant_id VARCHAR, surface VARCHAR, device VARCHAR, position INTEGER, explore BOOLEAN,
+                          event_ts TIMESTAMPTZ, d DATE, request_ts DOUBLE, item_created_at DOUBLE)""")
+    for day in _days(start, end):
+        day_files = [f for f in files if f"/dt={day.isoformat()}/" in f]
+        if not day_files:
+            continue
+        day_list = ", ".join("'" + f.replace("'", "''") + "'" for f in day_files)
+        con.execute(f"""
+            INSERT INTO imp
+            SELECT e.request_id, e.user_id, e.item_id, e.author_id, c.topic, e.tenant_id, e.surface, e.device,
+                   e.position, coalesce(e.explore, false), e.event_ts, CAST(e.event_ts AS DATE),
+                   epoch(e.event_ts), epoch(c.created_at)
+            FROM read_parquet([{day_list}], union_by_name = true) e LEFT JOIN catalog c USING (item_id)
+            WHERE e.event_type = 'impression' AND e.ingest_ts < TIMESTAMPTZ '{label_cutoff.isoformat()}'
+            QUALIFY row_number() OVER (PARTITION BY e.request_id, e.item_id ORDER BY e.event_ts, e.event_id) = 1""")
     g = cfg.label_grades
     con.execute(f"""
         CREATE TABLE lab AS
@@ -170,6 +180,10 @@ def _stage(con, settings: Settings, store: ObjectStore, inputs: dict[str, str], 
          AND o.event_type <> 'impression' AND o.event_ts >= i.event_ts
          AND o.event_ts < i.event_ts + INTERVAL {cfg.attribution_minutes} MINUTE
         GROUP BY ALL""")
+
+
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days)]
 
 
 def _snapshot_select(entity: features.Entity, as_of: str) -> str:
@@ -199,7 +213,9 @@ def _propensities(con, settings: Settings) -> tuple[dict[str, dict[int, float]],
     return curves, dict(sorted(methods.items()))
 
 
-def _row_query() -> str:
+def _row_query(day: date) -> str:
+    """One impression day's rows with their features (days are streamed in order, bounding memory)."""
+    on_day = f"d = DATE '{day.isoformat()}'"
     joins, cols = [], []
     for e in features.ENTITIES:
         keys = ", ".join(e.keys)
@@ -207,7 +223,8 @@ def _row_query() -> str:
         joins.append(f"""
         LEFT JOIN (
             SELECT p.{', p.'.join(e.keys)}, p.d, {_snapshot_select(e, 'p.d')}
-            FROM (SELECT DISTINCT {keys}, d FROM imp WHERE {' AND '.join(f'{k} IS NOT NULL' for k in e.keys)}) p
+            FROM (SELECT DISTINCT {keys}, d FROM imp
+                  WHERE {on_day} AND {' AND '.join(f'{k} IS NOT NULL' for k in e.keys)}) p
             LEFT JOIN daily_{e.name} x ON {on} AND x.d < p.d AND x.d >= p.d - {max(e.windows)}
             GROUP BY ALL
         ) s_{e.name} ON {' AND '.join(f's_{e.name}.{k} = i.{k}' for k in e.keys)} AND s_{e.name}.d = i.d""")
@@ -216,7 +233,8 @@ def _row_query() -> str:
         SELECT i.request_id, i.user_id, i.item_id, i.author_id, i.tenant_id, i.surface, i.device, i.position,
                i.explore, i.d, i.request_ts, i.item_created_at, coalesce(l.label, 0) AS label, {', '.join(cols)}
         FROM imp i LEFT JOIN lab l USING (request_id, item_id) {''.join(joins)}
-        ORDER BY i.d, i.request_id, i.position, i.item_id"""
+        WHERE i.{on_day}
+        ORDER BY i.request_id, i.position, i.item_id"""
 
 
 class _SplitFiles:
@@ -251,7 +269,8 @@ class _SplitFiles:
         self._writer = None
 
 
-def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves, end: date, tmp: Path):
+def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves, start: date, end: date,
+                tmp: Path):
     """Stream the joined rows batch by batch: derive features, weights and split, write Parquet to S3."""
     cats = features.categories(settings.events.tenants)
     holdout_day, valid_day = end - timedelta(days=1), end - timedelta(days=2)
@@ -259,9 +278,10 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
                for s in SPLITS}
     rows = {s: 0 for s in SPLITS}
     digest = hashlib.sha256()
-    reader = con.execute(_row_query()).fetch_record_batch(settings.dataset.batch_rows)
+    batches = (batch for day in _days(start, end)
+               for batch in con.execute(_row_query(day)).fetch_record_batch(settings.dataset.batch_rows))
     try:
-        for batch in reader:
+        for batch in batches:
             table = pa.Table.from_batches([batch])
             days = table["d"].to_numpy(zero_copy_only=False)
             split = np.where(days == np.datetime64(holdout_day), "holdout",
