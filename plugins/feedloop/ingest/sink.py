@@ -185,7 +185,7 @@ def run(settings: Settings, *, run_id: str | None = None, partitions: Iterable[i
     started = datetime.now(timezone.utc)
     report = RunReport(run_id or f"manual__{started.strftime('%Y%m%dT%H%M%S%fZ')}", topic, format_ts(started))
     kafka = consumer(settings.kafka, group_id=cfg.group_id, fetch_max_bytes=cfg.max_poll_bytes,
-                     max_partition_fetch_bytes=max(1024, cfg.max_poll_bytes // 4))
+                     max_poll_records=20_000)
     try:
         wanted = sorted(partitions) if partitions is not None else sorted(kafka.partitions_for_topic(topic) or [])
         if not wanted:
