@@ -57,12 +57,3 @@ def ensure_topic(kafka: KafkaSettings, *, topic: str | None = None, partitions: 
     finally:
         admin.close()
 
-
-def partitions_for(kafka: KafkaSettings, topic: str | None = None) -> list[int]:
-    from kafka import KafkaConsumer
-
-    probe = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
-    try:
-        return sorted(probe.partitions_for_topic(topic or kafka.topic) or [])
-    finally:
-        probe.close()

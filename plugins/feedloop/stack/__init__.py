@@ -12,7 +12,7 @@ from typing import Callable
 
 from feedloop.config import Settings
 from feedloop.stack.process import StackError, port_in_use
-from feedloop.stack.services import AirflowService, Service, airflow_env, services, settings_env
+from feedloop.stack.services import Service, airflow_env, services, settings_env
 
 __all__ = ["StackError", "ServiceStatus", "up", "down", "status", "airflow_env", "settings_env"]
 
@@ -94,6 +94,3 @@ def status(settings: Settings) -> list[ServiceStatus]:
                                     str(proc.log_file), service.describe()))
     return result
 
-
-def airflow_service(settings: Settings) -> AirflowService:
-    return AirflowService(settings)
