@@ -13,6 +13,9 @@ For logical date D (the day that just ended), in order:
 4. **evaluate → export → gate → register → flip** — metrics vs the live champion on D, ONNX export
    with a parity check, the gate (floors + no regression per segment), an immutable version in
    `s3://<models>/ranker/versions/`, and an atomic compare-and-swap of `ranker/live.json`.
+   With `canary_percent` > 0 the flip starts a canary of the version at that share of users
+   instead; promote or abort it with the `canary_ranker` DAG or `feedloop model promote-canary |
+   abort-canary`. While a canary runs, a later run's flip is refused (alerted) until it is resolved.
 
 Backfills (`catchup=True`, or Backfill in the UI) apply the given params to every run.
 """
@@ -53,6 +56,9 @@ SETTINGS = load_settings()
                            description="LightGBM objective."),
         "gate_thresholds": Param({}, type="object",
                                  description="Overrides of promotion.thresholds for this run, e.g. {\"min_auc\": 0.6}."),
+        "canary_percent": Param(SETTINGS.promotion.canary_percent, type="number", minimum=0, maximum=100,
+                                description="0: the flip makes the gated model live. N > 0: it starts a canary "
+                                            "at N% of users instead (the first model always goes live)."),
     },
 )
 def retrain_ranker():
@@ -85,8 +91,9 @@ def retrain_ranker():
         return promotion_step("register_candidate", ds=ds)
 
     @task
-    def flip(decision: dict, *, ds: str, run_id: str) -> dict:
-        return promotion_step("flip_pointer", ds=ds, gate=decision, promoted_by=f"retrain_ranker {run_id}")
+    def flip(decision: dict, *, ds: str, run_id: str, params: dict) -> dict:
+        return promotion_step("flip_pointer", ds=ds, gate=decision, promoted_by=f"retrain_ranker {run_id}",
+                              canary_percent=params.get("canary_percent"))
 
     decision = gate()
     validate() >> build_dataset() >> train() >> evaluate() >> export() >> decision >> register() >> flip(decision)

@@ -186,6 +186,7 @@ class PromotionSettings(_Section):
     parity_max_abs_diff: float = Field(1e-5, gt=0)    # ONNX vs LightGBM on the holdout sample
     parity_sample_rows: int = Field(5000, ge=1)
     report_history: int = Field(30, ge=1)             # earlier versions in the report's metric history
+    canary_percent: float = Field(0, ge=0, le=100)    # > 0: the flip starts a canary at this % of users
 
 
 class Settings(_Section):

@@ -21,7 +21,8 @@ import orjson
 
 from feedloop import gate as gate_mod
 from feedloop.config import PromotionSettings, Settings, load_settings
-from feedloop.registry import Registry, sha256
+from feedloop.registry import (CanaryConflict, FlipPlan, Live, PointerRaceLost, Registry, RegistryError,
+                               sha256)
 from feedloop.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -210,23 +211,51 @@ def register_candidate(*, ds: str, settings: Settings | None = None) -> dict[str
     return _registered(registry, cand.version, registry.register(version=cand.version, files=files, manifest=manifest))
 
 
-def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str,
+def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_percent: float | None = None,
                  settings: Settings | None = None) -> dict[str, Any]:
-    """Make the gated version live, iff the gate passed and the champion it was compared with is still live."""
+    """Make the gated version live, or start its canary, iff the gate passed and its champion is still live.
+
+    canary_percent > 0 (default: promotion.canary_percent) starts a canary of the version at that
+    percent instead of flipping; the operator then promotes or aborts it. The first model goes live
+    directly (a canary needs a live model to share traffic with). A re-run for the same date changes
+    nothing once the version is live or its canary runs (an operator's ramp is not undone).
+    """
     settings = settings or load_settings()
     registry = Registry.from_settings(settings)
     version = gate["version"]
+    percent = settings.promotion.canary_percent if canary_percent is None else canary_percent
     if not gate["promotable"]:
         report_uri = registry.store.uri(registry.bucket, registry.version_key(version, "report.html"))
         raise PromotionBlocked(f"promotion of {version} for {ds} blocked, live model unchanged: {gate['summary']}. "
                                f"Report: {report_uri}")
     live = registry.live()
     if live is not None and live.version == version:
-        return {"flipped": False, "version": version, "previous": live.pointer["previous"], "seq": live.pointer["seq"]}
-    pointer = registry.flip(version=version, by=promoted_by, reason=f"retrain {ds}: {gate['summary']}",
-                            expect_live=gate["champion"])
+        return {"flipped": False, "canary": False, "version": version, "previous": live.pointer["previous"],
+                "seq": live.pointer["seq"]}
+    reason = f"retrain {ds}: {gate['summary']}"
+    try:
+        if percent and live is not None:
+            return _start_canary(registry, live, version=version, percent=percent, by=promoted_by, reason=reason,
+                                 champion=gate["champion"])
+        pointer = registry.flip(version=version, by=promoted_by, reason=reason, expect_live=gate["champion"])
+    except CanaryConflict as exc:  # waits for an operator: a retry would be refused again
+        raise PromotionBlocked(f"{version} for {ds} not promoted: {exc}; then clear this task") from exc
     log.info("live model is now %s (was %s)", version, pointer["previous"])
-    return {"flipped": True, "version": version, "previous": pointer["previous"], "seq": pointer["seq"]}
+    return {"flipped": True, "canary": False, "version": version, "previous": pointer["previous"],
+            "seq": pointer["seq"]}
+
+
+def _start_canary(registry: Registry, live: Live, *, version: str, percent: float, by: str, reason: str,
+                  champion: str | None) -> dict[str, Any]:
+    running = live.canary
+    if running and running["version"] == version:
+        pointer, started = live.pointer, False
+    else:
+        pointer, started = registry.commit(registry.plan_canary(version=version, percent=percent, by=by,
+                                                                reason=reason, expect_live=champion)), True
+        log.info("canary %s at %s%% of users; live model stays %s", version, percent, pointer["version"])
+    return {"flipped": False, "canary": True, "started": started, "version": version,
+            "percent": pointer["canary"]["percent"], "live": pointer["version"], "seq": pointer["seq"]}
 
 
 def rollback(*, to: str | None, reason: str, by: str, dry_run: bool = False,
@@ -244,8 +273,6 @@ def run_rollback(*, params: dict[str, Any], run_id: str) -> dict[str, Any]:
     """The rollback_ranker task body: a refused rollback fails at once (a retry would be refused again)."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from feedloop.registry import PointerRaceLost, RegistryError
-
     try:
         result = rollback(to=params.get("to_version") or None, reason=params.get("reason") or "",
                           dry_run=bool(params.get("dry_run")), by=f"rollback_ranker {run_id}")
@@ -255,6 +282,52 @@ def run_rollback(*, params: dict[str, Any], run_id: str) -> dict[str, Any]:
         raise AirflowFailException(str(exc)) from exc
     log.info("%s %s -> %s", "dry run:" if result["dry_run"] else "rolled back", result["from"], result["to"])
     return result
+
+
+def start_canary(*, version: str, percent: float, reason: str, by: str, dry_run: bool = False,
+                 settings: Settings | None = None) -> dict[str, Any]:
+    """Start a canary of `version` at `percent` of users, or ramp the running canary of `version`."""
+    registry = Registry.from_settings(settings or load_settings())
+    return _apply(registry, registry.plan_canary(version=version, percent=percent, by=by, reason=reason), dry_run)
+
+
+def promote_canary(*, reason: str, by: str, dry_run: bool = False, settings: Settings | None = None) -> dict[str, Any]:
+    """The running canary becomes the live version for every user."""
+    registry = Registry.from_settings(settings or load_settings())
+    return _apply(registry, registry.plan_promote_canary(by=by, reason=reason), dry_run)
+
+
+def abort_canary(*, reason: str, by: str, dry_run: bool = False, settings: Settings | None = None) -> dict[str, Any]:
+    """Stop the running canary: every user is served the live version again."""
+    registry = Registry.from_settings(settings or load_settings())
+    return _apply(registry, registry.plan_abort_canary(by=by, reason=reason), dry_run)
+
+
+def run_canary(*, params: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The canary_ranker task body: promote or abort the running canary; a refusal fails at once."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    step = {"promote": promote_canary, "abort": abort_canary}[params["action"]]
+    try:
+        result = step(reason=params.get("reason") or "", dry_run=bool(params.get("dry_run")),
+                      by=f"canary_ranker {run_id}")
+    except PointerRaceLost:
+        raise  # another pointer change won: a retry reads the new pointer
+    except RegistryError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    log.info("%s%s: live %s, canary %s", "dry run: " if result["dry_run"] else "", result["action"], result["live"],
+             result["canary"])
+    return result
+
+
+def _apply(registry: Registry, plan: FlipPlan, dry_run: bool) -> dict[str, Any]:
+    """Commit a planned pointer change unless dry_run; what it did (or would do) and the pointer diff."""
+    if not dry_run:
+        registry.commit(plan)
+    before = plan.current.pointer
+    return {"dry_run": dry_run, "action": plan.pointer["action"], "seq": plan.pointer["seq"],
+            "live": plan.pointer["version"], "canary": plan.pointer["canary"],
+            "was": {"live": before["version"], "canary": before.get("canary")}, "diff": plan.diff()}
 
 
 # ---- helpers -------------------------------------------------------------------------------------

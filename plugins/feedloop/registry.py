@@ -10,6 +10,13 @@ so a version can never change under a pod that verified it; the pointer is repla
 with If-Match on the ETag read before, so two promotions cannot both win and the pointer is never
 torn; and the history needs no read-modify-write of a shared list, because each pointer carries a
 sequence number that names its own history object.
+
+Canary: live.json may carry `canary` = {version, uri, sha256, percent, started_at, started_by,
+reason}; pods send that percent of users (a stable hash of user_id) to the canary version. Starting,
+ramping, promoting and aborting a canary are pointer writes like any flip (same compare-and-swap,
+new seq, history entry), so they cannot race a promotion. At most one canary runs: a promotion is
+refused while one does (promote or abort it first), a rollback clears it. The top-level
+promoted_at / promoted_by / reason / action always describe the latest write of the pointer.
 """
 
 from __future__ import annotations
@@ -40,6 +47,10 @@ class PointerRaceLost(RegistryError):
     """live.json changed between read and write: another flip won, nothing was changed."""
 
 
+class CanaryConflict(RegistryError):
+    """A canary runs where the action needs none (or another one): promote or abort it first."""
+
+
 @dataclass(frozen=True)
 class Live:
     pointer: dict[str, Any]
@@ -48,6 +59,10 @@ class Live:
     @property
     def version(self) -> str:
         return self.pointer["version"]
+
+    @property
+    def canary(self) -> dict[str, Any] | None:
+        return self.pointer.get("canary")
 
 
 @dataclass(frozen=True)
@@ -160,35 +175,19 @@ class Registry:
 
     def plan_flip(self, *, version: str, by: str, reason: str, action: str = "promote",
                   expect_live: str | None | bool = True) -> FlipPlan:
-        """Read live.json once and prepare the pointer to `version`.
+        """Read live.json once and prepare the pointer to `version`; refused while a canary runs.
 
         expect_live: True = any current version; None = there must be no pointer yet; a version id =
         the live version must still be that one (the champion the candidate was gated against).
         """
-        manifest = self.manifest(version)
-        if manifest is None:
-            raise RegistryError(f"version {version} is not registered ({self.version_uri(version)} has no manifest)")
-        if not (manifest.get("parity") or {}).get("passed"):
-            raise RegistryError(f"version {version} failed ONNX parity and can never be live")
+        manifest = self._servable(version)
         current = self.live()
-        live_version = current.version if current else None
-        if expect_live is not True and live_version != expect_live:
-            raise PointerRaceLost(f"live model is {live_version or '(none)'}, not {expect_live or '(none)'} as "
-                                  f"when {version} was gated; nothing was changed: re-run to gate against it")
-        pointer = {
-            "schema_version": POINTER_SCHEMA,
-            "seq": (current.pointer.get("seq", 0) + 1) if current else 1,
-            "version": version,
-            "uri": self.version_uri(version),
-            "sha256": manifest["artifacts"]["model.onnx"]["sha256"],
-            "promoted_at": _now(),
-            "promoted_by": by,
-            "previous": live_version,
-            "reason": reason,
-            "action": action,
-            "canary": None,
-        }
-        return FlipPlan(current, pointer)
+        _expect(current, expect_live, version)
+        if current is not None and current.canary:
+            raise CanaryConflict(f"{_canary_text(current.canary)} is running: promote it (feedloop model "
+                                 f"promote-canary) or abort it (feedloop model abort-canary) before making "
+                                 f"{version} live")
+        return self._flip(current, version=version, manifest=manifest, by=by, reason=reason, action=action)
 
     def commit(self, plan: FlipPlan) -> dict[str, Any]:
         """Write the planned pointer iff live.json is still what the plan read; then its history entry."""
@@ -200,10 +199,11 @@ class Registry:
                 self.store.put_json(self.bucket, self.live_key, plan.pointer, if_match=plan.current.etag)
         except PreconditionFailed:
             now = self.live()
+            read = f"seq {plan.current.pointer.get('seq')}" if plan.current else "no pointer"
             raise PointerRaceLost(
-                f"live.json changed since it was read (expected {plan.pointer['previous'] or 'no pointer'}, now "
-                f"{now.version if now else 'none'}): another promotion or rollback won; {plan.pointer['version']} "
-                "was NOT made live and nothing was changed") from None
+                f"live.json changed since it was read ({read}; now {_state(now.pointer) if now else 'no pointer'}): "
+                f"another promotion, rollback or canary change won; this {plan.pointer['action']} "
+                f"({_state(plan.pointer)}) was NOT applied and nothing was changed") from None
         self._record(plan.pointer)
         return plan.pointer
 
@@ -213,9 +213,8 @@ class Registry:
                                           expect_live=expect_live))
 
     def plan_rollback(self, *, to: str | None, by: str, reason: str) -> FlipPlan:
-        """The pointer back to `to` (default: the previous live version), through the same compare-and-swap."""
-        if not reason.strip():
-            raise RegistryError("a rollback needs a reason")
+        """The pointer back to `to` (default: the previous live version); clears a running canary."""
+        _need_reason(reason, "a rollback")
         current = self.live()
         if current is None:
             raise RegistryError("no live model: nothing to roll back")
@@ -224,7 +223,93 @@ class Registry:
             raise RegistryError(f"live model {current.version} has no previous version; give the target version")
         if target == current.version:
             raise RegistryError(f"{target} is already live")
-        return self.plan_flip(version=target, by=by, reason=reason, action="rollback", expect_live=current.version)
+        return self._flip(current, version=target, manifest=self._servable(target), by=by, reason=reason,
+                          action="rollback")
+
+    # ---- canary ---------------------------------------------------------------------------------
+
+    def plan_canary(self, *, version: str, percent: float, by: str, reason: str,
+                    expect_live: str | None | bool = True) -> FlipPlan:
+        """Start a canary of `version` at `percent` of users, or change the percent of its running canary.
+
+        expect_live as in plan_flip: the live version the candidate was gated against.
+        """
+        percent = _percent(percent)
+        _need_reason(reason, "a canary")
+        manifest = self._servable(version)
+        current = self.live()
+        if current is None:
+            raise RegistryError(f"no live model: a canary needs one to share traffic with; make {version} live "
+                                "with a normal promotion")
+        _expect(current, expect_live, version)
+        if current.version == version:
+            raise RegistryError(f"{version} is already live: there is nothing to canary")
+        running = current.canary
+        if running and running["version"] != version:
+            raise CanaryConflict(f"{_canary_text(running)} is running: promote it (feedloop model promote-canary) "
+                                 f"or abort it (feedloop model abort-canary) before starting a canary of {version}")
+        if running and running["percent"] == percent:
+            raise RegistryError(f"{_canary_text(running)} is already running: nothing to change")
+        canary = running or {"version": version, "uri": self.version_uri(version),
+                             "sha256": manifest["artifacts"]["model.onnx"]["sha256"],
+                             "started_at": _now(), "started_by": by, "reason": reason}
+        return self._amend(current, by=by, reason=reason, action="canary", canary={**canary, "percent": percent})
+
+    def plan_promote_canary(self, *, by: str, reason: str) -> FlipPlan:
+        """The running canary becomes the live version (previous = the old live one); canary = null."""
+        _need_reason(reason, "promoting a canary")
+        current = self._canary_running("promote")
+        version = current.canary["version"]
+        return self._flip(current, version=version, manifest=self._servable(version), by=by, reason=reason,
+                          action="promote-canary")
+
+    def plan_abort_canary(self, *, by: str, reason: str) -> FlipPlan:
+        """canary = null: every user is served the live version again, which stays as it is."""
+        _need_reason(reason, "aborting a canary")
+        return self._amend(self._canary_running("abort"), by=by, reason=reason, action="abort-canary", canary=None)
+
+    # ---- pointer building -----------------------------------------------------------------------
+
+    def _servable(self, version: str) -> dict[str, Any]:
+        """The manifest of a version that may serve traffic: registered and ONNX parity passed."""
+        manifest = self.manifest(version)
+        if manifest is None:
+            raise RegistryError(f"version {version} is not registered ({self.version_uri(version)} has no manifest)")
+        if not (manifest.get("parity") or {}).get("passed"):
+            raise RegistryError(f"version {version} failed ONNX parity and can never be live")
+        return manifest
+
+    def _canary_running(self, verb: str) -> Live:
+        current = self.live()
+        if current is None or not current.canary:
+            raise RegistryError(f"no canary is running: nothing to {verb} (start one with "
+                                "feedloop model canary VERSION --percent N --reason TEXT)")
+        return current
+
+    def _flip(self, current: Live | None, *, version: str, manifest: dict[str, Any], by: str, reason: str,
+              action: str) -> FlipPlan:
+        """A pointer that makes `version` live, with no canary."""
+        pointer = {
+            "schema_version": POINTER_SCHEMA,
+            "seq": (current.pointer.get("seq", 0) + 1) if current else 1,
+            "version": version,
+            "uri": self.version_uri(version),
+            "sha256": manifest["artifacts"]["model.onnx"]["sha256"],
+            "promoted_at": _now(),
+            "promoted_by": by,
+            "previous": current.version if current else None,
+            "reason": reason,
+            "action": action,
+            "canary": None,
+        }
+        return FlipPlan(current, pointer)
+
+    def _amend(self, current: Live, *, by: str, reason: str, action: str,
+               canary: dict[str, Any] | None) -> FlipPlan:
+        """The current pointer with only its canary changed: the live version (and previous) stay."""
+        pointer = {**current.pointer, "seq": current.pointer.get("seq", 0) + 1, "promoted_at": _now(),
+                   "promoted_by": by, "reason": reason, "action": action, "canary": canary}
+        return FlipPlan(current, pointer)
 
     # ---- history --------------------------------------------------------------------------------
 
@@ -244,11 +329,48 @@ class Registry:
             pass  # already recorded: entries are immutable
 
 
+def _expect(current: Live | None, expect_live: str | None | bool, version: str) -> None:
+    live_version = current.version if current else None
+    if expect_live is not True and live_version != expect_live:
+        raise PointerRaceLost(f"live model is {live_version or '(none)'}, not {expect_live or '(none)'} as "
+                              f"when {version} was gated; nothing was changed: re-run to gate against it")
+
+
+def _percent(percent: float) -> float:
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
+        raise RegistryError(f"canary percent must be a number in (0, 100], got {percent!r}")
+    return float(percent)
+
+
+def _need_reason(reason: str, what: str) -> None:
+    if not (reason or "").strip():
+        raise RegistryError(f"{what} needs a reason")
+
+
+def _canary_text(canary: Mapping[str, Any]) -> str:
+    return f"a canary of {canary['version']} at {canary['percent']:g}%"
+
+
+def _state(pointer: Mapping[str, Any]) -> str:
+    """One line for a pointer: the live version and its canary."""
+    canary = pointer.get("canary")
+    return f"live {pointer['version']}" + (f", canary {canary['version']} at {canary['percent']:g}%" if canary else "")
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+CANARY_ONLY = ("canary", "abort-canary")  # actions that leave the live version as it was
+
+
 def entries(pointers: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """History rows as an operator reads them: when, old -> new, who, why."""
-    return [{"seq": p["seq"], "at": p["promoted_at"], "from": p.get("previous"), "to": p["version"],
-             "action": p.get("action"), "by": p.get("promoted_by"), "reason": p.get("reason")} for p in pointers]
+    """History rows as an operator reads them: when, live old -> new, the canary after it, who, why."""
+    rows = []
+    for p in pointers:
+        canary = p.get("canary") or {}
+        rows.append({"seq": p["seq"], "at": p["promoted_at"],
+                     "from": p["version"] if p.get("action") in CANARY_ONLY else p.get("previous"),
+                     "to": p["version"], "canary": canary.get("version"), "canary_percent": canary.get("percent"),
+                     "action": p.get("action"), "by": p.get("promoted_by"), "reason": p.get("reason")})
+    return rows

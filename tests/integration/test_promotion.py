@@ -52,14 +52,15 @@ def env(embedded, store):
     return SimpleNamespace(settings=settings, registry=Registry(store, models_bucket), write=write, store=store)
 
 
-def _promote(env, ds: str, overrides: dict | None = None) -> dict:
+def _promote(env, ds: str, overrides: dict | None = None, canary_percent: float | None = None) -> dict:
     """Every step as the DAG runs them; returns the outputs by step."""
     s = env.settings
     out = {"evaluate": promotion.evaluate_candidate(ds=ds, settings=s),
            "export": promotion.export_candidate(ds=ds, settings=s)}
     out["gate"] = promotion.gate_candidate(ds=ds, overrides=overrides, settings=s)
     out["register"] = promotion.register_candidate(ds=ds, settings=s)
-    out["flip"] = promotion.flip_pointer(ds=ds, gate=out["gate"], promoted_by=f"retrain_ranker {ds}", settings=s)
+    out["flip"] = promotion.flip_pointer(ds=ds, gate=out["gate"], promoted_by=f"retrain_ranker {ds}",
+                                         canary_percent=canary_percent, settings=s)
     return out
 
 
@@ -70,7 +71,7 @@ def test_a_first_model_is_registered_and_made_live_and_a_rerun_changes_nothing(e
     assert version.startswith("2026-11-05-") and out["evaluate"]["champion"] is None
     assert out["export"]["passed"] and out["export"]["max_abs_diff"] < 1e-5
     assert out["gate"]["promotable"]
-    assert out["flip"] == {"flipped": True, "version": version, "previous": None, "seq": 1}
+    assert out["flip"] == {"flipped": True, "canary": False, "version": version, "previous": None, "seq": 1}
 
     live = env.registry.live().pointer
     onnx_bytes = env.registry.read(version, "model.onnx")
@@ -196,7 +197,7 @@ def test_the_model_cli_lists_shows_and_rolls_back(env, models, monkeypatch, caps
     code, out = run("-o", "json", "model", "list")
     assert code == 0 and [(r["version"], r["live"]) for r in json.loads(out)] == [(first, ""), (second, "*")]
     code, out = run("model", "list")
-    assert code == 0 and f"*     {second}" in out
+    assert code == 0 and f"{second}" in [line.split()[1] for line in out.splitlines() if line.startswith("*")]
     code, out = run("-o", "json", "model", "show", first)
     assert code == 0 and json.loads(out)["report"].endswith(f"/ranker/versions/{first}/report.html")
     assert run("model", "show", "nope")[0] == 1
@@ -243,3 +244,126 @@ def test_a_candidate_gated_against_a_champion_that_was_replaced_is_evaluated_aga
     assert env.registry.live().version == third
     assert promotion.evaluate_candidate(ds="2026-11-06", settings=s)["champion"] == third
     assert promotion.gate_candidate(ds="2026-11-06", settings=s)["champion"] == third
+
+
+def _cli(capsys):
+    from feedloop.cli import main
+
+    capsys.readouterr()
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def test_the_flip_step_in_canary_mode_starts_a_canary_once_and_the_operator_promotes_it(env, models, monkeypatch,
+                                                                                          capsys):
+    env.write("2026-11-05", models["good"])
+    first = _promote(env, "2026-11-05", canary_percent=10)["flip"]
+    assert first["flipped"] and not first["canary"]  # no live model yet: nothing to share traffic with
+    env.write("2026-11-06", models["better"])
+    out = _promote(env, "2026-11-06", overrides={"min_support": 20}, canary_percent=10)
+    second = out["gate"]["version"]
+    assert out["flip"] == {"flipped": False, "canary": True, "started": True, "version": second, "percent": 10.0,
+                           "live": first["version"], "seq": 2}
+    live = env.registry.live().pointer
+    assert (live["version"], live["canary"]["version"], live["canary"]["percent"], live["action"]) == (
+        first["version"], second, 10.0, "canary")
+    assert live["canary"]["sha256"] == sha256(env.registry.read(second, "model.onnx"))
+    assert live["canary"]["started_by"] == "retrain_ranker 2026-11-06"
+
+    monkeypatch.setenv("FEEDLOOP_S3__MODELS_BUCKET", env.settings.s3.models_bucket)
+    run = _cli(capsys)
+    code, text, _ = run("model", "canary", second, "--percent", "40", "--reason", "clean at 10%")
+    assert code == 0 and text.startswith(f"canary {second}: 10% -> 40% of users")
+    rerun = promotion.flip_pointer(ds="2026-11-06", gate=out["gate"], promoted_by="retry", canary_percent=10,
+                                   settings=env.settings)
+    assert rerun["started"] is False and rerun["percent"] == 40.0  # the re-run neither restarts nor undoes the ramp
+    assert env.registry.live().pointer["seq"] == 3
+
+    code, text, _ = run("-o", "json", "model", "promote-canary", "--reason", "CTR +3% on the canary")
+    done = json.loads(text)
+    assert code == 0 and (done["action"], done["live"], done["canary"], done["was"]["live"]) == (
+        "promote-canary", second, None, first["version"])
+    live = env.registry.live().pointer
+    assert (live["version"], live["previous"], live["canary"], live["reason"]) == (
+        second, first["version"], None, "CTR +3% on the canary")
+    assert promotion.flip_pointer(ds="2026-11-06", gate=out["gate"], promoted_by="retry", canary_percent=10,
+                                  settings=env.settings)["flipped"] is False
+    assert env.registry.live().pointer["seq"] == 4
+
+
+@pytest.mark.parametrize("canary_percent", [pytest.param(10, id="canary-mode"), pytest.param(0, id="gate-mode")])
+def test_a_new_candidate_is_blocked_while_another_canary_runs(env, models, canary_percent):
+    env.write("2026-11-05", models["good"])
+    first = _promote(env, "2026-11-05")["flip"]["version"]
+    env.write("2026-11-06", models["better"])
+    canary = _promote(env, "2026-11-06", overrides={"min_support": 20}, canary_percent=25)["gate"]["version"]
+    onnx = env.registry.read(canary, "model.onnx")
+    env.registry.register(version="2026-11-07-x", files={"model.txt": b"tree", "model.onnx": onnx},
+                          manifest={**env.registry.manifest(canary), "lineage": {"day": "2026-11-07"}})
+    gate = {"version": "2026-11-07-x", "promotable": True, "champion": first, "summary": "passed"}
+    before = env.registry.live().pointer
+    with pytest.raises(PromotionBlocked, match=f"2026-11-07-x for 2026-11-07 not promoted: a canary of {canary} at "
+                                               "25% is running: promote it .* or abort it"):
+        promotion.flip_pointer(ds="2026-11-07", gate=gate, promoted_by="retrain_ranker 2026-11-07",
+                               canary_percent=canary_percent, settings=env.settings)
+    assert env.registry.live().pointer == before
+
+
+def test_the_canary_cli_and_dag_task_start_ramp_list_and_abort(env, models, monkeypatch, capsys):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    env.write("2026-11-05", models["good"])
+    first = _promote(env, "2026-11-05")["flip"]["version"]
+    env.write("2026-11-06", models["better"])
+    out = _promote(env, "2026-11-06", overrides={"min_support": 20})
+    second = out["flip"]["version"]
+    promotion.rollback(to=first, reason="back", by="test", settings=env.settings)  # second: registered, not live
+    monkeypatch.setenv("FEEDLOOP_S3__MODELS_BUCKET", env.settings.s3.models_bucket)
+    run = _cli(capsys)
+
+    with pytest.raises(SystemExit) as usage:
+        run("model", "canary", second, "--percent", "0", "--reason", "r")
+    assert usage.value.code == 2
+    assert run("model", "canary", second, "--percent", "10")[0] == 2  # no reason
+    code, text, err = run("model", "canary", first, "--percent", "10", "--reason", "r")
+    assert code == 1 and f"{first} is already live" in err
+    code, text, _ = run("-o", "json", "model", "canary", second, "--percent", "12.5", "--dry-run")
+    dry = json.loads(text)
+    assert code == 0 and dry["dry_run"] and dry["canary"]["percent"] == 12.5 and dry["diff"]["canary"]["from"] is None
+    assert env.registry.live().canary is None
+    code, text, _ = run("-o", "json", "model", "canary", second, "--percent", "12.5", "--reason", "new features")
+    started = json.loads(text)
+    assert code == 0 and (started["live"], started["canary"]["version"], started["seq"]) == (first, second, 4)
+    assert env.registry.live().pointer["canary"] == started["canary"]
+
+    code, text, _ = run("-o", "json", "model", "list")
+    assert [(r["version"], r["live"], r["canary"]) for r in json.loads(text)] == [
+        (first, "*", None), (second, "", 12.5)]
+    code, text, _ = run("model", "list")
+    assert code == 0 and [line.split()[:2] for line in text.splitlines() if second in line] == [["12.5%", second]]
+    assert json.loads(run("-o", "json", "model", "show", second)[1])["canary_percent"] == 12.5
+    code, text, _ = run("-o", "json", "model", "history")
+    assert [(h["to"], h["canary"], h["canary_percent"], h["action"]) for h in json.loads(text)][-1] == (
+        first, second, 12.5, "canary")
+    code, text, _ = run("model", "history")
+    assert f"{second} @ 12.5%" in text
+
+    code, text, _ = run("model", "abort-canary", "--dry-run")
+    assert code == 0 and text.startswith(f"dry run, would do: aborted canary {second}; live stays {first}")
+    with pytest.raises(AirflowFailException, match="promoting a canary needs a reason"):
+        promotion.run_canary(params={"action": "promote", "reason": "  "}, run_id="manual__1")
+    assert env.registry.live().canary["version"] == second
+    aborted = promotion.run_canary(params={"action": "abort", "reason": "p99 up"}, run_id="manual__2")
+    assert (aborted["action"], aborted["live"], aborted["canary"]) == ("abort-canary", first, None)
+    live = env.registry.live().pointer
+    assert (live["version"], live["canary"], live["promoted_by"], live["reason"]) == (
+        first, None, "canary_ranker manual__2", "p99 up")
+    code, _, err = run("-o", "json", "model", "abort-canary", "--reason", "again")
+    assert code == 1 and "no canary is running: nothing to abort" in err
+    with pytest.raises(AirflowFailException, match="no canary is running: nothing to promote"):
+        promotion.run_canary(params={"action": "promote", "reason": "go"}, run_id="manual__3")

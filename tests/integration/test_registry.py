@@ -8,7 +8,8 @@ import uuid
 import orjson
 import pytest
 
-from feedloop.registry import PointerRaceLost, Registry, RegistryError, VersionConflict, entries, sha256
+from feedloop.registry import (CanaryConflict, PointerRaceLost, Registry, RegistryError, VersionConflict, entries,
+                               sha256)
 from feedloop.storage import PreconditionFailed
 
 pytestmark = pytest.mark.integration
@@ -86,7 +87,8 @@ def test_two_concurrent_promotions_exactly_one_wins_and_the_pointer_is_not_torn(
     winners = [v for v, o in outcomes.items() if isinstance(o, dict)]
     losers = [o for o in outcomes.values() if isinstance(o, PointerRaceLost)]
     assert len(winners) == 1 and len(losers) == 1
-    assert "another promotion or rollback won" in str(losers[0]) and "nothing was changed" in str(losers[0])
+    assert "another promotion, rollback or canary change won" in str(losers[0])
+    assert "was NOT applied and nothing was changed" in str(losers[0])
     assert _live_doc(registry) == outcomes[winners[0]]
     assert [(e["seq"], e["version"], e["previous"]) for e in registry.history()] == [(1, "v1", None),
                                                                                     (2, winners[0], "v1")]
@@ -170,3 +172,140 @@ def test_a_history_entry_lost_in_a_crash_is_recovered_from_the_pointer(registry)
     registry.flip(version="v1", by="t", reason="r")
     registry.store.delete(registry.bucket, "ranker/history/0000000001.json")
     assert [e["version"] for e in registry.history()] == ["v1"]
+
+
+# ---- canary ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def live_v1(registry) -> Registry:
+    """v0 then v1 promoted (v1 live, previous v0); v2 and v3 registered; "bad" failed ONNX parity."""
+    for v in ("v0", "v1", "v2", "v3"):
+        _register(registry, v)
+    _register(registry, "bad", parity=False)
+    registry.flip(version="v0", by="dag", reason="first")
+    registry.flip(version="v1", by="dag", reason="gate passed")
+    return registry
+
+
+def _canary(registry: Registry, version: str, percent: float, by: str = "alice", reason: str = "try it") -> dict:
+    return registry.commit(registry.plan_canary(version=version, percent=percent, by=by, reason=reason))
+
+
+def test_a_canary_starts_ramps_and_is_promoted_through_the_pointer(live_v1):
+    registry = live_v1
+    started = _canary(registry, "v2", 10, reason="new features")
+    assert _live_doc(registry) == started
+    canary = started["canary"]
+    assert canary == {"version": "v2", "uri": f"s3://{registry.bucket}/ranker/versions/v2/",
+                      "sha256": sha256(b"onnx:tree for v2"), "percent": 10.0, "started_at": canary["started_at"],
+                      "started_by": "alice", "reason": "new features"}
+    assert canary["started_at"].endswith("Z") and isinstance(canary["percent"], float)
+    assert (started["seq"], started["version"], started["previous"], started["sha256"], started["action"]) == (
+        3, "v1", "v0", sha256(b"onnx:tree for v1"), "canary")  # the live model is untouched
+
+    ramped = _canary(registry, "v2", 50, by="bob", reason="no errors at 10%")
+    assert ramped["canary"] == {**canary, "percent": 50.0}  # the canary's start is kept, only the share moves
+    assert (ramped["seq"], ramped["promoted_by"], ramped["reason"]) == (4, "bob", "no errors at 10%")
+    with pytest.raises(RegistryError, match="canary of v2 at 50% is already running: nothing to change"):
+        registry.plan_canary(version="v2", percent=50.0, by="bob", reason="again")
+
+    promoted = registry.commit(registry.plan_promote_canary(by="carol", reason="CTR +2%"))
+    assert _live_doc(registry) == promoted
+    assert (promoted["seq"], promoted["version"], promoted["previous"], promoted["canary"], promoted["action"]) == (
+        5, "v2", "v1", None, "promote-canary")
+    assert promoted["sha256"] == canary["sha256"] and promoted["uri"] == canary["uri"]
+    rows = entries(registry.history())
+    assert [(r["seq"], r["from"], r["to"], r["canary"], r["canary_percent"], r["action"]) for r in rows] == [
+        (1, None, "v0", None, None, "promote"), (2, "v0", "v1", None, None, "promote"),
+        (3, "v1", "v1", "v2", 10.0, "canary"), (4, "v1", "v1", "v2", 50.0, "canary"),
+        (5, "v1", "v2", None, None, "promote-canary")]
+    assert registry.store.get_json(registry.bucket, "ranker/history/0000000003.json") == started
+
+
+def test_an_aborted_canary_leaves_the_live_version_and_its_rollback_target(live_v1):
+    registry = live_v1
+    _canary(registry, "v2", 5)
+    dry = registry.plan_abort_canary(by="bob", reason="p99 latency up")
+    assert dry.diff()["canary"]["to"] is None and _live_doc(registry)["canary"]["version"] == "v2"
+    aborted = registry.commit(dry)
+    assert (aborted["version"], aborted["previous"], aborted["canary"], aborted["action"], aborted["reason"]) == (
+        "v1", "v0", None, "abort-canary", "p99 latency up")
+    assert registry.plan_rollback(to=None, by="bob", reason="r").pointer["version"] == "v0"
+    assert [(r["to"], r["canary"], r["action"]) for r in entries(registry.history())][-2:] == [
+        ("v1", "v2", "canary"), ("v1", None, "abort-canary")]
+
+
+def test_a_rollback_clears_a_running_canary(live_v1):
+    registry = live_v1
+    _canary(registry, "v2", 20)
+    rolled = registry.commit(registry.plan_rollback(to=None, by="oncall", reason="errors"))
+    assert (rolled["version"], rolled["previous"], rolled["canary"], rolled["action"]) == ("v0", "v1", None, "rollback")
+
+
+@pytest.mark.parametrize(("setup", "attempt", "error", "message"), [
+    pytest.param(None, lambda r: r.plan_canary(version="v1", percent=10, by="a", reason="r"),
+                 RegistryError, "v1 is already live", id="the-live-version"),
+    pytest.param(None, lambda r: r.plan_canary(version="nope", percent=10, by="a", reason="r"),
+                 RegistryError, "version nope is not registered", id="an-unregistered-version"),
+    pytest.param(None, lambda r: r.plan_canary(version="bad", percent=10, by="a", reason="r"),
+                 RegistryError, "failed ONNX parity", id="a-parity-failure"),
+    pytest.param(None, lambda r: r.plan_canary(version="v2", percent=0, by="a", reason="r"),
+                 RegistryError, r"percent must be a number in \(0, 100\], got 0", id="zero-percent"),
+    pytest.param(None, lambda r: r.plan_canary(version="v2", percent=100.5, by="a", reason="r"),
+                 RegistryError, "got 100.5", id="over-100-percent"),
+    pytest.param(None, lambda r: r.plan_canary(version="v2", percent=10, by="a", reason=" "),
+                 RegistryError, "a canary needs a reason", id="no-reason"),
+    pytest.param(None, lambda r: r.plan_canary(version="v2", percent=10, by="a", reason="r", expect_live="v0"),
+                 PointerRaceLost, "live model is v1, not v0 as when v2 was gated", id="a-stale-champion"),
+    pytest.param(None, lambda r: r.plan_promote_canary(by="a", reason="r"),
+                 RegistryError, "no canary is running: nothing to promote", id="promote-without-canary"),
+    pytest.param(None, lambda r: r.plan_abort_canary(by="a", reason="r"),
+                 RegistryError, "no canary is running: nothing to abort", id="abort-without-canary"),
+    pytest.param("v2", lambda r: r.plan_canary(version="v3", percent=10, by="a", reason="r"),
+                 CanaryConflict, "a canary of v2 at 10% is running: promote it .* or abort it .* before starting "
+                 "a canary of v3", id="a-second-canary"),
+    pytest.param("v2", lambda r: r.plan_flip(version="v3", by="dag", reason="gate passed"),
+                 CanaryConflict, "canary of v2 at 10% is running: .* before making v3 live", id="a-promotion"),
+])
+def test_a_refused_canary_action_changes_nothing(live_v1, setup, attempt, error, message):
+    if setup:
+        _canary(live_v1, setup, 10)
+    before = _live_doc(live_v1)
+    with pytest.raises(error, match=message):
+        attempt(live_v1)
+    assert _live_doc(live_v1) == before
+
+
+def test_a_canary_needs_a_live_model(registry):
+    _register(registry, "v1")
+    with pytest.raises(RegistryError, match="no live model: a canary needs one"):
+        registry.plan_canary(version="v1", percent=10, by="a", reason="r")
+    assert registry.live() is None
+
+
+def test_two_concurrent_canary_starts_exactly_one_wins(live_v1):
+    registry = live_v1
+    plans = [registry.plan_canary(version=v, percent=10, by=f"op-{v}", reason="race") for v in ("v2", "v3")]
+    barrier, outcomes = threading.Barrier(2), {}
+
+    def start(plan):
+        barrier.wait()
+        try:
+            outcomes[plan.pointer["canary"]["version"]] = registry.commit(plan)
+        except PointerRaceLost as exc:
+            outcomes[plan.pointer["canary"]["version"]] = exc
+
+    threads = [threading.Thread(target=start, args=(p,)) for p in plans]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (winner,) = [v for v, o in outcomes.items() if isinstance(o, dict)]
+    (loser,) = [v for v, o in outcomes.items() if isinstance(o, PointerRaceLost)]
+    assert f"canary {loser} at 10%) was NOT applied and nothing was changed" in str(outcomes[loser])
+    live = _live_doc(registry)
+    assert live == outcomes[winner] and live["canary"]["version"] == winner and live["version"] == "v1"
+    assert [(e["seq"], (e["canary"] or {}).get("version")) for e in registry.history()] == [
+        (1, None), (2, None), (3, winner)]
+    with pytest.raises(CanaryConflict, match=f"canary of {winner} at 10% is running"):
+        registry.plan_canary(version=loser, percent=10, by="op", reason="retry")

@@ -24,7 +24,37 @@ def test_a_first_plan_diffs_against_nothing():
 
 def test_history_rows_read_old_to_new():
     assert entries([OLD]) == [{"seq": 4, "at": "2026-11-06T00:10:00.000Z", "from": "2026-11-04-bb",
-                               "to": "2026-11-05-aa", "action": "promote", "by": "dag", "reason": "gate"}]
+                               "to": "2026-11-05-aa", "canary": None, "canary_percent": None, "action": "promote",
+                               "by": "dag", "reason": "gate"}]
+
+
+CANARY = {"version": "2026-11-06-cc", "uri": "s3://m/ranker/versions/2026-11-06-cc/", "sha256": "2", "percent": 10.0,
+          "started_at": "2026-11-07T00:10:00.000Z", "started_by": "dag", "reason": "gate"}
+
+
+@pytest.mark.parametrize(("pointer", "row"), [
+    pytest.param({**OLD, "seq": 5, "action": "canary", "canary": CANARY},
+                 {"from": "2026-11-05-aa", "to": "2026-11-05-aa", "canary": "2026-11-06-cc", "canary_percent": 10.0},
+                 id="a-canary-start-keeps-the-live-version"),
+    pytest.param({**OLD, "seq": 6, "action": "abort-canary", "canary": None},
+                 {"from": "2026-11-05-aa", "to": "2026-11-05-aa", "canary": None, "canary_percent": None},
+                 id="an-abort-keeps-the-live-version"),
+    pytest.param({**OLD, "seq": 6, "version": "2026-11-06-cc", "previous": "2026-11-05-aa",
+                  "action": "promote-canary", "canary": None},
+                 {"from": "2026-11-05-aa", "to": "2026-11-06-cc", "canary": None, "canary_percent": None},
+                 id="a-promoted-canary-is-the-new-live-version"),
+])
+def test_history_rows_show_the_live_version_and_the_canary_after_each_write(pointer, row):
+    (got,) = entries([pointer])
+    assert {k: got[k] for k in row} == row and got["action"] == pointer["action"]
+
+
+def test_a_canary_plan_diff_shows_only_the_canary_and_the_write():
+    new = {**OLD, "seq": 5, "action": "canary", "canary": CANARY, "promoted_by": "alice", "reason": "try it"}
+    assert FlipPlan(Live(OLD, '"e"'), new).diff() == {
+        "seq": {"from": 4, "to": 5}, "action": {"from": "promote", "to": "canary"},
+        "promoted_by": {"from": "dag", "to": "alice"}, "reason": {"from": "gate", "to": "try it"},
+        "canary": {"from": None, "to": CANARY}}
 
 
 @pytest.mark.parametrize("change", [
