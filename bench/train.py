@@ -244,6 +244,7 @@ def _to_table(w: World, ev: dict, topic: str, offsets, dicts: dict):
         "query": dicts["topic"].take(pa.array(w.user_fav_topic[ev["user"]], mask=~is_search)),
         "schema_version": pa.array(np.ones(n, np.int32)),
         "explore": pa.array(ev["explore"], pa.bool_(), mask=~is_imp),
+        "model_version": pa.nulls(n, pa.string()),
         "kafka_topic": pa.repeat(pa.scalar(topic), n),
         "kafka_partition": pa.array(part),
         "kafka_offset": pa.array(offset),

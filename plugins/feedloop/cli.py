@@ -116,6 +116,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from feedloop.serving import pods
+
+    settings = load_settings()
+    cfg = settings.serving
+    host, port = args.host or cfg.host, args.port or cfg.port
+    workers, replicas = args.workers or cfg.workers, args.replicas or cfg.replicas
+    if replicas > 1:
+        return pods.run_replicas(settings, host=host, port=port, workers=workers, replicas=replicas)
+    pods.run_pod(settings, host=host, port=port, workers=workers)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from feedloop import demo
 
@@ -167,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--start-offset", type=int)
     rep.add_argument("--end-offset", type=int, help="exclusive")
     ing.set_defaults(func=cmd_ingest)
+
+    sv = sub.add_parser("serve", help="run ranking pods that follow the live model pointer (FastAPI + onnxruntime)")
+    sv.add_argument("--host", help="listen address (default serving.host)")
+    sv.add_argument("--port", type=int, help="port of the first pod (default serving.port)")
+    sv.add_argument("--workers", type=int, help="uvicorn worker processes per pod (default serving.workers)")
+    sv.add_argument("--replicas", type=int, help="pods on port, port+1, ... (default serving.replicas)")
+    sv.set_defaults(func=cmd_serve)
 
     dm = sub.add_parser("demo", help="start the stack and run the platform end to end on simulated traffic")
     dm.add_argument("--days", type=int, help="simulated days (default from config)")

@@ -189,6 +189,27 @@ class PromotionSettings(_Section):
     canary_percent: float = Field(0, ge=0, le=100)    # > 0: the flip starts a canary at this % of users
 
 
+class ServingSettings(_Section):
+    """The ranking pods (feedloop.serving): where they listen, how they follow the pointer, their limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    replicas: int = Field(1, ge=1, le=16)           # pods run by `feedloop serve` on port, port+1, ...
+    workers: int = Field(1, ge=1, le=32)            # uvicorn worker processes per pod
+    poll_interval_s: float = Field(5.0, gt=0)       # one conditional GET of live.json per pod per interval
+    retry_initial_s: float = Field(1.0, gt=0)       # a refused or failed load is retried with backoff ...
+    retry_max_s: float = Field(60.0, gt=0)          # ... that grows to this and never gives up
+    max_candidates: int = Field(1000, ge=1)         # more in one request -> 413
+    max_body_bytes: int = Field(1_048_576, ge=1024)  # a larger body -> 413
+    sample_max_abs_diff: float = Field(1e-5, gt=0)  # a loaded model must reproduce the registered sample scores
+    onnx_threads: int = Field(1, ge=1)              # intra-op threads per session (2 cores: 1 is fastest)
+    exploration_share: float = Field(0.05, ge=0, le=1)  # lists shown shuffled (explore=true): position bias
+    log_impressions: bool = True                    # produce every served list to Kafka as impression events
+    impression_buffer: int = Field(20_000, ge=1)    # events held for Kafka; beyond it they are dropped (counted)
+    impression_batch: int = Field(500, ge=1)
+    cache_dir: Path = Path("serving-cache")         # last-known-good models (relative to state_dir)
+
+
 class Settings(_Section):
     state_dir: Path = Path(".feedloop")
     s3: S3Settings = S3Settings()
@@ -203,6 +224,7 @@ class Settings(_Section):
     dataset: DatasetSettings = DatasetSettings()
     train: TrainSettings = TrainSettings()
     promotion: PromotionSettings = PromotionSettings()
+    serving: ServingSettings = ServingSettings()
 
     @cached_property
     def state_path(self) -> Path:

@@ -130,12 +130,16 @@ def _stage(con, settings: Settings, store: ObjectStore, inputs: dict[str, str], 
     con.execute(f"CREATE VIEW ev AS SELECT * FROM read_parquet([{file_list}], union_by_name = true) "
                 f"WHERE ingest_ts < TIMESTAMPTZ '{label_cutoff.isoformat()}'")
     if store.get(bucket, lake.CATALOG_ITEMS_KEY) is not None:
-        con.execute("CREATE TABLE catalog AS SELECT item_id, topic, created_at FROM read_parquet(?)",
-                    [f"s3://{bucket}/{lake.CATALOG_ITEMS_KEY}"])
+        source = f"s3://{bucket}/{lake.CATALOG_ITEMS_KEY}"
+        names = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [source]).fetchall()}
+        author = "author_id" if "author_id" in names else "NULL::VARCHAR"  # lets a pod fill a missing author
+        con.execute(f"CREATE TABLE catalog AS SELECT item_id, topic, created_at, {author} AS catalog_author_id "
+                    "FROM read_parquet(?)", [source])
     else:
         log.warning("no item catalog at s3://%s/%s: topic and item-age features are unknown", bucket,
                     lake.CATALOG_ITEMS_KEY)
-        con.execute("CREATE TABLE catalog (item_id VARCHAR, topic VARCHAR, created_at TIMESTAMPTZ)")
+        con.execute("CREATE TABLE catalog (item_id VARCHAR, topic VARCHAR, created_at TIMESTAMPTZ, "
+                    "catalog_author_id VARCHAR)")
     count_expr = {"impr": "event_type = 'impression'", "click": "event_type = 'click'",
                   "like": "event_type = 'like'", "share": "event_type = 'share'"}
     for entity in features.ENTITIES:
@@ -152,7 +156,7 @@ def _stage(con, settings: Settings, store: ObjectStore, inputs: dict[str, str], 
     con.execute("""
         CREATE TABLE imp (request_id VARCHAR, user_id VARCHAR, item_id VARCHAR, author_id VARCHAR, topic VARCHAR,
                           tenant_id VARCHAR, surface VARCHAR, device VARCHAR, position INTEGER, explore BOOLEAN,
-                          event_ts TIMESTAMPTZ, d DATE, request_ts DOUBLE, item_created_at DOUBLE)""")
+                          model_version VARCHAR, event_ts TIMESTAMPTZ, d DATE, request_ts DOUBLE, item_created_at DOUBLE)""")
     for day in _days(start, end):
         day_files = [f for f in files if f"/dt={day.isoformat()}/" in f]
         if not day_files:
@@ -161,7 +165,7 @@ def _stage(con, settings: Settings, store: ObjectStore, inputs: dict[str, str], 
         con.execute(f"""
             INSERT INTO imp
             SELECT e.request_id, e.user_id, e.item_id, e.author_id, c.topic, e.tenant_id, e.surface, e.device,
-                   e.position, coalesce(e.explore, false), e.event_ts, CAST(e.event_ts AS DATE),
+                   e.position, coalesce(e.explore, false), e.model_version, e.event_ts, CAST(e.event_ts AS DATE),
                    epoch(e.event_ts), epoch(c.created_at)
             FROM read_parquet([{day_list}], union_by_name = true) e LEFT JOIN catalog c USING (item_id)
             WHERE e.event_type = 'impression' AND e.ingest_ts < TIMESTAMPTZ '{label_cutoff.isoformat()}'
@@ -231,7 +235,7 @@ def _row_query(day: date) -> str:
         cols += [f"coalesce(s_{e.name}.{c}, 0) AS {c}" for c in e.columns()]
     return f"""
         SELECT i.request_id, i.user_id, i.item_id, i.author_id, i.tenant_id, i.surface, i.device, i.position,
-               i.explore, i.d, i.request_ts, i.item_created_at, coalesce(l.label, 0) AS label, {', '.join(cols)}
+               i.explore, i.model_version, i.d, i.request_ts, i.item_created_at, coalesce(l.label, 0) AS label, {', '.join(cols)}
         FROM imp i LEFT JOIN lab l USING (request_id, item_id) {''.join(joins)}
         WHERE i.{on_day}
         ORDER BY i.request_id, i.position, i.item_id"""
@@ -314,7 +318,8 @@ def _rows_out(table: pa.Table, curves, cats, settings: Settings) -> pa.Table:
     weight = propensity.weights(inputs["surface"], position, label >= 1, curves, max_weight=settings.dataset.max_ipw)
     cols = {c: table[c] for c in ID_COLUMNS}
     cols.update({
-        "position": pa.array(position), "explore": table["explore"], "day": table["d"],
+        "position": pa.array(position), "explore": table["explore"],
+        "model_version": table["model_version"], "day": table["d"],
         "label": pa.array(label), "label_binary": pa.array((label >= 1).astype(np.int32)),
         "weight": pa.array(weight), "item_popularity": table["item_impr_7d"].cast(pa.float32()),
     })
@@ -343,7 +348,8 @@ def _write_snapshot(con, settings: Settings, bucket: str, prefix: str, as_of: da
             TO 's3://{bucket}/{key}' (FORMAT parquet, COMPRESSION zstd)""")
         keys.append(key)
     key = f"{prefix}snapshot/items.parquet"
-    con.execute(f"COPY (SELECT * FROM catalog ORDER BY item_id) TO 's3://{bucket}/{key}' (FORMAT parquet)")
+    con.execute(f"COPY (SELECT item_id, topic, created_at, catalog_author_id AS author_id FROM catalog ORDER BY item_id) "
+                f"TO 's3://{bucket}/{key}' (FORMAT parquet)")
     return keys + [key]
 
 

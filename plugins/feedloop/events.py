@@ -42,6 +42,7 @@ ARROW_SCHEMA = pa.schema(
         pa.field("query", pa.string()),
         pa.field("schema_version", pa.int32(), nullable=False),
         pa.field("explore", pa.bool_()),  # optional: true when the list's positions were randomly shuffled
+        pa.field("model_version", pa.string()),  # optional: the model version that ranked the list (serving pods)
     ]
 )
 FIELDS = tuple(ARROW_SCHEMA.names)
@@ -122,6 +123,9 @@ def check_event(obj: Any) -> list[FieldError]:
     explore = obj.get("explore")
     if explore is not None and not isinstance(explore, bool):
         errors.append(FieldError("explore", f"expected true, false or null, got {explore!r}"))
+    model_version = obj.get("model_version")
+    if model_version is not None and (not isinstance(model_version, str) or not model_version):
+        errors.append(FieldError("model_version", f"expected a non-empty string or null, got {model_version!r}"))
     if obj.get("schema_version") != SCHEMA_VERSION:
         errors.append(FieldError("schema_version", f"expected {SCHEMA_VERSION}, got {obj.get('schema_version')!r}"))
     return errors
@@ -226,6 +230,7 @@ def _invalid_rows(table: pa.Table) -> pa.ChunkedArray:
         bad = pc.or_kleene(bad, pc.invert(pc.fill_null(pc.is_in(table[name], pa.array(allowed)), False)))
     bad = pc.or_kleene(bad, pc.fill_null(pc.less(table["position"], 1), True))
     bad = pc.or_kleene(bad, pc.fill_null(pc.less(table["dwell_ms"], 0), False))
+    bad = pc.or_kleene(bad, pc.fill_null(pc.equal(pc.utf8_length(table["model_version"]), 0), False))
     dwell_missing = pc.and_(pc.equal(table["event_type"], "dwell"), pc.is_null(table["dwell_ms"]))
     bad = pc.or_kleene(bad, pc.fill_null(dwell_missing, False))
     bad = pc.or_kleene(bad, pc.fill_null(pc.not_equal(table["schema_version"], SCHEMA_VERSION), True))

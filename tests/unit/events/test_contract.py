@@ -21,6 +21,7 @@ GOOD = {
     "query": "shoes",
     "schema_version": 1,
     "explore": False,
+    "model_version": "2026-11-20-0123456789",
 }
 
 
@@ -57,6 +58,8 @@ BAD = [
     pytest.param(_with(query=7), "query", "string or null", id="query-not-a-string"),
     pytest.param(_with(schema_version=2), "schema_version", "expected 1", id="schema-version-unknown"),
     pytest.param(_with(explore="yes"), "explore", "true, false or null", id="explore-not-a-bool"),
+    pytest.param(_with(model_version=""), "model_version", "non-empty string or null", id="model-version-empty"),
+    pytest.param(_with(model_version=3), "model_version", "non-empty string or null", id="model-version-not-a-string"),
 ]
 
 
