@@ -52,7 +52,11 @@ def onnx_scores(*, onnx_bytes: bytes, matrix: np.ndarray) -> np.ndarray:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the binary model's `label` output warns about its declared shape
     session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
-    out = session.run(None, {INPUT_NAME: np.ascontiguousarray(matrix, dtype=np.float32)})[-1]
+    return score_output(session.run(None, {INPUT_NAME: np.ascontiguousarray(matrix, dtype=np.float32)})[-1])
+
+
+def score_output(out: np.ndarray) -> np.ndarray:
+    """The converted model's last output as one score per row (binary: the positive-class column)."""
     return out[:, 1] if out.ndim == 2 and out.shape[1] == 2 else out.reshape(-1)
 
 

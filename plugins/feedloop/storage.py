@@ -31,6 +31,9 @@ class StoredObject:
     etag: str
 
 
+NOT_MODIFIED = StoredObject(b"", "")  # get_if_changed: the object still has the ETag given
+
+
 class ObjectStore:
     """boto3 S3 client built from feedloop settings; credentials from env or the AWS chain."""
 
@@ -97,6 +100,24 @@ class ObjectStore:
         try:
             resp = self.client.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404") or _status(exc) == 404:
+                return None
+            raise
+        return StoredObject(resp["Body"].read(), resp["ETag"])
+
+    def get_if_changed(self, bucket: str, key: str, etag: str | None) -> StoredObject | None:
+        """One conditional GET (If-None-Match: etag): the object if it changed, NOT_MODIFIED if not, None if absent.
+
+        Why: pollers (the serving pods) pay one cheap request per interval and never a LIST.
+        """
+        from botocore.exceptions import ClientError
+
+        kwargs = {"Bucket": bucket, "Key": key, **({"IfNoneMatch": etag} if etag else {})}
+        try:
+            resp = self.client.get_object(**kwargs)
+        except ClientError as exc:
+            if _status(exc) == 304 or _code(exc) in ("304", "NotModified"):
+                return NOT_MODIFIED
             if _code(exc) in ("NoSuchKey", "404") or _status(exc) == 404:
                 return None
             raise

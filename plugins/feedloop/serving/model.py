@@ -1,0 +1,244 @@
+"""Load one registered version for serving, verified end to end before it may take traffic.
+
+Why so strict: the complaints about model servers are a half-written or wrong artifact going
+live and nobody being able to say what is serving. A version is used only after: its files match
+the sha256 in the manifest (and model.onnx the one in the pointer), the ONNX graph loads and has
+the manifest's signature, the feature snapshot parses, and a warm-up reproduces the scores
+LightGBM gave for the registered sample rows. Every refusal has a reason label and a sentence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import orjson
+
+from feedloop import export, features
+from feedloop.serving.snapshot import Snapshot, SnapshotError
+
+MANIFEST = "manifest.json"
+MODEL = "model.onnx"
+FEATURES_DIR = "features/"
+WARMUP_ROWS = 512
+REASONS = ("bad_pointer", "missing_artifact", "bad_manifest", "truncated", "sha256_mismatch", "invalid_onnx",
+           "signature_mismatch", "bad_snapshot", "nan_scores", "sample_mismatch", "s3_error")
+
+
+class SwapRefused(RuntimeError):
+    """A version (or pointer) that must not serve; `reason` is the metric label, the message says why."""
+
+    def __init__(self, reason: str, message: str):
+        assert reason in REASONS, reason
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Target:
+    """One model the pointer asks for: a version, its folder and the sha256 of its model.onnx."""
+
+    version: str
+    uri: str
+    sha256: str
+
+    @classmethod
+    def parse(cls, obj: Any, where: str) -> Target:
+        if not isinstance(obj, dict):
+            raise SwapRefused("bad_pointer", f"{where}: expected an object, got {type(obj).__name__}")
+        missing = [k for k in ("version", "uri", "sha256") if not isinstance(obj.get(k), str) or not obj.get(k)]
+        if missing:
+            raise SwapRefused("bad_pointer", f"{where}: missing or empty field(s) {', '.join(missing)}")
+        target = cls(obj["version"], obj["uri"], obj["sha256"])
+        if not target.uri.startswith("s3://") or not target.uri.rstrip("/").endswith("/" + target.version):
+            raise SwapRefused("bad_pointer", f"{where}: uri {target.uri!r} is not the folder of version {target.version}")
+        return target
+
+    @property
+    def bucket(self) -> str:
+        return self.uri[len("s3://"):].split("/", 1)[0]
+
+    def key(self, name: str) -> str:
+        return self.uri[len("s3://"):].split("/", 1)[1].rstrip("/") + "/" + name
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """ranker/live.json as a pod reads it."""
+
+    live: Target
+    canary: Target | None
+    canary_percent: float
+    seq: int
+    etag: str
+
+    @classmethod
+    def parse(cls, body: bytes, etag: str) -> Pointer:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise SwapRefused("bad_pointer", f"live.json is not valid JSON ({exc}); the pod keeps its model") from None
+        if not isinstance(obj, dict):
+            raise SwapRefused("bad_pointer", "live.json is not a JSON object; the pod keeps its model")
+        live = Target.parse(obj, "live.json")
+        canary, percent = None, 0.0
+        if obj.get("canary") is not None:
+            canary = Target.parse(obj["canary"], "live.json canary")
+            percent = obj["canary"].get("percent")
+            if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
+                raise SwapRefused("bad_pointer", f"live.json canary: percent {percent!r} is not in (0, 100]")
+        seq = obj.get("seq", 0)
+        return cls(live, canary, float(percent), seq if isinstance(seq, int) else 0, etag)
+
+
+@dataclass
+class LoadedModel:
+    """A verified, warmed-up version: the ONNX session plus its feature snapshot and manifest."""
+
+    target: Target
+    manifest: dict[str, Any]
+    session: Any
+    snapshot: Snapshot
+    categories: dict[str, list[str]]
+    source: str                    # "s3" or "cache" (the last-known-good local copy)
+    loaded_at: float = field(default_factory=time.time)
+    load_seconds: float = 0.0
+
+    @property
+    def version(self) -> str:
+        return self.target.version
+
+    def score(self, matrix: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {export.INPUT_NAME: matrix})[-1]
+        return export.score_output(out)
+
+    def describe(self) -> dict[str, Any]:
+        return {"version": self.version, "uri": self.target.uri, "sha256": self.target.sha256,
+                "loaded_at": _iso(self.loaded_at), "load_seconds": round(self.load_seconds, 3), "source": self.source,
+                "logical_date": self.manifest.get("logical_date"), "snapshot": self.snapshot.sizes()}
+
+
+def artifact_names(manifest: Mapping[str, Any]) -> list[str]:
+    """The files a pod needs: model.onnx and the feature snapshot (names as in the manifest)."""
+    artifacts = manifest.get("artifacts") or {}
+    return [MODEL, *sorted(n for n in artifacts if n.startswith(FEATURES_DIR))]
+
+
+def parse_manifest(target: Target, body: bytes) -> dict[str, Any]:
+    try:
+        manifest = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} is not valid JSON ({exc})") from None
+    problems = [k for k in ("version", "artifacts", "feature_manifest", "sample") if k not in manifest]
+    if problems:
+        raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} lacks {', '.join(problems)}")
+    if manifest["version"] != target.version:
+        raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} describes {manifest['version']}, not {target.version}")
+    listed = manifest["artifacts"].get(MODEL, {}).get("sha256")
+    if listed != target.sha256:
+        raise SwapRefused("sha256_mismatch", f"{target.version}: the pointer says model.onnx has sha256 "
+                                             f"{target.sha256[:12]}..., the manifest {str(listed)[:12]}...")
+    return manifest
+
+
+def verify_file(target: Target, manifest: Mapping[str, Any], name: str, body: bytes) -> None:
+    """Size first (a truncated download), then sha256 (wrong bytes)."""
+    expected = manifest["artifacts"].get(name)
+    if expected is None:
+        raise SwapRefused("bad_manifest", f"{target.version}: the manifest lists no {name}")
+    if len(body) != expected.get("bytes", len(body)):
+        raise SwapRefused("truncated", f"{target.uri}{name} has {len(body)} bytes, the manifest says "
+                                       f"{expected['bytes']}: truncated or partly written")
+    digest = hashlib.sha256(body).hexdigest()
+    if digest != expected["sha256"]:
+        raise SwapRefused("sha256_mismatch", f"{target.uri}{name} has sha256 {digest[:12]}..., the manifest says "
+                                             f"{expected['sha256'][:12]}...: the bytes are not the registered ones")
+
+
+def build(target: Target, manifest: dict[str, Any], files: Mapping[str, bytes], *, onnx_threads: int,
+          sample_max_abs_diff: float, source: str) -> LoadedModel:
+    """Session, signature check, snapshot, warm-up and sample check: a LoadedModel or SwapRefused."""
+    import onnxruntime as ort
+
+    t0 = time.perf_counter()
+    check_feature_contract(target, manifest)
+    for name in artifact_names(manifest):
+        verify_file(target, manifest, name, files[name])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = onnx_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(files[MODEL], sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types for a bad graph
+        raise SwapRefused("invalid_onnx", f"{target.uri}{MODEL} is not a loadable ONNX model ({first_line(exc)})") from None
+    n_features = len(manifest["feature_manifest"]["features"])
+    _check_signature(target, session, n_features)
+    try:
+        snapshot = Snapshot.from_parquet({n[len(FEATURES_DIR):]: b for n, b in files.items() if n.startswith(FEATURES_DIR)})
+    except (SnapshotError, OSError, ValueError) as exc:
+        raise SwapRefused("bad_snapshot", f"{target.version}: {exc}") from None
+    categories = {f["name"]: f["categories"] for f in manifest["feature_manifest"]["features"] if "categories" in f}
+    model = LoadedModel(target, manifest, session, snapshot, categories, source)
+    _warm_up(model, n_features, sample_max_abs_diff)
+    model.load_seconds = time.perf_counter() - t0
+    return model
+
+
+def feature_names(manifest: Mapping[str, Any]) -> list[str]:
+    return [f["name"] for f in manifest["feature_manifest"]["features"]]
+
+
+def check_feature_contract(target: Target, manifest: Mapping[str, Any]) -> None:
+    """This pod computes features.FEATURES; a version trained on other features cannot be served by it."""
+    names = feature_names(manifest)
+    if names != list(features.FEATURE_NAMES):
+        raise SwapRefused("signature_mismatch", f"{target.version} was trained on features {names}, this pod computes "
+                                                f"{list(features.FEATURE_NAMES)}: deploy the matching feedloop version")
+
+
+def _check_signature(target: Target, session, n_features: int) -> None:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    problems = []
+    if len(inputs) != 1 or inputs[0].name != export.INPUT_NAME:
+        problems.append(f"inputs {[i.name for i in inputs]} (expected one named {export.INPUT_NAME!r})")
+    elif inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 2 or inputs[0].shape[1] != n_features:
+        problems.append(f"input {inputs[0].type} {inputs[0].shape} (expected tensor(float) [N, {n_features}])")
+    if not outputs:
+        problems.append("no outputs")
+    if problems:
+        raise SwapRefused("signature_mismatch", f"{target.uri}{MODEL} does not match its manifest: {'; '.join(problems)}")
+
+
+def _warm_up(model: LoadedModel, n_features: int, tolerance: float) -> None:
+    sample = model.manifest["sample"]
+    rows = np.array([[np.nan if v is None else v for v in row] for row in sample["rows"]], dtype=np.float32)
+    rows = rows.reshape(-1, n_features)
+    expected = np.asarray(sample["scores"], dtype=np.float64)
+    try:
+        got = model.score(rows).astype(np.float64)
+        warm = model.score(np.ascontiguousarray(np.resize(rows, (WARMUP_ROWS, n_features)), dtype=np.float32))
+    except Exception as exc:  # noqa: BLE001 - a graph that loads but cannot run
+        raise SwapRefused("invalid_onnx", f"{model.version}: the warm-up batch failed ({first_line(exc)})") from None
+    if not (np.all(np.isfinite(got)) and np.all(np.isfinite(warm))):
+        raise SwapRefused("nan_scores", f"{model.version}: the warm-up batch scored NaN or infinity")
+    if got.shape != expected.shape:
+        raise SwapRefused("sample_mismatch", f"{model.version}: {got.shape[0]} sample scores, {expected.shape[0]} registered")
+    diff = float(np.max(np.abs(got - expected))) if len(got) else 0.0
+    if diff > tolerance:
+        raise SwapRefused("sample_mismatch", f"{model.version}: scores the registered sample rows {diff:.3g} away from "
+                                             f"LightGBM's (allowed {tolerance:g})")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _iso(ts: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,297 @@
+"""Follow ranker/live.json and swap verified models in, atomically, without ever giving up.
+
+Why this shape: requests read `watcher.state` once (one reference to an immutable Serving), so a
+swap is a single assignment: requests in flight finish on the model they started with, new ones
+use the new model, and nothing waits on a lock. The pointer is read with one conditional GET per
+interval (no LIST). A refused or failed load leaves the old model serving, is counted by reason
+and retried with capped backoff forever, so a fixed artifact or a later good version is picked up
+(TF Serving #1738 and Triton #6534 stopped retrying and silently served the old model). The
+previous and canary models stay loaded, so a rollback to the previous version is an in-memory swap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from feedloop.config import ServingSettings
+from feedloop.serving import metrics
+from feedloop.serving.model import (MANIFEST, LoadedModel, Pointer, SwapRefused, Target, first_line, artifact_names,
+                                    build, parse_manifest)
+from feedloop.storage import NOT_MODIFIED, ObjectStore
+
+log = logging.getLogger("feedloop.serving")
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What requests use; replaced as a whole on every change."""
+
+    live: LoadedModel | None = None
+    canary: LoadedModel | None = None
+    canary_percent: float = 0.0
+    previous: LoadedModel | None = None
+    seq: int = 0
+
+    def pick(self, user_id: str) -> LoadedModel | None:
+        """The canary for a stable share of users (by a hash of user_id), else the live model."""
+        if self.canary is not None and canary_bucket(user_id) < self.canary_percent:
+            return self.canary
+        return self.live
+
+
+def canary_bucket(user_id: str) -> float:
+    """A stable position of the user in [0, 100): the same user always gets the same model."""
+    digest = hashlib.blake2b(user_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 10_000 / 100.0
+
+
+class LocalCache:
+    """The last-known-good live model on local disk: a cold start with S3 down can still serve."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def save(self, target: Target, manifest_body: bytes, files: dict[str, bytes]) -> None:
+        folder = self.root / target.version
+        for name, body in {MANIFEST: manifest_body, **files}.items():
+            _write_atomic(folder / name, body)
+        _write_atomic(self.root / "last_good.json", orjson.dumps(target.__dict__))
+
+    def load(self) -> tuple[Target, bytes, dict[str, bytes]] | None:
+        try:
+            target = Target(**orjson.loads((self.root / "last_good.json").read_bytes()))
+            folder = self.root / target.version
+            manifest_body = (folder / MANIFEST).read_bytes()
+            manifest = orjson.loads(manifest_body)
+            files = {name: (folder / name).read_bytes() for name in artifact_names(manifest)}
+        except (OSError, ValueError, TypeError):
+            return None
+        return target, manifest_body, files
+
+
+@dataclass
+class WatchStatus:
+    """What /version and the staleness metric report about the pointer."""
+
+    etag: str | None = None
+    seq: int | None = None
+    last_ok: float | None = None          # wall time of the last successful pointer read
+    last_error: str | None = None
+    pending: Pointer | None = None        # a pointer not (fully) applied yet
+    next_attempt: float = 0.0
+    failures: dict[str, str] = field(default_factory=dict)  # version -> why it was refused
+
+
+class Watcher:
+    def __init__(self, *, store: ObjectStore, bucket: str, key: str, cfg: ServingSettings, cache: LocalCache,
+                 clock: Callable[[], float] = time.monotonic):
+        self.store, self.bucket, self.key, self.cfg, self.cache = store, bucket, key, cfg, cache
+        self.clock = clock
+        self.state = Serving()
+        self.status = WatchStatus()
+        self._backoff = cfg.retry_initial_s
+        self._next_poll = 0.0
+        self._cache_tried = False
+        self._gauges: set[tuple[str, str, str]] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the watcher must outlive any bug in one tick
+                log.exception("model watcher tick failed; retrying")
+            now = self.clock()
+            wake = self._next_poll if self.status.pending is None else min(self._next_poll, self.status.next_attempt)
+            self._stop.wait(max(0.05, wake - now))
+
+    # ---- one step -------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Poll the pointer if its interval is due, then (re)try a pending pointer if its backoff is due."""
+        now = self.clock()
+        if now >= self._next_poll:
+            self._next_poll = now + self.cfg.poll_interval_s
+            self._poll()
+        pending = self.status.pending
+        if pending is not None and self.clock() >= self.status.next_attempt:
+            self._apply(pending)
+        metrics.STALENESS.set(self.staleness())
+        metrics.READY.set(1 if self.state.live is not None else 0)
+
+    def staleness(self) -> float | None:
+        """Seconds since the pointer was last read successfully (None: never)."""
+        return None if self.status.last_ok is None else max(0.0, time.time() - self.status.last_ok)
+
+    def _poll(self) -> None:
+        try:
+            found = self.store.get_if_changed(self.bucket, self.key, self.status.etag)
+        except Exception as exc:  # noqa: BLE001 - S3 down, DNS, timeouts: keep serving
+            metrics.POLL_ERRORS.inc()
+            self.status.last_error = f"cannot read s3://{self.bucket}/{self.key}: {first_line(exc)}"
+            log.warning("%s; still serving %s", self.status.last_error, self._serving_text())
+            if self.state.live is None and not self._cache_tried:
+                self._load_last_good()
+            return
+        self.status.last_ok = time.time()
+        self.status.last_error = None
+        if found is None:
+            self.status.last_error = f"s3://{self.bucket}/{self.key} does not exist yet (no model promoted)"
+            return
+        if found is NOT_MODIFIED:
+            return
+        self.status.etag = found.etag
+        try:
+            pointer = Pointer.parse(found.body, found.etag)
+        except SwapRefused as refused:
+            self._refused("pointer", refused)
+            self.status.pending = None
+            return
+        log.info("live.json changed (seq %s): live %s%s", pointer.seq, pointer.live.version,
+                 f", canary {pointer.canary.version} at {pointer.canary_percent:g}%" if pointer.canary else "")
+        self.status.seq = pointer.seq
+        self.status.pending = pointer
+        self.status.next_attempt = 0.0
+        self._backoff = self.cfg.retry_initial_s
+
+    def _apply(self, pointer: Pointer) -> None:
+        old = self.state
+        live = self._obtain(pointer.live, role="live")
+        canary = self._obtain(pointer.canary, role="canary") if pointer.canary is not None else None
+        done = live is not None and (pointer.canary is None or canary is not None)
+        new_live = live or old.live
+        previous = old.live if (old.live is not None and new_live is not old.live) else old.previous
+        if previous is not None and new_live is not None and previous.version == new_live.version:
+            previous = old.previous
+        self.state = Serving(live=new_live, canary=canary, canary_percent=pointer.canary_percent if canary else 0.0,
+                             previous=previous, seq=pointer.seq if done else old.seq)
+        self._set_gauges()
+        if done:
+            self.status.pending = None
+            self._backoff = self.cfg.retry_initial_s
+        else:
+            self.status.next_attempt = self.clock() + self._backoff
+            log.warning("pointer seq %s not fully applied; serving %s; retrying in %.0fs", pointer.seq,
+                        self._serving_text(), self._backoff)
+            self._backoff = min(self._backoff * 2, self.cfg.retry_max_s)
+
+    def _obtain(self, target: Target, *, role: str) -> LoadedModel | None:
+        """The model of target: already in memory (live, canary or previous), else loaded and verified."""
+        for model in (self.state.live, self.state.canary, self.state.previous):
+            if model is not None and model.target == target:
+                return model
+        t0 = time.perf_counter()
+        try:
+            manifest_body, manifest, files = self._download(target)
+            model = build(target, manifest, files, onnx_threads=self.cfg.onnx_threads,
+                          sample_max_abs_diff=self.cfg.sample_max_abs_diff, source="s3")
+        except SwapRefused as refused:
+            self._refused(target.version, refused)
+            return None
+        metrics.SWAP_SECONDS.observe(time.perf_counter() - t0)
+        metrics.SWAPS.labels(role).inc()
+        self.status.failures.pop(target.version, None)
+        if role == "live":
+            try:
+                self.cache.save(target, manifest_body, files)
+            except OSError as exc:
+                log.warning("cannot keep a local copy of %s (%s): a cold start with S3 down will not serve it",
+                            target.version, exc)
+        log.info("loaded %s as %s in %.2fs (verified sha256, signature, sample scores)", target.version, role,
+                 model.load_seconds)
+        return model
+
+    def _download(self, target: Target) -> tuple[bytes, dict[str, Any], dict[str, bytes]]:
+        manifest_body = self._get(target, MANIFEST)
+        manifest = parse_manifest(target, manifest_body)
+        return manifest_body, manifest, {name: self._get(target, name) for name in artifact_names(manifest)}
+
+    def _get(self, target: Target, name: str) -> bytes:
+        try:
+            found = self.store.get(target.bucket, target.key(name))
+        except Exception as exc:  # noqa: BLE001 - transient S3 trouble: retried with backoff
+            raise SwapRefused("s3_error", f"cannot download {target.uri}{name}: {first_line(exc)}") from None
+        if found is None:
+            raise SwapRefused("missing_artifact", f"{target.uri}{name} does not exist")
+        return found.body
+
+    def _load_last_good(self) -> None:
+        self._cache_tried = True
+        cached = self.cache.load()
+        if cached is None:
+            log.warning("S3 is unreachable and no last-known-good model is cached: not ready until S3 answers")
+            return
+        target, manifest_body, files = cached
+        try:
+            model = build(target, parse_manifest(target, manifest_body), files, onnx_threads=self.cfg.onnx_threads,
+                          sample_max_abs_diff=self.cfg.sample_max_abs_diff, source="cache")
+        except SwapRefused as refused:
+            self._refused(target.version, refused)
+            return
+        self.state = Serving(live=model)
+        self._set_gauges()
+        log.warning("S3 is unreachable: serving the last-known-good local copy of %s", target.version)
+
+    def _refused(self, what: str, refused: SwapRefused) -> None:
+        metrics.SWAP_FAILURES.labels(refused.reason).inc()
+        self.status.failures[what] = f"{refused.reason}: {refused}"
+        log.error("refused %s (%s): %s; still serving %s", what, refused.reason, refused, self._serving_text())
+
+    def _set_gauges(self) -> None:
+        now = {(m.version, m.target.sha256, role) for role, m in (("live", self.state.live), ("canary", self.state.canary))
+               if m is not None}
+        for labels in self._gauges - now:
+            metrics.LIVE_MODEL.labels(*labels).set(0)
+        for labels in now:
+            metrics.LIVE_MODEL.labels(*labels).set(1)
+        self._gauges = now
+
+    def _serving_text(self) -> str:
+        live = self.state.live
+        return live.version if live is not None else "no model (not ready)"
+
+    def describe(self) -> dict[str, Any]:
+        s, st = self.state, self.status
+        return {
+            "live": s.live.describe() if s.live else None,
+            "previous": s.previous.describe() if s.previous else None,
+            "canary": {**s.canary.describe(), "percent": s.canary_percent} if s.canary else None,
+            "pointer": {"etag": st.etag, "seq": st.seq, "applied_seq": s.seq, "staleness_seconds": _round(self.staleness()),
+                        "last_error": st.last_error,
+                        "pending": st.pending.live.version if st.pending else None,
+                        "retry_in_seconds": _round(max(0.0, st.next_attempt - self.clock())) if st.pending else None},
+            "refused": dict(st.failures),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _write_atomic(path: Path, body: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # uvicorn workers share the cache
+    tmp.write_bytes(body)
+    tmp.replace(path)
+
