@@ -140,9 +140,10 @@ def test_compose_config_is_valid():
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), [
-    pytest.param("    healthcheck:\n      test: [\"CMD-SHELL\", \"pg_isready", "    healthchek:\n      test: [\"CMD-SHELL\", \"pg_isready",
-                 "healthchek", id="misspelt-key"),
-    pytest.param("condition: service_healthy", "condition: service_healty", "condition value must be one of", id="bad-depends-condition"),
+    pytest.param("    healthcheck:\n      test: [\"CMD-SHELL\", \"pg_isready",
+                 "    healthchek:\n      test: [\"CMD-SHELL\", \"pg_isready", "healthchek", id="misspelt-key"),
+    pytest.param("condition: service_healthy", "condition: service_healty", "condition value must be one of",
+                 id="bad-depends-condition"),
     pytest.param("\n  postgres:\n", "\n  postgress:\n", "undefined service", id="undefined-service"),
     pytest.param("replicas: 2", "replicas: two", "replicas", id="wrong-type"),
 ])
@@ -187,6 +188,30 @@ def test_compose_deployment_shape():
             expected = "service_completed_successfully" if dependency in one_shot else "service_healthy"
             assert how["condition"] == expected, f"{name} -> {dependency}"
     assert "HEALTHCHECK" in DOCKERFILES["serving"].read_text() and "/healthz" in DOCKERFILES["serving"].read_text()
+
+
+def compose_path_errors(model: dict[str, Any]) -> list[str]:
+    """Build contexts, Dockerfiles and bind-mount sources that do not exist (compose would silently
+    create an empty directory for a misspelt mount source)."""
+    errors = []
+    for name, service in model["services"].items():
+        if "build" in service:
+            context = Path(service["build"]["context"])
+            if context != REPO or not (context / service["build"]["dockerfile"]).is_file():
+                errors.append(f"{name}: build {service['build']}")
+        for volume in service.get("volumes", []):
+            if volume["type"] == "bind" and not Path(volume["source"]).exists():
+                errors.append(f"{name}: {volume['source']} does not exist")
+    return errors
+
+
+def test_compose_build_contexts_and_mounts_exist():
+    model = compose_model()
+    assert compose_path_errors(model) == []
+    broken = json.loads(json.dumps(model))
+    broken["services"]["lb"]["volumes"][0]["source"] += ".orig"
+    broken["services"]["serving"]["build"]["dockerfile"] = "docker/servng/Dockerfile"
+    assert len(compose_path_errors(broken)) == 2
 
 
 def test_no_credential_literal_in_compose():
@@ -458,6 +483,9 @@ def test_grafana_provisioning_matches_compose_and_dashboard():
     assert Path(mounts[provider["providers"][0]["options"]["path"]]) == DASHBOARD.parent
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in dashboard["panels"]:
+        assert panel["type"] in {"row", "timeseries", "table", "stat", "gauge"}, panel["title"]
+        assert set(panel["gridPos"]) == {"x", "y", "w", "h"} and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
 
 
 def statsd_mapping_errors(mappings: dict[str, Any]) -> list[str]:
@@ -544,26 +572,49 @@ def test_k8s_rejects_broken_copy(tmp_path, name, old, new, expected):
     assert expected in " ".join(k8s_errors(manifests(broken), K8S_VERSIONS[-1]))
 
 
-def test_k8s_serving_objects_fit_together():
-    """What schemas cannot see: selectors, names and probes that must agree across the files."""
-    objects = {d["kind"]: d for p in SERVING_MANIFESTS for d in manifests(p)}
+def serving_fit_errors(paths: list[Path]) -> list[str]:
+    """What schemas cannot see: selectors, names, probes and namespace that must agree across the files."""
+    objects = {d["kind"]: d for p in paths for d in manifests(p)}
     deployment, pod = objects["Deployment"], objects["Deployment"]["spec"]["template"]
     labels = pod["metadata"]["labels"]
     container = pod["spec"]["containers"][0]
-    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert objects["Service"]["spec"]["selector"].items() <= labels.items()
-    assert objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
     target = objects["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
-    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert {"requests", "limits"} <= set(container["resources"])
-    assert container["command"][:2] == ["feedloop", "serve"]
     config_maps = {e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e}
-    assert config_maps == {objects["ConfigMap"]["metadata"]["name"]}
-    namespaces = {d["metadata"].get("namespace") for d in objects.values() if d["kind"] != "Namespace"}
-    assert namespaces == {objects["Namespace"]["metadata"]["name"]}
-    assert "Secret" not in objects, "Secrets are created by the operator, never committed"
+    checks = {
+        "Deployment selector matches its pods": deployment["spec"]["selector"]["matchLabels"].items() <= labels.items(),
+        "Service selects the pods": objects["Service"]["spec"]["selector"].items() <= labels.items(),
+        "PDB selects the pods": objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items()
+        <= labels.items(),
+        "HPA scales the Deployment": (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"]),
+        "readiness on /readyz": container["readinessProbe"]["httpGet"]["path"] == "/readyz",
+        "liveness on /healthz": container["livenessProbe"]["httpGet"]["path"] == "/healthz",
+        "requests and limits": {"requests", "limits"} <= set(container.get("resources", {})),
+        "runs feedloop serve": container["command"][:2] == ["feedloop", "serve"],
+        "loads the ConfigMap": config_maps == {objects["ConfigMap"]["metadata"]["name"]},
+        "one namespace": {d["metadata"].get("namespace") for d in objects.values() if d["kind"] != "Namespace"}
+        == {objects["Namespace"]["metadata"]["name"]},
+        "no committed Secret": "Secret" not in objects,
+    }
+    return [name for name, ok in checks.items() if not ok]
+
+
+def test_k8s_serving_objects_fit_together():
+    assert serving_fit_errors(SERVING_MANIFESTS) == []
+
+
+@pytest.mark.parametrize(("name", "old", "new", "expected"), [
+    pytest.param("service.yaml", "  selector:\n    app.kubernetes.io/name: feedloop-serving",
+                 "  selector:\n    app.kubernetes.io/name: feedloop-servng", "Service selects the pods",
+                 id="service-selector"),
+    pytest.param("hpa.yaml", "    name: feedloop-serving\n  minReplicas", "    name: feedloop-server\n  minReplicas",
+                 "HPA scales the Deployment", id="hpa-target"),
+    pytest.param("deployment.yaml", "path: /readyz", "path: /ready", "readiness on /readyz", id="readiness-path"),
+])
+def test_k8s_fit_check_rejects_broken_copy(tmp_path, name, old, new, expected):
+    for path in SERVING_MANIFESTS:
+        shutil.copy(path, tmp_path / path.name)
+    mangled(K8S / "serving" / name, tmp_path, old, new)
+    assert serving_fit_errors(sorted(tmp_path.glob("*.yaml"))) == [expected]
 
 
 def test_k8s_configmap_keys_are_feedloop_settings(tmp_path):
@@ -581,7 +632,8 @@ def helm_values_errors(values: dict[str, Any]) -> list[str]:
     import jsonschema
 
     schema = json.loads(HELM_SCHEMA.read_text())
-    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(values)]
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(values)]
     for section, options in (values.get("config") or {}).items():
         for option in options:
             if option not in airflow_options().get(section, set()):
@@ -591,7 +643,8 @@ def helm_values_errors(values: dict[str, Any]) -> list[str]:
                    "env": values.get("env", []) + values.get("createUserJob", {}).get("env", [])}]
     for component in ("workers", "scheduler", "dagProcessor", "triggerer", "apiServer"):
         if "resources" in values.get(component, {}):
-            containers.append({"name": component.lower(), "image": "check", "resources": values[component]["resources"]})
+            resources = values[component]["resources"]
+            containers.append({"name": component.lower(), "image": "check", "resources": resources})
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "values-check"}, "spec": {"containers": containers}}
     return errors + k8s_errors([pod], K8S_VERSIONS[-1])
 
@@ -606,8 +659,10 @@ def test_helm_values_are_valid():
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), [
-    pytest.param("executor: CeleryExecutor", "executer: CeleryExecutor", "'executer' was unexpected", id="misspelt-key"),
-    pytest.param("worker_concurrency: 4", "worker_concurency: 4", "config.celery.worker_concurency", id="unknown-option"),
+    pytest.param("executor: CeleryExecutor", "executer: CeleryExecutor", "'executer' was unexpected",
+                 id="misspelt-key"),
+    pytest.param("worker_concurrency: 4", "worker_concurency: 4", "config.celery.worker_concurency",
+                 id="unknown-option"),
     pytest.param("  - secretRef:\n      name: feedloop-s3", "  - secretRefs:\n      name: feedloop-s3", "secretRefs",
                  id="bad-envfrom"),
     pytest.param("replicas: 2\n  resources:", "replicas: -2\n  resources:", "-2", id="negative-replicas"),
