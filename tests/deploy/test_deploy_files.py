@@ -277,6 +277,26 @@ def test_dockerfile_env_and_copy_sources(image):
     assert {"**/.env", "docker/.env", ".venv", ".feedloop"} <= set(ignored), "secrets / state must stay out of images"
 
 
+def serve_commands() -> dict[str, list[str]]:
+    """The `feedloop serve` command lines the image and the Deployment run."""
+    cmd = [json.loads(rest) for instruction, rest in dockerfile_instructions(DOCKERFILES["serving"])
+           if instruction == "CMD"]
+    deployment = manifests(K8S / "serving" / "deployment.yaml")[0]
+    return {"image CMD": cmd[-1], "Deployment": deployment["spec"]["template"]["spec"]["containers"][0]["command"]}
+
+
+@pytest.mark.parametrize("where", ["image CMD", "Deployment"])
+def test_serve_command_parses_with_the_real_cli(where):
+    from feedloop.cli import build_parser
+
+    program, *argv = serve_commands()[where]
+    args = build_parser().parse_args(argv)
+    assert program == "feedloop" and args.func.__name__ == "cmd_serve"
+    assert (args.host, args.port) == ("0.0.0.0", 8000)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([a.replace("--port", "--prot") for a in argv])
+
+
 def pins(path: Path) -> dict[str, str]:
     out = {}
     for line in path.read_text().splitlines():
