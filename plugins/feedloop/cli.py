@@ -41,8 +41,12 @@ def _jsonable(obj: Any) -> Any:
 
 def cmd_stack(args: argparse.Namespace) -> int:
     from feedloop import stack
+    from feedloop.stack.production import running_profile
 
     settings = load_settings()
+    # down / status act on the profile that is running unless one is named
+    profile = args.profile or (args.action != "up" and running_profile(settings)) or settings.stack.profile
+    settings = settings.model_copy(update={"stack": settings.stack.model_copy(update={"profile": profile})})
     echo = _log if args.output == "json" else print
     if args.action == "up":
         result = stack.up(settings, echo=echo)
@@ -159,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("stack", help="start, stop or inspect the embedded S3, Kafka and Airflow")
     st.add_argument("action", choices=("up", "down", "status"))
+    st.add_argument("--profile", choices=("embedded", "production"),
+                    help="embedded: airflow standalone on SQLite; production: PostgreSQL + CeleryExecutor + Redis, "
+                         "one process per component (default: stack.profile, or the running one for down/status)")
     st.set_defaults(func=cmd_stack)
 
     sim = sub.add_parser("simulate", help="produce synthetic engagement traffic to Kafka")

@@ -47,6 +47,7 @@ class KafkaSettings(_Section):
 
 
 class StackSettings(_Section):
+    profile: Literal["embedded", "production"] = "embedded"  # production: feedloop.stack.production
     embedded_s3: bool = True
     embedded_kafka: bool = True
     embedded_airflow: bool = True
@@ -57,6 +58,16 @@ class StackSettings(_Section):
     airflow_port: int = 8080
     airflow_parallelism: int = Field(4, ge=1)
     ready_timeout_s: float = Field(180, gt=0)
+
+
+class ProductionSettings(_Section):
+    """The production profile's Airflow: PostgreSQL metadata DB, CeleryExecutor, Redis broker."""
+
+    metadata_db_url: str = "postgresql://postgres@127.0.0.1:5432/feedloop_airflow"  # created if missing
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    workers: int = Field(2, ge=1)                   # Celery workers (separate processes)
+    worker_concurrency: int = Field(2, ge=1)        # task slots per worker
+    api_workers: int = Field(1, ge=1)               # api-server worker processes
 
 
 class EventSettings(_Section):
@@ -215,6 +226,7 @@ class Settings(_Section):
     s3: S3Settings = S3Settings()
     kafka: KafkaSettings = KafkaSettings()
     stack: StackSettings = StackSettings()
+    production: ProductionSettings = ProductionSettings()
     events: EventSettings = EventSettings()
     simulate: SimulateSettings = SimulateSettings()
     ingest: IngestSettings = IngestSettings()

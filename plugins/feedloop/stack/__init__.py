@@ -57,6 +57,7 @@ def _start(service: Service, timeout: float, echo: Callable[[str], None]) -> Non
             f"stop it or {service.fix} (log: {proc.log_file})"
         )
     echo(f"{service.title}: starting (log: {proc.log_file})")
+    service.prepare()
     t0 = time.monotonic()
     proc.start()
     while time.monotonic() - t0 < timeout:

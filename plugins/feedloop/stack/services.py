@@ -115,6 +115,9 @@ class Service:
         """One real request to the service; True when it answered correctly."""
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """What must exist before the process starts (e.g. a migrated database)."""
+
     def provision(self) -> None:
         """Create what the platform needs once the service answers."""
 
@@ -271,6 +274,10 @@ def services(settings: Settings) -> list[Service]:
         chosen.append(S3Service(settings))
     if settings.stack.embedded_kafka:
         chosen.append(KafkaService(settings))
-    if settings.stack.embedded_airflow:
+    if settings.stack.embedded_airflow and settings.stack.profile == "production":
+        from feedloop.stack.production import production_services
+
+        chosen.extend(production_services(settings))
+    elif settings.stack.embedded_airflow:
         chosen.append(AirflowService(settings))
     return chosen
