@@ -85,10 +85,21 @@ def mangled(path: Path, tmp_path: Path, old: str, new: str, *, name: str | None 
 
 @cache
 def airflow_options() -> dict[str, set[str]]:
-    """Every [section] option Airflow 3.3.2 and the installed providers know."""
-    from airflow.configuration import conf
+    """Every [section] option Airflow 3.3.2 and the installed providers know.
 
-    return {section: set(spec.get("options", {})) for section, spec in conf.configuration_description.items()}
+    Read in a child process with a throw-away AIRFLOW_HOME, so this test process never imports
+    (and configures) Airflow before the tests that set Airflow up themselves.
+    """
+    probe = ("import json; from airflow.configuration import conf; print(json.dumps({s: sorted(v.get('options', {}))"
+             " for s, v in conf.configuration_description.items()}))")
+    home = Path(os.environ.get("TMPDIR", "/tmp")) / f"feedloop-deploy-airflow-{os.getpid()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {"AIRFLOW_HOME": str(home)}
+    try:
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180, env=env)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert result.returncode == 0, result.stderr
+    return {section: set(options) for section, options in json.loads(result.stdout.splitlines()[-1]).items()}
 
 
 def env_errors(env: dict[str, str]) -> list[str]:
