@@ -85,12 +85,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         events_per_day=args.events_per_day or cfg.events_per_day,
         seed=args.seed,
         ground_truth=args.ground_truth,
+        serving_urls=args.via_serving,
     )
     _emit(args, report, lambda: (
         f"simulated {report.days} day(s) from {report.start}: {report.events:,} events in {report.requests:,} "
         f"requests ({report.exploration_requests:,} exploration, {report.late_events:,} late) -> "
         f"topic {settings.kafka.topic} in {report.seconds:.1f}s ({report.events_per_s:,.0f} events/s)\n"
         f"    by type: " + ", ".join(f"{k}={v:,}" for k, v in sorted(report.by_type.items()))
+        + (f"\n    impressions logged by the pods: {report.pod_impressions:,} "
+           f"({report.pod_impressions_dropped:,} dropped)" if args.via_serving else "")
+        + "\n" + "\n".join("    " + line for line in simulate.day_table(list(report.per_day.values())))
     ))
     return EXIT_OK
 
@@ -148,6 +152,15 @@ def _date(value: str) -> date:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _urls(value: str) -> list[str]:
+    urls = [u.strip() for u in value.split(",") if u.strip()]
+    bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+    if not urls or bad:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected http(s) URLs separated by commas, "
+                                         "e.g. http://127.0.0.1:8000,http://127.0.0.1:8001")
+    return urls
+
+
 def _datetime(value: str) -> datetime:
     try:
         ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -174,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--events-per-day", type=int, help="approximate events per day (default from config)")
     sim.add_argument("--seed", type=int, help="random seed (default from config)")
     sim.add_argument("--ground-truth", type=Path, help="write the hidden ground truth to this JSON file")
+    sim.add_argument("--via-serving", type=_urls, metavar="URL[,URL...]",
+                     help="closed loop: feeds come from these serving pods (round-robin), which log the impressions; "
+                          "the legacy policy while they have no model (503)")
     sim.set_defaults(func=cmd_simulate)
 
     ing = sub.add_parser("ingest", help="run the Kafka -> S3 sink once, or replay a range")
@@ -216,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         from feedloop.stack import StackError
 
         from feedloop.ingest.sink import IngestError
+        from feedloop.ranking_client import RankingError
 
-        if isinstance(exc, (StackError, ValidationError, IngestError)):
+        if isinstance(exc, (StackError, ValidationError, IngestError, RankingError)):
             _log(f"feedloop: {exc}")
             return EXIT_ERROR
         raise

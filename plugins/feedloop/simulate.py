@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import orjson
@@ -21,12 +21,19 @@ import orjson
 from feedloop.config import Settings, SimulateSettings
 from feedloop.events import SCHEMA_VERSION, format_ts, to_json
 
+if TYPE_CHECKING:
+    from feedloop.ranking_client import Ranked
+
 SURFACE_SHARE = {"feed": 0.6, "search": 0.15, "related": 0.15, "notifications": 0.1}
 DEVICE_SHARE = {"ios": 0.4, "android": 0.4, "web": 0.2}
 # Examination probability at position p is (1/p) ** eta[surface]: search users scan less deeply.
 POSITION_BIAS_ETA = {"feed": 0.8, "search": 1.1, "related": 0.9, "notifications": 0.6}
 CATALOG_HISTORY_DAYS = 30   # items were created up to this many days before the first simulated day
 OUTCOMES_PER_IMPRESSION = 0.3  # rough, used only to size the number of requests per day
+NDCG_K = 10
+LEGACY = "legacy"  # what the report calls the logged (pre-model) policy
+# A ranker answers a POST /rank body with the order shown, or None (no model yet: the legacy policy shows it).
+Ranker = Callable[[dict], "Ranked | None"]
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,22 @@ def examination(surface: str, positions: np.ndarray) -> np.ndarray:
     return (1.0 / positions) ** POSITION_BIAS_ETA[surface]
 
 
+def true_gain(world: World, user: int, items: np.ndarray) -> np.ndarray:
+    """The click probability of an item if the user examined it, sigmoid(utility - 1): the position-free
+    relevance that simulated clicks are drawn from (times the examination probability)."""
+    return _sigmoid(world.utility(user, items) - 1.0)
+
+
+def ndcg_at_k(shown_gains: np.ndarray, pool_gains: np.ndarray, k: int = NDCG_K) -> float:
+    """Ground-truth NDCG@k of a shown list: its DCG (gain / log2(position + 1)) over the DCG of the best
+    k items of the candidate pool it was chosen from. 1.0 = the best possible list from that pool."""
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    shown = np.asarray(shown_gains, dtype=float)[:k]
+    ideal = np.sort(np.asarray(pool_gains, dtype=float))[::-1][:k]
+    idcg = float(ideal @ discount[:len(ideal)])
+    return float(shown @ discount[:len(shown)]) / idcg if idcg > 0 else 0.0
+
+
 @dataclass(order=True)
 class Record:
     """One event as it will reach Kafka: arrival time (the record timestamp), key and JSON value."""
@@ -169,25 +192,73 @@ class Record:
 
 
 @dataclass
+class DayStats:
+    """What the simulated users were shown on one day, by whom, and how good it truly was."""
+
+    day: str
+    lists: int = 0                                   # ranked lists shown
+    by_version: dict[str, int] = field(default_factory=dict)  # lists per model version, "legacy" for the logged policy
+    impressions: int = 0
+    clicks: int = 0
+    ndcg_sum: float = 0.0                            # ground-truth NDCG@10 of what was shown, summed over lists
+    legacy_ndcg_sum: float = 0.0                     # ... of what the legacy policy would have shown, same requests
+    ctr: float = 0.0                                 # online CTR: clicks / impressions shown
+    ndcg: float = 0.0                                # mean ground-truth NDCG@10 of what was shown
+    legacy_ndcg: float = 0.0                         # mean NDCG@10 the legacy policy gets on the same requests
+
+    def add(self, *, version: str, impressions: int, clicks: int, ndcg: float, legacy_ndcg: float) -> None:
+        self.lists += 1
+        self.by_version[version] = self.by_version.get(version, 0) + 1
+        self.impressions += impressions
+        self.clicks += clicks
+        self.ndcg_sum += ndcg
+        self.legacy_ndcg_sum += legacy_ndcg
+        self.ctr = self.clicks / self.impressions if self.impressions else 0.0
+        self.ndcg = self.ndcg_sum / self.lists
+        self.legacy_ndcg = self.legacy_ndcg_sum / self.lists
+
+
+@dataclass
 class SimulationReport:
     start: date
     days: int
     requests: int = 0
-    events: int = 0
+    events: int = 0                                  # events the simulator produced
     by_type: dict[str, int] = field(default_factory=dict)
     exploration_requests: int = 0
     late_events: int = 0
+    pod_impressions: int = 0                         # impressions the serving pods logged themselves
+    pod_impressions_dropped: int = 0                 # ... and dropped (buffer full / Kafka failing) meanwhile
+    per_day: dict[str, DayStats] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
 
+    def day(self, day: date) -> DayStats:
+        return self.per_day.setdefault(str(day), DayStats(str(day)))
+
+
+def day_table(stats: list[DayStats]) -> list[str]:
+    """The per-day lines: who served, online CTR, ground-truth NDCG@10 served vs the legacy policy's."""
+    lines = [f"{'day':<10}  {'lists':>6}  {'CTR':>6}  {'NDCG@10':>7}  {'legacy':>7}  served by"]
+    for s in stats:
+        served = ", ".join(f"{v} {n:,}" for v, n in sorted(s.by_version.items()))
+        lines.append(f"{s.day:<10}  {s.lists:>6,}  {s.ctr:>6.3f}  {s.ndcg:>7.3f}  {s.legacy_ndcg:>7.3f}  {served}")
+    return lines
+
 
 class Simulator:
-    """Generates each day's requests, impressions and outcomes, in arrival order."""
+    """Generates each day's requests, impressions and outcomes, in arrival order.
 
-    def __init__(self, settings: Settings, *, start: date, days: int, events_per_day: int, seed: int | None = None):
+    With a `ranker` (the serving pods), each request's candidates are ranked by it and the simulated
+    users respond to that order; its impressions are the ranker's to log, so only the outcomes are
+    produced here. While it has no model (None), the legacy policy ranks and its impressions are produced.
+    """
+
+    def __init__(self, settings: Settings, *, start: date, days: int, events_per_day: int, seed: int | None = None,
+                 ranker: Ranker | None = None):
         cfg = settings.simulate if seed is None else settings.simulate.model_copy(update={"seed": seed})
         self.cfg = cfg
         self.start = start
@@ -201,6 +272,8 @@ class Simulator:
         self._devices = list(DEVICE_SHARE)
         self._items_by_tenant = [np.flatnonzero(self.world.item_tenant == t) for t in range(len(self.world.tenants))]
         self._activity = self.world.user_activity / self.world.user_activity.sum()
+        self.ranker = ranker
+        self._item_index: dict[str, int] | None = None
 
     def records(self, report: SimulationReport) -> Iterator[Record]:
         """All events of all days, sorted by arrival; late events are held back until they arrive."""
@@ -215,6 +288,13 @@ class Simulator:
             yield from pending[:cut]
             pending = pending[cut:]
 
+    def day_records(self, day: int, report: SimulationReport) -> list[Record]:
+        """One day's events in arrival order, its late arrivals included (they reach Kafka after the day ends).
+
+        For stepping day by day (the closed loop): the day's retrain sees every event of the day.
+        """
+        return sorted(self._day(day, report))
+
     def _day(self, day: int, report: SimulationReport) -> list[Record]:
         cfg, w, rng = self.cfg, self.world, self.rng
         per_request = cfg.list_size * (1 + OUTCOMES_PER_IMPRESSION)
@@ -228,6 +308,7 @@ class Simulator:
         explore = rng.random(n_requests) < cfg.exploration_share
         out: list[Record] = []
         date_tag = day_start.strftime("%Y%m%d")
+        stats = report.day(day_start.date())
         for r in range(n_requests):
             u = int(users[r])
             now_s = day_offset_s + seconds[r]
@@ -239,10 +320,9 @@ class Simulator:
             cand = rng.choice(pool, min(len(pool), 3 * k), replace=False)
             # The logged (production) policy: popularity with noise, a weak topic hint.
             logged = np.log(w.item_popularity[cand]) + 0.3 * w.user_prefs[u, w.item_topic[cand]] + rng.normal(0, 0.5, len(cand))
-            shown = cand[np.argsort(-logged)][:k]
+            legacy = cand[np.argsort(-logged)][:k]
             if explore[r]:
-                shown = rng.permutation(shown)
-                report.exploration_requests += 1
+                legacy = rng.permutation(legacy)
             surface = self._surfaces[surfaces[r]]
             request_id = f"req-{date_tag}-{r:07d}"
             base = {
@@ -255,15 +335,26 @@ class Simulator:
                 "schema_version": SCHEMA_VERSION,
             }
             ts = day_start + timedelta(seconds=float(seconds[r]))
+            ranked = self._rank(base, ts, cand, k)
+            shown, version, shuffled = (legacy, None, bool(explore[r])) if ranked is None else ranked
+            report.exploration_requests += shuffled
+            k = len(shown)
             positions = np.arange(1, k + 1)
             util = w.utility(u, shown)
-            p_click = examination(surface, positions) * _sigmoid(util - 1.0)
+            gains = _sigmoid(util - 1.0)  # = true_gain(w, u, shown)
+            p_click = examination(surface, positions) * gains
             clicks = rng.random(k) < p_click
+            pool_gains = true_gain(w, u, cand)
+            stats.add(version=version or LEGACY, impressions=k, clicks=int(clicks.sum()),
+                      ndcg=ndcg_at_k(gains, pool_gains), legacy_ndcg=ndcg_at_k(true_gain(w, u, legacy), pool_gains))
             for j, item in enumerate(shown):
                 item_base = {**base, "item_id": self.ids.item(int(item)),
                              "author_id": self.ids.author(int(w.item_author[item])), "position": j + 1}
                 n = len(out)
-                out.append(self._record(report, {**item_base, "explore": bool(explore[r])}, "impression", ts, n))
+                if version is None:
+                    out.append(self._record(report, {**item_base, "explore": shuffled}, "impression", ts, n))
+                else:  # the pod logged this impression itself
+                    report.pod_impressions += 1
                 if clicks[j]:
                     t_click = ts + timedelta(seconds=float(rng.exponential(8.0)) + 1)
                     out.append(self._record(report, item_base, "click", t_click, n + 1))
@@ -278,6 +369,24 @@ class Simulator:
                     out.append(self._record(report, item_base, "hide", ts + timedelta(seconds=2), n + 1))
         report.requests += n_requests
         return out
+
+    def _rank(self, base: dict, ts: datetime, cand: np.ndarray, k: int) -> tuple[np.ndarray, str, bool] | None:
+        """Ask the ranker for the top k of the candidates: (items shown, model version, explore), or None."""
+        if self.ranker is None:
+            return None
+        w, ids = self.world, self.ids
+        body = {key: base[key] for key in ("tenant_id", "user_id", "surface", "device", "request_id")}
+        if base["query"] is not None:
+            body["query"] = base["query"]
+        body.update(ts=format_ts(ts), limit=k,
+                    candidates=[{"item_id": ids.item(int(i)), "author_id": ids.author(int(w.item_author[i]))}
+                                for i in cand])
+        ranked = self.ranker(body)
+        if ranked is None:
+            return None
+        if self._item_index is None:
+            self._item_index = {ids.item(i): i for i in range(len(w.item_topic))}
+        return np.array([self._item_index[i] for i in ranked.item_ids]), ranked.model_version, ranked.explore
 
     def _record(self, report: SimulationReport, item_base: dict, event_type: str, ts: datetime, n: int,
                 dwell_ms: int | None = None) -> Record:
@@ -339,18 +448,35 @@ def write_catalog(settings: Settings, sim: Simulator) -> str:
 
 
 def run(settings: Settings, *, start: date, days: int, events_per_day: int, seed: int | None = None,
-        ground_truth: Path | None = None, progress: bool | None = None) -> SimulationReport:
-    """Simulate `days` days from `start` and produce every event to Kafka."""
+        ground_truth: Path | None = None, progress: bool | None = None,
+        serving_urls: list[str] | None = None) -> SimulationReport:
+    """Simulate `days` days from `start` and produce every event to Kafka.
+
+    With `serving_urls` the users' feeds come from those pods (round-robin; the legacy policy while
+    they have no model) and the pods log the impressions they served.
+    """
     from tqdm import tqdm
 
-    sim = Simulator(settings, start=start, days=days, events_per_day=events_per_day, seed=seed)
+    from feedloop.ranking_client import RankingClient
+
+    client = RankingClient(serving_urls) if serving_urls else None
+    sim = Simulator(settings, start=start, days=days, events_per_day=events_per_day, seed=seed,
+                    ranker=client.rank if client else None)
     report = SimulationReport(start=start, days=days)
     write_catalog(settings, sim)
     if ground_truth is not None:
         sim.world.save(ground_truth, start=start, ids=sim.ids)
     show = sys.stderr.isatty() if progress is None else progress
     t0 = time.perf_counter()
-    with tqdm(total=days * events_per_day, unit="ev", disable=not show, desc="simulate") as bar:
-        produce(settings, sim.records(report), on_sent=bar.update)
+    try:
+        dropped = client.dropped() if client else 0
+        with tqdm(total=days * events_per_day, unit="ev", disable=not show, desc="simulate") as bar:
+            produce(settings, sim.records(report), on_sent=bar.update)
+        if client:
+            client.drain()
+            report.pod_impressions_dropped = client.dropped() - dropped
+    finally:
+        if client:
+            client.close()
     report.seconds = time.perf_counter() - t0
     return report
