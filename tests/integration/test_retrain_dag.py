@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -129,3 +131,89 @@ def test_dataset_build_is_idempotent_for_a_logical_date(ran):
 def test_ingest_of_the_run_landed_every_event(ran):
     settings, _, _ = ran
     assert sink.run(settings).records == 0  # nothing left behind in Kafka
+
+
+def test_served_scores_of_logged_impressions_equal_lightgbm_on_their_training_rows(ran, tmp_path):
+    """Training/serving parity end to end: a pod ranks the next day with the live version, its impressions
+    go through Kafka and the sink into the lake, and the next day's training rows reproduce its scores."""
+    import io
+
+    import httpx
+    import lightgbm as lgb
+
+    from feedloop import features
+    from feedloop.events import format_ts
+    from feedloop import events
+    from feedloop.serving.pods import Pods
+    from feedloop.serving.snapshot import Snapshot
+    from feedloop.stack.process import free_port
+
+    settings, env, _ = ran
+    registry = Registry.from_settings(settings)
+    live = registry.live()
+    serve_day = date.fromisoformat(registry.manifest(live.version)["logical_date"]) + timedelta(days=1)
+    pods = Pods(settings, port=free_port(), replicas=1, env={**env, "FEEDLOOP_STATE_DIR": str(tmp_path),
+                                                             "FEEDLOOP_SERVING__POLL_INTERVAL_S": "0.5"})
+    pods.start()
+    try:
+        pods.wait_for(live.version, timeout=60)
+        sim = simulate.Simulator(settings, start=START, days=DAYS, events_per_day=12_000, seed=5)
+        rng = np.random.default_rng(11)
+        served: dict[tuple[str, str], float] = {}
+        bodies: dict[str, dict] = {}
+        with httpx.Client(timeout=10) as client:
+            for r in range(60):
+                user = int(rng.integers(len(sim.world.user_tenant)))
+                tenant = int(sim.world.user_tenant[user])
+                pool = np.flatnonzero(sim.world.item_tenant == tenant)
+                items = rng.choice(pool, 30, replace=False)
+                ts = datetime(serve_day.year, serve_day.month, serve_day.day, tzinfo=timezone.utc) + timedelta(
+                    seconds=float(rng.uniform(0, 86_000)))
+                body = {"tenant_id": sim.world.tenants[tenant], "user_id": sim.ids.user(user),
+                        "surface": ("feed", "search", "related")[r % 3], "device": "android",
+                        "request_id": f"parity-{r:03d}", "ts": format_ts(ts), "limit": 12,
+                        "candidates": [{"item_id": sim.ids.item(int(i))} for i in items]}
+                bodies[body["request_id"]] = body
+                resp = client.post(f"{pods.urls[0]}/rank", json=body)
+                assert resp.status_code == 200, resp.text
+                for it in resp.json()["items"]:
+                    served[(body["request_id"], it["item_id"])] = it["score"]
+        deadline = time.monotonic() + 30
+        landed = 0
+        while landed < len(served) and time.monotonic() < deadline:
+            landed += sink.run(settings).records
+        assert landed == len(served)
+    finally:
+        pods.stop()
+    dataset.build(settings, end=serve_day + timedelta(days=1))  # the dataset of logical date serve_day
+    store = ObjectStore.from_settings(settings)
+    bucket = settings.s3.lake_bucket
+    rows = [pq.read_table(io.BytesIO(store.get(bucket, k).body))
+            for k in store.list_keys(bucket, f"datasets/ranker/{serve_day}/split=holdout/")]
+    table = pa.concat_tables(rows)
+    mine = np.isin(table["request_id"].to_numpy(zero_copy_only=False), sorted({k[0] for k in served}))
+    table = table.filter(mine)
+    assert table.num_rows == len(served)
+    assert set(table["model_version"].to_pylist()) == {live.version}
+    matrix = np.column_stack([table[features.column(n)].to_numpy(zero_copy_only=False)
+                              for n in features.FEATURE_NAMES]).astype(np.float32)
+    # Feature by feature first: the serving path (the version's snapshot) vs the training rows.
+    snapshot = Snapshot.from_parquet({n[len("features/"):]: registry.read(live.version, n)
+                                      for n in registry.manifest(live.version)["artifacts"] if n.startswith("features/")})
+    cats = {f["name"]: f["categories"] for f in registry.manifest(live.version)["feature_manifest"]["features"]
+            if "categories" in f}
+    serving_rows = []
+    for q, i in zip(table["request_id"].to_pylist(), table["item_id"].to_pylist()):
+        b = bodies[q]
+        inputs = snapshot.inputs(tenant_id=b["tenant_id"], user_id=b["user_id"], surface=b["surface"],
+                                 device=b["device"], request_ts=events.parse_ts(b["ts"]).timestamp(), item_ids=[i],
+                                 author_ids=snapshot.authors([i], [None]))
+        serving_rows.append(features.derive(inputs, cats)[0])
+    serving_matrix = np.vstack(serving_rows)
+    differ = {n: float(np.nanmax(np.abs(serving_matrix[:, j] - matrix[:, j])))
+              for j, n in enumerate(features.FEATURE_NAMES)
+              if not np.allclose(serving_matrix[:, j], matrix[:, j], rtol=0, atol=1e-4, equal_nan=True)}
+    assert not differ, f"serving features differ from the training rows: {differ}"
+    expected = lgb.Booster(model_str=registry.read(live.version, "model.txt").decode()).predict(matrix)
+    got = np.array([served[(q, i)] for q, i in zip(table["request_id"].to_pylist(), table["item_id"].to_pylist())])
+    assert float(np.max(np.abs(got - expected))) <= 1e-5

@@ -65,7 +65,7 @@ class Snapshot:
         missing = [c for c in ("item_id", "topic", "created_at") if c not in items.column_names]
         if missing:
             raise SnapshotError(f"snapshot {ITEMS}.parquet lacks column(s) {', '.join(missing)}")
-        created = items["created_at"].cast("int64").to_numpy(zero_copy_only=False) / 1000.0  # ms -> s
+        created = _epoch_seconds(items["created_at"])
         authors = items["author_id"].to_pylist() if "author_id" in items.column_names else [None] * items.num_rows
         catalog = {item: (topic, float(c), author) for item, topic, c, author
                    in zip(items["item_id"].to_pylist(), items["topic"].to_pylist(), created, authors)}
@@ -103,6 +103,14 @@ class Snapshot:
 
     def sizes(self) -> dict[str, int]:
         return {**{name: len(t.index) for name, t in self._entities.items()}, ITEMS: len(self._catalog)}
+
+
+def _epoch_seconds(column) -> np.ndarray:
+    """Timestamps of any unit (DuckDB writes microseconds, pyarrow often milliseconds) as float seconds."""
+    import pyarrow as pa
+
+    micros = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    return micros.to_numpy(zero_copy_only=False).astype(np.float64) / 1e6
 
 
 def _file(files: Mapping[str, bytes], name: str) -> bytes:
