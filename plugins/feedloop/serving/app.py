@@ -25,7 +25,7 @@ from feedloop.config import Settings, load_settings
 from feedloop.registry import PREFIX
 from feedloop.serving import metrics
 from feedloop.serving.impressions import ImpressionLog, ServedList
-from feedloop.serving.requests import RankRequest, RequestError, parse
+from feedloop.serving.rank_request import RankRequest, RequestError, parse
 from feedloop.serving.watcher import LocalCache, Watcher
 from feedloop.storage import ObjectStore
 
