@@ -28,6 +28,7 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/serve.py
 
 up: install
 	$(BIN)/feedloop stack up
