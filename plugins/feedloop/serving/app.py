@@ -54,7 +54,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             impressions.stop()
 
     app = FastAPI(title="feedloop ranking pod", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.watcher, app.state.impressions = watcher, impressions
 
     @app.post("/rank")
     async def rank(request: Request) -> Response:
@@ -164,7 +163,6 @@ class _Observed:
 
     def __init__(self, app: FastAPI, watcher: Watcher):
         self.app, self.watcher = app, watcher
-        self.state = app.state
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
