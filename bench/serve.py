@@ -191,7 +191,7 @@ def in_process(model, requests: list[dict], cfg, rounds: int) -> dict:
 
     from feedloop import export, features
     from feedloop.serving import app as pod_app
-    from feedloop.serving.requests import parse
+    from feedloop.serving.rank_request import parse
 
     encoded = [orjson.dumps(b) for b in requests]
     parsed = [parse(b, max_candidates=cfg.max_candidates) for b in encoded]
@@ -467,7 +467,8 @@ def main() -> None:
     t0 = time.perf_counter()
     versions = {}
     for seed, name in enumerate(VERSIONS, start=1):
-        versions[name], cached = servingworld.cached_version(name, seed=seed, shape=servingworld.Shape(),
+        shape = servingworld.Shape.of(settings.train)
+        versions[name], cached = servingworld.cached_version(name, seed=seed, shape=shape,
                                                              root=ROOT / "bench" / "results" / "serve-models")
         echo(f"version {name}: {'cached' if cached else 'trained'} {versions[name].stats}")
     build_s = time.perf_counter() - t0
@@ -504,7 +505,7 @@ def main() -> None:
         requests = bodies(256)
         encoded = [orjson.dumps(b) for b in requests]
         echo("in-process timings ...")
-        inproc = in_process(model, requests, settings.serving, rounds=600 if args.quick else 1500)
+        inproc = in_process(model, requests, settings.serving, rounds=200 if args.quick else 500)
         del model
         echo("latency over HTTP ...")
         kinds = {args.impressions: pods, ("off" if args.impressions == "on" else "on"): other}
@@ -537,7 +538,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     stats = versions[VERSIONS[0]].stats
-    print(f"model: {stats['trees']} trees x {stats['mean_leaves']} leaves, {CANDIDATES} candidates/request, "
+    print(f"model: {stats['trees']} trees x {stats['mean_leaves']} leaves (mean depth {stats['mean_depth']}), "
+          f"{CANDIDATES} candidates/request, "
           f"snapshot {stats['snapshot_rows']}; pods: 1 uvicorn worker, onnx_threads "
           f"{settings.serving.onnx_threads}, poll {args.poll} s; impressions to Kafka {args.impressions} in the swap "
           f"and memory phases; client: http.client keep-alive")

@@ -44,12 +44,22 @@ def author_id(a: int) -> str:
 
 @dataclass(frozen=True)
 class Shape:
-    """What gets trained: DESIGN.md's serving shape by default."""
+    """What gets trained: DESIGN.md's serving shape (300 trees, 63 leaves) by default."""
 
     trees: int = 300
     leaves: int = 63
+    min_data_in_leaf: int = 50
+    learning_rate: float = 0.05
+    feature_fraction: float = 0.9
+    max_bin: int = 63
     lists: int = 2_500
     list_size: int = 40
+
+    @classmethod
+    def of(cls, train) -> Shape:
+        """The configured `train:` params (TrainSettings), all rounds kept: no early stopping ends it sooner."""
+        return cls(trees=train.num_boost_round, leaves=train.num_leaves, min_data_in_leaf=train.min_data_in_leaf,
+                   learning_rate=train.learning_rate, feature_fraction=train.feature_fraction, max_bin=train.max_bin)
 
 
 @dataclass
@@ -169,16 +179,17 @@ def make_version(version: str, *, seed: int, shape: Shape = Shape(), threads: in
     labels = np.digitize(utility, np.quantile(utility, [0.6, 0.85, 0.96]))
     cat_idx = [i for i, f in enumerate(features.FEATURES) if f.kind == "categorical"]
     data = lgb.Dataset(matrix, label=labels, group=[shape.list_size] * shape.lists, categorical_feature=cat_idx,
-                       params={"max_bin": 63, "verbosity": -1})
-    params = {"objective": "lambdarank", "num_leaves": shape.leaves, "min_data_in_leaf": 20, "learning_rate": 0.05,
-              "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "verbose": -1, "seed": seed,
-              "num_threads": threads}
+                       params={"max_bin": shape.max_bin, "verbosity": -1})
+    params = {"objective": "lambdarank", "num_leaves": shape.leaves, "min_data_in_leaf": shape.min_data_in_leaf,
+              "learning_rate": shape.learning_rate, "feature_fraction": shape.feature_fraction, "verbose": -1,
+              "seed": seed, "num_threads": threads}
     booster = lgb.train(params, data, num_boost_round=shape.trees)
     model_text = booster.model_to_string()
     onnx_bytes = export.to_onnx(model_text=model_text, n_features=matrix.shape[1])
     sample = matrix[:SAMPLE_ROWS]
     dump = booster.dump_model()["tree_info"]
     stats = {"trees": len(dump), "mean_leaves": round(float(np.mean([t["num_leaves"] for t in dump])), 1),
+             "mean_depth": round(float(np.mean([_depth(t["tree_structure"]) for t in dump])), 1),
              "train_rows": int(len(matrix)), "onnx_bytes": len(onnx_bytes),
              "snapshot_bytes": sum(len(v) for v in files.values()), "snapshot_rows": snapshot.sizes()}
     manifest = {
@@ -192,6 +203,10 @@ def make_version(version: str, *, seed: int, shape: Shape = Shape(), threads: in
     }
     return Version(version, model_text, {"model.txt": model_text.encode(), "model.onnx": onnx_bytes, **files},
                    manifest, stats)
+
+
+def _depth(node: dict) -> int:
+    return 0 if "leaf_index" in node else 1 + max(_depth(node["left_child"]), _depth(node["right_child"]))
 
 
 def _parquet(table: pa.Table) -> bytes:
