@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 ENV_PREFIX = "FEEDLOOP_"
-_RESERVED_ENV = {"FEEDLOOP_CONFIG", "FEEDLOOP_HOME", "FEEDLOOP_FAILPOINT"}
+_RESERVED_ENV = {"FEEDLOOP_CONFIG", "FEEDLOOP_HOME", "FEEDLOOP_FAILPOINT", "FEEDLOOP_REQUIRE_SERVICES"}
 
 
 def repo_root() -> Path:
