@@ -1,95 +1,188 @@
-"""Failure alerts for every feedloop DAG: one Slack message (incoming webhook) and one email (SMTP).
+"""Alerts for every feedloop DAG: one Slack message and one email per incident, one more when it is resolved.
 
-Why one notifier for all DAGs: an on-call engineer should read the same shape of alert whatever
-failed — DAG, task, logical date, the error (for a failed validation: every failed expectation
-with observed vs expected values and where the report is) and the log link — and act from it
-alone. Delivery goes through the providers' notifiers and Airflow Connections, so the webhook
-token and SMTP password live only in Connections (AIRFLOW_CONN_* or a secrets backend).
+Why incidents: an on-call engineer must not get the same failure ten times, and must hear when it
+is over. An incident is one DAG + task + day (feedloop.incidents keeps its record in S3): the first
+failure posts (Slack and email, naming the DAG, logical date, partition, every failed expectation
+or gate check with observed vs expected, failing rows, days failing, a Data Docs / report link,
+the Airflow run link and the exact command to run; feedloop.alert_content); a retry or repeat
+within `alerts.incident_window_hours` only updates the record (count, last_seen, runs); the next
+success of that task for that day posts one "resolved" message. Slack incoming webhooks cannot edit
+a posted message, so an update is not re-posted: the resolved message carries the count and runs.
+The email of the resolution replies to the incident's email (In-Reply-To), so mail clients thread it.
 
+Delivery goes through the providers' hooks and Airflow Connections (`alerts.slack_conn_id`,
+`alerts.smtp_conn_id`), so the webhook token and SMTP password live only in Connections.
 Use: `@dag(default_args=alerts.default_args(), ...)`.
 """
 
 from __future__ import annotations
 
-import html
-from datetime import timedelta
+import logging
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 from airflow.sdk import BaseNotifier
 
-from feedloop.config import AlertSettings, load_settings
+from feedloop import alert_content, incidents, links
+from feedloop.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 
 def default_args(*, retries: int = 2, retry_delay: timedelta = timedelta(minutes=2)) -> dict[str, Any]:
-    """default_args for feedloop DAGs: retries, and an alert when a task finally fails."""
-    return {"retries": retries, "retry_delay": retry_delay, "on_failure_callback": [FeedloopNotifier()]}
+    """default_args for feedloop DAGs: retries, an incident when a task finally fails, resolved when it succeeds."""
+    return {"retries": retries, "retry_delay": retry_delay,
+            "on_failure_callback": [FeedloopNotifier()], "on_success_callback": [FeedloopNotifier(on="success")]}
 
 
 class FeedloopNotifier(BaseNotifier):
-    """Sends the failure of one task instance to Slack and email; settings are read when it fires."""
+    """on="failure": open or update the task's incident; on="success": resolve it. Settings are read when it fires."""
 
     template_fields = ()
 
-    def __init__(self, *, settings: AlertSettings | None = None):
+    def __init__(self, *, on: Literal["failure", "success"] = "failure", settings: Settings | None = None):
         super().__init__()
+        self.on = on
         self._settings = settings
 
     @cached_property
-    def settings(self) -> AlertSettings:
-        return self._settings or load_settings().alerts
+    def settings(self) -> Settings:
+        return self._settings or load_settings()
 
     def notify(self, context: Any) -> None:
-        subject, text = failure_message(context)
-        undelivered = []
-        for channel, send in (("slack", self._slack), ("email", self._email)):
+        run = _run(context)
+        if self.on == "success":
+            self._resolve(run)
+        else:
+            self._fail(run, context.get("exception"))
+
+    def _fail(self, run: alert_content.Run, error: BaseException | None) -> None:
+        store = incidents.IncidentStore.from_settings(self.settings)
+        key = incidents.key(run.dag_id, run.task_id, run.partition)
+
+        def failing_days() -> int:
             try:
-                send(context, subject, text)
-            except Exception as exc:  # one broken channel must not silence the other
-                self.log.exception("feedloop alert via %s failed", channel)
-                undelivered.append(f"{channel}: {exc}")
-        if undelivered:
-            raise RuntimeError(f"feedloop alert not delivered ({'; '.join(undelivered)}): {subject}")
+                return store.failing_days(run.dag_id, run.task_id, run.day)
+            except Exception:  # noqa: BLE001 - a count must never cost the alert
+                log.exception("could not count the days %s.%s has been failing", run.dag_id, run.task_id)
+                return 1
 
-    def _slack(self, context: Any, subject: str, text: str) -> None:
-        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+        content = alert_content.for_failure(self.settings, run, error, failing_days=failing_days)
+        now = datetime.now(timezone.utc)
+        try:
+            transition = store.fail(key, content, now=now, run_id=run.run_id)
+        except Exception as exc:  # noqa: BLE001 - S3 down is exactly when the alert must still go out
+            log.exception("incident state %s unavailable: alerting without de-duplication", store.uri(key))
+            _raise_undelivered(deliver(self.settings, content, footer=f"Incident state unavailable ({exc}); this "
+                                                                      "alert may repeat."), content)
+            return
+        record = transition.record
+        pending = [c for c in incidents.CHANNELS if transition.new or not record["delivered"].get(c)]
+        if not pending:
+            log.info("incident %s (%s) seen %s times: record updated, no new message", record["id"], key,
+                     record["count"])
+            return
+        hours = self.settings.alerts.incident_window_hours
+        footer = (f"Incident {record['id']}: a repeat within {hours:g} h updates it without a new message; the next "
+                  f"success of {run.dag_id}.{run.task_id} for {run.day} resolves it. State: {store.uri(key)}")
+        errors = deliver(self.settings, content, footer=footer, channels=pending,
+                         headers={"Message-ID": _message_id(record)})
+        store.delivered(key, record["id"], errors, now=now)
+        _raise_undelivered(errors, content)
 
-        SlackWebhookNotifier(slack_webhook_conn_id=self.settings.slack_conn_id,
-                             text=f"*{subject}*\n```{text}```").notify(context)
+    def _resolve(self, run: alert_content.Run) -> None:
+        store = incidents.IncidentStore.from_settings(self.settings)
+        resolution = {"text": f"{run.dag_id}.{run.task_id} succeeded for {run.day} in run {run.run_id}",
+                      "run_id": run.run_id, "run_url": run.run_url}
+        record = store.resolve(incidents.key(run.dag_id, run.task_id, run.partition),
+                               now=datetime.now(timezone.utc), resolution=resolution)
+        if record is None:
+            return
+        subject, body = alert_content.resolved_email(record)
+        errors = _send(self.settings, slack=alert_content.resolved_slack(record), subject=subject, html=body,
+                       headers={"In-Reply-To": _message_id(record), "References": _message_id(record)})
+        _raise_undelivered(errors, record)
 
-    def _email(self, context: Any, subject: str, text: str) -> None:
-        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-        SmtpNotifier(smtp_conn_id=self.settings.smtp_conn_id, from_email=self.settings.email_from,
-                     to=list(self.settings.email_to), subject=subject,
-                     html_content=f"<pre>{html.escape(text)}</pre>").notify(context)
+def deliver(settings: Settings, content: dict[str, Any], *, footer: str = "",
+            channels: tuple[str, ...] | list[str] = incidents.CHANNELS,
+            headers: dict[str, str] | None = None) -> dict[str, str | None]:
+    """Post one message to each channel; {channel: None if delivered, else the error}."""
+    return _send(settings, slack=alert_content.slack_text(content, footer=footer),
+                 subject=alert_content.subject(content), html=alert_content.email_html(content, footer=footer),
+                 headers=headers, channels=channels)
 
 
-def failure_message(context: Any) -> tuple[str, str]:
-    """(subject, body) naming the DAG, task, logical date, run, error and log of a failed task."""
-    ti = context.get("ti")
-    dag = context.get("dag")
-    dag_id = getattr(dag, "dag_id", None) or getattr(ti, "dag_id", "?")
-    task_id = getattr(ti, "task_id", "?")
+def announce_rollback(settings: Settings, result: dict[str, Any], *, by: str, reason: str) -> dict[str, str]:
+    """One informational message for a rollback that happened; never raises (the pointer already moved)."""
+    from feedloop.registry import Registry
+
+    try:
+        registry = Registry.from_settings(settings)
+        content = alert_content.rollback_notice(settings, result, by=by, reason=reason,
+                                                report_uri=registry.version_uri(result["to"]) + "report.html")
+        errors = deliver(settings, content)
+    except Exception as exc:  # noqa: BLE001
+        log.exception("rollback alert not sent")
+        errors = dict.fromkeys(incidents.CHANNELS, f"{type(exc).__name__}: {exc}")
+    for channel, error in errors.items():
+        if error:
+            log.warning("rollback alert via %s not delivered: %s", channel, error)
+    return {c: "sent" if e is None else f"not sent: {e}" for c, e in errors.items()}
+
+
+def _send(settings: Settings, *, slack: str, subject: str, html: str, headers: dict[str, str] | None = None,
+          channels: tuple[str, ...] | list[str] = incidents.CHANNELS) -> dict[str, str | None]:
+    cfg = settings.alerts
+    errors: dict[str, str | None] = {}
+    for channel in channels:
+        try:
+            if channel == "slack":
+                from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+                SlackWebhookHook(slack_webhook_conn_id=cfg.slack_conn_id).send_text(slack)
+            else:
+                from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+                with SmtpHook(smtp_conn_id=cfg.smtp_conn_id) as hook:
+                    hook.send_email_smtp(to=list(cfg.email_to), from_email=cfg.email_from, subject=subject,
+                                         html_content=html, custom_headers=headers)
+        except Exception as exc:  # noqa: BLE001 - one broken channel must not silence the other
+            log.exception("feedloop alert via %s failed", channel)
+            errors[channel] = f"{type(exc).__name__}: {exc}"
+        else:
+            errors[channel] = None
+    return errors
+
+
+def _raise_undelivered(errors: dict[str, str | None], content: dict[str, Any]) -> None:
+    failed = {c: e for c, e in errors.items() if e}
+    if failed:
+        raise RuntimeError(f"feedloop alert not delivered ({'; '.join(f'{c}: {e}' for c, e in failed.items())}): "
+                           f"{content.get('kind')} {content.get('headline')}")
+
+
+def _message_id(record: dict[str, Any]) -> str:
+    return f"<incident-{record['id']}.{record['dag_id']}.{record['check']}@feedloop>"
+
+
+def _run(context: Any) -> alert_content.Run:
+    """The task instance of a callback context, with the links an operator needs."""
+    ti = context["ti"]
+    run_id = context.get("run_id") or ti.run_id
     logical_date = context.get("logical_date")
-    when = logical_date.isoformat() if logical_date else "none (manual run)"
-    exc = context.get("exception")
-    error = f"{type(exc).__name__}: {exc}" if exc is not None else "no exception recorded"
-    day = logical_date.date() if logical_date else context.get("run_id")
-    subject = f"[feedloop] {dag_id}.{task_id} failed for {day}"
-    lines = [
-        f"DAG: {dag_id}",
-        f"Task: {task_id} (try {getattr(ti, 'try_number', '?')})",
-        f"Logical date: {when}",
-        f"Run: {context.get('run_id')}",
-        f"Error: {error}",
-        f"Log: {_log_url(ti)}",
-    ]
-    return subject, "\n".join(lines)
+    dag_run = context.get("dag_run")
+    when = logical_date or getattr(dag_run, "run_after", None)
+    day = when.date() if when else datetime.now(timezone.utc).date()
+    return alert_content.Run(dag_id=ti.dag_id, task_id=ti.task_id, run_id=run_id, day=day,
+                             logical_date=logical_date, run_url=links.airflow_run_url(ti.dag_id, run_id),
+                             log_url=_log_url(ti))
 
 
-def _log_url(ti: Any) -> str:
+def _log_url(ti: Any) -> str | None:
     try:
         return ti.log_url
-    except Exception:  # the URL needs [api] base_url; a missing one must not lose the alert
-        return "(no log URL configured)"
+    except Exception:  # noqa: BLE001 - the URL needs [api] base_url; a missing one must not lose the alert
+        return None
+

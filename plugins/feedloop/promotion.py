@@ -32,7 +32,17 @@ SAMPLE_ROWS = 8  # rows + scores saved in the manifest so a pod can check a mode
 
 
 class PromotionBlocked(RuntimeError):
-    """The gate refused the candidate (or its ONNX export failed parity); the message says why."""
+    """The gate refused the candidate (or its ONNX export failed parity); the message says why.
+
+    check (gate | parity | canary), the version, its champion and the S3 URIs of its gate decision and
+    report travel with it, so the alert can list the failed checks and link the report.
+    """
+
+    def __init__(self, message: str, *, check: str = "gate", version: str = "", champion: str | None = None,
+                 gate_uri: str | None = None, report_uri: str | None = None):  # defaults: unpickling calls cls(message)
+        super().__init__(message)
+        self.check, self.version, self.champion = check, version, champion
+        self.gate_uri, self.report_uri = gate_uri, report_uri
 
 
 class EvaluationError(RuntimeError):
@@ -170,7 +180,9 @@ def register_candidate(*, ds: str, settings: Settings | None = None) -> dict[str
         raise EvaluationError(f"{cand.version}: evaluate, export and gate must run before register")
     if not parity["passed"]:
         raise PromotionBlocked(f"{cand.version} is not registered: ONNX parity max |diff| {parity['max_abs_diff']} "
-                               f"exceeds {parity['threshold']} on {parity['rows']} holdout rows")
+                               f"exceeds {parity['threshold']} on {parity['rows']} holdout rows",
+                               check="parity", version=cand.version, champion=decision["champion"],
+                               gate_uri=cand.stage_uri("gate.json"))
     core = {
         "version": cand.version,
         "feature_manifest": cand.feature_manifest,
@@ -227,7 +239,8 @@ def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_perc
     if not gate["promotable"]:
         report_uri = registry.store.uri(registry.bucket, registry.version_key(version, "report.html"))
         raise PromotionBlocked(f"promotion of {version} for {ds} blocked, live model unchanged: {gate['summary']}. "
-                               f"Report: {report_uri}")
+                               f"Report: {report_uri}", check="gate", version=version, champion=gate["champion"],
+                               gate_uri=gate.get("gate_uri"), report_uri=report_uri)
     live = registry.live()
     if live is not None and live.version == version:
         return {"flipped": False, "canary": False, "version": version, "previous": live.pointer["previous"],
@@ -239,7 +252,8 @@ def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_perc
                                  champion=gate["champion"])
         pointer = registry.flip(version=version, by=promoted_by, reason=reason, expect_live=gate["champion"])
     except CanaryConflict as exc:  # waits for an operator: a retry would be refused again
-        raise PromotionBlocked(f"{version} for {ds} not promoted: {exc}; then clear this task") from exc
+        raise PromotionBlocked(f"{version} for {ds} not promoted: {exc}; then clear this task", check="canary",
+                               version=version, champion=gate["champion"]) from exc
     log.info("live model is now %s (was %s)", version, pointer["previous"])
     return {"flipped": True, "canary": False, "version": version, "previous": pointer["previous"],
             "seq": pointer["seq"]}
@@ -261,12 +275,17 @@ def _start_canary(registry: Registry, live: Live, *, version: str, percent: floa
 def rollback(*, to: str | None, reason: str, by: str, dry_run: bool = False,
              settings: Settings | None = None) -> dict[str, Any]:
     """Point live.json back at `to` (default: the previous version) through the same compare-and-swap."""
-    registry = Registry.from_settings(settings or load_settings())
+    settings = settings or load_settings()
+    registry = Registry.from_settings(settings)
     plan = registry.plan_rollback(to=to, by=by, reason=reason)
+    result = {"dry_run": dry_run, "from": plan.pointer["previous"], "to": plan.pointer["version"],
+              "seq": plan.pointer["seq"], "diff": plan.diff()}
     if not dry_run:
         registry.commit(plan)
-    return {"dry_run": dry_run, "from": plan.pointer["previous"], "to": plan.pointer["version"],
-            "seq": plan.pointer["seq"], "diff": plan.diff()}
+        from feedloop import alerts  # imports Airflow's providers: only when a rollback really happened
+
+        result["alerted"] = alerts.announce_rollback(settings, result, by=by, reason=reason)
+    return result
 
 
 def run_rollback(*, params: dict[str, Any], run_id: str) -> dict[str, Any]:

@@ -130,10 +130,10 @@ def test_a_candidate_worse_in_one_segment_is_blocked_and_the_alert_names_it(env,
     FeedloopNotifier().notify({"ti": ti, "dag": None, "run_id": "scheduled__2026-11-06",
                                "logical_date": datetime(2026, 11, 6, tzinfo=timezone.utc), "exception": blocked.value})
     (path, body), = slack[1]
-    assert path == "/hook/T1/B1/X1" and "PromotionBlocked" in body["text"] and "tenant_id=globex" in body["text"]
+    assert path == "/hook/T1/B1/X1" and "gate blocked" in body["text"] and "tenant_id=globex" in body["text"]
     (_, mail), = smtp[1]
     email_body = mail.get_payload(0).get_payload(decode=True).decode() if mail.is_multipart() else mail.get_payload()
-    assert mail["Subject"] == "[feedloop] retrain_ranker.flip_pointer failed for 2026-11-06"
+    assert mail["Subject"].startswith("[feedloop] retrain_ranker.flip_pointer failed for 2026-11-06: gate blocked")
     assert "tenant_id=globex" in email_body and "regressed" in email_body
 
 

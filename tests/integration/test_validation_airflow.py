@@ -141,7 +141,7 @@ def test_a_bad_day_fails_quarantines_and_alerts_once_then_force_accept_clears(ai
     assert path == "/hook/T1/B1/X1"
     recipients, mail = smtp[1][0]
     assert recipients == ["ml-oncall@localhost"]
-    assert mail["Subject"] == "[feedloop] retrain_ranker.validate failed for 2026-11-06"
+    assert mail["Subject"].startswith("[feedloop] retrain_ranker.validate failed for 2026-11-06: validation failed")
     email_body = mail.get_payload(0).get_payload(decode=True).decode() if mail.is_multipart() else mail.get_payload()
     report = f"s3://{bucket}/validation/dt=2026-11-06/index.html"
     for text in (body["text"], email_body):
@@ -156,7 +156,8 @@ def test_a_bad_day_fails_quarantines_and_alerts_once_then_force_accept_clears(ai
 
     accepted = run(BAD_DAY, {"accept_hours": [22], "accept_reason": "one bad row from client 4.2; harmless"})
     assert accepted.returncode == 0, accepted.stdout[-3000:] + accepted.stderr[-3000:]
-    assert len(slack[1]) == 1 and len(smtp[1]) == 1, "a passing run sends nothing"
+    assert len(slack[1]) == 2 and len(smtp[1]) == 2, "the passing run resolves the incident: one message each"
+    assert "RESOLVED retrain_ranker.validate for 2026-11-06" in slack[1][1][1]["text"]
     hour = store.get_json(bucket, status.status_key(HourPartition(BAD_DAY, 22)))
     assert hour["state"] == "accepted" and hour["accepted"]["reason"] == "one bad row from client 4.2; harmless"
     assert quality.require_validated_window(settings, *_window(BAD_DAY))

@@ -14,11 +14,16 @@ _NOT_EXPECTATIONS = {"batch_id", "column", "row_condition", "condition_parser", 
 _EXAMPLES = 5
 
 
-def failure(partition: str, result: Any) -> dict[str, str]:
-    """One failed GX ExpectationValidationResult as plain observed-vs-expected text."""
+def failure(partition: str, result: Any, *, docs: str | None = None) -> dict[str, Any]:
+    """One failed GX ExpectationValidationResult as plain observed-vs-expected text.
+
+    column and failing_rows (GX's unexpected_count; None for table-level checks) are kept apart for
+    alerts; docs names the hour's Data Docs page that shows the result (hour=HH/<docs>.html).
+    """
     cfg = result.expectation_config
     kwargs = cfg.kwargs
     column = kwargs.get("column")
+    failing_rows = (result.result or {}).get("unexpected_count")
     return {
         "partition": partition,
         "check": cfg.meta.get("check", cfg.type),
@@ -26,6 +31,9 @@ def failure(partition: str, result: Any) -> dict[str, str]:
         "expectation": f"{cfg.type}({column})" if column else cfg.type,
         "expected": ", ".join(f"{k}={_short(v)}" for k, v in kwargs.items() if k not in _NOT_EXPECTATIONS) or "-",
         "observed": _observed(result),
+        "column": column,
+        "failing_rows": None if failing_rows is None else int(failing_rows),
+        "docs": docs,
     }
 
 

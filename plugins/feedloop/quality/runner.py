@@ -164,7 +164,8 @@ class _Engine:
             batch = self.batches[name].get_batch(batch_parameters={"dataframe": frame})
             result = batch.validate(build_suite(name, instances), result_format="SUMMARY")
             hour.results[name] = result
-            hour.failures += [report.failure(label(partition), r) for r in result.results if not r.success]
+            docs = "rows" if name == ROWS_SUITE else "metrics"
+            hour.failures += [report.failure(label(partition), r, docs=docs) for r in result.results if not r.success]
         return hour
 
     def _scope(self, partition: HourPartition, newest: bool, baseline: list[dict[str, Any]],

@@ -1,14 +1,10 @@
-"""Failure text (observed vs expected) from GX results, and the alert message of a failed task."""
+"""Failure text (observed vs expected) from GX results (the alerts' own tests: tests/unit/alerts/)."""
 
 from __future__ import annotations
-
-from datetime import datetime, timezone
-from types import SimpleNamespace
 
 from great_expectations.core import ExpectationValidationResult
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
-from feedloop.alerts import failure_message
 from feedloop.quality.report import failure, failure_line, verdict_message
 
 
@@ -25,7 +21,8 @@ def test_a_row_level_failure_names_counts_and_examples():
                 {"element_count": 1000, "unexpected_count": 3, "unexpected_percent": 0.3,
                  "partial_unexpected_list": [np.int32(0), np.int32(0), np.int32(0)]},
                 {"check": "position_range", "scope": "tenant=acme"})
-    f = failure("dt=2026-11-05/hour=22", r)
+    f = failure("dt=2026-11-05/hour=22", r, docs="rows")
+    assert (f["column"], f["failing_rows"], f["docs"]) == ("position", 3, "rows")
     assert failure_line(f) == ("dt=2026-11-05/hour=22 position_range [tenant=acme]: "
                                "expect_column_values_to_be_between(position) expected min_value=1, max_value=200; "
                                "observed 3 of 1000 rows unexpected (0.30%), e.g. [0, 0, 0]")
@@ -47,16 +44,4 @@ def test_the_verdict_lists_every_failure_and_the_report():
         "Validation of 2026-11-05 failed: 1 of 2 hour partition(s) quarantined.",
         "- dt=2026-11-05/hour=22 volume: e expected min_value=1; observed 0",
         "Report: s3://lake/validation/dt=2026-11-05/index.html (http://x/index.html)",
-    ]
-
-
-def test_the_alert_names_dag_task_date_error_and_log():
-    ti = SimpleNamespace(dag_id="ingest_engagement", task_id="sink", try_number=3, log_url="http://af/log")
-    context = {"ti": ti, "dag": SimpleNamespace(dag_id="ingest_engagement"), "run_id": "scheduled__x",
-               "logical_date": datetime(2026, 11, 5, tzinfo=timezone.utc), "exception": ValueError("broker down")}
-    subject, body = failure_message(context)
-    assert subject == "[feedloop] ingest_engagement.sink failed for 2026-11-05"
-    assert body.splitlines() == [
-        "DAG: ingest_engagement", "Task: sink (try 3)", "Logical date: 2026-11-05T00:00:00+00:00",
-        "Run: scheduled__x", "Error: ValueError: broker down", "Log: http://af/log",
     ]

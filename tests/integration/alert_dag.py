@@ -1,0 +1,27 @@
+"""A one-task DAG for the alert tests: the real flip step refuses a candidate the real gate blocked.
+
+The retrain DAG reaches its flip only after a day of training; this DAG calls the same task body
+(feedloop.training_tasks.promotion_step) with the gate decision from its run conf, so a gate block
+goes through Airflow's own failure callback exactly as in retrain_ranker.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+from feedloop import alerts
+from feedloop.training_tasks import promotion_step
+
+
+@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
+     default_args=alerts.default_args(retries=0), tags=["feedloop", "test"])
+def alert_gate_check():
+    @task
+    def flip(*, ds: str, run_id: str, dag_run=None) -> dict:
+        return promotion_step("flip_pointer", ds=ds, gate=dag_run.conf["gate"], promoted_by=f"alert_gate_check {run_id}")
+
+    flip()
+
+
+alert_gate_check()
