@@ -13,6 +13,7 @@ import io
 from typing import Any, Mapping, Sequence
 
 from feedloop.evaluate import METRICS
+from feedloop.quality.overview import FORCE_ACCEPTED, NOT_VALIDATED, QUARANTINED, STATES, DayStatus
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -21,8 +22,9 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}code{background:#f4f4f4;p
 
 
 def render(*, version: str, metrics: Mapping[str, Any], gate: Mapping[str, Any], manifest: Mapping[str, Any],
-           history: Sequence[Mapping[str, Any]]) -> bytes:
-    """The page. history: earlier versions as [{"version", "overall": {metric: value}}], oldest first."""
+           history: Sequence[Mapping[str, Any]], quality: Sequence[DayStatus] | None = None) -> bytes:
+    """The page. history: earlier versions as [{"version", "overall": {metric: value}}], oldest first;
+    quality: the training window's days as validation left them (None: the window is not known)."""
     cand, champ = metrics["candidate"], metrics.get("champion")
     verdict = "PROMOTABLE" if gate["promotable"] else "BLOCKED"
     parts = [
@@ -36,6 +38,7 @@ def render(*, version: str, metrics: Mapping[str, Any], gate: Mapping[str, Any],
         "<h2>Candidate vs champion per segment</h2>", _img(_segments_plot(cand, champ, metrics.get("popularity"))),
         _segments_table(cand, champ),
         "<h2>Metric history</h2>", _img(_history_plot(history, version, cand["overall"])),
+        "<h2>Data quality of the training window</h2>", _quality_table(quality, manifest),
         "<h2>Feature importance (gain)</h2>", _img(_importance_plot(metrics.get("feature_importance") or {})),
         "<h2>Scores: calibration and distribution</h2>", _img(_calibration_plot(metrics.get("calibration") or {})),
         "<h2>Lineage</h2>", _lineage(metrics, manifest),
@@ -80,9 +83,33 @@ def _segments_table(cand: Mapping[str, Any], champ: Mapping[str, Any] | None) ->
     return f"<table>{head}{''.join(body)}</table>"
 
 
+def _quality_table(days: Sequence[DayStatus] | None, manifest: Mapping[str, Any]) -> str:
+    """Hours per state for each day trained on, with the hours that were not clean named."""
+    if days is None:
+        return "<p>Training window unknown: the dataset lineage has no window_start / window_end.</p>"
+    if not days:
+        return "<p>The training window holds no days.</p>"
+    head = "<tr><th>day</th>" + "".join(f"<th>{_e(s)}</th>" for s in STATES) + "<th>validation run</th><th>notes</th></tr>"
+    rows = []
+    for d in days:
+        notes = "; ".join(f"{h.hour:02d}: {h.state}" + (f" ({h.why})" if h.why else "")
+                          for h in d.hours if h.state in (QUARANTINED, FORCE_ACCEPTED, NOT_VALIDATED))
+        cells = "".join(f"<td class='{'fail' if s == QUARANTINED and d.counts[s] else ''}'>{d.counts[s]}</td>"
+                        for s in STATES)
+        rows.append(f"<tr><td>{d.day}</td>{cells}<td>{_e(d.run_id or 'not validated')}</td>"
+                    f"<td style='text-align:left'>{_e(notes) or '-'}</td></tr>")
+    lineage = manifest.get("lineage") or {}
+    return (f"<p>As the validation recorded it when this version was registered; data range "
+            f"{_e(lineage.get('window_start'))} … {_e(lineage.get('window_end'))} (end exclusive).</p>"
+            f"<table>{head}{''.join(rows)}</table>")
+
+
 def _lineage(metrics: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
+    lineage = manifest.get("lineage") or {}
     items = {
         "logical date": manifest.get("logical_date"),
+        "data range": f"{lineage.get('window_start')} … {lineage.get('window_end')} (end exclusive)"
+        if lineage.get("window_start") else "unknown (no window in the dataset lineage)",
         "training run": manifest.get("run_uri"),
         "dataset": manifest.get("dataset_uri"),
         "holdout rows / query groups": f"{metrics['holdout']['rows']} / {metrics['holdout']['lists']}",
@@ -91,7 +118,6 @@ def _lineage(metrics: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
         "ONNX parity max |diff|": f"{_num(metrics['parity']['max_abs_diff'])} on {metrics['parity']['rows']} rows "
                                   f"(threshold {metrics['parity']['threshold']})",
     }
-    lineage = manifest.get("lineage") or {}
     items.update({f"lineage: {k}": v for k, v in lineage.items() if not isinstance(v, (dict, list))})
     return "<table>" + "".join(f"<tr><td>{_e(k)}</td><td><code>{_e(str(v))}</code></td></tr>"
                                for k, v in items.items()) + "</table>"

@@ -1,0 +1,274 @@
+"""The feedloop pages served by Airflow's api-server under /feedloop (see feedloop.ui.mount).
+
+Every page sits behind Airflow's own login and auth manager (the session cookie of the UI, or a
+bearer token): reading needs read access to the retrain_ranker DAG (the Model report tab: to the
+run's DAG); a rollback needs the right to trigger rollback_ranker and a canary change the right to
+trigger canary_ranker, the DAGs that make the same change. Objects from S3 (report.html, Data Docs)
+are streamed through these routes, so their links answer behind the same login.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+
+import jinja2
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.common.db.common import SessionDep
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from feedloop import assets
+from feedloop.config import Settings
+from feedloop.lake import HourPartition
+from feedloop.quality import overview
+from feedloop.registry import Registry, RegistryError
+from feedloop.storage import ObjectStore
+from feedloop.ui import airflow_db, mount
+from feedloop.ui.models import Catalog, change_pointer
+from feedloop.ui.runs import run_model
+
+CATALOG = Catalog()
+DEFAULT_DAYS, MAX_DAYS = 7, 62
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_DOCS_PAGE = re.compile(r"index\.html|hour=\d{2}/(rows|metrics)\.html")
+_BY_RUN = re.compile(rf"^({mount.RETRAIN_DAG}|{mount.ROLLBACK_DAG}|{mount.CANARY_DAG}) (\S+)$")
+
+READ_MODELS = Depends(requires_access_dag("GET", param_dag_id=mount.RETRAIN_DAG))
+ROLLBACK = Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=mount.ROLLBACK_DAG))
+CANARY = Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=mount.CANARY_DAG))
+READ_RUN = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="feedloop", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_exception_handler(StarletteHTTPException, _login_or_error)
+
+    @app.get("/models", dependencies=[READ_MODELS])
+    def models(request: Request, changed: int | None = None) -> HTMLResponse:
+        return _models_page(request, changed=changed)
+
+    @app.post("/models/rollback", dependencies=[ROLLBACK])
+    def rollback(request: Request, user: GetUserDep, reason: Annotated[str, Form()] = "",
+                 to: Annotated[str, Form()] = "", shown_seq: Annotated[str, Form()] = "") -> Response:
+        return _pointer_change(request, user, "rollback", reason=reason, to=to, shown_seq=shown_seq)
+
+    @app.post("/models/canary/{verb}", dependencies=[CANARY])
+    def canary(verb: str, request: Request, user: GetUserDep, reason: Annotated[str, Form()] = "",
+               shown_seq: Annotated[str, Form()] = "") -> Response:
+        if verb not in ("promote", "abort"):
+            raise HTTPException(404, f"no canary action {verb!r}: promote or abort")
+        return _pointer_change(request, user, f"{verb}-canary", reason=reason, shown_seq=shown_seq)
+
+    @app.get("/versions/{version}/report.html", dependencies=[READ_MODELS])
+    def version_report(version: str) -> HTMLResponse:
+        return HTMLResponse(_report_bytes(version))
+
+    @app.get("/runs/{dag_id}/{run_id}/report", dependencies=[READ_RUN])
+    def run_report(dag_id: str, run_id: str, request: Request, session: SessionDep) -> HTMLResponse:
+        return _run_report(request, session, dag_id, run_id)
+
+    @app.get("/quality", dependencies=[READ_MODELS])
+    def quality(request: Request, session: SessionDep, end: date | None = None,
+                days: Annotated[int, Query(ge=1, le=MAX_DAYS)] = DEFAULT_DAYS) -> HTMLResponse:
+        return _quality_page(request, session, end=end, days=days)
+
+    @app.get("/quality/docs/dt={day}/{page:path}", dependencies=[READ_MODELS])
+    def data_docs(day: date, page: str) -> HTMLResponse:
+        if not _DOCS_PAGE.fullmatch(page):
+            raise HTTPException(404, f"no Data Docs page {page!r}: index.html or hour=HH/rows.html|metrics.html")
+        settings = _settings()
+        key = f"{overview.day_prefix(day)}{page}"
+        found = _store().get(settings.s3.lake_bucket, key)
+        if found is None:
+            raise HTTPException(404, f"{_store().uri(settings.s3.lake_bucket, key)} does not exist: "
+                                     f"{day} was not validated (yet)")
+        return HTMLResponse(found.body)
+
+    @app.get("/static/{name}.svg")
+    def icon(name: str) -> Response:
+        if name not in _ICONS:
+            raise HTTPException(404, f"no icon {name!r}")
+        return Response(_ICONS[name], media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+    return app
+
+
+# ---- Models ---------------------------------------------------------------------------------------
+
+def _models_page(request: Request, *, changed: int | None = None, error: str | None = None,
+                 form: dict[str, str] | None = None, status_code: int = 200) -> HTMLResponse:
+    registry = _registry()
+    live = registry.live()
+    versions = CATALOG.versions(registry)
+    history = CATALOG.history(registry, live)
+    for row in history:
+        m = _BY_RUN.match(row.get("by") or "")
+        row["by_run_url"] = _run_url(request, m[1], m[2]) if m else None
+    pointer = live.pointer if live else None
+    live_version = pointer["version"] if pointer else None
+    done = next((h for h in history if h["seq"] == changed), None) if changed else None
+    return _render(request, "models.html", status_code=status_code, pointer=pointer,
+                   canary=(pointer or {}).get("canary"), versions=versions, history=history,
+                   targets=[v.version for v in versions if v.servable and v.version != live_version],
+                   default_target=(form or {}).get("to") or (pointer or {}).get("previous"),
+                   reason=(form or {}).get("reason", ""), error=error, done=done)
+
+
+def _pointer_change(request: Request, user: Any, action: str, *, reason: str, shown_seq: str,
+                    to: str | None = None) -> Response:
+    _same_origin(request)
+    try:
+        pointer = change_pointer(_registry(), action=action, shown_seq=int(shown_seq) if shown_seq else None,
+                                 by=f"airflow-ui {user.get_name()}", reason=reason.strip(), to=to)
+    except RegistryError as exc:
+        return _models_page(request, error=str(exc), form={"to": to or "", "reason": reason}, status_code=409)
+    return RedirectResponse(f"{_own_root(request)}/models?changed={pointer['seq']}", status_code=303)
+
+
+def _same_origin(request: Request) -> None:
+    """Refuse a form posted from another site (the login cookie is SameSite=Lax; this is the second lock)."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+        raise HTTPException(403, f"form posted from {origin}, not from this Airflow: refused")
+
+
+# ---- Model report tab -----------------------------------------------------------------------------
+
+def _run_report(request: Request, session: Any, dag_id: str, run_id: str) -> HTMLResponse:
+    if dag_id != mount.RETRAIN_DAG:
+        return _message(request, "Model report", f"The Model report belongs to {mount.RETRAIN_DAG} runs; "
+                                                 f"{dag_id} does not train models.")
+    exists, logical_date = airflow_db.run_logical_date(session, dag_id, run_id)
+    if not exists:
+        return _message(request, "Model report", f"{dag_id} has no run {run_id!r}.", status_code=404)
+    if logical_date is None:
+        return _message(request, "Model report", f"run {run_id} has no logical date, so no training day.")
+    ds = logical_date.astimezone(timezone.utc).date().isoformat()
+    registered = airflow_db.task_result(session, dag_id, run_id, "register")
+    registry = _registry()
+    model = run_model(registry, ds, registered_by_run=(registered or {}).get("version")
+                      if isinstance(registered, dict) else None)
+    if model.report_key is None:
+        return _message(request, f"Model report: {ds}", model.note, run_url=_run_url(request, dag_id, run_id))
+    live = registry.live()
+    banner = _templates().get_template("banner.html").render(
+        run_id=run_id, ds=ds, model=model, live=live.pointer if live else None,
+        models_url=f"{_airflow_root(request)}/plugin/{mount.MODELS_ROUTE}")
+    found = registry.store.get(registry.bucket, model.report_key)
+    if found is None:
+        return _message(request, f"Model report: {ds}", f"{registry.store.uri(registry.bucket, model.report_key)} "
+                                                        "does not exist", run_url=_run_url(request, dag_id, run_id))
+    page = found.body
+    head, body, rest = page.partition(b"<body>")
+    return HTMLResponse(head + body + banner.encode() + rest if body else banner.encode() + page)
+
+
+def _report_bytes(version: str) -> bytes:
+    if not _VERSION.fullmatch(version):
+        raise HTTPException(404, f"{version!r} is not a version id")
+    try:
+        return _registry().read(version, "report.html")
+    except RegistryError as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+# ---- Data quality ---------------------------------------------------------------------------------
+
+def _quality_page(request: Request, session: Any, *, end: date | None, days: int) -> HTMLResponse:
+    settings, store = _settings(), _store()
+    lake_bucket = settings.s3.lake_bucket
+    end = end or overview.latest_day(store, lake_bucket) or datetime.now(timezone.utc).date()
+    start = end - timedelta(days=days - 1)
+    statuses = overview.days_status(store, lake_bucket, start, end + timedelta(days=1))[::-1]
+    uris = {(d.day, h): assets.hour_partition_uri(settings, HourPartition(d.day, h).prefix)
+            for d in statuses for h in range(24)}
+    producers = airflow_db.asset_producers(session, uris.values())
+    validation_runs = airflow_db.existing_runs(session, mount.RETRAIN_DAG, (d.run_id for d in statuses))
+    ingest = {key: [(run_id, _run_url(request, dag_id, run_id)) for dag_id, run_id in producers.get(uri, [])]
+              for key, uri in uris.items()}
+    own = _own_root(request)
+    return _render(request, "quality.html", days=statuses, ingest=ingest, start=start, end=end, span=days,
+                   validation_run_url={d.run_id: _run_url(request, mount.RETRAIN_DAG, d.run_id)
+                                       for d in statuses if d.run_id in validation_runs},
+                   docs_root=f"{own}/quality/docs", states=overview.STATES,
+                   earlier=f"{own}/quality?end={start - timedelta(days=1)}&days={days}",
+                   later=f"{own}/quality?end={end + timedelta(days=days)}&days={days}")
+
+
+# ---- shared ---------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def _settings() -> Settings:
+    from feedloop.config import load_settings
+
+    return load_settings()
+
+
+@lru_cache(maxsize=1)
+def _store() -> ObjectStore:
+    """One S3 client per process (building one costs tens of ms; boto3 clients are thread-safe)."""
+    return ObjectStore.from_settings(_settings())
+
+
+def _registry() -> Registry:
+    return Registry(_store(), _settings().s3.models_bucket)
+
+
+@lru_cache(maxsize=1)
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    env.filters["num"] = lambda v, digits=4: "–" if v is None else f"{v:.{digits}f}"
+    env.filters["signed"] = lambda v: "–" if v is None else f"{v:+.4f}"
+    return env
+
+
+def _render(request: Request, template: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
+    html = _templates().get_template(template).render(own=_own_root(request), airflow=_airflow_root(request),
+                                                     **context)
+    return HTMLResponse(html, status_code=status_code)
+
+
+def _message(request: Request, title: str, text: str, *, status_code: int = 200,
+             run_url: str | None = None) -> HTMLResponse:
+    return _render(request, "message.html", status_code=status_code, title=title, text=text, run_url=run_url)
+
+
+def _own_root(request: Request) -> str:
+    """Where this app is mounted, e.g. /feedloop (behind a proxy path too)."""
+    return request.scope.get("root_path", "").rstrip("/") or mount.URL_PREFIX
+
+
+def _airflow_root(request: Request) -> str:
+    return _own_root(request).removesuffix(mount.URL_PREFIX)
+
+
+def _run_url(request: Request, dag_id: str, run_id: str) -> str:
+    """The run's page in Airflow's UI."""
+    return f"{_airflow_root(request)}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+async def _login_or_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """A browser without a valid login goes to Airflow's login page (and back); API clients get the error."""
+    if exc.status_code == 401 and "text/html" in request.headers.get("accept", ""):
+        from airflow.api_fastapi.app import get_auth_manager
+
+        return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
+    from fastapi.exception_handlers import http_exception_handler
+
+    return await http_exception_handler(request, exc)
+
+
+_ICONS = {
+    "models": b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="currentColor" '
+              b'stroke-width="2"><path d="M3 3v18h18"/><path d="M7 15l4-4 3 3 5-6"/></svg>',
+    "quality": b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="currentColor" '
+               b'stroke-width="2"><rect x="3" y="3" width="18" height="18" rx="2"/><path d="M8 12l3 3 5-6"/></svg>',
+}
