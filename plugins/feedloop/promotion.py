@@ -171,6 +171,7 @@ def gate_candidate(*, ds: str, overrides: dict[str, Any] | None = None,
 def register_candidate(*, ds: str, settings: Settings | None = None) -> dict[str, Any]:
     """Write the immutable version (refused when ONNX parity failed); returns its URIs."""
     from feedloop import report
+    from feedloop.quality import overview
 
     cand = load_candidate(ds=ds, settings=settings)
     s3 = cand.settings.s3
@@ -217,7 +218,8 @@ def register_candidate(*, ds: str, settings: Settings | None = None) -> dict[str
         "metrics.json": _json(metrics),
         "gate.json": _json(decision),
         "report.html": report.render(version=cand.version, metrics=metrics, gate=decision, manifest=manifest,
-                                     history=history),
+                                     history=history, quality=overview.window_status(cand.store, s3.lake_bucket,
+                                                                                     core["lineage"])),
         **{f"features/{name}": body for name, body in _snapshot(cand).items()},
     }
     return _registered(registry, cand.version, registry.register(version=cand.version, files=files, manifest=manifest))
