@@ -38,7 +38,9 @@ SETTINGS = load_settings()
 @dag(
     # Data intervals, so the run for 2026-11-05 starts after that day ends and its logical date
     # (ds) IS the day it validates; Airflow 3's default cron timetable would make ds the next day.
-    schedule=CronDataIntervalTimetable(SETTINGS.retrain.schedule, timezone="UTC"),
+    # retrain.schedule null: no schedule, only triggered runs (the closed-loop demo triggers one per day).
+    schedule=CronDataIntervalTimetable(SETTINGS.retrain.schedule, timezone="UTC") if SETTINGS.retrain.schedule
+    else None,
     start_date=pendulum.datetime(*SETTINGS.retrain.start_date.timetuple()[:3], tz="UTC"),
     catchup=True,
     max_active_runs=1,

@@ -60,12 +60,29 @@ class AirflowApi:
     def unpause(self, dag_id: str) -> None:
         self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
+    def dag_details(self, dag_id: str) -> dict:
+        """The DAG as the running Airflow parsed it (schedule, start_date, catchup, is_paused, ...)."""
+        return self._call("GET", f"/dags/{dag_id}/details")
+
     def trigger(self, dag_id: str, *, logical_date: str | None = None, conf: dict | None = None,
-                run_id: str | None = None) -> str:
+                run_id: str | None = None, data_interval: tuple[str, str] | None = None) -> str:
+        """Queue a run; `data_interval` (start, end) as a scheduled run would have it (Airflow infers the
+        interval BEFORE the logical date for a manual run of a data-interval timetable)."""
         body: dict = {"logical_date": logical_date, "conf": conf or {}}
         if run_id:
             body["dag_run_id"] = run_id
+        if data_interval:
+            body["data_interval_start"], body["data_interval_end"] = data_interval
         return self._call("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"]
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict | None:
+        """The run, or None if there is no run with that id."""
+        resp = self.http.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code >= 300:
+            raise AirflowApiError(f"GET /dags/{dag_id}/dagRuns/{run_id}: {resp.status_code} {resp.text[:500]}")
+        return resp.json()
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
@@ -73,7 +90,10 @@ class AirflowApi:
     def wait(self, dag_id: str, run_id: str, timeout: float = 900, poll: float = 2.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            state = self.run_state(dag_id, run_id)
+            try:
+                state = self.run_state(dag_id, run_id)
+            except httpx.TimeoutException:  # a busy api-server (SQLite locked by the scheduler): ask again
+                continue
             if state in TERMINAL:
                 return state
             time.sleep(poll)
@@ -89,3 +109,14 @@ class AirflowApi:
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
         return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")["value"]
+
+    def create_backfill(self, dag_id: str, *, from_date: str, to_date: str, conf: dict | None = None,
+                        reprocess: str = "none", max_active_runs: int = 1) -> dict:
+        """One run per schedule interval in [from_date, to_date], each with `conf` as its params; days that
+        already ran are re-run with it only if `reprocess` says so ("completed": all, "failed": failed ones)."""
+        return self._call("POST", "/backfills", json={
+            "dag_id": dag_id, "from_date": from_date, "to_date": to_date, "dag_run_conf": conf,
+            "reprocess_behavior": reprocess, "max_active_runs": max_active_runs})
+
+    def backfill(self, backfill_id: int) -> dict:
+        return self._call("GET", f"/backfills/{backfill_id}")

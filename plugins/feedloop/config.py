@@ -156,7 +156,8 @@ class AlertSettings(_Section):
 
 
 class RetrainSettings(_Section):
-    schedule: str = "@daily"                          # the retrain_ranker DAG (catchup backfills from start_date)
+    schedule: str | None = "@daily"                   # the retrain_ranker DAG (catchup backfills from start_date);
+                                                      # None: runs only when triggered (the closed-loop demo)
     start_date: date = date(2026, 11, 1)
 
 

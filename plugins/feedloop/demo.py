@@ -1,10 +1,26 @@
-"""`make demo`: the platform end to end on the embedded stack, then what happened and where to look."""
+"""`make demo`: the closed loop on the embedded stack, one simulated day at a time, then what happened.
+
+Each day: the simulated users get their feeds from two serving pods (the legacy policy while no
+model is live), the pods log the impressions and the simulator the outcomes; `ingest_engagement`
+lands them in the lake; `retrain_ranker` for that day validates, builds, trains, evaluates,
+exports, gates, registers and flips; the pods load the new version before the next day starts.
+
+Why one triggered run per day instead of catchup: day d + 1's traffic depends on day d's model, so
+no retrain may run before its day was served. The demo's Airflow parses `retrain_ranker` with no
+schedule (retrain.schedule null): nothing runs by itself, and the demo triggers each day's run
+through the REST API with its logical date, like an external scheduler would. (With a daily
+schedule and catchup off, unpausing would at once run the latest simulated day, whose traffic
+does not exist yet; a paused DAG starts no run at all.)
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import time
-from datetime import datetime, timedelta, timezone
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Callable
 
 import orjson
@@ -12,24 +28,57 @@ import orjson
 from feedloop import inventory, simulate, stack
 from feedloop.airflow_api import AirflowApi
 from feedloop.config import Settings, load_settings
+from feedloop.quality import status as quality_status
+from feedloop.ranking_client import RankingClient
 from feedloop.registry import Registry
+from feedloop.serving.pods import Pods
 from feedloop.stack.services import AirflowService
+from feedloop.storage import ObjectStore
+
+RETRAIN, INGEST = "retrain_ranker", "ingest_engagement"
+PODS = 2
+POLL_INTERVAL_S = "2"  # pods check live.json this often (default 5 s): a flip reaches them within seconds
+STATE_FILE = "demo_closed_loop.json"
 
 
-def simulate_once(settings: Settings, *, start, days: int, echo: Callable[[str], None]) -> int:
-    """Simulate the demo's days once per stack: re-running `make demo` must not re-send the same events."""
-    marker = settings.state_path / "demo_simulated.json"
-    if marker.exists():
-        done = orjson.loads(marker.read_bytes())
-        if done["start"] == str(start) and done["days"] == days:
-            echo(f"   already simulated on this stack ({done['events']:,} events); `make clean` to start over")
-            return done["events"]
-    report = simulate.run(settings, start=start, days=days, events_per_day=settings.simulate.events_per_day,
-                          ground_truth=settings.state_path / "ground_truth.json")
-    echo(f"   {report.events:,} events ({report.requests:,} requests) -> Kafka topic {settings.kafka.topic} "
-         f"in {report.seconds:.1f}s ({report.events_per_s:,.0f} events/s)")
-    marker.write_bytes(orjson.dumps({"start": str(start), "days": days, "events": report.events}))
-    return report.events
+@dataclass
+class DemoState:
+    """What the demo already did on this stack (days simulated, their figures), so a re-run resumes
+    where it stopped instead of re-sending a day's events."""
+
+    path: Path
+    start: date
+    days: int
+    simulated: dict[str, dict] = field(default_factory=dict)  # day -> DayStats fields + events produced
+
+    @classmethod
+    def load(cls, settings: Settings, days: int | None) -> DemoState:
+        path = settings.state_path / STATE_FILE
+        if (settings.state_path / "demo_simulated.json").exists():
+            raise stack.StackError(f"{settings.state_path} holds traffic of the earlier open-loop demo; "
+                                   "`make clean` to start over with the closed loop")
+        if path.exists():
+            doc = orjson.loads(path.read_bytes())
+            if days not in (None, doc["days"]):
+                raise stack.StackError(f"this stack ran the demo for {doc['days']} days from {doc['start']}; "
+                                       f"`make clean` to run it for {days}")
+            return cls(path, date.fromisoformat(doc["start"]), doc["days"], doc["simulated"])
+        days = days or settings.simulate.days
+        return cls(path, datetime.now(timezone.utc).date() - timedelta(days=days), days)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_bytes(orjson.dumps({"start": str(self.start), "days": self.days, "simulated": self.simulated},
+                                           option=orjson.OPT_INDENT_2))
+
+
+def closed_loop_settings(start: date) -> Settings:
+    """The platform's history starts with the simulated traffic; retrain_ranker runs only when triggered.
+
+    Set in this process's environment, so the Airflow the demo starts (and its tasks) see the same."""
+    os.environ["FEEDLOOP_RETRAIN__START_DATE"] = start.isoformat()
+    os.environ["FEEDLOOP_RETRAIN__SCHEDULE"] = "null"
+    return load_settings()
 
 
 def airflow_api(settings: Settings) -> AirflowApi:
@@ -37,100 +86,220 @@ def airflow_api(settings: Settings) -> AirflowApi:
     return AirflowApi.for_standalone(service.url, service.password_file())
 
 
-def run_dag(api: AirflowApi, dag_id: str, *, echo: Callable[[str], None], logical_date: str | None = None,
-            conf: dict | None = None) -> str:
+def check_triggered_only(api: AirflowApi, start: date) -> None:
+    """Refuse an Airflow that parsed retrain_ranker with a schedule or another start: it would run days by itself."""
+    api.wait_for_dag(RETRAIN)
+    details = api.dag_details(RETRAIN)
+    schedule, started = details.get("timetable_summary"), str(details.get("start_date") or "")
+    if schedule not in (None, "None") or not started.startswith(str(start)):
+        raise stack.StackError(
+            f"the running Airflow parsed {RETRAIN} with schedule {schedule!r} from {started[:10] or '?'}; the closed "
+            f"loop needs it triggered only, from {start} (it was started without the demo's settings, e.g. by "
+            "`make up`): `make down && make demo`")
+
+
+def run_dag(api: AirflowApi, dag_id: str) -> str:
     """Trigger a DAG run through the REST API and wait; a failed run stops the demo with its id."""
     api.wait_for_dag(dag_id)
     api.unpause(dag_id)
-    run_id = api.trigger(dag_id, logical_date=logical_date, conf=conf)
+    run_id = api.trigger(dag_id)
     state = api.wait(dag_id, run_id)
-    echo(f"   {dag_id} {run_id}: {state}")
     if state != "success":
         raise RuntimeError(f"{dag_id} run {run_id} {state}; see its task logs in the Airflow UI")
     return run_id
 
 
-def retrain_days(api: AirflowApi, settings: Settings, *, days: int, echo: Callable[[str], None],
-                 timeout: float = 1800) -> list[dict]:
-    """Unpause retrain_ranker: catchup runs one per simulated day, in order; wait and tabulate them."""
-    api.wait_for_dag("retrain_ranker")
-    api.unpause("retrain_ranker")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = api.dag_runs("retrain_ranker")
-        if len(runs) >= days and all(r["state"] in ("success", "failed") for r in runs):
-            break
-        time.sleep(5)
-    else:
-        raise RuntimeError(f"retrain_ranker catchup not finished after {timeout:.0f}s; see the Airflow UI")
-    rows = []
-    for r in runs:
-        tasks = {t["task_id"]: t["state"] for t in api.task_instances("retrain_ranker", r["dag_run_id"])}
-        row = {"day": r["logical_date"][:10], "run": r["state"], "tasks": tasks}
-        if tasks.get("evaluate") == "success":
-            row["evaluation"] = api.xcom("retrain_ranker", r["dag_run_id"], "evaluate")
-        if tasks.get("gate") == "success":
-            row["gate"] = api.xcom("retrain_ranker", r["dag_run_id"], "gate")
-        rows.append(row)
-        echo("   " + _retrain_line(row))
-    return rows
+def simulate_day(settings: Settings, sim: simulate.Simulator, client: RankingClient, d: int,
+                 echo: Callable[[str], None]) -> dict:
+    """One day of traffic through the pods; the simulator produces outcomes (and legacy impressions)."""
+    day = sim.start + timedelta(days=d)
+    report = simulate.SimulationReport(start=day, days=1)
+    dropped = client.dropped()
+    t0 = time.perf_counter()
+    sent = simulate.produce(settings, iter(sim.day_records(d, report)))
+    client.drain()
+    dropped = client.dropped() - dropped
+    stats = report.per_day[str(day)]
+    served = ", ".join(f"{v} {n:,}" for v, n in sorted(stats.by_version.items()))
+    echo(f"   {stats.lists:,} feeds served ({served}); {report.pod_impressions:,} impressions logged by the pods, "
+         f"{sent:,} events by the simulator, in {time.perf_counter() - t0:.1f}s; online CTR {stats.ctr:.3f}, "
+         f"true NDCG@10 {stats.ndcg:.3f}")
+    if dropped:
+        echo(f"   WARNING: the pods dropped {dropped:,} impression events (see feedloop_impressions_dropped_total); "
+             "their outcomes have no impression and validation will flag them")
+    return {**asdict(stats), "events": sent, "pod_impressions": report.pod_impressions, "pod_dropped": dropped}
 
 
-def _retrain_line(row: dict) -> str:
+def retrain_day(api: AirflowApi, day: date, *, accept: dict | None = None, timeout: float = 1800) -> dict:
+    """retrain_ranker for `day` (its data interval is the day), triggered once per stack; its outcome.
+
+    `accept`: the params {accept_hours, accept_reason} of an operator's re-run over quarantined hours. Airflow
+    keeps one run per (DAG, logical date), so that re-run takes 00:00:01 of the day as its logical date (ds and
+    the data interval stay the day) and the failed run stays in the history."""
+    run_id = f"closed_loop__{day}" + ("__accepted" if accept else "")
+    if api.dag_run(RETRAIN, run_id) is None:
+        interval = tuple(f"{d}T00:00:00+00:00" for d in (day, day + timedelta(days=1)))
+        logical = f"{day}T00:00:01+00:00" if accept else interval[0]
+        api.trigger(RETRAIN, run_id=run_id, logical_date=logical, data_interval=interval, conf=accept)
+    state = api.wait(RETRAIN, run_id, timeout=timeout)
+    tasks = {t["task_id"]: t["state"] for t in api.task_instances(RETRAIN, run_id)}
+    row = {"day": str(day), "run": state, "run_id": run_id, "tasks": tasks, "accepted": accept}
+    for task in ("evaluate", "gate", "flip"):
+        if tasks.get(task) == "success":
+            row[task] = api.xcom(RETRAIN, run_id, task)
+    return row
+
+
+def ctr_lift_hours(settings: Settings, day: date) -> list[int]:
+    """Hours of `day` quarantined ONLY because CTR rose above the trailing band; [] if anything else failed.
+
+    Why: on a day served by a newly promoted model, CTR above the band of the legacy days is the lift
+    the loop is after, not broken logging; an operator would accept those hours (and never a CTR drop
+    or any other failure, which stays quarantined and blocks training)."""
+    summary = ObjectStore.from_settings(settings).get_json(settings.s3.lake_bucket, quality_status.summary_key(day))
+    if not summary or summary["day_failures"]:
+        return []
+    hours = []
+    for hour, result in summary["hours"].items():
+        if not all(f["check"] == "ctr_drift" and _above_band(f) for f in result["failures"]):
+            return []
+        if result["failures"]:
+            hours.append(int(hour))
+    return hours
+
+
+def _above_band(failure: dict) -> bool:
+    high = re.search(r"max_value=([0-9.]+)", failure["expected"])
+    seen = re.findall(r"[0-9.]+", failure["observed"].partition("e.g.")[2])
+    return bool(high and seen) and all(float(v) > float(high.group(1)) for v in seen)
+
+
+def retrain_outcome(row: dict) -> str:
+    if row.get("accepted"):
+        hours = ", ".join(f"{h:02d}h" for h in row["accepted"]["accept_hours"])
+        return f"[{hours} accepted: CTR lift] " + retrain_outcome({**row, "accepted": None})
     tasks = row["tasks"]
     if tasks.get("build_dataset") == "skipped":
-        return f"{row['day']}  validated; training skipped (fewer than dataset.min_window_days days of data)"
-    if "evaluation" not in row:
+        return "validated; no training yet (< dataset.min_window_days days of data)"
+    if "evaluate" not in row:
         failed = [t for t, s in tasks.items() if s == "failed"]
-        return f"{row['day']}  {row['run']}: failed at {', '.join(failed) or '?'} (see the task log in the Airflow UI)"
-    ev, gate = row["evaluation"], row.get("gate", {})
-    flipped = tasks.get("flip") == "success"
+        return f"{row['run']}: failed at {', '.join(failed) or '?'} (see the task log in the Airflow UI)"
+    ev, gate = row["evaluate"], row.get("gate", {})
     overall = ev["overall"]
-    return (f"{row['day']}  candidate {ev['version']}  AUC {overall['auc']:.3f}  NDCG@10 {overall['ndcg@10']:.3f}  "
-            f"vs champion {ev['champion'] or '-'}: {'PROMOTED' if flipped else 'held: ' + gate.get('summary', '?')}")
+    flip = row.get("flip") or {}
+    verdict = "PROMOTED" if flip.get("flipped") else "kept live" if flip else "held: " + _first_reason(gate)
+    return f"{ev['version']}  AUC {overall['auc']:.3f}  NDCG@10 {overall['ndcg@10']:.3f}  {verdict}"
+
+
+def _first_reason(gate: dict) -> str:
+    """The gate's overall failures, short (every check is in the version's gate.json, report.html and task log)."""
+    summary = gate.get("summary", "?")
+    lines = re.split(r"; (?![^()]*\))", summary.partition(": ")[2] or summary)  # not inside "(...; n groups)"
+    overall = [line for line in lines if " overall " in line] or lines[:1]
+    short = [re.sub(r"^(\S+) in overall regressed: candidate (\S+) vs champion (\S+) .*", r"\1 \2 < champion \3", line)
+             for line in overall]
+    more = len(lines) - len(overall)
+    return ", ".join(short) + (f" (+{more} more failed checks)" if more else "")
+
+
+def _table(rows: list[dict]) -> list[str]:
+    width = max([len(", ".join(r["stats"]["by_version"])) for r in rows] + [12])
+    lines = [f"{'day':<10}  {'model live (serving)':<{width}}  {'feeds':>6}  {'CTR':>6}  {'NDCG@10':>7}  "
+             f"{'legacy*':>7}  retrain of the day: candidate, holdout AUC / NDCG@10, gate"]
+    for r in rows:
+        s = r["stats"]
+        lines.append(f"{r['day']:<10}  {', '.join(s['by_version']):<{width}}  {s['lists']:>6,}  {s['ctr']:>6.3f}  "
+                     f"{s['ndcg']:>7.3f}  {s['legacy_ndcg']:>7.3f}  {retrain_outcome(r['retrain'])}")
+    lines.append("CTR = clicks / impressions shown; NDCG@10 = ground truth (hidden utility) of what was served; "
+                 "legacy* = the legacy policy's NDCG@10 on the same requests")
+    return lines
+
+
+def _summary(rows: list[dict]) -> str:
+    legacy = [r["stats"] for r in rows if set(r["stats"]["by_version"]) == {simulate.LEGACY}]
+    served = [r["stats"] for r in rows if simulate.LEGACY not in r["stats"]["by_version"]]
+    if not legacy or not served:
+        return (f"{len(legacy)} legacy day(s), {len(served)} model-served day(s): "
+                "no comparison (a model goes live after dataset.min_window_days days)")
+
+    def pooled(days: list[dict]) -> tuple[float, float, float]:
+        lists, imps = sum(s["lists"] for s in days), sum(s["impressions"] for s in days)
+        return (sum(s["clicks"] for s in days) / imps, sum(s["ndcg_sum"] for s in days) / lists,
+                sum(s["legacy_ndcg_sum"] for s in days) / lists)
+
+    (l_ctr, l_ndcg, _), (m_ctr, m_ndcg, m_legacy) = pooled(legacy), pooled(served)
+    return (f"legacy policy ({len(legacy)} days): CTR {l_ctr:.3f}, NDCG@10 {l_ndcg:.3f}  |  model-served "
+            f"({len(served)} days): CTR {m_ctr:.3f} ({m_ctr / l_ctr - 1:+.0%}), NDCG@10 {m_ndcg:.3f} "
+            f"({m_ndcg / l_ndcg - 1:+.0%}); on those same requests the legacy policy scores NDCG@10 {m_legacy:.3f}")
 
 
 def run(settings: Settings, *, days: int | None = None, echo: Callable[[str], None] = print) -> dict:
     t0 = time.perf_counter()
-    days = days or settings.simulate.days
-    start = datetime.now(timezone.utc).date() - timedelta(days=days)
-    if "FEEDLOOP_RETRAIN__START_DATE" not in os.environ:
-        # The platform's history starts with the simulated traffic: catchup runs from there.
-        os.environ["FEEDLOOP_RETRAIN__START_DATE"] = start.isoformat()
-        settings = load_settings()
+    state = DemoState.load(settings, days)
+    start, days = state.start, state.days
+    settings = closed_loop_settings(start)
     echo("== 1. embedded stack")
     services = stack.up(settings, echo=echo)
-    echo(f"== 2. simulate {days} day(s) of traffic from {start}")
-    events = simulate_once(settings, start=start, days=days, echo=echo)
-    echo("== 3. ingest through Airflow: trigger ingest_engagement and wait")
     api = airflow_api(settings)
-    ingested = run_dag(api, "ingest_engagement", echo=echo)
-    inventories = [inventory.day_inventory(settings, start + timedelta(days=d)) for d in range(days + 1)]
-    for inv in inventories:
-        echo(f"   dt={inv.day}: {inv.rows:,} events in {inv.objects} objects over {len(inv.hours)} hour partitions")
-    landed = sum(inv.rows for inv in inventories)
-    echo(f"   {landed:,} of {events:,} simulated events are in s3://{settings.s3.lake_bucket}/events/engagement/ "
-         f"(last run {ingested})")
-    echo(f"== 4. daily retrain through Airflow: catchup of retrain_ranker for {start} .. "
-         f"{start + timedelta(days=days - 1)} (validate, build, train, evaluate, export, gate, register, flip)")
-    retrains = retrain_days(api, settings, days=days, echo=echo)
-    live = Registry.from_settings(settings).live()
-    if live is None:
-        echo("   no model is live yet (see the table above for why)")
-    else:
-        metrics = Registry.from_settings(settings).read_json(live.version, "metrics.json")["candidate"]["overall"]
-        echo(f"   LIVE: {live.version}  ({live.pointer['uri']}, sha256 {live.pointer['sha256'][:12]}...)")
-        echo("   holdout metrics: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float)))
-    summary = {"start": str(start), "days": days, "events": events, "ingested": landed,
-               "retrain": retrains, "live": live.version if live else None,
-               "seconds": round(time.perf_counter() - t0, 1)}
-    echo("== done in {seconds}s. Where to look:".format(**summary))
+    check_triggered_only(api, start)
+    api.unpause(RETRAIN)  # a paused DAG starts no queued run; with no schedule it creates none by itself
+    echo(f"== 2. {PODS} serving pods (they poll ranker/live.json every {POLL_INTERVAL_S}s)")
+    pods = Pods(settings, port=settings.serving.port, replicas=PODS,
+                env={**stack.settings_env(settings), "FEEDLOOP_SERVING__POLL_INTERVAL_S": POLL_INTERVAL_S})
+    pods.start()
+    echo(f"   {', '.join(pods.urls)}: serving {pods.versions()} (None: no model yet -> 503, legacy policy)")
+    client = RankingClient(pods.urls)
+    sim = simulate.Simulator(settings, start=start, days=days, events_per_day=settings.simulate.events_per_day,
+                             ranker=client.rank)
+    simulate.write_catalog(settings, sim)
+    sim.world.save(settings.state_path / "ground_truth.json", start=start, ids=sim.ids)
+    registry = Registry.from_settings(settings)
+    echo(f"== 3. closed loop, {days} days from {start}: serve -> ingest -> retrain (validate, build, train, "
+         "evaluate, export, gate, register, flip) -> pods load the new model")
+    rows = []
+    try:
+        for d in range(days):
+            day = start + timedelta(days=d)
+            echo(f"-- {day} (day {d + 1}/{days})")
+            if str(day) in state.simulated:
+                echo("   traffic already simulated on this stack (resuming)")
+            else:
+                live = registry.live()
+                if live is not None:  # the day is served by the model live now, on every pod
+                    echo(f"   pods serve {live.version} (live) after {pods.wait_for(live.version, timeout=180):.1f}s")
+                state.simulated[str(day)] = simulate_day(settings, sim, client, d, echo)
+                state.save()
+            run_dag(api, INGEST)
+            echo(f"   {INGEST}: {inventory.day_inventory(settings, day).rows:,} events of {day} in the lake")
+            retrain = retrain_day(api, day)
+            echo(f"   {RETRAIN} {retrain['run_id']}: {retrain_outcome(retrain)}")
+            served_by = set(state.simulated[str(day)]["by_version"]) - {simulate.LEGACY}
+            lifted = ctr_lift_hours(settings, day) if retrain["tasks"].get("validate") == "failed" and served_by else []
+            if lifted:
+                reason = (f"CTR above the trailing band of the legacy days while {', '.join(sorted(served_by))} served: "
+                          "the model's lift (accepted by the closed-loop demo)")
+                echo(f"   hour(s) {lifted} quarantined for CTR ABOVE the band only; re-run with accept_hours: {reason}")
+                retrain = retrain_day(api, day, accept={"accept_hours": lifted, "accept_reason": reason})
+                echo(f"   {RETRAIN} {retrain['run_id']}: {retrain_outcome(retrain)}")
+            rows.append({"day": str(day), "stats": state.simulated[str(day)], "retrain": retrain})
+    finally:
+        client.close()
+    live = registry.live()
+    seconds = round(time.perf_counter() - t0, 1)
+    echo(f"== closed loop, {days} days in {seconds}s")
+    for line in _table(rows):
+        echo("   " + line)
+    echo("   " + _summary(rows))
+    echo(f"   live now: {live.version if live else 'no model'}")
+    echo("== where to look")
     for s in services:
         for key, value in s.details.items():
             echo(f"   {s.title:<22} {key:<10} {value}")
+    echo(f"   serving pods           {', '.join(pods.urls)}  (POST /rank, GET /version, /metrics)")
     echo(f"   ground truth           {settings.state_path / 'ground_truth.json'}")
     echo(f"   validation reports     s3://{settings.s3.lake_bucket}/validation/dt=<day>/index.html")
     echo(f"   model versions         s3://{settings.s3.models_bucket}/ranker/versions/ (report.html each); "
          "`feedloop model list`")
     echo("   stop everything with   make down")
-    return summary
+    return {"start": str(start), "days": days, "pods": pods.urls, "table": rows,
+            "live": live.version if live else None, "seconds": seconds}

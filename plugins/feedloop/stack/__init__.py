@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from feedloop.config import Settings
-from feedloop.stack.process import StackError, port_in_use
+from feedloop.stack.process import ManagedProcess, StackError, port_in_use
 from feedloop.stack.services import Service, airflow_env, services, settings_env
 
 __all__ = ["StackError", "ServiceStatus", "up", "down", "status", "airflow_env", "settings_env"]
@@ -74,14 +74,25 @@ def _start(service: Service, timeout: float, echo: Callable[[str], None]) -> Non
 
 
 def down(settings: Settings, *, echo: Callable[[str], None] = print) -> list[str]:
-    """Stop the services this stack started (by recorded pid), in reverse order."""
-    stopped = []
+    """Stop the services this stack started (by recorded pid), in reverse order; serving pods first."""
+    stopped = _stop_serving_pods(settings, echo)
     for service in reversed(services(settings)):
         if service.process.stop():
             stopped.append(service.name)
             echo(f"{service.title}: stopped")
         else:
             echo(f"{service.title}: not running")
+    return stopped
+
+
+def _stop_serving_pods(settings: Settings, echo: Callable[[str], None]) -> list[str]:
+    """Pods started in the background under this state folder (feedloop.serving.pods.Pods, e.g. by `make demo`)."""
+    run_dir = settings.state_path / "run"
+    stopped = []
+    for pid_file in sorted(run_dir.glob("serving-*.pid")):
+        if ManagedProcess(pid_file.stem, [], run_dir, settings.state_path / "logs").stop():
+            stopped.append(pid_file.stem)
+            echo(f"serving pod :{pid_file.stem.removeprefix('serving-')}: stopped")
     return stopped
 
 

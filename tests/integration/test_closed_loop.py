@@ -1,0 +1,159 @@
+"""The closed loop for real: simulated users get their feeds from two uvicorn pods, which log the impressions.
+
+Three days are served by the legacy policy (no model is live: the pods answer 503), then the real
+pipeline steps of the retrain DAG turn them into a model for the simulator's own world (ingest, build,
+train, evaluate, export, gate, register, flip), the pods load it, and the fourth day is served by it.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+from datetime import date, timedelta
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+from feedloop import dataset, promotion, simulate, train
+from feedloop.ingest import sink
+from feedloop.ranking_client import RankingClient
+from feedloop.registry import Registry
+from feedloop.serving.pods import Pods
+from feedloop.stack.process import port_in_use
+from feedloop.storage import ObjectStore
+from tests.integration.test_simulate_roundtrip import _read_all
+
+pytestmark = pytest.mark.integration
+
+START = date(2025, 6, 1)
+DAYS = 4            # 3 days make the first training window; the 4th is served by the model
+EVENTS_PER_DAY = 3000
+
+
+@pytest.fixture(scope="module")
+def loop(embedded, tmp_path_factory):
+    from feedloop.streams import ensure_topic
+
+    suffix = uuid.uuid4().hex[:8]
+    topic, lake_bucket, models_bucket = f"loop-{suffix}", f"lake-{suffix}", f"models-{suffix}"
+    ensure_topic(embedded.kafka, topic=topic)
+    store = ObjectStore.from_settings(embedded)
+    store.ensure_bucket(lake_bucket)
+    store.ensure_bucket(models_bucket)
+    state = tmp_path_factory.mktemp("loop")
+    settings = embedded.model_copy(update={
+        "state_dir": state,
+        "s3": embedded.s3.model_copy(update={"lake_bucket": lake_bucket, "models_bucket": models_bucket}),
+        "kafka": embedded.kafka.model_copy(update={"topic": topic}),
+        "retrain": embedded.retrain.model_copy(update={"start_date": START}),
+        "train": embedded.train.model_copy(update={"num_boost_round": 60, "min_boost_round": 20}),
+    })
+    pods = Pods(settings, port=_two_free_ports(), replicas=2, env={
+        "FEEDLOOP_S3__MODELS_BUCKET": models_bucket, "FEEDLOOP_KAFKA__TOPIC": topic, "FEEDLOOP_STATE_DIR": str(state),
+        "FEEDLOOP_SERVING__CACHE_DIR": str(state / "cache"), "FEEDLOOP_SERVING__POLL_INTERVAL_S": "0.3"})
+    pods.start()
+    client = RankingClient(pods.urls)
+    try:
+        sim = simulate.Simulator(settings, start=START, days=DAYS, events_per_day=EVENTS_PER_DAY, seed=5,
+                                 ranker=client.rank)
+        simulate.write_catalog(settings, sim)
+        report = simulate.SimulationReport(START, DAYS)
+        produced: dict[int, list[dict]] = {}
+        for d in range(DAYS - 1):
+            produced[d] = _step(settings, sim, client, d, report)
+        version = _retrain(settings, START + timedelta(days=DAYS - 2))
+        pods.wait_for(version, timeout=60)
+        dropped = client.dropped()
+        produced[DAYS - 1] = _step(settings, sim, client, DAYS - 1, report)
+        dropped = client.dropped() - dropped
+        yield SimpleNamespace(settings=settings, report=report, produced=produced, version=version, dropped=dropped,
+                              kafka=[orjson.loads(m.value) for m in _read_all(settings, topic)])
+    finally:
+        client.close()
+        pods.stop()
+
+
+def _two_free_ports() -> int:
+    """Below the kernel's ephemeral range (32768+), where outgoing connections may take a port we just probed."""
+    rng = random.Random()
+    return next(p for p in (rng.randrange(20_000, 30_000) for _ in range(200))
+                if not port_in_use(p) and not port_in_use(p + 1))
+
+
+def _step(settings, sim, client, d, report) -> list[dict]:
+    """One simulated day through the pods; what the simulator itself produced."""
+    records = sim.day_records(d, report)
+    simulate.produce(settings, iter(records))
+    client.drain()
+    return [orjson.loads(r.value) for r in records]
+
+
+def _retrain(settings, day: date) -> str:
+    """What retrain_ranker runs for `day`, step by step through the library; returns the flipped version."""
+    assert sink.run(settings).records > 0  # one bounded run reads until the topic is drained
+    dataset.build(settings, end=day + timedelta(days=1))
+    train.train(settings, day=day)
+    ds = day.isoformat()
+    promotion.evaluate_candidate(ds=ds, settings=settings)
+    promotion.export_candidate(ds=ds, settings=settings)
+    # one thin day of history: the first model only has to be valid (the gate is tested in test_promotion.py)
+    decision = promotion.gate_candidate(ds=ds, overrides={"floors": {"auc": 0.0, "ndcg@10": 0.0}}, settings=settings)
+    promotion.register_candidate(ds=ds, settings=settings)
+    return promotion.flip_pointer(ds=ds, gate=decision, promoted_by="test_closed_loop", settings=settings)["version"]
+
+
+def _stats(loop, d: int) -> simulate.DayStats:
+    return loop.report.per_day[str(START + timedelta(days=d))]
+
+
+def test_with_no_model_live_the_legacy_policy_serves_and_the_simulator_logs_its_impressions(loop):
+    for d in range(DAYS - 1):
+        stats = _stats(loop, d)
+        impressions = [e for e in loop.produced[d] if e["event_type"] == "impression"]
+        assert stats.lists > 100 and stats.by_version == {simulate.LEGACY: stats.lists}
+        assert len(impressions) == stats.impressions and not any(e.get("model_version") for e in impressions)
+        assert stats.ndcg == pytest.approx(stats.legacy_ndcg)
+
+
+def test_outcomes_of_a_served_day_follow_the_impressions_the_pods_logged(loop):
+    day = DAYS - 1
+    stats = _stats(loop, day)
+    mine = loop.produced[day]
+    assert mine and not any(e["event_type"] == "impression" for e in mine)  # the pods logged those
+    requests = {e["request_id"] for e in mine}
+    logged = {(e["request_id"], e["item_id"]): e for e in loop.kafka
+              if e["event_type"] == "impression" and e["request_id"].startswith(f"req-{_tag(day)}-")}
+    assert loop.dropped == 0
+    assert len(logged) == stats.impressions == loop.report.pod_impressions
+    assert {e.get("model_version") for e in logged.values()} == {loop.version}
+    for e in mine:
+        shown = logged[(e["request_id"], e["item_id"])]
+        assert shown["position"] == e["position"] and shown["event_ts"] < e["event_ts"]
+    assert requests <= {k[0] for k in logged}
+
+
+def test_the_report_counts_add_up_per_version_and_per_day(loop):
+    served = _stats(loop, DAYS - 1)
+    assert served.by_version == {loop.version: served.lists}
+    assert all(sum(_stats(loop, d).by_version.values()) == _stats(loop, d).lists for d in range(DAYS))
+    lists_in_kafka = {e["request_id"] for e in loop.kafka if e["event_type"] == "impression"}
+    assert sum(_stats(loop, d).lists for d in range(DAYS)) == len(lists_in_kafka)
+    clicks = sum(1 for d in range(DAYS) for e in loop.produced[d] if e["event_type"] == "click")
+    assert sum(_stats(loop, d).clicks for d in range(DAYS)) == clicks
+    assert 0 < served.ndcg <= 1 and 0 < served.legacy_ndcg <= 1
+    assert served.ctr == pytest.approx(served.clicks / served.impressions)
+    # exploration lists (shuffled by the legacy policy or by a pod) are counted whoever shuffled them
+    explored = {e["request_id"] for e in loop.kafka if e["event_type"] == "impression" and e.get("explore")}
+    assert loop.report.exploration_requests == len(explored) > 0
+
+
+def test_the_pods_serve_the_registered_live_version(loop):
+    assert Registry.from_settings(loop.settings).live().version == loop.version
+    assert Counter(e.get("model_version") for e in loop.kafka if e["event_type"] == "impression") == {
+        None: sum(_stats(loop, d).impressions for d in range(DAYS - 1)), loop.version: _stats(loop, DAYS - 1).impressions}
+
+
+def _tag(d: int) -> str:
+    return (START + timedelta(days=d)).strftime("%Y%m%d")
