@@ -77,9 +77,9 @@ def validation(settings: Settings, run: Run, summary: dict[str, Any], *, report_
     rows = [f["failing_rows"] for f in failures if f.get("failing_rows") is not None]
     pages = dict.fromkeys((f["partition"], f["docs"]) for f in failures if f.get("docs"))
     doc_links = [(f"Data Docs {partition} ({docs})",
-                  links.data_docs_url(settings, f"s3://{bucket}/validation/{partition}/{docs}.html"))
+                  links.data_docs_url(run.day, f"{partition.split('/', 1)[1]}/{docs}.html"))
                  for partition, docs in pages]
-    doc_links.append((f"Validation report {run.partition} (all hours)", links.data_docs_url(settings, report_uri)))
+    doc_links.append((f"Validation report {run.partition} (all hours)", links.data_docs_url(run.day, "index.html")))
     partitions = [f"{run.partition}/hour={h:02d}" for h in failed_hours] or [run.partition]
     return _content(
         run, kind="validation failed",
@@ -103,7 +103,7 @@ def blocked(settings: Settings, run: Run, exc: Any, *, failing_days: int) -> dic
         "parity": ("ONNX parity failed", f"{exc.version} is not registered; the live model is unchanged"),
         "canary": ("promotion waiting", f"{exc.version} not promoted while a canary runs"),
     }[exc.check]
-    found = [("Model report " + exc.version, links.model_report_url(settings, exc.report_uri))] \
+    found = [("Model report " + exc.version, links.model_report_url(exc.version))] \
         if exc.report_uri and _exists(settings, exc.report_uri) else []
     return _content(run, kind=kind, headline=headline, partitions=[run.partition],
                     details_title="Failed checks (candidate vs limit)",
@@ -126,7 +126,7 @@ def task_failure(run: Run, error: BaseException | None, *, failing_days: int) ->
 def rollback_notice(settings: Settings, result: dict[str, Any], *, by: str, reason: str,
                     report_uri: str | None) -> dict[str, Any]:
     """An informational message: the live model was rolled back (who, why, from -> to)."""
-    found = [(f"Model report {result['to']}", links.model_report_url(settings, report_uri))] \
+    found = [(f"Model report {result['to']}", links.model_report_url(result["to"]))] \
         if report_uri and _exists(settings, report_uri) else []
     return {"kind": "rollback", "headline": f"live model rolled back {result['from']} -> {result['to']}",
             "fields": [("From", result["from"]), ("To", result["to"]), ("By", by), ("Why", reason),

@@ -152,7 +152,6 @@ class AlertSettings(_Section):
     email_to: tuple[str, ...] = ("ml-oncall@localhost",)
     incident_window_hours: float = Field(24, gt=0)    # a repeat of the same DAG + task + day within this updates
                                                       # the open incident instead of alerting again
-    link_expiry_hours: float = Field(168, gt=0, le=168)  # presigned S3 links in alerts (SigV4 allows 7 days)
 
 
 class RetrainSettings(_Section):

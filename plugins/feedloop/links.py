@@ -1,50 +1,44 @@
-"""Every URL an operator is sent to (alerts, CLI), built in one place.
+"""Every URL an operator is sent to from an alert, built in one place: pages inside Airflow.
 
-Why one place: GX Data Docs pages and model reports are linked as presigned S3 URLs today (they
-answer 200 for `alerts.link_expiry_hours` without any other login). When the feedloop Airflow UI
-plugin serves them behind the Airflow login at `<airflow>/feedloop/...`, only `data_docs_url` and
-`model_report_url` change. Airflow run links follow the UI's own route `/dags/<dag>/runs/<run>`
-under Airflow's `[api] base_url` (the same base Airflow uses for its task log links).
+Why inside Airflow: the feedloop plugin (feedloop.ui) serves the GX Data Docs pages and the model
+reports behind Airflow's login and permissions at `<airflow>/feedloop/...`, so a link in Slack or an
+email opens for whoever may read retrain_ranker (after logging in, and back) and for nobody else,
+and it never expires, unlike a presigned S3 URL, which lets anyone holding it read the lake until
+it expires. Run links follow the UI's own route `/dags/<dag>/runs/<run>`. The base is Airflow's
+`[api] base_url` (the one Airflow uses for its own task log links): set it to what operators open.
 """
 
 from __future__ import annotations
 
+from datetime import date
 from urllib.parse import quote
 
-from feedloop.config import Settings
-from feedloop.storage import ObjectStore
+from feedloop.ui.mount import URL_PREFIX
 
 AIRFLOW_DEFAULT_URL = "http://localhost:8080"  # what Airflow itself falls back to without [api] base_url
 
 
 def airflow_base_url() -> str:
-    """Airflow's `[api] base_url` (read where Airflow is configured: tasks, callbacks)."""
+    """Airflow's `[api] base_url` (read where Airflow is configured: tasks, callbacks, the CLI)."""
     from airflow.sdk.configuration import conf
 
     return (conf.get("api", "base_url", fallback=None) or AIRFLOW_DEFAULT_URL).rstrip("/")
 
 
 def airflow_run_url(dag_id: str, run_id: str, *, base_url: str | None = None) -> str:
-    """The DAG run's page in the Airflow UI (grid, task logs, and the feedloop report tab)."""
-    base = (base_url or airflow_base_url()).rstrip("/")
-    return f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+    """The DAG run's page in the Airflow UI (grid, task logs, the Model report tab)."""
+    return f"{_base(base_url)}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
-def data_docs_url(settings: Settings, uri: str) -> str:
-    """A validation page: GX Data Docs of an hour, or the day's index (s3://<lake>/validation/...)."""
-    return s3_page_url(settings, uri)
+def data_docs_url(day: date, page: str, *, base_url: str | None = None) -> str:
+    """A validation page of `day`: "index.html" (every hour) or "hour=HH/rows.html" / "hour=HH/metrics.html"."""
+    return f"{_base(base_url)}{URL_PREFIX}/quality/docs/dt={day.isoformat()}/{page}"
 
 
-def model_report_url(settings: Settings, uri: str) -> str:
-    """A registered version's report.html (candidate vs champion, gate, lineage)."""
-    return s3_page_url(settings, uri)
+def model_report_url(version: str, *, base_url: str | None = None) -> str:
+    """A registered version's report.html (candidate vs champion, gate, data quality, lineage)."""
+    return f"{_base(base_url)}{URL_PREFIX}/versions/{quote(version, safe='')}/report.html"
 
 
-def s3_page_url(settings: Settings, uri: str) -> str:
-    """A GET URL for s3://bucket/key signed with the caller's S3 credentials; 200 until it expires."""
-    if not uri.startswith("s3://") or "/" not in uri[5:]:
-        raise ValueError(f"{uri!r} is not an s3://bucket/key URI")
-    bucket, key = uri[5:].split("/", 1)
-    seconds = int(settings.alerts.link_expiry_hours * 3600)
-    return ObjectStore.from_settings(settings).client.generate_presigned_url(
-        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=seconds)
+def _base(base_url: str | None) -> str:
+    return (base_url or airflow_base_url()).rstrip("/")

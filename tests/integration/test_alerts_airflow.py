@@ -2,7 +2,8 @@
 
 `airflow dags test` fails the real tasks; Airflow calls feedloop's failure / success callbacks, which
 keep the incident in S3 and deliver through the providers' Slack webhook and SMTP hooks to a plain
-http.server and an aiosmtpd server. Every link in a message is fetched and must answer 200.
+http.server and an aiosmtpd server. Every link in a message is fetched as a logged-in operator and
+must answer 200 (the feedloop pages refuse a request without the Airflow login).
 """
 
 from __future__ import annotations
@@ -174,7 +175,9 @@ def test_a_failed_validation_is_one_incident_a_retry_updates_it_and_a_recovery_r
     assert labels == ["Data Docs dt=2026-11-06/hour=22 (rows)", "Validation report dt=2026-11-06 (all hours)",
                       "Airflow run"]
     assert hrefs == [url for _, url in slack_links]
-    docs, index, run_link = (httpx.get(url, timeout=30) for _, url in slack_links)
+    auth = {"Authorization": airflow.api.http.headers["Authorization"]}  # an operator logged in to Airflow
+    assert httpx.get(slack_links[0][1], timeout=30).status_code == 401, "Data Docs sit behind Airflow's login"
+    docs, index, run_link = (httpx.get(url, headers=auth, timeout=30) for _, url in slack_links)
     assert docs.status_code == 200 and "Great Expectations" in docs.text and "position" in docs.text
     assert index.status_code == 200 and "hour=22/rows.html" in index.text
     assert run_link.status_code == 200
@@ -195,7 +198,7 @@ def test_a_failed_validation_is_one_incident_a_retry_updates_it_and_a_recovery_r
     resolved, resolved_links = _slack(slack[1][1])
     assert resolved.startswith(":white_check_mark: *[feedloop] RESOLVED retrain_ranker.validate for 2026-11-06*")
     assert "Failed 2 time(s) from" in resolved and "Was: validation failed, 1 of 2" in resolved
-    assert httpx.get(resolved_links[0][1], timeout=30).status_code == 200
+    assert httpx.get(resolved_links[0][1], headers=auth, timeout=30).status_code == 200
     reply = smtp[1][1][1]
     assert reply["Subject"] == f"Re: {subject}" and reply["In-Reply-To"] == mail["Message-ID"]
     assert store.get_json(bucket, INCIDENT)["state"] == "resolved"
@@ -231,24 +234,21 @@ def test_a_gate_block_alerts_once_with_the_failed_checks_and_the_report(airflow,
             assert fact in message, (fact, message)
     assert [label for label, _ in found] == [f"Model report {candidate}", "Airflow run"] and hrefs == [
         url for _, url in found]
-    report, run_page = (httpx.get(url, timeout=30) for _, url in found)
+    auth = {"Authorization": airflow.api.http.headers["Authorization"]}
+    report, run_page = (httpx.get(url, headers=auth, timeout=30) for _, url in found)
     assert report.status_code == 200 and f"report of {candidate}" in report.text
     assert run_page.status_code == 200
     assert airflow.registry.live().version == champion
 
 
 def test_a_rollback_from_the_cli_sends_one_informational_message(airflow, store, slack, smtp):  # noqa: F811
-    models = f"alertr-{uuid.uuid4().hex[:8]}"
-    store.ensure_bucket(models)
-    registry = Registry(store, models)
     for version in ("2026-11-05-aaaaaa", "2026-11-06-bbbbbb"):
-        _register(registry, version)
-        registry.flip(version=version, by="retrain_ranker", reason="gate passed")
+        _register(airflow.registry, version)
+        airflow.registry.flip(version=version, by="retrain_ranker", reason="gate passed")
     before = len(slack[1]), len(smtp[1])
 
     out = subprocess.run([sys.executable, "-m", "feedloop.cli", "-o", "json", "model", "rollback", "--reason",
-                          "CTR fell 20% after the flip"], env={**airflow.env, "FEEDLOOP_S3__MODELS_BUCKET": models},
-                         capture_output=True, text=True, timeout=300)
+                          "CTR fell 20% after the flip"], env=airflow.env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     assert (result["from"], result["to"]) == ("2026-11-06-bbbbbb", "2026-11-05-aaaaaa")
@@ -261,4 +261,6 @@ def test_a_rollback_from_the_cli_sends_one_informational_message(airflow, store,
         for fact in ("From: 2026-11-06-bbbbbb", "To: 2026-11-05-aaaaaa", "By: cli ", "Why: CTR fell 20% after the flip",
                      'feedloop model rollback --to 2026-11-06-bbbbbb --reason "WHY"'):
             assert fact in message, (fact, message)
-    assert httpx.get(found[0][1], timeout=30).status_code == 200
+    auth = {"Authorization": airflow.api.http.headers["Authorization"]}
+    report = httpx.get(found[0][1], headers=auth, timeout=30)
+    assert report.status_code == 200 and "report of 2026-11-05-aaaaaa" in report.text
