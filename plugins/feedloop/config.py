@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from datetime import date
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -241,9 +240,10 @@ class Settings(_Section):
     promotion: PromotionSettings = PromotionSettings()
     serving: ServingSettings = ServingSettings()
 
-    @cached_property
+    @property
     def state_path(self) -> Path:
-        """Absolute state folder (relative paths are taken from the repo root)."""
+        """Absolute state folder (relative paths are taken from the repo root). Not cached: a cached value
+        would survive model_copy(update={"state_dir": ...}) and point the copy at the original's folder."""
         return self.state_dir if self.state_dir.is_absolute() else repo_root() / self.state_dir
 
 
