@@ -1,32 +1,45 @@
-"""The `feedloop` command: the embedded stack, the traffic simulator and the demo.
+"""The `feedloop` command: the embedded stack, the traffic simulator, ingest, models, data status and the demo.
 
-Exit codes: 0 ok, 1 error, 2 usage. With `-o json` only JSON goes to stdout (logs to stderr).
+Exit codes: 0 ok, 1 error, 2 usage, 3 a check failed (a quarantined partition, a blocked promotion).
+`-o json` (before or after the subcommand) writes exactly one JSON document to stdout — the result,
+or {"error": ..., "exit_code": N} — and everything else (logs, progress, child processes) to stderr.
+Progress bars are drawn only when stderr is a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import signal
 import sys
+import traceback
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, NoReturn, TextIO
 
 import orjson
 
+from feedloop.cli_data import add_data_parser
 from feedloop.cli_model import add_model_parser
 from feedloop.config import load_settings
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CHECK_FAILED = 0, 1, 2, 3
+_LOGGED: list[str] = []  # what this invocation told the operator on stderr (the last line names an error)
 
 
 def _log(msg: str) -> None:
+    _LOGGED.append(msg)
     print(msg, file=sys.stderr, flush=True)
 
 
 def _emit(args: argparse.Namespace, payload: Any, text: Callable[[], str]) -> None:
     if args.output == "json":
-        sys.stdout.write(orjson.dumps(payload, default=_jsonable, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
+        out = getattr(args, "stdout", sys.stdout)
+        out.write(orjson.dumps(payload, default=_jsonable, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
+        out.flush()
+        args.emitted = True
     else:
         print(text())
 
@@ -132,9 +145,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = args.host or cfg.host, args.port or cfg.port
     workers, replicas = args.workers or cfg.workers, args.replicas or cfg.replicas
     if replicas > 1:
-        return pods.run_replicas(settings, host=host, port=port, workers=workers, replicas=replicas)
-    pods.run_pod(settings, host=host, port=port, workers=workers)
-    return EXIT_OK
+        code = pods.run_replicas(settings, host=host, port=port, workers=workers, replicas=replicas)
+    else:
+        # uvicorn re-raises the SIGTERM / SIGINT it shut down on; with this handler that ends the call
+        # instead of the process, so the pod's stop is reported like any other result
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _stopped)
+        try:
+            pods.run_pod(settings, host=host, port=port, workers=workers)
+        except _Stopped as stop:
+            _log(f"serving pod on port {port} stopped by {stop}")
+        code = EXIT_OK
+    urls = [f"http://{host}:{port + i}" for i in range(replicas)]  # the pods served until stopped (SIGTERM, Ctrl-C)
+    _emit(args, {"stopped": urls, "workers": workers, "exit_code": code}, lambda: f"stopped {', '.join(urls)}")
+    return code
+
+
+class _Stopped(Exception):
+    """A foreground server was asked to stop (SIGTERM, Ctrl-C): its normal end."""
+
+
+def _stopped(signum: int, _frame: Any) -> NoReturn:
+    raise _Stopped(signal.Signals(signum).name)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -169,9 +201,35 @@ def _datetime(value: str) -> datetime:
     return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
 
 
+class UsageError(SystemExit):
+    """A command line argparse refused: exit 2 as argparse's own, carrying the message so -o json can report it."""
+
+    def __init__(self, message: str):
+        super().__init__(EXIT_USAGE)
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.format_usage()}{self.prog}: error: {message}")
+
+
+def _output_everywhere(parser: argparse.ArgumentParser) -> None:
+    """`-o json` after any subcommand too (`feedloop model list -o json`); SUPPRESS keeps an earlier one."""
+    for action in parser._actions:  # argparse keeps subcommands here; no public accessor
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.add_argument("-o", "--output", choices=("text", "json"), default=argparse.SUPPRESS,
+                                 help="output format (json: one JSON document on stdout, logs on stderr)")
+                _output_everywhere(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="feedloop", description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+    parser = _Parser(prog="feedloop", description=__doc__.splitlines()[0],
+                     epilog="exit codes: 0 ok, 1 error, 2 usage, 3 a check failed (quarantined partition, "
+                            "blocked promotion)")
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                        help="output format (json: one JSON document on stdout, logs on stderr)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     st = sub.add_parser("stack", help="start, stop or inspect the embedded S3, Kafka and Airflow")
@@ -216,29 +274,100 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=cmd_demo)
 
     add_model_parser(sub)
+    add_data_parser(sub)
+    _output_everywhere(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    _LOGGED.clear()
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        _log(exc.message)
+        if _wants_json(argv):
+            sys.stdout.write(orjson.dumps({"error": exc.message.splitlines()[-1], "exit_code": EXIT_USAGE}).decode()
+                             + "\n")
+        raise
+    with _stdout(args.output) as args.stdout:
+        args.emitted = False
+        code = _run(args)
+        if args.output == "json" and not args.emitted:  # failed before its result: the error is the document
+            _emit(args, {"error": _LOGGED[-1] if _LOGGED else f"exit code {code}", "exit_code": code}, str)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - one clear line for operators, not a traceback
-        from pydantic import ValidationError
-
-        from feedloop.stack import StackError
-
-        from feedloop.ingest.sink import IngestError
-        from feedloop.ranking_client import RankingError
-
-        if isinstance(exc, (StackError, ValidationError, IngestError, RankingError)):
-            _log(f"feedloop: {exc}")
-            return EXIT_ERROR
-        raise
+        code = _exit_code(exc)
+        if code is None and args.output != "json":
+            raise
+        if code is None:
+            traceback.print_exc()
+        _log(f"feedloop: {exc}")
+        return code or EXIT_ERROR
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _exit_code(exc: Exception) -> int | None:
+    """3 for a failed check, 1 for an error an operator can act on from one line, None for a bug."""
+    from pydantic import ValidationError
+
+    from feedloop.airflow_api import AirflowApiError
+    from feedloop.ingest.sink import IngestError
+    from feedloop.promotion import PromotionBlocked
+    from feedloop.quality import ValidationFailed, WindowNotReady
+    from feedloop.ranking_client import RankingError
+    from feedloop.registry import RegistryError
+    from feedloop.stack import StackError
+
+    if isinstance(exc, (PromotionBlocked, ValidationFailed, WindowNotReady)):
+        return EXIT_CHECK_FAILED
+    if isinstance(exc, (StackError, ValidationError, IngestError, RankingError, RegistryError, AirflowApiError)):
+        return EXIT_ERROR
+    return None
+
+
+def _wants_json(argv: list[str]) -> bool:
+    return any(a in ("-ojson", "--output=json") or (a in ("-o", "--output") and nxt == "json")
+               for a, nxt in zip(argv, [*argv[1:], ""]))
+
+
+@contextmanager
+def _stdout(output: str) -> Iterator[TextIO]:
+    """Where results go. In JSON mode Python's prints go to stderr while the command runs and, when
+    stdout is the process's fd 1, fd 1 itself points at stderr too, so libraries and child processes
+    cannot add to it; the JSON document goes to the saved stdout (or to the stream a caller put there)."""
+    if output != "json":
+        yield sys.stdout
+        return
+    target = sys.stdout
+    try:
+        real = target.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # an in-process caller's stream (e.g. a test's capture)
+        real = False
+    target.flush()
+    saved = os.dup(1) if real else None
+    sys.stdout = sys.stderr
+    try:
+        if saved is None:
+            yield target
+        else:
+            os.dup2(2, 1)
+            with os.fdopen(os.dup(saved), "w") as out:
+                yield out
+    finally:
+        sys.stdout = target
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+if __name__ == "__main__":  # python -m feedloop.cli: run the imported module, the one cli_model and cli_data use
+    from feedloop.cli import main as package_main
+
+    sys.exit(package_main())
