@@ -176,8 +176,8 @@ def blocked_actions(run: Run, exc: Any, previous: str | None) -> list[tuple[str,
              "Read the model report first", None),
             ("Ship it anyway, gradually (after reading the report)",
              f'feedloop model canary {exc.version} --percent 10 --reason "WHY"'),
-            (f"... or re-gate the day with other thresholds. UI: {run.dag_id} -> Trigger -> Backfill {day} to {day}, "
-             "reprocess failed runs, gate_thresholds. CLI",
+            (f"... or re-gate the day with thresholds you chose from the report (0.01 is only an example). UI: "
+             f"{run.dag_id} -> Trigger -> Backfill {day} to {day}, reprocess failed runs, gate_thresholds. CLI",
              f"airflow backfill create --dag-id {run.dag_id} --from-date {day} --to-date {day} "
              f"--reprocess-behavior failed --dag-run-conf '{conf}'"),
             _rollback_action(previous, "If the live model itself is the problem, roll back")]
