@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 from feedloop.config import Settings
 from feedloop.stack.process import ManagedProcess, StackError
-from feedloop.stack.services import Service, _local_secret, airflow_env, settings_env, venv_bin
+from feedloop.stack.services import Service, airflow_env, settings_env, venv_bin
 
 PROFILE = "production"
 ADMIN = "admin"
@@ -108,14 +109,17 @@ def ensure_database(settings: Settings) -> bool:
         conn.close()
 
 
-def _fernet_key(path: Path) -> str:
-    """Encrypts Connections and Variables stored in the metadata DB; kept in the state folder."""
+def _state_secret(path: Path, *, fernet: bool = False) -> str:
+    """A random key kept in the state folder (mode 0600, never in the repo), created on first use.
+
+    64 random bytes: Airflow signs its JWTs with HS512, which wants a key of at least 64 bytes.
+    """
     if not path.exists():
         from cryptography.fernet import Fernet
 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
-        path.write_bytes(Fernet.generate_key())
+        path.write_bytes(Fernet.generate_key() if fernet else secrets.token_urlsafe(64).encode())
     return path.read_text().strip()
 
 
@@ -139,9 +143,9 @@ def production_env(settings: Settings) -> dict[str, str]:
         # redelivers its unacknowledged message only after this long.
         "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
         # Every component signs or verifies with the same keys (Execution API tokens, log-server tokens).
-        "AIRFLOW__API_AUTH__JWT_SECRET": _local_secret(home / ".jwt_secret"),
-        "AIRFLOW__API__SECRET_KEY": _local_secret(home / ".api_secret_key"),
-        "AIRFLOW__CORE__FERNET_KEY": _fernet_key(home / ".fernet_key"),
+        "AIRFLOW__API_AUTH__JWT_SECRET": _state_secret(home / ".jwt_secret"),
+        "AIRFLOW__API__SECRET_KEY": _state_secret(home / ".api_secret_key"),
+        "AIRFLOW__CORE__FERNET_KEY": _state_secret(home / ".fernet_key", fernet=True),  # Connections in the DB
         "AIRFLOW__API__WORKERS": str(cfg.api_workers),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file(settings)),
@@ -244,6 +248,50 @@ class Triggerer(AirflowComponent):
         return [self.settings.stack.airflow_port + 2]
 
 
+def process_tree_groups(pid: int) -> set[int]:
+    """Process groups of `pid` and all its descendants.
+
+    Airflow's task supervisor puts every task runner in a process group of its own, so signalling
+    a worker's group alone would leave its running tasks behind as orphans.
+    """
+    children: dict[int, list[int]] = {}
+    groups: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        groups[int(stat.parent.name)] = int(fields[2])
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p in groups:
+            found.add(groups[p])
+        todo.extend(children.get(p, []))
+    return found
+
+
+def _signal_groups(pgids: set[int], sig: int) -> None:
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+
+
+class WorkerProcess(ManagedProcess):
+    """A Celery worker's process: stopping it stops the task runners it started too."""
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        pid = self.pid()
+        tasks = process_tree_groups(pid) - {pid} if pid else set()
+        _signal_groups(tasks, signal.SIGTERM)  # a task runner fails its task instance on SIGTERM
+        stopped = super().stop(timeout)
+        _signal_groups(tasks, signal.SIGKILL)  # whatever outlived its worker
+        return stopped
+
+
 class CeleryWorker(AirflowComponent):
     """A Celery worker; ready when it answers a ping through the broker."""
 
@@ -255,6 +303,11 @@ class CeleryWorker(AirflowComponent):
         self.worker = f"worker{index}"
         self.node = f"{self.worker}@{socket.gethostname()}"
         self.component = f"celery worker --celery-hostname {self.node}"
+
+    @property
+    def process(self) -> WorkerProcess:
+        base = super().process
+        return WorkerProcess(base.name, base.argv, base.run_dir, base.log_dir, base.env, base.cwd)
 
     @property
     def log_port(self) -> int:
