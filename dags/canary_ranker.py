@@ -12,9 +12,12 @@ Same as `feedloop model promote-canary | abort-canary --reason ...`.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
 from feedloop import alerts, promotion
+from feedloop.config import load_settings
+from feedloop.params import canary as canary_params
+from feedloop.params import in_task
 
 
 @dag(
@@ -25,18 +28,12 @@ from feedloop import alerts, promotion
     doc_md=__doc__,
     default_args=alerts.default_args(retries=1),
     tags=["feedloop", "serving", "canary"],
-    params={
-        "action": Param("promote", type="string", enum=["promote", "abort"],
-                        description="promote: the canary becomes live; abort: everyone back on the live version."),
-        "reason": Param("", type="string", minLength=3, maxLength=500,
-                        description="Why (recorded in the pointer history)."),
-        "dry_run": Param(False, type="boolean", description="Show the pointer change without making it."),
-    },
+    params=canary_params(),
 )
 def canary_ranker():
     @task
     def resolve_canary(*, params: dict, run_id: str) -> dict:
-        return promotion.run_canary(params=params, run_id=run_id)
+        return promotion.run_canary(params=in_task("canary_ranker", params, load_settings()), run_id=run_id)
 
     resolve_canary()
 

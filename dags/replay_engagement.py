@@ -3,7 +3,9 @@
 
 Re-ingest a time range (event hours) or an offset range of one partition from Kafka. Every
 affected chunk is rebuilt from its first offset and rewritten under the same object names: the
-same bytes when the log is unchanged, and never a duplicate. Trigger it from the UI with params.
+same bytes when the log is unchanged, and never a duplicate. Trigger it from the UI with params:
+times are typed as text in UTC (`YYYY-MM-DDTHH:MM`), so no browser shifts them to local time; a
+range that does not fit its mode fails the run at once, naming the param.
 """
 
 from __future__ import annotations
@@ -11,10 +13,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
 from feedloop import alerts
+from feedloop.config import load_settings
 from feedloop.ingest import tasks
+from feedloop.params import in_task
+from feedloop.params import replay as replay_params
+
+SETTINGS = load_settings()
 
 
 @dag(
@@ -25,21 +32,12 @@ from feedloop.ingest import tasks
     doc_md=__doc__,
     default_args=alerts.default_args(retries=1, retry_delay=timedelta(seconds=20)),
     tags=["feedloop", "ingest", "replay"],
-    params={
-        "mode": Param("time", type="string", enum=["time", "offsets"],
-                      description="Replay event hours in [start, end) or offsets [start_offset, end_offset) of one partition"),
-        "start": Param(None, type=["null", "string"], format="date-time", description="mode=time: first hour (UTC)"),
-        "end": Param(None, type=["null", "string"], format="date-time", description="mode=time: end, exclusive (UTC)"),
-        "partition": Param(None, type=["null", "integer"], minimum=0, description="mode=offsets: Kafka partition"),
-        "start_offset": Param(None, type=["null", "integer"], minimum=0, description="mode=offsets: first offset"),
-        "end_offset": Param(None, type=["null", "integer"], minimum=1, description="mode=offsets: end offset, exclusive"),
-    },
+    params=replay_params(SETTINGS),
 )
 def replay_engagement():
     @task
     def replay(*, params: dict) -> dict:
-        return tasks.run_replay(**{k: params.get(k) for k in
-                                   ("mode", "start", "end", "partition", "start_offset", "end_offset")})
+        return tasks.run_replay(**in_task("replay_engagement", params, SETTINGS))
 
     replay()
 

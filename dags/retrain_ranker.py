@@ -3,6 +3,9 @@
 
 For logical date D (the day that just ended), in order:
 
+0. **check_params** — every param against its type and bounds, no unknown names, and the rules
+   across params (`promotion_mode=force` needs `force_reason`, `accept_hours` needs
+   `accept_reason`, ...); a bad run fails here, naming the param, before any work.
 1. **validate** — Great Expectations checks every hour partition of D; a failing hour is quarantined,
    the task fails with every failed expectation and the report link, Slack and email are alerted.
    To train on a failing hour anyway, trigger with `accept_hours` and a non-empty `accept_reason`.
@@ -16,21 +19,30 @@ For logical date D (the day that just ended), in order:
    With `canary_percent` > 0 the flip starts a canary of the version at that share of users
    instead; promote or abort it with the `canary_ranker` DAG or `feedloop model promote-canary |
    abort-canary`. While a canary runs, a later run's flip is refused (alerted) until it is resolved.
+5. **approve** (optional, `promotion.approval_margin` > 0) — a candidate that passed the gate but is
+   within that margin of the champion on every compared metric waits for Approve / Reject in the
+   Airflow UI; Reject or no answer within `promotion.approval_timeout_minutes` skips the flip and
+   records why (`ranker/runs/D/candidates/<version>/approval.json`). Skipped, with the reason, otherwise.
 
-Backfills (`catchup=True`, or Backfill in the UI) apply the given params to every run.
+`promotion_mode`: **gate** (the gate decides), **force** (live despite the gate, with
+`force_reason`, recorded in the pointer; never past a failed ONNX parity) or **dry-run** (every
+step runs, nothing is registered and `live.json` is untouched; the report is staged).
+
+Backfills (catchup, Backfill in the UI, `POST /api/v2/backfills` with `dag_run_conf`) apply the
+given params to every run; to re-run days that already ran, choose reprocess "all runs" (and, in the
+UI, tick "override parameters on existing runs"): each run's conf is replaced by the backfill's.
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from feedloop import alerts
+from feedloop import alerts, training_tasks
+from feedloop.approval import PromotionApproval
 from feedloop.config import load_settings
+from feedloop.params import retrain as retrain_params
 from feedloop.quality import tasks as quality_tasks
-from feedloop.training_tasks import build_dataset as build_dataset_step
-from feedloop.training_tasks import promotion_step
-from feedloop.training_tasks import train as train_step
 
 SETTINGS = load_settings()
 
@@ -42,63 +54,56 @@ SETTINGS = load_settings()
     schedule=CronDataIntervalTimetable(SETTINGS.retrain.schedule, timezone="UTC") if SETTINGS.retrain.schedule
     else None,
     start_date=pendulum.datetime(*SETTINGS.retrain.start_date.timetuple()[:3], tz="UTC"),
-    catchup=True,
+    catchup=SETTINGS.retrain.catchup,
     max_active_runs=1,
     doc_md=__doc__,
     default_args=alerts.default_args(),
     tags=["feedloop", "training"],
-    params={
-        "accept_hours": Param([], type="array", items={"type": "integer", "minimum": 0, "maximum": 23},
-                              description="Hours (0-23) of the logical date to train on despite failed checks."),
-        "accept_reason": Param("", type="string", maxLength=500,
-                               description="Why those hours are accepted (required with accept_hours; recorded)."),
-        "window_days": Param(SETTINGS.dataset.window_days, type="integer", minimum=3, maximum=90,
-                             description="Days of impressions in the training window (the last is held out)."),
-        "objective": Param(SETTINGS.train.objective, type="string", enum=["lambdarank", "binary"],
-                           description="LightGBM objective."),
-        "gate_thresholds": Param({}, type="object",
-                                 description="Overrides of promotion.thresholds for this run, e.g. {\"min_auc\": 0.6}."),
-        "canary_percent": Param(SETTINGS.promotion.canary_percent, type="number", minimum=0, maximum=100,
-                                description="0: the flip makes the gated model live. N > 0: it starts a canary "
-                                            "at N% of users instead (the first model always goes live)."),
-    },
+    params=retrain_params(SETTINGS),
 )
 def retrain_ranker():
+    @task
+    def check_params(*, params: dict) -> dict:
+        return training_tasks.check_params(params=params)
+
     @task
     def validate(*, ds: str, run_id: str, params: dict) -> str:
         return quality_tasks.validate(ds=ds, run_id=run_id, params=params)
 
     @task
     def build_dataset(*, ds: str, params: dict) -> dict:
-        return build_dataset_step(ds=ds, params=params)
+        return training_tasks.build_dataset(ds=ds, params=params)
 
     @task
     def train(*, ds: str, params: dict) -> dict:
-        return train_step(ds=ds, params=params)
+        return training_tasks.train(ds=ds, params=params)
 
     @task
     def evaluate(*, ds: str) -> dict:
-        return promotion_step("evaluate_candidate", ds=ds)
+        return training_tasks.promotion_step("evaluate_candidate", ds=ds)
 
     @task
     def export(*, ds: str) -> dict:
-        return promotion_step("export_candidate", ds=ds)
+        return training_tasks.promotion_step("export_candidate", ds=ds)
 
     @task
     def gate(*, ds: str, params: dict) -> dict:
-        return promotion_step("gate_candidate", ds=ds, overrides=params.get("gate_thresholds") or None)
+        return training_tasks.gate(ds=ds, params=params)
 
     @task
-    def register(*, ds: str) -> dict:
-        return promotion_step("register_candidate", ds=ds)
+    def register(*, ds: str, params: dict) -> dict:
+        return training_tasks.register(ds=ds, params=params)
 
-    @task
-    def flip(decision: dict, *, ds: str, run_id: str, params: dict) -> dict:
-        return promotion_step("flip_pointer", ds=ds, gate=decision, promoted_by=f"retrain_ranker {run_id}",
-                              canary_percent=params.get("canary_percent"))
+    approve = PromotionApproval(task_id="approve", gate_task_id="gate", register_task_id="register")
+
+    @task(trigger_rule="none_failed_min_one_success")  # runs when approve is skipped; a Reject skips it
+    def flip(decision: dict, *, ds: str, run_id: str, params: dict, ti=None) -> dict:
+        return training_tasks.flip(ds=ds, decision=decision, approval=ti.xcom_pull(task_ids="approve"), run_id=run_id,
+                                   params=params)
 
     decision = gate()
-    validate() >> build_dataset() >> train() >> evaluate() >> export() >> decision >> register() >> flip(decision)
+    (check_params() >> validate() >> build_dataset() >> train() >> evaluate() >> export() >> decision >> register()
+     >> approve >> flip(decision))
 
 
 retrain_ranker()

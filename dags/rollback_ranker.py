@@ -11,9 +11,12 @@ Same as `feedloop model rollback [--to VERSION] --reason ...`.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
 from feedloop import alerts, promotion
+from feedloop.config import load_settings
+from feedloop.params import rollback as rollback_params
+from feedloop.params import in_task
 
 
 @dag(
@@ -24,18 +27,12 @@ from feedloop import alerts, promotion
     doc_md=__doc__,
     default_args=alerts.default_args(retries=1),
     tags=["feedloop", "serving", "rollback"],
-    params={
-        "to_version": Param(None, type=["null", "string"], pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9a-f]+$",
-                            description="Registered version to make live (empty: the previous live version)."),
-        "reason": Param("", type="string", minLength=3, maxLength=500,
-                        description="Why (recorded in the pointer history)."),
-        "dry_run": Param(False, type="boolean", description="Show the pointer change without making it."),
-    },
+    params=rollback_params(),
 )
 def rollback_ranker():
     @task
     def rollback(*, params: dict, run_id: str) -> dict:
-        return promotion.run_rollback(params=params, run_id=run_id)
+        return promotion.run_rollback(params=in_task("rollback_ranker", params, load_settings()), run_id=run_id)
 
     rollback()
 

@@ -157,6 +157,8 @@ class RetrainSettings(_Section):
     schedule: str | None = "@daily"                   # the retrain_ranker DAG (catchup backfills from start_date);
                                                       # None: runs only when triggered (the closed-loop demo)
     start_date: date = date(2026, 11, 1)
+    catchup: bool = True                              # false: unpausing runs only the latest day, not every
+                                                      # day since start_date (backfill the rest on purpose)
 
 
 class DatasetSettings(_Section):
@@ -200,6 +202,9 @@ class PromotionSettings(_Section):
     parity_sample_rows: int = Field(5000, ge=1)
     report_history: int = Field(30, ge=1)             # earlier versions in the report's metric history
     canary_percent: float = Field(0, ge=0, le=100)    # > 0: the flip starts a canary at this % of users
+    approval_margin: float = Field(0, ge=0, le=1)     # > 0: a gated candidate within this of the champion on
+                                                      # every compared metric waits for a human (0 = off)
+    approval_timeout_minutes: float = Field(1440, gt=0)  # no answer by then = rejected (promotion skipped)
 
 
 class ServingSettings(_Section):

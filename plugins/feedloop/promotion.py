@@ -28,6 +28,7 @@ from feedloop.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 HOLDOUT_COLUMNS = ("request_id", "label", "label_binary", "item_popularity")
+MODES = ("gate", "force", "dry-run")  # the retrain param promotion_mode (feedloop.params)
 SAMPLE_ROWS = 8  # rows + scores saved in the manifest so a pod can check a model it loaded
 
 
@@ -153,26 +154,38 @@ def export_candidate(*, ds: str, settings: Settings | None = None) -> dict[str, 
             **{k: v for k, v in parity.items() if k != "sample"}}
 
 
-def gate_candidate(*, ds: str, overrides: dict[str, Any] | None = None,
+def gate_candidate(*, ds: str, overrides: dict[str, Any] | None = None, mode: str = "gate",
                    settings: Settings | None = None) -> dict[str, Any]:
-    """The gate decision with every number behind it, saved as gate.json; overrides = manual-run params."""
+    """The gate decision with every number behind it, saved as gate.json; overrides = manual-run params.
+
+    Also says whether a human must approve the flip (promotion.approval_margin; see approval()).
+    """
+    _check_mode(mode)
     cand = load_candidate(ds=ds, settings=settings)
     evaluation, parity = cand.staged("evaluation.json"), cand.staged("parity.json")
     if evaluation is None:
         raise EvaluationError(f"{cand.version} has no evaluation yet: run evaluate_candidate for {ds} first")
+    limits = thresholds(settings=cand.settings, overrides=overrides)
     decision = gate_mod.decide({**_gated(evaluation["candidate"], cand.version), "parity": parity},
-                               evaluation["champion"], thresholds(settings=cand.settings, overrides=overrides))
+                               evaluation["champion"], limits)
     uri = cand.stage("gate.json", decision.to_dict())
     (log.info if decision.promotable else log.warning)("gate: %s", decision.summary())
     return {"version": cand.version, "promotable": decision.promotable, "champion": decision.champion,
-            "summary": decision.summary(), "gate_uri": uri}
+            "summary": decision.summary(), "gate_uri": uri, "mode": mode,
+            "approval": approval(evaluation, compare=limits.compare, margin=cand.settings.promotion.approval_margin,
+                                 mode=mode, promotable=decision.promotable)}
 
 
-def register_candidate(*, ds: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Write the immutable version (refused when ONNX parity failed); returns its URIs."""
+def register_candidate(*, ds: str, mode: str = "gate", settings: Settings | None = None) -> dict[str, Any]:
+    """Write the immutable version (refused when ONNX parity failed); returns its URIs.
+
+    mode dry-run writes nothing to the registry: the report and the manifest a registration would
+    write are staged next to the candidate (ranker/runs/<ds>/candidates/<version>/) instead.
+    """
     from feedloop import report
     from feedloop.quality import overview
 
+    _check_mode(mode)
     cand = load_candidate(ds=ds, settings=settings)
     s3 = cand.settings.s3
     registry = Registry(cand.store, s3.models_bucket)
@@ -212,20 +225,28 @@ def register_candidate(*, ds: str, settings: Settings | None = None) -> dict[str
     }
     history = [{"version": v, "overall": registry.manifest(v)["metrics"]}
                for v in registry.versions() if v < cand.version][-cand.settings.promotion.report_history:]
+    report_html = report.render(version=cand.version, metrics=metrics, gate=decision, manifest=manifest,
+                                history=history, quality=overview.window_status(cand.store, s3.lake_bucket,
+                                                                                core["lineage"]))
+    if mode == "dry-run":
+        cand.store.put(s3.models_bucket, cand.stage_key("report.html"), report_html)
+        log.info("dry run: %s not registered; its report is staged at %s", cand.version,
+                 cand.stage_uri("report.html"))
+        return {"version": cand.version, "registered": False, "dry_run": True, "promotable": decision["promotable"],
+                "report_uri": cand.stage_uri("report.html"), "manifest_uri": cand.stage("manifest.json", manifest)}
     files = {
         "model.txt": cand.model_text.encode(),
         "model.onnx": onnx_bytes,
         "metrics.json": _json(metrics),
         "gate.json": _json(decision),
-        "report.html": report.render(version=cand.version, metrics=metrics, gate=decision, manifest=manifest,
-                                     history=history, quality=overview.window_status(cand.store, s3.lake_bucket,
-                                                                                     core["lineage"])),
+        "report.html": report_html,
         **{f"features/{name}": body for name, body in _snapshot(cand).items()},
     }
     return _registered(registry, cand.version, registry.register(version=cand.version, files=files, manifest=manifest))
 
 
 def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_percent: float | None = None,
+                 mode: str = "gate", force_reason: str = "", approval: dict[str, Any] | None = None,
                  settings: Settings | None = None) -> dict[str, Any]:
     """Make the gated version live, or start its canary, iff the gate passed and its champion is still live.
 
@@ -233,12 +254,22 @@ def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_perc
     percent instead of flipping; the operator then promotes or aborts it. The first model goes live
     directly (a canary needs a live model to share traffic with). A re-run for the same date changes
     nothing once the version is live or its canary runs (an operator's ramp is not undone).
+
+    mode force flips a version the gate blocked (pointer action "force", force_reason and the gate
+    summary in its reason); the champion must still be live, as for any flip. mode dry-run changes
+    nothing and says what a gate run would do. approval: the approve step's record, named in the reason.
     """
+    _check_mode(mode)
     settings = settings or load_settings()
     registry = Registry.from_settings(settings)
     version = gate["version"]
     percent = settings.promotion.canary_percent if canary_percent is None else canary_percent
-    if not gate["promotable"]:
+    if mode == "dry-run":
+        return _dry_run_flip(registry, gate, ds=ds, percent=percent)
+    forced = mode == "force" and not gate["promotable"]
+    if forced and len(force_reason.strip()) < 3:
+        raise PromotionBlocked(f"promotion_mode=force for {version} needs a force_reason; live model unchanged")
+    if not gate["promotable"] and not forced:
         report_uri = registry.store.uri(registry.bucket, registry.version_key(version, "report.html"))
         raise PromotionBlocked(f"promotion of {version} for {ds} blocked, live model unchanged: {gate['summary']}. "
                                f"Report: {report_uri}", check="gate", version=version, champion=gate["champion"],
@@ -247,18 +278,48 @@ def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_perc
     if live is not None and live.version == version:
         return {"flipped": False, "canary": False, "version": version, "previous": live.pointer["previous"],
                 "seq": live.pointer["seq"]}
-    reason = f"retrain {ds}: {gate['summary']}"
+    reason = _flip_reason(ds, gate, forced=forced, force_reason=force_reason, approval=approval)
     try:
         if percent and live is not None:
             return _start_canary(registry, live, version=version, percent=percent, by=promoted_by, reason=reason,
                                  champion=gate["champion"])
-        pointer = registry.flip(version=version, by=promoted_by, reason=reason, expect_live=gate["champion"])
+        pointer = registry.flip(version=version, by=promoted_by, reason=reason, expect_live=gate["champion"],
+                                action="force" if forced else "promote")
     except CanaryConflict as exc:  # waits for an operator: a retry would be refused again
         raise PromotionBlocked(f"{version} for {ds} not promoted: {exc}; then clear this task", check="canary",
                                version=version, champion=gate["champion"]) from exc
-    log.info("live model is now %s (was %s)", version, pointer["previous"])
+    log.info("live model is now %s (was %s)%s", version, pointer["previous"], " FORCED past the gate" if forced else "")
     return {"flipped": True, "canary": False, "version": version, "previous": pointer["previous"],
-            "seq": pointer["seq"]}
+            "seq": pointer["seq"], "action": pointer["action"]}
+
+
+def _flip_reason(ds: str, gate: dict[str, Any], *, forced: bool, force_reason: str,
+                 approval: dict[str, Any] | None) -> str:
+    """The pointer's reason: the gate summary, and who overrode or approved it."""
+    if forced:
+        return f"retrain {ds}: FORCED despite the gate: {force_reason.strip()} (gate: {gate['summary']})"
+    approved = f"; approved by {approval['by']}" if approval and approval.get("decision") == "approved" else ""
+    return f"retrain {ds}: {gate['summary']}{approved}"
+
+
+def _dry_run_flip(registry: Registry, gate: dict[str, Any], *, ds: str, percent: float) -> dict[str, Any]:
+    """What a gate run would do to live.json now; nothing is written."""
+    live = registry.live()
+    version = gate["version"]
+    if not gate["promotable"]:
+        would = "nothing: the gate blocks it"
+    elif live is not None and live.version == version:
+        would = "nothing: it is already live"
+    elif (gate.get("approval") or {}).get("within_margin"):
+        would = "wait for a human's approval (within promotion.approval_margin), then promote it"
+    elif percent and live is not None:
+        would = f"start a canary at {percent:g}%"
+    else:
+        would = "make it live"
+    log.info("dry run for %s: %s would %s (live: %s); live.json unchanged", ds, version, would,
+             live.version if live else "none")
+    return {"flipped": False, "canary": False, "dry_run": True, "version": version, "would": would,
+            "live": live.version if live else None, "summary": gate["summary"]}
 
 
 def _start_canary(registry: Registry, live: Live, *, version: str, percent: float, by: str, reason: str,
@@ -272,6 +333,78 @@ def _start_canary(registry: Registry, live: Live, *, version: str, percent: floa
         log.info("canary %s at %s%% of users; live model stays %s", version, percent, pointer["version"])
     return {"flipped": False, "canary": True, "started": started, "version": version,
             "percent": pointer["canary"]["percent"], "live": pointer["version"], "seq": pointer["seq"]}
+
+
+# ---- human approval --------------------------------------------------------------------------------
+
+def approval(evaluation: dict[str, Any], *, compare: tuple[str, ...], margin: float, mode: str,
+             promotable: bool) -> dict[str, Any]:
+    """Must a human approve this flip? Only a gate-mode candidate that passed the gate while within
+    `margin` of the champion on every compared metric (a close call) waits; margin 0 turns it off."""
+    cand, champ = evaluation["candidate"]["overall"], evaluation["champion"]
+    champ_overall = {} if champ is None else champ["overall"]
+    deltas = {m: cand[m] - champ_overall[m] for m in compare
+              if cand.get(m) is not None and champ_overall.get(m) is not None}
+    within = bool(margin > 0 and champ is not None and all(abs(d) < margin for d in deltas.values()))
+    shown = ", ".join(f"{m} {d:+.4f}" for m, d in deltas.items()) or "no comparable metric"
+    if margin <= 0:
+        why = "approval is off (promotion.approval_margin = 0)"
+    elif champ is None:
+        why = "first model: there is no champion to compare with"
+    elif not promotable:
+        why = "the gate blocked the candidate"
+    elif not within:
+        why = f"clearly apart from champion {champ['version']} ({shown}; margin {margin:g})"
+    else:
+        why = f"within {margin:g} of champion {champ['version']} on every compared metric ({shown})"
+    if within and promotable and mode != "gate":
+        why = f"{why}; promotion_mode={mode} asks no approval"
+    return {"required": within and promotable and mode == "gate", "within_margin": within, "why": why,
+            "margin": margin, "deltas": deltas, "champion": None if champ is None else champ["version"],
+            "candidate_metrics": {m: cand.get(m) for m in compare},
+            "champion_metrics": {m: champ_overall.get(m) for m in compare}}
+
+
+def approval_request(*, gate: dict[str, Any], registered: dict[str, Any], run_url: str) -> tuple[str, str]:
+    """Subject and Markdown body an approver sees: the comparison and where the report is."""
+    a = gate["approval"]
+    rows = "\n".join(f"| {m} | {_num(a['candidate_metrics'].get(m))} | {_num(a['champion_metrics'].get(m))} "
+                      f"| {_num(a['deltas'].get(m), signed=True)} |" for m in a["candidate_metrics"])
+    subject = f"Promote {gate['version']} over {a['champion']}?"
+    body = (f"The candidate passed the gate but is {a['why']}, so a human decides.\n\n"
+            f"| metric | candidate {gate['version']} | champion {a['champion']} | delta |\n|---|---|---|---|\n{rows}\n\n"
+            f"Gate: {gate['summary']}\n\n"
+            f"Report: [Model report tab of this run]({run_url}) · `{registered['report_uri']}`\n\n"
+            "**Approve** makes it live (the flip task runs); **Reject** keeps the champion live. "
+            "No answer before the timeout counts as Reject.")
+    return subject, body
+
+
+def record_approval(*, ds: str, version: str, chosen: list[str], by: str | None, timed_out: bool,
+                    settings: Settings | None = None) -> dict[str, Any]:
+    """The human decision (or its absence), staged as approval.json next to the candidate; returned for the flip."""
+    settings = settings or load_settings()
+    decision = "timed out" if timed_out else ("approved" if chosen == ["Approve"] else "rejected")
+    record = {"version": version, "logical_date": ds, "decision": decision, "chosen": chosen,
+              "by": by or "nobody (timeout: the default is Reject)",
+              "at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")}
+    store = ObjectStore.from_settings(settings)
+    key = f"ranker/runs/{ds}/candidates/{version}/approval.json"
+    store.put_json(settings.s3.models_bucket, key, record)
+    record["uri"] = store.uri(settings.s3.models_bucket, key)
+    (log.info if decision == "approved" else log.warning)(
+        "%s %s for %s: %s", version, decision, ds,
+        "the flip runs" if decision == "approved" else "promotion skipped, the live model stays")
+    return record
+
+
+def _num(value: float | None, *, signed: bool = False) -> str:
+    return "n/a" if value is None else f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"promotion mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
 def rollback(*, to: str | None, reason: str, by: str, dry_run: bool = False,

@@ -1,7 +1,8 @@
-"""Airflow task bodies of the retrain DAG's training steps: logical date in, URIs and small dicts out.
+"""Airflow task bodies of the retrain DAG: logical date and params in, URIs and small dicts out.
 
 The run for logical date D (its data interval is the day D) trains on the impressions of
-[D + 1 - window_days, D + 1): D itself is the held-out day, D - 1 the validation day.
+[D + 1 - window_days, D + 1): D itself is the held-out day, D - 1 the validation day. Params are
+checked once by the first task (feedloop.params) and turned into library arguments here.
 """
 
 from __future__ import annotations
@@ -53,6 +54,31 @@ def train(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
     from feedloop import train as train_mod
 
     return asdict(train_mod.train(_settings(params), day=date.fromisoformat(ds)))
+
+
+def check_params(*, params: dict[str, Any]) -> dict[str, Any]:
+    """The run's params, checked (cross-field rules included); a bad one fails the run before any work."""
+    from feedloop import params as params_mod
+
+    return params_mod.in_task("retrain_ranker", params, load_settings())
+
+
+def gate(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
+    from feedloop.params import gate_overrides
+
+    return promotion_step("gate_candidate", ds=ds, overrides=gate_overrides(params, load_settings()),
+                          mode=params["promotion_mode"])
+
+
+def register(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
+    return promotion_step("register_candidate", ds=ds, mode=params["promotion_mode"])
+
+
+def flip(*, ds: str, decision: dict[str, Any], approval: dict[str, Any] | None, run_id: str,
+         params: dict[str, Any]) -> dict[str, Any]:
+    return promotion_step("flip_pointer", ds=ds, gate=decision, promoted_by=f"retrain_ranker {run_id}",
+                          canary_percent=params.get("canary_percent"), mode=params["promotion_mode"],
+                          force_reason=params.get("force_reason") or "", approval=approval)
 
 
 def promotion_step(step: str, **kwargs: Any) -> dict[str, Any]:

@@ -40,3 +40,17 @@ def test_dag_file_imports_cleanly(dagbag, path):
         assert "feedloop" in dag.tags
         for task in dag.tasks:
             assert task.retries >= 1, f"{dag.dag_id}.{task.task_id} has no retries"
+
+
+def test_every_manual_knob_is_a_typed_param_from_feedloop_params(dagbag):
+    """The trigger form, the REST API and each run's first task (feedloop.params.check) see the same schemas."""
+    from feedloop import params
+    from feedloop.config import load_settings
+
+    for dag_id, spec in params.SPECS.items():
+        wired = dagbag.dags[dag_id].params
+        defined = spec.definitions(load_settings())
+        assert set(wired) == set(defined), dag_id
+        for name in wired:
+            assert wired.get_param(name).schema == defined[name].schema, f"{dag_id}.{name}"
+            assert wired.get_param(name).schema.get("type") and wired.get_param(name).description, f"{dag_id}.{name}"
