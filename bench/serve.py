@@ -6,19 +6,23 @@ Starts its own embedded S3 + Kafka on free ports (a temporary state folder) and 
 (feedloop.serving.pods.Pods: `feedloop serve` processes, uvicorn with 1 worker each, impressions
 produced to the embedded Kafka as in production), registers three production-sized versions
 (bench/servingworld.py: LambdaRank, 300 trees x 63 leaves over feedloop.features, a snapshot of
-50k users / 20k items / 2k authors; kept in bench/results/serve-models/ so a rerun skips
-training) and measures:
+50k users / 20k items / 2k authors; trained once, about a minute each on an idle 2-core box,
+then kept in bench/results/serve-models/) and measures:
 
-1. latency of POST /rank with 500 candidates at concurrency 1 and 8 against one pod (p50, p99,
-   requests/s), next to the same requests in-process in this run: bare `session.run` on the
-   same feature matrices, and the pod's own steps (parse, features, session.run, the whole
-   handler) with the pod's code, plus GET /healthz as the HTTP floor;
+1. latency of POST /rank with 500 candidates at concurrency 1 and 8 against one pod with
+   impression logging on (production) and one with it off (p50, p99, requests/s, and the pod's
+   CPU per request from /proc, which a shared machine distorts less than wall time), next to
+   the same requests in-process in this run: bare `session.run` on the same feature matrices,
+   and the pod's own steps (parse, features, session.run, the whole handler) with the pod's
+   code, plus GET /healthz as the HTTP floor;
 2. swaps under paced load on 2 pods: time from the pointer flip (registry.flip) to every pod
    answering with the new version (read from the X-Model-Version of the load's own responses),
    next to poll interval + each pod's load time (feedloop_swap_seconds); non-2xx responses and
    errors; p99 while swapping vs steady state;
 3. one fresh pod across N swaps: VmRSS after each swap and the peak (VmHWM, reset before each
-   swap through /proc/<pid>/clear_refs) of the pod process.
+   swap through /proc/<pid>/clear_refs) of the pod process. Swap 1 is the first replacement of
+   the cold-loaded model: from then on the pod holds live + previous, so RSS after swap 1 is
+   the anchor for RSS after swap N.
 
 Flips go round-robin over THREE versions: the watcher keeps live, previous and canary in
 memory, so alternating two would be in-memory swaps; with three every swap downloads, verifies,
