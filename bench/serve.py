@@ -6,8 +6,8 @@ Starts its own embedded S3 + Kafka on free ports (a temporary state folder) and 
 (feedloop.serving.pods.Pods: `feedloop serve` processes, uvicorn with 1 worker each, impressions
 produced to the embedded Kafka as in production), registers three production-sized versions
 (bench/servingworld.py: LambdaRank, 300 trees x 63 leaves over feedloop.features, a snapshot of
-50k users / 20k items / 2k authors; trained once, about a minute each on an idle 2-core box,
-then kept in bench/results/serve-models/) and measures:
+50k users / 20k items / 2k authors; trained once, 66 s each at load average ~3, 8-10 min
+each at load average 16-24, then kept in bench/results/serve-models/) and measures:
 
 1. latency of POST /rank with 500 candidates at concurrency 1 and 8 against one pod with
    impression logging on (production) and one with it off (p50, p99, requests/s, and the pod's
