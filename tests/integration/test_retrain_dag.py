@@ -146,13 +146,13 @@ def test_served_scores_of_logged_impressions_equal_lightgbm_on_their_training_ro
     from feedloop import events
     from feedloop.serving.pods import Pods
     from feedloop.serving.snapshot import Snapshot
-    from feedloop.stack.process import free_port
+    from tests.integration.test_serving import _free_ports
 
     settings, env, _ = ran
     registry = Registry.from_settings(settings)
     live = registry.live()
     serve_day = date.fromisoformat(registry.manifest(live.version)["logical_date"]) + timedelta(days=1)
-    pods = Pods(settings, port=free_port(), replicas=1, env={**env, "FEEDLOOP_STATE_DIR": str(tmp_path),
+    pods = Pods(settings, port=_free_ports(1), replicas=1, env={**env, "FEEDLOOP_STATE_DIR": str(tmp_path),
                                                              "FEEDLOOP_SERVING__POLL_INTERVAL_S": "0.5"})
     pods.start()
     try:

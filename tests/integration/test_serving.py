@@ -64,10 +64,13 @@ def world(embedded, store, topic, tmp_path):
 
 
 def _free_ports(n: int) -> int:
+    """A free block below the kernel's ephemeral range (a pod's own S3/Kafka connections use that range)."""
+    import random
+
     from feedloop.stack.process import port_in_use
 
-    for _ in range(100):
-        base = free_port()
+    for _ in range(200):
+        base = random.randrange(20_000, 32_000 - n)
         if not any(port_in_use(base + i) for i in range(n)):
             return base
     raise RuntimeError("no free ports")
