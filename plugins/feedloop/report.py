@@ -89,7 +89,8 @@ def _quality_table(days: Sequence[DayStatus] | None, manifest: Mapping[str, Any]
         return "<p>Training window unknown: the dataset lineage has no window_start / window_end.</p>"
     if not days:
         return "<p>The training window holds no days.</p>"
-    head = "<tr><th>day</th>" + "".join(f"<th>{_e(s)}</th>" for s in STATES) + "<th>validation run</th><th>notes</th></tr>"
+    head = ("<tr><th>day</th>" + "".join(f"<th>{_e(s)}</th>" for s in STATES)
+            + "<th>validation run</th><th>notes</th></tr>")
     rows = []
     for d in days:
         notes = "; ".join(f"{h.hour:02d}: {h.state}" + (f" ({h.why})" if h.why else "")

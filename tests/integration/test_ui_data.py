@@ -48,7 +48,8 @@ def test_the_catalog_lists_versions_newest_first_with_deltas_against_the_champio
     _register(registry, "2026-11-05-aaaa")
     _register(registry, "2026-11-06-bbbb", champion="2026-11-05-aaaa", auc=0.72, window=None)
     _register(registry, "2026-11-04-zzzz", parity=False)
-    rows = Catalog().versions(registry)
+    catalog = Catalog()
+    rows = catalog.versions(registry, catalog.version_ids(registry))
     assert [r.version for r in rows] == ["2026-11-06-bbbb", "2026-11-05-aaaa", "2026-11-04-zzzz"]
     assert [r.servable for r in rows] == [True, True, False]  # a failed ONNX parity can never be live
     newest, first, _ = rows
@@ -61,19 +62,19 @@ def test_the_catalog_lists_versions_newest_first_with_deltas_against_the_champio
 def test_a_version_being_registered_is_left_out_until_its_manifest_exists(registry):
     catalog = Catalog()
     registry.store.put(registry.bucket, registry.version_key("2026-11-07-cccc", "model.onnx"), b"onnx-2026-11-07-cccc")
-    assert catalog.versions(registry) == []
+    assert catalog.version_ids(registry) == ["2026-11-07-cccc"]
+    assert catalog.versions(registry, ["2026-11-07-cccc"]) == []
     _register(registry, "2026-11-07-cccc")
-    assert [r.version for r in catalog.versions(registry)] == ["2026-11-07-cccc"]
+    assert [r.version for r in catalog.versions(registry, ["2026-11-07-cccc"])] == ["2026-11-07-cccc"]
 
 
 def test_summaries_are_read_once_per_version(registry):
     """Versions are immutable: a second view reads no manifest (deleted here to prove it)."""
     catalog = Catalog()
     _register(registry, "2026-11-05-aaaa")
-    assert catalog.versions(registry)[0].auc == 0.7
+    assert catalog.versions(registry, ["2026-11-05-aaaa"])[0].auc == 0.7
     registry.store.delete(registry.bucket, registry.version_key("2026-11-05-aaaa", "manifest.json"))
-    registry.store.put(registry.bucket, registry.version_key("2026-11-05-aaaa", "keep.txt"), b"folder stays listed")
-    assert catalog.versions(registry)[0].auc == 0.7
+    assert catalog.versions(registry, ["2026-11-05-aaaa"])[0].auc == 0.7
 
 
 def test_a_rollback_from_the_page_flips_through_compare_and_swap_and_enters_the_history(registry):
@@ -84,7 +85,9 @@ def test_a_rollback_from_the_page_flips_through_compare_and_swap_and_enters_the_
     pointer = change_pointer(registry, action="rollback", shown_seq=2, by="airflow-ui admin", reason="hurts search")
     assert (pointer["version"], pointer["previous"], pointer["seq"]) == ("2026-11-05-aaaa", "2026-11-06-bbbb", 3)
     assert registry.live().pointer == pointer
-    newest = catalog.history(registry, registry.live())[0]
+    rows, total = catalog.history(registry, registry.live())
+    newest = rows[0]
+    assert total == 3 and [r["seq"] for r in rows] == [3, 2, 1]
     assert (newest["seq"], newest["from"], newest["to"], newest["action"], newest["by"], newest["reason"]) == \
         (3, "2026-11-06-bbbb", "2026-11-05-aaaa", "rollback", "airflow-ui admin", "hurts search")
 
@@ -102,6 +105,19 @@ def test_refused_pointer_changes_change_nothing(registry, shown_seq, action, err
     with pytest.raises(error):
         change_pointer(registry, action=action, shown_seq=shown_seq, by="airflow-ui admin", reason="why")
     assert registry.live() == before
+
+
+def test_history_pages_newest_first_and_shows_a_pointer_whose_entry_is_not_written_yet(registry):
+    _register(registry, "2026-11-05-aaaa")
+    for k in range(5):
+        registry.flip(version="2026-11-05-aaaa", by="test", reason=f"flip {k}", expect_live=True)
+    registry.store.delete(registry.bucket, f"{registry.prefix}history/{5:010d}.json")  # a crash between the two writes
+    catalog = Catalog()
+    first, total = catalog.history(registry, registry.live(), offset=0, limit=2)
+    second, _ = catalog.history(registry, registry.live(), offset=2, limit=2)
+    assert total == 5 and [r["seq"] for r in first + second] == [5, 4, 3, 2]
+    assert first[0]["reason"] == "flip 4"
+    assert registry.store.get(registry.bucket, f"{registry.prefix}history/{5:010d}.json") is None  # read-only
 
 
 def test_canary_promote_and_abort_from_the_page(registry):
@@ -161,7 +177,8 @@ def test_hour_states_validated_quarantined_force_accepted_not_validated_and_miss
     quality.validate_day(settings, DAY, run_id="run-2",
                          acceptance=quality.Acceptance(hours=(22,), reason="known client bug", by="ops"))
     time.sleep(1.1)  # S3 times are to the second: the late object lands a second after the validation
-    lakedata.write(store, bucket, HourPartition(DAY, 23), lakedata.lake_table(lakedata.hour_events(DAY, 23, tag="-late")),
+    late = lakedata.lake_table(lakedata.hour_events(DAY, 23, tag="-late"))
+    lakedata.write(store, bucket, HourPartition(DAY, 23), late,
                    chunk=1000)  # a late object after validation
 
     status = overview.day_status(store, bucket, DAY)
@@ -188,6 +205,7 @@ def test_a_quarantined_hour_names_its_failed_checks_and_an_unvalidated_day_has_n
     assert quarantined.state == overview.QUARANTINED and "position_range" in quarantined.why
     later = overview.day_status(store, bucket, DAY + timedelta(days=1))
     assert later.run_id is None and later.hours[1].state == overview.NOT_VALIDATED
-    window = overview.window_status(store, bucket, {"window_start": str(DAY), "window_end": str(DAY + timedelta(days=2))})
+    lineage = {"window_start": str(DAY), "window_end": str(DAY + timedelta(days=2))}
+    window = overview.window_status(store, bucket, lineage)
     assert [d.day for d in window] == [DAY, DAY + timedelta(days=1)]
     assert overview.window_status(store, bucket, {"events": 3}) is None

@@ -31,7 +31,7 @@ from feedloop.quality import overview
 from feedloop.registry import Registry, RegistryError
 from feedloop.storage import ObjectStore
 from feedloop.ui import airflow_db, mount
-from feedloop.ui.models import Catalog, change_pointer
+from feedloop.ui.models import PAGE_SIZE, Catalog, change_pointer
 from feedloop.ui.runs import run_model
 
 CATALOG = Catalog()
@@ -51,8 +51,9 @@ def create_app() -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _login_or_error)
 
     @app.get("/models", dependencies=[READ_MODELS])
-    def models(request: Request, changed: int | None = None) -> HTMLResponse:
-        return _models_page(request, changed=changed)
+    def models(request: Request, changed: int | None = None, page: Annotated[int, Query(ge=1)] = 1,
+               history_page: Annotated[int, Query(ge=1)] = 1) -> HTMLResponse:
+        return _models_page(request, changed=changed, page=page, history_page=history_page)
 
     @app.post("/models/rollback", dependencies=[ROLLBACK])
     def rollback(request: Request, user: GetUserDep, reason: Annotated[str, Form()] = "",
@@ -103,20 +104,27 @@ def create_app() -> FastAPI:
 # ---- Models ---------------------------------------------------------------------------------------
 
 def _models_page(request: Request, *, changed: int | None = None, error: str | None = None,
-                 form: dict[str, str] | None = None, status_code: int = 200) -> HTMLResponse:
+                 form: dict[str, str] | None = None, status_code: int = 200, page: int = 1,
+                 history_page: int = 1) -> HTMLResponse:
     registry = _registry()
     live = registry.live()
-    versions = CATALOG.versions(registry)
-    history = CATALOG.history(registry, live)
+    ids = CATALOG.version_ids(registry)
+    size = PAGE_SIZE
+    versions = CATALOG.versions(registry, ids[(page - 1) * size:page * size])
+    history, history_total = CATALOG.history(registry, live, offset=(history_page - 1) * size, limit=size)
     for row in history:
         m = _BY_RUN.match(row.get("by") or "")
         row["by_run_url"] = _run_url(request, m[1], m[2]) if m else None
     pointer = live.pointer if live else None
     live_version = pointer["version"] if pointer else None
-    done = next((h for h in history if h["seq"] == changed), None) if changed else None
+    done = next((row for row in history if row["seq"] == changed), None) if changed else None
+    unservable = {v for v in ids if (s := CATALOG.cached(registry, v)) is not None and not s.servable}
     return _render(request, "models.html", status_code=status_code, pointer=pointer,
                    canary=(pointer or {}).get("canary"), versions=versions, history=history,
-                   targets=[v.version for v in versions if v.servable and v.version != live_version],
+                   total=len(ids), page=page, pages=max(1, -(-len(ids) // size)),
+                   history_total=history_total, history_page=history_page,
+                   history_pages=max(1, -(-history_total // size)),
+                   targets=[v for v in ids if v != live_version and v not in unservable],
                    default_target=(form or {}).get("to") or (pointer or {}).get("previous"),
                    reason=(form or {}).get("reason", ""), error=error, done=done)
 
@@ -125,7 +133,7 @@ def _pointer_change(request: Request, user: Any, action: str, *, reason: str, sh
                     to: str | None = None) -> Response:
     _same_origin(request)
     try:
-        pointer = change_pointer(_registry(), action=action, shown_seq=int(shown_seq) if shown_seq else None,
+        pointer = change_pointer(_registry(), action=action, shown_seq=int(shown_seq) if shown_seq.isdigit() else None,
                                  by=f"airflow-ui {user.get_name()}", reason=reason.strip(), to=to)
     except RegistryError as exc:
         return _models_page(request, error=str(exc), form={"to": to or "", "reason": reason}, status_code=409)

@@ -1,0 +1,42 @@
+"""The Model report tab of retrain_ranker runs: each run shows the report of its own date's version."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser import uidata
+from tests.browser.conftest import VERSION_DAYS
+
+pytestmark = pytest.mark.browser
+
+SECTIONS = ("Overall (held-out day)", "Gate checks", "Candidate vs champion per segment",
+            "Data quality of the training window", "Feature importance (gain)", "Scores: calibration and distribution",
+            "Lineage")
+
+
+def test_each_retrain_runs_model_report_tab_shows_that_dates_version(ui, airflow, ranker_versions):
+    airflow.api.wait_for_dag(uidata.RETRAIN)
+    for day, version in list(zip(VERSION_DAYS, ranker_versions))[1:]:
+        run_id = uidata.trigger_paused(airflow.api, uidata.RETRAIN, day)
+        ui.page.goto(f"{airflow.url}/dags/{uidata.RETRAIN}/runs/{quote(run_id, safe='')}")
+        ui.shot(f"run-{day}")
+        ui.page.get_by_role("link", name="Model report").click()
+        frame = ui.page.frame_locator("iframe[title='Model report']")
+        expect(frame.locator("#run-version")).to_have_text(version)
+        expect(frame.locator("h1")).to_have_text(f"Ranker {version}")
+        ui.shot(f"model-report-{day}")
+        for section in SECTIONS:
+            expect(frame.get_by_role("heading", name=section)).to_be_visible()
+        expect(frame.locator("body")).to_contain_text(f"logical date {day}")
+        expect(frame.locator("body")).to_contain_text("code version")
+
+
+def test_the_tab_says_why_a_run_has_no_model(ui, airflow):
+    run_id = uidata.trigger_paused(airflow.api, uidata.RETRAIN, VERSION_DAYS[0].replace(day=1))
+    ui.page.goto(f"{airflow.url}/dags/{uidata.RETRAIN}/runs/{quote(run_id, safe='')}/plugin/feedloop-model-report")
+    frame = ui.page.frame_locator("iframe[title='Model report']")
+    expect(frame.locator("#message")).to_contain_text("no model was trained for 2026-11-01 yet")
+    ui.shot("model-report-no-model")
