@@ -5,8 +5,10 @@ Playwright for Python. Without it the tests skip with that command, or FAIL when
 FEEDLOOP_REQUIRE_SERVICES=1 (CI). Every step's screenshot is saved under
 test-artifacts/screenshots/<test>/ (git-ignored; CI keeps the folder as an artifact).
 
-The fixtures are package-scoped: Airflow and Chromium stop after the last browser test, not at the
-end of the whole session (an idle Airflow would slow every later test on 2 cores).
+Fixtures for new tests: `airflow` (settings, url, a logged-in REST client `api`) and `ui` (a signed-in
+page; `ui.plugin(route, title)` opens a plugin view and returns its iframe, `ui.shot(step)` saves a
+screenshot). They are package-scoped: Airflow and Chromium stop after the last browser test, not at
+the end of the whole session (an idle Airflow would slow every later test on 2 cores).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
@@ -32,6 +33,10 @@ def test_each_retrain_runs_model_report_tab_shows_that_dates_version(ui, airflow
             expect(frame.get_by_role("heading", name=section)).to_be_visible()
         expect(frame.locator("body")).to_contain_text(f"logical date {day}")
         expect(frame.locator("body")).to_contain_text("code version")
+        window = f"{day - timedelta(days=3)} … {day + timedelta(days=1)}"  # uidata.promote_days' lineage
+        expect(frame.locator("body")).to_contain_text(f"data range {window} (end exclusive)")
+    ui.page.goto(f"{airflow.url}/feedloop/versions/{version}/report.html")  # the whole page, for the artifacts
+    ui.shot("report-page")
 
 
 def test_the_tab_says_why_a_run_has_no_model(ui, airflow):
