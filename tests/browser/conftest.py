@@ -27,7 +27,6 @@ import pytest
 from feedloop import stack
 from feedloop.airflow_api import AirflowApi
 from feedloop.config import Settings, load_settings, repo_root
-from feedloop.storage import ObjectStore
 from tests.conftest import stack_environ
 
 CHROMIUM = os.environ.get("FEEDLOOP_CHROMIUM", "/usr/bin/chromium")
@@ -69,10 +68,6 @@ class Airflow:
     url: str
     password: str
     api: AirflowApi
-
-    @property
-    def store(self) -> ObjectStore:
-        return ObjectStore.from_settings(self.settings)
 
 
 @pytest.fixture(scope="package")
