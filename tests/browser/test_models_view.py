@@ -92,10 +92,18 @@ def test_a_rollback_from_a_stale_page_is_refused_and_changes_nothing(ui, airflow
     assert (now["version"], now["seq"]) == (moved["to"], moved["seq"])
 
 
-def test_pointer_changes_need_a_login(airflow, ranker_versions):
-    response = httpx.post(f"{airflow.url}/feedloop/models/rollback", data={"reason": "anonymous"}, timeout=30)
-    assert response.status_code == 401
+def test_pointer_changes_need_a_login_and_a_form_from_this_airflow(airflow, ranker_versions):
+    before = _registry(airflow).live().pointer
+    form = {"reason": "should not apply", "shown_seq": str(before["seq"])}
+    anonymous = httpx.post(f"{airflow.url}/feedloop/models/rollback", data=form, timeout=30)
+    assert anonymous.status_code == 401
     assert httpx.get(f"{airflow.url}/feedloop/models", timeout=30).status_code == 401
+    token = httpx.post(f"{airflow.url}/auth/token", json={"username": "admin", "password": airflow.password},
+                       timeout=30).json()["access_token"]
+    cross_site = httpx.post(f"{airflow.url}/feedloop/models/rollback", data=form, timeout=30,
+                            headers={"Authorization": f"Bearer {token}", "Origin": "https://elsewhere.example"})
+    assert cross_site.status_code == 403 and "elsewhere.example" in cross_site.text
+    assert _registry(airflow).live().pointer == before
 
 
 def test_the_models_view_stays_fast_with_a_year_of_daily_versions(ui, airflow, ranker_versions):
