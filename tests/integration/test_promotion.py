@@ -71,7 +71,8 @@ def test_a_first_model_is_registered_and_made_live_and_a_rerun_changes_nothing(e
     assert version.startswith("2026-11-05-") and out["evaluate"]["champion"] is None
     assert out["export"]["passed"] and out["export"]["max_abs_diff"] < 1e-5
     assert out["gate"]["promotable"]
-    assert out["flip"] == {"flipped": True, "canary": False, "version": version, "previous": None, "seq": 1}
+    assert out["flip"] == {"flipped": True, "canary": False, "version": version, "previous": None, "seq": 1,
+                           "action": "promote"}
 
     live = env.registry.live().pointer
     onnx_bytes = env.registry.read(version, "model.onnx")
