@@ -5,7 +5,7 @@ and 365 metrics.json files, and a year of flips 365 history entries; reading the
 2 busy cores. The page shows the newest PAGE_SIZE of each, older ones page by page, so a view reads
 at most that many; versions and history entries are immutable (written once, If-None-Match), so each
 is read once per process and kept as a small summary. A repeated view costs one delimiter LIST of
-the versions, one LIST of the history and one GET of live.json.
+the versions and one GET of live.json.
 
 Pointer changes go through the registry's own plan + compare-and-swap commit, as the CLI and the
 DAGs do; the page also sends the pointer sequence number it showed, so a click made on a stale page
@@ -24,7 +24,7 @@ import orjson
 from feedloop.registry import FlipPlan, Live, Registry, RegistryError, entries
 
 READ_THREADS = 8
-PAGE_SIZE = 50
+PAGE_SIZE = 30  # a first view reads at most this many manifests + metrics.json + history entries
 ACTIONS = ("rollback", "promote-canary", "abort-canary")
 
 
@@ -83,16 +83,21 @@ class Catalog:
 
     def history(self, registry: Registry, live: Live | None, *, offset: int = 0,
                 limit: int = PAGE_SIZE) -> tuple[list[dict[str, Any]], int]:
-        """(pointer writes newest first as registry.entries() rows, sliced; how many there are). Read-only."""
-        keys = sorted(registry.store.list_keys(registry.bucket, f"{registry.prefix}history/"), reverse=True)
-        seqs = {int(k.rsplit("/", 1)[-1].removesuffix(".json")): k for k in keys}
-        if live is not None and live.pointer["seq"] not in seqs:  # written, its history entry not yet
-            seqs[live.pointer["seq"]] = ""
-        page = sorted(seqs, reverse=True)[offset:offset + limit]
-        found = self._fill(self._history, registry, [seqs[q] for q in page if seqs[q]],
+        """(pointer writes newest first as registry.entries() rows, sliced; how many there are). Read-only.
+
+        Entry seq N is history/<N>.json and the live pointer carries the newest seq, so a page is read
+        by name, never by listing the history.
+        """
+        if live is None:
+            return [], 0
+        newest = live.pointer["seq"]
+        page = list(range(newest - offset, max(newest - offset - limit, 0), -1))
+        keys = {seq: f"{registry.prefix}history/{seq:010d}.json" for seq in page}
+        found = self._fill(self._history, registry, list(keys.values()),
                            lambda k: registry.store.get_json(registry.bucket, k))
-        pointers = [found.get(seqs[q]) if seqs[q] else live.pointer for q in page]  # type: ignore[union-attr]
-        return entries(p for p in pointers if p), len(seqs)
+        # the live pointer stands in for its own entry if a crash came between the two writes
+        pointers = [found.get(keys[seq]) or (live.pointer if seq == newest else None) for seq in page]
+        return entries(p for p in pointers if p), newest
 
     def _fill(self, cache: dict, registry: Registry, names: list[str], read: Callable[[str], Any]) -> dict[str, Any]:
         """{name: cached or freshly read value}; a name whose read returns None is left out and not cached."""
