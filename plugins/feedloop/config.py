@@ -52,6 +52,7 @@ class StackSettings(_Section):
     embedded_airflow: bool = True
     s3_port: int = 8333
     s3_internal_port_base: int = 17330
+    s3_max_volumes: int = Field(1000, ge=1)  # SeaweedFS volume slots; every bucket takes at least one
     kafka_port: int = 9092
     kafka_storage: Literal["memory", "s3"] = "memory"
     airflow_port: int = 8080

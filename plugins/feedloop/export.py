@@ -13,6 +13,7 @@ import numpy as np
 
 INPUT_NAME = "input"
 TARGET_OPSET = 15  # the highest onnxmltools 1.16 converts LightGBM to
+GRAPH_NAME = "feedloop_ranker"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,12 @@ def to_onnx(*, model_text: str, n_features: int) -> bytes:
         raise ValueError(f"model has {booster.num_feature()} features, the manifest names {n_features}")
     model = onnxmltools.convert_lightgbm(booster, initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
                                          zipmap=False, target_opset=TARGET_OPSET)
+    # onnxmltools names each conversion with a random uuid and lists the opsets in no fixed order: pin both,
+    # so the same model.txt always gives the same bytes (and sha256), whichever worker converted it
+    model.graph.name = GRAPH_NAME
+    opsets = sorted(model.opset_import, key=lambda o: o.domain)
+    del model.opset_import[:]
+    model.opset_import.extend(opsets)
     return model.SerializeToString()
 
 

@@ -143,6 +143,10 @@ class S3Service(Service):
         return [
             weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
             "-admin.ui=false", f"-s3.port={self.settings.stack.s3_port}",
+            # weed sizes its volume count to free disk / volume size, and every bucket is a collection with a
+            # volume of its own: with 80 GB free it allowed 77 volumes, and the 78th bucket's PutObject failed
+            # with InternalError (the test session makes a bucket per module)
+            f"-volume.max={self.settings.stack.s3_max_volumes}",
             f"-admin.port.grpc={ports['admin.port'] + _ADMIN_GRPC_OFFSET}", *flags,
         ]
 

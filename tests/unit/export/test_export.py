@@ -77,3 +77,22 @@ def test_an_export_that_does_not_run_records_no_figure():
     text, x = _model("lambdarank")
     parity = check_parity(model_text=text, onnx_bytes=b"not onnx", matrix=x, threshold=1e-5)
     assert parity.to_dict() == {"max_abs_diff": None, "rows": 1200, "threshold": 1e-5, "passed": False}
+
+
+_CONVERT = """
+import hashlib, sys
+from feedloop.export import to_onnx
+print(hashlib.sha256(to_onnx(model_text=sys.stdin.read(), n_features=3)).hexdigest())
+"""
+
+
+def test_the_same_model_converts_to_the_same_bytes_in_any_process():
+    """Workers convert independently; the sha256 in the pointer must not depend on which one did."""
+    import os
+    import subprocess
+    import sys
+
+    text, _ = _model("lambdarank")
+    digests = {subprocess.run([sys.executable, "-c", _CONVERT], input=text, capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in (0, 1, 2)}
+    assert len(digests) == 1 and len(next(iter(digests))) == 64
