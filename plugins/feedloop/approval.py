@@ -48,12 +48,20 @@ class PromotionApproval(ApprovalOperator):
         self.log.info("waiting up to %s for Approve / Reject: %s", self.response_timeout, self.subject)
         return super().execute(context)
 
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        answer = super().execute_complete(context=context, event=event)  # a Reject skips the flip here
-        gate = context["ti"].xcom_pull(task_ids=self.gate_task_id)
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> None:
+        """Record the answer, then let ApprovalOperator act on it.
+
+        The record is pushed as this task's return value first: on Reject the parent skips the flip by
+        raising (DownstreamTasksSkipped), so nothing returned after it would be kept.
+        """
+        ti = context["ti"]
+        gate = ti.xcom_pull(task_ids=self.gate_task_id)
         user = event.get("responded_by_user") or {}
-        return promotion.record_approval(ds=context["ds"], version=gate["version"], chosen=answer["chosen_options"],
-                                         by=user.get("name") or user.get("id"), timed_out=bool(event.get("timedout")))
+        record = promotion.record_approval(ds=context["ds"], version=gate["version"], chosen=event["chosen_options"],
+                                           by=user.get("name") or user.get("id"),
+                                           timed_out=bool(event.get("timedout")))
+        ti.xcom_push(key="return_value", value=record)
+        super().execute_complete(context=context, event=event)
 
 
 def _run_url(dag_id: str, run_id: str) -> str:

@@ -7,6 +7,9 @@ again, refuses names no DAG knows (a misspelt key would otherwise be accepted an
 applies the cross-field rules (force needs a reason, accepted hours need a reason, a replay range
 fits its mode) so a bad run fails at once with a message naming the param, before any work.
 
+Optional text is typed ["null", "string"] with no default: the trigger form treats a plain string
+param as required and keeps its Trigger button disabled while such a field is empty.
+
 Date-times are plain text in UTC (`YYYY-MM-DDTHH:MM`), not `format: date-time`: the trigger
 form's date-time picker converts between the browser's time zone and UTC (apache/airflow
 #54466), and a replay range must mean the same hours whoever types it.
@@ -53,7 +56,7 @@ def retrain(settings: Settings) -> dict[str, Param]:
                         "(never past a failed ONNX parity); the reason goes into the pointer history. dry-run: "
                         "validate, build, train, evaluate, export and gate, then stop: no version is registered "
                         "and live.json is not touched (the report is staged under ranker/runs/<day>/)."),
-        "force_reason": Param("", type="string", maxLength=500, title="Force reason",
+        "force_reason": Param(None, type=["null", "string"], maxLength=500, title="Force reason",
                               description="Required with promotion_mode=force (and only then): why the candidate "
                                           "goes live despite the gate. Recorded in live.json and its history."),
         "window_days": Param(settings.dataset.window_days, type="integer",
@@ -84,7 +87,7 @@ def retrain(settings: Settings) -> dict[str, Param]:
                               uniqueItems=True, title="Force-accept hours",
                               description="Hours (0-23, UTC) of the logical date to train on despite failed "
                                           "checks. Needs accept_reason."),
-        "accept_reason": Param("", type="string", maxLength=500, title="Force-accept reason",
+        "accept_reason": Param(None, type=["null", "string"], maxLength=500, title="Force-accept reason",
                                description="Required with accept_hours (and only then): why those hours are "
                                            "accepted. Recorded with the partition's status."),
     }
@@ -195,16 +198,16 @@ def gate_overrides(values: Mapping[str, Any], settings: Settings) -> dict[str, A
 
 def _retrain_rules(v: dict[str, Any], settings: Settings) -> list[tuple[str, str]]:
     problems = []
-    mode, reason = v["promotion_mode"], v["force_reason"].strip()
+    mode, reason, accept_reason = v["promotion_mode"], _text(v["force_reason"]), _text(v["accept_reason"])
     if mode == "force" and len(reason) < 3:
         problems.append(("force_reason", "required with promotion_mode=force: say why the gate is overridden"))
     if mode != "force" and reason:
         problems.append(("force_reason", f"only used with promotion_mode=force (this run's mode is {mode}); "
                                          "clear it or choose force"))
-    if v["accept_hours"] and not v["accept_reason"].strip():
+    if v["accept_hours"] and not accept_reason:
         problems.append(("accept_reason", f"required with accept_hours {v['accept_hours']}: say why those hours "
                                           "are good enough to train on"))
-    if v["accept_reason"].strip() and not v["accept_hours"]:
+    if accept_reason and not v["accept_hours"]:
         problems.append(("accept_reason", "only used with accept_hours; name the hours to accept or clear it"))
     extra = v["gate_thresholds"]
     for name, (key, metric) in TYPED_GATE.items():
@@ -257,8 +260,13 @@ def _normalized(dag_id: str, values: dict[str, Any]) -> dict[str, Any]:
     if dag_id == "replay_engagement" and values["mode"] == "time":
         return {**values, **{k: parse_utc(values[k]).isoformat().replace("+00:00", "Z") for k in ("start", "end")}}
     if dag_id == "retrain_ranker":
-        return {**values, "force_reason": values["force_reason"].strip(), "accept_reason": values["accept_reason"].strip()}
+        return {**values, "force_reason": _text(values["force_reason"]) or None,
+                "accept_reason": _text(values["accept_reason"]) or None}
     return values
+
+
+def _text(value: str | None) -> str:
+    return (value or "").strip()
 
 
 def _schema_error(param: Param, value: Any) -> str | None:

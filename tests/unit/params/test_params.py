@@ -154,3 +154,6 @@ def test_every_param_is_typed_and_described():
             assert len(p.description or "") > 20, f"{dag_id}.{name} has no real description"
             if "enum" in p.schema:  # a dropdown in the trigger form needs a plain (non-null) type
                 assert p.schema["type"] == "string", f"{dag_id}.{name}"
+            optional = p.value in ("", None) and not p.schema.get("minLength")
+            if optional:  # the form requires a non-null type and blocks Trigger while the field is empty
+                assert "null" in p.schema["type"], f"{dag_id}.{name} is optional but typed as required"
