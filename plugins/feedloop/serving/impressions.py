@@ -71,7 +71,7 @@ class ImpressionLog:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="impression-log", daemon=True)
-        self._producer = None
+        self._acked = self._failed = 0   # delivery reports since the last _settle()
         self.last_error: str | None = None
 
     def start(self) -> None:
@@ -92,11 +92,9 @@ class ImpressionLog:
         return self._pending
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Send what is buffered (up to timeout), then let go of the producer."""
+        """Send what is buffered: the thread drains its queue and flushes the producer (up to timeout)."""
         self._stop.set()
         self._thread.join(timeout=timeout)
-        if self._producer is not None:
-            self._producer.flush(min(timeout, 5))
 
     def _run(self) -> None:
         producer = self._connect()
@@ -104,9 +102,11 @@ class ImpressionLog:
             batch = self._take_batch()
             for served in batch:
                 self._send(producer, served)
-            producer.poll(0)  # delivery reports: sent / failed counts and the pending total
+            producer.poll(0)  # runs the delivery reports of what Kafka answered so far
+            self._settle()
             if not batch and self._stop.is_set():
                 producer.flush(5)
+                self._settle()
                 return
 
     def _take_batch(self) -> list[ServedList]:
@@ -135,14 +135,24 @@ class ImpressionLog:
                 return
 
     def _delivered(self, err, _msg) -> None:
+        """One call per event, from poll() on this thread: only count here, _settle() publishes."""
         if err is None:
-            metrics.IMPRESSIONS_SENT.inc()
-            self.last_error = None
+            self._acked += 1
         else:
+            self._failed += 1
             self.last_error = str(err)[:300]
-            metrics.IMPRESSIONS_DROPPED.labels("kafka_error").inc()
-        with self._lock:
-            self._pending -= 1
+
+    def _settle(self) -> None:
+        acked, failed, self._acked, self._failed = self._acked, self._failed, 0, 0
+        if acked:
+            metrics.IMPRESSIONS_SENT.inc(acked)
+            if not failed:
+                self.last_error = None
+        if failed:
+            metrics.IMPRESSIONS_DROPPED.labels("kafka_error").inc(failed)
+        if acked or failed:
+            with self._lock:
+                self._pending -= acked + failed
 
     def _dropped(self, n: int, reason: str) -> None:
         metrics.IMPRESSIONS_DROPPED.labels(reason).inc(n)
