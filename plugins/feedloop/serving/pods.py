@@ -113,16 +113,22 @@ class Pods:
         return out
 
     def wait_for(self, version: str, *, timeout: float = 60.0) -> float:
-        """Seconds until every pod serves `version` live; StackError after timeout."""
-        t0 = time.monotonic()
+        """Seconds until every pod serves `version` live; StackError after timeout.
+
+        Each uvicorn worker of a pod follows the pointer on its own and a connection reaches any one of
+        them, so with several workers the answer must agree over many fresh connections in a row.
+        """
+        t0, agreeing, needed = time.monotonic(), 0, 1 if self.workers == 1 else 10 * self.workers
         while True:
             versions = self.versions()
-            if all(v == version for v in versions):
+            agreeing = agreeing + 1 if all(v == version for v in versions) else 0
+            if agreeing >= needed:
                 return time.monotonic() - t0
             if time.monotonic() - t0 > timeout:
                 raise StackError(f"pods {self.urls} serve {versions}, not {version}, after {timeout:.0f}s; "
                                  f"see {Path(self.processes[0].log_file).parent}/serving-*.log")
-            time.sleep(0.1)
+            if not agreeing:
+                time.sleep(0.1)
 
 
 def _alive(url: str) -> bool:
