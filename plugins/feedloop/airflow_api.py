@@ -113,10 +113,24 @@ class AirflowApi:
     def create_backfill(self, dag_id: str, *, from_date: str, to_date: str, conf: dict | None = None,
                         reprocess: str = "none", max_active_runs: int = 1) -> dict:
         """One run per schedule interval in [from_date, to_date], each with `conf` as its params; days that
-        already ran are re-run with it only if `reprocess` says so ("completed": all, "failed": failed ones)."""
-        return self._call("POST", "/backfills", json={
-            "dag_id": dag_id, "from_date": from_date, "to_date": to_date, "dag_run_conf": conf,
-            "reprocess_behavior": reprocess, "max_active_runs": max_active_runs})
+        already ran are re-run with it only if `reprocess` says so ("completed": all, "failed": failed ones).
+
+        On SQLite (the embedded stack) Airflow answers 503 "Database is locked" while the scheduler
+        writes, having created nothing: that answer is retried for up to a minute.
+        """
+        body = {"dag_id": dag_id, "from_date": from_date, "to_date": to_date, "dag_run_conf": conf,
+                "reprocess_behavior": reprocess, "max_active_runs": max_active_runs}
+        deadline, pause = time.monotonic() + 60, 1.0
+        while True:
+            resp = self.http.post("/backfills", json=body)
+            locked = resp.status_code == 503 and "locked" in resp.text
+            if not locked or time.monotonic() > deadline:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 8.0)
+        if resp.status_code >= 300:
+            raise AirflowApiError(f"POST /backfills: {resp.status_code} {resp.text[:500]}")
+        return resp.json()
 
     def backfill(self, backfill_id: int) -> dict:
         return self._call("GET", f"/backfills/{backfill_id}")
