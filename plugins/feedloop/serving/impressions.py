@@ -131,7 +131,7 @@ class ImpressionLog:
                 producer.produce(self.kafka.topic, key=key, value=to_json(event), timestamp=served.ts_ms,
                                  on_delivery=self._delivered)
             except BufferError:  # librdkafka's own queue is full (Kafka slow): drop the rest of the list
-                self._dropped(len(served.item_ids) - n, "kafka_error")
+                self._failed += len(served.item_ids) - n
                 return
 
     def _delivered(self, err, _msg) -> None:
@@ -153,11 +153,6 @@ class ImpressionLog:
         if acked or failed:
             with self._lock:
                 self._pending -= acked + failed
-
-    def _dropped(self, n: int, reason: str) -> None:
-        metrics.IMPRESSIONS_DROPPED.labels(reason).inc(n)
-        with self._lock:
-            self._pending -= n
 
     def _on_error(self, err) -> None:
         """Broker down, unknown host, ...: librdkafka keeps reconnecting; undelivered events fail on their timeout.

@@ -155,17 +155,6 @@ def production_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _hide_password(url: str) -> str:
-    """The URL as `stack status` may print it: a password in it becomes ***."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _health(settings: Settings) -> dict[str, Any]:
     import httpx
 
@@ -231,7 +220,7 @@ class ApiServer(AirflowComponent):
         from sqlalchemy.engine import make_url
 
         db = make_url(metadata_db_url(self.settings)).render_as_string(hide_password=True)
-        broker = _hide_password(self.settings.production.broker_url)
+        broker = make_url(self.settings.production.broker_url).render_as_string(hide_password=True)
         return {"ui": self.url, "login": f"{ADMIN} / password in {password_file(self.settings)}",
                 "metadata": db, "executor": f"CeleryExecutor, broker {broker}"}
 
