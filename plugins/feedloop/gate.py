@@ -26,7 +26,7 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class Check:
-    kind: str            # parity | floor | regression
+    kind: str            # parity | floor | regression | comparable
     scope: str           # overall | <segment>, e.g. tenant_id=globex
     metric: str
     candidate: float | None
@@ -45,6 +45,9 @@ class Check:
                     f"{self.support} query groups)")
         if self.kind == "floor":
             return f"{self.metric} {self.scope} {cand} is below the floor {_fmt(self.limit)}"
+        if self.kind == "comparable":
+            return (f"{self.note}: no regression check is possible; if the new feature set is intended, "
+                    "promote with promotion_mode=force and a force_reason after reading the report")
         return f"ONNX parity max |diff| {cand} exceeds {_fmt(self.limit)} ({self.note})"
 
 
@@ -78,7 +81,8 @@ def decide(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, thr
 
     candidate: {"version", "overall": {metric: value, "groups": n}, "segments": {scope: {...}},
     "parity": {"max_abs_diff", "rows"}}; champion: the same shape evaluated on the same rows, or None
-    for the first model (floors and parity only). A missing parity figure never passes.
+    for the first model (floors and parity only). A missing parity figure never passes, nor does a
+    champion that could not be scored on these rows ({"unscorable": why}: its feature set differs).
     """
     checks = [_parity(candidate.get("parity"), thresholds.parity_max_abs_diff)]
     overall = candidate["overall"]
@@ -86,7 +90,9 @@ def decide(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, thr
         value = overall.get(metric)
         checks.append(Check("floor", "overall", metric, value, floor, value is not None and value >= floor,
                             support=overall.get("groups")))
-    if champion is not None:
+    if champion is not None and champion.get("unscorable"):
+        checks.append(Check("comparable", "overall", "champion", None, None, False, note=champion["unscorable"]))
+    elif champion is not None:
         checks += _regressions("overall", overall, champion["overall"], thresholds, thresholds.tolerance)
         for scope in sorted(candidate.get("segments", {})):
             cand_seg = candidate["segments"][scope]

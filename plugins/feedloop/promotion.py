@@ -523,9 +523,9 @@ def _evaluate(cand: Candidate) -> dict[str, Any]:
     registry = Registry(cand.store, cand.settings.s3.models_bucket)
     live = registry.live()
     champ_manifest = registry.manifest(live.version) if live else None
-    names = _feature_names(cand.feature_manifest) + (_feature_names(champ_manifest["feature_manifest"])
-                                                      if champ_manifest else [])
-    columns = _holdout(cand.store, cand.settings.s3.lake_bucket, cand.dataset_key, names, segments=cfg.segments)
+    champ_names = _feature_names(champ_manifest["feature_manifest"]) if champ_manifest else []
+    columns = _holdout(cand.store, cand.settings.s3.lake_bucket, cand.dataset_key,
+                       _feature_names(cand.feature_manifest), segments=cfg.segments, optional=champ_names)
     booster = lgb.Booster(model_str=cand.model_text)
     scores = booster.predict(_matrix(columns, cand.feature_manifest, what=f"candidate {cand.version}"))
     result: dict[str, Any] = {
@@ -541,7 +541,13 @@ def _evaluate(cand: Candidate) -> dict[str, Any]:
         "calibration": evaluate.calibration(score=scores, binary=columns["label_binary"]),
         "train": cand.train_metrics,
     }
-    if live is not None:
+    lacking = [n for n in champ_names if n not in columns]
+    if live is not None and lacking:  # a changed feature set: the gate holds it, promotion_mode=force can promote
+        why = (f"champion {live.version} needs feature column(s) this holdout lacks: {', '.join(lacking)} "
+               "(its feature set differs from the candidate's)")
+        log.warning("%s; it cannot be compared on the same rows", why)
+        result["champion"] = {"version": live.version, "unscorable": why, "overall": {}, "segments": {}}
+    elif live is not None:
         champ = lgb.Booster(model_str=registry.read(live.version, "model.txt").decode())
         champ_matrix = _matrix(columns, champ_manifest["feature_manifest"], what=f"champion {live.version}")
         champ_scores = champ.predict(champ_matrix)
@@ -551,7 +557,9 @@ def _evaluate(cand: Candidate) -> dict[str, Any]:
 
 
 def _holdout(store: ObjectStore, bucket: str, dataset_key: str, features: list[str],
-             segments: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+             segments: tuple[str, ...] = (), optional: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The holdout's columns: the candidate's features and `segments` must be there; `optional` ones
+    (the champion's features) are read where every file has them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -559,15 +567,17 @@ def _holdout(store: ObjectStore, bucket: str, dataset_key: str, features: list[s
     keys = sorted(k for k in store.list_keys(bucket, prefix) if k.endswith(".parquet"))
     if not keys:
         raise EvaluationError(f"no holdout rows under {store.uri(bucket, prefix)}")
-    wanted = list(dict.fromkeys([*HOLDOUT_COLUMNS, *segments, *features]))
+    required = list(dict.fromkeys([*HOLDOUT_COLUMNS, *segments, *features]))
     tables = []
     for key in keys:
         table = pq.read_table(io.BytesIO(store.get(bucket, key).body))
-        missing = [c for c in wanted if c not in table.column_names]
+        missing = [c for c in required if c not in table.column_names]
         if missing:
             raise EvaluationError(f"{store.uri(bucket, key)} lacks column(s) {', '.join(missing)}")
-        tables.append(table.select(wanted))
-    table = pa.concat_tables(tables)
+        tables.append(table)
+    everywhere = set.intersection(*(set(t.column_names) for t in tables))
+    wanted = required + [c for c in dict.fromkeys(optional or []) if c in everywhere and c not in required]
+    table = pa.concat_tables([t.select(wanted) for t in tables])
     return {name: table.column(name).to_numpy() for name in wanted}
 
 

@@ -50,7 +50,9 @@ def render(*, version: str, metrics: Mapping[str, Any], gate: Mapping[str, Any],
 def _overall_table(metrics: Mapping[str, Any]) -> str:
     rows = [("candidate", metrics["candidate"]["overall"])]
     if metrics.get("champion"):
-        rows.append((f"champion {metrics['champion']['version']}", metrics["champion"]["overall"]))
+        champ = metrics["champion"]
+        cannot = " (cannot be scored on these rows: its feature set differs)" if champ.get("unscorable") else ""
+        rows.append((f"champion {champ['version']}{cannot}", champ["overall"]))
     if metrics.get("popularity"):
         rows.append(("popularity baseline", metrics["popularity"]["overall"]))
     head = "<tr><th></th>" + "".join(f"<th>{m}</th>" for m in METRICS) + "<th>query groups</th><th>rows</th></tr>"

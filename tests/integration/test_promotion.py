@@ -368,3 +368,34 @@ def test_the_canary_cli_and_dag_task_start_ramp_list_and_abort(env, models, monk
     assert code == 1 and "no canary is running: nothing to abort" in err
     with pytest.raises(AirflowFailException, match="no canary is running: nothing to promote"):
         promotion.run_canary(params={"action": "promote", "reason": "go"}, run_id="manual__3")
+
+
+def test_a_changed_feature_set_is_held_by_the_gate_and_force_promotes_it(env, models):
+    """The champion needs a column the new datasets no longer have (f_quality became f_quality_v2):
+    it cannot be scored on the candidate's rows, so nothing is compared; the gate says so and how to
+    promote, and promotion_mode=force makes the candidate live, its report naming the reason."""
+    env.write("2026-11-05", models["good"])
+    champion = _promote(env, "2026-11-05")["flip"]["version"]
+    renamed = [{**f, "column": "f_quality_v2"} if f["name"] == "f_quality" else f for f in rankerdata.FEATURES]
+    holdout = rankerdata.day_frame(seed=99)
+    holdout["f_quality_v2"] = holdout.pop("f_quality")
+    ds, s = "2026-11-06", env.settings
+    rankerdata.write_run(env.store, s, ds, model_text=models["better"], holdout=holdout,
+                         manifest={**rankerdata.MANIFEST, "features": renamed})
+    evaluated = promotion.evaluate_candidate(ds=ds, settings=s)
+    assert evaluated["champion"] == champion and evaluated["overall"]["auc"] > 0.6
+    promotion.export_candidate(ds=ds, settings=s)
+    gate = promotion.gate_candidate(ds=ds, mode="force", settings=s)
+    assert not gate["promotable"] and gate["champion"] == champion
+    assert f"champion {champion} needs feature column(s) this holdout lacks: f_quality" in gate["summary"]
+    assert "promote with promotion_mode=force and a force_reason" in gate["summary"]
+    with pytest.raises(PromotionBlocked, match="f_quality"):
+        promotion.flip_pointer(ds=ds, gate=gate, promoted_by="retrain_ranker", settings=s)
+    registered = promotion.register_candidate(ds=ds, mode="force", settings=s)
+    flip = promotion.flip_pointer(ds=ds, gate=gate, promoted_by="retrain_ranker", mode="force",
+                                  force_reason="f_quality v2: the champion's feature is gone", settings=s)
+    assert flip["flipped"] and flip["previous"] == champion and env.registry.live().version == gate["version"]
+    metrics = env.registry.read_json(gate["version"], "metrics.json")
+    assert metrics["champion"]["version"] == champion and "f_quality" in metrics["champion"]["unscorable"]
+    report = env.store.get(s.s3.models_bucket, registered["report_uri"].split("/", 3)[3]).body.decode()
+    assert "BLOCKED" in report and "needs feature column(s) this holdout lacks: f_quality" in report

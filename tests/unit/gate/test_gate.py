@@ -109,3 +109,14 @@ def test_manual_run_overrides_are_validated_like_the_config():
         thresholds(settings=Settings(), overrides={"tolerence": 0.1})
     with pytest.raises(ValidationError, match="floors"):
         thresholds(settings=Settings(), overrides={"floors": {"ndcg@11": 0.5}})
+
+
+def test_a_champion_that_could_not_be_scored_on_these_rows_blocks_and_says_how_to_promote():
+    why = "champion 2026-11-04-champ needs feature column(s) this holdout lacks: f_old (its feature set differs)"
+    unscorable = {"version": "2026-11-04-champ", "unscorable": why, "overall": {}, "segments": {}}
+    d = decide(cand(0.9, 0.8, tenant_id__acme=(0.9, 0.8, 300)), unscorable, T)
+    assert not d.promotable and d.champion == "2026-11-04-champ"
+    assert [(c.kind, c.passed) for c in d.checks] == [("parity", True), ("floor", True), ("floor", True),
+                                                      ("comparable", False)]
+    assert d.failures[0].line() == (f"{why}: no regression check is possible; if the new feature set is intended, "
+                                    "promote with promotion_mode=force and a force_reason after reading the report")
