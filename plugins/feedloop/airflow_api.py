@@ -60,6 +60,9 @@ class AirflowApi:
     def unpause(self, dag_id: str) -> None:
         self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
+    def pause(self, dag_id: str) -> None:
+        self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+
     def dag_details(self, dag_id: str) -> dict:
         """The DAG as the running Airflow parsed it (schedule, start_date, catchup, is_paused, ...)."""
         return self._call("GET", f"/dags/{dag_id}/details")

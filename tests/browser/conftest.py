@@ -39,6 +39,10 @@ READY_TIMEOUT_S = 600  # Airflow standalone took 150 s to be ready on 2 busy cor
 TIMEOUT_MS = 30_000
 API_TIMEOUT_S = 120
 SCREENSHOT_TIMEOUT_MS = 120_000  # a 2-core machine running Airflow: pages and iframes can take seconds
+# The browser Airflow's own config: unpausing retrain_ranker runs no catchup from retrain.start_date,
+# and its real runs (tests/browser/test_runs_from_the_ui.py) train small models on a few days.
+AIRFLOW_ENV = {"FEEDLOOP_RETRAIN__CATCHUP": "false", "FEEDLOOP_TRAIN__NUM_BOOST_ROUND": "40",
+               "FEEDLOOP_TRAIN__MIN_BOOST_ROUND": "20"}
 
 
 def _missing(what: str) -> None:
@@ -76,10 +80,20 @@ def airflow(chromium, tmp_path_factory) -> Iterator[Airflow]:
     import orjson
 
     state = tmp_path_factory.mktemp("browser-stack")
-    settings = load_settings(environ={**os.environ, **stack_environ(state, airflow=True)})
+    environ = {**stack_environ(state, airflow=True), **AIRFLOW_ENV}
+    settings = load_settings(environ={**os.environ, **environ})
     patience = max(settings.stack.ready_timeout_s, READY_TIMEOUT_S)
     settings = settings.model_copy(update={"stack": settings.stack.model_copy(update={"ready_timeout_s": patience})})
-    stack.up(settings, echo=lambda _msg: None)
+    previous = {k: os.environ.get(k) for k in AIRFLOW_ENV}
+    os.environ.update(AIRFLOW_ENV)  # the Airflow processes inherit it
+    try:
+        stack.up(settings, echo=lambda _msg: None)
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     try:
         url = f"http://127.0.0.1:{settings.stack.airflow_port}"
         passwords = state / "airflow" / "simple_auth_manager_passwords.json.generated"

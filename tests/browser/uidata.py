@@ -4,7 +4,9 @@
   then the real promotion steps (evaluate, export, gate, register with report.html, flip);
 - a year of versions: registered as the registry stores them, with a pointer flip per day;
 - a quarantined hour: events through Kafka and the real ingest_engagement DAG (so Airflow records
-  which run wrote each hour), validated by the library under a retrain_ranker run id.
+  which run wrote each hour), validated by the library under a retrain_ranker run id;
+- days of simulated traffic for real retrain_ranker runs: through Kafka (a topic of their own) and the
+  ingest library into the lake, the first days validated as the daily runs before them would have.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from feedloop import promotion, quality
+from feedloop import promotion, quality, simulate
 from feedloop.config import Settings
 from feedloop.registry import Registry
 from tests.integration import kafka_helpers, lakedata, rankerdata
@@ -125,3 +127,19 @@ def _wait_for_ingest(settings: Settings, api, day: date, hours: tuple[int, ...],
             return
         time.sleep(2)
     raise AssertionError(f"{INGEST} did not land hours {hours} of {day} within {timeout:.0f}s; runs: {states}")
+
+
+def simulated_days(settings: Settings, api, first_day: date, days: int, *, validated: int,
+                   events_per_day: int = 3000) -> None:
+    """`days` days of simulated traffic from first_day, landed by a run of the real ingest DAG; the
+    first `validated` days validated (by the library, as the daily runs before them would have)."""
+    sim = simulate.Simulator(settings, start=first_day, days=days, events_per_day=events_per_day, seed=3)
+    simulate.write_catalog(settings, sim)
+    simulate.produce(settings, sim.records(simulate.SimulationReport(first_day, days)))
+    api.wait_for_dag(INGEST)
+    api.unpause(INGEST)
+    run = api.trigger(INGEST)
+    state = api.wait(INGEST, run, timeout=600, poll=3)
+    assert state == "success", f"{INGEST} run {run} ended {state}"
+    for d in range(validated):
+        quality.validate_day(settings, first_day + timedelta(days=d), run_id="earlier daily run")
