@@ -119,7 +119,8 @@ class AirflowApi:
         already ran are re-run with it only if `reprocess` says so ("completed": all, "failed": failed ones).
 
         On SQLite (the embedded stack) Airflow answers 503 "Database is locked" while the scheduler
-        writes, having created nothing: that answer is retried for up to a minute.
+        writes. Mostly it has created nothing, and the request is retried for up to a minute; but it
+        can also have created the backfill with only some of its runs, which is then an error naming it.
         """
         body = {"dag_id": dag_id, "from_date": from_date, "to_date": to_date, "dag_run_conf": conf,
                 "reprocess_behavior": reprocess, "max_active_runs": max_active_runs}
@@ -129,6 +130,13 @@ class AirflowApi:
             locked = resp.status_code == 503 and "locked" in resp.text
             if not locked or time.monotonic() > deadline:
                 break
+            partial = [b for b in self._call("GET", "/backfills", params={"dag_id": dag_id})["backfills"]
+                       if b["completed_at"] is None]
+            if partial:
+                raise AirflowApiError(
+                    f"POST /backfills: Airflow answered 503 ({resp.text[:200]}) but created backfill "
+                    f"{partial[0]['id']}, maybe without all its runs: check GET /api/v2/backfills/{partial[0]['id']} "
+                    "and its runs; cancel it (PUT /api/v2/backfills/<id>/cancel) and create it again if one is missing")
             time.sleep(pause)
             pause = min(pause * 2, 8.0)
         if resp.status_code >= 300:

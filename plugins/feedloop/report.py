@@ -57,7 +57,7 @@ def _overall_table(metrics: Mapping[str, Any]) -> str:
         rows.append(("popularity baseline", metrics["popularity"]["overall"]))
     head = "<tr><th></th>" + "".join(f"<th>{m}</th>" for m in METRICS) + "<th>query groups</th><th>rows</th></tr>"
     body = "".join(f"<tr><td>{_e(name)}</td>" + "".join(f"<td>{_num(m.get(k))}</td>" for k in METRICS)
-                   + f"<td>{m.get('groups')}</td><td>{m.get('rows')}</td></tr>" for name, m in rows)
+                   + f"<td>{m.get('groups', 'n/a')}</td><td>{m.get('rows', 'n/a')}</td></tr>" for name, m in rows)
     return f"<table>{head}{body}</table>"
 
 

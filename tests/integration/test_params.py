@@ -190,7 +190,7 @@ def backfill(af, first_runs):
     for day in (DAY[1], DAY[2]):
         assert api.wait(RETRAIN, runs[day], timeout=RUN_TIMEOUT, poll=5) == "success", _why(api, runs[day])
     s3 = runs[DAY[3]]
-    _wait_task(api, s3, "approve", {"awaiting_input"}, timeout=RUN_TIMEOUT)
+    _wait_for_question(api, s3, timeout=RUN_TIMEOUT)
     request = api._call("GET", f"/dags/{RETRAIN}/dagRuns/{s3}/taskInstances/approve/-1/hitlDetails")
     _answer(api, s3, "Reject")
     assert api.wait(RETRAIN, s3, timeout=300, poll=3) == "success", _why(api, s3)
@@ -255,7 +255,7 @@ def test_no_answer_until_the_timeout_counts_as_reject_then_an_approval_flips(af,
     assert _task_states(api, run)["flip"] == "skipped" and af.registry.live().etag == before.etag
 
     _clear(api, run, "approve")
-    _wait_task(api, run, "approve", {"awaiting_input"}, timeout=300)
+    _wait_for_question(api, run, timeout=300)
     _answer(api, run, "Approve")
     assert api.wait(RETRAIN, run, timeout=300, poll=3) == "success", _why(api, run)
     flipped = api.xcom(RETRAIN, run, "flip")
@@ -321,6 +321,23 @@ def _wait_task(api: AirflowApi, run: str, task: str, states: set[str], timeout: 
             raise AssertionError(f"{run} finished before {task} reached {states}: {current}")
         time.sleep(3)
     raise AssertionError(f"{task} of {run} not in {states} after {timeout}s: {_task_states(api, run)}")
+
+
+def _wait_for_question(api: AirflowApi, run: str, timeout: float) -> None:
+    """Until the approve task asked and parked itself. Airflow 3.3.2 shows awaiting_input before the worker
+    has parked the task; an answer in between (seen: 0.3 s after the question) killed that attempt, and
+    the next one asked again and timed out. Parked = its log says so (then 2 s more, for the message)."""
+    deadline = time.monotonic() + timeout
+    _wait_task(api, run, "approve", {"awaiting_input"}, timeout=timeout)
+    while time.monotonic() < deadline:
+        ti = next(t for t in api.task_instances(RETRAIN, run) if t["task_id"] == "approve")
+        log = api.http.get(f"/dags/{RETRAIN}/dagRuns/{run}/taskInstances/approve/logs/{ti['try_number']}",
+                           params={"full_content": True}, headers={"Accept": "application/json"})
+        if ti["state"] == "awaiting_input" and "Pausing task as AWAITING_INPUT" in log.text:
+            time.sleep(2)
+            return
+        time.sleep(1)
+    raise AssertionError(f"approve of {run} did not park within {timeout}s")
 
 
 def _answer(api: AirflowApi, run: str, option: str) -> None:

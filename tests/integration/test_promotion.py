@@ -399,3 +399,4 @@ def test_a_changed_feature_set_is_held_by_the_gate_and_force_promotes_it(env, mo
     assert metrics["champion"]["version"] == champion and "f_quality" in metrics["champion"]["unscorable"]
     report = env.store.get(s.s3.models_bucket, registered["report_uri"].split("/", 3)[3]).body.decode()
     assert "BLOCKED" in report and "needs feature column(s) this holdout lacks: f_quality" in report
+    assert "cannot be scored on these rows" in report and "<td>None</td>" not in report
