@@ -84,16 +84,10 @@ def airflow(chromium, tmp_path_factory) -> Iterator[Airflow]:
     settings = load_settings(environ={**os.environ, **environ})
     patience = max(settings.stack.ready_timeout_s, READY_TIMEOUT_S)
     settings = settings.model_copy(update={"stack": settings.stack.model_copy(update={"ready_timeout_s": patience})})
-    previous = {k: os.environ.get(k) for k in AIRFLOW_ENV}
-    os.environ.update(AIRFLOW_ENV)  # the Airflow processes inherit it
-    try:
+    with pytest.MonkeyPatch.context() as env:  # the Airflow processes inherit it
+        for key, value in AIRFLOW_ENV.items():
+            env.setenv(key, value)
         stack.up(settings, echo=lambda _msg: None)
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     try:
         url = f"http://127.0.0.1:{settings.stack.airflow_port}"
         passwords = state / "airflow" / "simple_auth_manager_passwords.json.generated"

@@ -14,6 +14,7 @@ yesterday's, which the form's run already is.
 
 from __future__ import annotations
 
+import time
 from datetime import date, datetime, timedelta, timezone
 from types import SimpleNamespace
 from urllib.parse import quote
@@ -179,8 +180,6 @@ def test_a_backfill_of_three_dates_from_the_ui_completes_and_each_run_reports_it
 
 def _backfill_runs(api, days: list[date], timeout: float = 120) -> dict[date, str]:
     """The backfill's run of each day, once the backfill created them all."""
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = {r["logical_date"][:10]: r for r in api.dag_runs(uidata.RETRAIN) if r["run_type"] == "backfill"}
