@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from functools import cached_property
 from typing import Any
 
@@ -22,13 +22,14 @@ import orjson
 from feedloop import gate as gate_mod
 from feedloop.config import PromotionSettings, Settings, load_settings
 from feedloop.registry import (CanaryConflict, FlipPlan, Live, PointerRaceLost, Registry, RegistryError,
-                               sha256)
+                               sha256, version_day)
 from feedloop.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
 HOLDOUT_COLUMNS = ("request_id", "label", "label_binary", "item_popularity")
 MODES = ("gate", "force", "dry-run")  # the retrain param promotion_mode (feedloop.params)
+RUNS = "ranker/runs/"  # a candidate's workspace: RUNS<ds>/candidates/<version>/
 SAMPLE_ROWS = 8  # rows + scores saved in the manifest so a pod can check a model it loaded
 
 
@@ -67,7 +68,7 @@ class Candidate:
 
     @property
     def run_key(self) -> str:
-        return f"ranker/runs/{self.ds}/"
+        return f"{RUNS}{self.ds}/"
 
     @property
     def dataset_key(self) -> str:
@@ -96,7 +97,7 @@ def load_candidate(*, ds: str, settings: Settings | None = None) -> Candidate:
     settings = settings or load_settings()
     store = ObjectStore.from_settings(settings)
     models, lake = settings.s3.models_bucket, settings.s3.lake_bucket
-    run = f"ranker/runs/{ds}/"
+    run = f"{RUNS}{ds}/"
     names = ("model.txt", "feature_manifest.json", "train_metrics.json")
     found = {name: store.get(models, run + name) for name in names}
     missing = [store.uri(models, run + n) for n, v in found.items() if v is None]
@@ -112,17 +113,20 @@ def load_candidate(*, ds: str, settings: Settings | None = None) -> Candidate:
 # ---- steps ---------------------------------------------------------------------------------------
 
 def evaluate_candidate(*, ds: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Candidate, champion (the live version) and popularity baseline on the same holdout rows.
+    """Candidate, champion (the version live at the end of ds) and popularity baseline on the same holdout rows.
 
-    A staged evaluation is reused while its champion is still live (or the candidate itself went
-    live since); after another flip the candidate is evaluated again against the new champion.
+    A staged evaluation is reused while the champion of ds and the live version are what they were
+    (or the candidate itself went live since); after another pointer change it is evaluated again.
     """
     cand = load_candidate(ds=ds, settings=settings)
     evaluation = cand.staged("evaluation.json")
-    live = Registry(cand.store, cand.settings.s3.models_bucket).live()
+    registry = Registry(cand.store, cand.settings.s3.models_bucket)
+    live = registry.live()
     live_version = live.version if live else None
-    if evaluation is None or live_version not in (_version_of(evaluation["champion"]), cand.version):
-        evaluation = _evaluate(cand)
+    champion = registry.champion_of(date.fromisoformat(ds))
+    if evaluation is None or (live_version != cand.version and (
+            (_version_of(evaluation["champion"]), evaluation.get("live")) != (champion, live_version))):
+        evaluation = _evaluate(cand, champion=champion, live=live_version)
         cand.stage("evaluation.json", evaluation)
     return {"version": cand.version, "evaluation_uri": cand.stage_uri("evaluation.json"),
             "champion": _version_of(evaluation["champion"]),
@@ -248,7 +252,11 @@ def register_candidate(*, ds: str, mode: str = "gate", settings: Settings | None
 def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_percent: float | None = None,
                  mode: str = "gate", force_reason: str = "", approval: dict[str, Any] | None = None,
                  settings: Settings | None = None) -> dict[str, Any]:
-    """Make the gated version live, or start its canary, iff the gate passed and its champion is still live.
+    """Make the gated version live, or start its canary, iff the gate passed and the pointer is as evaluated.
+
+    A backfill never moves the pointer back: when the live version was trained on a later day than ds,
+    nothing changes and what the flip would have done is staged as flip.json (promotion_mode=force
+    moves it anyway). The pointer entry carries ds as its logical_date (see Registry.champion_of).
 
     canary_percent > 0 (default: promotion.canary_percent) starts a canary of the version at that
     percent instead of flipping; the operator then promotes or aborts it. The first model goes live
@@ -256,7 +264,7 @@ def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_perc
     nothing once the version is live or its canary runs (an operator's ramp is not undone).
 
     mode force flips a version the gate blocked (pointer action "force", force_reason and the gate
-    summary in its reason); the champion must still be live, as for any flip. mode dry-run changes
+    summary in its reason); the pointer must still be as evaluated, as for any flip. mode dry-run changes
     nothing and says what a gate run would do. approval: the approve step's record, named in the reason.
     """
     _check_mode(mode)
@@ -278,19 +286,45 @@ def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_perc
     if live is not None and live.version == version:
         return {"flipped": False, "canary": False, "version": version, "previous": live.pointer["previous"],
                 "seq": live.pointer["seq"]}
+    if live is not None and (version_day(live.version) or date.min) > date.fromisoformat(ds):
+        if mode != "force":
+            return _held_back(registry, gate, ds=ds, live=live)
+        forced = True
+        if len(force_reason.strip()) < 3:
+            raise PromotionBlocked(f"promotion_mode=force for {version} needs a force_reason; live model unchanged")
     reason = _flip_reason(ds, gate, forced=forced, force_reason=force_reason, approval=approval)
+    # The compare-and-swap expects the version that was live when the candidate was evaluated: any pointer
+    # change since (another flip, a rollback) refuses this one, and a re-run evaluates again.
+    expected = _live_when_evaluated(registry, ds=ds, version=version, default=gate["champion"])
     try:
         if percent and live is not None:
             return _start_canary(registry, live, version=version, percent=percent, by=promoted_by, reason=reason,
-                                 champion=gate["champion"])
-        pointer = registry.flip(version=version, by=promoted_by, reason=reason, expect_live=gate["champion"],
-                                action="force" if forced else "promote")
+                                 champion=expected)
+        pointer = registry.flip(version=version, by=promoted_by, reason=reason, expect_live=expected,
+                                action="force" if forced else "promote", logical_date=ds)
     except CanaryConflict as exc:  # waits for an operator: a retry would be refused again
         raise PromotionBlocked(f"{version} for {ds} not promoted: {exc}; then clear this task", check="canary",
                                version=version, champion=gate["champion"]) from exc
     log.info("live model is now %s (was %s)%s", version, pointer["previous"], " FORCED past the gate" if forced else "")
     return {"flipped": True, "canary": False, "version": version, "previous": pointer["previous"],
             "seq": pointer["seq"], "action": pointer["action"]}
+
+
+def _held_back(registry: Registry, gate: dict[str, Any], *, ds: str, live: Live) -> dict[str, Any]:
+    """A backfilled day's candidate never replaces a model trained on a later day: record what it would have done."""
+    version = gate["version"]
+    record = {"flipped": False, "canary": False, "held_back": True, "version": version, "live": live.version,
+              "would": "make it live (the gate passed)" if gate["promotable"] else "nothing (the gate held it)",
+              "why": f"live model {live.version} was trained on a later day than {ds}: a backfill never moves the "
+                     "live pointer back to an older day's model (promotion_mode=force does, with a force_reason)"}
+    registry.store.put_json(registry.bucket, f"{RUNS}{ds}/candidates/{version}/flip.json", record)
+    log.warning("%s for %s: pointer left at %s; it would %s", version, ds, live.version, record["would"])
+    return record
+
+
+def _live_when_evaluated(registry: Registry, *, ds: str, version: str, default: str | None) -> str | None:
+    evaluation = registry.store.get_json(registry.bucket, f"{RUNS}{ds}/candidates/{version}/evaluation.json")
+    return evaluation["live"] if evaluation and "live" in evaluation else default
 
 
 def _flip_reason(ds: str, gate: dict[str, Any], *, forced: bool, force_reason: str,
@@ -389,7 +423,7 @@ def record_approval(*, ds: str, version: str, chosen: list[str], by: str | None,
               "by": by or "nobody (timeout: the default is Reject)",
               "at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")}
     store = ObjectStore.from_settings(settings)
-    key = f"ranker/runs/{ds}/candidates/{version}/approval.json"
+    key = f"{RUNS}{ds}/candidates/{version}/approval.json"
     store.put_json(settings.s3.models_bucket, key, record)
     record["uri"] = store.uri(settings.s3.models_bucket, key)
     (log.info if decision == "approved" else log.warning)(
@@ -514,15 +548,16 @@ def code_version() -> str:
         return "unknown"
 
 
-def _evaluate(cand: Candidate) -> dict[str, Any]:
+def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> dict[str, Any]:
+    """champion: the version live at the end of the candidate's day; live: the one live now (the flip's
+    compare-and-swap expects it)."""
     import lightgbm as lgb
 
     from feedloop import evaluate
 
     cfg = cand.settings.promotion
     registry = Registry(cand.store, cand.settings.s3.models_bucket)
-    live = registry.live()
-    champ_manifest = registry.manifest(live.version) if live else None
+    champ_manifest = registry.manifest(champion) if champion else None
     champ_names = _feature_names(champ_manifest["feature_manifest"]) if champ_manifest else []
     columns = _holdout(cand.store, cand.settings.s3.lake_bucket, cand.dataset_key,
                        _feature_names(cand.feature_manifest), segments=cfg.segments, optional=champ_names)
@@ -535,6 +570,7 @@ def _evaluate(cand: Candidate) -> dict[str, Any]:
                     "rows": int(len(scores)), "lists": int(len(np.unique(columns["request_id"])))},
         "candidate": evaluate.evaluate(columns=columns, score=scores, segments=cfg.segments),
         "champion": None,
+        "live": live,
         "popularity": evaluate.evaluate(columns=columns, score=columns["item_popularity"], segments=cfg.segments),
         "feature_importance": dict(zip(booster.feature_name(),
                                        booster.feature_importance(importance_type="gain").astype(float).tolist())),
@@ -542,16 +578,16 @@ def _evaluate(cand: Candidate) -> dict[str, Any]:
         "train": cand.train_metrics,
     }
     lacking = [n for n in champ_names if n not in columns]
-    if live is not None and lacking:  # a changed feature set: the gate holds it, promotion_mode=force can promote
-        why = (f"champion {live.version} needs feature column(s) this holdout lacks: {', '.join(lacking)} "
+    if champion is not None and lacking:  # a changed feature set: the gate holds it, promotion_mode=force can promote
+        why = (f"champion {champion} needs feature column(s) this holdout lacks: {', '.join(lacking)} "
                "(its feature set differs from the candidate's)")
         log.warning("%s; it cannot be compared on the same rows", why)
-        result["champion"] = {"version": live.version, "unscorable": why, "overall": {}, "segments": {}}
-    elif live is not None:
-        champ = lgb.Booster(model_str=registry.read(live.version, "model.txt").decode())
-        champ_matrix = _matrix(columns, champ_manifest["feature_manifest"], what=f"champion {live.version}")
+        result["champion"] = {"version": champion, "unscorable": why, "overall": {}, "segments": {}}
+    elif champion is not None:
+        champ = lgb.Booster(model_str=registry.read(champion, "model.txt").decode())
+        champ_matrix = _matrix(columns, champ_manifest["feature_manifest"], what=f"champion {champion}")
         champ_scores = champ.predict(champ_matrix)
-        result["champion"] = {"version": live.version,
+        result["champion"] = {"version": champion,
                               **evaluate.evaluate(columns=columns, score=champ_scores, segments=cfg.segments)}
     return result
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
 from feedloop.config import Settings
+from feedloop.pointer import CasPointer, Read
 from feedloop.storage import ObjectStore, PreconditionFailed
 
 PREFIX = "ranker/"
@@ -52,10 +53,7 @@ class CanaryConflict(RegistryError):
 
 
 @dataclass(frozen=True)
-class Live:
-    pointer: dict[str, Any]
-    etag: str
-
+class Live(Read):
     @property
     def version(self) -> str:
         return self.pointer["version"]
@@ -84,6 +82,7 @@ def sha256(data: bytes) -> str:
 class Registry:
     def __init__(self, store: ObjectStore, bucket: str, *, prefix: str = PREFIX):
         self.store, self.bucket, self.prefix = store, bucket, prefix
+        self._pointer = CasPointer(store, bucket, prefix)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
@@ -165,20 +164,19 @@ class Registry:
 
     @property
     def live_key(self) -> str:
-        return f"{self.prefix}live.json"
+        return self._pointer.key
 
     def live(self) -> Live | None:
-        import orjson
-
-        found = self.store.get(self.bucket, self.live_key)
-        return None if found is None else Live(orjson.loads(found.body), found.etag)
+        found = self._pointer.read()
+        return None if found is None else Live(found.pointer, found.etag)
 
     def plan_flip(self, *, version: str, by: str, reason: str, action: str = "promote",
-                  expect_live: str | None | bool = True) -> FlipPlan:
+                  expect_live: str | None | bool = True, logical_date: str | None = None) -> FlipPlan:
         """Read live.json once and prepare the pointer to `version`; refused while a canary runs.
 
         expect_live: True = any current version; None = there must be no pointer yet; a version id =
-        the live version must still be that one (the champion the candidate was gated against).
+        the live version must still be that one (the one live when the candidate was evaluated).
+        logical_date: the day whose retrain run flips (see champion_of: the version serves from the next day).
         """
         manifest = self._servable(version)
         current = self.live()
@@ -187,16 +185,13 @@ class Registry:
             raise CanaryConflict(f"{_canary_text(current.canary)} is running: promote it (feedloop model "
                                  f"promote-canary) or abort it (feedloop model abort-canary) before making "
                                  f"{version} live")
-        return self._flip(current, version=version, manifest=manifest, by=by, reason=reason, action=action)
+        return self._flip(current, version=version, manifest=manifest, by=by, reason=reason, action=action,
+                          logical_date=logical_date)
 
     def commit(self, plan: FlipPlan) -> dict[str, Any]:
         """Write the planned pointer iff live.json is still what the plan read; then its history entry."""
         try:
-            if plan.current is None:
-                self.store.put_json(self.bucket, self.live_key, plan.pointer, if_none_match=True)
-            else:
-                self._record(plan.current.pointer)  # repairs an entry a crash may have skipped
-                self.store.put_json(self.bucket, self.live_key, plan.pointer, if_match=plan.current.etag)
+            self._pointer.replace(plan.current, plan.pointer)
         except PreconditionFailed:
             now = self.live()
             read = f"seq {plan.current.pointer.get('seq')}" if plan.current else "no pointer"
@@ -204,13 +199,12 @@ class Registry:
                 f"live.json changed since it was read ({read}; now {_state(now.pointer) if now else 'no pointer'}): "
                 f"another promotion, rollback or canary change won; this {plan.pointer['action']} "
                 f"({_state(plan.pointer)}) was NOT applied and nothing was changed") from None
-        self._record(plan.pointer)
         return plan.pointer
 
     def flip(self, *, version: str, by: str, reason: str, action: str = "promote",
-             expect_live: str | None | bool = True) -> dict[str, Any]:
+             expect_live: str | None | bool = True, logical_date: str | None = None) -> dict[str, Any]:
         return self.commit(self.plan_flip(version=version, by=by, reason=reason, action=action,
-                                          expect_live=expect_live))
+                                          expect_live=expect_live, logical_date=logical_date))
 
     def plan_rollback(self, *, to: str | None, by: str, reason: str) -> FlipPlan:
         """The pointer back to `to` (default: the previous live version); clears a running canary."""
@@ -287,8 +281,8 @@ class Registry:
         return current
 
     def _flip(self, current: Live | None, *, version: str, manifest: dict[str, Any], by: str, reason: str,
-              action: str) -> FlipPlan:
-        """A pointer that makes `version` live, with no canary."""
+              action: str, logical_date: str | None = None) -> FlipPlan:
+        """A pointer that makes `version` live, with no canary; logical_date only for a retrain run's flip."""
         pointer = {
             "schema_version": POINTER_SCHEMA,
             "seq": (current.pointer.get("seq", 0) + 1) if current else 1,
@@ -302,6 +296,8 @@ class Registry:
             "action": action,
             "canary": None,
         }
+        if logical_date is not None:
+            pointer["logical_date"] = logical_date
         return FlipPlan(current, pointer)
 
     def _amend(self, current: Live, *, by: str, reason: str, action: str,
@@ -315,18 +311,32 @@ class Registry:
 
     def history(self) -> list[dict[str, Any]]:
         """Every pointer ever written, oldest first (the live one included even if its entry was lost)."""
-        current = self.live()
-        if current is not None:
-            self._record(current.pointer)
-        keys = sorted(self.store.list_keys(self.bucket, f"{self.prefix}history/"))
-        return [self.store.get_json(self.bucket, k) for k in keys]
+        return self._pointer.history()
 
-    def _record(self, pointer: dict[str, Any]) -> None:
-        key = f"{self.prefix}history/{pointer['seq']:010d}.json"
-        try:
-            self.store.put_json(self.bucket, key, pointer, if_none_match=True)
-        except PreconditionFailed:
-            pass  # already recorded: entries are immutable
+    def entry(self, seq: int) -> dict[str, Any] | None:
+        """History entry `seq` (read by name: no listing)."""
+        return self.store.get_json(self.bucket, f"{self.prefix}history/{seq:010d}.json")
+
+    def champion_of(self, day: date) -> str | None:
+        """The version that was live at the end of `day`, never one trained on `day` or later.
+
+        Why not simply the live version: a candidate of day D is judged on D's requests, so its rival
+        must be the model that served D. Today's champion was trained on D itself when D is backfilled
+        (its holdout leaks into the rival), and the live one may be days newer. Entries are walked from
+        the live pointer's seq down, by name; the newest one in effect before the end of D wins.
+        """
+        current = self.live()
+        if current is None:
+            return None
+        end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+        for seq in range(current.pointer.get("seq", 0), 0, -1):
+            pointer = current.pointer if seq == current.pointer.get("seq") else self.entry(seq)
+            if pointer is None:
+                continue
+            trained = version_day(pointer["version"])
+            if in_effect_from(pointer) < end and (trained is None or trained < day):
+                return pointer["version"]
+        return None
 
 
 def _expect(current: Live | None, expect_live: str | None | bool, version: str) -> None:
@@ -355,6 +365,27 @@ def _state(pointer: Mapping[str, Any]) -> str:
     """One line for a pointer: the live version and its canary."""
     canary = pointer.get("canary")
     return f"live {pointer['version']}" + (f", canary {canary['version']} at {canary['percent']:g}%" if canary else "")
+
+
+def version_day(version: str) -> date | None:
+    """The logical date a version id starts with ("2026-11-05-ab12cd34ef"), None for another id."""
+    try:
+        return date.fromisoformat(version[:10])
+    except ValueError:
+        return None
+
+
+def in_effect_from(pointer: Mapping[str, Any]) -> datetime:
+    """When a pointer entry took effect, on the data's clock.
+
+    A retrain run's flip for day D serves from the start of D + 1, whenever the run itself ran (a
+    backfill, a simulated past, a late run); any other change (rollback, canary, a flip by hand) from
+    the moment it was written.
+    """
+    if pointer.get("logical_date"):
+        day = date.fromisoformat(pointer["logical_date"]) + timedelta(days=1)
+        return datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc)
+    return datetime.fromisoformat(pointer["promoted_at"].replace("Z", "+00:00"))
 
 
 def _now() -> str:

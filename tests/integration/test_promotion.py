@@ -228,23 +228,58 @@ def test_the_rollback_dag_restores_the_previous_version(env, models, airflow_cli
     assert live["promoted_by"].startswith("rollback_ranker manual__")
 
 
-def test_a_candidate_gated_against_a_champion_that_was_replaced_is_evaluated_again(env, models):
+def test_a_backfilled_day_is_judged_against_the_model_that_served_it_and_never_moves_the_pointer_back(env, models):
     env.write("2026-11-05", models["good"])
     first = _promote(env, "2026-11-05")["flip"]["version"]
     s = env.settings
     env.write("2026-11-06", models["better"])
     promotion.evaluate_candidate(ds="2026-11-06", settings=s)
     promotion.export_candidate(ds="2026-11-06", settings=s)
-    stale_gate = promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20}, settings=s)
-    assert stale_gate["champion"] == first
+    late_gate = promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20}, settings=s)
+    assert late_gate["champion"] == first
     promotion.register_candidate(ds="2026-11-06", settings=s)
     env.write("2026-11-07", rankerdata.train_model(rankerdata.day_frame(seed=2), rounds=60))
-    third = _promote(env, "2026-11-07", overrides={"min_support": 20})["flip"]["version"]
-    with pytest.raises(PointerRaceLost, match=f"live model is {third}, not {first}"):
-        promotion.flip_pointer(ds="2026-11-06", gate=stale_gate, promoted_by="late run", settings=s)
-    assert env.registry.live().version == third
-    assert promotion.evaluate_candidate(ds="2026-11-06", settings=s)["champion"] == third
-    assert promotion.gate_candidate(ds="2026-11-06", settings=s)["champion"] == third
+    third = _promote(env, "2026-11-07", overrides={"min_support": 20})
+    assert third["evaluate"]["champion"] == first  # 11-06's candidate never went live: day 7 was served by first
+    third = third["flip"]["version"]
+    live = env.registry.live().pointer
+    assert (live["version"], live["logical_date"]) == (third, "2026-11-07")
+
+    # The backfilled day 6 is still judged against the model that served day 6, never against the newer one ...
+    assert promotion.evaluate_candidate(ds="2026-11-06", settings=s)["champion"] == first
+    assert promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20}, settings=s)["champion"] == first
+    # ... and its flip does not move the pointer back to an older day's model: it records what it would have done.
+    held = promotion.flip_pointer(ds="2026-11-06", gate=late_gate, promoted_by="backfill", settings=s)
+    assert held["flipped"] is False and held["held_back"] and held["live"] == third
+    assert "trained on a later day than 2026-11-06" in held["why"]
+    staged = env.store.get_json(s.s3.models_bucket, f"ranker/runs/2026-11-06/candidates/{late_gate['version']}/flip.json")
+    assert staged == held and env.registry.live().pointer == live
+    # promotion_mode=force moves it back, with the reason recorded.
+    forced = promotion.flip_pointer(ds="2026-11-06", gate=late_gate, promoted_by="operator", mode="force",
+                                    force_reason="day 7's model breaks search", settings=s)
+    assert forced["flipped"] and forced["action"] == "force" and env.registry.live().version == late_gate["version"]
+
+
+def test_a_pointer_change_after_evaluation_refuses_the_flip_and_a_rerun_evaluates_again(env, models):
+    env.write("2026-11-03", models["good"])
+    oldest = _promote(env, "2026-11-03")["flip"]["version"]
+    env.write("2026-11-05", models["better"])
+    champion = _promote(env, "2026-11-05", overrides={"min_support": 20})["flip"]["version"]
+    s = env.settings
+    env.write("2026-11-06", rankerdata.train_model(rankerdata.day_frame(seed=2), rounds=60))
+    assert promotion.evaluate_candidate(ds="2026-11-06", settings=s)["champion"] == champion
+    promotion.export_candidate(ds="2026-11-06", settings=s)
+    gate = promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20, "tolerance": 1.0}, settings=s)
+    promotion.register_candidate(ds="2026-11-06", settings=s)
+    promotion.rollback(to=oldest, reason="serving errors", by="alice", settings=s)
+    with pytest.raises(PointerRaceLost, match=f"live model is {oldest}, not {champion}"):
+        promotion.flip_pointer(ds="2026-11-06", gate=gate, promoted_by="late run", settings=s)
+    assert env.registry.live().version == oldest
+    # The re-run: the champion of day 6 is still the model that served it; the flip now expects the rolled-back one.
+    assert promotion.evaluate_candidate(ds="2026-11-06", settings=s)["champion"] == champion
+    gate = promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20, "tolerance": 1.0}, settings=s)
+    flipped = promotion.flip_pointer(ds="2026-11-06", gate=gate, promoted_by="re-run", settings=s)
+    assert flipped["flipped"] and flipped["previous"] == oldest
 
 
 def _cli(capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import date, timedelta
 
 import orjson
 import pytest
@@ -165,6 +166,27 @@ def test_rollback_restores_the_previous_version_and_records_it(registry):
         ("v1", "promote"), ("v2", "promote"), ("v1", "rollback")]
     with pytest.raises(RegistryError, match="v1 is already live"):
         registry.plan_rollback(to="v1", by="alice", reason="again")
+
+
+def test_the_champion_of_a_day_is_the_version_live_at_its_end_never_one_trained_on_it_or_later(registry):
+    for v in ("2026-11-04-aaaa", "2026-11-05-bbbb", "2026-11-07-cccc"):
+        _register(registry, v)
+    assert registry.champion_of(date(2026, 11, 5)) is None  # nothing live yet
+    registry.flip(version="2026-11-04-aaaa", by="retrain", reason="gate", logical_date="2026-11-04")
+    registry.flip(version="2026-11-05-bbbb", by="retrain", reason="gate", logical_date="2026-11-05")
+    registry.flip(version="2026-11-07-cccc", by="retrain", reason="gate", logical_date="2026-11-07")
+    assert registry.live().pointer["logical_date"] == "2026-11-07"
+    # Day 6 was served by day 5's model (live from the start of day 6); a backfill of day 5 meets day 4's.
+    assert registry.champion_of(date(2026, 11, 6)) == "2026-11-05-bbbb"
+    assert registry.champion_of(date(2026, 11, 7)) == "2026-11-05-bbbb"
+    assert registry.champion_of(date(2026, 11, 5)) == "2026-11-04-aaaa"
+    assert registry.champion_of(date(2026, 11, 4)) is None
+    assert registry.champion_of(date(2026, 11, 8)) == "2026-11-07-cccc"
+    # A rollback by hand takes effect when it is written (now), after every one of those days ended.
+    registry.commit(registry.plan_rollback(to=None, by="alice", reason="CTR dropped"))
+    assert registry.live().version == "2026-11-05-bbbb"
+    assert registry.champion_of(date(2026, 11, 8)) == "2026-11-07-cccc"
+    assert registry.champion_of(date.today() + timedelta(days=1)) == "2026-11-05-bbbb"
 
 
 def test_a_history_entry_lost_in_a_crash_is_recovered_from_the_pointer(registry):

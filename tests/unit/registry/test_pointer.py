@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
-from feedloop.registry import FlipPlan, Live, Registry, VersionConflict, entries
+from feedloop.registry import FlipPlan, Live, Registry, VersionConflict, entries, in_effect_from, version_day
 
 OLD = {"seq": 4, "version": "2026-11-05-aa", "sha256": "1", "previous": "2026-11-04-bb", "reason": "gate",
        "promoted_by": "dag", "promoted_at": "2026-11-06T00:10:00.000Z", "action": "promote"}
@@ -69,3 +71,17 @@ def test_a_taken_version_id_with_other_content_is_a_conflict(change):
     assert registry.verify_identity(existing, {**existing, "registered_at": "now"}) is existing
     with pytest.raises(VersionConflict, match="already registered with a different"):
         registry.verify_identity(existing, {**existing, **change})
+
+
+@pytest.mark.parametrize(("pointer", "effective"), [
+    pytest.param({**OLD, "logical_date": "2026-11-05"}, "2026-11-06T00:00:00+00:00",
+                 id="a-retrain-flip-serves-from-the-day-after-its-logical-date-whenever-it-ran"),
+    pytest.param(OLD, "2026-11-06T00:10:00+00:00", id="a-change-by-hand-takes-effect-when-it-was-written"),
+])
+def test_a_pointer_entry_takes_effect_on_the_datas_clock(pointer, effective):
+    assert in_effect_from(pointer).isoformat() == effective
+
+
+def test_a_version_id_names_its_logical_date():
+    assert version_day("2026-11-05-ab12cd34ef") == date(2026, 11, 5)
+    assert version_day("hand-made") is None
