@@ -315,7 +315,7 @@ class Registry:
 
     def entry(self, seq: int) -> dict[str, Any] | None:
         """History entry `seq` (read by name: no listing)."""
-        return self.store.get_json(self.bucket, f"{self.prefix}history/{seq:010d}.json")
+        return self._pointer.entry(seq)
 
     def champion_of(self, day: date) -> str | None:
         """The version that was live at the end of `day`, never one trained on `day` or later.
