@@ -188,6 +188,7 @@ class TrainSettings(_Section):
     feature_fraction: float = Field(0.9, gt=0, le=1)
     num_threads: int = Field(2, ge=1)
     seed: int = 7
+    refit: bool = True                              # after the gate: refit on the whole window; the refit serves
 
 
 class PromotionSettings(_Section):

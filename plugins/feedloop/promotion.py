@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, timezone
 from functools import cached_property
 from typing import Any
@@ -135,27 +135,80 @@ def evaluate_candidate(*, ds: str, settings: Settings | None = None) -> dict[str
 
 def export_candidate(*, ds: str, settings: Settings | None = None) -> dict[str, Any]:
     """ONNX export and its parity against LightGBM on a holdout sample (the figure is recorded, not raised)."""
-    from feedloop import export
-
     cand = load_candidate(ds=ds, settings=settings)
-    parity = cand.staged("parity.json")
-    if parity is None:
-        cfg = cand.settings.promotion
-        columns = _holdout(cand.store, cand.settings.s3.lake_bucket, cand.dataset_key,
-                           _feature_names(cand.feature_manifest))
-        matrix = _matrix(columns, cand.feature_manifest, what=f"candidate {cand.version}")
-        rows = np.linspace(0, len(matrix) - 1, min(len(matrix), cfg.parity_sample_rows)).astype(int)
-        sample = matrix[np.unique(rows)]  # spread over the whole day, not its first lists
-        onnx_bytes = export.to_onnx(model_text=cand.model_text, n_features=matrix.shape[1])
-        result = export.check_parity(model_text=cand.model_text, onnx_bytes=onnx_bytes, matrix=sample,
-                                     threshold=cfg.parity_max_abs_diff)
-        cand.store.put(cand.settings.s3.models_bucket, cand.stage_key("model.onnx"), onnx_bytes)
-        parity = {**result.to_dict(), "onnx_sha256": sha256(onnx_bytes), "sample": _sample(cand, matrix)}
-        cand.stage("parity.json", parity)
+    parity = cand.staged("parity.json") or _export(cand)
     log.info("ONNX parity of %s: max |diff| %s on %s rows (threshold %s)", cand.version, parity["max_abs_diff"],
              parity["rows"], parity["threshold"])
     return {"version": cand.version, "onnx_uri": cand.stage_uri("model.onnx"),
             **{k: v for k, v in parity.items() if k != "sample"}}
+
+
+def _export(cand: Candidate) -> dict[str, Any]:
+    """model.onnx and parity.json staged for the candidate; the parity figure with its sample rows."""
+    from feedloop import export
+
+    cfg = cand.settings.promotion
+    columns = _holdout(cand.store, cand.settings.s3.lake_bucket, cand.dataset_key, _feature_names(cand.feature_manifest))
+    matrix = _matrix(columns, cand.feature_manifest, what=f"candidate {cand.version}")
+    rows = np.linspace(0, len(matrix) - 1, min(len(matrix), cfg.parity_sample_rows)).astype(int)
+    sample = matrix[np.unique(rows)]  # spread over the whole day, not its first lists
+    onnx_bytes = export.to_onnx(model_text=cand.model_text, n_features=matrix.shape[1])
+    result = export.check_parity(model_text=cand.model_text, onnx_bytes=onnx_bytes, matrix=sample,
+                                 threshold=cfg.parity_max_abs_diff)
+    cand.store.put(cand.settings.s3.models_bucket, cand.stage_key("model.onnx"), onnx_bytes)
+    parity = {**result.to_dict(), "onnx_sha256": sha256(onnx_bytes), "sample": _sample(cand, matrix)}
+    cand.stage("parity.json", parity)
+    return parity
+
+
+def refit_candidate(*, ds: str, mode: str = "gate", settings: Settings | None = None) -> dict[str, Any]:
+    """After the gate: the evaluated candidate's recipe refit on the whole window, exported and parity-checked.
+
+    The refit is staged as a candidate of its own (candidates/<refit version>/) and named in the evaluated
+    twin's refit.json; register then makes it the version that serves, linked to its twin, whose metrics
+    the gate judged. Nothing to refit when train.refit is off or the gate held the candidate (outside
+    promotion_mode=force). Idempotent: the same inputs give the same model bytes and version.
+    """
+    from feedloop import train
+
+    _check_mode(mode)
+    cand = load_candidate(ds=ds, settings=settings)
+    decision = cand.staged("gate.json")
+    if decision is None:
+        raise EvaluationError(f"{cand.version} has no gate decision yet: run gate_candidate for {ds} first")
+    if not cand.settings.train.refit:
+        return {"version": cand.version, "refit": None, "why": "train.refit is off: the evaluated model serves"}
+    if not decision["promotable"] and mode != "force":
+        return {"version": cand.version, "refit": None, "why": "the gate held the candidate: nothing of it serves"}
+    record = cand.staged("refit.json")
+    if record is None:
+        model_text, result = train.refit(cand.settings, day=date.fromisoformat(ds),
+                                         rounds=int(cand.train_metrics["best_iteration"]),
+                                         objective=cand.train_metrics.get("objective"))
+        twin = Candidate(ds=ds, settings=cand.settings, model_text=model_text, feature_manifest=cand.feature_manifest,
+                         train_metrics={**cand.train_metrics, "refit": asdict(result)}, lineage=cand.lineage)
+        twin.store.put(twin.settings.s3.models_bucket, twin.stage_key("model.txt"), model_text.encode())
+        twin.stage("train_metrics.json", twin.train_metrics)
+        parity = _export(twin)
+        record = {"version": twin.version, "evaluated": cand.version, **asdict(result),
+                  **{k: parity[k] for k in ("passed", "max_abs_diff", "rows", "threshold")}}
+        cand.stage("refit.json", record)
+    (log.info if record["passed"] else log.warning)(
+        "refit of %s: %s (%s rounds on %s rows), ONNX parity %s", cand.version, record["version"], record["rounds"],
+        record["rows"], "passed" if record["passed"] else f"FAILED ({record['max_abs_diff']}): the evaluated model serves")
+    return {"version": cand.version, "refit": record["version"], **{k: record[k] for k in ("rounds", "rows", "passed")}}
+
+
+def _refit_of(cand: Candidate) -> Candidate | None:
+    """The staged refit of an evaluated candidate, if one passed ONNX parity."""
+    record = cand.staged("refit.json")
+    if record is None or not record["passed"]:
+        return None
+    bucket = cand.settings.s3.models_bucket
+    key = f"{cand.run_key}candidates/{record['version']}/"
+    model_text = cand.store.get(bucket, key + "model.txt").body.decode()
+    return Candidate(ds=cand.ds, settings=cand.settings, model_text=model_text, feature_manifest=cand.feature_manifest,
+                     train_metrics=cand.store.get_json(bucket, key + "train_metrics.json"), lineage=cand.lineage)
 
 
 def gate_candidate(*, ds: str, overrides: dict[str, Any] | None = None, mode: str = "gate",
@@ -181,14 +234,13 @@ def gate_candidate(*, ds: str, overrides: dict[str, Any] | None = None, mode: st
 
 
 def register_candidate(*, ds: str, mode: str = "gate", settings: Settings | None = None) -> dict[str, Any]:
-    """Write the immutable version (refused when ONNX parity failed); returns its URIs.
+    """Write the immutable version (refused when ONNX parity failed), and its refit if one was made; their URIs.
 
-    mode dry-run writes nothing to the registry: the report and the manifest a registration would
-    write are staged next to the candidate (ranker/runs/<ds>/candidates/<version>/) instead.
+    The refit (see refit_candidate) is registered as a version of its own, linked to its evaluated twin
+    (manifest `evaluated_twin`), carrying the twin's metrics and gate; it is the version that serves
+    (`serving_version`). mode dry-run writes nothing to the registry: the report and the manifest a
+    registration would write are staged next to each candidate (ranker/runs/<ds>/candidates/<version>/).
     """
-    from feedloop import report
-    from feedloop.quality import overview
-
     _check_mode(mode)
     cand = load_candidate(ds=ds, settings=settings)
     s3 = cand.settings.s3
@@ -201,6 +253,24 @@ def register_candidate(*, ds: str, mode: str = "gate", settings: Settings | None
                                f"exceeds {parity['threshold']} on {parity['rows']} holdout rows",
                                check="parity", version=cand.version, champion=decision["champion"],
                                gate_uri=cand.stage_uri("gate.json"))
+    registered = _register_one(cand, registry, mode=mode, evaluation=evaluation, parity=parity, decision=decision)
+    refit = _refit_of(cand)
+    if refit is None:
+        return {**registered, "serving_version": cand.version}
+    served = _register_one(refit, registry, mode=mode, evaluation=evaluation, parity=refit.staged("parity.json"),
+                           decision=decision, extra={"evaluated_twin": cand.version,
+                                                     "refit": refit.train_metrics["refit"]})
+    return {**registered, "serving_version": refit.version, "serving": served}
+
+
+def _register_one(cand: Candidate, registry: Registry, *, mode: str, evaluation: dict[str, Any],
+                  parity: dict[str, Any], decision: dict[str, Any], extra: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """One immutable version (or, in a dry run, its staged report and manifest); a re-run returns the stored one."""
+    from feedloop import report
+    from feedloop.quality import overview
+
+    ds, s3 = cand.ds, cand.settings.s3
     core = {
         "version": cand.version,
         "feature_manifest": cand.feature_manifest,
@@ -226,6 +296,7 @@ def register_candidate(*, ds: str, mode: str = "gate", settings: Settings | None
         "gate": {k: decision[k] for k in ("promotable", "champion", "summary")},
         "metrics": {k: evaluation["candidate"]["overall"][k] for k in ("auc", "ndcg@10", "map", "mrr", "groups")},
         "sample": parity["sample"],
+        **(extra or {}),
     }
     history = [{"version": v, "overall": registry.manifest(v)["metrics"]}
                for v in registry.versions() if v < cand.version][-cand.settings.promotion.report_history:]
@@ -282,13 +353,14 @@ def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_perc
         raise PromotionBlocked(f"promotion of {version} for {ds} blocked, live model unchanged: {gate['summary']}. "
                                f"Report: {report_uri}", check="gate", version=version, champion=gate["champion"],
                                gate_uri=gate.get("gate_uri"), report_uri=report_uri)
+    serving = _serving_version(registry, ds=ds, evaluated=version)
     live = registry.live()
-    if live is not None and live.version == version:
-        return {"flipped": False, "canary": False, "version": version, "previous": live.pointer["previous"],
-                "seq": live.pointer["seq"]}
+    if live is not None and live.version == serving:
+        return {"flipped": False, "canary": False, "version": serving, "evaluated": version,
+                "previous": live.pointer["previous"], "seq": live.pointer["seq"]}
     if live is not None and (version_day(live.version) or date.min) > date.fromisoformat(ds):
         if mode != "force":
-            return _held_back(registry, gate, ds=ds, live=live)
+            return _held_back(registry, gate, ds=ds, live=live, serving=serving)
         forced = True
         if len(force_reason.strip()) < 3:
             raise PromotionBlocked(f"promotion_mode=force for {version} needs a force_reason; live model unchanged")
@@ -298,28 +370,37 @@ def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_perc
     expected = _live_when_evaluated(registry, ds=ds, version=version, default=gate["champion"])
     try:
         if percent and live is not None:
-            return _start_canary(registry, live, version=version, percent=percent, by=promoted_by, reason=reason,
+            return _start_canary(registry, live, version=serving, percent=percent, by=promoted_by, reason=reason,
                                  champion=expected)
-        pointer = registry.flip(version=version, by=promoted_by, reason=reason, expect_live=expected,
+        pointer = registry.flip(version=serving, by=promoted_by, reason=reason, expect_live=expected,
                                 action="force" if forced else "promote", logical_date=ds)
     except CanaryConflict as exc:  # waits for an operator: a retry would be refused again
         raise PromotionBlocked(f"{version} for {ds} not promoted: {exc}; then clear this task", check="canary",
                                version=version, champion=gate["champion"]) from exc
-    log.info("live model is now %s (was %s)%s", version, pointer["previous"], " FORCED past the gate" if forced else "")
-    return {"flipped": True, "canary": False, "version": version, "previous": pointer["previous"],
+    log.info("live model is now %s (was %s)%s", serving, pointer["previous"], " FORCED past the gate" if forced else "")
+    return {"flipped": True, "canary": False, "version": serving, "evaluated": version, "previous": pointer["previous"],
             "seq": pointer["seq"], "action": pointer["action"]}
 
 
-def _held_back(registry: Registry, gate: dict[str, Any], *, ds: str, live: Live) -> dict[str, Any]:
+def _held_back(registry: Registry, gate: dict[str, Any], *, ds: str, live: Live, serving: str) -> dict[str, Any]:
     """A backfilled day's candidate never replaces a model trained on a later day: record what it would have done."""
     version = gate["version"]
-    record = {"flipped": False, "canary": False, "held_back": True, "version": version, "live": live.version,
+    record = {"flipped": False, "canary": False, "held_back": True, "version": serving, "evaluated": version,
+              "live": live.version,
               "would": "make it live (the gate passed)" if gate["promotable"] else "nothing (the gate held it)",
               "why": f"live model {live.version} was trained on a later day than {ds}: a backfill never moves the "
                      "live pointer back to an older day's model (promotion_mode=force does, with a force_reason)"}
     registry.store.put_json(registry.bucket, f"{RUNS}{ds}/candidates/{version}/flip.json", record)
     log.warning("%s for %s: pointer left at %s; it would %s", version, ds, live.version, record["would"])
     return record
+
+
+def _serving_version(registry: Registry, *, ds: str, evaluated: str) -> str:
+    """The refit of the evaluated version when one was registered (see refit_candidate), else the version itself."""
+    refit = registry.store.get_json(registry.bucket, f"{RUNS}{ds}/candidates/{evaluated}/refit.json")
+    if refit and refit["passed"] and registry.manifest(refit["version"]) is not None:
+        return refit["version"]
+    return evaluated
 
 
 def _live_when_evaluated(registry: Registry, *, ds: str, version: str, default: str | None) -> str | None:

@@ -199,3 +199,38 @@ def train(settings: Settings, *, day: date, objective: str | None = None,
                                                                        f"{lake.dataset_prefix(day)}"})
     log.info("trained %s: best iteration %s, valid %s", prefix, booster.best_iteration, valid_metric)
     return result
+
+
+@dataclass
+class RefitResult:
+    day: str
+    rounds: int
+    rows: int
+    groups: int
+    seconds: float
+
+
+def refit(settings: Settings, *, day: date, rounds: int, objective: str | None = None) -> tuple[str, RefitResult]:
+    """The evaluated model's recipe on the WHOLE window, the validation and held-out days included.
+
+    Why: the model that goes live for D + 1 would otherwise never have trained on its two most recent
+    days (D - 1 picked the rounds, D judged it). With no day left to early-stop on, it keeps the
+    rounds the evaluated twin chose; the gate's judgement of the twin stands for it (bench/loop.py
+    measures whether that trade pays on the simulator's ground truth).
+    """
+    import lightgbm as lgb
+
+    cfg = settings.train
+    objective = objective or cfg.objective
+    t0 = time.perf_counter()
+    table = pa.concat_tables([load_split(settings, day, split) for split in ("train", "valid", "holdout")])
+    if table.num_rows == 0:
+        raise ValueError(f"training set {lake.dataset_prefix(day)} is empty: nothing to refit")
+    rows, groups = table.num_rows, len(group_sizes(table["request_id"]))
+    data = to_lgb_dataset(table, objective, max_bin=cfg.max_bin)
+    del table
+    booster = lgb.train(lgb_params(cfg, objective), data, num_boost_round=max(1, rounds))
+    result = RefitResult(day.isoformat(), booster.current_iteration(), rows, groups,
+                         round(time.perf_counter() - t0, 2))
+    log.info("refit %s on the whole window: %s rounds, %s rows in %.1fs", day, result.rounds, rows, result.seconds)
+    return booster.model_to_string(), result

@@ -100,7 +100,9 @@ def _retrain(settings, day: date) -> str:
     promotion.export_candidate(ds=ds, settings=settings)
     # one thin day of history: the first model only has to be valid (the gate is tested in test_promotion.py)
     decision = promotion.gate_candidate(ds=ds, overrides={"floors": {"auc": 0.0, "ndcg@10": 0.0}}, settings=settings)
-    promotion.register_candidate(ds=ds, settings=settings)
+    refit = promotion.refit_candidate(ds=ds, settings=settings)
+    registered = promotion.register_candidate(ds=ds, settings=settings)
+    assert registered["serving_version"] == refit["refit"] != decision["version"]  # the refit serves
     return promotion.flip_pointer(ds=ds, gate=decision, promoted_by="test_closed_loop", settings=settings)["version"]
 
 

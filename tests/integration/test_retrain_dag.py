@@ -84,8 +84,12 @@ def test_the_daily_dag_validates_every_day_and_flips_the_pointer_on_a_good_candi
     else:
         assert "blocked" in log[last] and live.version == history[0]["version"]
     metrics = registry.read_json(live.version, "metrics.json")
-    assert metrics["parity"]["passed"] and live.pointer["sha256"] == registry.manifest(live.version)["artifacts"][
-        "model.onnx"]["sha256"]
+    manifest = registry.manifest(live.version)
+    assert metrics["parity"]["passed"] and live.pointer["sha256"] == manifest["artifacts"]["model.onnx"]["sha256"]
+    # What serves is the refit on the whole window, linked to the evaluated twin whose metrics the gate judged.
+    twin = registry.manifest(manifest["evaluated_twin"])
+    assert twin is not None and twin["gate"]["promotable"] and metrics["version"] == twin["version"]
+    assert manifest["refit"]["rows"] > twin["lineage"]["rows"]["train"] and manifest["parity"]["passed"]
 
 
 def test_a_candidate_trained_on_shuffled_labels_is_held_and_the_pointer_stays(ran):
