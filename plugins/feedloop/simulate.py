@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -126,24 +127,60 @@ class World:
         })
 
     def save(self, path: Path, *, start: date, ids: Ids) -> None:
-        """The ground truth as JSON: enough to recompute utility for any (user, item)."""
+        """The ground truth as JSON: the whole world, by string id, so `load` rebuilds it exactly (an audit
+        run later, by another process, scores the lake's lists against the same utility)."""
         n_topics = self.user_prefs.shape[1]
         doc = {
             "start": start.isoformat(),
             "utility": "1.2*log1p(pref[topic]*n_topics) + 0.6*item_quality + 0.4*author_quality + 0.8*follows",
             "n_topics": n_topics,
+            "tenants": list(self.tenants),
             "users": {ids.user(u): {"tenant": self.tenants[self.user_tenant[u]],
-                                    "prefs": np.round(self.user_prefs[u], 6).tolist(),
+                                    "activity": float(self.user_activity[u]),
+                                    "prefs": self.user_prefs[u].tolist(),
                                     "follows": [ids.author(a) for a in np.flatnonzero(self.follows[u])]}
                       for u in range(len(self.user_tenant))},
-            "items": {ids.item(i): {"topic": int(self.item_topic[i]), "quality": round(float(self.item_quality[i]), 6),
-                                    "author": ids.author(int(self.item_author[i]))}
+            "items": {ids.item(i): {"tenant": self.tenants[self.item_tenant[i]], "topic": int(self.item_topic[i]),
+                                    "quality": float(self.item_quality[i]),
+                                    "popularity": float(self.item_popularity[i]),
+                                    "author": ids.author(int(self.item_author[i])),
+                                    "created_s": float(self.item_created[i])}
                       for i in range(len(self.item_topic))},
-            "authors": {ids.author(a): {"quality": round(float(self.author_quality[a]), 6)}
+            "authors": {ids.author(a): {"tenant": self.tenants[self.author_tenant[a]],
+                                        "quality": float(self.author_quality[a])}
                         for a in range(len(self.author_quality))},
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(orjson.dumps(doc))
+
+    @classmethod
+    def load(cls, path: Path) -> World:
+        """The world `save` wrote (entities in id order, as saved)."""
+        doc = orjson.loads(path.read_bytes())
+        if "tenants" not in doc:
+            raise ValueError(f"{path} was written by an older feedloop and lacks the tenants, popularity and "
+                             "creation times of its entities; simulate again (`make clean && make demo`)")
+        tenant = {t: k for k, t in enumerate(doc["tenants"])}
+        users, items, authors = doc["users"].values(), doc["items"].values(), doc["authors"].values()
+        author_index = {a: k for k, a in enumerate(doc["authors"])}
+        follows = np.zeros((len(users), len(authors)), dtype=bool)
+        for u, user in enumerate(users):
+            follows[u, [author_index[a] for a in user["follows"]]] = True
+        return cls(
+            tenants=tuple(doc["tenants"]),
+            user_tenant=np.array([tenant[u["tenant"]] for u in users]),
+            user_activity=np.array([u["activity"] for u in users]),
+            user_prefs=np.array([u["prefs"] for u in users]).reshape(len(users), doc["n_topics"]),
+            item_tenant=np.array([tenant[i["tenant"]] for i in items]),
+            item_topic=np.array([i["topic"] for i in items]),
+            item_quality=np.array([i["quality"] for i in items]),
+            item_popularity=np.array([i["popularity"] for i in items]),
+            item_author=np.array([author_index[i["author"]] for i in items], dtype=np.int64),
+            item_created=np.array([i["created_s"] for i in items]),
+            author_tenant=np.array([tenant[a["tenant"]] for a in authors]),
+            author_quality=np.array([a["quality"] for a in authors]),
+            follows=follows,
+        )
 
 
 @dataclass(frozen=True)
@@ -160,6 +197,15 @@ class Ids:
 
     def author(self, a: int) -> str:
         return f"{self.world.tenants[self.world.author_tenant[a]]}-a{a:05d}"
+
+    @cached_property
+    def user_index(self) -> dict[str, int]:
+        """user_id -> the world's user: what the lake's rows are mapped back to the truth with."""
+        return {self.user(u): u for u in range(len(self.world.user_tenant))}
+
+    @cached_property
+    def item_index(self) -> dict[str, int]:
+        return {self.item(i): i for i in range(len(self.world.item_topic))}
 
 
 def examination(surface: str, positions: np.ndarray) -> np.ndarray:
@@ -273,7 +319,6 @@ class Simulator:
         self._items_by_tenant = [np.flatnonzero(self.world.item_tenant == t) for t in range(len(self.world.tenants))]
         self._activity = self.world.user_activity / self.world.user_activity.sum()
         self.ranker = ranker
-        self._item_index: dict[str, int] | None = None
 
     def records(self, report: SimulationReport) -> Iterator[Record]:
         """All events of all days, sorted by arrival; late events are held back until they arrive."""
@@ -384,9 +429,7 @@ class Simulator:
         ranked = self.ranker(body)
         if ranked is None:
             return None
-        if self._item_index is None:
-            self._item_index = {ids.item(i): i for i in range(len(w.item_topic))}
-        return np.array([self._item_index[i] for i in ranked.item_ids]), ranked.model_version, ranked.explore
+        return np.array([ids.item_index[i] for i in ranked.item_ids]), ranked.model_version, ranked.explore
 
     def _record(self, report: SimulationReport, item_base: dict, event_type: str, ts: datetime, n: int,
                 dwell_ms: int | None = None) -> Record:
