@@ -172,7 +172,7 @@ def _stopped(signum: int, _frame: Any) -> NoReturn:
 def cmd_demo(args: argparse.Namespace) -> int:
     from feedloop import demo
 
-    summary = demo.run(load_settings(), days=args.days, echo=_log if args.output == "json" else print)
+    summary = demo.run(load_settings(), days=args.days, seed=args.seed, echo=_log if args.output == "json" else print)
     _emit(args, summary, lambda: "")
     return EXIT_OK
 
@@ -182,6 +182,16 @@ def _date(value: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return number
 
 
 def _urls(value: str) -> list[str]:
@@ -270,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=cmd_serve)
 
     dm = sub.add_parser("demo", help="start the stack and run the platform end to end on simulated traffic")
-    dm.add_argument("--days", type=int, help="simulated days (default from config)")
+    dm.add_argument("--days", type=_positive, help="simulated days (default simulate.days)")
+    dm.add_argument("--seed", type=int, help="the simulated world's seed (default simulate.seed); another days or "
+                                              "seed than the stack ran with needs `make clean`")
     dm.set_defaults(func=cmd_demo)
 
     add_model_parser(sub)

@@ -25,7 +25,7 @@ from typing import Callable
 
 import orjson
 
-from feedloop import inventory, simulate, stack
+from feedloop import inventory, learning_curve, loop_audit, loop_table, simulate, stack
 from feedloop.airflow_api import AirflowApi
 from feedloop.config import Settings, load_settings
 from feedloop.quality import status as quality_status
@@ -39,6 +39,7 @@ RETRAIN, INGEST = "retrain_ranker", "ingest_engagement"
 PODS = 2
 POLL_INTERVAL_S = "2"  # pods check live.json this often (default 5 s): a flip reaches them within seconds
 STATE_FILE = "demo_closed_loop.json"
+TABLE_FILE, CURVE_FILE = "demo_table.json", "demo_learning_curve.png"  # in the state folder, next to each other
 
 
 @dataclass
@@ -49,27 +50,33 @@ class DemoState:
     path: Path
     start: date
     days: int
+    seed: int                                                 # the simulated world's (simulate.seed)
     simulated: dict[str, dict] = field(default_factory=dict)  # day -> DayStats fields + events produced
 
     @classmethod
-    def load(cls, settings: Settings, days: int | None) -> DemoState:
+    def load(cls, settings: Settings, days: int | None, seed: int | None = None) -> DemoState:
+        """The stack's demo state; refuses other days or another world seed than the stack ran with
+        (its lake holds that world's traffic: mixing two worlds would make every figure meaningless)."""
         path = settings.state_path / STATE_FILE
         if (settings.state_path / "demo_simulated.json").exists():
             raise stack.StackError(f"{settings.state_path} holds traffic of the earlier open-loop demo; "
                                    "`make clean` to start over with the closed loop")
         if path.exists():
             doc = orjson.loads(path.read_bytes())
-            if days not in (None, doc["days"]):
-                raise stack.StackError(f"this stack ran the demo for {doc['days']} days from {doc['start']}; "
-                                       f"`make clean` to run it for {days}")
-            return cls(path, date.fromisoformat(doc["start"]), doc["days"], doc["simulated"])
+            ran_seed = doc.get("seed", settings.simulate.seed)  # written before --seed: the configured one
+            if days not in (None, doc["days"]) or seed not in (None, ran_seed):
+                raise stack.StackError(f"this stack ran the demo for {doc['days']} days from {doc['start']} with "
+                                       f"world seed {ran_seed}; `make clean` to run it for "
+                                       f"{days or doc['days']} days with seed {ran_seed if seed is None else seed}")
+            return cls(path, date.fromisoformat(doc["start"]), doc["days"], ran_seed, doc["simulated"])
         days = days or settings.simulate.days
-        return cls(path, datetime.now(timezone.utc).date() - timedelta(days=days), days)
+        return cls(path, datetime.now(timezone.utc).date() - timedelta(days=days), days,
+                   settings.simulate.seed if seed is None else seed)
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_bytes(orjson.dumps({"start": str(self.start), "days": self.days, "simulated": self.simulated},
-                                           option=orjson.OPT_INDENT_2))
+        self.path.write_bytes(orjson.dumps({"start": str(self.start), "days": self.days, "seed": self.seed,
+                                            "simulated": self.simulated}, option=orjson.OPT_INDENT_2))
 
 
 def closed_loop_settings(start: date) -> Settings:
@@ -174,68 +181,11 @@ def _above_band(failure: dict) -> bool:
     return bool(high and seen) and all(float(v) > float(high.group(1)) for v in seen)
 
 
-def retrain_outcome(row: dict) -> str:
-    if row.get("accepted"):
-        hours = ", ".join(f"{h:02d}h" for h in row["accepted"]["accept_hours"])
-        return f"[{hours} accepted: CTR lift] " + retrain_outcome({**row, "accepted": None})
-    tasks = row["tasks"]
-    if tasks.get("build_dataset") == "skipped":
-        return "validated; no training yet (< dataset.min_window_days days of data)"
-    if "evaluate" not in row:
-        failed = [t for t, s in tasks.items() if s == "failed"]
-        return f"{row['run']}: failed at {', '.join(failed) or '?'} (see the task log in the Airflow UI)"
-    ev, gate = row["evaluate"], row.get("gate", {})
-    overall = ev["overall"]
-    flip = row.get("flip") or {}
-    verdict = "PROMOTED" if flip.get("flipped") else "kept live" if flip else "held: " + _first_reason(gate)
-    return f"{ev['version']}  AUC {overall['auc']:.3f}  NDCG@10 {overall['ndcg@10']:.3f}  {verdict}"
-
-
-def _first_reason(gate: dict) -> str:
-    """The gate's overall failures, short (every check is in the version's gate.json, report.html and task log)."""
-    summary = gate.get("summary", "?")
-    lines = re.split(r"; (?![^()]*\))", summary.partition(": ")[2] or summary)  # not inside "(...; n groups)"
-    overall = [line for line in lines if " overall " in line] or lines[:1]
-    short = [re.sub(r"^(\S+) in overall regressed: candidate (\S+) vs champion (\S+) .*", r"\1 \2 < champion \3", line)
-             for line in overall]
-    more = len(lines) - len(overall)
-    return ", ".join(short) + (f" (+{more} more failed checks)" if more else "")
-
-
-def _table(rows: list[dict]) -> list[str]:
-    width = max([len(", ".join(r["stats"]["by_version"])) for r in rows] + [12])
-    lines = [f"{'day':<10}  {'model live (serving)':<{width}}  {'feeds':>6}  {'CTR':>6}  {'NDCG@10':>7}  "
-             f"{'legacy*':>7}  retrain of the day: candidate, holdout AUC / NDCG@10, gate"]
-    for r in rows:
-        s = r["stats"]
-        lines.append(f"{r['day']:<10}  {', '.join(s['by_version']):<{width}}  {s['lists']:>6,}  {s['ctr']:>6.3f}  "
-                     f"{s['ndcg']:>7.3f}  {s['legacy_ndcg']:>7.3f}  {retrain_outcome(r['retrain'])}")
-    lines.append("CTR = clicks / impressions shown; NDCG@10 = ground truth (hidden utility) of what was served; "
-                 "legacy* = the legacy policy's NDCG@10 on the same requests")
-    return lines
-
-
-def _summary(rows: list[dict]) -> str:
-    legacy = [r["stats"] for r in rows if set(r["stats"]["by_version"]) == {simulate.LEGACY}]
-    served = [r["stats"] for r in rows if simulate.LEGACY not in r["stats"]["by_version"]]
-    if not legacy or not served:
-        return (f"{len(legacy)} legacy day(s), {len(served)} model-served day(s): "
-                "no comparison (a model goes live after dataset.min_window_days days)")
-
-    def pooled(days: list[dict]) -> tuple[float, float, float]:
-        lists, imps = sum(s["lists"] for s in days), sum(s["impressions"] for s in days)
-        return (sum(s["clicks"] for s in days) / imps, sum(s["ndcg_sum"] for s in days) / lists,
-                sum(s["legacy_ndcg_sum"] for s in days) / lists)
-
-    (l_ctr, l_ndcg, _), (m_ctr, m_ndcg, m_legacy) = pooled(legacy), pooled(served)
-    return (f"legacy policy ({len(legacy)} days): CTR {l_ctr:.3f}, NDCG@10 {l_ndcg:.3f}  |  model-served "
-            f"({len(served)} days): CTR {m_ctr:.3f} ({m_ctr / l_ctr - 1:+.0%}), NDCG@10 {m_ndcg:.3f} "
-            f"({m_ndcg / l_ndcg - 1:+.0%}); on those same requests the legacy policy scores NDCG@10 {m_legacy:.3f}")
-
-
-def run(settings: Settings, *, days: int | None = None, echo: Callable[[str], None] = print) -> dict:
+def run(settings: Settings, *, days: int | None = None, seed: int | None = None,
+        echo: Callable[[str], None] = print) -> dict:
+    """The closed loop for `days` days (default simulate.days) in the world of `seed` (default simulate.seed)."""
     t0 = time.perf_counter()
-    state = DemoState.load(settings, days)
+    state = DemoState.load(settings, days, seed)
     start, days = state.start, state.days
     settings = closed_loop_settings(start)
     echo("== 1. embedded stack")
@@ -250,12 +200,12 @@ def run(settings: Settings, *, days: int | None = None, echo: Callable[[str], No
     echo(f"   {', '.join(pods.urls)}: serving {pods.versions()} (None: no model yet -> 503, legacy policy)")
     client = RankingClient(pods.urls)
     sim = simulate.Simulator(settings, start=start, days=days, events_per_day=settings.simulate.events_per_day,
-                             ranker=client.rank)
+                             seed=state.seed, ranker=client.rank)
     simulate.write_catalog(settings, sim)
     sim.world.save(settings.state_path / "ground_truth.json", start=start, ids=sim.ids)
     registry = Registry.from_settings(settings)
-    echo(f"== 3. closed loop, {days} days from {start}: serve -> ingest -> retrain (validate, build, train, "
-         "evaluate, export, gate, register, flip) -> pods load the new model")
+    echo(f"== 3. closed loop, {days} days from {start}, world seed {state.seed}: serve -> ingest -> retrain "
+         "(validate, build, train, evaluate, export, gate, register, flip) -> pods load the new model")
     rows = []
     try:
         for d in range(days):
@@ -272,7 +222,7 @@ def run(settings: Settings, *, days: int | None = None, echo: Callable[[str], No
             run_dag(api, INGEST)
             echo(f"   {INGEST}: {inventory.day_inventory(settings, day).rows:,} events of {day} in the lake")
             retrain = retrain_day(api, day)
-            echo(f"   {RETRAIN} {retrain['run_id']}: {retrain_outcome(retrain)}")
+            echo(f"   {RETRAIN} {retrain['run_id']}: {loop_table.outcome(retrain)}")
             served_by = set(state.simulated[str(day)]["by_version"]) - {simulate.LEGACY}
             lifted = ctr_lift_hours(settings, day) if retrain["tasks"].get("validate") == "failed" and served_by else []
             if lifted:
@@ -280,17 +230,30 @@ def run(settings: Settings, *, days: int | None = None, echo: Callable[[str], No
                           "the model's lift (accepted by the closed-loop demo)")
                 echo(f"   hour(s) {lifted} quarantined for CTR ABOVE the band only; re-run with accept_hours: {reason}")
                 retrain = retrain_day(api, day, accept={"accept_hours": lifted, "accept_reason": reason})
-                echo(f"   {RETRAIN} {retrain['run_id']}: {retrain_outcome(retrain)}")
-            rows.append({"day": str(day), "stats": state.simulated[str(day)], "retrain": retrain})
+                echo(f"   {RETRAIN} {retrain['run_id']}: {loop_table.outcome(retrain)}")
+            audit = loop_audit.audit_day(settings=settings, day=day, world=sim.world, ids=sim.ids, retrain=retrain)
+            if audit is not None:
+                champ = "n/a" if audit.champion_ndcg is None else f"{audit.champion_ndcg:.3f}"
+                echo(f"   ground truth on the day's {audit.lists:,} lists: candidate {audit.candidate_ndcg:.3f}, "
+                     f"champion {audit.champion or '-'} {champ}; gate {audit.decision or 'did not decide'}: "
+                     f"{audit.agreement or 'n/a'}")
+            rows.append({"day": str(day), "stats": state.simulated[str(day)], "retrain": retrain,
+                         "audit": None if audit is None else asdict(audit)})
     finally:
         client.close()
     live = registry.live()
     seconds = round(time.perf_counter() - t0, 1)
     echo(f"== closed loop, {days} days in {seconds}s")
-    for line in _table(rows):
+    for line in loop_table.table(rows):
         echo("   " + line)
-    echo("   " + _summary(rows))
+    echo("   " + loop_table.summary(rows))
+    echo("   " + loop_table.agreement_summary(rows))
     echo(f"   live now: {live.version if live else 'no model'}")
+    result = {"start": str(start), "days": days, "seed": state.seed, "pods": pods.urls, "table": rows,
+              "live": live.version if live else None, "seconds": seconds}
+    table_path, curve_path = write_results(settings, result)
+    echo(f"   learning curve         {curve_path}")
+    echo(f"   the table as JSON      {table_path}")
     echo("== where to look")
     for s in services:
         for key, value in s.details.items():
@@ -301,5 +264,15 @@ def run(settings: Settings, *, days: int | None = None, echo: Callable[[str], No
     echo(f"   model versions         s3://{settings.s3.models_bucket}/ranker/versions/ (report.html each); "
          "`feedloop model list`")
     echo("   stop everything with   make down")
-    return {"start": str(start), "days": days, "pods": pods.urls, "table": rows,
-            "live": live.version if live else None, "seconds": seconds}
+    return {**result, "table_json": str(table_path), "learning_curve": str(curve_path)}
+
+
+def write_results(settings: Settings, result: dict) -> tuple[Path, Path]:
+    """The run's table as JSON and its learning curve as PNG, side by side in the stack's state folder."""
+    table_path, curve_path = settings.state_path / TABLE_FILE, settings.state_path / CURVE_FILE
+    table_path.parent.mkdir(parents=True, exist_ok=True)
+    table_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    title = (f"closed loop from {result['start']}, {result['days']} days, world seed {result['seed']}: "
+             "ground-truth NDCG@10 served")
+    learning_curve.plot(days=loop_table.curve_days(result["table"]), path=curve_path, title=title)
+    return table_path, curve_path
