@@ -11,10 +11,12 @@ start of the impression's day never contributes, however early its event_ts clai
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import orjson
 
 from feedloop.events import DEVICES, SURFACES
 
@@ -127,7 +129,7 @@ def column(name: str) -> str:
 
 
 def manifest(tenants: Sequence[str], *, objective: str) -> dict:
-    """The feature manifest saved with every model: names, kinds, defaults, category levels."""
+    """The feature manifest saved with every model: names, kinds, defaults, category levels, snapshot entities."""
     cats = categories(tenants)
     return {
         "objective": objective,
@@ -139,4 +141,23 @@ def manifest(tenants: Sequence[str], *, objective: str) -> dict:
              **({"categories": cats[f.name]} if f.kind == "categorical" else {})}
             for f in FEATURES
         ],
+        "entities": [{"name": e.name, "keys": list(e.keys), "windows": list(e.windows), "counts": list(e.counts)}
+                     for e in ENTITIES],
     }
+
+
+def definition_version(feature_manifest: Mapping[str, Any]) -> str:
+    """A stable hash of what a feature snapshot must agree on: feature names, kinds and categories, and
+    the snapshot's entities (keys, windows, counts).
+
+    Why from the manifest: a model carries its manifest, so a pod can tell which published snapshots
+    that model may be served with; objective, labels and defaults are left out (they do not change
+    what a snapshot holds). A manifest from before entities were recorded hashes differently, so such
+    a model keeps its own registered snapshot.
+    """
+    defined = {
+        "features": [{"name": f["name"], "kind": f["kind"], "categories": f.get("categories")}
+                     for f in feature_manifest.get("features", [])],
+        "entities": feature_manifest.get("entities"),
+    }
+    return hashlib.sha256(orjson.dumps(defined, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feedloop import export, features
+from feedloop import export, feature_snapshots, features
 from feedloop.registry import Registry, sha256
 from feedloop.serving.snapshot import Snapshot
 
@@ -54,6 +54,22 @@ def snapshot_files(seed: int) -> dict[str, bytes]:
         "item_id": ITEMS, "topic": [item_topic[i] for i in ITEMS],
         "created_at": created.cast(pa.timestamp("ms", tz="UTC")), "author_id": [item_author[i] for i in ITEMS]}))
     return files
+
+
+def publish_snapshot(store, bucket: str, *, seed: int, as_of: str, drop: str | None = None):
+    """A published feature snapshot of the same world (counts drawn with `seed`) as of `as_of`, pointer moved.
+
+    drop: a count column left out of user.parquet, in a self-consistent manifest (only the schema check sees it).
+    """
+    files = {k[len("features/"):]: v for k, v in snapshot_files(seed).items()}
+    if drop:
+        table = pq.read_table(io.BytesIO(files["user.parquet"]))
+        files["user.parquet"] = _parquet(table.drop_columns([drop]))
+    manifest = feature_snapshots.build_manifest(
+        files, as_of=as_of, definition_version=features.definition_version(features.manifest([TENANT, "globex"],
+                                                                                             objective="lambdarank")),
+        dataset_uri=f"s3://lake/datasets/ranker/test-{seed}/", dataset_content_hash="test", tenants=[TENANT, "globex"])
+    return feature_snapshots.publish_snapshot(store, bucket, files=files, manifest=manifest, by="tests")
 
 
 def request_rows(snapshot: Snapshot, *, rng: np.random.Generator, lists: int, size: int):
@@ -147,4 +163,4 @@ def _parquet(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["Version", "make_version", "register", "flip", "sha256", "nan_onnx", "sha_of_onnx"]
+__all__ = ["Version", "make_version", "register", "flip", "sha256", "nan_onnx", "sha_of_onnx", "publish_snapshot"]

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import httpx
@@ -470,3 +471,139 @@ def test_metrics_are_merged_across_worker_processes(world, versions):
     for name in ("feedloop_live_model", "feedloop_request_seconds_bucket", "feedloop_swap_seconds_bucket",
                  "feedloop_pointer_staleness_seconds"):
         assert name in text, name
+
+
+# ---- published feature snapshots (features/live.json) -----------------------------------------------------
+
+def _snapshot_in_use(url: str, role: str = "live") -> dict:
+    return (httpx.get(f"{url}/version").json()[role] or {}).get("features") or {}
+
+
+def _wait_for_snapshot(pods: Pods, snapshot_id: str, *, role: str = "live", timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(_snapshot_in_use(u, role).get("id") == snapshot_id for u in pods.urls):
+        assert time.monotonic() < deadline, [_snapshot_in_use(u, role) for u in pods.urls]
+        time.sleep(0.2)
+
+
+def _lightgbm_scores(v: servingdata.Version, seed: int, request: dict, items: list[str]) -> np.ndarray:
+    """What LightGBM gives `items` of `request` with the features of the world drawn with `seed`."""
+    files = servingdata.snapshot_files(seed)
+    snapshot = Snapshot.from_parquet({k[len("features/"):]: b for k, b in files.items()})
+    inputs = snapshot.inputs(tenant_id="acme", user_id=request["user_id"], surface="feed", device="ios",
+                             request_ts=events.parse_ts(request["ts"]).timestamp(), item_ids=items,
+                             author_ids=snapshot.authors(items, [None] * len(items)))
+    return lgb.Booster(model_str=v.model_text).predict(features.derive(inputs, features.categories(["acme", "globex"])))
+
+
+def test_pods_move_to_each_newer_feature_snapshot_and_a_flipped_model_too_under_load_failing_no_request(
+        world, versions):
+    one, two = versions["one"], versions["two"]          # trained for 2026-11-21 / -22: own counts as of -22 / -23
+    pods = world.pods(2)
+    _publish(world, one)
+    pods.wait_for(one.version, timeout=30)
+    own = _snapshot_in_use(pods.urls[0])
+    assert (own["id"], own["as_of"], own["source"]) == (f"{one.version}/features", "2026-11-22", "registered")
+    servingdata.register(world.registry, two)
+    with Load(pods.urls) as load:
+        first = servingdata.publish_snapshot(world.store, world.bucket, seed=11, as_of="2026-11-24")
+        _wait_for_snapshot(pods, first.snapshot_id)
+        time.sleep(0.5)
+        second = servingdata.publish_snapshot(world.store, world.bucket, seed=12, as_of="2026-11-25")
+        _wait_for_snapshot(pods, second.snapshot_id)
+        servingdata.flip(world.registry, two.version)
+        pods.wait_for(two.version, timeout=30)
+        _wait_for_snapshot(pods, second.snapshot_id)     # the new live model scores with the newest snapshot too
+        time.sleep(0.5)
+    assert set(load.statuses) == {200}, load.statuses
+    assert first.pointer == second.pointer == "moved" and second.seq == first.seq + 1
+    for url in pods.urls:
+        described = httpx.get(f"{url}/version").json()
+        assert described["live"]["features"]["source"] == "published"
+        assert described["live"]["features"]["as_of"] == "2026-11-25"
+        assert described["previous"]["version"] == one.version
+        assert described["previous"]["features"]["id"] == second.snapshot_id
+        assert described["features"]["seq"] == second.seq and described["features"]["refused"] == {}
+        assert _metric(url, "feedloop_feature_snapshot", snapshot=second.snapshot_id, role="live") == 1
+        assert _metric(url, "feedloop_feature_snapshot", snapshot=first.snapshot_id, role="live") == 0
+        assert _metric(url, "feedloop_feature_snapshot_swaps_total") == 2
+        age = _metric(url, "feedloop_feature_snapshot_age_seconds")
+        since_as_of = time.time() - datetime(2026, 11, 25, tzinfo=timezone.utc).timestamp()
+        assert since_as_of - 10 <= age <= since_as_of
+    # The pods' scores are LightGBM's on the features of the newest snapshot, not the model's own.
+    request = _request(user="acme-u003", request_id="req-fresh")
+    body = httpx.post(f"{pods.urls[0]}/rank", json=request).json()
+    items = [it["item_id"] for it in body["items"]]
+    served = np.array([it["score"] for it in body["items"]])
+    assert np.max(np.abs(served - _lightgbm_scores(two, 12, request, items))) <= 1e-5
+    assert np.max(np.abs(served - _lightgbm_scores(two, 2, request, items))) > 1e-3  # its own snapshot differs
+
+
+def _corrupt(world, published, name: str, body: bytes) -> None:
+    world.store.put(world.bucket, f"features/snapshots/{published.snapshot_id}/{name}", body)
+
+
+def _bad_snapshots():
+    def wrong_sha256(world):
+        bad = servingdata.publish_snapshot(world.store, world.bucket, seed=22, as_of="2026-11-26")
+        body = world.store.get(world.bucket, f"features/snapshots/{bad.snapshot_id}/item.parquet").body
+        _corrupt(world, bad, "item.parquet", body[:100] + bytes([body[100] ^ 0xFF]) + body[101:])
+        return bad
+
+    def truncated(world):
+        bad = servingdata.publish_snapshot(world.store, world.bucket, seed=22, as_of="2026-11-26")
+        body = world.store.get(world.bucket, f"features/snapshots/{bad.snapshot_id}/items.parquet").body
+        _corrupt(world, bad, "items.parquet", body[: len(body) // 2])
+        return bad
+
+    def missing_column(world):
+        return servingdata.publish_snapshot(world.store, world.bucket, seed=22, as_of="2026-11-26",
+                                            drop="user_click_28d")
+
+    return [pytest.param(wrong_sha256, "sha256_mismatch", id="wrong-sha256"),
+            pytest.param(truncated, "truncated", id="truncated-file"),
+            pytest.param(missing_column, "bad_snapshot", id="missing-column")]
+
+
+@pytest.mark.parametrize("make_bad, reason", _bad_snapshots())
+def test_a_bad_feature_snapshot_is_refused_the_old_keeps_serving_and_a_later_good_one_is_picked_up(
+        world, versions, make_bad, reason):
+    one = versions["one"]
+    pods = world.pods()
+    url = pods.urls[0]
+    _publish(world, one)
+    good = servingdata.publish_snapshot(world.store, world.bucket, seed=21, as_of="2026-11-25")
+    _wait_for_snapshot(pods, good.snapshot_id)
+    with Load(pods.urls, threads=1) as load:
+        bad = make_bad(world)
+        deadline = time.monotonic() + 20
+        while _metric(url, "feedloop_feature_snapshot_refusals_total", reason=reason) < 2:
+            assert time.monotonic() < deadline, httpx.get(f"{url}/version").json()["features"]
+            time.sleep(0.2)  # refused, and retried at least once
+    assert set(load.statuses) == {200} and set(load.versions) == {one.version}
+    described = httpx.get(f"{url}/version").json()
+    assert described["live"]["features"]["id"] == good.snapshot_id
+    assert described["features"]["refused"][bad.snapshot_id].startswith(reason)
+    assert _metric(url, "feedloop_feature_snapshot_swaps_total") == 1
+    fixed = servingdata.publish_snapshot(world.store, world.bucket, seed=23, as_of="2026-11-27")
+    _wait_for_snapshot(pods, fixed.snapshot_id)
+    assert httpx.get(f"{url}/version").json()["features"]["refused"] == {}
+
+
+def test_a_published_snapshot_not_newer_than_the_models_own_counts_is_not_used(world, versions):
+    three = versions["three"]                            # trained for 2026-11-23: own counts as of 2026-11-24
+    pods = world.pods()
+    url = pods.urls[0]
+    servingdata.publish_snapshot(world.store, world.bucket, seed=31, as_of="2026-11-23")
+    _publish(world, three)
+    pods.wait_for(three.version, timeout=30)
+    same_day = servingdata.publish_snapshot(world.store, world.bucket, seed=32, as_of="2026-11-24")
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{url}/version").json()["features"]["seq"] != same_day.seq:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1)  # several more polls
+    assert _snapshot_in_use(url)["id"] == f"{three.version}/features"
+    assert _metric(url, "feedloop_feature_snapshot_swaps_total") == 0
+    newer = servingdata.publish_snapshot(world.store, world.bucket, seed=33, as_of="2026-11-25")
+    _wait_for_snapshot(pods, newer.snapshot_id)

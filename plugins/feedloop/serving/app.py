@@ -22,9 +22,11 @@ from fastapi.responses import Response
 
 from feedloop import features
 from feedloop.config import Settings, load_settings
+from feedloop.feature_snapshots import PREFIX as FEATURES_PREFIX
 from feedloop.registry import PREFIX
 from feedloop.serving import metrics
 from feedloop.serving.impressions import ImpressionLog, ServedList
+from feedloop.serving.published_features import FeatureFollower
 from feedloop.serving.rank_request import RankRequest, RequestError, parse
 from feedloop.serving.watcher import LocalCache, Watcher
 from feedloop.storage import ObjectStore
@@ -39,8 +41,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     cfg = settings.serving
     store = ObjectStore.from_settings(settings)
     cache_dir = cfg.cache_dir if cfg.cache_dir.is_absolute() else settings.state_path / cfg.cache_dir
+    followed = FeatureFollower(store=store, bucket=settings.s3.models_bucket, key=f"{FEATURES_PREFIX}live.json",
+                               cfg=cfg)
     watcher = Watcher(store=store, bucket=settings.s3.models_bucket, key=f"{PREFIX}live.json", cfg=cfg,
-                      cache=LocalCache(cache_dir))
+                      cache=LocalCache(cache_dir), features=followed)
     impressions = ImpressionLog(settings.kafka, cfg) if cfg.log_impressions else None
 
     @asynccontextmanager
@@ -93,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/metrics")
     async def metrics_route() -> Response:
         metrics.STALENESS.set(watcher.staleness() or 0.0)
+        metrics.FEATURE_SNAPSHOT_AGE.set(watcher.snapshot_age() or 0.0)
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.exception_handler(Exception)

@@ -24,7 +24,19 @@ SWAP_SECONDS = Histogram("feedloop_swap_seconds", "Download, verification and wa
 SWAPS = Counter("feedloop_swaps_total", "Models swapped in, by role", ["role"])
 SWAP_FAILURES = Counter("feedloop_swap_failures_total", "Refused or failed model loads (the old model keeps serving)",
                         ["reason"])
-POLL_ERRORS = Counter("feedloop_poll_errors_total", "Pointer checks that failed (S3 unreachable or erroring)")
+POLL_ERRORS = Counter("feedloop_poll_errors_total",
+                      "Pointer checks (ranker/live.json, features/live.json) that failed (S3 unreachable or erroring)")
+FEATURE_SNAPSHOT = Gauge("feedloop_feature_snapshot",
+                         "1 for the feature snapshot each served model scores with, by role (live, canary)",
+                         ["snapshot", "as_of", "source", "role"], multiprocess_mode="liveall")
+FEATURE_SNAPSHOT_AGE = Gauge("feedloop_feature_snapshot_age_seconds",
+                             "Seconds since the as_of day of the live model's feature snapshot began",
+                             multiprocess_mode="max")
+FEATURE_SNAPSHOT_SWAPS = Counter("feedloop_feature_snapshot_swaps_total",
+                                 "Published feature snapshots loaded and verified (then bound to the models)")
+FEATURE_SNAPSHOT_REFUSALS = Counter("feedloop_feature_snapshot_refusals_total",
+                                    "Refused published feature snapshots (the models keep theirs), by reason",
+                                    ["reason"])
 STALENESS = Gauge("feedloop_pointer_staleness_seconds", "Seconds since this pod last read live.json successfully",
                   multiprocess_mode="max")
 READY = Gauge("feedloop_ready", "1 when this pod has a model to serve", multiprocess_mode="min")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Mapping
 
 import numpy as np
@@ -94,9 +95,31 @@ class Pointer:
         return cls(live, canary, float(percent), seq if isinstance(seq, int) else 0, etag)
 
 
+@dataclass(frozen=True)
+class SnapshotRef:
+    """Which feature snapshot a model scores with: its own registered features/ or a published one."""
+
+    id: str
+    as_of: str | None              # the day its counts end before (None: not known)
+    source: str                    # "registered" | "published"
+    uri: str
+
+    def age_seconds(self, now: float) -> float | None:
+        """Seconds since the start of as_of: how far the counts lag the clock."""
+        if self.as_of is None:
+            return None
+        start = datetime.combine(date.fromisoformat(self.as_of), datetime.min.time(), tzinfo=timezone.utc)
+        return max(0.0, now - start.timestamp())
+
+    def describe(self, now: float) -> dict[str, Any]:
+        age = self.age_seconds(now)
+        return {"id": self.id, "as_of": self.as_of, "source": self.source, "uri": self.uri,
+                "age_seconds": None if age is None else round(age, 1)}
+
+
 @dataclass
 class LoadedModel:
-    """A verified, warmed-up version: the ONNX session plus its feature snapshot and manifest."""
+    """A verified, warmed-up version: the ONNX session plus the feature snapshot it scores with and its manifest."""
 
     target: Target
     manifest: dict[str, Any]
@@ -104,12 +127,18 @@ class LoadedModel:
     snapshot: Snapshot
     categories: dict[str, list[str]]
     source: str                    # "s3" or "cache" (the last-known-good local copy)
+    snapshot_ref: SnapshotRef
+    definition_version: str        # features.definition_version of its feature_manifest
     loaded_at: float = field(default_factory=time.time)
     load_seconds: float = 0.0
 
     @property
     def version(self) -> str:
         return self.target.version
+
+    def with_snapshot(self, snapshot: Snapshot, ref: SnapshotRef) -> LoadedModel:
+        """The same session scoring with another snapshot: a new object, so a request keeps the one it read."""
+        return replace(self, snapshot=snapshot, snapshot_ref=ref)
 
     def score(self, matrix: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {export.INPUT_NAME: matrix})[-1]
@@ -118,7 +147,8 @@ class LoadedModel:
     def describe(self) -> dict[str, Any]:
         return {"version": self.version, "uri": self.target.uri, "sha256": self.target.sha256,
                 "loaded_at": _iso(self.loaded_at), "load_seconds": round(self.load_seconds, 3), "source": self.source,
-                "logical_date": self.manifest.get("logical_date"), "snapshot": self.snapshot.sizes()}
+                "logical_date": self.manifest.get("logical_date"), "snapshot": self.snapshot.sizes(),
+                "features": self.snapshot_ref.describe(time.time())}
 
 
 def artifact_names(manifest: Mapping[str, Any]) -> list[str]:
@@ -182,10 +212,20 @@ def build(target: Target, manifest: dict[str, Any], files: Mapping[str, bytes], 
     except (SnapshotError, OSError, ValueError) as exc:
         raise SwapRefused("bad_snapshot", f"{target.version}: {exc}") from None
     categories = {f["name"]: f["categories"] for f in manifest["feature_manifest"]["features"] if "categories" in f}
-    model = LoadedModel(target, manifest, session, snapshot, categories, source)
+    model = LoadedModel(target, manifest, session, snapshot, categories, source, registered_snapshot(target, manifest),
+                        features.definition_version(manifest["feature_manifest"]))
     _warm_up(model, n_features, sample_max_abs_diff)
     model.load_seconds = time.perf_counter() - t0
     return model
+
+
+def registered_snapshot(target: Target, manifest: Mapping[str, Any]) -> SnapshotRef:
+    """The version's own features/: counts as of the day after its logical date (the dataset's window end)."""
+    try:
+        as_of = (date.fromisoformat(manifest.get("logical_date")) + timedelta(days=1)).isoformat()
+    except (TypeError, ValueError):  # no or no ISO logical date: any published snapshot counts as newer
+        as_of = None
+    return SnapshotRef(f"{target.version}/features", as_of, "registered", target.uri + FEATURES_DIR)
 
 
 def feature_names(manifest: Mapping[str, Any]) -> list[str]:
@@ -239,6 +279,4 @@ def first_line(exc: BaseException) -> str:
 
 
 def _iso(ts: float) -> str:
-    from datetime import datetime, timezone
-
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -7,6 +7,9 @@ interval (no LIST). A refused or failed load leaves the old model serving, is co
 and retried with capped backoff forever, so a fixed artifact or a later good version is picked up
 (TF Serving #1738 and Triton #6534 stopped retrying and silently served the old model). The
 previous and canary models stay loaded, so a rollback to the previous version is an in-memory swap.
+features/live.json is polled the same way (FeatureFollower): each model is bound to the newest
+published snapshot of its feature definitions inside the same single assignment, so a request
+reads one model with one snapshot, before or after a swap.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +31,7 @@ from feedloop.config import ServingSettings
 from feedloop.serving import metrics
 from feedloop.serving.model import (MANIFEST, LoadedModel, Pointer, SwapRefused, Target, first_line, artifact_names,
                                     build, parse_manifest)
+from feedloop.serving.published_features import FeatureFollower
 from feedloop.storage import NOT_MODIFIED, ObjectStore
 
 log = logging.getLogger("feedloop.serving")
@@ -110,15 +114,16 @@ class WatchStatus:
 
 class Watcher:
     def __init__(self, *, store: ObjectStore, bucket: str, key: str, cfg: ServingSettings, cache: LocalCache,
-                 clock: Callable[[], float] = time.monotonic):
+                 features: FeatureFollower, clock: Callable[[], float] = time.monotonic):
         self.store, self.bucket, self.key, self.cfg, self.cache = store, bucket, key, cfg, cache
-        self.clock = clock
+        self.features, self.clock = features, clock
         self.state = Serving()
         self.status = WatchStatus()
         self._backoff = cfg.retry_initial_s
         self._next_poll = 0.0
         self._cache_tried = False
         self._gauges: set[tuple[str, str, str]] = set()
+        self._snapshot_gauges: set[tuple[str, str, str, str]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -140,22 +145,35 @@ class Watcher:
             except Exception:  # noqa: BLE001 - the watcher must outlive any bug in one tick
                 log.exception("model watcher tick failed; retrying")
             now = self.clock()
-            wake = self._next_poll if self.status.pending is None else min(self._next_poll, self.status.next_attempt)
+            wake = self._next_poll
+            if self.status.pending is not None:
+                wake = min(wake, self.status.next_attempt)
+            if self.features.status.dirty:
+                wake = min(wake, self.features.status.next_attempt)
             self._stop.wait(max(0.05, wake - now))
 
     # ---- one step -------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Poll the pointer if its interval is due, then (re)try a pending pointer if its backoff is due."""
+        """Poll both pointers if their interval is due, then (re)try what is pending if its backoff is due."""
         now = self.clock()
         if now >= self._next_poll:
             self._next_poll = now + self.cfg.poll_interval_s
             self._poll()
+            self.features.poll()
         pending = self.status.pending
         if pending is not None and self.clock() >= self.status.next_attempt:
             self._apply(pending)
+        if self.features.due():
+            self._rebind()
         metrics.STALENESS.set(self.staleness())
+        metrics.FEATURE_SNAPSHOT_AGE.set(self.snapshot_age() or 0.0)
         metrics.READY.set(1 if self.state.live is not None else 0)
+
+    def snapshot_age(self) -> float | None:
+        """Seconds since the as_of of the live model's feature snapshot began (None: no model or no as_of)."""
+        live = self.state.live
+        return None if live is None else live.snapshot_ref.age_seconds(time.time())
 
     def staleness(self) -> float | None:
         """Seconds since the pointer was last read successfully (None: never)."""
@@ -201,6 +219,7 @@ class Watcher:
         previous = old.live if (old.live is not None and new_live is not old.live) else old.previous
         if previous is not None and new_live is not None and previous.version == new_live.version:
             previous = old.previous
+        new_live, canary, previous = self.features.bind([new_live, canary, previous])
         self.state = Serving(live=new_live, canary=canary, canary_percent=pointer.canary_percent if canary else 0.0,
                              previous=previous, seq=pointer.seq if done else old.seq)
         kept = {id(m) for m in (self.state.live, self.state.canary, self.state.previous)}
@@ -217,6 +236,18 @@ class Watcher:
             log.warning("pointer seq %s not fully applied; serving %s; retrying in %.0fs", pointer.seq,
                         self._serving_text(), self._backoff)
             self._backoff = min(self._backoff * 2, self.cfg.retry_max_s)
+
+    def _rebind(self) -> None:
+        """A features-only change: the same models, each with the newest verified snapshot, in one assignment."""
+        old = self.state
+        live, canary, previous = self.features.bind([old.live, old.canary, old.previous])
+        if live is old.live and canary is old.canary and previous is old.previous:
+            return
+        self.state = replace(old, live=live, canary=canary, previous=previous)
+        del old, live, canary, previous
+        return_freed_memory()
+        self._set_gauges()
+        log.info("feature snapshots now: %s", self._snapshots_text())
 
     def _obtain(self, target: Target, *, role: str) -> LoadedModel | None:
         """The model of target: already in memory (live, canary or previous), else loaded and verified."""
@@ -288,6 +319,17 @@ class Watcher:
         for labels in now:
             metrics.LIVE_MODEL.labels(*labels).set(1)
         self._gauges = now
+        snapshots = {(m.snapshot_ref.id, m.snapshot_ref.as_of or "", m.snapshot_ref.source, role)
+                     for role, m in (("live", self.state.live), ("canary", self.state.canary)) if m is not None}
+        for labels in self._snapshot_gauges - snapshots:
+            metrics.FEATURE_SNAPSHOT.labels(*labels).set(0)
+        for labels in snapshots:
+            metrics.FEATURE_SNAPSHOT.labels(*labels).set(1)
+        self._snapshot_gauges = snapshots
+
+    def _snapshots_text(self) -> str:
+        roles = (("live", self.state.live), ("canary", self.state.canary), ("previous", self.state.previous))
+        return ", ".join(f"{role} {m.version} with {m.snapshot_ref.id}" for role, m in roles if m is not None)
 
     def _serving_text(self) -> str:
         live = self.state.live
@@ -304,6 +346,7 @@ class Watcher:
                         "pending": st.pending.live.version if st.pending else None,
                         "retry_in_seconds": _round(max(0.0, st.next_attempt - self.clock())) if st.pending else None},
             "refused": dict(st.failures),
+            "features": self.features.describe(),
         }
 
 
