@@ -12,14 +12,22 @@ For logical date D (the day that just ended), in order:
 2. **build_dataset** — refuses a window with quarantined or unvalidated hours, then builds the
    point-in-time training set of `[D + 1 - window_days, D + 1)` (`s3://<lake>/datasets/ranker/D/`).
    Skipped (with the reason) while fewer than `dataset.min_window_days` days of data exist.
-3. **train** — LightGBM (LambdaRank or binary), early-stopped on D - 1; D is held out.
-4. **evaluate → export → gate → register → flip** — metrics vs the live champion on D, ONNX export
-   with a parity check, the gate (floors + no regression per segment), an immutable version in
-   `s3://<models>/ranker/versions/`, and an atomic compare-and-swap of `ranker/live.json`.
+3. **publish_features** (beside train) — the dataset's feature snapshot (as of D + 1) becomes an
+   immutable folder `s3://<models>/features/snapshots/<as_of>-<hash>/` and `features/live.json`
+   moves to it (compare-and-swap, never back to an older day), whatever the gate later decides:
+   pods serve the live model with the newest snapshot of its feature definitions. Not in dry-run.
+4. **train** — LightGBM (LambdaRank or binary), early-stopped on D - 1; D is held out.
+5. **evaluate → export → gate → refit → register → flip** — metrics vs the champion of D (the version
+   live at the end of D) on D, ONNX export with a parity check, the gate (floors + no regression per
+   segment), then (`train.refit`, candidates the gate passed) the same recipe refit on the whole window
+   with the evaluated rounds and its own parity check, immutable versions in
+   `s3://<models>/ranker/versions/` (the refit linked to its evaluated twin), and an atomic
+   compare-and-swap of `ranker/live.json` to the refit. A backfill never moves it back to an older
+   day's model (unless `promotion_mode=force`).
    With `canary_percent` > 0 the flip starts a canary of the version at that share of users
    instead; promote or abort it with the `canary_ranker` DAG or `feedloop model promote-canary |
    abort-canary`. While a canary runs, a later run's flip is refused (alerted) until it is resolved.
-5. **approve** (optional, `promotion.approval_margin` > 0) — a candidate that passed the gate but is
+6. **approve** (optional, `promotion.approval_margin` > 0) — a candidate that passed the gate but is
    within that margin of the champion on every compared metric waits for Approve / Reject in the
    Airflow UI; Reject or no answer within `promotion.approval_timeout_minutes` skips the flip and
    records why (`ranker/runs/D/candidates/<version>/approval.json`). Skipped, with the reason, otherwise.
@@ -75,6 +83,10 @@ def retrain_ranker():
         return training_tasks.build_dataset(ds=ds, params=params)
 
     @task
+    def publish_features(*, ds: str, run_id: str, params: dict) -> dict:
+        return training_tasks.publish_features(ds=ds, run_id=run_id, params=params)
+
+    @task
     def train(*, ds: str, params: dict) -> dict:
         return training_tasks.train(ds=ds, params=params)
 
@@ -91,6 +103,10 @@ def retrain_ranker():
         return training_tasks.gate(ds=ds, params=params)
 
     @task
+    def refit(*, ds: str, params: dict) -> dict:
+        return training_tasks.refit(ds=ds, params=params)
+
+    @task
     def register(*, ds: str, params: dict) -> dict:
         return training_tasks.register(ds=ds, params=params)
 
@@ -102,8 +118,9 @@ def retrain_ranker():
                                    params=params)
 
     decision = gate()
-    (check_params() >> validate() >> build_dataset() >> train() >> evaluate() >> export() >> decision >> register()
-     >> approve >> flip(decision))
+    built = check_params() >> validate() >> build_dataset()
+    built >> publish_features()  # beside train: a held candidate or a failed flip does not stop it
+    built >> train() >> evaluate() >> export() >> decision >> refit() >> register() >> approve >> flip(decision)
 
 
 retrain_ranker()

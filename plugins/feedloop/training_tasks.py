@@ -48,6 +48,17 @@ def build_dataset(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in asdict(result).items() if k != "files"}
 
 
+def publish_features(*, ds: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Publish the run's feature snapshot for the pods whatever its candidate's fate; nothing in dry-run."""
+    from dataclasses import asdict
+
+    from feedloop import feature_snapshots
+
+    return asdict(feature_snapshots.publish(_settings(params), day=date.fromisoformat(ds),
+                                            by=f"retrain_ranker {run_id}",
+                                            dry_run=params["promotion_mode"] == "dry-run"))
+
+
 def train(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
     from dataclasses import asdict
 
@@ -68,6 +79,10 @@ def gate(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
 
     return promotion_step("gate_candidate", ds=ds, overrides=gate_overrides(params, load_settings()),
                           mode=params["promotion_mode"])
+
+
+def refit(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
+    return promotion_step("refit_candidate", ds=ds, mode=params["promotion_mode"], settings=_settings(params))
 
 
 def register(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
