@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from feedloop import dataset, promotion, simulate, train
+from feedloop import dataset, loop_audit, promotion, simulate, train
 from feedloop.ingest import sink
 from feedloop.ranking_client import RankingClient
 from feedloop.registry import Registry
@@ -63,13 +63,15 @@ def loop(embedded, tmp_path_factory):
         produced: dict[int, list[dict]] = {}
         for d in range(DAYS - 1):
             produced[d] = _step(settings, sim, client, d, report)
-        version = _retrain(settings, START + timedelta(days=DAYS - 2))
+        retrain = _retrain(settings, START + timedelta(days=DAYS - 2))
+        version = retrain["flip"]["version"]
         pods.wait_for(version, timeout=60)
         dropped = client.dropped()
         produced[DAYS - 1] = _step(settings, sim, client, DAYS - 1, report)
         dropped = client.dropped() - dropped
         yield SimpleNamespace(settings=settings, report=report, produced=produced, version=version, dropped=dropped,
-                              kafka=[orjson.loads(m.value) for m in _read_all(settings, topic)])
+                              kafka=[orjson.loads(m.value) for m in _read_all(settings, topic)], sim=sim,
+                              retrain=retrain)
     finally:
         client.close()
         pods.stop()
@@ -90,20 +92,21 @@ def _step(settings, sim, client, d, report) -> list[dict]:
     return [orjson.loads(r.value) for r in records]
 
 
-def _retrain(settings, day: date) -> str:
-    """What retrain_ranker runs for `day`, step by step through the library; returns the flipped version."""
+def _retrain(settings, day: date) -> dict:
+    """What retrain_ranker runs for `day`, step by step through the library; its evaluate / gate / flip outputs."""
     assert sink.run(settings).records > 0  # one bounded run reads until the topic is drained
     dataset.build(settings, end=day + timedelta(days=1))
     train.train(settings, day=day)
     ds = day.isoformat()
-    promotion.evaluate_candidate(ds=ds, settings=settings)
+    evaluation = promotion.evaluate_candidate(ds=ds, settings=settings)
     promotion.export_candidate(ds=ds, settings=settings)
     # one thin day of history: the first model only has to be valid (the gate is tested in test_promotion.py)
     decision = promotion.gate_candidate(ds=ds, overrides={"floors": {"auc": 0.0, "ndcg@10": 0.0}}, settings=settings)
     refit = promotion.refit_candidate(ds=ds, settings=settings)
     registered = promotion.register_candidate(ds=ds, settings=settings)
     assert registered["serving_version"] == refit["refit"] != decision["version"]  # the refit serves
-    return promotion.flip_pointer(ds=ds, gate=decision, promoted_by="test_closed_loop", settings=settings)["version"]
+    flip = promotion.flip_pointer(ds=ds, gate=decision, promoted_by="test_closed_loop", settings=settings)
+    return {"evaluate": evaluation, "gate": decision, "flip": flip}
 
 
 def _stats(loop, d: int) -> simulate.DayStats:
@@ -155,6 +158,16 @@ def test_the_pods_serve_the_registered_live_version(loop):
     assert Registry.from_settings(loop.settings).live().version == loop.version
     assert Counter(e.get("model_version") for e in loop.kafka if e["event_type"] == "impression") == {
         None: sum(_stats(loop, d).impressions for d in range(DAYS - 1)), loop.version: _stats(loop, DAYS - 1).impressions}
+
+
+def test_the_ground_truth_audit_judges_every_list_of_the_first_candidates_day(loop):
+    day = DAYS - 2
+    audit = loop_audit.audit_day(settings=loop.settings, day=START + timedelta(days=day), world=loop.sim.world,
+                                 ids=loop.sim.ids, retrain=loop.retrain)
+    assert (audit.candidate, audit.champion, audit.decision) == (loop.retrain["evaluate"]["version"], None, "promoted")
+    assert audit.champion_ndcg is None and audit.agreement is None  # a first model has no champion to be judged against
+    assert audit.lists == _stats(loop, day).lists  # every request of the day, its ids mapped back to the world
+    assert 0.3 < audit.candidate_ndcg < 1 and 0.3 < audit.logged_ndcg < 1
 
 
 def _tag(d: int) -> str:
