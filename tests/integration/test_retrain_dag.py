@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from feedloop import dataset, promotion, simulate, train
+from feedloop import dataset, feature_snapshots, promotion, simulate, train
 from feedloop.ingest import sink
 from feedloop.registry import Registry
 from feedloop.storage import ObjectStore
@@ -137,9 +137,30 @@ def test_ingest_of_the_run_landed_every_event(ran):
     assert sink.run(settings).records == 0  # nothing left behind in Kafka
 
 
+def test_every_trained_day_published_its_feature_snapshot_whatever_its_candidate_became(ran):
+    settings, _, _ = ran
+    store = ObjectStore.from_settings(settings)
+    live = feature_snapshots.pointer(store, settings.s3.models_bucket).read().pointer
+    history = feature_snapshots.pointer(store, settings.s3.models_bucket).history()
+    trained = [(START + timedelta(days=d)) for d in (2, 3)]
+    assert [p["snapshots"][p["definition_version"]]["as_of"] for p in history] == [
+        (d + timedelta(days=1)).isoformat() for d in trained]
+    assert live == history[-1] and live["published_by"].startswith("retrain_ranker ")
+    dataset_snapshot = f"datasets/ranker/{trained[-1]}/snapshot/"
+    for key in store.list_keys(settings.s3.lake_bucket, dataset_snapshot):
+        name = key[len(dataset_snapshot):]
+        published = store.get(settings.s3.models_bucket, feature_snapshots.snapshot_key(live["snapshot"], name))
+        assert published.body == store.get(settings.s3.lake_bucket, key).body, name
+    dataset.build(settings, end=trained[-1] + timedelta(days=1))  # a re-run of the last day publishes nothing new
+    again = feature_snapshots.publish(settings, day=trained[-1], by="tests", store=store)
+    assert (again.snapshot_id, again.written, again.pointer) == (live["snapshot"], False, "unchanged")
+
+
 def test_served_scores_of_logged_impressions_equal_lightgbm_on_their_training_rows(ran, tmp_path):
-    """Training/serving parity end to end: a pod ranks the next day with the live version, its impressions
-    go through Kafka and the sink into the lake, and the next day's training rows reproduce its scores."""
+    """Training/serving parity end to end, with a refreshed snapshot: the live version is a day older than
+    the newest published snapshot, a pod ranks the snapshot's day with that version and that snapshot, its
+    impressions go through Kafka and the sink into the lake, and that day's training rows reproduce its
+    features and scores."""
     import io
 
     import httpx
@@ -154,13 +175,26 @@ def test_served_scores_of_logged_impressions_equal_lightgbm_on_their_training_ro
 
     settings, env, _ = ran
     registry = Registry.from_settings(settings)
+    first = registry.history()[0]["version"]  # the first trained day's model, whatever the gate did after it
+    if registry.live().version != first:
+        registry.commit(registry.plan_rollback(to=first, by="tests", reason="serve with a refreshed snapshot"))
     live = registry.live()
-    serve_day = date.fromisoformat(registry.manifest(live.version)["logical_date"]) + timedelta(days=1)
+    manifest = registry.manifest(live.version)
+    store = ObjectStore.from_settings(settings)
+    models = settings.s3.models_bucket
+    published = feature_snapshots.pointer(store, models).read().pointer["snapshots"][
+        features.definition_version(manifest["feature_manifest"])]
+    serve_day = date.fromisoformat(published["as_of"])
+    assert serve_day == date.fromisoformat(manifest["logical_date"]) + timedelta(days=2)  # a day fresher than its own
     pods = Pods(settings, port=_free_ports(1), replicas=1, env={**env, "FEEDLOOP_STATE_DIR": str(tmp_path),
                                                              "FEEDLOOP_SERVING__POLL_INTERVAL_S": "0.5"})
     pods.start()
     try:
         pods.wait_for(live.version, timeout=60)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{pods.urls[0]}/version").json()["live"]["features"]["id"] != published["id"]:
+            assert time.monotonic() < deadline, httpx.get(f"{pods.urls[0]}/version").json()
+            time.sleep(0.3)
         sim = simulate.Simulator(settings, start=START, days=DAYS, events_per_day=12_000, seed=5)
         rng = np.random.default_rng(11)
         served: dict[tuple[str, str], float] = {}
@@ -201,23 +235,32 @@ def test_served_scores_of_logged_impressions_equal_lightgbm_on_their_training_ro
     assert set(table["model_version"].to_pylist()) == {live.version}
     matrix = np.column_stack([table[features.column(n)].to_numpy(zero_copy_only=False)
                               for n in features.FEATURE_NAMES]).astype(np.float32)
-    # Feature by feature first: the serving path (the version's snapshot) vs the training rows.
-    snapshot = Snapshot.from_parquet({n[len("features/"):]: registry.read(live.version, n)
-                                      for n in registry.manifest(live.version)["artifacts"] if n.startswith("features/")})
-    cats = {f["name"]: f["categories"] for f in registry.manifest(live.version)["feature_manifest"]["features"]
-            if "categories" in f}
-    serving_rows = []
-    for q, i in zip(table["request_id"].to_pylist(), table["item_id"].to_pylist()):
-        b = bodies[q]
-        inputs = snapshot.inputs(tenant_id=b["tenant_id"], user_id=b["user_id"], surface=b["surface"],
-                                 device=b["device"], request_ts=events.parse_ts(b["ts"]).timestamp(), item_ids=[i],
-                                 author_ids=snapshot.authors([i], [None]))
-        serving_rows.append(features.derive(inputs, cats)[0])
-    serving_matrix = np.vstack(serving_rows)
-    differ = {n: float(np.nanmax(np.abs(serving_matrix[:, j] - matrix[:, j])))
-              for j, n in enumerate(features.FEATURE_NAMES)
-              if not np.allclose(serving_matrix[:, j], matrix[:, j], rtol=0, atol=1e-4, equal_nan=True)}
-    assert not differ, f"serving features differ from the training rows: {differ}"
+    # Feature by feature first: the serving path (the published snapshot the pod used) vs the training rows.
+    folder = published["uri"][len(f"s3://{models}/"):]
+    refreshed = Snapshot.from_parquet({k[len(folder):]: store.get(models, k).body
+                                       for k in store.list_keys(models, folder) if k.endswith(".parquet")})
+    own = Snapshot.from_parquet({n[len("features/"):]: registry.read(live.version, n)
+                                 for n in manifest["artifacts"] if n.startswith("features/")})
+    cats = {f["name"]: f["categories"] for f in manifest["feature_manifest"]["features"] if "categories" in f}
+
+    def serving_matrix(snapshot: Snapshot) -> np.ndarray:
+        rows = []
+        for q, i in zip(table["request_id"].to_pylist(), table["item_id"].to_pylist()):
+            b = bodies[q]
+            inputs = snapshot.inputs(tenant_id=b["tenant_id"], user_id=b["user_id"], surface=b["surface"],
+                                     device=b["device"], request_ts=events.parse_ts(b["ts"]).timestamp(),
+                                     item_ids=[i], author_ids=snapshot.authors([i], [None]))
+            rows.append(features.derive(inputs, cats)[0])
+        return np.vstack(rows)
+
+    def differ(served_rows: np.ndarray) -> dict[str, float]:
+        return {n: float(np.nanmax(np.abs(served_rows[:, j] - matrix[:, j])))
+                for j, n in enumerate(features.FEATURE_NAMES)
+                if not np.allclose(served_rows[:, j], matrix[:, j], rtol=0, atol=1e-4, equal_nan=True)}
+
+    mismatch = differ(serving_matrix(refreshed))
+    assert not mismatch, f"serving features differ from the training rows: {mismatch}"
+    assert differ(serving_matrix(own)), "the model's own (a day older) snapshot should not match the training rows"
     expected = lgb.Booster(model_str=registry.read(live.version, "model.txt").decode()).predict(matrix)
     got = np.array([served[(q, i)] for q, i in zip(table["request_id"].to_pylist(), table["item_id"].to_pylist())])
     assert float(np.max(np.abs(got - expected))) <= 1e-5
