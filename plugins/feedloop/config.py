@@ -24,6 +24,7 @@ def repo_root() -> Path:
 
 
 RankingMetric = Literal["auc", "ndcg@1", "ndcg@5", "ndcg@10", "map", "mrr"]
+DebiasedMetric = Literal["ndcg@1", "ndcg@5", "ndcg@10"]  # feedloop.counterfactual, estimator snips-ipw
 
 
 class _Section(BaseModel):
@@ -194,18 +195,27 @@ class TrainSettings(_Section):
 class PromotionSettings(_Section):
     """The promotion gate (feedloop.gate) and evaluation; a manual retrain run may override keys by params."""
 
-    floors: dict[RankingMetric, float] = {"auc": 0.55, "ndcg@10": 0.2}  # absolute minimum, overall
-    compare: tuple[RankingMetric, ...] = ("auc", "ndcg@10")            # must not regress vs the champion
-    tolerance: float = Field(0.005, ge=0)             # overall: candidate >= champion - tolerance
-    segment_tolerance: float = Field(0.02, ge=0)      # per segment (fewer rows, more noise)
-    min_support: int = Field(50, ge=1)                # segments with fewer judged query groups are not gated
+    floors: dict[RankingMetric, float] = {"auc": 0.55, "ndcg@10": 0.2}  # absolute minimum, overall (raw metrics)
+    # Compared with the champion position-debiased (snips-ipw) on the same lists, by the paired bootstrap
+    # interval of candidate - champion: raw metrics on the champion's own logs favour the champion.
+    compare: tuple[DebiasedMetric, ...] = Field(("ndcg@10",), min_length=1)  # the first is the headline
+    tolerance: float = Field(0.005, ge=0)             # overall: promote when the lower bound > -tolerance, hold
+                                                      # when the upper bound < -tolerance, else inconclusive
+    segment_tolerance: float = Field(0.02, ge=0)      # per segment: upper bound < -this holds the candidate
+    min_support: int = Field(50, ge=1)                # fewer judged lists: a segment is not gated, overall
+                                                      # is inconclusive
+    inconclusive: Literal["hold", "approve", "promote"] = "hold"  # overall interval straddles -tolerance:
+                                                      # keep the champion | ask a human (approve step) | promote
+    confidence: float = Field(0.95, gt=0, lt=1)       # bootstrap interval level
+    bootstrap_resamples: int = Field(1000, ge=100)    # resamples of the holdout's lists (seeded)
+    bootstrap_seed: int = 7                           # same seed + same holdout = identical intervals
     segments: tuple[str, ...] = ("tenant_id", "surface")
     parity_max_abs_diff: float = Field(1e-5, gt=0)    # ONNX vs LightGBM on the holdout sample
     parity_sample_rows: int = Field(5000, ge=1)
     report_history: int = Field(30, ge=1)             # earlier versions in the report's metric history
     canary_percent: float = Field(0, ge=0, le=100)    # > 0: the flip starts a canary at this % of users
     approval_margin: float = Field(0, ge=0, le=1)     # > 0: a gated candidate within this of the champion on
-                                                      # every compared metric waits for a human (0 = off)
+                                                      # every compared (debiased) metric waits for a human (0 = off)
     approval_timeout_minutes: float = Field(1440, gt=0)  # no answer by then = rejected (promotion skipped)
 
 

@@ -28,17 +28,31 @@ def ranking_metrics(*, label: np.ndarray, binary: np.ndarray, score: np.ndarray,
     _, gid = np.unique(np.asarray(group), return_inverse=True)
     n_lists = int(gid.max()) + 1 if gid.size else 0
     out: dict[str, Any] = {"rows": int(label.size), "lists": n_lists, "auc": auc(binary=binary, score=score)}
+    values = per_list(gain=np.exp2(label) - 1.0, binary=binary, score=score, gid=gid, n_lists=n_lists)
+    for name, per in values.items():
+        out[name] = _mean(per[~np.isnan(per)])
+    out["groups"] = int((~np.isnan(values["map"])).sum())
+    return out
 
-    rank = _rank_within_group(gid, -score)
-    ideal = _rank_within_group(gid, -label)
-    gain = np.exp2(label) - 1.0
+
+def per_list(*, gain: np.ndarray, binary: np.ndarray | None, score: np.ndarray, gid: np.ndarray,
+             n_lists: int) -> dict[str, np.ndarray]:
+    """Per-list NDCG@k (from `gain`), and AP and RR unless `binary` is None, for lists 0 .. n_lists - 1
+    (`gid`: the list of each row).
+
+    NaN where a list does not count: no gain (NDCG) or no relevant row (AP, RR), or no rows at all.
+    The gain is a parameter so a caller can weight it (position-debiased gains, feedloop.counterfactual).
+    """
+    gain = np.asarray(gain, dtype=np.float64)
+    rank = rank_within_group(gid, score)
+    out: dict[str, np.ndarray] = {}
     judged_ndcg = np.bincount(gid, weights=gain, minlength=n_lists) > 0
-    for k in NDCG_CUTOFFS:
-        dcg = np.bincount(gid, weights=np.where(rank <= k, gain / np.log2(rank + 1.0), 0.0), minlength=n_lists)
-        idcg = np.bincount(gid, weights=np.where(ideal <= k, gain / np.log2(ideal + 1.0), 0.0), minlength=n_lists)
-        out[f"ndcg@{k}"] = _mean(dcg[judged_ndcg] / idcg[judged_ndcg])
+    for k, (dcg, idcg) in dcg_per_list(gain=gain, rank=rank, gid=gid, n_lists=n_lists).items():
+        out[f"ndcg@{k}"] = np.divide(dcg, idcg, out=np.full(n_lists, np.nan), where=judged_ndcg)
+    if binary is None:
+        return out
 
-    rel = binary > 0
+    rel = np.asarray(binary) > 0
     n_rel = np.bincount(gid, weights=rel, minlength=n_lists)
     judged = n_rel > 0
     order = np.lexsort((rank, gid))  # rows in ranked order within each group
@@ -46,12 +60,25 @@ def ranking_metrics(*, label: np.ndarray, binary: np.ndarray, score: np.ndarray,
     hits_before = _cumsum_within(g_sorted, rel_sorted.astype(np.float64))
     precision_at_hit = np.where(rel_sorted, hits_before / rank_sorted, 0.0)
     ap = np.bincount(g_sorted, weights=precision_at_hit, minlength=n_lists)
-    out["map"] = _mean(ap[judged] / n_rel[judged])
+    out["map"] = np.divide(ap, n_rel, out=np.full(n_lists, np.nan), where=judged)
     first_hit = np.full(n_lists, np.inf)
     np.minimum.at(first_hit, gid[rel], rank[rel])
-    out["mrr"] = _mean(1.0 / first_hit[judged])
-    out["groups"] = int(judged.sum())
+    out["mrr"] = np.divide(1.0, first_hit, out=np.full(n_lists, np.nan), where=judged)
     return out
+
+
+def dcg_per_list(*, gain: np.ndarray, rank: np.ndarray, gid: np.ndarray,
+                 n_lists: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """{k: (DCG@k, ideal DCG@k)} per list, for rows at 1-based `rank` in their list (rank_within_group)."""
+    ideal = _rank_within_group(gid, -gain)
+    return {k: (np.bincount(gid, weights=np.where(rank <= k, gain / np.log2(rank + 1.0), 0.0), minlength=n_lists),
+                np.bincount(gid, weights=np.where(ideal <= k, gain / np.log2(ideal + 1.0), 0.0), minlength=n_lists))
+            for k in NDCG_CUTOFFS}
+
+
+def rank_within_group(gid: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """1-based rank of each row in its list by score, descending (ties: row order)."""
+    return _rank_within_group(gid, -np.asarray(score, dtype=np.float64))
 
 
 def auc(*, binary: np.ndarray, score: np.ndarray) -> float | None:

@@ -72,12 +72,12 @@ def retrain(settings: Settings) -> dict[str, Param]:
                                 description=f"The candidate's overall NDCG@10 must reach this (0..1). Empty: the "
                                             f"configured floor ({_floor(promo, 'ndcg@10')})."),
         "max_regression": Param(None, type=["null", "number"], minimum=0, maximum=1, title="Allowed regression",
-                                description=f"How far below the champion (overall, per compared metric) the candidate "
-                                            f"may be and still pass (0..1). Empty: promotion.tolerance "
-                                            f"({promo.tolerance})."),
+                                description=f"How far below the champion (overall, per compared debiased metric) the "
+                                            f"interval of the difference may reach and still pass (0..1). Empty: "
+                                            f"promotion.tolerance ({promo.tolerance})."),
         "gate_thresholds": Param({}, type="object", title="Other gate settings",
                                  description="Advanced: other promotion keys for this run, as in include/config "
-                                             "(e.g. {\"compare\": [\"auc\"], \"segment_tolerance\": 0.05}). Keys "
+                                             "(e.g. {\"inconclusive\": \"approve\", \"segment_tolerance\": 0.05}). Keys "
                                              "set by the fields above may not be repeated here."),
         "canary_percent": Param(promo.canary_percent, type="number", minimum=0, maximum=100,
                                 title="Canary percent",

@@ -27,7 +27,7 @@ from feedloop.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-HOLDOUT_COLUMNS = ("request_id", "label", "label_binary", "item_popularity")
+HOLDOUT_COLUMNS = ("request_id", "label", "label_binary", "item_popularity", "weight", "explore")
 MODES = ("gate", "force", "dry-run")  # the retrain param promotion_mode (feedloop.params)
 RUNS = "ranker/runs/"  # a candidate's workspace: RUNS<ds>/candidates/<version>/
 SAMPLE_ROWS = 8  # rows + scores saved in the manifest so a pod can check a model it loaded
@@ -215,22 +215,27 @@ def gate_candidate(*, ds: str, overrides: dict[str, Any] | None = None, mode: st
                    settings: Settings | None = None) -> dict[str, Any]:
     """The gate decision with every number behind it, saved as gate.json; overrides = manual-run params.
 
-    Also says whether a human must approve the flip (promotion.approval_margin; see approval()).
+    Also says whether a human must approve the flip (promotion.approval_margin, promotion.inconclusive;
+    see approval()). `comparison` is the headline candidate-vs-champion figure as data (gate.Comparison).
     """
     _check_mode(mode)
     cand = load_candidate(ds=ds, settings=settings)
     evaluation, parity = cand.staged("evaluation.json"), cand.staged("parity.json")
     if evaluation is None:
         raise EvaluationError(f"{cand.version} has no evaluation yet: run evaluate_candidate for {ds} first")
+    if "paired" not in evaluation:
+        raise EvaluationError(f"{cand.stage_uri('evaluation.json')} predates the counterfactual evaluation: "
+                              f"delete it and run evaluate_candidate for {ds} again")
     limits = thresholds(settings=cand.settings, overrides=overrides)
     decision = gate_mod.decide({**_gated(evaluation["candidate"], cand.version), "parity": parity},
-                               evaluation["champion"], limits)
-    uri = cand.stage("gate.json", decision.to_dict())
+                               evaluation["champion"], limits, paired=evaluation["paired"])
+    record = decision.to_dict()
+    uri = cand.stage("gate.json", record)
     (log.info if decision.promotable else log.warning)("gate: %s", decision.summary())
     return {"version": cand.version, "promotable": decision.promotable, "champion": decision.champion,
-            "summary": decision.summary(), "gate_uri": uri, "mode": mode,
+            "summary": decision.summary(), "gate_uri": uri, "mode": mode, "comparison": record["comparison"],
             "approval": approval(evaluation, compare=limits.compare, margin=cand.settings.promotion.approval_margin,
-                                 mode=mode, promotable=decision.promotable)}
+                                 mode=mode, promotable=decision.promotable, inconclusive=decision.asks_approval)}
 
 
 def register_candidate(*, ds: str, mode: str = "gate", settings: Settings | None = None) -> dict[str, Any]:
@@ -427,6 +432,8 @@ def _dry_run_flip(registry: Registry, gate: dict[str, Any], *, ds: str, percent:
         would = "nothing: it is already live"
     elif (gate.get("approval") or {}).get("within_margin"):
         would = "wait for a human's approval (within promotion.approval_margin), then promote it"
+    elif (gate.get("approval") or {}).get("inconclusive"):
+        would = "wait for a human's approval (inconclusive against the champion), then promote it"
     elif percent and live is not None:
         would = f"start a canary at {percent:g}%"
     else:
@@ -453,41 +460,60 @@ def _start_canary(registry: Registry, live: Live, *, version: str, percent: floa
 # ---- human approval --------------------------------------------------------------------------------
 
 def approval(evaluation: dict[str, Any], *, compare: tuple[str, ...], margin: float, mode: str,
-             promotable: bool) -> dict[str, Any]:
-    """Must a human approve this flip? Only a gate-mode candidate that passed the gate while within
-    `margin` of the champion on every compared metric (a close call) waits; margin 0 turns it off."""
-    cand, champ = evaluation["candidate"]["overall"], evaluation["champion"]
-    champ_overall = {} if champ is None else champ["overall"]
-    deltas = {m: cand[m] - champ_overall[m] for m in compare
-              if cand.get(m) is not None and champ_overall.get(m) is not None}
-    within = bool(margin > 0 and champ is not None and all(abs(d) < margin for d in deltas.values()))
+             promotable: bool, inconclusive: bool = False) -> dict[str, Any]:
+    """Must a human approve this flip? A gate-mode candidate that passed the gate waits when the gate could
+    not tell it from the champion and leaves that to a human (`inconclusive`: GateDecision.asks_approval,
+    promotion.inconclusive = approve), or when it is within `margin` of the champion on every compared
+    debiased metric (a close call; margin 0 turns that off). The figures: debiased, paired (evaluation)."""
+    champ = evaluation["champion"]
+    cand_m = _debiased_values(evaluation["candidate"])
+    champ_m = {} if champ is None else _debiased_values(champ)
+    paired = (evaluation.get("paired") or {}).get("debiased", {}).get("overall") or {}
+    deltas = {m: paired[m]["value"] for m in compare if (paired.get(m) or {}).get("value") is not None}
+    intervals = {m: [paired[m]["low"], paired[m]["high"]] for m in deltas}
+    within = bool(margin > 0 and champ is not None and deltas and all(abs(d) < margin for d in deltas.values()))
     shown = ", ".join(f"{m} {d:+.4f}" for m, d in deltas.items()) or "no comparable metric"
-    if margin <= 0:
-        why = "approval is off (promotion.approval_margin = 0)"
-    elif champ is None:
+    asks = within or inconclusive
+    if champ is None:
         why = "first model: there is no champion to compare with"
     elif not promotable:
         why = "the gate blocked the candidate"
+    elif inconclusive:
+        level = f"{(evaluation.get('paired') or {}).get('confidence', 0.95) * 100:g}% CI"
+        shown_ci = ", ".join(f"{m} {d:+.4f} ({level} [{intervals[m][0]:+.4f}, {intervals[m][1]:+.4f}] over "
+                             f"{paired.get('lists')} lists)" for m, d in deltas.items()) or "no comparable metric"
+        why = (f"not told apart from champion {champ['version']} by the gate ({shown_ci}; "
+               "promotion.inconclusive = approve)")
+    elif margin <= 0:
+        why = "approval is off (promotion.approval_margin = 0)"
     elif not within:
         why = f"clearly apart from champion {champ['version']} ({shown}; margin {margin:g})"
     else:
         why = f"within {margin:g} of champion {champ['version']} on every compared metric ({shown})"
-    if within and promotable and mode != "gate":
+    if asks and promotable and mode != "gate":
         why = f"{why}; promotion_mode={mode} asks no approval"
-    return {"required": within and promotable and mode == "gate", "within_margin": within, "why": why,
-            "margin": margin, "deltas": deltas, "champion": None if champ is None else champ["version"],
-            "candidate_metrics": {m: cand.get(m) for m in compare},
-            "champion_metrics": {m: champ_overall.get(m) for m in compare}}
+    return {"required": asks and promotable and mode == "gate", "within_margin": within,
+            "inconclusive": inconclusive, "why": why, "margin": margin, "deltas": deltas, "intervals": intervals,
+            "estimator": gate_mod.ESTIMATOR, "champion": None if champ is None else champ["version"],
+            "candidate_metrics": {m: cand_m.get(m) for m in compare},
+            "champion_metrics": {m: champ_m.get(m) for m in compare}}
+
+
+def _debiased_values(block: dict[str, Any]) -> dict[str, float | None]:
+    overall = (block.get("debiased") or {}).get("overall") or {}
+    return {m: v.get("value") for m, v in overall.items() if isinstance(v, dict)}
 
 
 def approval_request(*, gate: dict[str, Any], registered: dict[str, Any], run_url: str) -> tuple[str, str]:
     """Subject and Markdown body an approver sees: the comparison and where the report is."""
     a = gate["approval"]
     rows = "\n".join(f"| {m} | {_num(a['candidate_metrics'].get(m))} | {_num(a['champion_metrics'].get(m))} "
-                      f"| {_num(a['deltas'].get(m), signed=True)} |" for m in a["candidate_metrics"])
+                      f"| {_num(a['deltas'].get(m), signed=True)} | {_ci(a['intervals'].get(m))} |"
+                      for m in a["candidate_metrics"])
     subject = f"Promote {gate['version']} over {a['champion']}?"
     body = (f"The candidate passed the gate but is {a['why']}, so a human decides.\n\n"
-            f"| metric | candidate {gate['version']} | champion {a['champion']} | delta |\n|---|---|---|---|\n{rows}\n\n"
+            f"| metric ({a['estimator']}, position-debiased) | candidate {gate['version']} | champion {a['champion']} "
+            f"| delta | interval of the delta |\n|---|---|---|---|---|\n{rows}\n\n"
             f"Gate: {gate['summary']}\n\n"
             f"Report: [Model report tab of this run]({run_url}) · `{registered['report_uri']}`\n\n"
             "**Approve** makes it live (the flip task runs); **Reject** keeps the champion live. "
@@ -515,6 +541,10 @@ def record_approval(*, ds: str, version: str, chosen: list[str], by: str | None,
 
 def _num(value: float | None, *, signed: bool = False) -> str:
     return "n/a" if value is None else f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def _ci(interval: list[float] | None) -> str:
+    return "n/a" if interval is None else f"[{interval[0]:+.4f}, {interval[1]:+.4f}]"
 
 
 def _check_mode(mode: str) -> None:
@@ -606,7 +636,7 @@ def thresholds(*, settings: Settings, overrides: dict[str, Any] | None = None) -
     cfg = PromotionSettings.model_validate({**settings.promotion.model_dump(), **(overrides or {})})
     return gate_mod.Thresholds(floors=dict(cfg.floors), compare=tuple(cfg.compare), tolerance=cfg.tolerance,
                                segment_tolerance=cfg.segment_tolerance, min_support=cfg.min_support,
-                               parity_max_abs_diff=cfg.parity_max_abs_diff)
+                               parity_max_abs_diff=cfg.parity_max_abs_diff, inconclusive=cfg.inconclusive)
 
 
 def code_version() -> str:
@@ -644,6 +674,7 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> dic
                        _feature_names(cand.feature_manifest), segments=cfg.segments, optional=champ_names)
     booster = lgb.Booster(model_str=cand.model_text)
     scores = booster.predict(_matrix(columns, cand.feature_manifest, what=f"candidate {cand.version}"))
+    scored = {"candidate": scores, "popularity": columns["item_popularity"]}
     result: dict[str, Any] = {
         "version": cand.version,
         "logical_date": cand.ds,
@@ -670,7 +701,31 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> dic
         champ_scores = champ.predict(champ_matrix)
         result["champion"] = {"version": champion,
                               **evaluate.evaluate(columns=columns, score=champ_scores, segments=cfg.segments)}
+        scored["champion"] = champ_scores
+    _add_counterfactual(result, columns=columns, scores=scored, settings=cfg)
     return result
+
+
+def _add_counterfactual(result: dict[str, Any], *, columns: dict[str, np.ndarray], scores: dict[str, np.ndarray],
+                        settings: PromotionSettings) -> None:
+    """Each scored block gains `explore` and `debiased` (feedloop.counterfactual); `paired` holds candidate -
+    champion on the same lists; `estimates` says what each kind of figure is (the raw ones are biased)."""
+    from feedloop import counterfactual
+
+    boot = counterfactual.Bootstrap(resamples=settings.bootstrap_resamples, confidence=settings.confidence,
+                                    seed=settings.bootstrap_seed)
+    found = counterfactual.evaluate(columns=columns, scores=scores, segments=settings.segments, bootstrap=boot,
+                                    paired=("candidate", "champion") if "champion" in scores else None)
+    for name, blocks in found["scorers"].items():
+        result[name].update(blocks)
+    result["paired"] = None if found["paired"] is None else {**boot.to_dict(), **found["paired"]}
+    result["estimates"] = {
+        "overall, segments": "plain metrics on the logged lists, which the logging policy (the champion) ranked: "
+                             "biased towards it; the floors use them, the comparison with the champion does not",
+        **counterfactual.ESTIMATES,
+        "paired": "candidate - champion per list, same lists and resamples (paired bootstrap)",
+    }
+    result["bootstrap"] = boot.to_dict()
 
 
 def _holdout(store: ObjectStore, bucket: str, dataset_key: str, features: list[str],
@@ -733,7 +788,8 @@ def _version_of(block: dict[str, Any] | None) -> str | None:
 
 
 def _gated(block: dict[str, Any], version: str) -> dict[str, Any]:
-    return {"version": version, "overall": block["overall"], "segments": block["segments"]}
+    return {"version": version, "overall": block["overall"], "segments": block["segments"],
+            "debiased": block["debiased"]}
 
 
 def _registered(registry: Registry, version: str, manifest: dict[str, Any]) -> dict[str, Any]:

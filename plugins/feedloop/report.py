@@ -12,6 +12,7 @@ import html
 import io
 from typing import Any, Mapping, Sequence
 
+from feedloop.counterfactual import DEBIASED_METRICS, ESTIMATOR, EXPLORE_METRICS
 from feedloop.evaluate import METRICS
 from feedloop.quality.overview import FORCE_ACCEPTED, NOT_VALIDATED, QUARANTINED, STATES, DayStatus
 
@@ -33,9 +34,13 @@ def render(*, version: str, metrics: Mapping[str, Any], gate: Mapping[str, Any],
         f"<h1>Ranker {_e(version)}</h1>",
         f"<p>Gate: <span class='{'pass' if gate['promotable'] else 'fail'}'>{verdict}</span> — "
         f"{_e(gate['summary'])}</p>",
-        "<h2>Overall (held-out day)</h2>", _overall_table(metrics),
+        "<h2>Candidate vs champion, position-debiased (held-out day)</h2>", _counterfactual(metrics, gate),
+        "<h2>Raw metrics on the logged lists (held-out day)</h2>",
+        "<p>Measured on the lists as they were logged: the live model ranked them and users clicked what it put "
+        "on top, so these favour the logging policy (the champion). The floors use them; the comparison does "
+        "not.</p>", _overall_table(metrics),
         "<h2>Gate checks</h2>", _checks_table(gate["checks"]),
-        "<h2>Candidate vs champion per segment</h2>", _img(_segments_plot(cand, champ, metrics.get("popularity"))),
+        "<h2>Raw metrics per segment (logged lists)</h2>", _img(_segments_plot(cand, champ, metrics.get("popularity"))),
         _segments_table(cand, champ),
         "<h2>Metric history</h2>", _img(_history_plot(history, version, cand["overall"])),
         "<h2>Data quality of the training window</h2>", _quality_table(quality, manifest),
@@ -62,15 +67,67 @@ def _overall_table(metrics: Mapping[str, Any]) -> str:
 
 
 def _checks_table(checks: Sequence[Mapping[str, Any]]) -> str:
-    head = ("<tr><th>check</th><th>scope</th><th>metric</th><th>candidate</th><th>champion</th><th>limit</th>"
-            "<th>support</th><th>result</th></tr>")
+    head = ("<tr><th>check</th><th>scope</th><th>metric</th><th>candidate</th><th>champion</th>"
+            "<th>difference [interval]</th><th>limit</th><th>support</th><th>verdict</th><th>result</th></tr>")
     body = "".join(
-        f"<tr><td>{_e(c['kind'])}</td><td>{_e(c['scope'])}</td><td>{_e(c['metric'])}</td>"
-        f"<td>{_num(c['candidate'])}</td>"
-        f"<td>{_num(c.get('champion'))}</td><td>{_num(c['limit'])}</td><td>{c.get('support') or ''}</td>"
+        f"<tr><td>{_e(c['kind'])}</td><td>{_e(c['scope'])}</td><td>{_e(c['metric'])}"
+        f"{' (' + _e(c['estimator']) + ')' if c.get('estimator') else ''}</td>"
+        f"<td>{_num(c['candidate'])}</td><td>{_num(c.get('champion'))}</td>"
+        f"<td>{_diff(c) if c.get('diff') is not None else ''}</td><td>{_num(c['limit'])}</td>"
+        f"<td>{c.get('support') or ''}</td><td>{_e(c.get('verdict') or '')}</td>"
         f"<td class='{'pass' if c['passed'] else 'fail'}'>{'pass' if c['passed'] else 'FAIL'}</td></tr>"
         for c in checks)
     return f"<table>{head}{body}</table>"
+
+
+def _counterfactual(metrics: Mapping[str, Any], gate: Mapping[str, Any]) -> str:
+    """The figures the gate compares: debiased and exploration-only, with their bootstrap intervals, and the plot."""
+    if "debiased" not in metrics["candidate"]:
+        return "<p>No counterfactual figures: this version was evaluated before they existed.</p>"
+    boot = metrics.get("bootstrap") or {}
+    level = f"{boot.get('confidence', 0.95) * 100:g}%"
+    scorers = [("candidate", metrics["candidate"])]
+    champ = metrics.get("champion")
+    if champ and "debiased" in champ:
+        scorers.append((f"champion {champ['version']}", champ))
+    if metrics.get("popularity"):
+        scorers.append(("popularity baseline", metrics["popularity"]))
+    paired = metrics.get("paired")
+    estimates = metrics.get("estimates") or {}
+    parts = [f"<p>Intervals: {level} percentile bootstrap over lists ({boot.get('resamples')} resamples, seed "
+             f"{boot.get('seed')}); a difference is paired (same lists, same resamples).</p>"]
+    for estimate, names, title in (("debiased", DEBIASED_METRICS, f"Debiased ({ESTIMATOR}), all lists"),
+                                   ("explore", EXPLORE_METRICS, "Exploration lists only (positions shuffled)")):
+        rows = [(name, block[estimate]["overall"]) for name, block in scorers]
+        if paired:
+            rows.append(("candidate − champion", paired[estimate]["overall"]))
+        head = "<tr><th></th>" + "".join(f"<th>{m}</th>" for m in names) + "<th>lists</th></tr>"
+        body = "".join(f"<tr><td>{_e(name)}</td>" + "".join(f"<td>{_interval(scope.get(m))}</td>" for m in names)
+                       + f"<td>{scope['lists']}</td></tr>" for name, scope in rows)
+        parts.append(f"<h3>{_e(title)}</h3><p class='small'>{_e(estimates.get(estimate, ''))}</p>"
+                     f"<table>{head}{body}</table>")
+    metric = (gate.get("comparison") or {}).get("metric") or "ndcg@10"
+    parts.append(f"<h3>{_e(metric)} ({_e(ESTIMATOR)}) per segment</h3>" + _debiased_segments(scorers, paired, metric))
+    parts.append(_img(_interval_plot(scorers, paired, metric, tolerance=(gate.get("thresholds") or {}).get("tolerance"),
+                                     segment_tolerance=(gate.get("thresholds") or {}).get("segment_tolerance"))))
+    return "".join(parts)
+
+
+def _debiased_segments(scorers: Sequence[tuple[str, Mapping[str, Any]]], paired: Mapping[str, Any] | None,
+                       metric: str) -> str:
+    head = ("<tr><th>segment</th><th>lists</th>" + "".join(f"<th>{_e(name)}</th>" for name, _ in scorers)
+            + ("<th>candidate − champion</th>" if paired else "") + "</tr>")
+    body = []
+    for scope in ["overall", *scorers[0][1]["debiased"]["segments"]]:
+        cells = [_scope(block["debiased"], scope) for _, block in scorers]
+        diff = f"<td>{_interval(_scope(paired['debiased'], scope).get(metric))}</td>" if paired else ""
+        body.append(f"<tr><td>{_e(scope)}</td><td>{cells[0].get('lists', 'n/a')}</td>"
+                    + "".join(f"<td>{_interval(c.get(metric))}</td>" for c in cells) + f"{diff}</tr>")
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def _scope(block: Mapping[str, Any], scope: str) -> Mapping[str, Any]:
+    return (block["overall"] if scope == "overall" else block["segments"].get(scope)) or {}
 
 
 def _segments_table(cand: Mapping[str, Any], champ: Mapping[str, Any] | None) -> str:
@@ -137,10 +194,52 @@ def _segments_plot(cand, champ, popularity):
         for i, (name, block, color) in enumerate(series):
             values = [(block["segments"].get(s) or {}).get(metric) or 0.0 for s in scopes]
             ax.barh([y + i * height for y in range(len(scopes))], values, height=height, label=name, color=color)
-        ax.set_yticks([y + 0.4 - height / 2 for y in range(len(scopes))], scopes)
+        ax.set_yticks([y + 0.4 - height / 2 for y in range(len(scopes))], [_literal(s) for s in scopes])
         ax.invert_yaxis()
         ax.set_title(metric)
         ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def _interval_plot(scorers, paired, metric, *, tolerance, segment_tolerance):
+    """Left: each scorer's debiased metric per scope with its interval; right: candidate - champion with its
+    paired interval against -tolerance (overall) and -segment_tolerance (segments)."""
+    plt = _pyplot()
+    scopes = ["overall", *scorers[0][1]["debiased"]["segments"]]
+    fig, axes = plt.subplots(1, 2 if paired else 1, figsize=(11, 0.45 * len(scopes) + 1.6), squeeze=False)
+    left = axes[0][0]
+    colors = ("#1f77b4", "#ff7f0e", "#aaa")
+    height = 0.8 / len(scorers)
+    for i, ((name, block), color) in enumerate(zip(scorers, colors)):
+        for y, scope in enumerate(scopes):
+            figure = _scope(block["debiased"], scope).get(metric) or {}
+            if figure.get("value") is None:
+                continue
+            left.errorbar(figure["value"], y + i * height, xerr=[[figure["value"] - figure["low"]],
+                                                                  [figure["high"] - figure["value"]]],
+                          fmt="o", color=color, capsize=3, label=_literal(name) if y == 0 else None)
+    left.set_yticks([y + 0.4 - height / 2 for y in range(len(scopes))], [_literal(s) for s in scopes])
+    left.invert_yaxis()
+    left.set_title(_literal(f"{metric} ({ESTIMATOR})"))
+    left.legend(loc="best", fontsize=8)
+    left.grid(alpha=0.3)
+    if paired:
+        right = axes[0][1]
+        for y, scope in enumerate(scopes):
+            figure = _scope(paired["debiased"], scope).get(metric) or {}
+            if figure.get("value") is None:
+                continue
+            right.errorbar(figure["value"], y, xerr=[[figure["value"] - figure["low"]], [figure["high"] - figure["value"]]],
+                           fmt="o", color="#333", capsize=3)
+        for limit, style, label in ((tolerance, "--", "-tolerance"), (segment_tolerance, ":", "-segment_tolerance")):
+            if limit is not None:
+                right.axvline(-limit, color="#c62828", linestyle=style, label=label)
+        right.axvline(0, color="#888", linewidth=0.8)
+        right.set_yticks(range(len(scopes)), [_literal(s) for s in scopes])
+        right.invert_yaxis()
+        right.set_title(_literal(f"candidate - champion, {metric}"))
+        right.legend(loc="best", fontsize=8)
+        right.grid(alpha=0.3)
     return fig
 
 
@@ -204,6 +303,21 @@ def _pyplot():
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
+
+
+def _interval(figure: Mapping[str, Any] | None) -> str:
+    if not figure or figure.get("value") is None:
+        return "n/a"
+    return f"{figure['value']:.4f} [{figure['low']:.4f}, {figure['high']:.4f}]"
+
+
+def _diff(check: Mapping[str, Any]) -> str:
+    return f"{check['diff']:+.4f} [{check['low']:+.4f}, {check['high']:+.4f}]"
+
+
+def _literal(label: str) -> str:
+    """Matplotlib reads $...$ as math: a segment value with a dollar sign is shown as typed."""
+    return str(label).replace("$", r"\$")
 
 
 def _delta(value: float | None, reference: float | None) -> str:

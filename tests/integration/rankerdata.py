@@ -49,6 +49,7 @@ def day_frame(*, seed: int, lists: int = 240) -> dict[str, np.ndarray]:
         "item_id": np.array([f"i{j}" for j in rng.integers(0, 500, n)]),
         "tenant_id": tenant, "surface": surface,
         "position": np.tile(np.arange(1, LIST + 1), lists),
+        "explore": np.repeat(np.arange(lists) % 5 == 0, LIST),  # every fifth list shown shuffled
         "label": label.astype(np.int64), "label_binary": (label > 0).astype(np.int64),
         "weight": np.ones(n), "item_popularity": (utility + rng.normal(scale=1.5, size=n)).astype(np.float64),
         "f_quality": quality, "f_noise": noise, "f_tenant": (tenant == "globex").astype(np.float32), "f_topic": topic,

@@ -209,11 +209,16 @@ def test_a_gate_block_alerts_once_with_the_failed_checks_and_the_report(airflow,
     _register(airflow.registry, champion)
     airflow.registry.flip(version=champion, by="test", reason="first")
     _register(airflow.registry, candidate, promotable=False)
+    def debiased(value: float) -> dict:
+        return {"overall": {"lists": 300, "ndcg@10": {"value": value}}, "segments": {}}
+
     decision = gate.decide(
         {"version": candidate, "overall": {"auc": 0.61, "ndcg@10": 0.41, "groups": 300}, "segments": {},
-         "parity": {"max_abs_diff": 1e-7, "rows": 100}},
-        {"version": champion, "overall": {"auc": 0.70, "ndcg@10": 0.41, "groups": 300}},
-        gate.Thresholds(floors={"auc": 0.55}))
+         "debiased": debiased(0.45), "parity": {"max_abs_diff": 1e-7, "rows": 100}},
+        {"version": champion, "overall": {"auc": 0.70, "ndcg@10": 0.41, "groups": 300}, "debiased": debiased(0.54)},
+        gate.Thresholds(floors={"auc": 0.55}),
+        paired={"confidence": 0.95, "debiased": {"overall": {
+            "lists": 300, "ndcg@10": {"value": -0.09, "low": -0.12, "high": -0.06}}, "segments": {}}})
     models = airflow.settings.s3.models_bucket
     gate_key = f"ranker/runs/{GATE_DAY}/candidates/{candidate}/gate.json"
     store.put_json(models, gate_key, decision.to_dict())
@@ -228,8 +233,9 @@ def test_a_gate_block_alerts_once_with_the_failed_checks_and_the_report(airflow,
     body, hrefs = _email(smtp[1][-1][1])
     for message in (text, body):
         for fact in ("gate blocked, candidate 2026-11-07-bad0ff blocked; champion 2026-11-06-c0ffee stays live",
-                     "auc in overall regressed: candidate 0.61 vs champion 0.7 (delta -0.0900, allowed down to 0.695; "
-                     "300 query groups)", "Partition: dt=2026-11-07", "Failing for: 1 day in a row",
+                     "ndcg@10 in overall regressed: candidate 0.45 vs champion 0.54 (snips-ipw debiased; diff -0.0900, "
+                     "95% CI [-0.1200, -0.0600] over 300 lists; allowed down to -0.0050)", "Partition: dt=2026-11-07",
+                     "Failing for: 1 day in a row",
                      'feedloop model canary 2026-11-07-bad0ff --percent 10 --reason "WHY"'):
             assert fact in message, (fact, message)
     assert [label for label, _ in found] == [f"Model report {candidate}", "Airflow run"] and hrefs == [

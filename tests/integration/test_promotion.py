@@ -30,9 +30,13 @@ SEGMENT_GATE = {"tolerance": 1.0, "min_support": 20}
 
 @pytest.fixture(scope="module")
 def models():
-    """Champion-grade, better and globex-broken models, trained once on one day of hand-made lists."""
+    """A passable first champion, a better one and a globex-broken one, trained once on one day of hand-made lists.
+
+    The champion is a single tree so that "better" is better beyond doubt: the gate promotes only when the
+    interval of the difference on the 240 holdout lists clears -tolerance (20 vs 60 trees was a tie there:
+    +0.0013, 95% CI [-0.0060, +0.0086]; one tree: about +0.066 [+0.049, +0.083])."""
     train = rankerdata.day_frame(seed=1)
-    return {"good": rankerdata.train_model(train, rounds=20), "better": rankerdata.train_model(train, rounds=60),
+    return {"good": rankerdata.train_model(train, rounds=1), "better": rankerdata.train_model(train, rounds=60),
             "broken": rankerdata.train_model(train, rounds=60, flip_tenant="globex")}
 
 
@@ -71,8 +75,8 @@ def test_a_first_model_is_registered_and_made_live_and_a_rerun_changes_nothing(e
     assert version.startswith("2026-11-05-") and out["evaluate"]["champion"] is None
     assert out["export"]["passed"] and out["export"]["max_abs_diff"] < 1e-5
     assert out["gate"]["promotable"]
-    assert out["flip"] == {"flipped": True, "canary": False, "version": version, "previous": None, "seq": 1,
-                           "action": "promote"}
+    assert out["flip"] == {"flipped": True, "canary": False, "version": version, "evaluated": version,
+                           "previous": None, "seq": 1, "action": "promote"}
 
     live = env.registry.live().pointer
     onnx_bytes = env.registry.read(version, "model.onnx")
@@ -91,7 +95,7 @@ def test_a_first_model_is_registered_and_made_live_and_a_rerun_changes_nothing(e
     assert metrics["candidate"]["overall"]["ndcg@10"] > metrics["popularity"]["overall"]["ndcg@10"]
     assert metrics["holdout"]["rows"] == 2400 and metrics["champion"] is None
     html = env.registry.read(version, "report.html").decode()
-    assert html.count("data:image/png;base64,") == 4 and "http" not in html.replace(env.settings.s3.endpoint_url, "")
+    assert html.count("data:image/png;base64,") == 5 and "http" not in html.replace(env.settings.s3.endpoint_url, "")
     assert "<script" not in html
 
     again = _promote(env, "2026-11-05")
@@ -119,7 +123,7 @@ def test_a_candidate_worse_in_one_segment_is_blocked_and_the_alert_names_it(env,
 
     decision = env.registry.read_json(gate["version"], "gate.json")
     globex = [c for c in decision["checks"] if c["scope"] == "tenant_id=globex" and not c["passed"]]
-    assert globex and all(c["candidate"] < c["limit"] for c in globex)
+    assert globex and all(c["verdict"] == "worse" and c["high"] < c["limit"] for c in globex)
 
     monkeypatch.setenv("AIRFLOW_CONN_FEEDLOOP_SLACK", json.dumps(
         {"conn_type": "slackwebhook", "host": f"http://127.0.0.1:{slack[0]}/hook", "password": "T1/B1/X1"}))

@@ -1,4 +1,8 @@
-"""gate.decide on hand-built metrics: every check, its numbers and the line an operator reads."""
+"""gate.decide on hand-built metrics: every check, its numbers and the line an operator reads.
+
+Floors and parity on the raw overall metrics; the comparison with the champion on the debiased
+(snips-ipw) metrics by the paired interval of candidate - champion.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,36 @@ import pytest
 
 from feedloop.gate import Thresholds, decide
 
-T = Thresholds(floors={"auc": 0.6, "ndcg@10": 0.3}, compare=("auc", "ndcg@10"), tolerance=0.005,
+T = Thresholds(floors={"auc": 0.6, "ndcg@10": 0.3}, compare=("ndcg@10",), tolerance=0.005,
                segment_tolerance=0.02, min_support=50, parity_max_abs_diff=1e-5)
 PARITY = {"max_abs_diff": 2e-6, "rows": 500}
+COMPARISON_KEYS = {"metric", "estimator", "candidate", "champion", "diff", "low", "high", "lists", "verdict"}
 
 
-def _block(auc, ndcg, groups=400, **segments):
-    return {"overall": {"auc": auc, "ndcg@10": ndcg, "groups": groups},
-            "segments": {k.replace("__", "="): {"auc": a, "ndcg@10": n, "groups": g}
-                         for k, (a, n, g) in segments.items()}}
+def _debiased(overall: float, lists: int = 400, **segments: tuple[float, int]) -> dict:
+    def scope(value, n):
+        return {"lists": n, "ndcg@10": {"value": value, "low": value - 0.02, "high": value + 0.02}}
+
+    return {"overall": scope(overall, lists),
+            "segments": {k.replace("__", "="): scope(v, n) for k, (v, n) in segments.items()}}
 
 
-def cand(*args, **kw):
-    return {"version": "2026-11-05-cand", "parity": PARITY, **_block(*args, **kw)}
+def cand(auc=0.70, ndcg=0.45, debiased=None, groups=400):
+    return {"version": "2026-11-05-cand", "parity": PARITY, "overall": {"auc": auc, "ndcg@10": ndcg, "groups": groups},
+            "segments": {}, "debiased": debiased or _debiased(0.52)}
 
 
-def champ(*args, **kw):
-    return {"version": "2026-11-04-champ", **_block(*args, **kw)}
+def champ(debiased=None):
+    return {"version": "2026-11-04-champ", "overall": {"auc": 0.75, "ndcg@10": 0.60, "groups": 400}, "segments": {},
+            "debiased": debiased or _debiased(0.50)}
+
+
+def paired(diff, low, high, lists=400, **segments: tuple[float, float, float, int]):
+    def scope(d, lo, hi, n):
+        return {"lists": n, "ndcg@10": {"value": d, "low": lo, "high": hi}}
+
+    return {"confidence": 0.95, "debiased": {"overall": scope(diff, low, high, lists),
+                                             "segments": {k.replace("__", "="): scope(*v) for k, v in segments.items()}}}
 
 
 def test_first_model_needs_the_floors_only():
@@ -32,6 +49,9 @@ def test_first_model_needs_the_floors_only():
         ("parity", "max_abs_diff", 2e-6, 1e-5, True), ("floor", "auc", 0.61, 0.6, True),
         ("floor", "ndcg@10", 0.31, 0.3, True)]
     assert d.summary() == "candidate 2026-11-05-cand passes the gate against the floors (first model) (3 checks)"
+    assert d.to_dict()["comparison"] == {"metric": "ndcg@10", "estimator": "snips-ipw", "candidate": 0.52,
+                                         "champion": None, "diff": None, "low": None, "high": None, "lists": 400,
+                                         "verdict": "no champion"}
 
 
 def test_a_floor_blocks_the_first_model():
@@ -40,44 +60,77 @@ def test_a_floor_blocks_the_first_model():
     assert [c.line() for c in d.failures] == ["ndcg@10 overall 0.29 is below the floor 0.3"]
 
 
-def test_a_regression_in_one_segment_blocks_and_names_it():
-    d = decide(cand(0.70, 0.45, tenant_id__acme=(0.71, 0.46, 300), tenant_id__globex=(0.66, 0.47, 100)),
-               champ(0.70, 0.45, tenant_id__acme=(0.70, 0.44, 300), tenant_id__globex=(0.66, 0.50, 100)), T)
-    assert not d.promotable
-    (failure,) = d.failures
-    assert (failure.scope, failure.metric, failure.candidate, failure.champion, failure.support) == (
-        "tenant_id=globex", "ndcg@10", 0.47, 0.50, 100)
-    assert failure.limit == pytest.approx(0.48)
-    assert failure.line() == ("ndcg@10 in tenant_id=globex regressed: candidate 0.47 vs champion 0.5 "
-                              "(delta -0.0300, allowed down to 0.48; 100 query groups)")
-    assert "tenant_id=globex" in d.summary() and d.summary().startswith(
-        "candidate 2026-11-05-cand blocked against champion 2026-11-04-champ: ")
+def test_a_candidate_worse_on_raw_logged_metrics_is_promoted_when_the_debiased_lower_bound_clears_the_tolerance():
+    d = decide(cand(auc=0.70, ndcg=0.45), champ(), T, paired=paired(0.02, -0.004, 0.044))
+    assert d.promotable  # raw: candidate 0.45 vs champion 0.60 on the champion's own lists; not compared
+    (check,) = [c for c in d.checks if c.kind == "comparison"]
+    assert (check.scope, check.metric, check.candidate, check.champion, check.diff, check.low, check.high,
+            check.support, check.limit, check.verdict, check.estimator) == (
+        "overall", "ndcg@10", 0.52, 0.50, 0.02, -0.004, 0.044, 400, -0.005, "better", "snips-ipw")
+    assert d.to_dict()["comparison"] == {"metric": "ndcg@10", "estimator": "snips-ipw", "candidate": 0.52,
+                                         "champion": 0.50, "diff": 0.02, "low": -0.004, "high": 0.044, "lists": 400,
+                                         "verdict": "better"}
 
 
-def test_within_tolerance_passes_overall_and_per_segment():
-    d = decide(cand(0.696, 0.446, surface__feed=(0.68, 0.481, 60)),
-               champ(0.700, 0.450, surface__feed=(0.69, 0.500, 60)), T)
-    assert d.promotable
-    assert len([c for c in d.checks if c.kind == "regression"]) == 4
-
-
-def test_overall_tolerance_is_tighter_than_the_segment_one():
-    d = decide(cand(0.690, 0.45), champ(0.700, 0.45), T)
+def test_the_upper_bound_below_minus_tolerance_holds_the_candidate_and_names_the_interval():
+    d = decide(cand(debiased=_debiased(0.47)), champ(), T, paired=paired(-0.03, -0.05, -0.01))
+    assert not d.promotable and d.comparison.verdict == "worse"
     assert [c.line() for c in d.failures] == [
-        "auc in overall regressed: candidate 0.69 vs champion 0.7 "
-        "(delta -0.0100, allowed down to 0.695; 400 query groups)"]
+        "ndcg@10 in overall regressed: candidate 0.47 vs champion 0.5 (snips-ipw debiased; diff -0.0300, "
+        "95% CI [-0.0500, -0.0100] over 400 lists; allowed down to -0.0050)"]
+    assert d.summary().startswith("candidate 2026-11-05-cand blocked against champion 2026-11-04-champ: ")
 
 
-def test_segments_below_min_support_are_not_judged():
-    d = decide(cand(0.7, 0.45, tenant_id__tiny=(0.2, 0.1, 49)), champ(0.7, 0.45, tenant_id__tiny=(0.9, 0.9, 49)), T)
-    assert d.promotable and all(c.scope != "tenant_id=tiny" for c in d.checks)
+@pytest.mark.parametrize("policy, promotable, asks", [
+    pytest.param("hold", False, False, id="hold-keeps-the-champion"),
+    pytest.param("approve", True, True, id="approve-routes-to-the-human-approval-step"),
+    pytest.param("promote", True, False, id="promote-promotes-without-a-verdict"),
+])
+def test_an_interval_straddling_minus_tolerance_is_inconclusive_and_the_policy_decides(policy, promotable, asks):
+    limits = Thresholds(**{**T.to_dict(), "compare": ("ndcg@10",), "inconclusive": policy})
+    d = decide(cand(), champ(), limits, paired=paired(0.003, -0.02, 0.026))
+    assert (d.promotable, d.asks_approval, d.comparison.verdict) == (promotable, asks, "inconclusive")
+    (check,) = [c for c in d.checks if c.kind == "comparison"]
+    assert check.passed is promotable
+    assert (f"ndcg@10 in overall is inconclusive: candidate 0.52 vs champion 0.5 (snips-ipw debiased; diff +0.0030, "
+            f"95% CI [-0.0200, +0.0260] over 400 lists reaches both sides of -0.0050): too little support to tell; "
+            f"promotion.inconclusive = {policy}") in d.summary()
 
 
-def test_a_metric_undefined_for_the_champion_is_skipped_but_undefined_for_the_candidate_fails():
-    skipped = decide(cand(0.7, 0.45, surface__x=(None, 0.5, 80)), champ(0.7, 0.45, surface__x=(None, 0.5, 80)), T)
-    assert skipped.promotable and not any(c.scope == "surface=x" and c.metric == "auc" for c in skipped.checks)
-    failed = decide(cand(0.7, 0.45, surface__x=(None, 0.5, 80)), champ(0.7, 0.45, surface__x=(0.6, 0.5, 80)), T)
-    assert [(c.scope, c.metric) for c in failed.failures] == [("surface=x", "auc")]
+def test_too_few_lists_overall_is_inconclusive_however_narrow_the_interval():
+    d = decide(cand(), champ(), T, paired=paired(0.05, 0.04, 0.06, lists=49))
+    assert not d.promotable and d.comparison.verdict == "inconclusive" and d.comparison.lists == 49
+    assert "fewer than min_support 50 judged lists" in d.failures[0].line()
+
+
+def test_a_segment_clearly_worse_holds_an_inconclusive_segment_does_not_and_a_small_one_is_not_judged():
+    cand_blocks = _debiased(0.52, tenant_id__acme=(0.44, 300), tenant_id__globex=(0.40, 100), tenant_id__tiny=(0.1, 49))
+    champ_blocks = _debiased(0.50, tenant_id__acme=(0.45, 300), tenant_id__globex=(0.45, 100), tenant_id__tiny=(0.6, 49))
+    clear = paired(0.02, 0.001, 0.04, tenant_id__acme=(-0.01, -0.04, 0.02, 300),
+                   tenant_id__globex=(-0.05, -0.08, -0.021, 100), tenant_id__tiny=(-0.5, -0.7, -0.3, 49))
+    d = decide(cand(debiased=cand_blocks), champ(champ_blocks), T, paired=clear)
+    assert not d.promotable and d.comparison.verdict == "better"  # the headline is overall; the segment holds it
+    assert [(c.scope, c.verdict, c.passed) for c in d.checks if c.kind == "comparison"] == [
+        ("overall", "better", True), ("tenant_id=acme", "inconclusive", True), ("tenant_id=globex", "worse", False)]
+    assert [c.line() for c in d.failures] == [
+        "ndcg@10 in tenant_id=globex regressed: candidate 0.4 vs champion 0.45 (snips-ipw debiased; diff -0.0500, "
+        "95% CI [-0.0800, -0.0210] over 100 lists; allowed down to -0.0200)"]
+    within = paired(0.02, 0.001, 0.04, tenant_id__globex=(-0.05, -0.08, -0.019, 100))
+    assert decide(cand(debiased=cand_blocks), champ(champ_blocks), T, paired=within).promotable
+
+
+def test_the_headline_comparison_is_the_worst_verdict_among_the_compared_metrics():
+    limits = Thresholds(**{**T.to_dict(), "compare": ("ndcg@10", "ndcg@5")})
+    diffs = paired(0.02, 0.001, 0.04)
+    diffs["debiased"]["overall"]["ndcg@5"] = {"value": -0.03, "low": -0.05, "high": -0.01}
+    d = decide(cand(), champ(), limits, paired=diffs)
+    assert (d.comparison.metric, d.comparison.verdict, d.comparison.diff) == ("ndcg@5", "worse", -0.03)
+    assert d.comparison.candidate is None  # the hand-built blocks carry ndcg@10 only
+
+
+def test_a_champion_without_paired_differences_is_a_programming_error():
+    with pytest.raises(ValueError, match="paired differences"):
+        decide(cand(), champ(), T)
 
 
 @pytest.mark.parametrize("parity", [
@@ -91,10 +144,17 @@ def test_parity_failure_is_never_promotable(parity):
 
 
 def test_the_decision_serialises_every_number():
-    d = decide(cand(0.61, 0.31), None, T).to_dict()
+    d = decide(cand(), champ(), T, paired=paired(0.02, 0.001, 0.04)).to_dict()
     assert d["promotable"] is True and d["thresholds"]["floors"] == {"auc": 0.6, "ndcg@10": 0.3}
-    assert d["checks"][1] == {"kind": "floor", "scope": "overall", "metric": "auc", "candidate": 0.61, "limit": 0.6,
-                              "passed": True, "champion": None, "support": 400, "note": ""}
+    assert d["thresholds"]["inconclusive"] == "hold" and d["asks_approval"] is False
+    assert set(d["comparison"]) == COMPARISON_KEYS
+    assert d["checks"][1] == {"kind": "floor", "scope": "overall", "metric": "auc", "candidate": 0.70, "limit": 0.6,
+                              "passed": True, "champion": None, "support": 400, "note": "", "diff": None, "low": None,
+                              "high": None, "verdict": "", "estimator": "", "confidence": None}
+    assert d["checks"][-1] == {"kind": "comparison", "scope": "overall", "metric": "ndcg@10", "candidate": 0.52,
+                               "limit": -0.005, "passed": True, "champion": 0.50, "support": 400, "note": "",
+                               "diff": 0.02, "low": 0.001, "high": 0.04, "verdict": "better",
+                               "estimator": "snips-ipw", "confidence": 0.95}
 
 
 def test_manual_run_overrides_are_validated_like_the_config():
@@ -103,19 +163,25 @@ def test_manual_run_overrides_are_validated_like_the_config():
     from feedloop.config import Settings
     from feedloop.promotion import thresholds
 
-    t = thresholds(settings=Settings(), overrides={"floors": {"auc": 0.7}, "min_support": 10})
-    assert (dict(t.floors), t.min_support, t.tolerance) == ({"auc": 0.7}, 10, 0.005)
+    t = thresholds(settings=Settings(), overrides={"floors": {"auc": 0.7}, "min_support": 10,
+                                                   "inconclusive": "approve"})
+    assert (dict(t.floors), t.min_support, t.tolerance, t.compare, t.inconclusive) == (
+        {"auc": 0.7}, 10, 0.005, ("ndcg@10",), "approve")
     with pytest.raises(ValidationError, match="tolerence"):
         thresholds(settings=Settings(), overrides={"tolerence": 0.1})
     with pytest.raises(ValidationError, match="floors"):
         thresholds(settings=Settings(), overrides={"floors": {"ndcg@11": 0.5}})
+    with pytest.raises(ValidationError, match="compare"):  # AUC pools rows across lists: no debiased AUC
+        thresholds(settings=Settings(), overrides={"compare": ["auc"]})
+    with pytest.raises(ValidationError, match="inconclusive"):
+        thresholds(settings=Settings(), overrides={"inconclusive": "ask"})
 
 
 def test_a_champion_that_could_not_be_scored_on_these_rows_blocks_and_says_how_to_promote():
     why = "champion 2026-11-04-champ needs feature column(s) this holdout lacks: f_old (its feature set differs)"
     unscorable = {"version": "2026-11-04-champ", "unscorable": why, "overall": {}, "segments": {}}
-    d = decide(cand(0.9, 0.8, tenant_id__acme=(0.9, 0.8, 300)), unscorable, T)
-    assert not d.promotable and d.champion == "2026-11-04-champ"
+    d = decide(cand(0.9, 0.8), unscorable, T)
+    assert not d.promotable and d.champion == "2026-11-04-champ" and d.comparison.verdict == "not comparable"
     assert [(c.kind, c.passed) for c in d.checks] == [("parity", True), ("floor", True), ("floor", True),
                                                       ("comparable", False)]
     assert d.failures[0].line() == (f"{why}: no regression check is possible; if the new feature set is intended, "
