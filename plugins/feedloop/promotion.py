@@ -116,7 +116,8 @@ def evaluate_candidate(*, ds: str, settings: Settings | None = None) -> dict[str
     """Candidate, champion (the version live at the end of ds) and popularity baseline on the same holdout rows.
 
     A staged evaluation is reused while the champion of ds and the live version are what they were
-    (or the candidate itself went live since); after another pointer change it is evaluated again.
+    (or the candidate itself went live since); after another pointer change it is evaluated again,
+    and so is one staged before the counterfactual figures existed (no `paired` block).
     """
     cand = load_candidate(ds=ds, settings=settings)
     evaluation = cand.staged("evaluation.json")
@@ -124,7 +125,7 @@ def evaluate_candidate(*, ds: str, settings: Settings | None = None) -> dict[str
     live = registry.live()
     live_version = live.version if live else None
     champion = registry.champion_of(date.fromisoformat(ds))
-    if evaluation is None or (live_version != cand.version and (
+    if evaluation is None or "paired" not in evaluation or (live_version != cand.version and (
             (_version_of(evaluation["champion"]), evaluation.get("live")) != (champion, live_version))):
         evaluation = _evaluate(cand, champion=champion, live=live_version)
         cand.stage("evaluation.json", evaluation)
@@ -225,7 +226,7 @@ def gate_candidate(*, ds: str, overrides: dict[str, Any] | None = None, mode: st
         raise EvaluationError(f"{cand.version} has no evaluation yet: run evaluate_candidate for {ds} first")
     if "paired" not in evaluation:
         raise EvaluationError(f"{cand.stage_uri('evaluation.json')} predates the counterfactual evaluation: "
-                              f"delete it and run evaluate_candidate for {ds} again")
+                              f"run evaluate_candidate for {ds} again (it evaluates afresh)")
     limits = thresholds(settings=cand.settings, overrides=overrides)
     decision = gate_mod.decide({**_gated(evaluation["candidate"], cand.version), "parity": parity},
                                evaluation["champion"], limits, paired=evaluation["paired"])

@@ -65,10 +65,13 @@ def lgb_params(cfg: TrainSettings, objective: str) -> dict:
 
 
 def ipw_ndcg(group_sizes_: np.ndarray, labels: np.ndarray, weights: np.ndarray, k: int = 10):
-    """LightGBM feval: NDCG@k with position-debiased gains (2^label - 1) x inverse propensity.
+    """LightGBM feval: NDCG@k with position-debiased gains (2^label - 1) x inverse propensity, pooled over lists.
 
     Click labels favour whatever the logging policy put on top; re-weighting clicks by how
-    unlikely their position was to be examined makes the validation score track relevance.
+    unlikely their position was to be examined makes the validation score track relevance. The
+    normaliser is summed over lists (as feedloop.counterfactual's debiased NDCG): per list, the one
+    click most lists hold has its weight in both DCG and ideal DCG, so it cancels and early stopping
+    would pick the rounds that best copy the logger's order.
     """
     group = np.repeat(np.arange(len(group_sizes_)), group_sizes_)
     starts = np.r_[0, np.cumsum(group_sizes_)[:-1]]
@@ -80,11 +83,10 @@ def ipw_ndcg(group_sizes_: np.ndarray, labels: np.ndarray, weights: np.ndarray, 
         discount = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
         return np.bincount(group[order], gains[order] * discount, len(group_sizes_))
 
-    ideal = dcg(gains)
-    has_gain = ideal > 0
+    ideal = float(dcg(gains).sum())
 
     def feval(preds: np.ndarray, _data) -> tuple[str, float, bool]:
-        return f"ipw_ndcg@{k}", float(np.mean(dcg(preds)[has_gain] / ideal[has_gain])), True
+        return f"ipw_ndcg@{k}", float(dcg(preds).sum() / ideal) if ideal > 0 else 0.0, True
 
     return feval
 

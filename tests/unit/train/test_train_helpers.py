@@ -27,16 +27,29 @@ def test_group_sizes(chunks, expected):
 def test_ipw_ndcg_exact_value_by_hand():
     # group 0: gains (2^label - 1) * weight = [0, 1*2, 3*1.5] = [0, 2, 4.5]
     #   ideal order 4.5, 2, 0 -> 4.5 + 2/log2(3); predicted order rows 1, 2, 0 -> 2 + 4.5/log2(3)
-    # group 1: all labels 0 -> no gain, left out of the mean
-    # group 2: gains [1, 7]; predicted order is the ideal one -> 1.0
+    # group 1: all labels 0 -> no gain, adds nothing
+    # group 2: gains [1, 7]; predicted order is the ideal one -> 7 + 1/log2(3) both ways
+    # pooled: sum of DCGs over sum of ideal DCGs
     sizes = np.array([3, 2, 2])
     labels = np.array([0, 1, 2, 0, 0, 1, 3], dtype=float)
     weights = np.array([1.0, 2.0, 1.5, 1.0, 1.0, 1.0, 1.0])
     preds = np.array([0.1, 0.3, 0.2, 0.5, 0.4, -1.0, 2.0])
     name, value, higher_is_better = ipw_ndcg(sizes, labels, weights)(preds, None)
-    g0 = (2 + 4.5 / math.log2(3)) / (4.5 + 2 / math.log2(3))
+    g2 = 7 + 1 / math.log2(3)
+    expected = (2 + 4.5 / math.log2(3) + g2) / (4.5 + 2 / math.log2(3) + g2)
     assert (name, higher_is_better) == ("ipw_ndcg@10", True)
-    assert value == pytest.approx((g0 + 1.0) / 2, abs=1e-12)
+    assert value == pytest.approx(expected, abs=1e-12)
+
+
+def test_ipw_ndcg_does_not_cancel_a_single_clicks_weight():
+    # Two lists with one click each: a click at a rarely examined position (weight 5) that a ranker puts
+    # first is worth more than a weight-1 click it puts first. Per list, both would score the same.
+    sizes, labels, weights = np.array([2, 2]), np.array([1.0, 0.0, 0.0, 1.0]), np.array([1.0, 1.0, 1.0, 5.0])
+    feval = ipw_ndcg(sizes, labels, weights)
+    first_list_right = feval(np.array([2.0, 1.0, 2.0, 1.0]), None)[1]
+    second_list_right = feval(np.array([1.0, 2.0, 1.0, 2.0]), None)[1]
+    assert second_list_right > first_list_right
+    assert first_list_right == pytest.approx((1 + 5 / math.log2(3)) / 6, abs=1e-12)
 
 
 def test_ipw_ndcg_truncates_at_k():
