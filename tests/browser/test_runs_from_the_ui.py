@@ -110,7 +110,7 @@ def form_run(page, airflow, traffic):
     assert len(new) == 1, new
     run_id = new[0]["dag_run_id"]
     api.unpause(uidata.RETRAIN)  # max_active_runs 1 and a run of yesterday: the scheduler adds none
-    state = api.wait(uidata.RETRAIN, run_id, timeout=RUN_TIMEOUT, poll=5)
+    state = api.wait(uidata.RETRAIN, run_id, timeout=RUN_TIMEOUT, poll=2)
     page.goto(f"{airflow.url}/dags/{uidata.RETRAIN}/runs/{quote(run_id, safe='')}")
     expect(page.get_by_role("link", name="Model report")).to_be_visible()
     shots.take(f"run-{state}")
@@ -160,7 +160,7 @@ def test_a_backfill_of_three_dates_from_the_ui_completes_and_each_run_reports_it
     expect(dialog).to_be_hidden()
 
     runs = _backfill_runs(api, BACKFILL_DAYS)
-    states = {day: api.wait(uidata.RETRAIN, run, timeout=RUN_TIMEOUT, poll=5) for day, run in runs.items()}
+    states = {day: api.wait(uidata.RETRAIN, run, timeout=RUN_TIMEOUT, poll=2) for day, run in runs.items()}
     page.goto(f"{airflow.url}/dags/{uidata.RETRAIN}/runs")
     shots.take("backfill-runs")
     assert set(states.values()) == {"success"}, {d: api.task_instances(uidata.RETRAIN, r) for d, r in runs.items()}

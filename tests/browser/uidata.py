@@ -139,7 +139,7 @@ def simulated_days(settings: Settings, api, first_day: date, days: int, *, valid
     api.wait_for_dag(INGEST)
     api.unpause(INGEST)
     run = api.trigger(INGEST)
-    state = api.wait(INGEST, run, timeout=600, poll=3)
+    state = api.wait(INGEST, run, timeout=600, poll=2)
     assert state == "success", f"{INGEST} run {run} ended {state}"
     for d in range(validated):
         quality.validate_day(settings, first_day + timedelta(days=d), run_id="earlier daily run")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -76,6 +77,10 @@ def af(embedded, tmp_path_factory):
     previous = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the Airflow processes, and load_settings() here, see this module's setup
     settings = load_settings()
+    # Airflow starts (a minute or more, mostly waiting on its processes) while the traffic is prepared:
+    # its DAGs are paused at creation, so nothing of it reads the topic or the lake before the tests do.
+    starting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="params-airflow").submit(
+        stack.up, settings, echo=lambda _msg: None)
     try:
         from feedloop.streams import ensure_topic
 
@@ -90,13 +95,14 @@ def af(embedded, tmp_path_factory):
             pass
         for d in range(3):  # what the daily runs before S+3 did: a training window must be validated
             validate_day(settings, S + timedelta(days=d), run_id="earlier daily run")
-        stack.up(settings, echo=lambda _msg: None)
+        starting.result()
         service = AirflowService(settings)
         api = AirflowApi.for_standalone(service.url, service.password_file())
         api.http.timeout = httpx.Timeout(180)  # SQLite + 2 busy cores: an answer took more than 30 s
         api.wait_for_dag(RETRAIN)
         yield SimpleNamespace(settings=settings, api=api, registry=Registry.from_settings(settings), store=store)
     finally:
+        wait([starting])  # a failed data step: the Airflow start finishes before it is stopped
         stack.down(settings, echo=lambda _msg: None)
         for key, value in previous.items():
             if value is None:
@@ -148,7 +154,7 @@ def first_runs(af):
     dry = api.trigger(RETRAIN, logical_date=_midnight(DAY[3]), conf={"promotion_mode": "dry-run"})
     bad = api.trigger(RETRAIN, logical_date=_midnight(DAY[0]), conf={"promotion_mode": "force", "window_day": 5})
     api.unpause(RETRAIN)
-    states = {run: api.wait(RETRAIN, run, timeout=RUN_TIMEOUT, poll=5) for run in (bad, dry)}
+    states = {run: api.wait(RETRAIN, run, timeout=RUN_TIMEOUT, poll=2) for run in (bad, dry)}
     return SimpleNamespace(dry=dry, bad=bad, states=states,
                            dry_window=api.xcom(RETRAIN, dry, "build_dataset") if states[dry] == "success" else None)
 
@@ -188,12 +194,12 @@ def backfill(af, first_runs):
                                   conf=BACKFILL_CONF, reprocess="completed", max_active_runs=1)
     runs = _runs_by_day(api, DAY[1], DAY[2], DAY[3])
     for day in (DAY[1], DAY[2]):
-        assert api.wait(RETRAIN, runs[day], timeout=RUN_TIMEOUT, poll=5) == "success", _why(api, runs[day])
+        assert api.wait(RETRAIN, runs[day], timeout=RUN_TIMEOUT, poll=2) == "success", _why(api, runs[day])
     s3 = runs[DAY[3]]
     _wait_for_question(api, s3, timeout=RUN_TIMEOUT)
     request = api._call("GET", f"/dags/{RETRAIN}/dagRuns/{s3}/taskInstances/approve/-1/hitlDetails")
     _answer(api, s3, "Reject")
-    assert api.wait(RETRAIN, s3, timeout=300, poll=3) == "success", _why(api, s3)
+    assert api.wait(RETRAIN, s3, timeout=300, poll=1) == "success", _why(api, s3)
     return SimpleNamespace(id=created["id"], runs=runs, request=request,
                            rejected=api.xcom(RETRAIN, s3, "approve"), live_after_reject=af.registry.live())
 
@@ -249,7 +255,7 @@ def test_no_answer_until_the_timeout_counts_as_reject_then_an_approval_flips(af,
     before = af.registry.live()
     _clear(api, run, "approve")
     _wait_task(api, run, "approve", {"awaiting_input"}, timeout=300)
-    assert api.wait(RETRAIN, run, timeout=300, poll=3) == "success"  # nobody answers: 30 s timeout
+    assert api.wait(RETRAIN, run, timeout=300, poll=1) == "success"  # nobody answers: 30 s timeout
     timed_out = api.xcom(RETRAIN, run, "approve")
     assert timed_out["decision"] == "timed out" and timed_out["chosen"] == ["Reject"]
     assert _task_states(api, run)["flip"] == "skipped" and af.registry.live().etag == before.etag
@@ -257,7 +263,7 @@ def test_no_answer_until_the_timeout_counts_as_reject_then_an_approval_flips(af,
     _clear(api, run, "approve")
     _wait_for_question(api, run, timeout=300)
     _answer(api, run, "Approve")
-    assert api.wait(RETRAIN, run, timeout=300, poll=3) == "success", _why(api, run)
+    assert api.wait(RETRAIN, run, timeout=300, poll=1) == "success", _why(api, run)
     flipped = api.xcom(RETRAIN, run, "flip")
     live = af.registry.live()
     assert flipped["flipped"] and live.version == flipped["version"] and live.version.startswith(DAY[3])
@@ -319,7 +325,7 @@ def _wait_task(api: AirflowApi, run: str, task: str, states: set[str], timeout: 
             return
         if api.run_state(RETRAIN, run) in ("success", "failed"):
             raise AssertionError(f"{run} finished before {task} reached {states}: {current}")
-        time.sleep(3)
+        time.sleep(1)
     raise AssertionError(f"{task} of {run} not in {states} after {timeout}s: {_task_states(api, run)}")
 
 
