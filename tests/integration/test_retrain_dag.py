@@ -21,6 +21,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
 START = date(2025, 3, 1)
 DAYS = 4
+EVENTS_PER_DAY = 4000  # enough for LambdaRank on 3 days; more only makes every step (GX, build, train) slower
+# small models (the gate and export do not depend on the size; the runs of 2 shared cores do)
+TRAIN_ENV = {"FEEDLOOP_TRAIN__NUM_BOOST_ROUND": "40", "FEEDLOOP_TRAIN__MIN_BOOST_ROUND": "20"}
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +42,11 @@ def isolated(embedded):
         "s3": embedded.s3.model_copy(update={"lake_bucket": lake_bucket, "models_bucket": models_bucket}),
         "kafka": embedded.kafka.model_copy(update={"topic": topic}),
         "retrain": embedded.retrain.model_copy(update={"start_date": START}),
+        "train": embedded.train.model_copy(update={"num_boost_round": 40, "min_boost_round": 20}),
     })
     env = {"FEEDLOOP_S3__LAKE_BUCKET": lake_bucket, "FEEDLOOP_S3__MODELS_BUCKET": models_bucket,
-           "FEEDLOOP_KAFKA__TOPIC": topic, "FEEDLOOP_RETRAIN__START_DATE": START.isoformat()}
-    sim = simulate.Simulator(settings, start=START, days=DAYS, events_per_day=12_000, seed=5)
+           "FEEDLOOP_KAFKA__TOPIC": topic, "FEEDLOOP_RETRAIN__START_DATE": START.isoformat(), **TRAIN_ENV}
+    sim = simulate.Simulator(settings, start=START, days=DAYS, events_per_day=EVENTS_PER_DAY, seed=5)
     simulate.write_catalog(settings, sim)
     simulate.produce(settings, sim.records(simulate.SimulationReport(START, DAYS)), topic=topic)
     return settings, env
@@ -195,7 +199,7 @@ def test_served_scores_of_logged_impressions_equal_lightgbm_on_their_training_ro
         while httpx.get(f"{pods.urls[0]}/version").json()["live"]["features"]["id"] != published["id"]:
             assert time.monotonic() < deadline, httpx.get(f"{pods.urls[0]}/version").json()
             time.sleep(0.3)
-        sim = simulate.Simulator(settings, start=START, days=DAYS, events_per_day=12_000, seed=5)
+        sim = simulate.Simulator(settings, start=START, days=DAYS, events_per_day=EVENTS_PER_DAY, seed=5)
         rng = np.random.default_rng(11)
         served: dict[tuple[str, str], float] = {}
         bodies: dict[str, dict] = {}
