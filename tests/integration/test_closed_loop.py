@@ -48,7 +48,7 @@ def loop(embedded, tmp_path_factory):
         "s3": embedded.s3.model_copy(update={"lake_bucket": lake_bucket, "models_bucket": models_bucket}),
         "kafka": embedded.kafka.model_copy(update={"topic": topic}),
         "retrain": embedded.retrain.model_copy(update={"start_date": START}),
-        "train": embedded.train.model_copy(update={"num_boost_round": 60, "min_boost_round": 20}),
+        "train": embedded.train.model_copy(update={"num_boost_round": 60, "min_boost_round": 20, "refit": True}),
     })
     pods = Pods(settings, port=_two_free_ports(), replicas=2, env={
         "FEEDLOOP_S3__MODELS_BUCKET": models_bucket, "FEEDLOOP_KAFKA__TOPIC": topic, "FEEDLOOP_STATE_DIR": str(state),

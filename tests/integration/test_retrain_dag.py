@@ -23,7 +23,8 @@ START = date(2025, 3, 1)
 DAYS = 4
 EVENTS_PER_DAY = 4000  # enough for LambdaRank on 3 days; more only makes every step (GX, build, train) slower
 # small models (the gate and export do not depend on the size; the runs of 2 shared cores do)
-TRAIN_ENV = {"FEEDLOOP_TRAIN__NUM_BOOST_ROUND": "40", "FEEDLOOP_TRAIN__MIN_BOOST_ROUND": "20"}
+# train.refit on: the DAG's refit step (off by default) is exercised end to end here
+TRAIN_ENV = {"FEEDLOOP_TRAIN__NUM_BOOST_ROUND": "40", "FEEDLOOP_TRAIN__MIN_BOOST_ROUND": "20", "FEEDLOOP_TRAIN__REFIT": "true"}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def isolated(embedded):
         "s3": embedded.s3.model_copy(update={"lake_bucket": lake_bucket, "models_bucket": models_bucket}),
         "kafka": embedded.kafka.model_copy(update={"topic": topic}),
         "retrain": embedded.retrain.model_copy(update={"start_date": START}),
-        "train": embedded.train.model_copy(update={"num_boost_round": 40, "min_boost_round": 20}),
+        "train": embedded.train.model_copy(update={"num_boost_round": 40, "min_boost_round": 20, "refit": True}),
     })
     env = {"FEEDLOOP_S3__LAKE_BUCKET": lake_bucket, "FEEDLOOP_S3__MODELS_BUCKET": models_bucket,
            "FEEDLOOP_KAFKA__TOPIC": topic, "FEEDLOOP_RETRAIN__START_DATE": START.isoformat(), **TRAIN_ENV}

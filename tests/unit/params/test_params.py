@@ -7,7 +7,7 @@ import pytest
 from feedloop import params
 from feedloop.config import Settings
 
-SETTINGS = Settings()  # defaults: floors auc 0.55 / ndcg@10 0.2, tolerance 0.005, 4 Kafka partitions
+SETTINGS = Settings()  # defaults: floors auc 0.55 / ndcg@10 0.2, tolerance 0.02, 4 Kafka partitions
 
 
 def problems(dag_id: str, values: dict) -> dict[str, str]:

@@ -1,0 +1,245 @@
+"""The closed loop for weeks, with several simulated worlds: does the gate agree with the truth, and does
+the feed the users get keep improving?
+
+    .venv/bin/python bench/loop.py [--days 21] [--seeds 7,8,9]
+
+Per seed, on a fresh embedded stack of its own (state in .feedloop-bench/loop-<seed>/, the default
+ports: stop a `make demo` stack first), exactly `feedloop demo --days N --seed S`: each day the
+simulated users get their feeds from two serving pods, `ingest_engagement` lands the day and
+`retrain_ranker` runs for it through Airflow (validate, build, publish features, train, evaluate,
+export, gate, refit, register, flip); the pods follow the pointers. Every retrain is audited against
+the simulator's hidden utility (feedloop.loop_audit). Then, per seed and over all seeds:
+
+- gate agreement: on the days where the candidate and its champion differ by at least 0.01 in
+  ground-truth NDCG@10 on the day's lists, how often the gate promoted the better / held the worse;
+- served ground-truth NDCG@10 averaged over the last 7 days, and the legacy policy's on the same requests;
+- every promotion's effect: on the next day's lists, the new live version against the one it replaced;
+- refit vs its evaluated twin on the next day's lists (is serving the refit worth it?);
+- a ceiling: the last day's training set relabelled with the hidden utility (graded 0-4), trained with
+  the same recipe, on the held-out day's lists: what these features could reach without click noise.
+
+Prints the tables and writes bench/results/loop.json. Gate agreement and ground truth are not speed
+figures, but the run takes about 15 min a seed on 2 cores: run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
+
+from feedloop import audit, demo, features, lake, loop_audit, loop_table, simulate, stack, train  # noqa: E402
+from feedloop.config import Settings, load_settings  # noqa: E402
+from feedloop.registry import Registry  # noqa: E402
+from feedloop.storage import ObjectStore  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+CLEAR = audit.LEVEL_MARGIN  # candidate and champion differ by at least this in ground truth: a clear decision
+LAST_DAYS = 7
+
+
+def run_seed(seed: int, days: int, state: Path) -> dict:
+    """One closed loop in the world of `seed`, from a fresh stack; its demo result plus the extra audits."""
+    if state.exists():
+        shutil.rmtree(state)
+    os.environ["FEEDLOOP_STATE_DIR"] = str(state)
+    settings = load_settings()
+    t0 = time.perf_counter()
+    try:
+        result = demo.run(settings, days=days, seed=seed, echo=lambda line: print(f"[seed {seed}] {line}", flush=True))
+        settings = demo.closed_loop_settings(date.fromisoformat(result["start"]))
+        sim = simulate.Simulator(settings, start=date.fromisoformat(result["start"]), days=days,
+                                 events_per_day=settings.simulate.events_per_day, seed=seed)
+        rows = result["table"]
+        extra = {"promotions": promotion_effects(settings, rows, sim),
+                 "refits": refit_vs_twin(settings, rows, sim),
+                 "ceiling": ceiling(settings, date.fromisoformat(rows[-1]["day"]), sim)}
+    finally:
+        stack.down(load_settings(), echo=lambda line: None)
+    return {"seed": seed, "seconds": round(time.perf_counter() - t0, 1), "table": rows, **extra,
+            "summary": summarize(rows, extra)}
+
+
+def promotion_effects(settings: Settings, rows: list[dict], sim: simulate.Simulator) -> list[dict]:
+    """Each promotion of day D: on D + 1's lists, ground truth of the new live version vs the one it replaced."""
+    registry = Registry.from_settings(settings)
+    out = []
+    for before, after in zip(rows, rows[1:]):
+        flip = before["retrain"].get("flip") or {}
+        if not flip.get("flipped") or not flip.get("previous"):
+            continue
+        scored = _score_versions(settings, registry, date.fromisoformat(after["day"]), sim,
+                                 {"new": flip["version"], "old": flip["previous"]})
+        out.append({"day": before["day"], "new": flip["version"], "old": flip["previous"], "lists": scored.lists,
+                    "new_ndcg": scored.ndcg["new"], "old_ndcg": scored.ndcg["old"],
+                    "delta": scored.ndcg["new"] - scored.ndcg["old"]})
+    return out
+
+
+def refit_vs_twin(settings: Settings, rows: list[dict], sim: simulate.Simulator) -> list[dict]:
+    """Each refit that served day D: it and its evaluated twin on D's lists (neither trained on D)."""
+    registry = Registry.from_settings(settings)
+    out = []
+    for row in rows:
+        champion = (row.get("audit") or {}).get("champion")
+        manifest = registry.manifest(champion) if champion else None
+        if not manifest or not manifest.get("evaluated_twin"):
+            continue
+        scored = _score_versions(settings, registry, date.fromisoformat(row["day"]), sim,
+                                 {"refit": champion, "twin": manifest["evaluated_twin"]})
+        out.append({"day": row["day"], "refit": champion, "twin": manifest["evaluated_twin"], "lists": scored.lists,
+                    "refit_ndcg": scored.ndcg["refit"], "twin_ndcg": scored.ndcg["twin"],
+                    "delta": scored.ndcg["refit"] - scored.ndcg["twin"]})
+    return out
+
+
+def _score_versions(settings: Settings, registry: Registry, day: date, sim: simulate.Simulator,
+                    versions: dict[str, str]) -> audit.GroundTruthNdcg:
+    models = {name: (registry.read(v, "model.txt").decode(),
+                     loop_audit.feature_columns(registry.manifest(v)["feature_manifest"])) for name, v in versions.items()}
+    wanted = list(dict.fromkeys([*loop_audit.LIST_COLUMNS, *(c for _, cols in models.values() for c in cols)]))
+    columns = loop_audit.read_holdout(ObjectStore.from_settings(settings), settings.s3.lake_bucket, day, wanted)
+    scores = {name: audit.lightgbm_scores(model_text=text, feature_columns=cols, columns=columns)
+              for name, (text, cols) in models.items()}
+    return audit.ground_truth_ndcg(request_ids=columns["request_id"], user_ids=columns["user_id"],
+                                   item_ids=columns["item_id"], positions=columns["position"], scores=scores,
+                                   world=sim.world, ids=sim.ids)
+
+
+def ceiling(settings: Settings, day: date, sim: simulate.Simulator) -> dict:
+    """The day's training set with labels from the hidden utility instead of clicks, same features and recipe."""
+    import lightgbm as lgb
+
+    store = ObjectStore.from_settings(settings)
+    names = [features.column(n) for n in features.FEATURE_NAMES]
+    split = {s: _split(store, settings, day, s, ["request_id", "user_id", "item_id", "position", *names])
+             for s in ("train", "valid", "holdout")}
+
+    def dataset(cols: dict, reference=None):
+        grade = np.clip(np.floor(_gains(cols, sim) * 5), 0, 4)
+        return lgb.Dataset(np.column_stack([cols[n] for n in names]).astype(np.float32), label=grade,
+                           group=train.group_sizes(_chunked(cols["request_id"])), reference=reference,
+                           categorical_feature=[i for i, f in enumerate(features.FEATURES) if f.kind == "categorical"],
+                           params={"max_bin": settings.train.max_bin, "verbosity": -1})
+
+    dtrain = dataset(split["train"])
+    params = {**train.lgb_params(settings.train, "lambdarank"), "metric": "ndcg", "eval_at": [10]}
+    booster = lgb.train(params, dtrain, num_boost_round=settings.train.num_boost_round,
+                        valid_sets=[dataset(split["valid"], reference=dtrain)],
+                        callbacks=[lgb.early_stopping(settings.train.early_stopping_rounds, verbose=False)])
+    hold = split["holdout"]
+    scored = audit.ground_truth_ndcg(
+        request_ids=hold["request_id"], user_ids=hold["user_id"], item_ids=hold["item_id"], positions=hold["position"],
+        scores={"ceiling": booster.predict(np.column_stack([hold[n] for n in names]).astype(np.float32)),
+                "logged": -hold["position"].astype(np.float64)}, world=sim.world, ids=sim.ids)
+    return {"day": day.isoformat(), "lists": scored.lists, "ndcg": scored.ndcg["ceiling"],
+            "logged_ndcg": scored.ndcg["logged"], "rounds": booster.best_iteration}
+
+
+def _split(store: ObjectStore, settings: Settings, day: date, split: str, columns: list[str]) -> dict[str, np.ndarray]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    prefix = f"{lake.dataset_prefix(day)}split={split}/"
+    keys = sorted(k for k in store.list_keys(settings.s3.lake_bucket, prefix) if k.endswith(".parquet"))
+    table = pa.concat_tables([pq.read_table(io.BytesIO(store.get(settings.s3.lake_bucket, k).body), columns=columns)
+                              for k in keys])
+    return {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
+
+
+def _gains(cols: dict[str, np.ndarray], sim: simulate.Simulator) -> np.ndarray:
+    users = np.fromiter((sim.ids.user_index[u] for u in cols["user_id"]), dtype=np.int64, count=len(cols["user_id"]))
+    items = np.fromiter((sim.ids.item_index[i] for i in cols["item_id"]), dtype=np.int64, count=len(cols["item_id"]))
+    out = np.empty(len(users))
+    for u in np.unique(users):
+        rows = users == u
+        out[rows] = simulate.true_gain(sim.world, int(u), items[rows])
+    return out
+
+
+def _chunked(values: np.ndarray):
+    import pyarrow as pa
+
+    return pa.chunked_array([pa.array(values)])
+
+
+def summarize(rows: list[dict], extra: dict) -> dict:
+    audits = [r["audit"] for r in rows if r.get("audit") and r["audit"].get("agreement")]
+    clear = [a for a in audits if a["agreement"] in ("agree", "disagree")]
+    served = [r["stats"] for r in rows if r["stats"]["lists"]]
+    last = served[-LAST_DAYS:]
+    lists = sum(s["lists"] for s in last)
+    promotions = extra["promotions"]
+    refits = extra["refits"]
+    return {
+        "clear_days": len(clear), "agree": sum(a["agreement"] == "agree" for a in clear),
+        "promoted": sum(bool((r["retrain"].get("flip") or {}).get("flipped")) for r in rows),
+        "served_ndcg_last7": sum(s["ndcg_sum"] for s in last) / lists,
+        "legacy_ndcg_last7": sum(s["legacy_ndcg_sum"] for s in last) / lists,
+        "worst_promotion_delta": min((p["delta"] for p in promotions), default=None),
+        "refit_minus_twin_mean": float(np.mean([r["delta"] for r in refits])) if refits else None,
+        "refit_better_days": sum(r["delta"] > 0 for r in refits), "refit_days": len(refits),
+        "ceiling": extra["ceiling"]["ndcg"],
+    }
+
+
+def print_seed(result: dict) -> None:
+    print(f"\n== seed {result['seed']}: {len(result['table'])} days in {result['seconds']:.0f}s")
+    for line in loop_table.table(result["table"]):
+        print("   " + line)
+    for p in result["promotions"]:
+        print(f"   promotion {p['day']}: {p['new']} vs the replaced {p['old']} on the next day's {p['lists']} lists: "
+              f"{p['new_ndcg']:.3f} vs {p['old_ndcg']:.3f} ({p['delta']:+.3f})")
+    for r in result["refits"]:
+        print(f"   refit serving {r['day']}: {r['refit_ndcg']:.3f} vs its evaluated twin {r['twin_ndcg']:.3f} "
+              f"({r['delta']:+.3f}, {r['lists']} lists)")
+    c = result["ceiling"]
+    print(f"   ceiling (training set of {c['day']} relabelled with the hidden utility): {c['ndcg']:.3f} on the held-out "
+          f"day's {c['lists']} lists (logged order {c['logged_ndcg']:.3f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=int, default=21)
+    parser.add_argument("--seeds", default="7,8,9")
+    parser.add_argument("--out", type=Path, default=RESULTS / "loop.json")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results = []
+    for seed in seeds:
+        results.append(run_seed(seed, args.days, ROOT / ".feedloop-bench" / f"loop-{seed}"))
+        print_seed(results[-1])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"days": args.days, "seeds": seeds, "load_average": os.getloadavg(),
+                                        "results": results}, indent=2, default=str))
+    print(f"\n== {len(seeds)} seeds x {args.days} days")
+    print(f"{'seed':>5}  {'clear days':>10}  {'gate agrees':>11}  {'promoted':>8}  {'served GT last 7':>16}  "
+          f"{'legacy':>6}  {'worst promotion':>15}  {'refit - twin':>12}  {'ceiling':>7}")
+    for r in results:
+        s = r["summary"]
+        print(f"{r['seed']:>5}  {s['clear_days']:>10}  {s['agree']:>11}  {s['promoted']:>8}  "
+              f"{s['served_ndcg_last7']:>16.3f}  {s['legacy_ndcg_last7']:>6.3f}  {_num(s['worst_promotion_delta']):>15}  "
+              f"{_num(s['refit_minus_twin_mean']):>12}  {s['ceiling']:>7.3f}")
+    clear = sum(r["summary"]["clear_days"] for r in results)
+    agree = sum(r["summary"]["agree"] for r in results)
+    print(f"gate agrees with the ground truth on {agree} of {clear} clear days"
+          + (f" ({agree / clear:.0%})" if clear else "") + f"; results in {args.out}")
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+if __name__ == "__main__":
+    main()
