@@ -236,7 +236,7 @@ def test_the_approval_request_shows_the_comparison_and_links_the_report(af, back
     assert req["options"] == ["Approve", "Reject"] and req["defaults"] == ["Reject"] and req["params"] == {}
     gate = af.api.xcom(RETRAIN, backfill.runs[DAY[3]], "gate")
     assert req["subject"] == f"Promote {gate['version']} over {gate['champion']}?"
-    assert "| auc |" in req["body"] and "| ndcg@10 |" in req["body"]
+    assert "| ndcg@10 |" in req["body"] and "position-debiased" in req["body"]  # the gate's compared metric
     assert f"/dags/{RETRAIN}/runs/" in req["body"] and f"versions/{gate['version']}/report.html" in req["body"]
 
 

@@ -13,7 +13,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import orjson
@@ -48,22 +48,36 @@ class Target:
 
     @classmethod
     def parse(cls, obj: Any, where: str) -> Target:
-        if not isinstance(obj, dict):
-            raise SwapRefused("bad_pointer", f"{where}: expected an object, got {type(obj).__name__}")
-        missing = [k for k in ("version", "uri", "sha256") if not isinstance(obj.get(k), str) or not obj.get(k)]
-        if missing:
-            raise SwapRefused("bad_pointer", f"{where}: missing or empty field(s) {', '.join(missing)}")
-        target = cls(obj["version"], obj["uri"], obj["sha256"])
-        if not target.uri.startswith("s3://") or not target.uri.rstrip("/").endswith("/" + target.version):
-            raise SwapRefused("bad_pointer", f"{where}: uri {target.uri!r} is not the folder of version {target.version}")
-        return target
+        fields = pointer_entry(obj, where, ("version", "uri", "sha256"), folder_of="version")
+        return cls(fields["version"], fields["uri"], fields["sha256"])
 
     @property
     def bucket(self) -> str:
-        return self.uri[len("s3://"):].split("/", 1)[0]
+        return folder_bucket(self.uri)
 
     def key(self, name: str) -> str:
-        return self.uri[len("s3://"):].split("/", 1)[1].rstrip("/") + "/" + name
+        return folder_key(self.uri, name)
+
+
+def pointer_entry(obj: Any, where: str, names: Sequence[str], *, folder_of: str) -> dict[str, str]:
+    """The non-empty string fields `names` of one pointer entry, whose `uri` is the folder of its `folder_of`."""
+    if not isinstance(obj, dict):
+        raise SwapRefused("bad_pointer", f"{where}: expected an object, got {type(obj).__name__}")
+    missing = [k for k in names if not isinstance(obj.get(k), str) or not obj.get(k)]
+    if missing:
+        raise SwapRefused("bad_pointer", f"{where}: missing or empty field(s) {', '.join(missing)}")
+    uri, name = obj["uri"], obj[folder_of]
+    if not uri.startswith("s3://") or not uri.rstrip("/").endswith("/" + name):
+        raise SwapRefused("bad_pointer", f"{where}: uri {uri!r} is not the folder of {folder_of} {name}")
+    return {k: obj[k] for k in names}
+
+
+def folder_bucket(uri: str) -> str:
+    return uri[len("s3://"):].split("/", 1)[0]
+
+
+def folder_key(uri: str, name: str) -> str:
+    return uri[len("s3://"):].split("/", 1)[1].rstrip("/") + "/" + name
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ import orjson
 from feedloop import features
 from feedloop.config import ServingSettings
 from feedloop.serving import metrics
-from feedloop.serving.model import LoadedModel, SnapshotRef, SwapRefused, first_line
+from feedloop.serving.model import (LoadedModel, SnapshotRef, SwapRefused, first_line, folder_bucket, folder_key,
+                                    pointer_entry)
 from feedloop.serving.snapshot import ITEMS, Snapshot, SnapshotError
 from feedloop.storage import NOT_MODIFIED, ObjectStore
 
@@ -45,23 +46,16 @@ class SnapshotTarget:
 
     @classmethod
     def parse(cls, obj: Any, definition_version: str) -> SnapshotTarget:
-        where = f"features/live.json snapshots[{definition_version}]"
-        if not isinstance(obj, dict):
-            raise SwapRefused("bad_pointer", f"{where}: expected an object, got {type(obj).__name__}")
-        missing = [k for k in ("id", "uri", "as_of", "manifest_sha256") if not isinstance(obj.get(k), str) or not obj[k]]
-        if missing:
-            raise SwapRefused("bad_pointer", f"{where}: missing or empty field(s) {', '.join(missing)}")
-        target = cls(obj["id"], obj["uri"], obj["as_of"], obj["manifest_sha256"], definition_version)
-        if not target.uri.startswith("s3://") or not target.uri.rstrip("/").endswith("/" + target.id):
-            raise SwapRefused("bad_pointer", f"{where}: uri {target.uri!r} is not the folder of snapshot {target.id}")
-        return target
+        fields = pointer_entry(obj, f"features/live.json snapshots[{definition_version}]",
+                               ("id", "uri", "as_of", "manifest_sha256"), folder_of="id")
+        return cls(fields["id"], fields["uri"], fields["as_of"], fields["manifest_sha256"], definition_version)
 
     @property
     def bucket(self) -> str:
-        return self.uri[len("s3://"):].split("/", 1)[0]
+        return folder_bucket(self.uri)
 
     def key(self, name: str) -> str:
-        return self.uri[len("s3://"):].split("/", 1)[1].rstrip("/") + "/" + name
+        return folder_key(self.uri, name)
 
 
 @dataclass(frozen=True)
