@@ -18,8 +18,10 @@ For logical date D (the day that just ended), in order:
    pods serve the live model with the newest snapshot of its feature definitions. Not in dry-run.
 4. **train** — LightGBM (LambdaRank or binary), early-stopped on D - 1; D is held out.
 5. **evaluate → export → gate → refit → register → flip** — metrics vs the champion of D (the version
-   live at the end of D) on D, ONNX export with a parity check, the gate (floors + no regression per
-   segment), then (`train.refit`, candidates the gate passed) the same recipe refit on the whole window
+   live at the end of D) on D, raw and position-debiased with bootstrap intervals, ONNX export with a
+   parity check, the gate (floors, then candidate − champion on the debiased NDCG@10: promoted unless
+   its interval says it is worse by more than `promotion.tolerance`; `promotion.inconclusive` decides
+   a straddling interval; clearly worse segments hold it), then (`train.refit`, candidates the gate passed) the same recipe refit on the whole window
    with the evaluated rounds and its own parity check, immutable versions in
    `s3://<models>/ranker/versions/` (the refit linked to its evaluated twin), and an atomic
    compare-and-swap of `ranker/live.json` to the refit. A backfill never moves it back to an older
