@@ -13,7 +13,8 @@ from tests.browser.conftest import VERSION_DAYS
 
 pytestmark = pytest.mark.browser
 
-SECTIONS = ("Overall (held-out day)", "Gate checks", "Candidate vs champion per segment",
+SECTIONS = ("Candidate vs champion, position-debiased (held-out day)", "Raw metrics on the logged lists (held-out day)",
+            "Gate checks", "Raw metrics per segment (logged lists)",
             "Data quality of the training window", "Feature importance (gain)", "Scores: calibration and distribution",
             "Lineage")
 
