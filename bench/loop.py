@@ -13,10 +13,18 @@ the simulator's hidden utility (feedloop.loop_audit). Then, per seed and over al
 - gate agreement: on the days where the candidate and its champion differ by at least 0.01 in
   ground-truth NDCG@10 on the day's lists, how often the gate promoted the better / held the worse;
 - served ground-truth NDCG@10 averaged over the last 7 days, and the legacy policy's on the same requests;
-- every promotion's effect: on the next day's lists, the new live version against the one it replaced;
+- every promotion's effect on the served ground truth: the day the new version served against the day
+  before (served by the one it replaced), with the legacy policy on each day's same requests as the
+  control for the day-to-day noise of the requests; and, on the next day's shown lists, the new version
+  against the one it replaced (a rerank of shown lists favours the model that did NOT choose them: the
+  logger's top 12 holds the items it overrated, which any other model pushes down, so this figure is
+  biased against the new live version, as the gate-day audit is biased against the champion);
 - refit vs its evaluated twin on the next day's lists (is serving the refit worth it?);
 - a ceiling: the last day's training set relabelled with the hidden utility (graded 0-4), trained with
-  the same recipe, on the held-out day's lists: what these features could reach without click noise.
+  the same recipe, on the held-out day's lists, beside the model that served that day on the same lists:
+  what these features could reach without click noise.
+
+    .venv/bin/python bench/loop.py --report bench/results/loop.json   # the tables again from a saved run
 
 Prints the tables and writes bench/results/loop.json. Gate agreement and ground truth are not speed
 figures, but the run takes about 15 min a seed on 2 cores: run it alone.
@@ -72,18 +80,30 @@ def run_seed(seed: int, days: int, state: Path) -> dict:
 
 
 def promotion_effects(settings: Settings, rows: list[dict], sim: simulate.Simulator) -> list[dict]:
-    """Each promotion of day D: on D + 1's lists, ground truth of the new live version vs the one it replaced."""
+    """Each promotion of day D (serving from D + 1): served ground truth of D + 1 vs D, with the legacy control;
+    and the new vs the replaced version reranking D + 1's shown lists."""
     registry = Registry.from_settings(settings)
+    out = []
+    for effect in served_effects(rows):
+        scored = _score_versions(settings, registry, date.fromisoformat(effect["served_day"]), sim,
+                                 {"new": effect["new"], "old": effect["old"]})
+        out.append({**effect, "lists": scored.lists, "rerank_new": scored.ndcg["new"],
+                    "rerank_old": scored.ndcg["old"], "rerank_delta": scored.ndcg["new"] - scored.ndcg["old"]})
+    return out
+
+
+def served_effects(rows: list[dict]) -> list[dict]:
+    """Each promotion's change in served ground-truth NDCG@10 (the candidate pool's, as served): the day the
+    new version served minus the day before, and the legacy policy's change on the same requests (noise)."""
     out = []
     for before, after in zip(rows, rows[1:]):
         flip = before["retrain"].get("flip") or {}
         if not flip.get("flipped") or not flip.get("previous"):
             continue
-        scored = _score_versions(settings, registry, date.fromisoformat(after["day"]), sim,
-                                 {"new": flip["version"], "old": flip["previous"]})
-        out.append({"day": before["day"], "new": flip["version"], "old": flip["previous"], "lists": scored.lists,
-                    "new_ndcg": scored.ndcg["new"], "old_ndcg": scored.ndcg["old"],
-                    "delta": scored.ndcg["new"] - scored.ndcg["old"]})
+        a, b = after["stats"], before["stats"]
+        out.append({"day": before["day"], "served_day": after["day"], "new": flip["version"], "old": flip["previous"],
+                    "served_before": b["ndcg"], "served_after": a["ndcg"], "delta": a["ndcg"] - b["ndcg"],
+                    "legacy_delta": a["legacy_ndcg"] - b["legacy_ndcg"]})
     return out
 
 
@@ -180,17 +200,18 @@ def summarize(rows: list[dict], extra: dict) -> dict:
     served = [r["stats"] for r in rows if r["stats"]["lists"]]
     last = served[-LAST_DAYS:]
     lists = sum(s["lists"] for s in last)
-    promotions = extra["promotions"]
-    refits = extra["refits"]
+    effects = served_effects(rows)
+    refits = extra.get("refits") or []
+    ceiling = extra["ceiling"]
+    final = rows[-1].get("audit") or {}  # its champion is the version that served the ceiling's held-out day
     return {
         "clear_days": len(clear), "agree": sum(a["agreement"] == "agree" for a in clear),
         "promoted": sum(bool((r["retrain"].get("flip") or {}).get("flipped")) for r in rows),
         "served_ndcg_last7": sum(s["ndcg_sum"] for s in last) / lists,
         "legacy_ndcg_last7": sum(s["legacy_ndcg_sum"] for s in last) / lists,
-        "worst_promotion_delta": min((p["delta"] for p in promotions), default=None),
+        "worst_promotion_delta": min((e["delta"] for e in effects), default=None),
         "refit_minus_twin_mean": float(np.mean([r["delta"] for r in refits])) if refits else None,
-        "refit_better_days": sum(r["delta"] > 0 for r in refits), "refit_days": len(refits),
-        "ceiling": extra["ceiling"]["ndcg"],
+        "ceiling": ceiling["ndcg"], "ceiling_served": final.get("champion_ndcg"), "served_version": final.get("champion"),
     }
 
 
@@ -199,14 +220,32 @@ def print_seed(result: dict) -> None:
     for line in loop_table.table(result["table"]):
         print("   " + line)
     for p in result["promotions"]:
-        print(f"   promotion {p['day']}: {p['new']} vs the replaced {p['old']} on the next day's {p['lists']} lists: "
-              f"{p['new_ndcg']:.3f} vs {p['old_ndcg']:.3f} ({p['delta']:+.3f})")
-    for r in result["refits"]:
+        print(f"   promotion {p['day']} ({p['new']} replaces {p['old']}): served NDCG@10 {p['served_before']:.3f} -> "
+              f"{p['served_after']:.3f} ({p['delta']:+.3f}; legacy on the same requests {p['legacy_delta']:+.3f})"
+              + (f"; reranking {p['served_day']}'s shown lists {p['rerank_new']:.3f} vs {p['rerank_old']:.3f}"
+                 if "rerank_new" in p else ""))
+    for r in result.get("refits") or []:
         print(f"   refit serving {r['day']}: {r['refit_ndcg']:.3f} vs its evaluated twin {r['twin_ndcg']:.3f} "
               f"({r['delta']:+.3f}, {r['lists']} lists)")
     c = result["ceiling"]
     print(f"   ceiling (training set of {c['day']} relabelled with the hidden utility): {c['ndcg']:.3f} on the held-out "
-          f"day's {c['lists']} lists (logged order {c['logged_ndcg']:.3f})")
+          f"day's {c['lists']} shown lists; the model that served it ({result['summary']['served_version']}) "
+          f"{_plain(result['summary']['ceiling_served'])}; logged order {c['logged_ndcg']:.3f}")
+
+
+def print_summary(results: list[dict], days: int, out: Path) -> None:
+    print(f"\n== {len(results)} seeds x {days} days")
+    print(f"{'seed':>5}  {'clear days':>10}  {'gate agrees':>11}  {'promoted':>8}  {'served GT last 7':>16}  "
+          f"{'legacy':>6}  {'worst promotion':>15}  {'ceiling':>7}  {'served, same lists':>18}")
+    for r in results:
+        s = r["summary"]
+        print(f"{r['seed']:>5}  {s['clear_days']:>10}  {s['agree']:>11}  {s['promoted']:>8}  "
+              f"{s['served_ndcg_last7']:>16.3f}  {s['legacy_ndcg_last7']:>6.3f}  {_num(s['worst_promotion_delta']):>15}  "
+              f"{s['ceiling']:>7.3f}  {_plain(s['ceiling_served']):>18}")
+    clear = sum(r["summary"]["clear_days"] for r in results)
+    agree = sum(r["summary"]["agree"] for r in results)
+    print(f"gate agrees with the ground truth on {agree} of {clear} clear days"
+          + (f" ({agree / clear:.0%})" if clear else "") + f"; results in {out}")
 
 
 def main() -> None:
@@ -214,7 +253,18 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=21)
     parser.add_argument("--seeds", default="7,8,9")
     parser.add_argument("--out", type=Path, default=RESULTS / "loop.json")
+    parser.add_argument("--report", type=Path, help="print the tables of a saved run instead of running")
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        for result in saved["results"]:
+            reranked = {p["day"]: p for p in result.get("promotions") or []}
+            result["promotions"] = [{**e, **{k: v for k, v in reranked.get(e["day"], {}).items() if k.startswith("rerank")}}
+                                    for e in served_effects(result["table"])]
+            result["summary"] = summarize(result["table"], result)
+            print_seed(result)
+        print_summary(saved["results"], saved["days"], args.report)
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     results = []
     for seed in seeds:
@@ -223,22 +273,15 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"days": args.days, "seeds": seeds, "load_average": os.getloadavg(),
                                         "results": results}, indent=2, default=str))
-    print(f"\n== {len(seeds)} seeds x {args.days} days")
-    print(f"{'seed':>5}  {'clear days':>10}  {'gate agrees':>11}  {'promoted':>8}  {'served GT last 7':>16}  "
-          f"{'legacy':>6}  {'worst promotion':>15}  {'refit - twin':>12}  {'ceiling':>7}")
-    for r in results:
-        s = r["summary"]
-        print(f"{r['seed']:>5}  {s['clear_days']:>10}  {s['agree']:>11}  {s['promoted']:>8}  "
-              f"{s['served_ndcg_last7']:>16.3f}  {s['legacy_ndcg_last7']:>6.3f}  {_num(s['worst_promotion_delta']):>15}  "
-              f"{_num(s['refit_minus_twin_mean']):>12}  {s['ceiling']:>7.3f}")
-    clear = sum(r["summary"]["clear_days"] for r in results)
-    agree = sum(r["summary"]["agree"] for r in results)
-    print(f"gate agrees with the ground truth on {agree} of {clear} clear days"
-          + (f" ({agree / clear:.0%})" if clear else "") + f"; results in {args.out}")
+    print_summary(results, args.days, args.out)
 
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.3f}"
+
+
+def _plain(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":
