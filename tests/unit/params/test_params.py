@@ -7,7 +7,7 @@ import pytest
 from feedloop import params
 from feedloop.config import Settings
 
-SETTINGS = Settings()  # defaults: floors auc 0.55 / ndcg@10 0.2, tolerance 0.02, 4 Kafka partitions
+SETTINGS = Settings()  # defaults: floors auc 0.52 / ndcg@10 0.2, tolerance 0.02, 4 Kafka partitions
 
 
 def problems(dag_id: str, values: dict) -> dict[str, str]:
@@ -70,7 +70,7 @@ def test_the_error_message_names_each_param():
 @pytest.mark.parametrize("values, overrides", [
     pytest.param({}, None, id="nothing-overridden"),
     pytest.param({"min_auc": 0.7}, {"floors": {"auc": 0.7, "ndcg@10": 0.2}}, id="typed-floor-keeps-the-other"),
-    pytest.param({"min_ndcg_at_10": 0.0, "max_regression": 1.0}, {"floors": {"auc": 0.55, "ndcg@10": 0.0},
+    pytest.param({"min_ndcg_at_10": 0.0, "max_regression": 1.0}, {"floors": {"auc": 0.52, "ndcg@10": 0.0},
                                                                    "tolerance": 1.0}, id="floor-and-tolerance"),
     pytest.param({"gate_thresholds": {"floors": {"auc": 0.0}}}, {"floors": {"auc": 0.0}}, id="object-replaces-floors"),
     pytest.param({"gate_thresholds": {"floors": {"auc": 0.0}}, "min_ndcg_at_10": 0.3},
