@@ -17,13 +17,13 @@ import traceback
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, TextIO
+from typing import Any, Callable, Iterator, NoReturn, TextIO, get_args
 
 import orjson
 
 from feedloop.cli_data import add_data_parser
 from feedloop.cli_model import add_model_parser
-from feedloop.config import load_settings
+from feedloop.config import Traffic, load_settings
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CHECK_FAILED = 0, 1, 2, 3
 _LOGGED: list[str] = []  # what this invocation told the operator on stderr (the last line names an error)
@@ -89,6 +89,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from feedloop import simulate
 
     settings = load_settings()
+    if args.traffic:
+        traffic = settings.simulate.model_copy(update={"traffic": args.traffic})
+        settings = settings.model_copy(update={"simulate": traffic})
     cfg = settings.simulate
     start = args.start or (datetime.now(timezone.utc).date() - timedelta(days=args.days or cfg.days))
     report = simulate.run(
@@ -101,8 +104,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         serving_urls=args.via_serving,
     )
     _emit(args, report, lambda: (
-        f"simulated {report.days} day(s) from {report.start}: {report.events:,} events in {report.requests:,} "
-        f"requests ({report.exploration_requests:,} exploration, {report.late_events:,} late) -> "
+        f"simulated {report.days} day(s) of {cfg.traffic} traffic from {report.start}: {report.events:,} events in "
+        f"{report.requests:,} requests ({report.exploration_requests:,} exploration, {report.late_events:,} late) -> "
         f"topic {settings.kafka.topic} in {report.seconds:.1f}s ({report.events_per_s:,.0f} events/s)\n"
         f"    by type: " + ", ".join(f"{k}={v:,}" for k, v in sorted(report.by_type.items()))
         + (f"\n    impressions logged by the pods: {report.pod_impressions:,} "
@@ -254,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--days", type=int, help="number of days (default from config)")
     sim.add_argument("--events-per-day", type=int, help="approximate events per day (default from config)")
     sim.add_argument("--seed", type=int, help="random seed (default from config)")
+    sim.add_argument("--traffic", choices=get_args(Traffic),
+                     help="bursty: heavy-tailed and empty hours, day CTRs up to 40 %% apart, late events up to 48 h "
+                          "(default simulate.traffic)")
     sim.add_argument("--ground-truth", type=Path, help="write the hidden ground truth to this JSON file")
     sim.add_argument("--via-serving", type=_urls, metavar="URL[,URL...]",
                      help="closed loop: feeds come from these serving pods (round-robin), which log the impressions; "

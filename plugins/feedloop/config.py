@@ -25,6 +25,7 @@ def repo_root() -> Path:
 
 RankingMetric = Literal["auc", "ndcg@1", "ndcg@5", "ndcg@10", "map", "mrr"]
 DebiasedMetric = Literal["ndcg@1", "ndcg@5", "ndcg@10"]  # feedloop.counterfactual, estimator snips-ipw
+Traffic = Literal["steady", "bursty"]  # feedloop.traffic: the simulated request times, click rates and late events
 
 
 class _Section(BaseModel):
@@ -89,6 +90,7 @@ class SimulateSettings(_Section):
     list_size: int = Field(12, ge=1)
     exploration_share: float = Field(0.05, ge=0, le=1)
     late_share: float = Field(0.01, ge=0, le=1)
+    traffic: Traffic = "steady"  # bursty: heavy-tailed and empty hours, daily CTR swings, events up to 48 h late
 
 
 class IngestSettings(_Section):

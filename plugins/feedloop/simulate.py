@@ -8,6 +8,7 @@ and online metrics can be checked against the truth that generated them.
 
 from __future__ import annotations
 
+import bisect
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import orjson
 
 from feedloop.config import Settings, SimulateSettings
 from feedloop.events import SCHEMA_VERSION, format_ts, to_json
+from feedloop.traffic import LATE_MAX_HOURS, DayTraffic, bursty_day, steady_day
 
 if TYPE_CHECKING:
     from feedloop.ranking_client import Ranked
@@ -295,6 +297,22 @@ def day_table(stats: list[DayStats]) -> list[str]:
     return lines
 
 
+class ArrivalQueue:
+    """Events waiting to reach Kafka: each day releases, in arrival order, those that arrived before it ended."""
+
+    def __init__(self) -> None:
+        self.pending: list[Record] = []
+
+    def release(self, records: list[Record], until_ms: int | None) -> list[Record]:
+        """Queue `records`, then take out those arriving before `until_ms` (None: everything queued)."""
+        self.pending.extend(records)
+        self.pending.sort()
+        cut = len(self.pending) if until_ms is None else bisect.bisect_left(self.pending, until_ms,
+                                                                             key=lambda r: r.arrival_ms)
+        released, self.pending = self.pending[:cut], self.pending[cut:]
+        return released
+
+
 class Simulator:
     """Generates each day's requests, impressions and outcomes, in arrival order.
 
@@ -319,26 +337,37 @@ class Simulator:
         self._items_by_tenant = [np.flatnonzero(self.world.item_tenant == t) for t in range(len(self.world.tenants))]
         self._activity = self.world.user_activity / self.world.user_activity.sum()
         self.ranker = ranker
+        self._late_max_hours = LATE_MAX_HOURS[cfg.traffic]
+        self._arrivals = ArrivalQueue()
 
     def records(self, report: SimulationReport) -> Iterator[Record]:
         """All events of all days, sorted by arrival; late events are held back until they arrive."""
-        pending: list[Record] = []
+        arrivals = ArrivalQueue()
         for day in range(self.days):
-            day_end_ms = int((self.t0 + timedelta(days=day + 1)).timestamp() * 1000)
-            pending.extend(self._day(day, report))
-            pending.sort()
-            cut = next((i for i, r in enumerate(pending) if r.arrival_ms >= day_end_ms), len(pending))
-            if day == self.days - 1:
-                cut = len(pending)
-            yield from pending[:cut]
-            pending = pending[cut:]
+            yield from arrivals.release(self._day(day, report), self._release_until(day))
 
     def day_records(self, day: int, report: SimulationReport) -> list[Record]:
-        """One day's events in arrival order, its late arrivals included (they reach Kafka after the day ends).
+        """One day's events in arrival order, for stepping day by day (the closed loop); days in order.
 
-        For stepping day by day (the closed loop): the day's retrain sees every event of the day.
+        Steady: the day's late arrivals included (they reach Kafka after the day ends), so the day's retrain
+        sees every event of the day. Bursty: what arrives after the day ends is held back and comes with the
+        day it arrives in, as in production, where an hour can get events two days after it was validated.
         """
-        return sorted(self._day(day, report))
+        if self.cfg.traffic == "steady":
+            return sorted(self._day(day, report))
+        return self._arrivals.release(self._day(day, report), self._release_until(day))
+
+    def _release_until(self, day: int) -> int | None:
+        """The end of the day in ms, or None on the last day: nothing is left pending when the simulation ends."""
+        if day == self.days - 1:
+            return None
+        return int((self.t0 + timedelta(days=day + 1)).timestamp() * 1000)
+
+    def _traffic(self, day: int, n_requests: int) -> DayTraffic:
+        """Steady draws from the simulator's generator, as it always did; bursty from a generator of its own."""
+        if self.cfg.traffic == "steady":
+            return steady_day(self.rng, n_requests)
+        return bursty_day(self.cfg.seed, day, n_requests)
 
     def _day(self, day: int, report: SimulationReport) -> list[Record]:
         cfg, w, rng = self.cfg, self.world, self.rng
@@ -347,7 +376,8 @@ class Simulator:
         day_start = self.t0 + timedelta(days=day)
         day_offset_s = day * 86400
         users = rng.choice(len(w.user_tenant), n_requests, p=self._activity)
-        seconds = np.sort(rng.uniform(0, 86400, n_requests))
+        traffic = self._traffic(day, n_requests)  # here, between users and surfaces: steady's draws keep their order
+        seconds = traffic.seconds
         surfaces = rng.choice(len(self._surfaces), n_requests, p=list(SURFACE_SHARE.values()))
         devices = rng.choice(len(self._devices), n_requests, p=list(DEVICE_SHARE.values()))
         explore = rng.random(n_requests) < cfg.exploration_share
@@ -387,7 +417,7 @@ class Simulator:
             positions = np.arange(1, k + 1)
             util = w.utility(u, shown)
             gains = _sigmoid(util - 1.0)  # = true_gain(w, u, shown)
-            p_click = examination(surface, positions) * gains
+            p_click = examination(surface, positions) * gains * traffic.click_factor  # above 1: a sure click
             clicks = rng.random(k) < p_click
             pool_gains = true_gain(w, u, cand)
             stats.add(version=version or LEGACY, impressions=k, clicks=int(clicks.sum()),
@@ -442,7 +472,7 @@ class Simulator:
         }
         delay_ms = int(self.rng.exponential(1500)) + 50
         if self.rng.random() < self.cfg.late_share:
-            delay_ms += int(self.rng.uniform(1, 6) * 3600_000)
+            delay_ms += int(self.rng.uniform(1, self._late_max_hours) * 3600_000)
             report.late_events += 1
         report.events += 1
         report.by_type[event_type] = report.by_type.get(event_type, 0) + 1
