@@ -6,11 +6,17 @@ For logical date D (the day that just ended), in order:
 0. **check_params** — every param against its type and bounds, no unknown names, and the rules
    across params (`promotion_mode=force` needs `force_reason`, `accept_hours` needs
    `accept_reason`, ...); a bad run fails here, naming the param, before any work.
-1. **validate** — Great Expectations checks every hour partition of D; a failing hour is quarantined,
-   the task fails with every failed expectation and the report link, Slack and email are alerted.
-   To train on a failing hour anyway, trigger with `accept_hours` and a non-empty `accept_reason`.
-2. **build_dataset** — refuses a window with quarantined or unvalidated hours, then builds the
-   point-in-time training set of `[D + 1 - window_days, D + 1)` (`s3://<lake>/datasets/ranker/D/`).
+1. **validate** — Great Expectations checks every hour partition of D. A blocking failure (schema,
+   types, ids, enums, bounds, duplicates, orphan outcomes, event time, a zero click rate) quarantines
+   its hour: Slack and email get one incident naming every failed expectation and the report link.
+   Warnings (volume, click-rate drift, unknown tenants, freshness) are recorded and alerted once per
+   day; the hour trains. With `dataset.on_quarantined: refuse` the task fails on a quarantined hour.
+   To train on a quarantined hour, trigger with `accept_hours` and a non-empty `accept_reason`.
+2. **build_dataset** — validates again the window's hours whose objects changed since validation
+   (late events, replays), leaves quarantined hours out (named in the lineage, the report and the
+   log; refused when fewer than `dataset.min_clean_share` of the hours are clean, or on any with
+   `on_quarantined: refuse`), then builds the point-in-time training set of
+   `[D + 1 - window_days, D + 1)` (`s3://<lake>/datasets/ranker/D/`).
    Skipped (with the reason) while fewer than `dataset.min_window_days` days of data exist.
 3. **publish_features** (beside train) — the dataset's feature snapshot (as of D + 1) becomes an
    immutable folder `s3://<models>/features/snapshots/<as_of>-<hash>/` and `features/live.json`
@@ -81,8 +87,8 @@ def retrain_ranker():
         return quality_tasks.validate(ds=ds, run_id=run_id, params=params)
 
     @task
-    def build_dataset(*, ds: str, params: dict) -> dict:
-        return training_tasks.build_dataset(ds=ds, params=params)
+    def build_dataset(*, ds: str, run_id: str, params: dict) -> dict:
+        return training_tasks.build_dataset(ds=ds, run_id=run_id, params=params)
 
     @task
     def publish_features(*, ds: str, run_id: str, params: dict) -> dict:

@@ -89,7 +89,31 @@ def validation(settings: Settings, run: Run, summary: dict[str, Any], *, report_
         partitions=partitions, details_title="Failed expectations (observed vs expected)",
         details=details + [f"Report: {report_uri}"], failing_rows=sum(rows) if rows else None,
         failing_days=max(streaks.values(), default=1), links=doc_links + [("Airflow run", run.run_url)],
-        actions=validation_actions(run, failed_hours, _rollback_target(settings)))
+        actions=validation_actions(run, failed_hours, _rollback_target(settings),
+                                   excluded=settings.dataset.on_quarantined == "exclude"))
+
+
+def validation_warnings(run: Run, summary: dict[str, Any], *, report_uri: str) -> dict[str, Any]:
+    """Unusual but valid data (warn checks): every warned hour of the day in one message; they all train."""
+    from feedloop.quality.report import failure_line
+
+    hours = sorted(int(h) for h, v in summary["hours"].items() if v.get("warnings"))
+    warnings = [f for h in hours for f in summary["hours"][f"{h:02d}"]["warnings"]]
+    checks = sorted({f["check"] for f in warnings})
+    return _content(
+        run, kind="validation warnings",
+        headline=f"{len(hours)} of {len(summary['hours'])} hour partition(s) unusual ({', '.join(checks)}); "
+                 "they are trained on",
+        partitions=[f"{run.partition}/hour={h:02d}" for h in hours],
+        details_title="Warnings (observed vs expected)", details=[failure_line(f) for f in warnings]
+        + [f"Report: {report_uri}"], failing_rows=None, failing_days=1,
+        links=[(f"Validation report {run.partition} (all hours)", links.data_docs_url(run.day, "index.html")),
+               ("Airflow run", run.run_url)],
+        actions=[("Nothing blocks training. If the change is expected (a campaign, a new surface), widen the band "
+                  "or make the check silent for a tenant: quality.thresholds / quality.tenants.<tenant> in "
+                  "include/config/feedloop.yaml", None),
+                 ("If it is a real problem (a producer losing events), make the check block: quality.severity",
+                  "feedloop data status --day " + run.day.isoformat())])
 
 
 def blocked(settings: Settings, run: Run, exc: Any, *, failing_days: int) -> dict[str, Any]:
@@ -139,7 +163,8 @@ def rollback_notice(settings: Settings, result: dict[str, Any], *, by: str, reas
 
 # ---- what to do ----------------------------------------------------------------------------------
 
-def validation_actions(run: Run, failed_hours: list[int], previous: str | None) -> list[tuple[str, str | None]]:
+def validation_actions(run: Run, failed_hours: list[int], previous: str | None, *,
+                       excluded: bool = False) -> list[tuple[str, str | None]]:
     day = run.day
     actions: list[tuple[str, str | None]] = []
     for start, end in _hour_ranges(failed_hours) or [(0, 24)]:
@@ -155,8 +180,9 @@ def validation_actions(run: Run, failed_hours: list[int], previous: str | None) 
             f"accept_hours {failed_hours}, accept_reason. CLI",
             f"airflow backfill create --dag-id {run.dag_id} --from-date {day} --to-date {day} "
             f"--reprocess-behavior failed --dag-run-conf '{conf}'"))
-    actions.append(_rollback_action(previous, "Until then training waits and the live model keeps serving. "
-                                              "If a live model was trained on bad data, roll back"))
+    until = ("Until then these hours are left out of training (dataset.on_quarantined: exclude)" if excluded
+             else "Until then training waits and the live model keeps serving")
+    actions.append(_rollback_action(previous, f"{until}. If a live model was trained on bad data, roll back"))
     return actions
 
 

@@ -59,7 +59,6 @@ class FeedloopNotifier(BaseNotifier):
 
     def _fail(self, run: alert_content.Run, error: BaseException | None) -> None:
         store = incidents.IncidentStore.from_settings(self.settings)
-        key = incidents.key(run.dag_id, run.task_id, run.partition)
 
         def failing_days() -> int:
             try:
@@ -69,40 +68,69 @@ class FeedloopNotifier(BaseNotifier):
                 return 1
 
         content = alert_content.for_failure(self.settings, run, error, failing_days=failing_days)
-        now = datetime.now(timezone.utc)
-        try:
-            transition = store.fail(key, content, now=now, run_id=run.run_id)
-        except Exception as exc:  # noqa: BLE001 - S3 down is exactly when the alert must still go out
-            log.exception("incident state %s unavailable: alerting without de-duplication", store.uri(key))
-            _raise_undelivered(deliver(self.settings, content, footer=f"Incident state unavailable ({exc}); this "
-                                                                      "alert may repeat."), content)
-            return
-        record = transition.record
-        pending = [c for c in incidents.CHANNELS if transition.new or not record["delivered"].get(c)]
-        if not pending:
-            log.info("incident %s (%s) seen %s times: record updated, no new message", record["id"], key,
-                     record["count"])
-            return
-        hours = self.settings.alerts.incident_window_hours
-        footer = (f"Incident {record['id']}: a repeat within {hours:g} h updates it without a new message; the next "
-                  f"success of {run.dag_id}.{run.task_id} for {run.day} resolves it. State: {store.uri(key)}")
-        errors = deliver(self.settings, content, footer=footer, channels=pending,
-                         headers={"Message-ID": _message_id(record)})
-        store.delivered(key, record["id"], errors, now=now)
-        _raise_undelivered(errors, content)
+        open_incident(self.settings, run, incidents.key(run.dag_id, run.task_id, run.partition), content,
+                      resolves=f"the next success of {run.dag_id}.{run.task_id} for {run.day} resolves it")
 
     def _resolve(self, run: alert_content.Run) -> None:
-        store = incidents.IncidentStore.from_settings(self.settings)
-        resolution = {"text": f"{run.dag_id}.{run.task_id} succeeded for {run.day} in run {run.run_id}",
-                      "run_id": run.run_id, "run_url": run.run_url}
-        record = store.resolve(incidents.key(run.dag_id, run.task_id, run.partition),
-                               now=datetime.now(timezone.utc), resolution=resolution)
-        if record is None:
-            return
-        subject, body = alert_content.resolved_email(record)
-        errors = _send(self.settings, slack=alert_content.resolved_slack(record), subject=subject, html=body,
-                       headers={"In-Reply-To": _message_id(record), "References": _message_id(record)})
-        _raise_undelivered(errors, record)
+        resolve_incident(self.settings, incidents.key(run.dag_id, run.task_id, run.partition),
+                         {"text": f"{run.dag_id}.{run.task_id} succeeded for {run.day} in run {run.run_id}",
+                          "run_id": run.run_id, "run_url": run.run_url})
+
+
+def open_incident(settings: Settings, run: alert_content.Run, key: str, content: dict[str, Any], *,
+                  resolves: str) -> None:
+    """Open the incident `key` (Slack + email) or, on a repeat within the window, only update its record."""
+    store = incidents.IncidentStore.from_settings(settings)
+    now = datetime.now(timezone.utc)
+    try:
+        transition = store.fail(key, content, now=now, run_id=run.run_id)
+    except Exception as exc:  # noqa: BLE001 - S3 down is exactly when the alert must still go out
+        log.exception("incident state %s unavailable: alerting without de-duplication", store.uri(key))
+        _raise_undelivered(deliver(settings, content, footer=f"Incident state unavailable ({exc}); this "
+                                                             "alert may repeat."), content)
+        return
+    record = transition.record
+    pending = [c for c in incidents.CHANNELS if transition.new or not record["delivered"].get(c)]
+    if not pending:
+        log.info("incident %s (%s) seen %s times: record updated, no new message", record["id"], key,
+                 record["count"])
+        return
+    hours = settings.alerts.incident_window_hours
+    footer = (f"Incident {record['id']}: a repeat within {hours:g} h updates it without a new message; {resolves}. "
+              f"State: {store.uri(key)}")
+    errors = deliver(settings, content, footer=footer, channels=pending, headers={"Message-ID": _message_id(record)})
+    store.delivered(key, record["id"], errors, now=now)
+    _raise_undelivered(errors, content)
+
+
+def resolve_incident(settings: Settings, key: str, resolution: dict[str, Any]) -> None:
+    """Resolve the open incident `key`, if any: one message, threaded under the incident's email."""
+    record = incidents.IncidentStore.from_settings(settings).resolve(key, now=datetime.now(timezone.utc),
+                                                                     resolution=resolution)
+    if record is None:
+        return
+    subject, body = alert_content.resolved_email(record)
+    errors = _send(settings, slack=alert_content.resolved_slack(record), subject=subject, html=body,
+                   headers={"In-Reply-To": _message_id(record), "References": _message_id(record)})
+    _raise_undelivered(errors, record)
+
+
+def validation_incidents(settings: Settings, context: Any, result: Any) -> None:
+    """The day's data incidents from a validation that did not fail its task (dataset.on_quarantined:
+    exclude): one for its quarantined hours and one for its warned hours, each once per DAG + day,
+    resolved by a later validation of that day without them."""
+    run = _run(context)
+    for kind, hours in (("quarantine", result.quarantined_hours), ("warnings", result.warned_hours)):
+        key = incidents.key(run.dag_id, f"{run.task_id}:{kind}", run.partition)
+        if hours:
+            content = (alert_content.validation(settings, run, result.summary, report_uri=result.report_uri)
+                       if kind == "quarantine" else
+                       alert_content.validation_warnings(run, result.summary, report_uri=result.report_uri))
+            open_incident(settings, run, key, content,
+                          resolves=f"a validation of {run.day} without {kind} hours resolves it")
+        else:
+            resolve_incident(settings, key, {"text": f"validation of {run.day} in run {run.run_id}: no {kind} hours",
+                                             "run_id": run.run_id, "run_url": run.run_url})
 
 
 def deliver(settings: Settings, content: dict[str, Any], *, footer: str = "",

@@ -23,6 +23,7 @@ def repo_root() -> Path:
     return Path(os.environ.get("FEEDLOOP_HOME") or Path(__file__).resolve().parents[2])
 
 
+Severity = Literal["block", "warn"]  # a failed check quarantines its hour (block) or is only recorded and alerted
 RankingMetric = Literal["auc", "ndcg@1", "ndcg@5", "ndcg@10", "map", "mrr"]
 DebiasedMetric = Literal["ndcg@1", "ndcg@5", "ndcg@10"]  # feedloop.counterfactual, estimator snips-ipw
 Traffic = Literal["steady", "bursty"]  # feedloop.traffic: the simulated request times, click rates and late events
@@ -113,23 +114,33 @@ class QualityThresholds(_Section):
 
     max_position: int = Field(200, ge=1)
     max_dwell_ms: int = Field(3_600_000, ge=0)
-    volume_band: float = Field(0.5, ge=0)             # rows within mean * (1 +- band) of the trailing same hour
-    volume_min_rows: int = Field(1000, ge=0)          # smaller tenant-hours are too noisy for the band (skipped)
-    ctr_band: float = Field(0.5, ge=0)                # CTR per surface within mean * (1 +- band)
-    ctr_min_impressions: int = Field(200, ge=1)       # fewer impressions (now or in the baseline): not judged
+    volume_mad_k: float = Field(4.0, gt=0)            # rows within the trailing same hour's median +- k robust
+                                                      # deviations (1.4826 MAD), on a log scale: heavy tails
+    volume_band: float = Field(0.5, ge=0)             # ... and never narrower than median * (1 +- band)
+    volume_min_rows: int = Field(1000, ge=0)          # a same-hour median below this is too noisy to judge (skipped)
+    ctr_mad_k: float = Field(4.0, gt=0)               # CTR per surface within the trailing same hour's median +- k
+    ctr_band: float = Field(0.5, ge=0)                # robust deviations, never narrower than median * (1 +- band)
+    ctr_min_impressions: int = Field(200, ge=1)       # fewer impressions (now, or on a baseline day): not judged
     max_unknown_tenant_share: float = Field(0.01, ge=0, le=1)
-    max_orphan_outcomes: int = Field(0, ge=0)         # outcomes with no impression (request_id, item_id) in the window
+    max_duplicate_share: float = Field(0.001, ge=0, le=1)  # event ids seen twice (a producer retry) up to this share
+    min_position_impressions: int = Field(100, ge=1)  # hours with this many events must show >= 2 distinct positions
+    max_orphan_outcomes: int = Field(3, ge=0)         # outcomes with no impression (request_id, item_id) in the
+    max_orphan_share: float = Field(0.05, ge=0, le=1)  # window: up to max(this many, this share of the outcomes);
+                                                      # a late impression makes its outcome an orphan until it lands
 
 
 class TenantThresholds(_Section):
-    """Per-tenant overrides of QualityThresholds; unset keys fall back to quality.thresholds."""
+    """Per-tenant overrides of QualityThresholds and of check severities; unset keys fall back to the defaults."""
 
     max_position: int | None = Field(None, ge=1)
     max_dwell_ms: int | None = Field(None, ge=0)
+    volume_mad_k: float | None = Field(None, gt=0)
     volume_band: float | None = Field(None, ge=0)
     volume_min_rows: int | None = Field(None, ge=0)
+    ctr_mad_k: float | None = Field(None, gt=0)
     ctr_band: float | None = Field(None, ge=0)
     ctr_min_impressions: int | None = Field(None, ge=1)
+    severity: dict[str, Severity] = {}                # check -> block | warn, for this tenant's instances of it
 
 
 class QualitySettings(_Section):
@@ -139,13 +150,21 @@ class QualitySettings(_Section):
     outcome_lookback_hours: int = Field(1, ge=0)      # an outcome may refer to an impression this many hours back
     freshness_lag_hours: float = Field(3, gt=0)       # newest event of the day no older than day end minus this
     thresholds: QualityThresholds = QualityThresholds()
+    severity: dict[str, Severity] = {}                # check -> block | warn, over the suites' meta.severity
     tenants: dict[str, TenantThresholds] = {}
 
     def for_tenant(self, tenant: str | None) -> QualityThresholds:
         override = self.tenants.get(tenant) if tenant else None
         if override is None:
             return self.thresholds
-        return self.thresholds.model_copy(update=override.model_dump(exclude_none=True))
+        return self.thresholds.model_copy(update=override.model_dump(exclude_none=True, exclude={"severity"}))
+
+    def severity_of(self, check: str, tenant: str | None, default: Severity) -> Severity:
+        """The tenant's override, else the deployment's, else the suite's own severity for `check`."""
+        override = self.tenants.get(tenant) if tenant else None
+        if override is not None and check in override.severity:
+            return override.severity[check]
+        return self.severity.get(check, default)
 
 
 class AlertSettings(_Section):
@@ -168,6 +187,10 @@ class RetrainSettings(_Section):
 class DatasetSettings(_Section):
     window_days: int = Field(14, ge=1)              # training window [D - window_days, D)
     min_window_days: int = Field(3, ge=3)           # fewer days of data (since retrain.start_date): no training
+    on_quarantined: Literal["exclude", "refuse"] = "exclude"  # quarantined hours: left out of the training set,
+                                                    # or the whole window refused (and validate fails)
+    min_clean_share: float = Field(0.8, ge=0, le=1)  # exclude: refuse the window when fewer of its hours with
+                                                    # data are clean (validated, passed / warned / accepted)
     attribution_minutes: int = Field(60, ge=1)      # outcomes count for an impression within this time
     long_dwell_ms: int = Field(30_000, ge=0)
     label_grades: dict[str, int] = {"click": 1, "long_dwell": 2, "like": 2, "share": 3}

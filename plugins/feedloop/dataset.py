@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from feedloop import features, lake, propensity
 from feedloop.config import Settings
+from feedloop.quality.status import label
 from feedloop.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class DatasetResult:
     content_hash: str = ""
     propensity_method: str = ""
     input_objects: int = 0
+    excluded_hours: dict[str, str] = field(default_factory=dict)  # dt=D/hour=HH -> why it was left out
     seconds: float = 0.0
 
 
@@ -63,8 +65,22 @@ def window(settings: Settings, end: date) -> tuple[date, date]:
     return start, end
 
 
-def build(settings: Settings, *, end: date, store: ObjectStore | None = None) -> DatasetResult:
-    """Build datasets/ranker/<end - 1 day>/ from impressions of [end - window_days, end)."""
+def input_start(settings: Settings, start: date) -> date:
+    """The first event day a window starting at `start` reads.
+
+    Windows count by ARRIVAL day, partitions are by EVENT day: reach back far enough for an event
+    that happened up to ingest.max_lateness_hours before it arrived inside the longest window.
+    """
+    return start - timedelta(days=features.MAX_WINDOW + math.ceil(settings.ingest.max_lateness_hours / 24))
+
+
+def build(settings: Settings, *, end: date, store: ObjectStore | None = None,
+          excluded: dict[str, str] | None = None) -> DatasetResult:
+    """Build datasets/ranker/<end - 1 day>/ from impressions of [end - window_days, end).
+
+    `excluded` ({dt=D/hour=HH: why}, from quality.training_window) names hour partitions whose
+    objects are left out entirely (labels, features and impressions); the lineage records them.
+    """
     from feedloop import duck
 
     t0 = time.perf_counter()
@@ -72,11 +88,10 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None) ->
     start, end = window(settings, end)
     day = end - timedelta(days=1)
     bucket, prefix = settings.s3.lake_bucket, lake.dataset_prefix(day)
-    result = DatasetResult(day.isoformat(), f"s3://{bucket}/{prefix}", start.isoformat(), end.isoformat())
-    # Windows count by ARRIVAL day, partitions are by EVENT day: reach back far enough for an event
-    # that happened up to ingest.max_lateness_hours before it arrived inside the longest window.
-    lookback = timedelta(days=features.MAX_WINDOW + math.ceil(settings.ingest.max_lateness_hours / 24))
-    inputs = _input_objects(store, bucket, settings.kafka.topic, start - lookback, end)
+    result = DatasetResult(day.isoformat(), f"s3://{bucket}/{prefix}", start.isoformat(), end.isoformat(),
+                           excluded_hours=dict(sorted((excluded or {}).items())))
+    inputs = _input_objects(store, bucket, settings.kafka.topic, input_start(settings, start), end,
+                            excluded=set(result.excluded_hours))
     result.input_objects = len(inputs)
     with tempfile.TemporaryDirectory(prefix="feedloop-dataset-") as tmp:
         con = duck.connect(settings, memory_limit=settings.dataset.duckdb_memory_limit,
@@ -101,14 +116,16 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None) ->
     return result
 
 
-def _input_objects(store: ObjectStore, bucket: str, topic: str, start: date, end: date) -> dict[str, str]:
-    """Every events object of the topic for event days [start, end] (features look back, labels ahead)."""
+def _input_objects(store: ObjectStore, bucket: str, topic: str, start: date, end: date, *,
+                   excluded: set[str]) -> dict[str, str]:
+    """Every events object of the topic for event days [start, end] (features look back, labels ahead),
+    except those of the `excluded` hour partitions (dt=D/hour=HH)."""
     found: dict[str, str] = {}
     d = start
     while d <= end:
         for key in store.list_keys(bucket, lake.day_prefix(d)):
             ref = lake.parse_key(key)
-            if ref and ref.topic == topic:
+            if ref and ref.topic == topic and not (ref.hour and label(ref.hour) in excluded):
                 found[key] = ""
         d += timedelta(days=1)
     for key in found:

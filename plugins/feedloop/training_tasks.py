@@ -23,15 +23,18 @@ def _settings(params: dict[str, Any]) -> Settings:
     return settings.model_copy(update=updates) if updates else settings
 
 
-def build_dataset(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Refuse an unvalidated window, then build the point-in-time training set; skip if too little data."""
+def build_dataset(*, ds: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The window's trainable hours by dataset.on_quarantined (late hours validated again), then the
+    point-in-time training set without the hours left out; skip if too little data."""
+    import logging
     from dataclasses import asdict
     from datetime import datetime, timezone
 
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     from feedloop import dataset
-    from feedloop.quality.status import WindowNotReady, require_validated_window
+    from feedloop.quality import WindowNotReady, training_window
+    from feedloop.quality.window import quarantined_hours
 
     settings = _settings(params)
     end = date.fromisoformat(ds) + timedelta(days=1)
@@ -41,11 +44,15 @@ def build_dataset(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
         raise AirflowSkipException(str(exc)) from exc
     as_dt = [datetime(d.year, d.month, d.day, tzinfo=timezone.utc) for d in (start, end)]
     try:
-        require_validated_window(settings, *as_dt)
+        checked = training_window(settings, *as_dt, run_id=run_id)
     except WindowNotReady as exc:
         raise AirflowFailException(f"training refused: {exc}") from exc
-    result = dataset.build(settings, end=end)
-    return {k: v for k, v in asdict(result).items() if k != "files"}
+    excluded = checked.excluded | quarantined_hours(settings, dataset.input_start(settings, start), start)
+    for part, why in excluded.items():
+        logging.getLogger(__name__).warning("left out of the training set: %s: %s", part, why)
+    result = dataset.build(settings, end=end, excluded=excluded)
+    return {**{k: v for k, v in asdict(result).items() if k != "files"}, "revalidated": checked.revalidated,
+            "clean_share": round(checked.clean_share, 4)}
 
 
 def publish_features(*, ds: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,11 @@
-"""Where each hour partition stands, for people: validated, quarantined, force-accepted, not validated, missing.
+"""Where each hour partition stands, for people: validated, warned, quarantined, force-accepted, not validated,
+missing.
 
 Why cheap reads only: the Data quality view and every report.html show many days at once. Per day
 this reads the day's summary.json (every hour's state from its last validation) and ONE listing of
 the day's event objects; it never opens per-hour status files or data. An hour whose objects were
 written after its validation (a late event, a replay) counts as not validated again, as the
-training gate (status.require_validated_window) would refuse it.
+training window (quality.window) would validate it again first.
 """
 
 from __future__ import annotations
@@ -14,20 +15,20 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from feedloop import lake
-from feedloop.quality.status import ACCEPTED, FAILED, PASSED, day_prefix, summary_key
+from feedloop.quality.status import ACCEPTED, FAILED, PASSED, WARNED, day_prefix, summary_key
 from feedloop.storage import ObjectStore
 
-VALIDATED, QUARANTINED, FORCE_ACCEPTED, NOT_VALIDATED, MISSING = (
-    "validated", "quarantined", "force-accepted", "not validated", "missing")
-STATES = (VALIDATED, QUARANTINED, FORCE_ACCEPTED, NOT_VALIDATED, MISSING)
-_FROM_VALIDATION = {PASSED: VALIDATED, FAILED: QUARANTINED, ACCEPTED: FORCE_ACCEPTED}
+VALIDATED, WARNED_VIEW, QUARANTINED, FORCE_ACCEPTED, NOT_VALIDATED, MISSING = (
+    "validated", "warned", "quarantined", "force-accepted", "not validated", "missing")
+STATES = (VALIDATED, WARNED_VIEW, QUARANTINED, FORCE_ACCEPTED, NOT_VALIDATED, MISSING)
+_FROM_VALIDATION = {PASSED: VALIDATED, WARNED: WARNED_VIEW, FAILED: QUARANTINED, ACCEPTED: FORCE_ACCEPTED}
 
 
 @dataclass(frozen=True)
 class HourStatus:
     hour: int
     state: str
-    why: str = ""                                     # failed checks, the acceptance reason, what changed
+    why: str = ""                                     # failed / warned checks, the acceptance reason, what changed
     rows: int | None = None
     docs: tuple[str, ...] = ()                        # Data Docs pages: "rows", "metrics" (hour=HH/<name>.html)
 
@@ -92,6 +93,7 @@ def _hour(hour: int, record: dict[str, Any] | None, newest: datetime | None, val
         return HourStatus(hour, NOT_VALIDATED, "objects in the lake, never validated") if newest else \
             HourStatus(hour, MISSING, "no events in the lake for this hour")
     docs = tuple(record.get("docs", ()))
+    validated_at = record.get("validated_at") or validated_at  # an hour validated again later has its own time
     if newest is None:
         return HourStatus(hour, MISSING, "validated, but its objects are gone from the lake", docs=docs)
     if validated_at and newest > datetime.fromisoformat(validated_at):
@@ -99,13 +101,17 @@ def _hour(hour: int, record: dict[str, Any] | None, newest: datetime | None, val
                                                f"the validation at {validated_at}: re-validate",
                           record.get("row_count"), docs)
     state = _FROM_VALIDATION.get(record["state"], NOT_VALIDATED)
-    if state == QUARANTINED:
-        why = "; ".join(sorted({f"{f['check']} ({f['expectation']})" for f in record.get("failures", [])}))
+    if state in (QUARANTINED, WARNED_VIEW):
+        found = record.get("failures" if state == QUARANTINED else "warnings", [])
+        why = "; ".join(sorted({f"{f['check']} ({f['expectation']}): {f['observed']}" for f in found}))
     elif state == FORCE_ACCEPTED:
         accepted = record.get("accepted") or {}
         why = f"accepted by {accepted.get('by')}: {accepted.get('reason')}"
     else:
         why = ""
+    if again := record.get("revalidation"):
+        why = "; ".join(filter(None, [why, f"re-validated at {again['at']} ({again['changed']}), was "
+                                           f"{again['previous_state']}"]))
     return HourStatus(hour, state, why, record.get("row_count"), docs)
 
 

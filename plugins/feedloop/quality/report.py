@@ -29,6 +29,7 @@ def failure(partition: str, result: Any, *, docs: str | None = None) -> dict[str
         "partition": partition,
         "check": cfg.meta.get("check", cfg.type),
         "scope": cfg.meta.get("scope", ""),
+        "severity": cfg.meta.get("severity", "block"),
         "expectation": f"{cfg.type}({column})" if column else cfg.type,
         "expected": ", ".join(f"{k}={_short(v)}" for k, v in kwargs.items() if k not in _NOT_EXPECTATIONS) or "-",
         "observed": _observed(result),
@@ -85,25 +86,33 @@ def _page_view() -> Any:
 
 
 def index_html(summary: dict[str, Any]) -> str:
-    """The day's landing page: one row per hour with its state, failures and links to Data Docs."""
+    """The day's landing page: one row per hour with its state, failures, warnings and links to Data Docs."""
     esc = html.escape
     rows = []
     for hour, h in sorted(summary["hours"].items()):
         problems = "<br>".join(esc(failure_line(f)) for f in h.get("failures", [])) or "-"
+        warnings = "<br>".join(esc(failure_line(f)) for f in h.get("warnings", [])) or "-"
         skipped = "<br>".join(esc(f"{s['check']} {s['scope']}: {s['reason']}") for s in h.get("skipped", [])) or "-"
         accepted = h.get("accepted")
         note = f"<br><i>accepted: {esc(accepted['reason'])} ({esc(accepted['by'])})</i>" if accepted else ""
+        if again := h.get("revalidation"):
+            note += (f"<br><i>re-validated at {esc(again['at'])} ({esc(again['changed'])}); before: "
+                     f"{esc(again['previous_state'])}; the changed objects alone: {esc(again['objects_state'])}</i>")
         links = " ".join(f'<a href="hour={hour}/{name}.html">{name}</a>' for name in h.get("docs", []))
         rows.append(f"<tr class='{esc(h['state'])}'><td>{hour}</td><td>{esc(h['state'])}{note}</td>"
-                    f"<td>{h.get('row_count', 0)}</td><td>{problems}</td><td>{skipped}</td><td>{links}</td></tr>")
+                    f"<td>{h.get('row_count', 0)}</td><td>{problems}</td><td>{warnings}</td><td>{skipped}</td>"
+                    f"<td>{links}</td></tr>")
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>feedloop validation {esc(summary['day'])}</title>
 <style>body{{font-family:sans-serif}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}
-.failed{{background:#fdd}}.accepted{{background:#ffd}}.passed{{background:#dfd}}</style></head><body>
+.failed{{background:#fdd}}.accepted{{background:#ffd}}.warned{{background:#fec}}.passed{{background:#dfd}}
+</style></head><body>
 <h1>Engagement validation, {esc(summary['day'])}</h1>
 <p>run {esc(summary['run_id'])} at {esc(summary['validated_at'])}: {esc(summary['verdict'])}</p>
-<table><tr><th>hour</th><th>state</th><th>rows</th><th>failed expectations (observed vs expected)</th>
-<th>skipped</th><th>Data Docs</th></tr>{''.join(rows)}</table></body></html>"""
+<p>Blocking failures quarantine their hour (left out of training); warnings are recorded and alerted,
+the hour trains. Severity per check: quality.severity in include/config/feedloop.yaml.</p>
+<table><tr><th>hour</th><th>state</th><th>rows</th><th>blocking failures (observed vs expected)</th>
+<th>warnings</th><th>skipped</th><th>Data Docs</th></tr>{''.join(rows)}</table></body></html>"""
 
 
 def verdict_message(summary: dict[str, Any], report_uri: str, report_url: str) -> str:

@@ -16,14 +16,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from feedloop.config import QualityThresholds, Settings, repo_root
+from feedloop.config import Settings, repo_root
 from feedloop.events import EVENT_TYPES, SURFACES
 from feedloop.lake import LAKE_SCHEMA, HourPartition
 from feedloop.quality import report
+from feedloop.quality.baselines import ctr_band, ctr_ceiling, volume_band
 from feedloop.quality.metrics import hour_metrics, impression_keys
 from feedloop.quality.partitions import IncompatibleObjects, hour_start, list_hours, previous_hours, read_hour
 from feedloop.quality.status import (
-    ACCEPTED, FAILED, PASSED, Acceptance, baseline_summaries, day_prefix, describe_change, hour_baseline,
+    ACCEPTED, FAILED, PASSED, WARNED, Acceptance, baseline_summaries, day_prefix, describe_change, hour_baseline,
     hour_prefix, label, read_status, summary_key, write_status,
 )
 from feedloop.quality.suites import METRICS_SUITE, ROWS_SUITE, HourScope, Unset, build_suite, instantiate, load_template
@@ -50,7 +51,16 @@ class DayResult:
 
     @property
     def ok(self) -> bool:
-        return self.summary["verdict"] == "passed"
+        """No hour quarantined (warnings allowed)."""
+        return self.summary["verdict"] != "failed"
+
+    @property
+    def warned_hours(self) -> list[int]:
+        return sorted(int(h) for h, v in self.summary["hours"].items() if v.get("warnings"))
+
+    @property
+    def quarantined_hours(self) -> list[int]:
+        return sorted(int(h) for h, v in self.summary["hours"].items() if v["state"] == FAILED)
 
 
 @dataclass
@@ -59,11 +69,17 @@ class _Hour:
     state: str = PASSED
     row_count: int = 0
     objects: dict[str, str] = field(default_factory=dict)
-    failures: list[dict[str, str]] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)   # blocking: the hour is quarantined
+    warnings: list[dict[str, str]] = field(default_factory=list)   # recorded and alerted; the hour trains
     skipped: list[dict[str, str]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)  # suite -> GX ExpectationSuiteValidationResult
     accepted: dict[str, str] | None = None
+    revalidation: dict[str, Any] | None = None
+
+    def add(self, failures: list[dict[str, Any]]) -> None:
+        self.failures += [f for f in failures if f["severity"] == "block"]
+        self.warnings += [f for f in failures if f["severity"] != "block"]
 
 
 def validate_day(settings: Settings, day: date, *, run_id: str = "manual",
@@ -83,6 +99,53 @@ def validate_day(settings: Settings, day: date, *, run_id: str = "manual",
         _decide(store, bucket, hour, acceptance)
         outcomes.append(hour)
     return _record(settings, store, day, outcomes, run_id)
+
+
+def revalidate(settings: Settings, partitions: list[HourPartition], *, run_id: str) -> dict[HourPartition, str]:
+    """Validate again hours whose objects changed since their validation (a late event, a replay) or that
+    were never validated; returns each hour's new state.
+
+    Two results are recorded per hour: the changed objects on their own (row checks: which object
+    brought the problem), then the whole hour with every check, as validate_day would; the hour's
+    status, Data Docs and its day's summary are updated in place, the previous state is kept beside.
+    """
+    store = ObjectStore.from_settings(settings)
+    bucket = settings.s3.lake_bucket
+    engine = _Engine(settings)
+    lookback = _LookbackKeys(store, bucket, settings.quality.outcome_lookback_hours)
+    states: dict[HourPartition, str] = {}
+    for day in sorted({p.day for p in partitions}):
+        hours = list_hours(store, bucket, day)
+        summary: dict[str, Any] = store.get_json(bucket, summary_key(day)) or {}  # type: ignore[assignment]
+        summaries = baseline_summaries(store, bucket, day, settings.quality.baseline_days)
+        newest = max(hours, default=None)
+        redone: list[_Hour] = []
+        for partition in sorted(p for p in partitions if p.day == day and p in hours):
+            keys = hours[partition]
+            prior = read_status(store, bucket, partition)
+            changed = sorted(keys) if prior is None else sorted(
+                k for k in keys if prior["objects"].get(k) != keys[k])
+            alone = engine.validate(store, bucket, partition, changed, newest=False, baseline=[], lookback=None) \
+                if changed else None
+            hour = engine.validate(store, bucket, partition, list(keys), newest=partition == newest,
+                                   baseline=hour_baseline(summaries, partition.hour), lookback=lookback)
+            _decide(store, bucket, hour, None)
+            hour.revalidation = {
+                "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "run_id": run_id,
+                "changed": describe_change(prior["objects"], keys) if prior else "never validated",
+                "previous_state": prior["state"] if prior else "not validated",
+                "previous_validated_at": prior.get("validated_at") if prior else None,
+                "objects_state": "none (objects removed only)" if alone is None
+                else FAILED if alone.failures else WARNED if alone.warnings else PASSED,
+                "objects_failures": [] if alone is None else alone.failures + alone.warnings,
+            }
+            redone.append(hour)
+            states[partition] = hour.state
+            log.info("re-validated %s (%s): %s -> %s", label(partition), hour.revalidation["changed"],
+                     hour.revalidation["previous_state"], hour.state)
+        if redone:
+            _record_hours(settings, store, day, redone, run_id, summary=summary)
+    return states
 
 
 class _LookbackKeys:
@@ -135,26 +198,28 @@ class _Engine:
         self.templates = {name: load_template(suites_dir, name) for name in (ROWS_SUITE, METRICS_SUITE)}
 
     def validate(self, store: ObjectStore, bucket: str, partition: HourPartition, keys: list[str], *,
-                 newest: bool, baseline: list[dict[str, Any]], lookback: _LookbackKeys) -> _Hour:
+                 newest: bool, baseline: list[dict[str, Any]], lookback: _LookbackKeys | None) -> _Hour:
+        """One hour (or, with lookback None, some of its objects alone: row checks, no aggregates)."""
         hour = _Hour(partition)
         try:
             data = read_hour(store, bucket, partition, keys)
         except IncompatibleObjects as exc:
-            hour.failures.append({"partition": label(partition), "check": "columns", "scope": "",
+            hour.failures.append({"partition": label(partition), "check": "columns", "scope": "", "severity": "block",
                                   "expectation": "objects share one schema", "expected": str(LAKE_SCHEMA.names),
                                   "observed": str(exc)})
             return hour
         hour.objects, hour.row_count = data.objects, data.table.num_rows
         metrics = None
-        if set(_METRIC_COLUMNS) <= set(data.table.column_names):
+        if lookback is not None and set(_METRIC_COLUMNS) <= set(data.table.column_names):
             metrics = hour_metrics(data.table, lookback.before(partition))
             lookback.add(partition, metrics.impression_keys)
             hour.metrics = metrics.summary()
-        scope = self._scope(partition, newest, baseline, hour.metrics)
+        outcomes = sum(metrics.table.column("outcomes").to_pylist()) if metrics is not None else 0
+        scope = self._scope(partition, newest, baseline, hour.metrics, rows=hour.row_count, outcomes=outcomes)
         frames = {ROWS_SUITE: _to_pandas(data.table)}
         if metrics is not None:
             frames[METRICS_SUITE] = metrics.table.to_pandas()
-        else:
+        elif lookback is not None:
             hour.skipped.append({"check": "metrics suite", "scope": "",
                                  "reason": f"columns {', '.join(_METRIC_COLUMNS)} are not all present"})
         del data
@@ -165,11 +230,11 @@ class _Engine:
             result = batch.validate(build_suite(name, instances), result_format="SUMMARY")
             hour.results[name] = result
             docs = "rows" if name == ROWS_SUITE else "metrics"
-            hour.failures += [report.failure(label(partition), r, docs=docs) for r in result.results if not r.success]
+            hour.add([report.failure(label(partition), r, docs=docs) for r in result.results if not r.success])
         return hour
 
     def _scope(self, partition: HourPartition, newest: bool, baseline: list[dict[str, Any]],
-               current: dict[str, Any]) -> HourScope:
+               current: dict[str, Any], *, rows: int, outcomes: int) -> HourScope:
         s, q = self.settings, self.settings.quality
         start = hour_start(partition)
         day_end = hour_start(HourPartition(partition.day, 0)) + timedelta(days=1)
@@ -187,41 +252,17 @@ class _Engine:
                 "freshness_min": (day_end - timedelta(hours=q.freshness_lag_hours)).isoformat(),
                 "max_position": th.max_position,
                 "max_dwell_ms": th.max_dwell_ms,
-                "max_orphan_outcomes": th.max_orphan_outcomes,
-                **_volume_band(tenant, th, baseline, q.min_baseline_days, partition.hour),
-                **_ctr_band(tenant, surface, th, baseline, q.min_baseline_days, partition.hour, current),
+                "max_orphan_outcomes": max(th.max_orphan_outcomes, int(th.max_orphan_share * outcomes)),
+                "unique_event_id_mostly": 1 - th.max_duplicate_share,
+                "min_distinct_positions": 2 if rows >= th.min_position_impressions else Unset(
+                    f"{rows} events < min_position_impressions {th.min_position_impressions}"),
+                **volume_band(tenant, th, baseline, q.min_baseline_days, partition.hour),
+                **ctr_band(tenant, surface, th, baseline, q.min_baseline_days, partition.hour, current),
+                **ctr_ceiling(tenant, surface, th, current),
             }
 
         return HourScope(tenants=tuple(s.events.tenants), overridden=tuple(q.tenants), surfaces=SURFACES,
-                         newest_hour=newest, params=params)
-
-
-def _volume_band(tenant: str | None, th: QualityThresholds, baseline: list[dict[str, Any]], min_days: int,
-                 hour: int) -> dict[str, Any]:
-    if len(baseline) < min_days:
-        unset = Unset(f"baseline has {len(baseline)} validated day(s) of hour {hour:02d}, needs {min_days}")
-        return {"rows_min": unset, "rows_max": unset}
-    mean = sum(m["rows"].get(tenant or "", 0) for m in baseline) / len(baseline)
-    if mean < th.volume_min_rows:
-        unset = Unset(f"baseline mean {mean:.0f} rows < volume_min_rows {th.volume_min_rows}")
-        return {"rows_min": unset, "rows_max": unset}
-    return {"rows_min": int(mean * (1 - th.volume_band)), "rows_max": int(mean * (1 + th.volume_band)) + 1}
-
-
-def _ctr_band(tenant: str | None, surface: str | None, th: QualityThresholds, baseline: list[dict[str, Any]],
-              min_days: int, hour: int, current: dict[str, Any]) -> dict[str, Any]:
-    pair = f"{tenant}/{surface}"
-    impressions = sum(m["impressions"].get(pair, 0) for m in baseline)
-    if len(baseline) < min_days:
-        why = f"baseline has {len(baseline)} validated day(s) of hour {hour:02d}, needs {min_days}"
-    elif impressions < th.ctr_min_impressions:
-        why = f"baseline has {impressions} impressions < ctr_min_impressions {th.ctr_min_impressions}"
-    elif (now := current.get("impressions", {}).get(pair, 0)) < th.ctr_min_impressions:
-        why = f"{now} impressions this hour < ctr_min_impressions {th.ctr_min_impressions}"
-    else:
-        mean = sum(m["clicks"].get(pair, 0) for m in baseline) / impressions
-        return {"ctr_min": round(mean * (1 - th.ctr_band), 6), "ctr_max": round(mean * (1 + th.ctr_band), 6)}
-    return {"ctr_min": Unset(why), "ctr_max": Unset(why)}
+                         newest_hour=newest, params=params, severity=q.severity_of)
 
 
 def _to_pandas(table: pa.Table):
@@ -233,9 +274,10 @@ def _to_pandas(table: pa.Table):
 
 
 def _decide(store: ObjectStore, bucket: str, hour: _Hour, acceptance: Acceptance | None) -> None:
-    """Failed hours are quarantined unless an operator accepted exactly these objects."""
+    """Hours with a blocking failure are quarantined unless an operator accepted exactly these objects;
+    hours with warnings only are trainable (state warned)."""
     if not hour.failures:
-        hour.state = PASSED
+        hour.state = WARNED if hour.warnings else PASSED
         return
     prior = read_status(store, bucket, hour.partition)
     if acceptance and hour.partition.hour in acceptance.hours:
@@ -248,12 +290,34 @@ def _decide(store: ObjectStore, bucket: str, hour: _Hour, acceptance: Acceptance
 
 def _record(settings: Settings, store: ObjectStore, day: date, hours: list[_Hour], run_id: str) -> DayResult:
     """Results, Data Docs, status + quarantine per hour, then the day summary and index last."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    summary: dict[str, Any] = {"day": day.isoformat(), "run_id": run_id, "validated_at": now, "hours": {},
+                               "day_failures": []}
+    if not hours:
+        summary["day_failures"].append({
+            "partition": f"dt={day.isoformat()}", "check": "freshness", "scope": "", "severity": "block",
+            "expectation": "hour partitions present", "expected": "events for the day",
+            "observed": f"no objects under events/engagement/dt={day.isoformat()}/"})
+    result = _record_hours(settings, store, day, hours, run_id, summary=summary)
+    if not result.ok:
+        raise ValidationFailed(report.verdict_message(result.summary, result.report_uri, result.report_url), result)
+    return result
+
+
+def _record_hours(settings: Settings, store: ObjectStore, day: date, hours: list[_Hour], run_id: str, *,
+                  summary: dict[str, Any]) -> DayResult:
+    """Write each hour's results, Data Docs, status (+ quarantine), then `summary` updated with them and the
+    day's index page: the summary last, so a reader of it finds every file it names."""
     bucket = settings.s3.lake_bucket
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     index_key = day_prefix(day) + "index.html"
     report_uri, report_url = store.uri(bucket, index_key), _http_url(settings, index_key)
-    summary: dict[str, Any] = {"day": day.isoformat(), "run_id": run_id, "validated_at": now, "hours": {},
-                               "day_failures": [], "report": report_uri}
+    summary.setdefault("hours", {})
+    summary.setdefault("day_failures", [])
+    summary.setdefault("day", day.isoformat())
+    summary.setdefault("run_id", run_id)
+    summary.setdefault("validated_at", now)
+    summary["report"] = report_uri
     for hour in hours:
         prefix = hour_prefix(hour.partition)
         for name, result in hour.results.items():
@@ -261,28 +325,23 @@ def _record(settings: Settings, store: ObjectStore, day: date, hours: list[_Hour
             store.put_json(bucket, f"{prefix}{short}.json", result.to_json_dict())
             store.put(bucket, f"{prefix}{short}.html", report.data_docs(result).encode(), content_type="text/html")
         status = {"partition": label(hour.partition), "state": hour.state, "objects": hour.objects,
-                  "row_count": hour.row_count, "failures": hour.failures, "skipped": hour.skipped,
-                  "metrics": hour.metrics, "accepted": hour.accepted, "run_id": run_id, "validated_at": now,
-                  "report": report_uri}
+                  "row_count": hour.row_count, "failures": hour.failures, "warnings": hour.warnings,
+                  "skipped": hour.skipped, "metrics": hour.metrics, "accepted": hour.accepted,
+                  "revalidation": hour.revalidation, "run_id": run_id, "validated_at": now, "report": report_uri}
         write_status(store, bucket, hour.partition, status)
         summary["hours"][f"{hour.partition.hour:02d}"] = {
-            **{k: status[k] for k in ("state", "row_count", "failures", "skipped", "metrics", "accepted")},
+            **{k: status[k] for k in ("state", "row_count", "failures", "warnings", "skipped", "metrics", "accepted",
+                                      "revalidation", "validated_at")},
             "docs": ["rows" if n == ROWS_SUITE else "metrics" for n in hour.results],
         }
-    if not hours:
-        summary["day_failures"].append({
-            "partition": f"dt={day.isoformat()}", "check": "freshness", "scope": "",
-            "expectation": "hour partitions present", "expected": "events for the day",
-            "observed": f"no objects under events/engagement/dt={day.isoformat()}/"})
-    failed = summary["day_failures"] or any(h.state == FAILED for h in hours)
-    summary["verdict"] = "failed" if failed else "passed"
+    summary["hours"] = dict(sorted(summary["hours"].items()))
+    states = [h["state"] for h in summary["hours"].values()]
+    summary["verdict"] = ("failed" if summary["day_failures"] or FAILED in states
+                          else "warned" if WARNED in states else "passed")
     store.put_json(bucket, summary_key(day), summary)
     store.put(bucket, index_key, report.index_html(summary).encode(), content_type="text/html")
     log.info("validation of %s %s: report %s (%s)", day, summary["verdict"], report_uri, report_url)
-    result = DayResult(day, summary, report_uri, report_url)
-    if failed:
-        raise ValidationFailed(report.verdict_message(summary, report_uri, report_url), result)
-    return result
+    return DayResult(day, summary, report_uri, report_url)
 
 
 def _http_url(settings: Settings, key: str) -> str:

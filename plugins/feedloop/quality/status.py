@@ -11,17 +11,15 @@ objects it is about to read, and the record of what was validated travels with t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from feedloop import lake
-from feedloop.config import Settings
 from feedloop.lake import HourPartition
-from feedloop.quality.partitions import list_hours
 from feedloop.storage import ObjectStore
 
-PASSED, FAILED, ACCEPTED = "passed", "failed", "accepted"
-TRAINABLE = (PASSED, ACCEPTED)
+PASSED, WARNED, FAILED, ACCEPTED = "passed", "warned", "failed", "accepted"
+TRAINABLE = (PASSED, WARNED, ACCEPTED)
 
 
 def day_prefix(day: date) -> str:
@@ -46,15 +44,6 @@ def summary_key(day: date) -> str:
 
 def label(partition: HourPartition) -> str:
     return f"dt={partition.day.isoformat()}/hour={partition.hour:02d}"
-
-
-class WindowNotReady(RuntimeError):
-    """A training window holds partitions that are quarantined, failed, unvalidated or missing."""
-
-    def __init__(self, problems: dict[str, str]):
-        self.problems = problems
-        lines = "\n".join(f"  {part}: {why}" for part, why in problems.items())
-        super().__init__(f"refusing the training window: {len(problems)} partition(s) not validated clean\n{lines}")
 
 
 def write_status(store: ObjectStore, bucket: str, partition: HourPartition, status: dict[str, Any]) -> None:
@@ -87,53 +76,6 @@ def hour_baseline(summaries: list[dict[str, Any]], hour: int) -> list[dict[str, 
         for s in summaries
         if key in s.get("hours", {}) and s["hours"][key]["state"] in TRAINABLE and s["hours"][key].get("metrics")
     ]
-
-
-def require_validated_window(settings: Settings, start: datetime, end: datetime) -> list[HourPartition]:
-    """The hour partitions of [start, end), all validated clean; raises WindowNotReady naming the others.
-
-    Training calls this right before reading: an hour is refused if it is quarantined, failed,
-    never validated, or its objects changed since validation (a late object, a replay); a day of
-    the window with no partitions at all is refused too.
-    """
-    store, bucket = ObjectStore.from_settings(settings), settings.s3.lake_bucket
-    problems: dict[str, str] = {}
-    clean: list[HourPartition] = []
-    day = start.date()
-    while datetime(day.year, day.month, day.day, tzinfo=start.tzinfo) < end:
-        hours = {p: objs for p, objs in list_hours(store, bucket, day).items() if _in_window(p, start, end)}
-        if not hours:
-            problems[f"dt={day.isoformat()}"] = "no partitions in the lake"
-        for partition, objects in hours.items():
-            why = _problem(store, bucket, partition, objects)
-            if why:
-                problems[label(partition)] = why
-            else:
-                clean.append(partition)
-        day += timedelta(days=1)
-    if problems:
-        raise WindowNotReady(problems)
-    return clean
-
-
-def _in_window(partition: HourPartition, start: datetime, end: datetime) -> bool:
-    from feedloop.quality.partitions import hour_start
-
-    return start <= hour_start(partition) < end
-
-
-def _problem(store: ObjectStore, bucket: str, partition: HourPartition, objects: dict[str, str]) -> str | None:
-    marker = store.get_json(bucket, quarantine_key(partition))
-    if marker:
-        checks = sorted({f["check"] for f in marker.get("failures", [])})  # type: ignore[union-attr]
-        return f"quarantined ({', '.join(checks)}); report {marker.get('report')}"  # type: ignore[union-attr]
-    status = read_status(store, bucket, partition)
-    if status is None:
-        return "never validated"
-    if status["state"] not in TRAINABLE:
-        return f"validation state is {status['state']}"
-    changed = describe_change(status["objects"], objects)
-    return f"objects changed since validation ({changed}); re-validate" if changed else None
 
 
 def describe_change(validated: dict[str, str], current: dict[str, str]) -> str:

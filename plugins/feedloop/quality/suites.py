@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 ROWS_SUITE = "engagement_hour"
 METRICS_SUITE = "engagement_hour_metrics"
+SEVERITIES = ("block", "warn")
 SCOPES = ("hour", "tenant", "each_tenant", "tenant_surface", "newest_hour")
 
 
@@ -32,6 +33,7 @@ class Instance:
     scope: str  # "" or e.g. "tenant=acme surface=feed"
     gx_type: str
     kwargs: dict[str, Any]
+    severity: str  # block | warn, after the config's overrides
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class HourScope:
     surfaces: tuple[str, ...]
     newest_hour: bool
     params: Callable[[str | None, str | None], dict[str, Any]]  # (tenant, surface) -> parameter values
+    severity: Callable[[str, str | None, str], str]              # (check, tenant, suite default) -> block | warn
 
 
 def load_template(suites_dir: Path, name: str) -> dict[str, Any]:
@@ -57,6 +60,9 @@ def load_template(suites_dir: Path, name: str) -> dict[str, Any]:
     for exp in template["expectations"]:
         if exp["meta"]["scope"] not in SCOPES:
             raise ValueError(f"{name}.json: {exp['meta']['check']} has unknown scope {exp['meta']['scope']!r}")
+        if exp["meta"].get("severity", "block") not in SEVERITIES:
+            raise ValueError(f"{name}.json: {exp['meta']['check']} has severity {exp['meta']['severity']!r}; "
+                             f"use one of {', '.join(SEVERITIES)}")
     return template
 
 
@@ -66,6 +72,7 @@ def instantiate(template: dict[str, Any], scope: HourScope) -> tuple[list[Instan
     skipped: list[Skipped] = []
     for exp in template["expectations"]:
         check = exp["meta"]["check"]
+        default = exp["meta"].get("severity", "block")
         for label, condition, tenant, surface in _targets(exp["meta"]["scope"], scope):
             params = scope.params(tenant, surface)
             kwargs, unset = _fill(exp["kwargs"], params)
@@ -74,7 +81,7 @@ def instantiate(template: dict[str, Any], scope: HourScope) -> tuple[list[Instan
                 continue
             if condition:
                 kwargs |= {"row_condition": condition, "condition_parser": "pandas"}
-            ready.append(Instance(check, label, exp["type"], kwargs))
+            ready.append(Instance(check, label, exp["type"], kwargs, scope.severity(check, tenant, default)))
     return ready, skipped
 
 
@@ -115,7 +122,8 @@ def build_suite(name: str, instances: list[Instance]):
     return gx.ExpectationSuite(
         name=name,
         expectations=[
-            ExpectationConfiguration(type=i.gx_type, kwargs=i.kwargs, meta={"check": i.check, "scope": i.scope})
+            ExpectationConfiguration(type=i.gx_type, kwargs=i.kwargs,
+                                     meta={"check": i.check, "scope": i.scope, "severity": i.severity})
             .to_domain_obj()
             for i in instances
         ],

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from feedloop.config import repo_root
+from feedloop.config import QualitySettings, TenantThresholds, repo_root
 from feedloop.quality.suites import METRICS_SUITE, ROWS_SUITE, HourScope, Unset, build_suite, instantiate, load_template
 
 SUITES = repo_root() / "include" / "expectations"
@@ -23,12 +23,13 @@ def _params(tenant, surface):
         "rows_min": 10 if tenant else Unset("no tenant"), "rows_max": 30 if tenant else Unset("no tenant"),
         "ctr_min": Unset("baseline has 1 validated day(s) of hour 22, needs 3"),
         "ctr_max": Unset("baseline has 1 validated day(s) of hour 22, needs 3"),
+        "unique_event_id_mostly": 0.999, "min_distinct_positions": 2, "ctr_ceiling": 1.0,
     }
 
 
 def _scope(**kw) -> HourScope:
     return HourScope(**{"tenants": TENANTS, "overridden": (), "surfaces": SURFACES, "newest_hour": False,
-                        "params": _params, **kw})
+                        "params": _params, "severity": QualitySettings().severity_of, **kw})
 
 
 def test_templates_only_use_known_scopes_and_name_every_check():
@@ -62,7 +63,7 @@ def test_volume_runs_per_known_tenant_and_freshness_only_on_the_newest_hour():
 
 def test_an_unset_parameter_skips_the_expectation_and_says_why():
     ready, skipped = instantiate(load_template(SUITES, METRICS_SUITE), _scope())
-    assert [i.check for i in ready] == ["outcomes_have_impression"]
+    assert [i.check for i in ready] == ["outcomes_have_impression"] + ["ctr_not_zero"] * 4
     assert len(skipped) == len(TENANTS) * len(SURFACES)
     assert skipped[0].scope == "tenant=acme surface=feed"
     assert skipped[0].reason.startswith("baseline has 1 validated day(s) of hour 22, needs 3")
@@ -80,3 +81,33 @@ def test_an_unknown_scope_in_a_template_is_an_error(tmp_path):
     (tmp_path / "x.json").write_text('{"expectations": [{"type": "t", "kwargs": {}, "meta": {"check": "c", "scope": "week"}}]}')
     with pytest.raises(ValueError, match="c has unknown scope 'week'"):
         load_template(tmp_path, "x")
+
+
+def test_broken_data_blocks_and_unusual_data_warns_by_default():
+    ready = [i for name in (ROWS_SUITE, METRICS_SUITE)
+             for i in instantiate(load_template(SUITES, name), _scope(newest_hour=True))[0]]
+    severity = {i.check: i.severity for i in ready}
+    assert {c for c, s in severity.items() if s == "warn"} == {"volume", "unknown_tenant_share", "freshness"}
+    assert severity["event_id_unique"] == severity["position_spread"] == severity["ctr_not_zero"] == "block"
+    assert severity["outcomes_have_impression"] == severity["event_ts_in_window"] == "block"
+    drift = load_template(SUITES, METRICS_SUITE)["expectations"]
+    assert {e["meta"]["check"]: e["meta"]["severity"] for e in drift}["ctr_drift"] == "warn"
+
+
+def test_severity_is_overridden_per_check_and_per_tenant():
+    q = QualitySettings(severity={"position_range": "warn"},
+                        tenants={"globex": TenantThresholds(severity={"volume": "block"})})
+    ready, _ = instantiate(load_template(SUITES, ROWS_SUITE), _scope(overridden=("globex",), severity=q.severity_of))
+    assert {(i.check, i.scope): i.severity for i in ready if i.check in ("position_range", "volume")} == {
+        ("position_range", ""): "warn", ("position_range", "tenant=globex"): "warn",
+        ("volume", "tenant=acme"): "warn", ("volume", "tenant=globex"): "block"}
+    suite = build_suite(ROWS_SUITE, ready)
+    assert {e.meta["severity"] for e in suite.expectations} == {"block", "warn"}
+
+
+def test_an_unknown_severity_in_a_suite_is_refused(tmp_path):
+    template = load_template(SUITES, ROWS_SUITE)
+    template["expectations"][0]["meta"]["severity"] = "fatal"
+    (tmp_path / "bad.json").write_text(__import__("json").dumps(template))
+    with pytest.raises(ValueError, match="columns has severity 'fatal'; use one of block, warn"):
+        load_template(tmp_path, "bad")
