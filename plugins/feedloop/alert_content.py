@@ -337,13 +337,15 @@ def _days(n: int) -> str:
 def subject(content: dict[str, Any]) -> str:
     if content["kind"] == "rollback":
         return f"[feedloop] {content['headline']}"
-    return (f"[feedloop] {content['dag_id']}.{content['check']} failed for {content['day']}: "
+    verb = "warns" if content["kind"] == "validation warnings" else "failed"
+    return (f"[feedloop] {content['dag_id']}.{content['check']} {verb} for {content['day']}: "
             f"{content['kind']}, {content['headline']}")
 
 
 def slack_text(content: dict[str, Any], *, footer: str = "") -> str:
     """Slack mrkdwn: &, <, > escaped; links as <url|label>."""
-    icon = ":leftwards_arrow_with_hook:" if content["kind"] == "rollback" else ":rotating_light:"
+    icon = {"rollback": ":leftwards_arrow_with_hook:", "validation warnings": ":warning:"}.get(content["kind"],
+                                                                                         ":rotating_light:")
     lines = [f"{icon} *{_esc(subject(content))}*"]
     lines += [f"{_esc(k)}: {_esc(str(v))}" for k, v in content["fields"]]
     if content["details"]:

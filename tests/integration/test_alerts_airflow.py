@@ -64,6 +64,9 @@ def airflow(embedded, slack, smtp, tmp_path_factory):  # noqa: F811 - pytest fix
         "FEEDLOOP_S3__LAKE_BUCKET": lake, "FEEDLOOP_S3__MODELS_BUCKET": models,
         "FEEDLOOP_RETRAIN__START_DATE": DAY.isoformat(),  # no history before DAY: the runs test validation only
         "FEEDLOOP_EVENTS__TENANTS": json.dumps(list(lakedata.TENANTS)),
+        # refuse: a quarantined hour fails validate and alerts through the on_failure_callback (the
+        # default, exclude, goes on and alerts from the task: tests/integration/test_validation_airflow.py)
+        "FEEDLOOP_DATASET__ON_QUARANTINED": "refuse",
         "AIRFLOW_CONN_FEEDLOOP_SLACK": json.dumps({"conn_type": "slackwebhook", "password": "T1/B1/X1",
                                                    "host": f"http://127.0.0.1:{slack[0]}/hook"}),
         "AIRFLOW_CONN_FEEDLOOP_SMTP": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": smtp[0],
@@ -83,7 +86,8 @@ def airflow(embedded, slack, smtp, tmp_path_factory):  # noqa: F811 - pytest fix
 
         settings = embedded.model_copy(update={
             "s3": embedded.s3.model_copy(update={"lake_bucket": lake, "models_bucket": models}),
-            "events": embedded.events.model_copy(update={"tenants": lakedata.TENANTS})})
+            "events": embedded.events.model_copy(update={"tenants": lakedata.TENANTS}),
+            "dataset": embedded.dataset.model_copy(update={"on_quarantined": "refuse"})})
         api = AirflowApi.for_standalone(base, tmp / "airflow" / "simple_auth_manager_passwords.json.generated")
         yield SimpleNamespace(run=run, settings=settings, base=base, env=env, api=api,
                               registry=Registry(store, models))
