@@ -16,7 +16,6 @@ does not exist yet; a paused DAG starts no run at all.)
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -28,12 +27,10 @@ import orjson
 from feedloop import inventory, learning_curve, loop_audit, loop_table, simulate, stack
 from feedloop.airflow_api import AirflowApi
 from feedloop.config import Settings, load_settings
-from feedloop.quality import status as quality_status
 from feedloop.ranking_client import RankingClient
 from feedloop.registry import Registry
 from feedloop.serving.pods import Pods
 from feedloop.stack.services import AirflowService
-from feedloop.storage import ObjectStore
 
 RETRAIN, INGEST = "retrain_ranker", "ingest_engagement"
 PODS = 2
@@ -137,48 +134,19 @@ def simulate_day(settings: Settings, sim: simulate.Simulator, client: RankingCli
     return {**asdict(stats), "events": sent, "pod_impressions": report.pod_impressions, "pod_dropped": dropped}
 
 
-def retrain_day(api: AirflowApi, day: date, *, accept: dict | None = None, timeout: float = 1800) -> dict:
-    """retrain_ranker for `day` (its data interval is the day), triggered once per stack; its outcome.
-
-    `accept`: the params {accept_hours, accept_reason} of an operator's re-run over quarantined hours. Airflow
-    keeps one run per (DAG, logical date), so that re-run takes 00:00:01 of the day as its logical date (ds and
-    the data interval stay the day) and the failed run stays in the history."""
-    run_id = f"closed_loop__{day}" + ("__accepted" if accept else "")
+def retrain_day(api: AirflowApi, day: date, *, timeout: float = 1800) -> dict:
+    """retrain_ranker for `day` (its data interval is the day), triggered once per stack; its outcome."""
+    run_id = f"closed_loop__{day}"
     if api.dag_run(RETRAIN, run_id) is None:
         interval = tuple(f"{d}T00:00:00+00:00" for d in (day, day + timedelta(days=1)))
-        logical = f"{day}T00:00:01+00:00" if accept else interval[0]
-        api.trigger(RETRAIN, run_id=run_id, logical_date=logical, data_interval=interval, conf=accept)
+        api.trigger(RETRAIN, run_id=run_id, logical_date=interval[0], data_interval=interval)
     state = api.wait(RETRAIN, run_id, timeout=timeout)
     tasks = {t["task_id"]: t["state"] for t in api.task_instances(RETRAIN, run_id)}
-    row = {"day": str(day), "run": state, "run_id": run_id, "tasks": tasks, "accepted": accept}
+    row = {"day": str(day), "run": state, "run_id": run_id, "tasks": tasks}
     for task in ("evaluate", "gate", "flip"):
         if tasks.get(task) == "success":
             row[task] = api.xcom(RETRAIN, run_id, task)
     return row
-
-
-def ctr_lift_hours(settings: Settings, day: date) -> list[int]:
-    """Hours of `day` quarantined ONLY because CTR rose above the trailing band; [] if anything else failed.
-
-    Why: on a day served by a newly promoted model, CTR above the band of the legacy days is the lift
-    the loop is after, not broken logging; an operator would accept those hours (and never a CTR drop
-    or any other failure, which stays quarantined and blocks training)."""
-    summary = ObjectStore.from_settings(settings).get_json(settings.s3.lake_bucket, quality_status.summary_key(day))
-    if not summary or summary["day_failures"]:
-        return []
-    hours = []
-    for hour, result in summary["hours"].items():
-        if not all(f["check"] == "ctr_drift" and _above_band(f) for f in result["failures"]):
-            return []
-        if result["failures"]:
-            hours.append(int(hour))
-    return hours
-
-
-def _above_band(failure: dict) -> bool:
-    high = re.search(r"max_value=([0-9.]+)", failure["expected"])
-    seen = re.findall(r"[0-9.]+", failure["observed"].partition("e.g.")[2])
-    return bool(high and seen) and all(float(v) > float(high.group(1)) for v in seen)
 
 
 def run(settings: Settings, *, days: int | None = None, seed: int | None = None,
@@ -223,14 +191,6 @@ def run(settings: Settings, *, days: int | None = None, seed: int | None = None,
             echo(f"   {INGEST}: {inventory.day_inventory(settings, day).rows:,} events of {day} in the lake")
             retrain = retrain_day(api, day)
             echo(f"   {RETRAIN} {retrain['run_id']}: {loop_table.outcome(retrain)}")
-            served_by = set(state.simulated[str(day)]["by_version"]) - {simulate.LEGACY}
-            lifted = ctr_lift_hours(settings, day) if retrain["tasks"].get("validate") == "failed" and served_by else []
-            if lifted:
-                reason = (f"CTR above the trailing band of the legacy days while {', '.join(sorted(served_by))} served: "
-                          "the model's lift (accepted by the closed-loop demo)")
-                echo(f"   hour(s) {lifted} quarantined for CTR ABOVE the band only; re-run with accept_hours: {reason}")
-                retrain = retrain_day(api, day, accept={"accept_hours": lifted, "accept_reason": reason})
-                echo(f"   {RETRAIN} {retrain['run_id']}: {loop_table.outcome(retrain)}")
             audit = loop_audit.audit_day(settings=settings, day=day, world=sim.world, ids=sim.ids, retrain=retrain)
             if audit is not None:
                 champ = "n/a" if audit.champion_ndcg is None else f"{audit.champion_ndcg:.3f}"

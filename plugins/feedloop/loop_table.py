@@ -47,18 +47,16 @@ def gate_estimate(retrain: Mapping[str, Any]) -> tuple[str, str]:
 
 def outcome(retrain: Mapping[str, Any]) -> str:
     """One line for the day's run as the demo goes: candidate, its holdout figures, the gate, the decision."""
-    accepted = retrain.get("accepted")
-    prefix = f"[{', '.join(f'{h:02d}h' for h in accepted['accept_hours'])} accepted: CTR lift] " if accepted else ""
     if "evaluate" not in retrain:
         what = decision(retrain)
         hint = (" (< dataset.min_window_days days of data)" if what == "no training yet"
                 else " (see the task log in the Airflow UI)")
-        return f"{prefix}{retrain['run']}: {what}{hint}"
+        return f"{retrain['run']}: {what}{hint}"
     ev = retrain["evaluate"]
     estimate, verdict = gate_estimate(retrain)
     comparison = (retrain.get("gate") or {}).get("comparison")
     gate = f"{comparison['estimator']} {comparison['metric']} {estimate} {verdict}" if comparison else NA
-    return (f"{prefix}{ev['version']}  holdout AUC {ev['overall']['auc']:.3f}  NDCG@10 {ev['overall']['ndcg@10']:.3f}"
+    return (f"{ev['version']}  holdout AUC {ev['overall']['auc']:.3f}  NDCG@10 {ev['overall']['ndcg@10']:.3f}"
             f"  gate estimate: {gate}  -> {decision(retrain)}")
 
 
@@ -72,11 +70,10 @@ def table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     for r in rows:
         s, audit = r["stats"], r.get("audit") or {}
         estimate, verdict = gate_estimate(r["retrain"])
-        accepted = "*" if r["retrain"].get("accepted") else ""
         lines.append(
             f"{r['day']:<10}  {', '.join(s['by_version']):<{width}}  {s['lists']:>6,}  {s['ctr']:>6.3f}  "
             f"{s['ndcg']:>7.3f}  {s['legacy_ndcg']:>7.3f}  {audit.get('candidate', '-'):<{cand_width}}  "
-            f"{decision(r['retrain']) + accepted:<15}  {_num(audit.get('candidate_ndcg')):>7}  "
+            f"{decision(r['retrain']):<15}  {_num(audit.get('candidate_ndcg')):>7}  "
             f"{_num(audit.get('champion_ndcg')):>8}  {estimate:<24}  {verdict:<12}  {audit.get('agreement') or NA}")
     lines += [
         "CTR = clicks / impressions shown; NDCG@10 = ground truth (hidden utility) of what was served, over the best "
@@ -84,7 +81,7 @@ def table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         "GT cand / GT champ = ground-truth NDCG@10 of the day's candidate / its champion reranking the day's shown "
         "lists (the holdout), over the best order of those lists; gate estimate = the gate's debiased candidate - "
         "champion NDCG@10 [interval] and verdict; truth = the gate's decision vs GT cand - GT champ (agree / "
-        "disagree; level within 0.01); * = hours accepted for a CTR lift",
+        "disagree; level within 0.01)",
     ]
     return lines
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 from feedloop.counterfactual import DEBIASED_METRICS, ESTIMATOR, EXPLORE_METRICS
 from feedloop.evaluate import METRICS
-from feedloop.quality.overview import FORCE_ACCEPTED, NOT_VALIDATED, QUARANTINED, STATES, DayStatus
+from feedloop.quality.overview import FORCE_ACCEPTED, NOT_VALIDATED, QUARANTINED, STATES, WARNED_VIEW, DayStatus
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -153,15 +153,19 @@ def _quality_table(days: Sequence[DayStatus] | None, manifest: Mapping[str, Any]
     rows = []
     for d in days:
         notes = "; ".join(f"{h.hour:02d}: {h.state}" + (f" ({h.why})" if h.why else "")
-                          for h in d.hours if h.state in (QUARANTINED, FORCE_ACCEPTED, NOT_VALIDATED))
+                          for h in d.hours if h.state in (QUARANTINED, WARNED_VIEW, FORCE_ACCEPTED, NOT_VALIDATED))
         cells = "".join(f"<td class='{'fail' if s == QUARANTINED and d.counts[s] else ''}'>{d.counts[s]}</td>"
                         for s in STATES)
         rows.append(f"<tr><td>{d.day}</td>{cells}<td>{_e(d.run_id or 'not validated')}</td>"
                     f"<td style='text-align:left'>{_e(notes) or '-'}</td></tr>")
     lineage = manifest.get("lineage") or {}
+    excluded = lineage.get("excluded_hours") or {}
+    left_out = ("<p><b>Left out of the training set</b> (dataset.on_quarantined: exclude):</p><ul>"
+                + "".join(f"<li>{_e(part)}: {_e(why)}</li>" for part, why in excluded.items()) + "</ul>"
+                if excluded else "<p>No hour was left out of the training set.</p>")
     return (f"<p>As the validation recorded it when this version was registered; data range "
             f"{_e(lineage.get('window_start'))} … {_e(lineage.get('window_end'))} (end exclusive).</p>"
-            f"<table>{head}{''.join(rows)}</table>")
+            f"<table>{head}{''.join(rows)}</table>{left_out}")
 
 
 def _lineage(metrics: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:

@@ -23,7 +23,7 @@ def _retrain(version: str, *, flip: dict | None, comparison: dict | None, champi
     gate = {"version": version, "promotable": bool(flip), "champion": champion, "summary": "(not parsed)"}
     if comparison is not None:
         gate["comparison"] = {"metric": "ndcg@10", "estimator": "snips-ipw", "lists": 900, **comparison}
-    row = {"run": "success", "run_id": f"closed_loop__{version[:10]}", "accepted": None,
+    row = {"run": "success", "run_id": f"closed_loop__{version[:10]}",
            "tasks": {"validate": "success", "build_dataset": "success", "evaluate": "success", "gate": "success"},
            "evaluate": {"version": version, "champion": champion, "overall": {"auc": 0.61, "ndcg@10": 0.52}},
            "gate": gate}
@@ -40,7 +40,7 @@ def _audit(day: str, version: str, champion: str | None, decision: str, cand: fl
 
 ROWS = [
     {"day": "2026-12-02", "stats": _stats("2026-12-02", "legacy", 0.58, 0.58), "audit": None,
-     "retrain": {"run": "success", "run_id": "closed_loop__2026-12-02", "accepted": None,
+     "retrain": {"run": "success", "run_id": "closed_loop__2026-12-02",
                  "tasks": {"validate": "success", "build_dataset": "skipped"}}},
     {"day": "2026-12-03", "stats": _stats("2026-12-03", "legacy", 0.581, 0.581),
      "retrain": _retrain(V1, flip={"flipped": True, "version": V1}, champion=None,
@@ -98,8 +98,6 @@ def test_the_day_line_names_the_estimator_and_the_decision():
     assert loop_table.outcome(ROWS[2]["retrain"]) == (
         f"{V2}  holdout AUC 0.610  NDCG@10 0.520  gate estimate: snips-ipw ndcg@10 +0.031 [+0.012, +0.050] better"
         "  -> PROMOTED")
-    accepted = {**ROWS[3]["retrain"], "accepted": {"accept_hours": [5, 14], "accept_reason": "lift"}}
-    assert loop_table.outcome(accepted).startswith("[05h, 14h accepted: CTR lift] ")
     assert loop_table.decision({**ROWS[3]["retrain"], "flip": {"flipped": False, "canary": True}}) == "canary"
 
 
