@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -19,7 +20,7 @@ import pyarrow as pa
 from feedloop.config import Settings, repo_root
 from feedloop.events import EVENT_TYPES, SURFACES
 from feedloop.lake import LAKE_SCHEMA, HourPartition
-from feedloop.quality import report
+from feedloop.quality import gxfast, report
 from feedloop.quality.baselines import ctr_band, ctr_ceiling, volume_band
 from feedloop.quality.metrics import hour_metrics, impression_keys
 from feedloop.quality.partitions import IncompatibleObjects, hour_start, list_hours, previous_hours, read_hour
@@ -93,11 +94,19 @@ def validate_day(settings: Settings, day: date, *, run_id: str = "manual",
     lookback = _LookbackKeys(store, bucket, settings.quality.outcome_lookback_hours)
     outcomes: list[_Hour] = []
     newest = max(hours, default=None)
-    for partition, keys in hours.items():
-        hour = engine.validate(store, bucket, partition, list(keys), newest=partition == newest,
-                               baseline=hour_baseline(summaries, partition.hour), lookback=lookback)
-        _decide(store, bucket, hour, acceptance)
-        outcomes.append(hour)
+    # One thread reads and aggregates the next hour (S3, Parquet, DuckDB, Arrow -> pandas: GIL released)
+    # while this one runs GX on the current hour; in hour order, so the lookback keys are the same.
+    items = list(hours.items())
+    with ThreadPoolExecutor(1, thread_name_prefix="prepare-hour") as pool:
+        ahead = [pool.submit(engine.prepare, store, bucket, p, list(k), lookback) for p, k in items[:1]]
+        for i, (partition, _keys) in enumerate(items):
+            prepared = ahead.pop(0).result()
+            if i + 1 < len(items):
+                ahead.append(pool.submit(engine.prepare, store, bucket, items[i + 1][0], list(items[i + 1][1]),
+                                         lookback))
+            hour = engine.check(prepared, newest=partition == newest, baseline=hour_baseline(summaries, partition.hour))
+            _decide(store, bucket, hour, acceptance)
+            outcomes.append(hour)
     return _record(settings, store, day, outcomes, run_id)
 
 
@@ -187,6 +196,7 @@ class _Engine:
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self.settings = settings
+        gxfast.install()
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         source = self.context.data_sources.add_pandas("engagement")
@@ -200,6 +210,11 @@ class _Engine:
     def validate(self, store: ObjectStore, bucket: str, partition: HourPartition, keys: list[str], *,
                  newest: bool, baseline: list[dict[str, Any]], lookback: _LookbackKeys | None) -> _Hour:
         """One hour (or, with lookback None, some of its objects alone: row checks, no aggregates)."""
+        return self.check(self.prepare(store, bucket, partition, keys, lookback), newest=newest, baseline=baseline)
+
+    def prepare(self, store: ObjectStore, bucket: str, partition: HourPartition, keys: list[str],
+                lookback: _LookbackKeys | None) -> tuple[_Hour, dict[str, Any], int]:
+        """Read and aggregate one hour (no GX): the hour so far, its pandas frames per suite, its outcomes."""
         hour = _Hour(partition)
         try:
             data = read_hour(store, bucket, partition, keys)
@@ -207,7 +222,7 @@ class _Engine:
             hour.failures.append({"partition": label(partition), "check": "columns", "scope": "", "severity": "block",
                                   "expectation": "objects share one schema", "expected": str(LAKE_SCHEMA.names),
                                   "observed": str(exc)})
-            return hour
+            return hour, {}, 0
         hour.objects, hour.row_count = data.objects, data.table.num_rows
         metrics = None
         if lookback is not None and set(_METRIC_COLUMNS) <= set(data.table.column_names):
@@ -215,7 +230,6 @@ class _Engine:
             lookback.add(partition, metrics.impression_keys)
             hour.metrics = metrics.summary()
         outcomes = sum(metrics.table.column("outcomes").to_pylist()) if metrics is not None else 0
-        scope = self._scope(partition, newest, baseline, hour.metrics, rows=hour.row_count, outcomes=outcomes)
         frames = {ROWS_SUITE: _to_pandas(data.table)}
         if metrics is not None:
             frames[METRICS_SUITE] = metrics.table.to_pandas()
@@ -223,15 +237,32 @@ class _Engine:
             hour.skipped.append({"check": "metrics suite", "scope": "",
                                  "reason": f"columns {', '.join(_METRIC_COLUMNS)} are not all present"})
         del data
+        return hour, frames, outcomes
+
+    def check(self, prepared: tuple[_Hour, dict[str, Any], int], *, newest: bool,
+              baseline: list[dict[str, Any]]) -> _Hour:
+        """Run the suites on a prepared hour."""
+        hour, frames, outcomes = prepared
+        if not frames:
+            return hour
+        partition = hour.partition
+        scope = self._scope(partition, newest, baseline, hour.metrics, rows=hour.row_count, outcomes=outcomes)
         for name, frame in frames.items():
             instances, skipped = instantiate(self.templates[name], scope)
             hour.skipped += [{"check": s.check, "scope": s.scope, "reason": s.reason} for s in skipped]
-            batch = self.batches[name].get_batch(batch_parameters={"dataframe": frame})
-            result = batch.validate(build_suite(name, instances), result_format="SUMMARY")
+            result = self._validator(name, frame).validate_expectation_suite(build_suite(name, instances))
             hour.results[name] = result
             docs = "rows" if name == ROWS_SUITE else "metrics"
             hour.add([report.failure(label(partition), r, docs=docs) for r in result.results if not r.success])
         return hour
+
+    def _validator(self, name: str, frame: Any) -> Any:
+        """What Batch.validate() builds, without the Batch: get_batch() loaded and fingerprinted the frame
+        (a hash of every row) only for validate() to build its own batch and do it again."""
+        from great_expectations.validator.v1_validator import Validator
+
+        return Validator(batch_definition=self.batches[name], batch_parameters={"dataframe": frame},
+                         result_format="SUMMARY")
 
     def _scope(self, partition: HourPartition, newest: bool, baseline: list[dict[str, Any]],
                current: dict[str, Any], *, rows: int, outcomes: int) -> HourScope:
@@ -318,22 +349,31 @@ def _record_hours(settings: Settings, store: ObjectStore, day: date, hours: list
     summary.setdefault("run_id", run_id)
     summary.setdefault("validated_at", now)
     summary["report"] = report_uri
-    for hour in hours:
+
+    def write_hour(hour: _Hour, status: dict[str, Any]) -> None:  # in order within an hour, hours concurrently
         prefix = hour_prefix(hour.partition)
         for name, result in hour.results.items():
             short = "rows" if name == ROWS_SUITE else "metrics"
             store.put_json(bucket, f"{prefix}{short}.json", result.to_json_dict())
             store.put(bucket, f"{prefix}{short}.html", report.data_docs(result).encode(), content_type="text/html")
+        write_status(store, bucket, hour.partition, status)
+
+    pool = ThreadPoolExecutor(8, thread_name_prefix="record-hour")
+    written = []
+    for hour in hours:
         status = {"partition": label(hour.partition), "state": hour.state, "objects": hour.objects,
                   "row_count": hour.row_count, "failures": hour.failures, "warnings": hour.warnings,
                   "skipped": hour.skipped, "metrics": hour.metrics, "accepted": hour.accepted,
                   "revalidation": hour.revalidation, "run_id": run_id, "validated_at": now, "report": report_uri}
-        write_status(store, bucket, hour.partition, status)
+        written.append(pool.submit(write_hour, hour, status))
         summary["hours"][f"{hour.partition.hour:02d}"] = {
             **{k: status[k] for k in ("state", "row_count", "failures", "warnings", "skipped", "metrics", "accepted",
                                       "revalidation", "validated_at")},
             "docs": ["rows" if n == ROWS_SUITE else "metrics" for n in hour.results],
         }
+    with pool:
+        for job in written:
+            job.result()  # every hour's files exist (or the first error raises) before the summary names them
     summary["hours"] = dict(sorted(summary["hours"].items()))
     states = [h["state"] for h in summary["hours"].values()]
     summary["verdict"] = ("failed" if summary["day_failures"] or FAILED in states
