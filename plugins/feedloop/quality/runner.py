@@ -285,7 +285,8 @@ class _Engine:
                 "max_dwell_ms": th.max_dwell_ms,
                 "max_orphan_outcomes": max(th.max_orphan_outcomes, int(th.max_orphan_share * outcomes)),
                 "unique_event_id_mostly": 1 - th.max_duplicate_share,
-                "min_distinct_positions": 2 if rows >= th.min_position_impressions else Unset(
+                "not_first_position_mostly": 1 - th.max_first_position_share
+                if rows >= th.min_position_impressions else Unset(
                     f"{rows} events < min_position_impressions {th.min_position_impressions}"),
                 **volume_band(tenant, th, baseline, q.min_baseline_days, partition.hour),
                 **ctr_band(tenant, surface, th, baseline, q.min_baseline_days, partition.hour, current),

@@ -23,7 +23,7 @@ def _params(tenant, surface):
         "rows_min": 10 if tenant else Unset("no tenant"), "rows_max": 30 if tenant else Unset("no tenant"),
         "ctr_min": Unset("baseline has 1 validated day(s) of hour 22, needs 3"),
         "ctr_max": Unset("baseline has 1 validated day(s) of hour 22, needs 3"),
-        "unique_event_id_mostly": 0.999, "min_distinct_positions": 2, "ctr_ceiling": 1.0,
+        "unique_event_id_mostly": 0.999, "not_first_position_mostly": 0.5, "ctr_ceiling": 1.0,
     }
 
 
