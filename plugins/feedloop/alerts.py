@@ -122,15 +122,20 @@ def validation_incidents(settings: Settings, context: Any, result: Any) -> None:
     run = _run(context)
     for kind, hours in (("quarantine", result.quarantined_hours), ("warnings", result.warned_hours)):
         key = incidents.key(run.dag_id, f"{run.task_id}:{kind}", run.partition)
-        if hours:
-            content = (alert_content.validation(settings, run, result.summary, report_uri=result.report_uri)
-                       if kind == "quarantine" else
-                       alert_content.validation_warnings(run, result.summary, report_uri=result.report_uri))
-            open_incident(settings, run, key, content,
-                          resolves=f"a validation of {run.day} without {kind} hours resolves it")
-        else:
-            resolve_incident(settings, key, {"text": f"validation of {run.day} in run {run.run_id}: no {kind} hours",
-                                             "run_id": run.run_id, "run_url": run.run_url})
+        try:
+            if hours:
+                content = (alert_content.validation(settings, run, result.summary, report_uri=result.report_uri)
+                           if kind == "quarantine" else
+                           alert_content.validation_warnings(run, result.summary, report_uri=result.report_uri))
+                open_incident(settings, run, key, content,
+                              resolves=f"a validation of {run.day} without {kind} hours resolves it")
+            else:
+                resolve_incident(settings, key, {"text": f"validation of {run.day} in run {run.run_id}: no {kind} "
+                                                         "hours", "run_id": run.run_id, "run_url": run.run_url})
+        except Exception:  # noqa: BLE001 - validation is recorded; an alert channel down must not fail it
+            log.exception("the %s alert of %s was not delivered (Connections %s / %s); the incident record keeps "
+                          "it pending for the next validation of the day", kind, run.day,
+                          settings.alerts.slack_conn_id, settings.alerts.smtp_conn_id)
 
 
 def deliver(settings: Settings, content: dict[str, Any], *, footer: str = "",
