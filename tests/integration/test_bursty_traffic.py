@@ -5,7 +5,8 @@ The simulator's bursty mode (hour volumes from 0 to ~20x the median, click rates
 new objects of their event-time hours (late ones in hours already validated), then the real DAG
 runs for that day (tests/integration/bursty_driver.py: `DAG.test()`, as `airflow dags test` does, in
 one process for the 21 days; the promotion steps after evaluate marked done). Five
-kinds of broken hour are injected on five days. Checked: every day with enough data trains and
+kinds of broken hour are injected on five days, and on two days a tenant nobody configured shows up
+(unusual but valid). Checked: every day with enough data trains and
 evaluates with no manual step; each broken hour is quarantined, alerted with its failed check and
 left out of the training set; warnings reach the Data quality view and at most one message a day;
 late events are validated again by the next run and trained on.
@@ -120,7 +121,10 @@ def test_warnings_reach_the_data_quality_view_and_alert_at_most_once_a_day(world
         if statuses.counts[overview.WARNED_VIEW]:
             assert len(warnings) == 1 and "they are trained on" in warnings[0]
             assert all(h.why for h in statuses.hours if h.state == overview.WARNED_VIEW)
-    assert warned > 0, "bursty traffic raises some warning in three weeks"
+    for d in driver.NEW_TENANT_DAYS:  # a tenant nobody configured: a warning, and the hour trains
+        day = START + timedelta(days=d)
+        assert [p for p in posts.get(day, []) if ":warning:" in p and "unknown_tenant_share" in p], posts.get(day)
+    assert warned >= len(driver.NEW_TENANT_DAYS)
     quarantined = set(result["broken"].values())
     assert all(p.startswith((":warning:", ":rotating_light:")) for day in posts for p in posts[day])
     assert len([p for day in posts for p in posts[day] if ":rotating_light:" in p]) == len(quarantined)
