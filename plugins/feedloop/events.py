@@ -52,7 +52,14 @@ FIELDS = tuple(ARROW_SCHEMA.names)
 _DECODE_SCHEMA = pa.schema(
     [pa.field(f.name, pa.string()) if f.name == "event_ts" else f.with_nullable(True) for f in ARROW_SCHEMA]
 )
-_TS_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+# ASCII digits only, and the same meaning in Python's re and in Arrow's RE2 (the fast path).
+_TS_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+# The instants an event (or a /rank request) may carry. Outside them a timestamp is a producer bug, and
+# near the ends of Python's datetime range converting it to UTC overflows: refuse it with a reason.
+TS_MIN = datetime(2000, 1, 1, tzinfo=timezone.utc)
+TS_MAX = datetime(2100, 1, 1, tzinfo=timezone.utc)  # exclusive
+POSITION_MAX = 2**31 - 1  # the Arrow column is int32
+DWELL_MS_MAX = 2**63 - 1  # int64
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,10 @@ class FieldError:
 
     def __str__(self) -> str:
         return f"{self.field}: {self.problem}"
+
+
+class TimestampError(ValueError):
+    """A timestamp that is not a UTC instant in [TS_MIN, TS_MAX); a ValueError so callers answer 4xx."""
 
 
 class EventError(ValueError):
@@ -78,15 +89,20 @@ def format_ts(ts: datetime) -> str:
 
 
 def parse_ts(value: Any) -> datetime:
+    """An ISO-8601 timestamp with a timezone, as an aware UTC datetime; raises TimestampError saying why not."""
     if not isinstance(value, str):
-        raise ValueError("expected an ISO-8601 UTC timestamp string, e.g. 2026-11-20T03:04:05.123Z")
-    if not re.match(_TS_PATTERN, value):
-        raise ValueError(f"{value!r} is not an ISO-8601 timestamp with a timezone, e.g. 2026-11-20T03:04:05.123Z")
+        raise TimestampError("expected an ISO-8601 UTC timestamp string, e.g. 2026-11-20T03:04:05.123Z")
+    if not re.fullmatch(_TS_PATTERN, value):
+        raise TimestampError(f"{value!r} is not an ISO-8601 timestamp with a timezone, e.g. 2026-11-20T03:04:05.123Z")
     try:
         ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{value!r} is not a valid date/time, e.g. 2026-11-20T03:04:05.123Z") from None
-    return ts.astimezone(timezone.utc)
+        raise TimestampError(f"{value!r} is not a valid date/time, e.g. 2026-11-20T03:04:05.123Z") from None
+    # the local year first: astimezone raises OverflowError (not ValueError) next to years 1 and 9999
+    if TS_MIN.year - 1 <= ts.year <= TS_MAX.year and TS_MIN <= (ts := ts.astimezone(timezone.utc)) < TS_MAX:
+        return ts
+    raise TimestampError(f"{value!r} is out of range: timestamps must be between {TS_MIN:%Y-%m-%dT%H:%M:%SZ} and "
+                         f"{TS_MAX:%Y-%m-%dT%H:%M:%SZ} (exclusive), in UTC")
 
 
 def check_event(obj: Any) -> list[FieldError]:
@@ -110,11 +126,12 @@ def check_event(obj: Any) -> list[FieldError]:
             got = "missing" if value is None else f"{value!r} is not allowed"
             errors.append(FieldError(name, f"{got}; expected one of {', '.join(allowed)}"))
     position = obj.get("position")
-    if not _is_int(position) or position < 1:
-        errors.append(FieldError("position", f"expected an integer >= 1 (1-based rank), got {position!r}"))
+    if not _is_int(position) or not 1 <= position <= POSITION_MAX:
+        errors.append(FieldError("position", f"expected an integer >= 1 and <= {POSITION_MAX} (1-based rank), "
+                                             f"got {position!r}"))
     dwell = obj.get("dwell_ms")
-    if dwell is not None and (not _is_int(dwell) or dwell < 0):
-        errors.append(FieldError("dwell_ms", f"expected an integer >= 0, got {dwell!r}"))
+    if dwell is not None and (not _is_int(dwell) or not 0 <= dwell <= DWELL_MS_MAX):
+        errors.append(FieldError("dwell_ms", f"expected an integer >= 0 and <= {DWELL_MS_MAX}, got {dwell!r}"))
     if obj.get("event_type") == "dwell" and dwell is None:
         errors.append(FieldError("dwell_ms", "required for event_type 'dwell'"))
     query = obj.get("query")
@@ -179,24 +196,45 @@ def decode_batch(raws: Sequence[bytes]) -> DecodedBatch:
     Fast path: one vectorized pyarrow JSON read of the whole block plus vectorized checks.
     A block the fast path cannot read (a record that is not JSON, a mistyped field) falls
     back to per-record parsing, so one bad record costs its own block speed, not the run.
+    The per-record path has the last word and never raises: a record that cannot be decoded,
+    whatever the exception, is rejected with its reason, so no record can stop the sink.
     """
     if not raws:
         return DecodedBatch(ARROW_SCHEMA.empty_table(), pa.array([], pa.int64()), [])
+    try:
+        fast = _decode_block(raws)
+    except Exception:  # noqa: BLE001 - whatever trips the fast path, the per-record path decides each record
+        fast = None
+    return fast if fast is not None else _decode_per_record(raws)
+
+
+def _decode_block(raws: Sequence[bytes]) -> DecodedBatch | None:
+    """The vectorized decode, or None when the block needs the per-record path."""
     table = _read_block(raws)
     if table is None:
-        return _decode_per_record(raws)
+        return None
     bad = _invalid_rows(table)
     keep = pc.invert(bad)
     try:
         valid = _to_contract(table.filter(keep))
     except pa.ArrowInvalid:  # a well-formed but impossible date, e.g. month 13
-        return _decode_per_record(raws)
+        return None
+    if valid.num_rows and not _in_ts_range(valid["event_ts"]):
+        return None  # rare: the per-record path names the record and its timestamp
     kept = pc.indices_nonzero(keep).cast(pa.int64())
-    rejected = [
-        Rejected(i, "; ".join(str(e) for e in check_event(orjson.loads(raws[i]))))
-        for i in pc.indices_nonzero(bad).to_pylist()
-    ]
+    rejected = [Rejected(i, _reason(raws[i])) for i in pc.indices_nonzero(bad).to_pylist()]
+    if not all(r.reason for r in rejected):
+        return None  # the vectorized and the per-record checks disagree: the per-record one decides
     return DecodedBatch(valid, kept, rejected)
+
+
+def _reason(raw: bytes) -> str:
+    return "; ".join(str(e) for e in check_event(orjson.loads(raw)))
+
+
+def _in_ts_range(ts: pa.ChunkedArray) -> bool:
+    low, high = pc.min_max(ts).values()
+    return TS_MIN <= low.as_py() and high.as_py() < TS_MAX
 
 
 def _to_contract(table: pa.Table) -> pa.Table:
@@ -208,10 +246,16 @@ def _read_block(raws: Sequence[bytes]) -> pa.Table | None:
     import pyarrow.json as pj
 
     # A record holding a newline (pretty-printed JSON) breaks the line framing: the parse fails or
-    # the row count differs, and the per-record path reads the block instead.
+    # the row count differs, and the per-record path reads the block instead. Arrow's JSON reader
+    # does not validate UTF-8 inside strings (orjson does): such a block goes per record too.
+    block = b"\n".join(raws)
+    try:
+        block.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
     try:
         table = pj.read_json(
-            io.BytesIO(b"\n".join(raws)),
+            io.BytesIO(block),
             read_options=pj.ReadOptions(block_size=1 << 26, use_threads=False),
             parse_options=pj.ParseOptions(explicit_schema=_DECODE_SCHEMA, unexpected_field_behavior="ignore"),
         )
@@ -247,4 +291,6 @@ def _decode_per_record(raws: Sequence[bytes]) -> DecodedBatch:
             kept.append(i)
         except EventError as exc:
             rejected.append(Rejected(i, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - one record must never stop its block (a poison pill)
+            rejected.append(Rejected(i, f"<event>: could not be decoded ({type(exc).__name__}: {exc})"))
     return DecodedBatch(events_to_table(good), pa.array(kept, pa.int64()), rejected)
