@@ -125,10 +125,13 @@ def main(out: str) -> None:
         t0 = time.perf_counter()
         run = dag.test(logical_date=datetime(day.year, day.month, day.day, tzinfo=timezone.utc),
                        mark_success_pattern=re.compile(SKIPPED_STEPS))
-        tasks = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+        instances = run.get_task_instances()
+        tasks = {ti.task_id: str(ti.state) for ti in instances}
         result["days"][day.isoformat()] = {"state": str(run.state), "tasks": tasks,
                                            "seconds": round(time.perf_counter() - t0, 1)}
-        print(f"{day}: {run.state} in {result['days'][day.isoformat()]['seconds']} s {tasks}", flush=True)
+        took = {ti.task_id: round(ti.duration or 0, 1) for ti in instances if (ti.duration or 0) >= 0.5}
+        print(f"{day}: {run.state} in {result['days'][day.isoformat()]['seconds']} s {tasks} seconds: {took}",
+              flush=True)
     result["late_events"] = report.late_events
     with open(out, "w") as f:
         json.dump(result, f, indent=1)

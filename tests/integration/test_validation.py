@@ -17,7 +17,7 @@ import pytest
 from feedloop import quality
 from feedloop.config import TenantThresholds
 from feedloop.lake import HourPartition
-from feedloop.quality import status
+from feedloop.quality import runner, status
 from tests.integration import lakedata
 
 pytestmark = pytest.mark.integration
@@ -273,7 +273,8 @@ def test_a_late_event_is_validated_again_by_the_window_and_trained_on(lake):
     assert window.clean == [hour22, HourPartition(DAY, 23)] and window.revalidated == {"dt=2026-11-05/hour=22": "passed"}
     again = store.get_json(bucket, status.status_key(hour22))
     assert again["objects"] == {k: v for k, v in again["objects"].items()} and len(again["objects"]) == 2
-    assert again["revalidation"]["previous_state"] == "passed" and again["revalidation"]["objects_state"] == "passed"
+    assert again["revalidation"]["previous_state"] == "passed"
+    assert again["revalidation"]["objects_state"] == runner.PASSED_WITH_HOUR
     assert again["revalidation"]["changed"] == "new: engagement+1+00000000000000000000.parquet"
     assert again["revalidation"]["run_id"] == "t-late"
     summary = store.get_json(bucket, status.summary_key(DAY))

@@ -99,7 +99,7 @@ def index_html(summary: dict[str, Any]) -> str:
         note = f"<br><i>accepted: {esc(accepted['reason'])} ({esc(accepted['by'])})</i>" if accepted else ""
         if again := h.get("revalidation"):
             note += (f"<br><i>re-validated at {esc(again['at'])} ({esc(again['changed'])}); before: "
-                     f"{esc(again['previous_state'])}; the changed objects alone: {esc(again['objects_state'])}</i>")
+                     f"{esc(again['previous_state'])}; the changed objects: {esc(again['objects_state'])}</i>")
         links = " ".join(f'<a href="hour={hour}/{name}.html">{name}</a>' for name in h.get("docs", []))
         rows.append(f"<tr class='{esc(h['state'])}'><td>{hour}</td><td>{esc(h['state'])}{note}</td>"
                     f"<td>{h.get('row_count', 0)}</td><td>{problems}</td><td>{warnings}</td><td>{skipped}</td>"

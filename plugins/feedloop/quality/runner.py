@@ -28,6 +28,8 @@ from feedloop.quality.status import (
     ACCEPTED, FAILED, PASSED, WARNED, Acceptance, baseline_summaries, day_prefix, describe_change, hour_baseline,
     hour_prefix, label, read_status, summary_key, write_status,
 )
+
+PASSED_WITH_HOUR = "passed with the hour (checked alone only when the hour fails or warns)"
 from feedloop.quality.suites import METRICS_SUITE, ROWS_SUITE, HourScope, Unset, build_suite, instantiate, load_template
 from feedloop.storage import ObjectStore
 
@@ -114,8 +116,10 @@ def revalidate(settings: Settings, partitions: list[HourPartition], *, run_id: s
     """Validate again hours whose objects changed since their validation (a late event, a replay) or that
     were never validated; returns each hour's new state.
 
-    Two results are recorded per hour: the changed objects on their own (row checks: which object
-    brought the problem), then the whole hour with every check, as validate_day would; the hour's
+    The whole hour is checked with every check, as validate_day would; when it fails or warns, the
+    changed objects are then checked on their own (row checks: did they bring the problem, or was it
+    there before?). An hour that passes is not checked twice: a late event lands in most hours of the
+    last two days, and the second check would double the cost of every daily re-validation. The hour's
     status, Data Docs and its day's summary are updated in place, the previous state is kept beside.
     """
     store = ObjectStore.from_settings(settings)
@@ -134,17 +138,18 @@ def revalidate(settings: Settings, partitions: list[HourPartition], *, run_id: s
             prior = read_status(store, bucket, partition)
             changed = sorted(keys) if prior is None else sorted(
                 k for k in keys if prior["objects"].get(k) != keys[k])
-            alone = engine.validate(store, bucket, partition, changed, newest=False, baseline=[], lookback=None) \
-                if changed else None
             hour = engine.validate(store, bucket, partition, list(keys), newest=partition == newest,
                                    baseline=hour_baseline(summaries, partition.hour), lookback=lookback)
             _decide(store, bucket, hour, None)
+            alone = engine.validate(store, bucket, partition, changed, newest=False, baseline=[], lookback=None) \
+                if changed and (hour.failures or hour.warnings) else None
             hour.revalidation = {
                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "run_id": run_id,
                 "changed": describe_change(prior["objects"], keys) if prior else "never validated",
                 "previous_state": prior["state"] if prior else "not validated",
                 "previous_validated_at": prior.get("validated_at") if prior else None,
-                "objects_state": "none (objects removed only)" if alone is None
+                "objects_state": "none (objects removed only)" if not changed
+                else PASSED_WITH_HOUR if alone is None
                 else FAILED if alone.failures else WARNED if alone.warnings else PASSED,
                 "objects_failures": [] if alone is None else alone.failures + alone.warnings,
             }
