@@ -27,6 +27,8 @@ Severity = Literal["block", "warn"]  # a failed check quarantines its hour (bloc
 RankingMetric = Literal["auc", "ndcg@1", "ndcg@5", "ndcg@10", "map", "mrr"]
 DebiasedMetric = Literal["ndcg@1", "ndcg@5", "ndcg@10"]  # feedloop.counterfactual, estimator snips-ipw
 Traffic = Literal["steady", "bursty"]  # feedloop.traffic: the simulated request times, click rates and late events
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]  # what kafka-python and librdkafka both speak
 
 
 class _Section(BaseModel):
@@ -46,6 +48,15 @@ class KafkaSettings(_Section):
     topic: str = "engagement"
     partitions: int = Field(4, ge=1)
     airflow_conn_id: str = "feedloop_kafka"
+    # How clients outside Airflow connect (inside Airflow the Connection's extras win, feedloop.credentials).
+    # The SASL username / password and a key password come only from KAFKA_SASL_USERNAME /
+    # KAFKA_SASL_PASSWORD / KAFKA_SSL_KEY_PASSWORD in the environment, never from this file.
+    security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    ssl_cafile: str | None = None                   # CA bundle (PEM) for the brokers' certificates
+    ssl_certfile: str | None = None                 # client certificate (mutual TLS), with ssl_keyfile
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
 
 
 class StackSettings(_Section):
@@ -257,11 +268,17 @@ class ServingSettings(_Section):
     retry_max_s: float = Field(60.0, gt=0)          # ... that grows to this and never gives up
     max_candidates: int = Field(1000, ge=1)         # more in one request -> 413
     max_body_bytes: int = Field(1_048_576, ge=1024)  # a larger body -> 413
+    max_id_chars: int = Field(128, ge=1)            # tenant_id, user_id, request_id, item_id, author_id; longer -> 422
+    max_query_chars: int = Field(512, ge=1)         # query; longer -> 422
+    max_clock_skew_seconds: int = Field(300, ge=0)  # /rank `ts` further than this from the pod's clock -> 422
+    simulated_time: bool = False                    # simulations only: any `ts` is the time and stamps the Kafka record
     sample_max_abs_diff: float = Field(1e-5, gt=0)  # a loaded model must reproduce the registered sample scores
     onnx_threads: int = Field(1, ge=1)              # intra-op threads per session (2 cores: 1 is fastest)
     exploration_share: float = Field(0.05, ge=0, le=1)  # lists shown shuffled (explore=true): position bias
     log_impressions: bool = True                    # produce every served list to Kafka as impression events
     impression_buffer: int = Field(20_000, ge=1)    # events held for Kafka; beyond it they are dropped (counted)
+    impression_buffer_bytes: int = Field(64 * 1024 * 1024, ge=1_048_576)  # and at most these bytes of them, twice:
+                                                    # waiting for the log thread, then in librdkafka's queue
     impression_batch: int = Field(500, ge=1)
     cache_dir: Path = Path("serving-cache")         # last-known-good models (relative to state_dir)
 

@@ -7,19 +7,11 @@ duckdb-ext-httpfs (a run-time download fails on machines without internet).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import urlparse
 
 from feedloop.config import Settings
-
-
-def _keys(settings: Settings) -> tuple[str, str]:
-    access = os.environ.get("AWS_ACCESS_KEY_ID")
-    secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if access and secret:
-        return access, secret
-    return "feedloop", "feedloop"  # a local endpoint without credentials (SeaweedFS accepts any)
+from feedloop.credentials import S3Credentials, resolve_s3
 
 
 def httpfs_extension() -> Path:
@@ -45,14 +37,24 @@ def connect(settings: Settings, *, memory_limit: str = "2GB", threads: int = 2, 
         con.execute(f"SET temp_directory = '{temp_dir}'")
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"LOAD '{httpfs_extension()}'")
-    access, secret = _keys(settings)
-    endpoint = urlparse(settings.s3.endpoint_url) if settings.s3.endpoint_url else None
-    con.execute("SET s3_region = ?", [settings.s3.region])
-    con.execute("SET s3_access_key_id = ?", [access])
-    con.execute("SET s3_secret_access_key = ?", [secret])
-    if endpoint is not None:
-        con.execute("SET s3_endpoint = ?", [endpoint.netloc])
-        con.execute("SET s3_url_style = 'path'")
-        con.execute("SET s3_use_ssl = ?", [endpoint.scheme == "https"])
+    _create_s3_secret(con, resolve_s3(settings.s3))
     return con
 
+
+def _create_s3_secret(con, creds: S3Credentials) -> None:
+    """DuckDB's S3 secret from the resolved credentials (the same boto3 uses), session token included.
+
+    Why not DuckDB's own credential_chain provider: it needs the aws extension, a run-time download that
+    fails offline. Temporary keys are frozen here (botocore hands them out with at least 10 minutes left,
+    refreshing before that), so open a connection per build step, not one per process.
+    """
+    options = {"REGION": creds.region}
+    if not creds.anonymous:
+        options |= {"KEY_ID": creds.access_key, "SECRET": creds.secret_key}
+        if creds.session_token:
+            options["SESSION_TOKEN"] = creds.session_token
+    if creds.endpoint_url:
+        endpoint = urlparse(creds.endpoint_url)
+        options |= {"ENDPOINT": endpoint.netloc, "URL_STYLE": "path", "USE_SSL": endpoint.scheme == "https"}
+    names = ", ".join(f"{name} ?" for name in options)
+    con.execute(f"CREATE OR REPLACE SECRET feedloop_s3 (TYPE s3, PROVIDER config, {names})", list(options.values()))

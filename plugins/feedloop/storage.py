@@ -7,18 +7,14 @@ prefix, and one clear error when the endpoint or a bucket is wrong.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterator
-from urllib.parse import urlparse
 
 import orjson
 
 from feedloop.config import S3Settings, Settings
-
-# Placeholder keys for a local endpoint with no credentials configured (SeaweedFS accepts any).
-_LOCAL_KEYS = ("feedloop", "feedloop")
+from feedloop.credentials import resolve_s3
 
 
 class PreconditionFailed(RuntimeError):
@@ -35,11 +31,10 @@ NOT_MODIFIED = StoredObject(b"", "")  # get_if_changed: the object still has the
 
 
 class ObjectStore:
-    """boto3 S3 client built from feedloop settings; credentials from env or the AWS chain."""
+    """boto3 S3 client built from feedloop settings; credentials and endpoint from feedloop.credentials."""
 
-    def __init__(self, s3: S3Settings, *, access_key: str | None = None, secret_key: str | None = None):
+    def __init__(self, s3: S3Settings):
         self.settings = s3
-        self._keys = (access_key, secret_key)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ObjectStore:
@@ -47,19 +42,16 @@ class ObjectStore:
 
     @cached_property
     def client(self):
-        import boto3
+        from botocore import UNSIGNED
         from botocore.config import Config
 
-        access, secret = self._keys
-        if access is None and not os.environ.get("AWS_ACCESS_KEY_ID") and _is_local(self.settings.endpoint_url):
-            access, secret = _LOCAL_KEYS
-        return boto3.client(
+        creds = resolve_s3(self.settings)
+        return creds.session.client(
             "s3",
-            endpoint_url=self.settings.endpoint_url or None,
-            region_name=self.settings.region,
-            aws_access_key_id=access,
-            aws_secret_access_key=secret,
+            endpoint_url=creds.endpoint_url or None,
+            region_name=creds.region,
             config=Config(
+                **({"signature_version": UNSIGNED} if creds.anonymous else {}),
                 s3={"addressing_style": "path"},
                 retries={"max_attempts": 5, "mode": "standard"},
                 connect_timeout=5,
@@ -142,10 +134,6 @@ class ObjectStore:
 
     def uri(self, bucket: str, key: str) -> str:
         return f"s3://{bucket}/{key}"
-
-
-def _is_local(endpoint: str) -> bool:
-    return bool(endpoint) and urlparse(endpoint).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def _code(exc) -> str:
