@@ -1,19 +1,22 @@
 """Kafka clients (kafka-python) built from feedloop settings, and topic provisioning.
 
 Why: the simulator, the ingest sink and the serving pods talk to the same cluster with the
-same bootstrap servers; in production only the settings change (a real Kafka cluster).
+same bootstrap servers; in production only the settings change (a real Kafka cluster), and
+the connection and SASL / TLS settings come from feedloop.credentials (the Airflow Connection
+inside a task).
 """
 
 from __future__ import annotations
 
 from feedloop.config import KafkaSettings
+from feedloop.credentials import resolve_kafka
 
 
 def producer(kafka: KafkaSettings, **overrides):
     from kafka import KafkaProducer
 
     options = dict(
-        bootstrap_servers=kafka.bootstrap_servers,
+        **resolve_kafka(kafka).kafka_python(),
         acks="all",
         linger_ms=20,
         batch_size=256 * 1024,
@@ -28,7 +31,7 @@ def consumer(kafka: KafkaSettings, **overrides):
     from kafka import KafkaConsumer
 
     options = dict(
-        bootstrap_servers=kafka.bootstrap_servers,
+        **resolve_kafka(kafka).kafka_python(),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=5000,
@@ -45,7 +48,7 @@ def ensure_topic(kafka: KafkaSettings, *, topic: str | None = None, partitions: 
     from kafka.errors import TopicAlreadyExistsError
 
     topic = topic or kafka.topic
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
+    admin = KafkaAdminClient(**resolve_kafka(kafka).kafka_python(), request_timeout_ms=10_000)
     try:
         if topic in admin.list_topics():
             return False

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Sequence
 
 from feedloop.config import KafkaSettings, ServingSettings
+from feedloop.credentials import resolve_kafka
 from feedloop.events import SCHEMA_VERSION, format_ts, to_json
 from feedloop.serving import metrics
 
@@ -66,6 +67,7 @@ class ImpressionLog:
 
     def __init__(self, kafka: KafkaSettings, cfg: ServingSettings):
         self.kafka, self.cfg = kafka, cfg
+        self._client_config = resolve_kafka(kafka).confluent()  # bootstrap, SASL, TLS: a bad one stops the pod here
         self._queue: queue.Queue[ServedList] = queue.Queue()
         self._pending = 0                 # events submitted and not yet delivered or dropped
         self._lock = threading.Lock()
@@ -168,7 +170,7 @@ class ImpressionLog:
         from confluent_kafka import Producer
 
         return Producer({
-            "bootstrap.servers": self.kafka.bootstrap_servers,
+            **self._client_config,
             "acks": "all",
             "linger.ms": 50,
             "batch.size": 256 * 1024,
