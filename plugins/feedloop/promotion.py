@@ -306,9 +306,9 @@ def _register_one(cand: Candidate, registry: Registry, *, mode: str, evaluation:
     }
     history = [{"version": v, "overall": registry.manifest(v)["metrics"]}
                for v in registry.versions() if v < cand.version][-cand.settings.promotion.report_history:]
-    report_html = report.render(version=cand.version, metrics=metrics, gate=decision, manifest=manifest,
-                                history=history, quality=overview.window_status(cand.store, s3.lake_bucket,
-                                                                                core["lineage"]))
+    report_html = report.page(version=cand.version, metrics=metrics, gate=decision, manifest=manifest,
+                              history=history, quality=overview.window_status(cand.store, s3.lake_bucket,
+                                                                              core["lineage"]))
     if mode == "dry-run":
         cand.store.put(s3.models_bucket, cand.stage_key("report.html"), report_html)
         log.info("dry run: %s not registered; its report is staged at %s", cand.version,

@@ -3,14 +3,23 @@
 Why a page and not metrics.json alone: the person deciding "promote, hold or roll back" should
 see at a glance how the candidate compares with the champion in every segment, why the gate
 decided what it did, which features drive it and whether its scores are calibrated.
+
+Why self-contained, with its own Content-Security-Policy: the page is served next to Airflow's UI
+and its text comes from data (tenant ids, feature names). It loads nothing (no script, font, style
+sheet or image from elsewhere; plots are data: PNGs) and says so in a <meta> CSP that allows only
+its one <style> block (by hash) and data: images, so even a page served without a CSP header runs
+nothing. A report is never worth a lost registration: a plot that fails becomes a note saying why,
+and page() turns any other failure into a short page that says the report failed and why.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
-from typing import Any, Mapping, Sequence
+import logging
+from typing import Any, Callable, Mapping, Sequence
 
 from feedloop.counterfactual import DEBIASED_METRICS, ESTIMATOR, EXPLORE_METRICS
 from feedloop.evaluate import METRICS
@@ -19,7 +28,31 @@ from feedloop.quality.overview import FORCE_ACCEPTED, NOT_VALIDATED, QUARANTINED
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th:first-child,td:first-child{text-align:left}.pass{color:#1a7f37}.fail{color:#c62828;font-weight:bold}
-img{max-width:100%;border:1px solid #eee;margin:.5em 0}code{background:#f4f4f4;padding:1px 4px}"""
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}code{background:#f4f4f4;padding:1px 4px}
+td.text{text-align:left}"""
+CSP = ("default-src 'none'; img-src data:; style-src "
+       f"'sha256-{base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()}'; base-uri 'none'; form-action 'none'")
+_LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+log = logging.getLogger(__name__)
+
+
+def page(**inputs: Any) -> bytes:
+    """render(**inputs), or, if that fails, a page that says the report failed and why (logged too)."""
+    try:
+        return render(**inputs)
+    except Exception as exc:  # noqa: BLE001 - the version is registered with this page instead
+        version = inputs.get("version", "?")
+        log.exception("report.html of %s could not be rendered; registering a page that says why", version)
+        return _document(f"feedloop ranker {version}", f"<h1>Ranker {_e(version)}</h1><p class='fail'>The report "
+                         f"could not be rendered: {_e(type(exc).__name__)}: {_e(exc)}.</p><p>metrics.json, "
+                         "gate.json and manifest.json of this version hold every figure it would have shown.</p>")
+
+
+def _document(title: str, body: str) -> bytes:
+    return (f"<!doctype html><html><head><meta charset='utf-8'>"
+            f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\"><title>{_e(title)}</title>"
+            f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>").encode()
 
 
 def render(*, version: str, metrics: Mapping[str, Any], gate: Mapping[str, Any], manifest: Mapping[str, Any],
@@ -29,8 +62,6 @@ def render(*, version: str, metrics: Mapping[str, Any], gate: Mapping[str, Any],
     cand, champ = metrics["candidate"], metrics.get("champion")
     verdict = "PROMOTABLE" if gate["promotable"] else "BLOCKED"
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>feedloop ranker {_e(version)}</title>"
-        f"<style>{_CSS}</style></head><body>",
         f"<h1>Ranker {_e(version)}</h1>",
         f"<p>Gate: <span class='{'pass' if gate['promotable'] else 'fail'}'>{verdict}</span> — "
         f"{_e(gate['summary'])}</p>",
@@ -40,16 +71,15 @@ def render(*, version: str, metrics: Mapping[str, Any], gate: Mapping[str, Any],
         "on top, so these favour the logging policy (the champion). The floors use them; the comparison does "
         "not.</p>", _overall_table(metrics),
         "<h2>Gate checks</h2>", _checks_table(gate["checks"]),
-        "<h2>Raw metrics per segment (logged lists)</h2>", _img(_segments_plot(cand, champ, metrics.get("popularity"))),
+        "<h2>Raw metrics per segment (logged lists)</h2>", _plot(_segments_plot, cand, champ, metrics.get("popularity")),
         _segments_table(cand, champ),
-        "<h2>Metric history</h2>", _img(_history_plot(history, version, cand["overall"])),
+        "<h2>Metric history</h2>", _plot(_history_plot, history, version, cand["overall"]),
         "<h2>Data quality of the training window</h2>", _quality_table(quality, manifest),
-        "<h2>Feature importance (gain)</h2>", _img(_importance_plot(metrics.get("feature_importance") or {})),
-        "<h2>Scores: calibration and distribution</h2>", _img(_calibration_plot(metrics.get("calibration") or {})),
+        "<h2>Feature importance (gain)</h2>", _plot(_importance_plot, metrics.get("feature_importance") or {}),
+        "<h2>Scores: calibration and distribution</h2>", _plot(_calibration_plot, metrics.get("calibration") or {}),
         "<h2>Lineage</h2>", _lineage(metrics, manifest),
-        "</body></html>",
     ]
-    return "\n".join(parts).encode()
+    return _document(f"feedloop ranker {version}", "\n".join(parts))
 
 
 def _overall_table(metrics: Mapping[str, Any]) -> str:
@@ -108,8 +138,9 @@ def _counterfactual(metrics: Mapping[str, Any], gate: Mapping[str, Any]) -> str:
                      f"<table>{head}{body}</table>")
     metric = (gate.get("comparison") or {}).get("metric") or "ndcg@10"
     parts.append(f"<h3>{_e(metric)} ({_e(ESTIMATOR)}) per segment</h3>" + _debiased_segments(scorers, paired, metric))
-    parts.append(_img(_interval_plot(scorers, paired, metric, tolerance=(gate.get("thresholds") or {}).get("tolerance"),
-                                     segment_tolerance=(gate.get("thresholds") or {}).get("segment_tolerance"))))
+    limits = gate.get("thresholds") or {}
+    parts.append(_plot(_interval_plot, scorers, paired, metric, tolerance=limits.get("tolerance"),
+                       segment_tolerance=limits.get("segment_tolerance")))
     return "".join(parts)
 
 
@@ -157,7 +188,7 @@ def _quality_table(days: Sequence[DayStatus] | None, manifest: Mapping[str, Any]
         cells = "".join(f"<td class='{'fail' if s == QUARANTINED and d.counts[s] else ''}'>{d.counts[s]}</td>"
                         for s in STATES)
         rows.append(f"<tr><td>{d.day}</td>{cells}<td>{_e(d.run_id or 'not validated')}</td>"
-                    f"<td style='text-align:left'>{_e(notes) or '-'}</td></tr>")
+                    f"<td class='text'>{_e(notes) or '-'}</td></tr>")
     lineage = manifest.get("lineage") or {}
     excluded = lineage.get("excluded_hours") or {}
     left_out = ("<p><b>Left out of the training set</b> (dataset.on_quarantined: exclude):</p><ul>"
@@ -188,7 +219,8 @@ def _lineage(metrics: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
 
 
 def _segments_plot(cand, champ, popularity):
-    plt = _pyplot()
+    import matplotlib.pyplot as plt
+
     scopes = list(cand["segments"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(scopes) + 1.5), squeeze=False)
     for ax, metric in zip(axes[0], ("auc", "ndcg@10")):
@@ -198,7 +230,7 @@ def _segments_plot(cand, champ, popularity):
         for i, (name, block, color) in enumerate(series):
             values = [(block["segments"].get(s) or {}).get(metric) or 0.0 for s in scopes]
             ax.barh([y + i * height for y in range(len(scopes))], values, height=height, label=name, color=color)
-        ax.set_yticks([y + 0.4 - height / 2 for y in range(len(scopes))], [_literal(s) for s in scopes])
+        ax.set_yticks([y + 0.4 - height / 2 for y in range(len(scopes))], scopes)
         ax.invert_yaxis()
         ax.set_title(metric)
         ax.legend(loc="lower right", fontsize=8)
@@ -208,7 +240,8 @@ def _segments_plot(cand, champ, popularity):
 def _interval_plot(scorers, paired, metric, *, tolerance, segment_tolerance):
     """Left: each scorer's debiased metric per scope with its interval; right: candidate - champion with its
     paired interval against -tolerance (overall) and -segment_tolerance (segments)."""
-    plt = _pyplot()
+    import matplotlib.pyplot as plt
+
     scopes = ["overall", *scorers[0][1]["debiased"]["segments"]]
     fig, axes = plt.subplots(1, 2 if paired else 1, figsize=(11, 0.45 * len(scopes) + 1.6), squeeze=False)
     left = axes[0][0]
@@ -221,10 +254,10 @@ def _interval_plot(scorers, paired, metric, *, tolerance, segment_tolerance):
                 continue
             left.errorbar(figure["value"], y + i * height, xerr=[[figure["value"] - figure["low"]],
                                                                   [figure["high"] - figure["value"]]],
-                          fmt="o", color=color, capsize=3, label=_literal(name) if y == 0 else None)
-    left.set_yticks([y + 0.4 - height / 2 for y in range(len(scopes))], [_literal(s) for s in scopes])
+                          fmt="o", color=color, capsize=3, label=name if y == 0 else None)
+    left.set_yticks([y + 0.4 - height / 2 for y in range(len(scopes))], scopes)
     left.invert_yaxis()
-    left.set_title(_literal(f"{metric} ({ESTIMATOR})"))
+    left.set_title(f"{metric} ({ESTIMATOR})")
     left.legend(loc="best", fontsize=8)
     left.grid(alpha=0.3)
     if paired:
@@ -239,16 +272,17 @@ def _interval_plot(scorers, paired, metric, *, tolerance, segment_tolerance):
             if limit is not None:
                 right.axvline(-limit, color="#c62828", linestyle=style, label=label)
         right.axvline(0, color="#888", linewidth=0.8)
-        right.set_yticks(range(len(scopes)), [_literal(s) for s in scopes])
+        right.set_yticks(range(len(scopes)), scopes)
         right.invert_yaxis()
-        right.set_title(_literal(f"candidate - champion, {metric}"))
+        right.set_title(f"candidate - champion, {metric}")
         right.legend(loc="best", fontsize=8)
         right.grid(alpha=0.3)
     return fig
 
 
 def _history_plot(history, version, overall):
-    plt = _pyplot()
+    import matplotlib.pyplot as plt
+
     points = [*history, {"version": version, "overall": overall}]
     fig, ax = plt.subplots(figsize=(11, 3.2))
     for metric in ("auc", "ndcg@10", "map"):
@@ -260,7 +294,8 @@ def _history_plot(history, version, overall):
 
 
 def _importance_plot(importance: Mapping[str, float]):
-    plt = _pyplot()
+    import matplotlib.pyplot as plt
+
     ranked = sorted(importance.items(), key=lambda kv: kv[1])[-25:]
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(ranked) + 1))
     ax.barh([k for k, _ in ranked], [v for _, v in ranked], color="#1f77b4")
@@ -269,7 +304,8 @@ def _importance_plot(importance: Mapping[str, float]):
 
 
 def _calibration_plot(cal: Mapping[str, Any]):
-    plt = _pyplot()
+    import matplotlib.pyplot as plt
+
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
     left.plot(cal.get("mean_score", []), cal.get("positive_rate", []), marker="o")
     left.set_xlabel("mean score in decile")
@@ -287,22 +323,32 @@ def _calibration_plot(cal: Mapping[str, Any]):
     return fig
 
 
-def _img(fig) -> str:
-    plt = _pyplot()
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
-    plt.close(fig)
-    return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
+def _plot(draw: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+    """One figure as an inline PNG, or a note saying why it could not be drawn (the page renders either way).
 
-
-def _pyplot():
+    Labels come from data (segment values, feature names, version ids): with text.parse_math off,
+    matplotlib draws them as typed instead of parsing `$...$` as math, which raises on a tenant id
+    like `x$^$y`.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt
+    try:
+        with matplotlib.rc_context(_LITERAL_TEXT):
+            fig = draw(*args, **kwargs)
+            try:
+                buf = io.BytesIO()
+                fig.tight_layout()
+                fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
+            finally:
+                plt.close(fig)
+    except Exception as exc:  # noqa: BLE001 - a plot is never worth a lost registration
+        log.warning("report plot %s could not be drawn: %s: %s", draw.__name__, type(exc).__name__, exc)
+        return (f"<p class='fail'>This plot could not be drawn ({_e(draw.__name__.strip('_'))}): "
+                f"{_e(type(exc).__name__)}: {_e(exc)}. The tables on this page hold its figures.</p>")
+    return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
 
 
 def _num(value: float | None) -> str:
@@ -317,11 +363,6 @@ def _interval(figure: Mapping[str, Any] | None) -> str:
 
 def _diff(check: Mapping[str, Any]) -> str:
     return f"{check['diff']:+.4f} [{check['low']:+.4f}, {check['high']:+.4f}]"
-
-
-def _literal(label: str) -> str:
-    """Matplotlib reads $...$ as math: a segment value with a dollar sign is shown as typed."""
-    return str(label).replace("$", r"\$")
 
 
 def _delta(value: float | None, reference: float | None) -> str:

@@ -56,7 +56,8 @@ def day_frame(*, seed: int, lists: int = 240) -> dict[str, np.ndarray]:
     }
 
 
-def train_model(frame: dict[str, np.ndarray], *, flip_tenant: str | None = None, rounds: int = 40) -> str:
+def train_model(frame: dict[str, np.ndarray], *, flip_tenant: str | None = None, rounds: int = 40,
+                features: list[dict[str, Any]] = FEATURES) -> str:
     """A small LambdaRank model (text format) on the frame; labels inverted for flip_tenant's rows."""
     import lightgbm as lgb
 
@@ -64,9 +65,9 @@ def train_model(frame: dict[str, np.ndarray], *, flip_tenant: str | None = None,
     if flip_tenant:
         rows = frame["tenant_id"] == flip_tenant
         label[rows] = 3 - label[rows]
-    matrix = np.column_stack([frame[f["name"]] for f in FEATURES]).astype(np.float32)
+    matrix = np.column_stack([frame[f["name"]] for f in features]).astype(np.float32)
     data = lgb.Dataset(matrix, label=label, group=[LIST] * (len(label) // LIST),
-                       feature_name=[f["name"] for f in FEATURES],
+                       feature_name=[f["name"] for f in features],
                        categorical_feature=["f_topic"], free_raw_data=False)
     params = {"objective": "lambdarank", "num_leaves": 15, "min_data_in_leaf": 10, "learning_rate": 0.1,
               "verbose": -1, "seed": 7, "num_threads": 2, "min_data_per_group": 5, "cat_smooth": 1}

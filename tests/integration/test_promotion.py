@@ -12,6 +12,7 @@ import uuid
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
+import numpy as np
 import orjson
 import pytest
 
@@ -95,7 +96,8 @@ def test_a_first_model_is_registered_and_made_live_and_a_rerun_changes_nothing(e
     assert metrics["candidate"]["overall"]["ndcg@10"] > metrics["popularity"]["overall"]["ndcg@10"]
     assert metrics["holdout"]["rows"] == 2400 and metrics["champion"] is None
     html = env.registry.read(version, "report.html").decode()
-    assert html.count("data:image/png;base64,") == 5 and "http" not in html.replace(env.settings.s3.endpoint_url, "")
+    assert html.count("data:image/png;base64,") == 5 and "http" not in html.replace(
+        env.settings.s3.endpoint_url, "").replace("http-equiv='Content-Security-Policy'", "")
     assert "<script" not in html
 
     again = _promote(env, "2026-11-05")
@@ -151,6 +153,30 @@ def test_a_better_candidate_replaces_the_champion(env, models):
     assert out["flip"]["flipped"] and out["flip"]["previous"] == first
     metrics = env.registry.read_json(out["flip"]["version"], "metrics.json")
     assert metrics["champion"]["version"] == first and metrics["champion"]["overall"]["rows"] == 2400
+
+
+def test_labels_matplotlib_would_read_as_math_never_block_a_registration(env):
+    """A tenant id `x$^$y` and a feature named `f_$^$noise` (both raised in matplotlib's math parser when the
+    report's plots were saved): the version is registered, goes live, and its report draws every plot."""
+    odd = "f_$^$noise"
+    features = [{**f, "name": odd} if f["name"] == "f_noise" else f for f in rankerdata.FEATURES]
+
+    def frame(seed: int) -> dict:
+        cols = rankerdata.day_frame(seed=seed)
+        cols["tenant_id"] = np.where(cols["tenant_id"] == "globex", "x$^$y", cols["tenant_id"])
+        cols[odd] = cols.pop("f_noise")
+        return cols
+
+    s = env.settings
+    rankerdata.write_run(env.store, s, "2026-11-05", model_text=rankerdata.train_model(frame(1), rounds=5,
+                                                                                     features=features),
+                         holdout=frame(99), manifest={**rankerdata.MANIFEST, "features": features})
+    out = _promote(env, "2026-11-05")
+    assert out["flip"]["flipped"] and "tenant_id=x$^$y" in env.registry.read_json(
+        out["flip"]["version"], "metrics.json")["candidate"]["segments"]
+    html = env.registry.read(out["flip"]["version"], "report.html").decode()
+    assert html.count("data:image/png;base64,") == 5 and "could not be drawn" not in html
+    assert "tenant_id=x$^$y" in html
 
 
 def test_a_parity_failure_is_never_registered(env, models):
