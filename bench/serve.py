@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "plugins"))
 sys.path.insert(0, str(ROOT))
 
 CANDIDATES = 500
-VERSIONS = ("2026-11-24-bench-a", "2026-11-24-bench-b", "2026-11-24-bench-c")
+VERSIONS = ("2026-11-24-bec4a", "2026-11-24-bec4b", "2026-11-24-bec4c")  # registry.VERSION_PATTERN
 HEADERS = {"content-type": "application/json"}
 WARMUP_S = 1.0
 

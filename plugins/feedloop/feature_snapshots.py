@@ -36,6 +36,7 @@ from feedloop.storage import ObjectStore, PreconditionFailed
 log = logging.getLogger(__name__)
 
 PREFIX = "features/"
+SNAPSHOTS = f"{PREFIX}snapshots/"
 MANIFEST = "manifest.json"
 POINTER_SCHEMA = 1
 SAMPLE_REQUESTS = 8        # per snapshot: what a pod scores through its model before it swaps the snapshot in
@@ -62,7 +63,7 @@ class Published:
 
 
 def snapshot_key(snapshot_id: str, name: str = "") -> str:
-    return f"{PREFIX}snapshots/{snapshot_id}/{name}"
+    return f"{SNAPSHOTS}{snapshot_id}/{name}"
 
 
 def pointer(store: ObjectStore, bucket: str) -> CasPointer:

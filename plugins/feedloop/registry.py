@@ -31,6 +31,10 @@ from feedloop.pointer import CasPointer, Read
 from feedloop.storage import ObjectStore, PreconditionFailed
 
 PREFIX = "ranker/"
+VERSIONS = f"{PREFIX}versions/"
+# Every version id: its logical date, then hex (promotion.Candidate.version: "<ds>-<sha256[:10]>"). Pods
+# refuse a pointer naming anything else: the id becomes an S3 key and a folder of their local cache.
+VERSION_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9a-f]+$"
 MANIFEST = "manifest.json"
 POINTER_SCHEMA = 1
 IDENTITY_KEYS = ("version", "feature_manifest", "lineage", "params")  # plus the sha256 of model.txt

@@ -33,8 +33,9 @@ POLL = "0.3"
 
 @pytest.fixture(scope="module")
 def versions():
-    """Three good versions, trained once (different seeds: different snapshots and scores)."""
-    return {name: servingdata.make_version(f"2026-11-2{i}-{name}", seed=i)
+    """Three good versions, trained once (different seeds: different snapshots and scores); ids of the
+    registry's pattern (date-hex), the only ones a pod follows."""
+    return {name: servingdata.make_version(f"2026-11-2{i}-{i:x}0e", seed=i)
             for i, name in enumerate(("one", "two", "three"), start=1)}
 
 
@@ -285,7 +286,7 @@ def test_a_bad_version_is_refused_the_old_model_keeps_serving_and_a_later_good_o
     url = pods.urls[0]
     _publish(world, one)
     pods.wait_for(one.version, timeout=30)
-    bad = servingdata.make_version(f"2026-11-23-bad-{reason}", seed=5, rounds=5)
+    bad = servingdata.make_version(f"2026-11-23-bad{servingdata.sha256(reason.encode())[:6]}", seed=5, rounds=5)
     make_bad(world, bad)
     with Load(pods.urls, threads=1) as load:
         servingdata.flip(world.registry, bad.version)

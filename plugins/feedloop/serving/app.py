@@ -23,9 +23,11 @@ from fastapi.responses import Response
 from feedloop import features
 from feedloop.config import Settings, load_settings
 from feedloop.feature_snapshots import PREFIX as FEATURES_PREFIX
-from feedloop.registry import PREFIX
+from feedloop.feature_snapshots import SNAPSHOTS
+from feedloop.registry import PREFIX, VERSIONS
 from feedloop.serving import metrics
 from feedloop.serving.impressions import ImpressionLog, ServedList
+from feedloop.serving.model import Root
 from feedloop.serving.published_features import FeatureFollower
 from feedloop.serving.rank_request import RankRequest, RequestError, parse
 from feedloop.serving.watcher import LocalCache, Watcher
@@ -41,10 +43,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     cfg = settings.serving
     store = ObjectStore.from_settings(settings)
     cache_dir = cfg.cache_dir if cfg.cache_dir.is_absolute() else settings.state_path / cfg.cache_dir
-    followed = FeatureFollower(store=store, bucket=settings.s3.models_bucket, key=f"{FEATURES_PREFIX}live.json",
+    bucket = settings.s3.models_bucket       # pointers may name folders of this bucket and these prefixes only
+    versions, snapshots = Root(bucket, VERSIONS), Root(bucket, SNAPSHOTS)
+    followed = FeatureFollower(store=store, bucket=bucket, key=f"{FEATURES_PREFIX}live.json", snapshots=snapshots,
                                cfg=cfg)
-    watcher = Watcher(store=store, bucket=settings.s3.models_bucket, key=f"{PREFIX}live.json", cfg=cfg,
-                      cache=LocalCache(cache_dir), features=followed)
+    watcher = Watcher(store=store, bucket=bucket, key=f"{PREFIX}live.json", versions=versions, cfg=cfg,
+                      cache=LocalCache(cache_dir, versions), features=followed)
     impressions = ImpressionLog(settings.kafka, cfg) if cfg.log_impressions else None
 
     @asynccontextmanager

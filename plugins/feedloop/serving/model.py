@@ -5,11 +5,17 @@ live and nobody being able to say what is serving. A version is used only after:
 the sha256 in the manifest (and model.onnx the one in the pointer), the ONNX graph loads and has
 the manifest's signature, the feature snapshot parses, and a warm-up reproduces the scores
 LightGBM gave for the registered sample rows. Every refusal has a reason label and a sentence.
+
+Why the pointer cannot send a pod anywhere: a pointer entry must name a folder of the pod's own
+models bucket and prefix (from its config), by a name of the registry's version pattern, and the
+files a pod reads are named by code (model.onnx, the feature definitions' snapshot files), never
+by a manifest; so no outside string becomes an S3 key elsewhere or a path out of the local cache.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
@@ -17,16 +23,23 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from feedloop import export, features
+from feedloop.registry import VERSION_PATTERN
+from feedloop.serving.snapshot import FILES as SNAPSHOT_FILES
 from feedloop.serving.snapshot import Snapshot, SnapshotError
 
 MANIFEST = "manifest.json"
 MODEL = "model.onnx"
 FEATURES_DIR = "features/"
+ARTIFACTS = (MODEL, *(FEATURES_DIR + name for name in SNAPSHOT_FILES))  # every file a pod downloads
 WARMUP_ROWS = 512
 REASONS = ("bad_pointer", "missing_artifact", "bad_manifest", "truncated", "sha256_mismatch", "invalid_onnx",
-           "signature_mismatch", "bad_snapshot", "nan_scores", "sample_mismatch", "s3_error")
+           "signature_mismatch", "bad_snapshot", "nan_scores", "sample_mismatch", "s3_error", "unexpected_error")
+# Folder names a pointer may use: version ids, and feature snapshot ids ("<as_of>-<hex>", the same shape).
+FOLDER_NAME = re.compile(VERSION_PATTERN)
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class SwapRefused(RuntimeError):
@@ -39,6 +52,20 @@ class SwapRefused(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Root:
+    """The one bucket and key prefix a pointer's folders may be in (the pod's config, not the pointer)."""
+
+    bucket: str
+    prefix: str                    # e.g. "ranker/versions/", ending in "/"
+
+    def uri(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{name}/"
+
+    def key(self, name: str, file: str) -> str:
+        return f"{self.prefix}{name}/{file}"
+
+
+@dataclass(frozen=True)
 class Target:
     """One model the pointer asks for: a version, its folder and the sha256 of its model.onnx."""
 
@@ -47,8 +74,11 @@ class Target:
     sha256: str
 
     @classmethod
-    def parse(cls, obj: Any, where: str) -> Target:
-        fields = pointer_entry(obj, where, ("version", "uri", "sha256"), folder_of="version")
+    def parse(cls, obj: Any, where: str, root: Root) -> Target:
+        fields = pointer_entry(obj, where, ("version", "uri", "sha256"), folder_of="version", root=root)
+        if not SHA256.fullmatch(fields["sha256"]):
+            raise SwapRefused("bad_pointer", f"{where}: sha256 {fields['sha256'][:80]!r} is not 64 lowercase hex "
+                                             "digits (the sha256 of the version's model.onnx)")
         return cls(fields["version"], fields["uri"], fields["sha256"])
 
     @property
@@ -59,16 +89,22 @@ class Target:
         return folder_key(self.uri, name)
 
 
-def pointer_entry(obj: Any, where: str, names: Sequence[str], *, folder_of: str) -> dict[str, str]:
-    """The non-empty string fields `names` of one pointer entry, whose `uri` is the folder of its `folder_of`."""
+def pointer_entry(obj: Any, where: str, names: Sequence[str], *, folder_of: str, root: Root) -> dict[str, str]:
+    """The non-empty string fields `names` of one pointer entry, whose `uri` is the folder `root` has for its
+    `folder_of` (a name of the registry's version pattern): anything else is refused as bad_pointer."""
     if not isinstance(obj, dict):
         raise SwapRefused("bad_pointer", f"{where}: expected an object, got {type(obj).__name__}")
     missing = [k for k in names if not isinstance(obj.get(k), str) or not obj.get(k)]
     if missing:
         raise SwapRefused("bad_pointer", f"{where}: missing or empty field(s) {', '.join(missing)}")
     uri, name = obj["uri"], obj[folder_of]
-    if not uri.startswith("s3://") or not uri.rstrip("/").endswith("/" + name):
-        raise SwapRefused("bad_pointer", f"{where}: uri {uri!r} is not the folder of {folder_of} {name}")
+    if not FOLDER_NAME.fullmatch(name):
+        raise SwapRefused("bad_pointer", f"{where}: {folder_of} {name[:80]!r} does not match {VERSION_PATTERN} "
+                                         "(the registry's names); the pod keeps what it serves")
+    if uri.rstrip("/") + "/" != root.uri(name):
+        raise SwapRefused("bad_pointer", f"{where}: uri {uri[:200]!r} is not {root.uri(name)}, the folder of "
+                                         f"{folder_of} {name} in this pod's bucket and prefix (serving pods read "
+                                         "only s3://<s3.models_bucket>/" + root.prefix + ")")
     return {k: obj[k] for k in names}
 
 
@@ -91,22 +127,22 @@ class Pointer:
     etag: str
 
     @classmethod
-    def parse(cls, body: bytes, etag: str) -> Pointer:
+    def parse(cls, body: bytes, etag: str, root: Root) -> Pointer:
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise SwapRefused("bad_pointer", f"live.json is not valid JSON ({exc}); the pod keeps its model") from None
         if not isinstance(obj, dict):
             raise SwapRefused("bad_pointer", "live.json is not a JSON object; the pod keeps its model")
-        live = Target.parse(obj, "live.json")
+        live = Target.parse(obj, "live.json", root)
         canary, percent = None, 0.0
         if obj.get("canary") is not None:
-            canary = Target.parse(obj["canary"], "live.json canary")
+            canary = Target.parse(obj["canary"], "live.json canary", root)
             percent = obj["canary"].get("percent")
             if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
                 raise SwapRefused("bad_pointer", f"live.json canary: percent {percent!r} is not in (0, 100]")
         seq = obj.get("seq", 0)
-        return cls(live, canary, float(percent), seq if isinstance(seq, int) else 0, etag)
+        return cls(live, canary, float(percent), seq if isinstance(seq, int) and not isinstance(seq, bool) else 0, etag)
 
 
 @dataclass(frozen=True)
@@ -165,26 +201,72 @@ class LoadedModel:
                 "features": self.snapshot_ref.describe(time.time())}
 
 
-def artifact_names(manifest: Mapping[str, Any]) -> list[str]:
-    """The files a pod needs: model.onnx and the feature snapshot (names as in the manifest)."""
-    artifacts = manifest.get("artifacts") or {}
-    return [MODEL, *sorted(n for n in artifacts if n.startswith(FEATURES_DIR))]
+class _Artifact(BaseModel):
+    model_config = ConfigDict(strict=True)
+    sha256: str = Field(pattern=SHA256.pattern)
+    bytes: int = Field(ge=0)
+
+
+class _Feature(BaseModel):
+    model_config = ConfigDict(strict=True)
+    name: str
+    kind: str
+    categories: list[str] | None = None
+
+
+class _FeatureManifest(BaseModel):
+    model_config = ConfigDict(strict=True)
+    features: list[_Feature] = Field(min_length=1)
+
+
+class _Sample(BaseModel):
+    model_config = ConfigDict(strict=True)
+    rows: list[list[float | None]]
+    scores: list[float]
+
+
+class _Manifest(BaseModel):
+    """The part of manifest.json a pod relies on (other fields are the registry's business)."""
+
+    model_config = ConfigDict(strict=True)
+    version: str
+    artifacts: dict[str, _Artifact]
+    feature_manifest: _FeatureManifest
+    sample: _Sample
+    logical_date: str | None = None
+
+    @model_validator(mode="after")
+    def _sample_fits(self) -> _Manifest:
+        width = len(self.feature_manifest.features)
+        if any(len(row) != width for row in self.sample.rows):
+            raise ValueError(f"sample.rows must each hold {width} values (one per feature_manifest feature)")
+        if len(self.sample.rows) != len(self.sample.scores):
+            raise ValueError(f"sample has {len(self.sample.rows)} rows but {len(self.sample.scores)} scores")
+        return self
 
 
 def parse_manifest(target: Target, body: bytes) -> dict[str, Any]:
+    """manifest.json as a dict whose every field a pod reads has the right type, else SwapRefused naming the field."""
     try:
         manifest = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} is not valid JSON ({exc})") from None
-    problems = [k for k in ("version", "artifacts", "feature_manifest", "sample") if k not in manifest]
-    if problems:
-        raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} lacks {', '.join(problems)}")
+    try:
+        _Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        problems = "; ".join(f"field {'.'.join(str(p) for p in e['loc']) or '(the whole manifest)'}: {e['msg']}"
+                             for e in exc.errors()[:5])
+        raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} is malformed ({problems}); a version is "
+                                          "immutable: register a fixed one under a new version id") from None
     if manifest["version"] != target.version:
-        raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} describes {manifest['version']}, not {target.version}")
-    listed = manifest["artifacts"].get(MODEL, {}).get("sha256")
-    if listed != target.sha256:
+        raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} describes {manifest['version'][:80]!r}, "
+                                          f"not {target.version}")
+    listed = manifest["artifacts"].get(MODEL)
+    if listed is None:
+        raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} lists no {MODEL}")
+    if listed["sha256"] != target.sha256:
         raise SwapRefused("sha256_mismatch", f"{target.version}: the pointer says model.onnx has sha256 "
-                                             f"{target.sha256[:12]}..., the manifest {str(listed)[:12]}...")
+                                             f"{target.sha256[:12]}..., the manifest {listed['sha256'][:12]}...")
     return manifest
 
 
@@ -193,7 +275,7 @@ def verify_file(target: Target, manifest: Mapping[str, Any], name: str, body: by
     expected = manifest["artifacts"].get(name)
     if expected is None:
         raise SwapRefused("bad_manifest", f"{target.version}: the manifest lists no {name}")
-    if len(body) != expected.get("bytes", len(body)):
+    if len(body) != expected["bytes"]:
         raise SwapRefused("truncated", f"{target.uri}{name} has {len(body)} bytes, the manifest says "
                                        f"{expected['bytes']}: truncated or partly written")
     digest = hashlib.sha256(body).hexdigest()
@@ -209,7 +291,7 @@ def build(target: Target, manifest: dict[str, Any], files: Mapping[str, bytes], 
 
     t0 = time.perf_counter()
     check_feature_contract(target, manifest)
-    for name in artifact_names(manifest):
+    for name in ARTIFACTS:
         verify_file(target, manifest, name, files[name])
     options = ort.SessionOptions()
     options.intra_op_num_threads = onnx_threads

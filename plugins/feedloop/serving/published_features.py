@@ -4,9 +4,11 @@ Why: a model's own features/ are its training day's counts; the retrain DAG publ
 snapshot every day whatever the gate decides (feedloop.feature_snapshots). A snapshot is verified as
 strictly as a model before any request sees it (manifest sha256 from the pointer, every file's size
 and sha256, the columns the feature definitions need, row counts, then the snapshot's sample
-requests scored through each model that will use it, all finite). A refusal is counted by reason and
-retried with capped backoff while the models keep the snapshot they have. Binding never goes
-backwards: a model only moves to a snapshot with a later as_of than the one it scores with.
+requests scored through each model that will use it, all finite). A pointer entry must name a
+snapshot folder of the pod's own models bucket (model.Root, as for versions). Whatever goes wrong
+(a refusal, or anything a malformed file raises) is counted by reason and retried with capped
+backoff while the models keep the snapshot they have. Binding never goes backwards: a model only
+moves to a snapshot with a later as_of than the one it scores with.
 """
 
 from __future__ import annotations
@@ -24,14 +26,13 @@ import orjson
 from feedloop import features
 from feedloop.config import ServingSettings
 from feedloop.serving import metrics
-from feedloop.serving.model import (LoadedModel, SnapshotRef, SwapRefused, first_line, folder_bucket, folder_key,
+from feedloop.serving.model import (LoadedModel, Root, SnapshotRef, SwapRefused, first_line, folder_bucket, folder_key,
                                     pointer_entry)
-from feedloop.serving.snapshot import ITEMS, Snapshot, SnapshotError
+from feedloop.serving.snapshot import FILES, Snapshot, SnapshotError
 from feedloop.storage import NOT_MODIFIED, ObjectStore
 
 log = logging.getLogger("feedloop.serving")
 MANIFEST = "manifest.json"
-FILES = tuple(f"{e.name}.parquet" for e in features.ENTITIES) + (f"{ITEMS}.parquet",)
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,9 @@ class SnapshotTarget:
     definition_version: str
 
     @classmethod
-    def parse(cls, obj: Any, definition_version: str) -> SnapshotTarget:
-        fields = pointer_entry(obj, f"features/live.json snapshots[{definition_version}]",
-                               ("id", "uri", "as_of", "manifest_sha256"), folder_of="id")
+    def parse(cls, obj: Any, definition_version: str, root: Root) -> SnapshotTarget:
+        fields = pointer_entry(obj, f"features/live.json snapshots[{definition_version[:40]}]",
+                               ("id", "uri", "as_of", "manifest_sha256"), folder_of="id", root=root)
         return cls(fields["id"], fields["uri"], fields["as_of"], fields["manifest_sha256"], definition_version)
 
     @property
@@ -66,7 +67,7 @@ class FeaturePointer:
     seq: int
 
     @classmethod
-    def parse(cls, body: bytes) -> FeaturePointer:
+    def parse(cls, body: bytes, root: Root) -> FeaturePointer:
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -74,8 +75,8 @@ class FeaturePointer:
         if not isinstance(obj, dict) or not isinstance(obj.get("snapshots"), dict):
             raise SwapRefused("bad_pointer", "features/live.json is not an object with a `snapshots` object")
         seq = obj.get("seq", 0)
-        return cls({v: SnapshotTarget.parse(t, v) for v, t in obj["snapshots"].items()},
-                   seq if isinstance(seq, int) else 0)
+        return cls({v: SnapshotTarget.parse(t, v, root) for v, t in obj["snapshots"].items()},
+                   seq if isinstance(seq, int) and not isinstance(seq, bool) else 0)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ def _manifest(target: SnapshotTarget, body: bytes) -> dict[str, Any]:
         manifest = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} is not a JSON object")
     missing = [k for k in ("snapshot_id", "as_of", "definition_version", "files", "sample_requests") if k not in manifest]
     if missing:
         raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} lacks {', '.join(missing)}")
@@ -129,8 +132,12 @@ def _manifest(target: SnapshotTarget, body: bytes) -> dict[str, Any]:
     if differ:
         raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} does not describe what the pointer says: "
                                           f"{'; '.join(differ)}")
-    if not manifest["sample_requests"]:
-        raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} has no sample requests to warm up with")
+    if not isinstance(manifest["files"], dict):
+        raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} field files: expected an object of file name -> "
+                                          "{sha256, bytes, rows}")
+    if not isinstance(manifest["sample_requests"], list) or not manifest["sample_requests"]:
+        raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} field sample_requests: expected a non-empty list "
+                                          "of requests to warm up with")
     return manifest
 
 
@@ -167,7 +174,7 @@ def warm_up(model: LoadedModel, published: PublishedSnapshot) -> None:
             if not np.all(np.isfinite(scores)):
                 raise SwapRefused("nan_scores", f"{published.ref.id}: {model.version} scored a sample request NaN or "
                                                 "infinity with it")
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SwapRefused("bad_manifest", f"{published.ref.id}: a sample request is malformed ({first_line(exc)})") from None
 
 
@@ -187,9 +194,9 @@ class FeatureStatus:
 class FeatureFollower:
     """Reads features/live.json once per poll and binds models to the snapshots it names."""
 
-    def __init__(self, *, store: ObjectStore, bucket: str, key: str, cfg: ServingSettings,
+    def __init__(self, *, store: ObjectStore, bucket: str, key: str, snapshots: Root, cfg: ServingSettings,
                  clock: Callable[[], float] = time.monotonic):
-        self.store, self.bucket, self.key, self.cfg, self.clock = store, bucket, key, cfg, clock
+        self.store, self.bucket, self.key, self.snapshots, self.cfg, self.clock = store, bucket, key, snapshots, cfg, clock
         self.status = FeatureStatus()
         self._backoff = cfg.retry_initial_s
         self._loaded: dict[str, PublishedSnapshot] = {}
@@ -210,7 +217,7 @@ class FeatureFollower:
             return
         st.etag = found.etag
         try:
-            pointer = FeaturePointer.parse(found.body)
+            pointer = FeaturePointer.parse(found.body, self.snapshots)
         except SwapRefused as refused:
             self._refused("pointer", refused)
             return
@@ -246,6 +253,13 @@ class FeatureFollower:
                 warm_up(model, published)
             except SwapRefused as refused:
                 self._refused(target.id, refused, model=model.version)
+                failed = True
+                out.append(model)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a file nobody foresaw must not stop the watcher: refused too
+                log.exception("loading feature snapshot %s failed unexpectedly", target.id)
+                self._refused(target.id, SwapRefused("unexpected_error", f"{target.id}: {type(exc).__name__}: "
+                                                                         f"{first_line(exc)}"), model=model.version)
                 failed = True
                 out.append(model)
                 continue

@@ -19,6 +19,8 @@ from feedloop import features
 
 _UNKNOWN_ITEM = (None, np.nan, None)  # not in the catalog: no topic, unknown age, no author
 ITEMS = "items"  # the catalog: item_id -> topic, created_at (and author_id when the catalog has it)
+# Every file a snapshot has, named by the feature definitions (never by a manifest or a pointer).
+FILES = tuple(f"{e.name}.parquet" for e in features.ENTITIES) + (f"{ITEMS}.parquet",)
 
 
 class SnapshotError(ValueError):

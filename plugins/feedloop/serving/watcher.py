@@ -3,10 +3,14 @@
 Why this shape: requests read `watcher.state` once (one reference to an immutable Serving), so a
 swap is a single assignment: requests in flight finish on the model they started with, new ones
 use the new model, and nothing waits on a lock. The pointer is read with one conditional GET per
-interval (no LIST). A refused or failed load leaves the old model serving, is counted by reason
-and retried with capped backoff forever, so a fixed artifact or a later good version is picked up
-(TF Serving #1738 and Triton #6534 stopped retrying and silently served the old model). The
-previous and canary models stay loaded, so a rollback to the previous version is an in-memory swap.
+interval (no LIST). Whatever goes wrong loading a version (a refusal, S3 trouble, a malformed
+manifest, a bug) leaves the old model serving and is a Refusal: counted by reason, shown in /version
+and retried with backoff per version (exponential, capped, forever), so the same broken version is
+not downloaded again every tick, a new version in the pointer is tried at once, and a fixed artifact
+or a later good version is picked up (TF Serving #1738 and Triton #6534 stopped retrying and silently
+served the old model). The previous and canary models stay loaded, so a rollback to the previous
+version is an in-memory swap; the local cache names the live model after every swap, rollbacks
+included, so a cold start with S3 down serves what was live, never what was rolled back.
 features/live.json is polled the same way (FeatureFollower): each model is bound to the newest
 published snapshot of its feature definitions inside the same single assignment, so a request
 reads one model with one snapshot, before or after a swap.
@@ -21,7 +25,9 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,12 +35,13 @@ import orjson
 
 from feedloop.config import ServingSettings
 from feedloop.serving import metrics
-from feedloop.serving.model import (MANIFEST, LoadedModel, Pointer, SwapRefused, Target, first_line, artifact_names,
-                                    build, parse_manifest)
+from feedloop.serving.model import (ARTIFACTS, FOLDER_NAME, MANIFEST, LoadedModel, Pointer, Root, SwapRefused, Target,
+                                    build, first_line, parse_manifest)
 from feedloop.serving.published_features import FeatureFollower
 from feedloop.storage import NOT_MODIFIED, ObjectStore
 
 log = logging.getLogger("feedloop.serving")
+REMEMBERED_REFUSALS = 32   # versions whose refusal (and backoff) a pod remembers; older ones are tried afresh
 
 
 def return_freed_memory() -> None:
@@ -76,27 +83,64 @@ def canary_bucket(user_id: str) -> float:
 
 
 class LocalCache:
-    """The last-known-good live model on local disk: a cold start with S3 down can still serve."""
+    """The live model's files on local disk: a cold start with S3 down can still serve what was live.
 
-    def __init__(self, root: Path):
-        self.root = root
+    Every verified version's files go in a folder of its own (save); last_good.json names the live
+    one and is rewritten after every swap (mark_live), so it never names a model that was rolled back.
+    A name read back is checked like a pointer's, and every path must resolve inside the cache.
+    """
+
+    def __init__(self, root: Path, versions: Root):
+        self.root, self.versions = root, versions
 
     def save(self, target: Target, manifest_body: bytes, files: dict[str, bytes]) -> None:
-        folder = self.root / target.version
         for name, body in {MANIFEST: manifest_body, **files}.items():
-            _write_atomic(folder / name, body)
-        _write_atomic(self.root / "last_good.json", orjson.dumps(target.__dict__))
+            _write_atomic(self._path(target.version, name), body)
+
+    def mark_live(self, target: Target | None) -> None:
+        """last_good.json names `target`, if its files are here; else it is removed (naming nothing beats a stale model)."""
+        pointer = self.root / "last_good.json"
+        if target is not None and all(self._path(target.version, n).is_file() for n in (MANIFEST, *ARTIFACTS)):
+            _write_atomic(pointer, orjson.dumps(target.__dict__))
+            return
+        pointer.unlink(missing_ok=True)
+        if target is not None:
+            log.warning("no local copy of live model %s: a cold start with S3 down will not serve", target.version)
 
     def load(self) -> tuple[Target, bytes, dict[str, bytes]] | None:
         try:
-            target = Target(**orjson.loads((self.root / "last_good.json").read_bytes()))
-            folder = self.root / target.version
-            manifest_body = (folder / MANIFEST).read_bytes()
-            manifest = orjson.loads(manifest_body)
-            files = {name: (folder / name).read_bytes() for name in artifact_names(manifest)}
-        except (OSError, ValueError, TypeError):
+            target = Target.parse(orjson.loads((self.root / "last_good.json").read_bytes()), "last_good.json",
+                                  self.versions)
+            manifest_body = self._path(target.version, MANIFEST).read_bytes()
+            files = {name: self._path(target.version, name).read_bytes() for name in ARTIFACTS}
+        except (OSError, ValueError, SwapRefused) as exc:
+            log.warning("no usable last-known-good copy in %s (%s)", self.root, first_line(exc))
             return None
         return target, manifest_body, files
+
+    def _path(self, version: str, name: str) -> Path:
+        """The file `name` of `version` in the cache; ValueError for anything that would resolve outside it."""
+        root = self.root.resolve()
+        path = (root / version / name).resolve()
+        if not FOLDER_NAME.fullmatch(version) or not path.is_relative_to(root / version):
+            raise ValueError(f"{version!r}/{name!r} is not a file of a version folder inside {root}")
+        return path
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a version (or the pointer itself) was refused, and when it may be tried again."""
+
+    version: str
+    reason: str
+    message: str
+    at: float                  # wall time of the latest refusal
+    attempts: int              # refusals in a row
+    retry_at: float            # on the watcher's clock
+
+    def describe(self, now: float) -> dict[str, Any]:
+        return {"version": self.version, "reason": self.reason, "message": self.message, "at": _iso(self.at),
+                "attempts": self.attempts, "retry_in_seconds": _round(max(0.0, self.retry_at - now))}
 
 
 @dataclass
@@ -109,17 +153,17 @@ class WatchStatus:
     last_error: str | None = None
     pending: Pointer | None = None        # a pointer not (fully) applied yet
     next_attempt: float = 0.0
-    failures: dict[str, str] = field(default_factory=dict)  # version -> why it was refused
+    last_refusal: Refusal | None = None
 
 
 class Watcher:
-    def __init__(self, *, store: ObjectStore, bucket: str, key: str, cfg: ServingSettings, cache: LocalCache,
-                 features: FeatureFollower, clock: Callable[[], float] = time.monotonic):
-        self.store, self.bucket, self.key, self.cfg, self.cache = store, bucket, key, cfg, cache
-        self.features, self.clock = features, clock
+    def __init__(self, *, store: ObjectStore, bucket: str, key: str, versions: Root, cfg: ServingSettings,
+                 cache: LocalCache, features: FeatureFollower, clock: Callable[[], float] = time.monotonic):
+        self.store, self.bucket, self.key, self.versions, self.cfg = store, bucket, key, versions, cfg
+        self.cache, self.features, self.clock = cache, features, clock
         self.state = Serving()
         self.status = WatchStatus()
-        self._backoff = cfg.retry_initial_s
+        self._refusals: OrderedDict[Target | str, Refusal] = OrderedDict()  # by target ("pointer": live.json)
         self._next_poll = 0.0
         self._cache_tried = False
         self._gauges: set[tuple[str, str, str]] = set()
@@ -140,17 +184,19 @@ class Watcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            floor = 0.05
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any bug in one tick
-                log.exception("model watcher tick failed; retrying")
+            except Exception:  # noqa: BLE001 - the watcher must outlive any bug in one tick, without spinning
+                log.exception("model watcher tick failed; retrying in %.1fs", self.cfg.retry_initial_s)
+                floor = self.cfg.retry_initial_s
             now = self.clock()
             wake = self._next_poll
             if self.status.pending is not None:
                 wake = min(wake, self.status.next_attempt)
             if self.features.status.dirty:
                 wake = min(wake, self.features.status.next_attempt)
-            self._stop.wait(max(0.05, wake - now))
+            self._stop.wait(max(floor, wake - now))
 
     # ---- one step -------------------------------------------------------------------------------
 
@@ -166,7 +212,7 @@ class Watcher:
             self._apply(pending)
         if self.features.due():
             self._rebind()
-        metrics.STALENESS.set(self.staleness())
+        metrics.STALENESS.set(self.staleness() or 0.0)
         metrics.FEATURE_SNAPSHOT_AGE.set(self.snapshot_age() or 0.0)
         metrics.READY.set(1 if self.state.live is not None else 0)
 
@@ -198,17 +244,17 @@ class Watcher:
             return
         self.status.etag = found.etag
         try:
-            pointer = Pointer.parse(found.body, found.etag)
+            pointer = Pointer.parse(found.body, found.etag, self.versions)
         except SwapRefused as refused:
-            self._refused("pointer", refused)
+            self._refuse("pointer", "live.json", refused)
             self.status.pending = None
             return
+        self._refusals.pop("pointer", None)
         log.info("live.json changed (seq %s): live %s%s", pointer.seq, pointer.live.version,
                  f", canary {pointer.canary.version} at {pointer.canary_percent:g}%" if pointer.canary else "")
         self.status.seq = pointer.seq
         self.status.pending = pointer
-        self.status.next_attempt = 0.0
-        self._backoff = self.cfg.retry_initial_s
+        self.status.next_attempt = 0.0          # tried at once; a version still in its backoff is skipped
 
     def _apply(self, pointer: Pointer) -> None:
         old = self.state
@@ -222,6 +268,8 @@ class Watcher:
         new_live, canary, previous = self.features.bind([new_live, canary, previous])
         self.state = Serving(live=new_live, canary=canary, canary_percent=pointer.canary_percent if canary else 0.0,
                              previous=previous, seq=pointer.seq if done else old.seq)
+        if new_live is not None and (old.live is None or new_live.target != old.live.target):
+            self._mark_live(new_live.target)
         kept = {id(m) for m in (self.state.live, self.state.canary, self.state.previous)}
         dropped = any(m is not None and id(m) not in kept for m in (old.live, old.canary, old.previous))
         del old, live, canary, new_live, previous
@@ -230,12 +278,11 @@ class Watcher:
         self._set_gauges()
         if done:
             self.status.pending = None
-            self._backoff = self.cfg.retry_initial_s
-        else:
-            self.status.next_attempt = self.clock() + self._backoff
-            log.warning("pointer seq %s not fully applied; serving %s; retrying in %.0fs", pointer.seq,
-                        self._serving_text(), self._backoff)
-            self._backoff = min(self._backoff * 2, self.cfg.retry_max_s)
+            return
+        waits = [r.retry_at for t in (pointer.live, pointer.canary) if t is not None and (r := self._refusals.get(t))]
+        self.status.next_attempt = min(waits, default=self.clock() + self.cfg.retry_initial_s)
+        log.warning("pointer seq %s not fully applied; serving %s; retrying in %.1fs", pointer.seq,
+                    self._serving_text(), self.status.next_attempt - self.clock())
 
     def _rebind(self) -> None:
         """A features-only change: the same models, each with the newest verified snapshot, in one assignment."""
@@ -250,27 +297,37 @@ class Watcher:
         log.info("feature snapshots now: %s", self._snapshots_text())
 
     def _obtain(self, target: Target, *, role: str) -> LoadedModel | None:
-        """The model of target: already in memory (live, canary or previous), else loaded and verified."""
+        """The model of target: already in memory (live, canary or previous), else loaded and verified.
+
+        None while a refusal of target waits out its backoff, or when this attempt is refused.
+        """
         for model in (self.state.live, self.state.canary, self.state.previous):
             if model is not None and model.target == target:
                 return model
+        refusal = self._refusals.get(target)
+        if refusal is not None and self.clock() < refusal.retry_at:
+            return None
         t0 = time.perf_counter()
         try:
             manifest_body, manifest, files = self._download(target)
             model = build(target, manifest, files, onnx_threads=self.cfg.onnx_threads,
                           sample_max_abs_diff=self.cfg.sample_max_abs_diff, source="s3")
         except SwapRefused as refused:
-            self._refused(target.version, refused)
+            self._refuse(target, target.version, refused)
+            return None
+        except Exception as exc:  # noqa: BLE001 - a bug or an input nobody foresaw: refused like any bad version
+            log.exception("loading %s failed unexpectedly", target.version)
+            self._refuse(target, target.version, SwapRefused(
+                "unexpected_error", f"{target.version}: loading failed with {type(exc).__name__}: {first_line(exc)}"))
             return None
         metrics.SWAP_SECONDS.observe(time.perf_counter() - t0)
         metrics.SWAPS.labels(role).inc()
-        self.status.failures.pop(target.version, None)
-        if role == "live":
-            try:
-                self.cache.save(target, manifest_body, files)
-            except OSError as exc:
-                log.warning("cannot keep a local copy of %s (%s): a cold start with S3 down will not serve it",
-                            target.version, exc)
+        self._refusals.pop(target, None)
+        try:
+            self.cache.save(target, manifest_body, files)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot keep a local copy of %s (%s): a cold start with S3 down will not serve it",
+                        target.version, exc)
         log.info("loaded %s as %s in %.2fs (verified sha256, signature, sample scores)", target.version, role,
                  model.load_seconds)
         return model
@@ -278,7 +335,7 @@ class Watcher:
     def _download(self, target: Target) -> tuple[bytes, dict[str, Any], dict[str, bytes]]:
         manifest_body = self._get(target, MANIFEST)
         manifest = parse_manifest(target, manifest_body)
-        return manifest_body, manifest, {name: self._get(target, name) for name in artifact_names(manifest)}
+        return manifest_body, manifest, {name: self._get(target, name) for name in ARTIFACTS}
 
     def _get(self, target: Target, name: str) -> bytes:
         try:
@@ -300,16 +357,31 @@ class Watcher:
             model = build(target, parse_manifest(target, manifest_body), files, onnx_threads=self.cfg.onnx_threads,
                           sample_max_abs_diff=self.cfg.sample_max_abs_diff, source="cache")
         except SwapRefused as refused:
-            self._refused(target.version, refused)
+            self._refuse(target, target.version, refused)
             return
         self.state = Serving(live=model)
         self._set_gauges()
         log.warning("S3 is unreachable: serving the last-known-good local copy of %s", target.version)
 
-    def _refused(self, what: str, refused: SwapRefused) -> None:
+    def _mark_live(self, target: Target) -> None:
+        try:
+            self.cache.mark_live(target)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot record %s as live in the local cache (%s)", target.version, exc)
+
+    def _refuse(self, key: Target | str, version: str, refused: SwapRefused) -> None:
+        """Count, remember and log a refusal; the next attempt of `key` waits retry_initial_s * 2^n (capped)."""
+        before = self._refusals.pop(key, None)
+        attempts = before.attempts + 1 if before is not None else 1
+        delay = min(self.cfg.retry_initial_s * 2 ** min(attempts - 1, 30), self.cfg.retry_max_s)
+        refusal = Refusal(version, refused.reason, str(refused), time.time(), attempts, self.clock() + delay)
+        self._refusals[key] = refusal
+        while len(self._refusals) > REMEMBERED_REFUSALS:
+            self._refusals.popitem(last=False)
+        self.status.last_refusal = refusal
         metrics.SWAP_FAILURES.labels(refused.reason).inc()
-        self.status.failures[what] = f"{refused.reason}: {refused}"
-        log.error("refused %s (%s): %s; still serving %s", what, refused.reason, refused, self._serving_text())
+        log.error("refused %s (%s): %s; still serving %s; next try in %.1fs", version, refused.reason, refused,
+                  self._serving_text(), delay)
 
     def _set_gauges(self) -> None:
         now = {(m.version, m.target.sha256, role) for role, m in (("live", self.state.live), ("canary", self.state.canary))
@@ -345,13 +417,18 @@ class Watcher:
                         "last_error": st.last_error,
                         "pending": st.pending.live.version if st.pending else None,
                         "retry_in_seconds": _round(max(0.0, st.next_attempt - self.clock())) if st.pending else None},
-            "refused": dict(st.failures),
+            "refused": {r.version: f"{r.reason}: {r.message}" for r in self._refusals.values()},
+            "last_refusal": st.last_refusal.describe(self.clock()) if st.last_refusal else None,
             "features": self.features.describe(),
         }
 
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _write_atomic(path: Path, body: bytes) -> None:
