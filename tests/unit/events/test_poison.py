@@ -27,6 +27,10 @@ POISON = [
     pytest.param(G.replace(b'"acme"', b'"ac\xffme"', 1).replace(b'"position":3', b'"position":0'), "<event>",
                  id="invalid-utf8-and-a-bad-field"),
     pytest.param(G.replace(b'"acme"', b'"ac\xffme"', 1), "<event>", id="invalid-utf8-in-a-string"),
+    pytest.param(orjson.dumps({**GOOD, "schema_version": True}), "schema_version", id="schema-version-true"),
+    pytest.param(orjson.dumps({**GOOD, "schema_version": 1.0}), "schema_version", id="schema-version-a-float"),
+    pytest.param(b"null", "<event>", id="json-null-segfaults-arrow-first-in-a-block"),
+    pytest.param(b"{}\r" + G, "<event>", id="carriage-return-between-two-objects"),
 ]
 
 
@@ -64,3 +68,22 @@ def test_parse_ts_refuses_a_time_outside_the_sane_range_with_a_value_error(value
 ])
 def test_parse_ts_accepts_the_edges_of_the_range(value, expected):
     assert ev.format_ts(ev.parse_ts(value)) == expected
+
+
+def test_a_value_the_checks_let_through_but_arrow_refuses_is_rejected_and_the_rest_lands(monkeypatch):
+    """The last guard: should check_event ever miss a rule Arrow enforces, that record, not its block, fails."""
+    monkeypatch.setattr(ev, "check_event", lambda obj: [])  # a check that forgot every rule
+    raws = [orjson.dumps({**GOOD, "event_id": "good-1"}), orjson.dumps({**GOOD, "position": "3"}), b"not json"]
+    batch = ev.decode_batch(raws)
+    assert batch.kept.to_pylist() == [0] and batch.table.column("event_id").to_pylist() == ["good-1"]
+    assert [r.index for r in batch.rejected] == [1, 2]
+    assert batch.rejected[0].reason.startswith("<event>: does not fit the event schema")
+
+
+@pytest.mark.parametrize("first", [b"null", b" null", b""], ids=["null", "space-null", "empty-then-null"])
+def test_a_block_starting_with_a_json_null_is_decoded_not_a_crash(first):
+    """pyarrow 26 segfaults reading a block whose first value is a top-level null (apache/arrow#47409)."""
+    raws = [first, b"null", G]
+    batch = ev.decode_batch(raws)
+    assert batch.kept.to_pylist() == [2]
+    assert [r.index for r in batch.rejected] == [0, 1]
