@@ -28,14 +28,15 @@ def test_each_retrain_runs_model_report_tab_shows_that_dates_version(ui, airflow
         ui.page.get_by_role("link", name="Model report").click()
         frame = ui.page.frame_locator("iframe[title='Model report']")
         expect(frame.locator("#run-version")).to_have_text(version)
-        expect(frame.locator("h1")).to_have_text(f"Ranker {version}")
+        report = frame.frame_locator("iframe#report")  # the stored report, in a sandboxed frame of its own
+        expect(report.locator("h1")).to_have_text(f"Ranker {version}")
         ui.shot(f"model-report-{day}")
         for section in SECTIONS:
-            expect(frame.get_by_role("heading", name=section)).to_be_visible()
-        expect(frame.locator("body")).to_contain_text(f"logical date {day}")
-        expect(frame.locator("body")).to_contain_text("code version")
+            expect(report.get_by_role("heading", name=section)).to_be_visible()
+        expect(frame.locator("#feedloop-run")).to_contain_text(f"logical date {day}")
+        expect(report.locator("body")).to_contain_text("code version")
         window = f"{day - timedelta(days=3)} … {day + timedelta(days=1)}"  # uidata.promote_days' lineage
-        expect(frame.locator("body")).to_contain_text(f"data range {window} (end exclusive)")
+        expect(report.locator("body")).to_contain_text(f"data range {window} (end exclusive)")
     ui.page.goto(f"{airflow.url}/feedloop/versions/{version}/report.html")  # the whole page, for the artifacts
     ui.shot("report-page")
 

@@ -4,7 +4,9 @@ Every page sits behind Airflow's own login and auth manager (the session cookie 
 bearer token): reading needs read access to the retrain_ranker DAG (the Model report tab: to the
 run's DAG); a rollback needs the right to trigger rollback_ranker and a canary change the right to
 trigger canary_ranker, the DAGs that make the same change. Objects from S3 (report.html, Data Docs)
-are streamed through these routes, so their links answer behind the same login.
+are streamed through these routes, so their links answer behind the same login, sandboxed (see
+feedloop.ui.headers). A pointer form also needs the token of the login that loaded it (feedloop.ui.csrf).
+Every parameter is typed and bounded: a bad one is a 422 naming it and its rule, never a 500.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessE
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from feedloop import assets
@@ -30,12 +34,15 @@ from feedloop.lake import HourPartition
 from feedloop.quality import overview
 from feedloop.registry import Registry, RegistryError
 from feedloop.storage import ObjectStore
-from feedloop.ui import airflow_db, mount
+from feedloop.ui import airflow_db, csrf, datadocs, headers, mount
 from feedloop.ui.models import PAGE_SIZE, Catalog, change_pointer
-from feedloop.ui.runs import run_model
+from feedloop.ui.runs import RunModel, run_model
 
 CATALOG = Catalog()
 DEFAULT_DAYS, MAX_DAYS = 7, 62
+# the lake's days come from epoch timestamps; the far bound keeps the window arithmetic off date.max
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2999, 12, 31)
+STATIC = Path(__file__).parent / "static"
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DOCS_PAGE = re.compile(r"index\.html|hour=\d{2}/(rows|metrics)\.html")
 _BY_RUN = re.compile(rf"^({mount.RETRAIN_DAG}|{mount.ROLLBACK_DAG}|{mount.CANARY_DAG}) (\S+)$")
@@ -48,35 +55,45 @@ READ_RUN = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
 
 def create_app() -> FastAPI:
     app = FastAPI(title="feedloop", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(headers.SecurityHeaders)
     app.add_exception_handler(StarletteHTTPException, _login_or_error)
+    app.add_exception_handler(RequestValidationError, _bad_parameter)
 
     @app.get("/models", dependencies=[READ_MODELS])
-    def models(request: Request, changed: int | None = None, page: Annotated[int, Query(ge=1)] = 1,
+    def models(request: Request, user: GetUserDep, changed: int | None = None, page: Annotated[int, Query(ge=1)] = 1,
                history_page: Annotated[int, Query(ge=1)] = 1) -> HTMLResponse:
-        return _models_page(request, changed=changed, page=page, history_page=history_page)
+        return _models_page(request, user, changed=changed, page=page, history_page=history_page)
 
     @app.post("/models/rollback", dependencies=[ROLLBACK])
     def rollback(request: Request, user: GetUserDep, reason: Annotated[str, Form()] = "",
-                 to: Annotated[str, Form()] = "", shown_seq: Annotated[str, Form()] = "") -> Response:
-        return _pointer_change(request, user, "rollback", reason=reason, to=to, shown_seq=shown_seq)
+                 to: Annotated[str, Form()] = "", shown_seq: Annotated[str, Form()] = "",
+                 csrf_token: Annotated[str, Form()] = "") -> Response:
+        return _pointer_change(request, user, "rollback", reason=reason, to=to, shown_seq=shown_seq,
+                               csrf_token=csrf_token)
 
     @app.post("/models/canary/{verb}", dependencies=[CANARY])
     def canary(verb: str, request: Request, user: GetUserDep, reason: Annotated[str, Form()] = "",
-               shown_seq: Annotated[str, Form()] = "") -> Response:
+               shown_seq: Annotated[str, Form()] = "", csrf_token: Annotated[str, Form()] = "") -> Response:
         if verb not in ("promote", "abort"):
             raise HTTPException(404, f"no canary action {verb!r}: promote or abort")
-        return _pointer_change(request, user, f"{verb}-canary", reason=reason, shown_seq=shown_seq)
+        return _pointer_change(request, user, f"{verb}-canary", reason=reason, shown_seq=shown_seq,
+                               csrf_token=csrf_token)
 
     @app.get("/versions/{version}/report.html", dependencies=[READ_MODELS])
     def version_report(version: str) -> HTMLResponse:
-        return HTMLResponse(_report_bytes(version))
+        return headers.stored_html(_report_bytes(version))
 
     @app.get("/runs/{dag_id}/{run_id}/report", dependencies=[READ_RUN])
     def run_report(dag_id: str, run_id: str, request: Request, session: SessionDep) -> HTMLResponse:
         return _run_report(request, session, dag_id, run_id)
 
+    @app.get("/runs/{dag_id}/{run_id}/report.html", dependencies=[READ_RUN])
+    def run_report_page(dag_id: str, run_id: str, request: Request, session: SessionDep) -> HTMLResponse:
+        return _run_report_page(request, session, dag_id, run_id)
+
     @app.get("/quality", dependencies=[READ_MODELS])
-    def quality(request: Request, session: SessionDep, end: date | None = None,
+    def quality(request: Request, session: SessionDep,
+                end: Annotated[date | None, Query(ge=FIRST_DAY, le=LAST_DAY)] = None,
                 days: Annotated[int, Query(ge=1, le=MAX_DAYS)] = DEFAULT_DAYS) -> HTMLResponse:
         return _quality_page(request, session, end=end, days=days)
 
@@ -90,7 +107,12 @@ def create_app() -> FastAPI:
         if found is None:
             raise HTTPException(404, f"{_store().uri(settings.s3.lake_bucket, key)} does not exist: "
                                      f"{day} was not validated (yet)")
-        return HTMLResponse(found.body)
+        return headers.stored_html(datadocs.readable(found.body))
+
+    @app.get("/static/airflow-links.js")
+    def links_script() -> Response:
+        return Response(_static("airflow-links.js"), media_type="text/javascript",
+                        headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/static/{name}.svg")
     def icon(name: str) -> Response:
@@ -103,7 +125,7 @@ def create_app() -> FastAPI:
 
 # ---- Models ---------------------------------------------------------------------------------------
 
-def _models_page(request: Request, *, changed: int | None = None, error: str | None = None,
+def _models_page(request: Request, user: Any, *, changed: int | None = None, error: str | None = None,
                  form: dict[str, str] | None = None, status_code: int = 200, page: int = 1,
                  history_page: int = 1) -> HTMLResponse:
     registry = _registry()
@@ -126,22 +148,25 @@ def _models_page(request: Request, *, changed: int | None = None, error: str | N
                    history_pages=max(1, -(-history_total // size)),
                    targets=[v for v in ids if v != live_version and v not in unservable],
                    default_target=(form or {}).get("to") or (pointer or {}).get("previous"),
-                   reason=(form or {}).get("reason", ""), error=error, done=done)
+                   reason=(form or {}).get("reason", ""), error=error, done=done,
+                   csrf_field=csrf.FIELD, csrf_token=csrf.issue(request, user))
 
 
-def _pointer_change(request: Request, user: Any, action: str, *, reason: str, shown_seq: str,
+def _pointer_change(request: Request, user: Any, action: str, *, reason: str, shown_seq: str, csrf_token: str,
                     to: str | None = None) -> Response:
     _same_origin(request)
+    csrf.check(request, user, csrf_token)
     try:
         pointer = change_pointer(_registry(), action=action, shown_seq=int(shown_seq) if shown_seq.isdigit() else None,
                                  by=f"airflow-ui {user.get_name()}", reason=reason.strip(), to=to)
     except RegistryError as exc:
-        return _models_page(request, error=str(exc), form={"to": to or "", "reason": reason}, status_code=409)
+        return _models_page(request, user, error=str(exc), form={"to": to or "", "reason": reason},
+                            status_code=409)
     return RedirectResponse(f"{_own_root(request)}/models?changed={pointer['seq']}", status_code=303)
 
 
 def _same_origin(request: Request) -> None:
-    """Refuse a form posted from another site (the login cookie is SameSite=Lax; this is the second lock)."""
+    """Refuse a form posted from another site by name (the form token is the lock; this says who posted)."""
     origin = request.headers.get("origin") or request.headers.get("referer")
     if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
         raise HTTPException(403, f"form posted from {origin}, not from this Airflow: refused")
@@ -150,6 +175,35 @@ def _same_origin(request: Request) -> None:
 # ---- Model report tab -----------------------------------------------------------------------------
 
 def _run_report(request: Request, session: Any, dag_id: str, run_id: str) -> HTMLResponse:
+    """The tab: the run's banner (ours, with links into Airflow) above its report, framed sandboxed."""
+    found = _run_model(request, session, dag_id, run_id)
+    if isinstance(found, HTMLResponse):
+        return found
+    ds, model, registry = found
+    live = registry.live()
+    page = f"{_own_root(request)}/runs/{quote(dag_id, safe='')}/{quote(run_id, safe='')}/report.html"
+    return _render(request, "report_tab.html", run_id=run_id, ds=ds, model=model, report_url=page,
+                   live=live.pointer if live else None,
+                   models_url=f"{_airflow_root(request)}/plugin/{mount.MODELS_ROUTE}")
+
+
+def _run_report_page(request: Request, session: Any, dag_id: str, run_id: str) -> HTMLResponse:
+    """The report.html the tab frames, as stored by the run's training: sandboxed."""
+    found = _run_model(request, session, dag_id, run_id)
+    if isinstance(found, HTMLResponse):
+        return found
+    ds, model, registry = found
+    stored = registry.store.get(registry.bucket, model.report_key or "")
+    if stored is None:
+        uri = registry.store.uri(registry.bucket, model.report_key or "")
+        return _message(request, f"Model report: {ds}", f"{uri} does not exist", status_code=404,
+                        run_url=_run_url(request, dag_id, run_id))
+    return headers.stored_html(stored.body)
+
+
+def _run_model(request: Request, session: Any, dag_id: str,
+               run_id: str) -> tuple[str, RunModel, Registry] | HTMLResponse:
+    """(the run's training day, the version it shows, the registry), or the page that says why there is none."""
     if dag_id != mount.RETRAIN_DAG:
         return _message(request, "Model report", f"The Model report belongs to {mount.RETRAIN_DAG} runs; "
                                                  f"{dag_id} does not train models.")
@@ -165,17 +219,7 @@ def _run_report(request: Request, session: Any, dag_id: str, run_id: str) -> HTM
                       if isinstance(registered, dict) else None)
     if model.report_key is None:
         return _message(request, f"Model report: {ds}", model.note, run_url=_run_url(request, dag_id, run_id))
-    live = registry.live()
-    banner = _templates().get_template("banner.html").render(
-        run_id=run_id, ds=ds, model=model, live=live.pointer if live else None,
-        models_url=f"{_airflow_root(request)}/plugin/{mount.MODELS_ROUTE}")
-    found = registry.store.get(registry.bucket, model.report_key)
-    if found is None:
-        return _message(request, f"Model report: {ds}", f"{registry.store.uri(registry.bucket, model.report_key)} "
-                                                        "does not exist", run_url=_run_url(request, dag_id, run_id))
-    page = found.body
-    head, body, rest = page.partition(b"<body>")
-    return HTMLResponse(head + body + banner.encode() + rest if body else banner.encode() + page)
+    return ds, model, registry
 
 
 def _report_bytes(version: str) -> bytes:
@@ -193,7 +237,7 @@ def _quality_page(request: Request, session: Any, *, end: date | None, days: int
     settings, store = _settings(), _store()
     lake_bucket = settings.s3.lake_bucket
     end = end or overview.latest_day(store, lake_bucket) or datetime.now(timezone.utc).date()
-    start = end - timedelta(days=days - 1)
+    start = max(end - timedelta(days=days - 1), FIRST_DAY)
     statuses = overview.days_status(store, lake_bucket, start, end + timedelta(days=1))[::-1]
     uris = {(d.day, h): assets.hour_partition_uri(settings, HourPartition(d.day, h).prefix)
             for d in statuses for h in range(24)}
@@ -206,8 +250,9 @@ def _quality_page(request: Request, session: Any, *, end: date | None, days: int
                    validation_run_url={d.run_id: _run_url(request, mount.RETRAIN_DAG, d.run_id)
                                        for d in statuses if d.run_id in validation_runs},
                    docs_root=f"{own}/quality/docs", states=overview.STATES,
-                   earlier=f"{own}/quality?end={start - timedelta(days=1)}&days={days}",
-                   later=f"{own}/quality?end={end + timedelta(days=days)}&days={days}")
+                   earlier=f"{own}/quality?end={start - timedelta(days=1)}&days={days}" if start > FIRST_DAY else None,
+                   later=f"{own}/quality?end={min(end + timedelta(days=days), LAST_DAY)}&days={days}"
+                   if end < LAST_DAY else None)
 
 
 # ---- shared ---------------------------------------------------------------------------------------
@@ -261,6 +306,27 @@ def _airflow_root(request: Request) -> str:
 def _run_url(request: Request, dag_id: str, run_id: str) -> str:
     """The run's page in Airflow's UI."""
     return f"{_airflow_root(request)}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def _static(name: str) -> bytes:
+    return (STATIC / name).read_bytes()
+
+
+async def _bad_parameter(request: Request, exc: RequestValidationError) -> Response:
+    """422 naming each bad parameter, its rule and what to do (FastAPI's list stays under "detail")."""
+    message = "; ".join(_describe(error) for error in exc.errors())
+    if "text/html" in request.headers.get("accept", ""):
+        return _message(request, "Bad request", message, status_code=422)
+    return JSONResponse({"message": message, "detail": jsonable_encoder(exc.errors())}, status_code=422)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where, *name = error.get("loc") or ("request",)
+    field = ".".join(str(part) for part in name) or where
+    value = str(error.get("input", ""))
+    shown = value if len(value) <= 40 else value[:37] + "..."
+    todo = "correct it or leave it out for its default" if where == "query" else "correct it"
+    return f"{where} parameter {field!r} = {shown!r}: {error.get('msg', 'invalid')}; {todo}"
 
 
 async def _login_or_error(request: Request, exc: StarletteHTTPException) -> Response:
