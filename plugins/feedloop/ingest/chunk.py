@@ -34,6 +34,7 @@ class Chunk:
     rows: list[pa.Table] = field(default_factory=list)
     dead: list[pa.Table] = field(default_factory=list)
     dirty: bool = False
+    generation: int = 0                 # the log generation (Checkpoint.generation): part of the object names
 
     def __post_init__(self) -> None:
         if self.next_offset < 0:
@@ -109,7 +110,7 @@ class Chunk:
             part = table.filter(pc.equal(hour_ms, h))
             start = part["event_ts"][0].as_py()
             hour = lake.HourPartition(start.date(), start.hour)
-            out[lake.events_key(hour, self.topic, self.partition, self.start)] = part
+            out[lake.events_key(hour, self.topic, self.partition, self.start, self.generation)] = part
         return out
 
     def deadletter_objects(self) -> dict[str, pa.Table]:
@@ -121,7 +122,8 @@ class Chunk:
         out = {}
         for d in pc.unique(day_ms).to_pylist():
             part = table.filter(pc.equal(day_ms, d))
-            out[lake.deadletter_key(part["ingest_ts"][0].as_py().date(), self.topic, self.partition, self.start)] = part
+            out[lake.deadletter_key(part["ingest_ts"][0].as_py().date(), self.topic, self.partition, self.start,
+                                    self.generation)] = part
         return out
 
 

@@ -2,24 +2,34 @@
 
 Why this is safe: objects are pure functions of (topic, partition, chunk offsets), so a replay
 rebuilds every affected chunk from its first offset and rewrites the very same keys: the same
-bytes if the log is unchanged, nothing duplicated ever. A replay reads only below the
-partition's checkpoint and writes each object with a compare-and-swap on the ETag it read
-first, so it can never shrink an open chunk that the sink is appending to at the same time.
+bytes if the log is unchanged, nothing duplicated ever. A replay first claims the partition's
+checkpoint (compare-and-swap), reads only below it, and writes each object through that claim
+(feedloop.ingest.fence): a sink run that read the checkpoint before the claim can no longer
+commit, one that claims it after makes the replay's next write lose (left to the sink, `raced`),
+so a replay can never shrink an object below a checkpoint. Objects of an earlier log generation
+(before a reset-checkpoint) cannot be rebuilt from today's log and are left alone.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
+from itertools import groupby
+from typing import Callable
 
 from feedloop import lake
 from feedloop.config import Settings
+from feedloop.events import format_ts
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.chunk import Chunk
-from feedloop.ingest.sink import IngestError, limits
+from feedloop.ingest.errors import Fenced, IngestError
+from feedloop.ingest.fence import Claim
+from feedloop.ingest.sink import limits
 from feedloop.ingest.writer import parquet_bytes
-from feedloop.storage import ObjectStore, PreconditionFailed
+from feedloop.storage import ObjectStore
+
+ReadChunk = Callable[[Chunk, int], int]  # fill the chunk with its records below the offset given; returns how many
 
 
 @dataclass
@@ -28,7 +38,8 @@ class ReplayReport:
     unchanged: list[str] = field(default_factory=list)             # rewritten with identical bytes
     changed: list[str] = field(default_factory=list)               # rewritten with different bytes
     created: list[str] = field(default_factory=list)               # did not exist before
-    raced: list[str] = field(default_factory=list)                 # the sink rewrote it meanwhile: left as is
+    raced: list[str] = field(default_factory=list)                 # a sink claimed the partition meanwhile: left to it
+    other_log: list[str] = field(default_factory=list)             # from a log generation before a reset: left alone
     records: int = 0
     seconds: float = 0.0
 
@@ -43,7 +54,7 @@ def replay_offsets(settings: Settings, *, partition: int, start: int, end: int,
     size = ckpt.chunk_records or settings.ingest.chunk_records
     first = start - start % size
     chunks = [(partition, c) for c in range(first, end, size)]
-    return _replay(settings, store, chunks)
+    return _replay(settings, store, chunks, ReplayReport())
 
 
 def replay_time(settings: Settings, *, start: datetime, end: datetime, store: ObjectStore | None = None) -> ReplayReport:
@@ -53,15 +64,18 @@ def replay_time(settings: Settings, *, start: datetime, end: datetime, store: Ob
     store = store or ObjectStore.from_settings(settings)
     first_hour = lake.HourPartition.of(start)
     last_hour = lake.HourPartition.of(end - timedelta(microseconds=1))
-    chunks = set()
+    refs = []
     day: date = start.date()
     while day <= last_hour.day:
         for key in store.list_keys(settings.s3.lake_bucket, lake.day_prefix(day)):
             ref = lake.parse_key(key)
             if ref and ref.topic == settings.kafka.topic and ref.hour and first_hour <= ref.hour <= last_hour:
-                chunks.add((ref.partition, ref.chunk_start))
+                refs.append(ref)
         day += timedelta(days=1)
-    return _replay(settings, store, sorted(chunks))
+    generation = {p: _checkpoint(settings, store, p).generation for p in {r.partition for r in refs}}
+    report = ReplayReport(other_log=sorted(r.key for r in refs if r.generation != generation[r.partition]))
+    chunks = {(r.partition, r.chunk_start) for r in refs if r.generation == generation[r.partition]}
+    return _replay(settings, store, sorted(chunks), report)
 
 
 def _checkpoint(settings: Settings, store: ObjectStore, partition: int) -> Checkpoint:
@@ -71,50 +85,51 @@ def _checkpoint(settings: Settings, store: ObjectStore, partition: int) -> Check
     return ckpt
 
 
-def _replay(settings: Settings, store: ObjectStore, chunks: list[tuple[int, int]]) -> ReplayReport:
+def _replay(settings: Settings, store: ObjectStore, chunks: list[tuple[int, int]], report: ReplayReport) -> ReplayReport:
     from kafka import TopicPartition
 
     from feedloop.streams import consumer
 
-    report = ReplayReport()
     t0 = time.perf_counter()
-    bucket, topic = settings.s3.lake_bucket, settings.kafka.topic
     kafka = consumer(settings.kafka, fetch_max_bytes=settings.ingest.max_poll_bytes)
+
+    def read(chunk: Chunk, stop: int) -> int:
+        tp = TopicPartition(chunk.topic, chunk.partition)
+        kafka.assign([tp])
+        kafka.seek(tp, chunk.start)
+        return _read_chunk(kafka, chunk, stop, settings)
+
     try:
-        for partition, chunk_start in chunks:
-            ckpt = _checkpoint(settings, store, partition)
-            size = ckpt.chunk_records or settings.ingest.chunk_records
-            if chunk_start >= ckpt.next_offset:
-                continue  # not ingested yet: the sink will write it
-            chunk = Chunk(topic, partition, chunk_start, size, limits(settings.ingest))
-            tp = TopicPartition(topic, partition)
-            kafka.assign([tp])
-            kafka.seek(tp, chunk_start)
-            report.records += _read_chunk(kafka, chunk, min(chunk.end, ckpt.next_offset), settings)
-            objects = {**chunk.events_objects(), **chunk.deadletter_objects()}
-            for key, table in sorted(objects.items()):
-                _rewrite(store, bucket, key, parquet_bytes(table, zstd_level=settings.ingest.zstd_level), report)
-            report.chunks.append((partition, chunk_start))
+        for partition, group in groupby(chunks, key=lambda c: c[0]):
+            rebuild_partition(settings, store, partition, [start for _, start in group], read, report)
     finally:
         kafka.close(autocommit=False)
     report.seconds = round(time.perf_counter() - t0, 2)
     return report
 
 
-def _rewrite(store: ObjectStore, bucket: str, key: str, body: bytes, report: ReplayReport) -> None:
-    """Put with a compare-and-swap on what was there, so a concurrent sink flush always wins."""
-    before = store.get(bucket, key)
-    try:
-        if before is None:
-            store.put(bucket, key, body, if_none_match=True)
-            report.created.append(key)
-        elif before.body == body:
-            report.unchanged.append(key)
-        else:
-            store.put(bucket, key, body, if_match=before.etag)
-            report.changed.append(key)
-    except PreconditionFailed:
-        report.raced.append(key)
+def rebuild_partition(settings: Settings, store: ObjectStore, partition: int, chunk_starts: list[int],
+                      read: ReadChunk, report: ReplayReport) -> None:
+    """Claim the partition's checkpoint, then rebuild each chunk below it and rewrite its objects through the claim."""
+    bucket = settings.s3.lake_bucket
+    claim = Claim(store, bucket, _checkpoint(settings, store, partition),
+                  f"replay:{format_ts(datetime.now(timezone.utc))}")
+    ckpt = claim.checkpoint
+    size = ckpt.chunk_records or settings.ingest.chunk_records
+    for chunk_start in chunk_starts:
+        if chunk_start >= ckpt.next_offset:
+            continue  # not ingested yet: the sink will write it
+        chunk = Chunk(ckpt.topic, partition, chunk_start, size, limits(settings.ingest), generation=ckpt.generation)
+        report.records += read(chunk, min(chunk.end, ckpt.next_offset))
+        objects = sorted({**chunk.events_objects(), **chunk.deadletter_objects()}.items())
+        for i, (key, table) in enumerate(objects):
+            try:
+                outcome = claim.rewrite(key, parquet_bytes(table, zstd_level=settings.ingest.zstd_level))
+            except Fenced:
+                report.raced.extend(k for k, _ in objects[i:])
+                return  # a sink run claimed the partition: everything from here on is its to write
+            getattr(report, outcome).append(key)
+        report.chunks.append((partition, chunk_start))
 
 
 def _read_chunk(kafka, chunk: Chunk, stop: int, settings: Settings) -> int:

@@ -1,7 +1,8 @@
 """The bounded sink run: Kafka -> Parquet objects on S3, exactly once.
 
-Commit protocol, per partition: write the chunk's objects (deterministic names), then the
-checkpoint, then commit the Kafka offsets. A crash anywhere leaves at worst objects that a
+Commit protocol, per partition: claim the checkpoint (compare-and-swap, fencing any older run),
+write the chunk's objects (deterministic names, conditional puts: feedloop.ingest.fence), then the
+checkpoint (compare-and-swap), then commit the Kafka offsets. A crash anywhere leaves at worst objects that a
 retry rewrites with the same names, so a row is never stored twice; the checkpoint (read
 first on start) means a lost Kafka commit never re-adds data either.
 """
@@ -9,8 +10,9 @@ first on start) means a lost Kafka commit never re-adds data either.
 from __future__ import annotations
 
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
@@ -19,19 +21,17 @@ import pyarrow.compute as pc
 from feedloop import lake
 from feedloop.config import IngestSettings, Settings
 from feedloop.events import format_ts
-from feedloop.ingest import failpoints
+from feedloop.ingest import failpoints, log_range
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.chunk import Chunk, Limits
+from feedloop.ingest.errors import IngestError, LogMismatch
+from feedloop.ingest.fence import Claim
 from feedloop.ingest.writer import parquet_bytes, read_parquet
 from feedloop.storage import ObjectStore
 
 
 # S3 puts overlap with encoding the next object (boto3 clients are thread-safe).
 _UPLOADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="feedloop-upload")
-
-
-class IngestError(RuntimeError):
-    """A run that saved everything but must not pass silently (too many dead letters, bad config)."""
 
 
 @dataclass
@@ -73,20 +73,26 @@ def limits(cfg: IngestSettings) -> Limits:
 class PartitionSink:
     """The open chunk of one partition and its part of the commit protocol."""
 
-    def __init__(self, store: ObjectStore, settings: Settings, topic: str, partition: int):
+    def __init__(self, store: ObjectStore, settings: Settings, topic: str, partition: int, *, owner: str = "",
+                 checkpoint: Checkpoint | None = None):
         self.store = store
         self.bucket = settings.s3.lake_bucket
         self.cfg = settings.ingest
         self.topic, self.partition = topic, partition
-        self.checkpoint = Checkpoint.load(store, self.bucket, topic, partition) or Checkpoint(topic, partition)
-        self.chunk_records = self._chunk_records()
+        loaded = checkpoint or Checkpoint.load(store, self.bucket, topic, partition) or Checkpoint(topic, partition)
+        self.chunk_records = self._chunk_records(loaded)
+        self.claim = Claim(store, self.bucket, loaded, owner or f"sink:{uuid.uuid4().hex[:12]}")  # fences older runs
         self.chunk = self._open_chunk(self.checkpoint.chunk_start, self.checkpoint.next_offset)
         self._load_open_chunk()
         self.stats = PartitionStats(self.checkpoint.next_offset, self.checkpoint.next_offset)
         self.written: list[str] = []
 
-    def _chunk_records(self) -> int:
-        recorded = self.checkpoint.chunk_records or self.cfg.chunk_records
+    @property
+    def checkpoint(self) -> Checkpoint:
+        return self.claim.checkpoint
+
+    def _chunk_records(self, checkpoint: Checkpoint) -> int:
+        recorded = checkpoint.chunk_records or self.cfg.chunk_records
         if recorded != self.cfg.chunk_records:
             raise IngestError(
                 f"ingest.chunk_records is {self.cfg.chunk_records} but {self.topic}[{self.partition}] was written with "
@@ -95,17 +101,18 @@ class PartitionSink:
         return recorded
 
     def _open_chunk(self, start: int, next_offset: int) -> Chunk:
-        return Chunk(self.topic, self.partition, start, self.chunk_records, limits(self.cfg), next_offset)
+        return Chunk(self.topic, self.partition, start, self.chunk_records, limits(self.cfg), next_offset,
+                     generation=self.checkpoint.generation)
 
     def _load_open_chunk(self) -> None:
         """Rows of the open chunk already in S3 (below the checkpoint), so its objects grow, never fork."""
         below = self.checkpoint.next_offset
         for key in self.checkpoint.chunk_objects:
-            found = self.store.get(self.bucket, key)
+            found = self.claim.read(key)
             if found is None:
                 raise IngestError(f"s3://{self.bucket}/{key} is named by the checkpoint but missing; replay the chunk")
             dead = key.startswith(lake.DEADLETTER_PREFIX)
-            table = read_parquet(found.body, lake.DEADLETTER_SCHEMA if dead else lake.LAKE_SCHEMA)
+            table = read_parquet(found, lake.DEADLETTER_SCHEMA if dead else lake.LAKE_SCHEMA)
             table = table.filter(pc.less(table["kafka_offset"], below))
             (self.chunk.dead if dead else self.chunk.rows).append(table)
 
@@ -152,7 +159,7 @@ class PartitionSink:
         uploads = []
         for key, table in sorted(objects.items()):
             body = parquet_bytes(table, zstd_level=self.cfg.zstd_level)
-            uploads.append(_UPLOADS.submit(self.store.put, self.bucket, key, body))
+            uploads.append(_UPLOADS.submit(self.claim.put, key, body))
             if len(uploads) == 1:
                 uploads[0].result()
                 failpoints.hit(failpoints.MID_UPLOAD)
@@ -161,15 +168,14 @@ class PartitionSink:
         self.written.extend(sorted(objects))
         failpoints.hit(failpoints.AFTER_UPLOAD)
         complete = self.chunk.next_offset >= self.chunk.end
-        self.checkpoint = Checkpoint(
-            self.topic, self.partition,
+        self.claim.commit(replace(
+            self.checkpoint,
             next_offset=self.chunk.next_offset,
             chunk_records=self.chunk_records,
             chunk_start=self.chunk.end if complete else self.chunk.start,
             chunk_objects=[] if complete else sorted(objects),
             updated_at=format_ts(datetime.now(timezone.utc)),
-        )
-        self.checkpoint.save(self.store, self.bucket)
+        ))
         self.chunk.dirty = False
 
 
@@ -192,7 +198,9 @@ def run(settings: Settings, *, run_id: str | None = None, partitions: Iterable[i
             raise IngestError(f"topic {topic!r} has no partitions on {settings.kafka.bootstrap_servers}; is it created?")
         tps = {p: TopicPartition(topic, p) for p in wanted}
         kafka.assign(list(tps.values()))
-        sinks = {p: PartitionSink(store, settings, topic, p) for p in wanted}
+        checkpoints = _checkpoints_in_the_log(settings, store, wanted)
+        sinks = {p: PartitionSink(store, settings, topic, p, owner=report.run_id, checkpoint=checkpoints[p])
+                 for p in wanted}
         for p, sink in sinks.items():
             kafka.seek(tps[p], sink.next_offset)
         report.stop_reason = _consume(kafka, sinks, cfg, report)
@@ -213,6 +221,29 @@ def run(settings: Settings, *, run_id: str | None = None, partitions: Iterable[i
             f"{', ...' if len(report.deadletter_objects) > 3 else ''}); fix the producer, then replay if needed."
         )
     return report
+
+
+def _checkpoints_in_the_log(settings: Settings, store: ObjectStore, partitions: list[int]) -> dict[int, Checkpoint]:
+    """Each partition's checkpoint, checked against its Kafka log (LogMismatch if any does not fit).
+
+    A partition never ingested starts at the log's first offset; every checkpoint records the topic's id.
+    """
+    cfg, topic = settings.ingest, settings.kafka.topic
+    loaded = {p: Checkpoint.load(store, settings.s3.lake_bucket, topic, p) for p in partitions}
+    logs = log_range.read(settings.kafka, topic, {p: c.next_offset if c else 0 for p, c in loaded.items()},
+                          poll_timeout_ms=cfg.poll_timeout_ms, polls=cfg.empty_polls_to_stop)
+    problems = []
+    for ckpt, log in ((c, logs[p]) for p, c in loaded.items() if c is not None):
+        try:
+            log_range.check(ckpt, log)
+        except LogMismatch as exc:
+            problems.append(str(exc))
+    if problems:
+        raise LogMismatch("\n".join(problems))
+    first = {p: Checkpoint(topic, p, next_offset=log.start, chunk_start=log.start - log.start % cfg.chunk_records)
+             for p, log in logs.items()}
+    return {p: replace(loaded[p] or first[p], topic_id=logs[p].topic_id or (loaded[p] or first[p]).topic_id)
+            for p in partitions}
 
 
 def _consume(kafka, sinks: dict[int, PartitionSink], cfg: IngestSettings, report: RunReport) -> str:
