@@ -116,9 +116,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from feedloop.ingest import replay, sink
+    from feedloop.ingest import replay, reset, sink
 
     settings = load_settings()
+    if args.action == "reset-checkpoint":
+        import getpass
+        import socket
+
+        record = reset.reset_checkpoint(settings, partition=args.partition, to=args.to, reason=args.reason,
+                                        by=f"cli {getpass.getuser()}@{socket.gethostname()}")
+        _emit(args, record, lambda: (
+            f"{record.topic}[{record.partition}]: checkpoint reset from next_offset {record.before['next_offset']:,} "
+            f"to {record.after['next_offset']:,} (log generation {record.after['generation']}); "
+            f"recorded in s3://{settings.s3.lake_bucket}/{record.audit_key}"))
+        return EXIT_OK
+    if args.action == "audit":
+        trail = reset.audit_trail(settings)
+        _emit(args, trail, lambda: "\n".join(
+            f"{r['at']}  {r['topic']}[{r['partition']}]  {r['before']['next_offset']:,} -> "
+            f"{r['after']['next_offset']:,}  by {r['by']}: {r['reason']}" for r in trail) or "no checkpoint resets")
+        return EXIT_OK
     if args.action == "run":
         report = sink.run(settings, run_id=args.run_id)
         _emit(args, report, lambda: (
@@ -266,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "the legacy policy while they have no model (503)")
     sim.set_defaults(func=cmd_simulate)
 
-    ing = sub.add_parser("ingest", help="run the Kafka -> S3 sink once, or replay a range")
+    ing = sub.add_parser("ingest", help="run the Kafka -> S3 sink once, replay a range, or reset a checkpoint")
     ing_sub = ing.add_subparsers(dest="action", required=True)
     ing_run = ing_sub.add_parser("run", help="one bounded sink run (what the ingest_engagement DAG does)")
     ing_run.add_argument("--run-id", help="name of the run manifest (default: manual__<time>)")
@@ -276,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--partition", type=int)
     rep.add_argument("--start-offset", type=int)
     rep.add_argument("--end-offset", type=int, help="exclusive")
+    rc = ing_sub.add_parser("reset-checkpoint", help="point a partition's checkpoint at its Kafka log again after "
+                                                     "the log was reset, recreated or trimmed (recorded in the audit)")
+    rc.add_argument("--partition", type=int, required=True)
+    rc.add_argument("--to", required=True, metavar="earliest|OFFSET",
+                    help="the log's first offset, or an offset in the log; offsets before it are never landed")
+    rc.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+    ing_sub.add_parser("audit", help="every checkpoint reset: when, who, why, from and to")
     ing.set_defaults(func=cmd_ingest)
 
     sv = sub.add_parser("serve", help="run ranking pods that follow the live model pointer (FastAPI + onnxruntime)")
