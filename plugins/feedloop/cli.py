@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, NoReturn, TextIO, get_args
 
 import orjson
 
+from feedloop import utc
 from feedloop.cli_data import add_data_parser
 from feedloop.cli_model import add_model_parser
 from feedloop.config import Traffic, load_settings
@@ -225,10 +226,9 @@ def _urls(value: str) -> list[str]:
 
 def _datetime(value: str) -> datetime:
     try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a date-time (YYYY-MM-DDTHH:MM, UTC)") from None
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+        return utc.parse_typed(value)
+    except utc.TimestampError as exc:  # argparse exits 2 naming the argument; never a traceback
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class UsageError(SystemExit):

@@ -17,6 +17,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from feedloop.utc import MAX as TS_MAX
+from feedloop.utc import MIN as TS_MIN
+from feedloop.utc import RANGE, TimestampError, in_range
+
 SCHEMA_VERSION = 1
 SURFACES = ("feed", "search", "related", "notifications")
 EVENT_TYPES = ("impression", "click", "like", "share", "dwell", "hide")
@@ -55,10 +59,6 @@ _DECODE_SCHEMA = pa.schema(
 )
 # ASCII digits only, and the same meaning in Python's re and in Arrow's RE2 (the fast path).
 _TS_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
-# The instants an event (or a /rank request) may carry. Outside them a timestamp is a producer bug, and
-# near the ends of Python's datetime range converting it to UTC overflows: refuse it with a reason.
-TS_MIN = datetime(2000, 1, 1, tzinfo=timezone.utc)
-TS_MAX = datetime(2100, 1, 1, tzinfo=timezone.utc)  # exclusive
 POSITION_MAX = 2**31 - 1  # the Arrow column is int32
 DWELL_MS_MAX = 2**63 - 1  # int64
 
@@ -70,10 +70,6 @@ class FieldError:
 
     def __str__(self) -> str:
         return f"{self.field}: {self.problem}"
-
-
-class TimestampError(ValueError):
-    """A timestamp that is not a UTC instant in [TS_MIN, TS_MAX); a ValueError so callers answer 4xx."""
 
 
 class EventError(ValueError):
@@ -99,11 +95,10 @@ def parse_ts(value: Any) -> datetime:
         ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise TimestampError(f"{value!r} is not a valid date/time, e.g. 2026-11-20T03:04:05.123Z") from None
-    # the local year first: astimezone raises OverflowError (not ValueError) next to years 1 and 9999
-    if TS_MIN.year - 1 <= ts.year <= TS_MAX.year and TS_MIN <= (ts := ts.astimezone(timezone.utc)) < TS_MAX:
-        return ts
-    raise TimestampError(f"{value!r} is out of range: timestamps must be between {TS_MIN:%Y-%m-%dT%H:%M:%SZ} and "
-                         f"{TS_MAX:%Y-%m-%dT%H:%M:%SZ} (exclusive), in UTC")
+    try:
+        return in_range(ts)  # outside [TS_MIN, TS_MAX): a producer bug, and next to years 1 / 9999 an overflow
+    except TimestampError:
+        raise TimestampError(f"{value!r} is out of range: timestamps must be {RANGE}") from None
 
 
 def check_event(obj: Any) -> list[FieldError]:

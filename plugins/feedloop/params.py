@@ -18,15 +18,18 @@ form's date-time picker converts between the browser's time zone and UTC (apache
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from airflow.sdk import Param
 
+from feedloop import utc
 from feedloop.config import PromotionSettings, Settings
 from feedloop.promotion import MODES
 
-UTC_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2})?(Z|\+00:00)?$"
+# months 01-12, days 01-31, hours 00-23, minutes and seconds 00-59: Airflow refuses 2026-13-01 at trigger
+# time; a day the month lacks (02-30) passes the pattern and is refused by the replay rules
+UTC_PATTERN = (r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?"
+               r"(Z|\+00:00)?$")
 VERSION_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9a-f]+$"
 # typed gate params -> the promotion key they set (floors are merged into the configured ones)
 TYPED_GATE = {"min_auc": ("floors", "auc"), "min_ndcg_at_10": ("floors", "ndcg@10"),
@@ -232,8 +235,15 @@ def _replay_rules(v: dict[str, Any], settings: Settings) -> list[tuple[str, str]
                  for k in unused if v[k] is not None]
     if problems:
         return problems
-    if v["mode"] == "time" and parse_utc(v["end"]) <= parse_utc(v["start"]):
-        problems.append(("end", f"must be after start ({v['start']} UTC)"))
+    if v["mode"] == "time":
+        times = {}
+        for key in time_keys:
+            try:
+                times[key] = utc.parse_typed(v[key])
+            except utc.TimestampError as exc:  # 2026-02-30, or outside the years events may carry
+                problems.append((key, str(exc)))
+        if not problems and times["end"] <= times["start"]:
+            problems.append(("end", f"must be after start ({v['start']} UTC)"))
     if v["mode"] == "offsets" and v["end_offset"] <= v["start_offset"]:
         problems.append(("end_offset", f"must be greater than start_offset ({v['start_offset']})"))
     return problems
@@ -251,14 +261,9 @@ SPECS: dict[str, Spec] = {
 }
 
 
-def parse_utc(value: str) -> datetime:
-    """A UTC_PATTERN string as an aware UTC datetime (no offset means UTC, never local time)."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T")).replace(tzinfo=timezone.utc)
-
-
 def _normalized(dag_id: str, values: dict[str, Any]) -> dict[str, Any]:
     if dag_id == "replay_engagement" and values["mode"] == "time":
-        return {**values, **{k: parse_utc(values[k]).isoformat().replace("+00:00", "Z") for k in ("start", "end")}}
+        return {**values, **{k: utc.parse_typed(values[k]).isoformat().replace("+00:00", "Z") for k in ("start", "end")}}
     if dag_id == "retrain_ranker":
         return {**values, "force_reason": _text(values["force_reason"]) or None,
                 "accept_reason": _text(values["accept_reason"]) or None}

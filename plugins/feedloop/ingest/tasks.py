@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from datetime import datetime
 
-from feedloop import assets
+from feedloop import assets, utc
 from feedloop.config import load_settings
 from feedloop.ingest import replay, sink
 
@@ -39,7 +38,7 @@ def run_replay(*, mode: str, start: str | None, end: str | None, partition: int 
     if mode == "time":
         if not start or not end:
             raise ValueError("replay mode 'time' needs the params 'start' and 'end' (ISO date-times, UTC)")
-        report = replay.replay_time(settings, start=_utc(start), end=_utc(end))
+        report = replay.replay_time(settings, start=utc.parse_typed(start), end=utc.parse_typed(end))
     else:
         if partition is None or start_offset is None or end_offset is None:
             raise ValueError("replay mode 'offsets' needs the params 'partition', 'start_offset' and 'end_offset'")
@@ -47,13 +46,6 @@ def run_replay(*, mode: str, start: str | None, end: str | None, partition: int 
     log.info("replayed %s chunks: %s objects unchanged, %s changed, %s created, %s left to a concurrent sink run",
              len(report.chunks), len(report.unchanged), len(report.changed), len(report.created), len(report.raced))
     return asdict(report)
-
-
-def _utc(value: str) -> datetime:
-    from datetime import timezone
-
-    ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
 
 
 def _summary(report: sink.RunReport) -> dict:
