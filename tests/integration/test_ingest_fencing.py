@@ -16,11 +16,12 @@ from feedloop import lake
 from feedloop.ingest import replay
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.chunk import Chunk
-from feedloop.ingest.errors import Fenced
+from feedloop.ingest.errors import Fenced, IngestError
 from feedloop.ingest.sink import PartitionSink
 from feedloop.ingest.writer import read_parquet
 from feedloop.storage import PreconditionFailed
 from tests.integration.kafka_helpers import NOW, event
+from tests.unit.ingest.fakestore import Interleaved
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +58,55 @@ def test_seaweedfs_refuses_a_put_on_a_stale_etag_and_a_create_over_an_existing_o
     with pytest.raises(PreconditionFailed):
         store.put(bucket, key, b"3", if_match=first)
     assert store.get(bucket, key).body == b"2" and store.get(bucket, key).etag == second
+
+
+def _sink_run(store, settings, topic: str, upto: int) -> None:
+    sink = PartitionSink(store, settings, topic, 0)
+    _add(sink, upto)
+    sink.flush()
+
+
+def _replay_run(store, settings, topic: str) -> None:
+    def read(chunk: Chunk, stop: int) -> int:
+        part = LOG[chunk.start:stop]
+        chunk.add([r[0] for r in part], [r[1] for r in part], [r[2] for r in part])
+        return len(part)
+
+    replay.rebuild_partition(settings, store, 0, [0], read, replay.ReplayReport())
+
+
+WRITERS = {
+    "sink-to-1200": lambda store, settings, topic: _sink_run(store, settings, topic, 1_200),
+    "sink-to-1100": lambda store, settings, topic: _sink_run(store, settings, topic, 1_100),
+    "replay": _replay_run,
+}
+
+
+@pytest.mark.parametrize("first,second", [
+    pytest.param("sink-to-1200", "sink-to-1100", id="sink-interrupted-by-a-second-sink"),
+    pytest.param("sink-to-1200", "replay", id="sink-interrupted-by-a-replay"),
+    pytest.param("replay", "sink-to-1200", id="replay-interrupted-by-a-sink"),
+])
+def test_two_writers_interleaved_at_every_store_call_on_seaweedfs_lose_no_landed_row(store, embedded, topic,
+                                                                                   first, second):
+    settings = _settings(embedded, topic)
+    for at in range(40):
+        name = f"{topic}-{at}"
+        _sink_run(store, settings, name, 1_000)
+        step = Interleaved(store, at, lambda: _quietly(WRITERS[second], store, settings, name))
+        _quietly(WRITERS[first], step, settings, name)
+        step.finish()
+        ckpt = Checkpoint.load(store, settings.s3.lake_bucket, name, 0)
+        assert _stored_offsets(store, settings, name) == list(range(ckpt.next_offset)), f"interrupted at call {at}"
+        if step.calls <= at:
+            break  # `second` ran after the last call of `first`: every point is covered
+
+
+def _quietly(writer, store, settings, topic: str) -> None:
+    try:
+        writer(store, settings, topic)
+    except IngestError:
+        pass  # fenced: said so and committed nothing
 
 
 def test_of_two_sink_runs_on_one_partition_the_older_is_fenced_and_no_landed_row_is_lost(store, embedded, topic):

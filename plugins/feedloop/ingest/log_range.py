@@ -61,8 +61,11 @@ def check(ckpt: Checkpoint, log: LogRange) -> None:
 
 
 def read(kafka: KafkaSettings, topic: str, next_offsets: dict[int, int], *, poll_timeout_ms: int,
-         polls: int) -> dict[int, LogRange]:
-    """The log range of each partition, looking at the log where a checkpoint's last offset should be."""
+         polls: int, exact_end: bool = False) -> dict[int, LogRange]:
+    """The log range of each partition, looking at the log where a checkpoint's last offset should be.
+
+    exact_end: read every partition's tail from the reported end, so `end` is the real one (for a record).
+    """
     from kafka import TopicPartition
 
     from feedloop.streams import consumer
@@ -79,7 +82,7 @@ def read(kafka: KafkaSettings, topic: str, next_offsets: dict[int, int], *, poll
         seen = _last_offsets(probe, tps, look, poll_timeout_ms, polls, first_only=True)
         for p, last in seen.items():
             end[p] = max(end[p], last + 1)
-        short = {p: end[p] for p in look if end[p] < next_offsets[p]}
+        short = {p: end[p] for p in (next_offsets if exact_end else look) if exact_end or end[p] < next_offsets[p]}
         for p, last in _last_offsets(probe, tps, short, poll_timeout_ms, polls).items():  # the real end, to say it
             end[p] = max(end[p], last + 1)
     finally:

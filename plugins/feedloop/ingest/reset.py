@@ -49,7 +49,7 @@ def reset_checkpoint(settings: Settings, *, partition: int, to: str, reason: str
     wanted = _offset(to)
     log = log_range.read(settings.kafka, topic, {partition: wanted or 0},
                          poll_timeout_ms=settings.ingest.poll_timeout_ms,
-                         polls=settings.ingest.empty_polls_to_stop)[partition]
+                         polls=settings.ingest.empty_polls_to_stop, exact_end=True)[partition]
     target = log.start if wanted is None else wanted
     if not (log.start <= target and log.reaches):
         raise IngestError(f"--to {target:,} is outside {topic}[{partition}]: {log.describe()}; give an offset from "

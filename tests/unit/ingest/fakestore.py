@@ -50,15 +50,21 @@ class Interleaved:
     """`store` for one writer; before its call number `at` (0-based), `other()` runs to completion."""
 
     def __init__(self, store: FakeStore, at: int, other: Callable[[], None]):
-        self.store, self.at, self.other, self.calls = store, at, other, 0
+        self.store, self.at, self.other, self.calls, self.ran = store, at, other, 0, False
 
     def __getattr__(self, name: str):
         method = getattr(self.store, name)
 
         def call(*args, **kwargs):
             if self.calls == self.at:
-                self.other()
+                self.finish()
             self.calls += 1
             return method(*args, **kwargs)
 
         return call
+
+    def finish(self) -> None:
+        """Run `other` now if it has not run yet (the writer made fewer than `at` calls)."""
+        if not self.ran:
+            self.ran = True
+            self.other()
