@@ -14,7 +14,10 @@ from datetime import timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from feedloop import events, lake
+from feedloop import events, lake, utc
+
+# The record timestamp is the producer's (CreateTime): outside the accepted range it is no arrival time.
+_MIN_MS, _MAX_MS = int(utc.MIN.timestamp() * 1000), int(utc.MAX.timestamp() * 1000)
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,16 @@ class Chunk:
             return
         n = len(offsets)
         offset_array = pa.array(offsets, pa.int64())
+        # An absurd record timestamp (year 10000, -1 for none) is clamped, so the dead letter still has an
+        # arrival day (deterministically: a replay writes the same bytes); its event is dead-lettered.
+        arrival_ms = pa.array(timestamps_ms, pa.int64())
+        no_arrival = pc.or_(pc.less(arrival_ms, _MIN_MS), pc.greater_equal(arrival_ms, _MAX_MS))
+        clamped = pc.max_element_wise(pc.min_element_wise(arrival_ms, _MAX_MS - 1), _MIN_MS)
         source = pa.table({
             "kafka_topic": pa.array([self.topic] * n, pa.string()),
             "kafka_partition": pa.array([self.partition] * n, pa.int32()),
             "kafka_offset": offset_array,
-            "ingest_ts": pa.array(timestamps_ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+            "ingest_ts": clamped.cast(pa.timestamp("ms", tz="UTC")),
         })
         decoded = events.decode_batch(values)
         good = decoded.table
@@ -62,13 +70,14 @@ class Chunk:
             good = good.append_column(lake.LAKE_SCHEMA.field(name), source[name].take(decoded.kept))
         dead_idx = [r.index for r in decoded.rejected]
         reasons = [r.reason for r in decoded.rejected]
-        out_of_window = self._out_of_window(good)
+        out_of_window = self._out_of_window(good, no_arrival.take(decoded.kept))
         if out_of_window is not None:
             good = good.filter(pc.invert(out_of_window))
             late = decoded.kept.filter(out_of_window).to_pylist()
             dead_idx += late
             reasons += self._window_reasons(source.take(pa.array(late, pa.int64())),
-                                            decoded.table.take(pc.indices_nonzero(out_of_window)))
+                                            decoded.table.take(pc.indices_nonzero(out_of_window)),
+                                            [timestamps_ms[i] for i in late])
         if dead_idx:
             order = sorted(range(len(dead_idx)), key=dead_idx.__getitem__)
             idx = [dead_idx[i] for i in order]
@@ -78,22 +87,26 @@ class Chunk:
         self.next_offset = offsets[-1] + 1
         self.dirty = True
 
-    def _out_of_window(self, table: pa.Table):
+    def _out_of_window(self, table: pa.Table, no_arrival: pa.Array):
         """Mask of events too far before or after their arrival (deterministic: arrival = ingest_ts), or None."""
         if table.num_rows == 0:
             return None
         ts, arrival = table["event_ts"], table["ingest_ts"]
         too_old = pc.less(ts, pc.subtract(arrival, pa.scalar(self.limits.max_lateness)))
         too_new = pc.greater(ts, pc.add(arrival, pa.scalar(self.limits.max_skew)))
-        bad = pc.or_(too_old, too_new)
+        bad = pc.or_(pc.or_(too_old, too_new), no_arrival)
         return bad if pc.any(bad).as_py() else None
 
-    def _window_reasons(self, source: pa.Table, rows: pa.Table) -> list[str]:
+    def _window_reasons(self, source: pa.Table, rows: pa.Table, timestamps_ms: list[int]) -> list[str]:
         allowed = (f"allowed: {self.limits.max_lateness.total_seconds() / 3600:g} h before to "
                    f"{self.limits.max_skew.total_seconds() / 60:g} min after arrival "
                    f"(ingest.max_lateness_hours / ingest.max_skew_minutes)")
         out = []
-        for ev, ar in zip(rows["event_ts"].to_pylist(), source["ingest_ts"].to_pylist()):
+        for ev, ar, ms in zip(rows["event_ts"].to_pylist(), source["ingest_ts"].to_pylist(), timestamps_ms):
+            if not _MIN_MS <= ms < _MAX_MS:
+                out.append(f"kafka timestamp: {ms} ms is no arrival time (accepted: {utc.RANGE}); the producer "
+                           f"must set the record timestamp (CreateTime) to the send time")
+                continue
             hours = (ar - ev).total_seconds() / 3600
             when = f"{hours:.1f} h before" if hours > 0 else f"{-hours * 60:.1f} min after"
             out.append(f"event_ts: {events.format_ts(ev)} is {when} its arrival at {events.format_ts(ar)}; {allowed}")
