@@ -121,9 +121,8 @@ def retrain_ranker():
     approve = PromotionApproval(task_id="approve", gate_task_id="gate", register_task_id="register")
 
     @task(trigger_rule="none_failed_min_one_success")  # runs when approve is skipped; a Reject skips it
-    def flip(decision: dict, *, ds: str, run_id: str, params: dict, ti=None) -> dict:
-        return training_tasks.flip(ds=ds, decision=decision, approval=ti.xcom_pull(task_ids="approve"), run_id=run_id,
-                                   params=params)
+    def flip(decision: dict, *, ds: str, run_id: str, params: dict) -> dict:
+        return training_tasks.flip(ds=ds, decision=decision, run_id=run_id, params=params)
 
     decision = gate()
     built = check_params() >> validate() >> build_dataset()

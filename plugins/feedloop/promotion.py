@@ -47,6 +47,14 @@ class PromotionBlocked(RuntimeError):
         self.gate_uri, self.report_uri = gate_uri, report_uri
 
 
+class NotApproved(RuntimeError):
+    """The flip needed a human's Approve and the recorded answer is Reject or no answer: nothing changes.
+
+    Not a PromotionBlocked: the human's own decision is no incident to alert on; the task is skipped, as
+    when the approve step itself skips the flip.
+    """
+
+
 class EvaluationError(RuntimeError):
     """The inputs of an evaluation are missing or do not fit the model."""
 
@@ -327,8 +335,7 @@ def _register_one(cand: Candidate, registry: Registry, *, mode: str, evaluation:
 
 
 def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_percent: float | None = None,
-                 mode: str = "gate", force_reason: str = "", approval: dict[str, Any] | None = None,
-                 settings: Settings | None = None) -> dict[str, Any]:
+                 mode: str = "gate", force_reason: str = "", settings: Settings | None = None) -> dict[str, Any]:
     """Make the gated version live, or start its canary, iff the gate passed and the pointer is as evaluated.
 
     A backfill never moves the pointer back: when the live version was trained on a later day than ds,
@@ -342,7 +349,12 @@ def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_perc
 
     mode force flips a version the gate blocked (pointer action "force", force_reason and the gate
     summary in its reason); the pointer must still be as evaluated, as for any flip. mode dry-run changes
-    nothing and says what a gate run would do. approval: the approve step's record, named in the reason.
+    nothing and says what a gate run would do.
+
+    A flip the gate said needs a human (gate["approval"]["required"]) goes ahead only on the Approve
+    recorded in approval.json (record_approval), whoever runs it: a flip cleared and re-run after a
+    Reject or a timeout raises NotApproved, one with no recorded answer PromotionBlocked; the approver
+    is named in the pointer's reason.
     """
     _check_mode(mode)
     settings = settings or load_settings()
@@ -359,6 +371,7 @@ def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_perc
         raise PromotionBlocked(f"promotion of {version} for {ds} blocked, live model unchanged: {gate['summary']}. "
                                f"Report: {report_uri}", check="gate", version=version, champion=gate["champion"],
                                gate_uri=gate.get("gate_uri"), report_uri=report_uri)
+    approval = _recorded_approval(registry, ds=ds, gate=gate)
     serving = _serving_version(registry, ds=ds, evaluated=version)
     live = registry.live()
     if live is not None and live.version == serving:
@@ -399,6 +412,35 @@ def _held_back(registry: Registry, gate: dict[str, Any], *, ds: str, live: Live,
     registry.store.put_json(registry.bucket, f"{RUNS}{ds}/candidates/{version}/flip.json", record)
     log.warning("%s for %s: pointer left at %s; it would %s", version, ds, live.version, record["would"])
     return record
+
+
+def _recorded_approval(registry: Registry, *, ds: str, gate: dict[str, Any]) -> dict[str, Any] | None:
+    """The recorded Approve of a flip that needs one (None when none is needed); refuses any other answer.
+
+    Why the record on S3 and not the approve task's XCom: the flip can run without the approve step
+    having approved (cleared and re-run after a Reject, or approve marked success by hand); the record
+    is what the human decided, whatever ran since.
+    """
+    if not (gate.get("approval") or {}).get("required"):
+        return None
+    version = gate["version"]
+    key = _approval_key(ds, version)
+    record = registry.store.get_json(registry.bucket, key)
+    if record is None:
+        raise PromotionBlocked(f"{version} for {ds} needs a human's Approve and none is recorded "
+                               f"({registry.store.uri(registry.bucket, key)} does not exist); live model unchanged: "
+                               "clear the approve task to ask again, or re-run with promotion_mode=force",
+                               check="approval", version=version, champion=gate["champion"])
+    if record["decision"] != "approved":
+        answer = (f"rejected by {record['by']}" if record["decision"] == "rejected"
+                  else "not approved before the approval timeout (no answer counts as Reject)")
+        raise NotApproved(f"{version} for {ds} was {answer} at {record['at']}; live model unchanged. To promote "
+                          "it, clear the approve task to ask again")
+    return record
+
+
+def _approval_key(ds: str, version: str) -> str:
+    return f"{RUNS}{ds}/candidates/{version}/approval.json"
 
 
 def _serving_version(registry: Registry, *, ds: str, evaluated: str) -> str:
@@ -531,7 +573,7 @@ def record_approval(*, ds: str, version: str, chosen: list[str], by: str | None,
               "by": by or "nobody (timeout: the default is Reject)",
               "at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")}
     store = ObjectStore.from_settings(settings)
-    key = f"{RUNS}{ds}/candidates/{version}/approval.json"
+    key = _approval_key(ds, version)
     store.put_json(settings.s3.models_bucket, key, record)
     record["uri"] = store.uri(settings.s3.models_bucket, key)
     (log.info if decision == "approved" else log.warning)(

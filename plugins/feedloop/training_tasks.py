@@ -96,11 +96,19 @@ def register(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
     return promotion_step("register_candidate", ds=ds, mode=params["promotion_mode"])
 
 
-def flip(*, ds: str, decision: dict[str, Any], approval: dict[str, Any] | None, run_id: str,
-         params: dict[str, Any]) -> dict[str, Any]:
-    return promotion_step("flip_pointer", ds=ds, gate=decision, promoted_by=f"retrain_ranker {run_id}",
-                          canary_percent=params.get("canary_percent"), mode=params["promotion_mode"],
-                          force_reason=params.get("force_reason") or "", approval=approval)
+def flip(*, ds: str, decision: dict[str, Any], run_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The flip; a recorded Reject (or no answer) skips it, as the approve step does (the flip re-run after
+    clearing it included)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from feedloop.promotion import NotApproved
+
+    try:
+        return promotion_step("flip_pointer", ds=ds, gate=decision, promoted_by=f"retrain_ranker {run_id}",
+                              canary_percent=params.get("canary_percent"), mode=params["promotion_mode"],
+                              force_reason=params.get("force_reason") or "")
+    except NotApproved as exc:
+        raise AirflowSkipException(str(exc)) from exc
 
 
 def promotion_step(step: str, **kwargs: Any) -> dict[str, Any]:

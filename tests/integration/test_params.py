@@ -13,7 +13,8 @@ catchup off (unpausing would otherwise run every day since S), approval for ever
    dry-run: every run carries the backfill's params (conf, the checked params, the training window).
    S+1 has too little history (skipped), S+2 is the first model (flipped), S+3 waits for approval.
 5. S+3's approval: Reject, then (task cleared) no answer until the timeout, then Approve: the first two
-   skip the flip and record why, the third flips with the approver named in the pointer.
+   skip the flip and record why (the flip cleared and re-run alone is skipped again), the third flips with
+   the approver named in the pointer.
 6. promotion_mode=force on the library: a candidate the gate blocks goes live with the reason recorded.
 """
 
@@ -258,6 +259,9 @@ def test_no_answer_until_the_timeout_counts_as_reject_then_an_approval_flips(af,
     assert api.wait(RETRAIN, run, timeout=300, poll=1) == "success"  # nobody answers: 30 s timeout
     timed_out = api.xcom(RETRAIN, run, "approve")
     assert timed_out["decision"] == "timed out" and timed_out["chosen"] == ["Reject"]
+    assert _task_states(api, run)["flip"] == "skipped" and af.registry.live().etag == before.etag
+    _clear(api, run, "flip")  # the flip alone re-run by an operator: the recorded timeout still holds
+    assert api.wait(RETRAIN, run, timeout=300, poll=1) == "success", _why(api, run)
     assert _task_states(api, run)["flip"] == "skipped" and af.registry.live().etag == before.etag
 
     _clear(api, run, "approve")

@@ -179,6 +179,52 @@ def test_labels_matplotlib_would_read_as_math_never_block_a_registration(env):
     assert "tenant_id=x$^$y" in html
 
 
+def _awaiting_approval(env, models) -> tuple[str, dict]:
+    """A first model live, then a better candidate that needs a human's approval (margin 1: every call is close)."""
+    env.settings = env.settings.model_copy(update={"promotion": env.settings.promotion.model_copy(
+        update={"approval_margin": 1.0})})
+    env.write("2026-11-05", models["good"])
+    first = _promote(env, "2026-11-05")["flip"]["version"]
+    env.write("2026-11-06", models["better"])
+    s = env.settings
+    promotion.evaluate_candidate(ds="2026-11-06", settings=s)
+    promotion.export_candidate(ds="2026-11-06", settings=s)
+    gate = promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20}, settings=s)
+    assert gate["promotable"] and gate["approval"]["required"], gate["approval"]
+    promotion.register_candidate(ds="2026-11-06", settings=s)
+    return first, gate
+
+
+def test_a_flip_that_needs_approval_honours_the_recorded_answer_whoever_runs_it(env, models):
+    """The retrain DAG's flip task cleared and re-run after the approve step recorded Reject or no answer (or
+    approve marked success by hand, recording nothing): the champion stays live. Only a recorded Approve flips."""
+    first, gate = _awaiting_approval(env, models)
+    before = env.registry.live()
+
+    def flip():
+        return promotion.flip_pointer(ds="2026-11-06", gate=gate, promoted_by="retrain_ranker", settings=env.settings)
+
+    def answer(chosen: list[str], by: str | None, timed_out: bool = False) -> None:
+        promotion.record_approval(ds="2026-11-06", version=gate["version"], chosen=chosen, by=by, timed_out=timed_out,
+                                  settings=env.settings)
+
+    answer(["Reject"], "alice")
+    with pytest.raises(promotion.NotApproved, match=r"was rejected by alice at .*; live model unchanged"):
+        flip()
+    answer(["Reject"], None, timed_out=True)
+    with pytest.raises(promotion.NotApproved, match=r"not approved before the approval timeout .*live model unchanged"):
+        flip()
+    env.store.delete(env.settings.s3.models_bucket, f"ranker/runs/2026-11-06/candidates/{gate['version']}/approval.json")
+    with pytest.raises(PromotionBlocked, match="needs a human's Approve and none is recorded"):
+        flip()
+    assert env.registry.live() == before and before.version == first
+
+    answer(["Approve"], "bob")
+    flipped = flip()
+    live = env.registry.live().pointer
+    assert flipped["flipped"] and live["previous"] == first and live["reason"].endswith("; approved by bob")
+
+
 def test_a_parity_failure_is_never_registered(env, models):
     env.settings = env.settings.model_copy(update={"promotion": env.settings.promotion.model_copy(
         update={"parity_max_abs_diff": 1e-12})})
