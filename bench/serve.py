@@ -195,10 +195,11 @@ def in_process(model, requests: list[dict], cfg, rounds: int) -> dict:
 
     from feedloop import export, features
     from feedloop.serving import app as pod_app
-    from feedloop.serving.rank_request import parse
+    from feedloop.serving.rank_request import RequestLimits, parse
 
     encoded = [orjson.dumps(b) for b in requests]
-    parsed = [parse(b, max_candidates=cfg.max_candidates) for b in encoded]
+    limits = RequestLimits.from_settings(cfg.model_copy(update={"simulated_time": True}))  # the world's fixed ts
+    parsed = [parse(b, limits=limits, now_ms=0) for b in encoded]
 
     def matrix(req):
         authors = model.snapshot.authors(req.item_ids, req.author_ids)
@@ -209,12 +210,12 @@ def in_process(model, requests: list[dict], cfg, rounds: int) -> dict:
 
     matrices = [matrix(req) for req in parsed]
     steps = {
-        "parse": lambda i: parse(encoded[i], max_candidates=cfg.max_candidates),
+        "parse": lambda i: parse(encoded[i], limits=limits, now_ms=0),
         "features": lambda i: matrix(parsed[i]),
         "session.run": lambda i: model.session.run(None, {export.INPUT_NAME: matrices[i]}),
         # the whole handler body as app.rank runs it: parse, features, score, order, response bytes
-        "handler": lambda i: orjson.dumps(pod_app._rank(model, parse(encoded[i], max_candidates=cfg.max_candidates),
-                                                        cfg.exploration_share).body),
+        "handler": lambda i: orjson.dumps(pod_app._rank(model, parse(encoded[i], limits=limits, now_ms=0),
+                                                        cfg.exploration_share, now_ms=0, simulated_time=True).body),
     }
     wall: dict[str, list[float]] = {name: [] for name in steps}
     cpu: dict[str, list[float]] = {name: [] for name in steps}
@@ -489,7 +490,8 @@ def main() -> None:
         registry.flip(version=VERSIONS[0], by="bench", reason="bench/serve.py start")
         env = {"FEEDLOOP_S3__MODELS_BUCKET": bucket, "FEEDLOOP_KAFKA__TOPIC": topic,
                "FEEDLOOP_SERVING__POLL_INTERVAL_S": str(args.poll), "FEEDLOOP_SERVING__RETRY_INITIAL_S": "0.2",
-               "FEEDLOOP_SERVING__RETRY_MAX_S": "1"}
+               "FEEDLOOP_SERVING__RETRY_MAX_S": "1",
+               "FEEDLOOP_SERVING__SIMULATED_TIME": "true"}  # the bench world's requests carry its fixed ts
 
         def start_pods(replicas: int, impressions: str) -> Pods:
             logging = {"FEEDLOOP_SERVING__LOG_IMPRESSIONS": "true" if impressions == "on" else "false"}

@@ -163,7 +163,8 @@ def run(settings: Settings, *, days: int | None = None, seed: int | None = None,
     api.unpause(RETRAIN)  # a paused DAG starts no queued run; with no schedule it creates none by itself
     echo(f"== 2. {PODS} serving pods (they poll ranker/live.json every {POLL_INTERVAL_S}s)")
     pods = Pods(settings, port=settings.serving.port, replicas=PODS,
-                env={**stack.settings_env(settings), "FEEDLOOP_SERVING__POLL_INTERVAL_S": POLL_INTERVAL_S})
+                env={**stack.settings_env(settings), "FEEDLOOP_SERVING__POLL_INTERVAL_S": POLL_INTERVAL_S,
+                     "FEEDLOOP_SERVING__SIMULATED_TIME": "true"})  # the users' clock is the simulated day's
     pods.start()
     echo(f"   {', '.join(pods.urls)}: serving {pods.versions()} (None: no model yet -> 503, legacy policy)")
     client = RankingClient(pods.urls)

@@ -52,7 +52,8 @@ def loop(embedded, tmp_path_factory):
     })
     pods = Pods(settings, port=_two_free_ports(), replicas=2, env={
         "FEEDLOOP_S3__MODELS_BUCKET": models_bucket, "FEEDLOOP_KAFKA__TOPIC": topic, "FEEDLOOP_STATE_DIR": str(state),
-        "FEEDLOOP_SERVING__CACHE_DIR": str(state / "cache"), "FEEDLOOP_SERVING__POLL_INTERVAL_S": "0.3"})
+        "FEEDLOOP_SERVING__CACHE_DIR": str(state / "cache"), "FEEDLOOP_SERVING__POLL_INTERVAL_S": "0.3",
+        "FEEDLOOP_SERVING__SIMULATED_TIME": "true"})
     pods.start()
     client = RankingClient(pods.urls)
     try:

@@ -192,7 +192,8 @@ def test_served_scores_of_logged_impressions_equal_lightgbm_on_their_training_ro
     serve_day = date.fromisoformat(published["as_of"])
     assert serve_day == date.fromisoformat(manifest["logical_date"]) + timedelta(days=2)  # a day fresher than its own
     pods = Pods(settings, port=_free_ports(1), replicas=1, env={**env, "FEEDLOOP_STATE_DIR": str(tmp_path),
-                                                             "FEEDLOOP_SERVING__POLL_INTERVAL_S": "0.5"})
+                                                             "FEEDLOOP_SERVING__POLL_INTERVAL_S": "0.5",
+                                                             "FEEDLOOP_SERVING__SIMULATED_TIME": "true"})
     pods.start()
     try:
         pods.wait_for(live.version, timeout=60)

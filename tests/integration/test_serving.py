@@ -53,7 +53,8 @@ def world(embedded, store, topic, tmp_path):
         environ = {"FEEDLOOP_S3__MODELS_BUCKET": bucket, "FEEDLOOP_KAFKA__TOPIC": topic,
                    "FEEDLOOP_SERVING__POLL_INTERVAL_S": POLL, "FEEDLOOP_SERVING__RETRY_INITIAL_S": "0.2",
                    "FEEDLOOP_SERVING__RETRY_MAX_S": "1", "FEEDLOOP_SERVING__CACHE_DIR": str(tmp_path / cache),
-                   "FEEDLOOP_STATE_DIR": str(tmp_path), **env}
+                   "FEEDLOOP_STATE_DIR": str(tmp_path),
+                   "FEEDLOOP_SERVING__SIMULATED_TIME": "true", **env}  # requests carry the fixed ts of the test world
         p = Pods(settings, port=_free_ports(replicas), replicas=replicas, workers=workers, env=environ)
         started.append(p)
         p.start()

@@ -29,7 +29,7 @@ from feedloop.serving import metrics
 from feedloop.serving.impressions import ImpressionLog, ServedList
 from feedloop.serving.model import Root
 from feedloop.serving.published_features import FeatureFollower
-from feedloop.serving.rank_request import RankRequest, RequestError, parse
+from feedloop.serving.rank_request import RankRequest, RequestError, RequestLimits, parse
 from feedloop.serving.watcher import LocalCache, Watcher
 from feedloop.storage import ObjectStore
 
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     watcher = Watcher(store=store, bucket=bucket, key=f"{PREFIX}live.json", versions=versions, cfg=cfg,
                       cache=LocalCache(cache_dir, versions), features=followed)
     impressions = ImpressionLog(settings.kafka, cfg) if cfg.log_impressions else None
+    limits = RequestLimits.from_settings(cfg)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -67,7 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def rank(request: Request) -> Response:
         try:
             body = await _read_body(request, cfg.max_body_bytes)
-            req = parse(body, max_candidates=cfg.max_candidates)
+            now_ms = int(time.time() * 1000)
+            req = parse(body, limits=limits, now_ms=now_ms)
         except RequestError as exc:
             return _json({"detail": exc.errors}, exc.status)
         state = watcher.state
@@ -75,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if model is None:
             return _json({"detail": "no model loaded yet: this pod is not ready (see GET /version)"}, 503)
         metrics.CANDIDATES.observe(len(req.item_ids))
-        result = _rank(model, req, cfg.exploration_share)
+        result = _rank(model, req, cfg.exploration_share, now_ms=now_ms, simulated_time=cfg.simulated_time)
         if impressions is not None:
             impressions.submit(result.served)
         return _json(result.body, 200, version=model.version)
@@ -117,8 +119,10 @@ class _Ranked:
         self.body, self.served = body, served
 
 
-def _rank(model, req: RankRequest, exploration_share: float) -> _Ranked:
-    ts_ms = req.ts_ms if req.ts_ms is not None else int(time.time() * 1000)
+def _rank(model, req: RankRequest, exploration_share: float, *, now_ms: int, simulated_time: bool) -> _Ranked:
+    """Score and order; the impressions' Kafka record gets the pod's clock, or `ts` in a simulation (so a
+    simulated day's impressions arrive on that day, as its outcomes do)."""
+    ts_ms = req.ts_ms if req.ts_ms is not None else now_ms
     request_id = req.request_id or uuid.uuid4().hex
     authors = model.snapshot.authors(req.item_ids, req.author_ids)
     inputs = model.snapshot.inputs(tenant_id=req.tenant_id, user_id=req.user_id, surface=req.surface,
@@ -132,7 +136,8 @@ def _rank(model, req: RankRequest, exploration_share: float) -> _Ranked:
     items = [{"item_id": req.item_ids[i], "author_id": authors[i], "score": float(scores[i]), "position": p}
              for p, i in enumerate(order.tolist(), start=1)]
     served = ServedList(request_id=request_id, tenant_id=req.tenant_id, user_id=req.user_id, surface=req.surface,
-                        device=req.device, query=req.query, ts_ms=ts_ms, model_version=model.version, explore=explore,
+                        device=req.device, query=req.query, ts_ms=ts_ms, logged_ms=ts_ms if simulated_time else now_ms,
+                        model_version=model.version, explore=explore,
                         item_ids=[it["item_id"] for it in items], author_ids=[it["author_id"] for it in items])
     body = {"request_id": request_id, "model_version": model.version, "explore": explore, "items": items}
     return _Ranked(body, served)

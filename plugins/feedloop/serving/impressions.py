@@ -1,10 +1,11 @@
 """Every served list goes back to Kafka as impression events, without ever slowing a request.
 
 Why: the loop closes only if what the pods showed becomes the next training set, stamped with the
-model version that ranked it. Requests hand a compact record to a bounded buffer and return; one
-background thread expands records into EngagementEvents and produces them in batches. When Kafka
-is slow or down the buffer fills and further lists are dropped and counted
-(feedloop_impressions_dropped_total), never blocking or failing a request.
+model version that ranked it. Requests hand a compact record to a buffer bounded in events and in
+bytes and return; one background thread expands records into EngagementEvents and produces them in
+batches. When Kafka is slow or down the buffer fills and further lists are dropped and counted
+(feedloop_impressions_dropped_total by reason), never blocking or failing a request. No single list
+can stop the thread: whatever producing it raises is counted and the next list goes out.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Sequence
+
+import orjson
 
 from feedloop.config import KafkaSettings, ServingSettings
 from feedloop.credentials import resolve_kafka
@@ -22,6 +26,9 @@ from feedloop.events import SCHEMA_VERSION, format_ts, to_json
 from feedloop.serving import metrics
 
 log = logging.getLogger("feedloop.serving.impressions")
+# JSON keys, fixed values and event_id suffix of one impression event beyond its strings: 253-257 bytes at
+# positions up to 1,000 (tests/unit/serving/test_impression_buffer.py holds the estimate to the real size)
+EVENT_ENVELOPE_BYTES = 260
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,8 @@ class ServedList:
     surface: str
     device: str
     query: str | None
-    ts_ms: int
+    ts_ms: int                        # the event time of its impressions
+    logged_ms: int                    # the Kafka record timestamp: the pod's clock (the simulated one in simulations)
     model_version: str
     explore: bool
     item_ids: Sequence[str]
@@ -50,6 +58,15 @@ class ServedList:
                  "author_id": author or "unknown", "position": pos}
                 for pos, (item, author) in enumerate(zip(self.item_ids, self.author_ids), start=1)]
 
+    def wire_bytes(self) -> int:
+        """The bytes its events take on the wire, at most: their strings' JSON (encoded once, not per event, as
+        this runs on the request path) plus a fixed envelope per event."""
+        shared = orjson.dumps([self.tenant_id, self.user_id, self.request_id, self.request_id, self.surface,
+                               self.device, self.query, self.model_version])
+        each = len(shared) + EVENT_ENVELOPE_BYTES
+        return (len(self.item_ids) * each + len(orjson.dumps(list(self.item_ids)))
+                + len(orjson.dumps([a or "unknown" for a in self.author_ids])))
+
 
 def event_id(request_id: str, position: int, event_type: str) -> str:
     """The id scheme shared with the simulator: outcomes name the impression they follow."""
@@ -62,18 +79,21 @@ class ImpressionLog:
     Why not kafka-python here: its pure-Python producer took 40 ms of CPU for one 500-item list
     (measured with a local Tansu broker), inside the pod's process and under its GIL; librdkafka
     took 2 ms and sends from its own C threads. An event counts as pending from submit() until
-    Kafka acknowledges it or it fails, so the buffer bounds everything not yet delivered.
+    Kafka acknowledges it or it fails, so the buffer bounds everything not yet delivered; the bytes
+    of lists not yet taken by the thread are bounded too (librdkafka bounds its own queue's).
     """
 
     def __init__(self, kafka: KafkaSettings, cfg: ServingSettings):
         self.kafka, self.cfg = kafka, cfg
         self._client_config = resolve_kafka(kafka).confluent()  # bootstrap, SASL, TLS: a bad one stops the pod here
-        self._queue: queue.Queue[ServedList] = queue.Queue()
+        self._queue: queue.Queue[tuple[ServedList, int]] = queue.Queue()
         self._pending = 0                 # events submitted and not yet delivered or dropped
+        self._queued_bytes = 0            # wire bytes of the lists in _queue
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="impression-log", daemon=True)
-        self._acked = self._failed = 0   # delivery reports since the last _settle()
+        self._acked = 0                   # delivery reports since the last _settle() ...
+        self._failed: Counter[str] = Counter()  # ... and events lost since then, by reason
         self.last_error: str | None = None
 
     def start(self) -> None:
@@ -81,13 +101,15 @@ class ImpressionLog:
 
     def submit(self, served: ServedList) -> bool:
         """Queue a list for Kafka; False (and counted) if the buffer is full. Never blocks."""
-        n = len(served.item_ids)
+        n, size = len(served.item_ids), served.wire_bytes()
         with self._lock:
-            if self._pending + n > self.cfg.impression_buffer:
+            if (self._pending + n > self.cfg.impression_buffer
+                    or self._queued_bytes + size > self.cfg.impression_buffer_bytes):
                 metrics.IMPRESSIONS_DROPPED.labels("buffer_full").inc(n)
                 return False
             self._pending += n
-        self._queue.put_nowait(served)
+            self._queued_bytes += size
+        self._queue.put_nowait((served, size))
         return True
 
     def pending(self) -> int:
@@ -104,7 +126,11 @@ class ImpressionLog:
             batch = self._take_batch()
             for served in batch:
                 self._send(producer, served)
-            producer.poll(0)  # runs the delivery reports of what Kafka answered so far
+            try:
+                producer.poll(0)  # runs the delivery reports of what Kafka answered so far
+            except Exception as exc:  # a failing callback must not end the thread: log, go on
+                log.exception("impression log: polling the producer failed")
+                self.last_error = f"poll: {exc}"[:300]
             self._settle()
             if not batch and self._stop.is_set():
                 producer.flush(5)
@@ -116,45 +142,60 @@ class ImpressionLog:
             first = self._queue.get(timeout=0.2)
         except queue.Empty:
             return []
-        batch, events = [first], len(first.item_ids)
+        batch, events, size = [first[0]], len(first[0].item_ids), first[1]
         while events < self.cfg.impression_batch:
             try:
-                item = self._queue.get_nowait()
+                item, item_size = self._queue.get_nowait()
             except queue.Empty:
                 break
             batch.append(item)
             events += len(item.item_ids)
+            size += item_size
+        with self._lock:
+            self._queued_bytes -= size
         return batch
 
     def _send(self, producer, served: ServedList) -> None:
-        key = served.user_id.encode()
-        for n, event in enumerate(served.events()):
+        """Produce a list's events; never raises: an event librdkafka refuses is counted by reason."""
+        try:
+            key, evs = served.user_id.encode(), served.events()
+        except Exception as exc:
+            self._lost("produce_error", len(served.item_ids), exc)
+            return
+        for n, event in enumerate(evs):
             try:
-                producer.produce(self.kafka.topic, key=key, value=to_json(event), timestamp=served.ts_ms,
+                producer.produce(self.kafka.topic, key=key, value=to_json(event), timestamp=served.logged_ms,
                                  on_delivery=self._delivered)
-            except BufferError:  # librdkafka's own queue is full (Kafka slow): drop the rest of the list
-                self._failed += len(served.item_ids) - n
+            except BufferError as exc:  # librdkafka's own queue is full (Kafka slow): drop the rest of the list
+                self._lost("producer_queue_full", len(evs) - n, exc)
                 return
+            except Exception as exc:  # e.g. MSG_SIZE_TOO_LARGE: this event only, the next may go
+                self._lost(_reason(exc), 1, exc)
+
+    def _lost(self, reason: str, n: int, exc: BaseException) -> None:
+        self._failed[reason] += n
+        self.last_error = f"{reason}: {type(exc).__name__}: {exc}"[:300]
+        log.warning("impression log: %d event(s) of a list dropped: %s", n, self.last_error)
 
     def _delivered(self, err, _msg) -> None:
         """One call per event, from poll() on this thread: only count here, _settle() publishes."""
         if err is None:
             self._acked += 1
         else:
-            self._failed += 1
+            self._failed["kafka_error"] += 1
             self.last_error = str(err)[:300]
 
     def _settle(self) -> None:
-        acked, failed, self._acked, self._failed = self._acked, self._failed, 0, 0
+        acked, failed, self._acked, self._failed = self._acked, self._failed, 0, Counter()
         if acked:
             metrics.IMPRESSIONS_SENT.inc(acked)
             if not failed:
                 self.last_error = None
-        if failed:
-            metrics.IMPRESSIONS_DROPPED.labels("kafka_error").inc(failed)
+        for reason, n in failed.items():
+            metrics.IMPRESSIONS_DROPPED.labels(reason).inc(n)
         if acked or failed:
             with self._lock:
-                self._pending -= acked + failed
+                self._pending -= acked + failed.total()
 
     def _on_error(self, err) -> None:
         """Broker down, unknown host, ...: librdkafka keeps reconnecting; undelivered events fail on their timeout.
@@ -176,7 +217,18 @@ class ImpressionLog:
             "batch.size": 256 * 1024,
             "message.timeout.ms": 10_000,   # an event Kafka has not taken by then is dropped and counted
             "queue.buffering.max.messages": max(self.cfg.impression_buffer, 1),
+            "queue.buffering.max.kbytes": self.cfg.impression_buffer_bytes // 1024,
             "error_cb": self._on_error,
             "logger": log,
             "log_level": 2,                 # librdkafka's own lines: critical only; errors come through error_cb
         })
+
+
+def _reason(exc: Exception) -> str:
+    """The metric label of a produce() failure: librdkafka's size refusal by name, anything else as one."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    if isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+        return "message_too_large"
+    return "produce_error"

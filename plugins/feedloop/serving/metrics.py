@@ -44,7 +44,9 @@ CANDIDATES = Histogram("feedloop_candidates_per_request", "Candidates per rankin
                        buckets=(1, 10, 50, 100, 200, 500, 1000, 2000))
 IMPRESSIONS_SENT = Counter("feedloop_impressions_sent_total", "Impression events produced to Kafka")
 IMPRESSIONS_DROPPED = Counter("feedloop_impressions_dropped_total",
-                              "Impression events dropped (buffer full or Kafka failing), never blocking a request",
+                              "Impression events dropped, never blocking a request, by reason: buffer_full (the "
+                              "pod's buffer), producer_queue_full (librdkafka's), message_too_large, produce_error "
+                              "(anything else produce() raised), kafka_error (not delivered)",
                               ["reason"])
 
 
