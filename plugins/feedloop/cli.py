@@ -154,7 +154,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     _emit(args, result, lambda: (
         f"replayed {len(result.chunks)} chunk(s), {result.records:,} records: {len(result.unchanged)} objects "
         f"identical, {len(result.changed)} changed, {len(result.created)} created"
-        + (f", {len(result.raced)} left to a concurrent sink run" if result.raced else "")))
+        + (f", {len(result.raced)} left to a concurrent sink run" if result.raced else "")
+        + (f", {len(result.gone)} chunk(s) left as they are (retention deleted their records)" if result.gone else "")
+        + (f", {len(result.other_log)} object(s) of a log before a checkpoint reset left alone"
+           if result.other_log else "")))
     return EXIT_OK
 
 

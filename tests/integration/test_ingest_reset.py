@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from feedloop import lake
-from feedloop.ingest import sink
+from feedloop.ingest import replay, sink
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.errors import LogMismatch
 from feedloop.streams import ensure_topic
@@ -85,6 +85,9 @@ def test_a_recreated_topic_fails_the_run_until_reset_then_the_new_log_lands_exac
     assert "feedloop ingest reset-checkpoint --partition 0 --to earliest" in message
     failed = _cli(topic, "run")
     assert failed.returncode == 1 and f"{topic}[0]: the checkpoint says next_offset 500" in failed.stderr
+    with pytest.raises(LogMismatch):  # rebuilding the old objects from the new log would replace their rows
+        replay.replay_offsets(settings, partition=0, start=0, end=500)
+    assert lake_objects(store, settings, topic) == landed
 
     reset = _cli(topic, "reset-checkpoint", "--partition", "0", "--to", "earliest", "--reason", "topic recreated",
                  "-o", "json")
@@ -102,5 +105,8 @@ def test_a_recreated_topic_fails_the_run_until_reset_then_the_new_log_lands_exac
     now = lake_objects(store, settings, topic)
     assert all(now[key] == body for key, body in landed.items()), "an object of the old log was changed"
     assert sink.run(settings).records == 0
+    again = replay.replay_offsets(settings, partition=0, start=0, end=500)  # the new log's objects only
+    assert again.unchanged and not again.changed and not again.created
+    assert set(again.unchanged) == {k for k in lake_objects(store, settings, topic) if ".g1." in k}
     assert Checkpoint.load(store, bucket, topic, 0).next_offset == 120
     assert "topic recreated" in _cli(topic, "audit").stdout

@@ -6,8 +6,9 @@ bytes if the log is unchanged, nothing duplicated ever. A replay first claims th
 checkpoint (compare-and-swap), reads only below it, and writes each object through that claim
 (feedloop.ingest.fence): a sink run that read the checkpoint before the claim can no longer
 commit, one that claims it after makes the replay's next write lose (left to the sink, `raced`),
-so a replay can never shrink an object below a checkpoint. Objects of an earlier log generation
-(before a reset-checkpoint) cannot be rebuilt from today's log and are left alone.
+so a replay can never shrink an object below a checkpoint. A replay checks the log first like a
+sink run (feedloop.ingest.log_range); objects of an earlier log generation (before a
+reset-checkpoint) and chunks retention has begun to delete cannot be rebuilt and are left alone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Callable
 from feedloop import lake
 from feedloop.config import Settings
 from feedloop.events import format_ts
+from feedloop.ingest import log_range
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.chunk import Chunk
 from feedloop.ingest.errors import Fenced, IngestError
@@ -39,6 +41,7 @@ class ReplayReport:
     changed: list[str] = field(default_factory=list)               # rewritten with different bytes
     created: list[str] = field(default_factory=list)               # did not exist before
     raced: list[str] = field(default_factory=list)                 # a sink claimed the partition meanwhile: left to it
+    gone: list[tuple[int, int]] = field(default_factory=list)      # (partition, chunk start) retention deleted: left
     other_log: list[str] = field(default_factory=list)             # from a log generation before a reset: left alone
     records: int = 0
     seconds: float = 0.0
@@ -91,6 +94,7 @@ def _replay(settings: Settings, store: ObjectStore, chunks: list[tuple[int, int]
     from feedloop.streams import consumer
 
     t0 = time.perf_counter()
+    logs = _logs(settings, store, sorted({p for p, _ in chunks}))
     kafka = consumer(settings.kafka, fetch_max_bytes=settings.ingest.max_poll_bytes)
 
     def read(chunk: Chunk, stop: int) -> int:
@@ -101,11 +105,28 @@ def _replay(settings: Settings, store: ObjectStore, chunks: list[tuple[int, int]
 
     try:
         for partition, group in groupby(chunks, key=lambda c: c[0]):
-            rebuild_partition(settings, store, partition, [start for _, start in group], read, report)
+            starts = [start for _, start in group]
+            report.gone += [(partition, s) for s in starts if s < logs[partition].start]
+            rebuild_partition(settings, store, partition, [s for s in starts if s >= logs[partition].start], read,
+                              report)
     finally:
         kafka.close(autocommit=False)
     report.seconds = round(time.perf_counter() - t0, 2)
     return report
+
+
+def _logs(settings: Settings, store: ObjectStore, partitions: list[int]) -> dict[int, log_range.LogRange]:
+    """Each partition's log, checked against its checkpoint: a chunk rebuilt from another log (reset, recreated)
+    would replace landed rows with other records, one partly deleted by retention would lose rows."""
+    if not partitions:
+        return {}
+    ckpts = {p: _checkpoint(settings, store, p) for p in partitions}
+    logs = log_range.read(settings.kafka, settings.kafka.topic, {p: c.next_offset for p, c in ckpts.items()},
+                          poll_timeout_ms=settings.ingest.poll_timeout_ms, polls=settings.ingest.empty_polls_to_stop)
+    for p, ckpt in ckpts.items():
+        if ckpt.next_offset >= logs[p].start:
+            log_range.check(ckpt, logs[p])
+    return logs
 
 
 def rebuild_partition(settings: Settings, store: ObjectStore, partition: int, chunk_starts: list[int],
