@@ -4,10 +4,10 @@ Why one module: each client used to find its own keys (DuckDB fell back to a bak
 session token, so dataset builds failed under an instance role) and nothing read the Airflow
 Connections the deployment files define. The order, the same for every client:
 
-1. inside an Airflow task: the Connection named in config (`s3.airflow_conn_id`, `kafka.airflow_conn_id`),
-   read through Airflow (the Amazon provider's AwsBaseHook for S3: keys, session token, role_arn,
-   endpoint_url, region_name in the extras; for Kafka a generic Connection whose extras are
-   librdkafka settings, login / password = SASL username / password);
+1. inside Airflow (a task, or the api-server serving the UI): the Connection named in config
+   (`s3.airflow_conn_id`, `kafka.airflow_conn_id`), read through Airflow: for S3 the Amazon provider's
+   AwsBaseHook (login / password; extras role_arn, aws_session_token, endpoint_url, region_name); for
+   Kafka a generic Connection whose extras are librdkafka settings, login / password = SASL user / password;
 2. the environment and config: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN;
    KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD / KAFKA_SSL_KEY_PASSWORD with the `kafka:` settings;
 3. the AWS default chain (profile, SSO, web identity, container or instance role);
@@ -34,15 +34,17 @@ class CredentialsError(ValueError):
     """Credentials are missing or inconsistent; the message names the setting and the fix."""
 
 
-def in_airflow_task() -> bool:
-    """True inside a task Airflow runs (a worker, or `dag.test()` / `airflow dags test`).
+def in_airflow() -> bool:
+    """True in an Airflow process that reads Connections: a task (a worker, `airflow dags test`,
+    `dag.test()`) or a server component (the api-server serving the feedloop UI, scheduler, triggerer).
 
     Why not import Airflow to ask: the serving pods have no Airflow, and the CLI must not pay for it.
-    A task process has already imported the task runner and connected it to its supervisor.
+    A task process has already connected its task runner to the supervisor; Airflow's servers mark
+    their environment (_AIRFLOW_PROCESS_CONTEXT=server) to read Connections from the metadata DB.
     """
     runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
-    return getattr(runner, "SUPERVISOR_COMMS", None) is not None
-
+    return (getattr(runner, "SUPERVISOR_COMMS", None) is not None
+            or os.environ.get("_AIRFLOW_PROCESS_CONTEXT") == "server")
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class S3Credentials:
 
 def resolve_s3(s3: S3Settings) -> S3Credentials:
     """The credentials and endpoint for `s3`, by the order in the module docstring."""
-    if in_airflow_task():
+    if in_airflow():
         found = _s3_from_connection(s3)
     else:
         found = _s3_from_chain(s3.endpoint_url, s3.region)
@@ -142,7 +144,6 @@ def _connection_exists(conn_id: str) -> bool:
         return False
 
 
-
 SECURITY_PROTOCOLS: tuple[str, ...] = get_args(KafkaSecurityProtocol)
 SASL_MECHANISMS: tuple[str, ...] = get_args(SaslMechanism)
 
@@ -188,8 +189,8 @@ class KafkaAccess:
                                    f"{', '.join(SECURITY_PROTOCOLS)}")
         sasl = self.security_protocol.startswith("SASL_")
         if sasl and self.sasl_mechanism not in SASL_MECHANISMS:
-            raise CredentialsError(f"{where}: security protocol {self.security_protocol} needs a SASL mechanism, one of "
-                                   f"{', '.join(SASL_MECHANISMS)} (got {self.sasl_mechanism!r})")
+            raise CredentialsError(f"{where}: security protocol {self.security_protocol} needs a SASL mechanism, "
+                                   f"one of {', '.join(SASL_MECHANISMS)} (got {self.sasl_mechanism!r})")
         if sasl and not (self.sasl_username and self.sasl_password):
             raise CredentialsError(f"{where}: SASL {self.sasl_mechanism} needs a username and a password (Connection "
                                    "login / password or extras sasl.username / sasl.password; outside Airflow "
@@ -246,7 +247,7 @@ def resolve_kafka(kafka: KafkaSettings, environ: Mapping[str, str] | None = None
         ssl_cafile=kafka.ssl_cafile, ssl_certfile=kafka.ssl_certfile, ssl_keyfile=kafka.ssl_keyfile,
         ssl_check_hostname=kafka.ssl_check_hostname,
         **{name: environ.get(var) or None for name, var in _ENV_SECRETS.items()})
-    if in_airflow_task():
+    if in_airflow():
         conn = _kafka_connection(kafka.airflow_conn_id)
         if conn is not None:
             access = apply_connection(access, conn_id=kafka.airflow_conn_id, login=conn.login,

@@ -24,7 +24,8 @@ def feedloop_credentials_check():
 
         settings = load_settings()
         con = duck.connect(settings, threads=1, memory_limit="256MB")
-        rows, total = con.execute("SELECT count(*), sum(x) FROM read_parquet(?)", [os.environ["CREDCHECK_PARQUET"]]).fetchone()
+        rows, total = con.execute("SELECT count(*), sum(x) FROM read_parquet(?)",
+                                  [os.environ["CREDCHECK_PARQUET"]]).fetchone()
         bucket, key = os.environ["CREDCHECK_OBJECT"].split("/", 1)
         body = ObjectStore.from_settings(settings).get(bucket, key).body.decode()
         producer = streams.producer(settings.kafka)

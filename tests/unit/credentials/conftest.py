@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 _AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
-             "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+             "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+             "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
              "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AIRFLOW_CONN_FEEDLOOP_S3", "AIRFLOW_CONN_FEEDLOOP_KAFKA",
-             "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_KEY_PASSWORD")
+             "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_KEY_PASSWORD", "_AIRFLOW_PROCESS_CONTEXT")
 
 
 @pytest.fixture(autouse=True)
@@ -28,4 +29,4 @@ def clean_aws(monkeypatch, tmp_path):
 def inside_airflow(monkeypatch):
     """Resolve as an Airflow task does. Airflow itself reads the Connection (AIRFLOW_CONN_* env form);
     tests/integration/test_credentials.py proves the detection in a real `airflow dags test` task."""
-    monkeypatch.setattr("feedloop.credentials.in_airflow_task", lambda: True)
+    monkeypatch.setattr("feedloop.credentials.in_airflow", lambda: True)

@@ -51,7 +51,8 @@ def test_a_connection_without_keys_takes_them_from_the_chain_and_keeps_its_endpo
     _env_keys(monkeypatch, token="env-token")
     _connection(monkeypatch, extra={"endpoint_url": "http://127.0.0.1:7777", "region_name": "us-east-1"})
     found = resolve_s3(LOCAL)
-    assert (found.access_key, found.session_token, found.endpoint_url) == ("AKENV", "env-token", "http://127.0.0.1:7777")
+    assert (found.access_key, found.session_token) == ("AKENV", "env-token")
+    assert found.endpoint_url == "http://127.0.0.1:7777"
 
 
 def test_inside_airflow_without_the_connection_env_and_config_are_used(monkeypatch, inside_airflow):
@@ -176,3 +177,14 @@ def test_temporary_keys_stay_refreshable_for_boto3_and_reach_duckdb_with_their_t
     assert signer_creds.get_frozen_credentials().token == "temp-token"
     secret = _duck_secret(REMOTE)
     assert "key_id=AKTEMP" in secret and "session_token=redacted" in secret
+
+
+def test_airflow_is_detected_in_a_task_and_in_its_servers_and_nowhere_else(monkeypatch):
+    from airflow.sdk.execution_time.supervisor import set_supervisor_comms
+
+    assert not credentials.in_airflow()
+    with set_supervisor_comms(object()):  # what `dag.test()` does for its in-process task runner
+        assert credentials.in_airflow()
+    assert not credentials.in_airflow()
+    monkeypatch.setenv("_AIRFLOW_PROCESS_CONTEXT", "server")  # set by Airflow's api-server, scheduler, triggerer
+    assert credentials.in_airflow()
