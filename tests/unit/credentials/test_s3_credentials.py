@@ -55,6 +55,14 @@ def test_a_connection_without_keys_takes_them_from_the_chain_and_keeps_its_endpo
     assert found.endpoint_url == "http://127.0.0.1:7777"
 
 
+def test_the_embedded_stacks_connection_alone_is_anonymous_on_its_local_endpoint(monkeypatch, inside_airflow):
+    """`make demo`: Airflow gets a feedloop_s3 Connection with only the SeaweedFS endpoint, and no keys exist."""
+    _connection(monkeypatch, extra={"endpoint_url": "http://127.0.0.1:7777", "region_name": "us-east-1"})
+    found = resolve_s3(LOCAL)
+    assert found.anonymous and found.endpoint_url == "http://127.0.0.1:7777"
+    assert found.source == "Airflow Connection 'feedloop_s3' (anonymous: no credentials found)"
+
+
 def test_inside_airflow_without_the_connection_env_and_config_are_used(monkeypatch, inside_airflow):
     _env_keys(monkeypatch, token="env-token")
     found = resolve_s3(REMOTE)
