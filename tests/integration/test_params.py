@@ -8,7 +8,8 @@ catchup off (unpausing would otherwise run every day since S), approval for ever
 
 1. Invalid params are refused with a 400 naming the field, and no run or backfill is created.
 2. S+3 runs in promotion_mode=dry-run: everything runs, nothing is registered, live.json never appears.
-3. A run with two mistakes (force without force_reason, a misspelt param) fails in its first task.
+3. A run with three mistakes (force without force_reason, a misspelt param, gate_thresholds floors "abc")
+   fails in its first task, naming each.
 4. A backfill of S+1..S+3 with params (window_days 3, typed gate floors) re-runs S+3, which had run in
    dry-run: every run carries the backfill's params (conf, the checked params, the training window).
    S+1 has too little history (skipped), S+2 is the first model (flipped), S+3 waits for approval.
@@ -153,7 +154,8 @@ def first_runs(af):
     the scheduler only adds yesterday, S+3, which exists)."""
     api = af.api
     dry = api.trigger(RETRAIN, logical_date=_midnight(DAY[3]), conf={"promotion_mode": "dry-run"})
-    bad = api.trigger(RETRAIN, logical_date=_midnight(DAY[0]), conf={"promotion_mode": "force", "window_day": 5})
+    bad = api.trigger(RETRAIN, logical_date=_midnight(DAY[0]), conf={"promotion_mode": "force", "window_day": 5,
+                                                                      "gate_thresholds": {"floors": "abc"}})
     api.unpause(RETRAIN)
     states = {run: api.wait(RETRAIN, run, timeout=RUN_TIMEOUT, poll=2) for run in (bad, dry)}
     return SimpleNamespace(dry=dry, bad=bad, states=states,
@@ -183,6 +185,8 @@ def test_a_run_with_bad_params_fails_in_its_first_task_naming_each_param(af, fir
     log = _log(api, run, "check_params")
     assert "param 'force_reason': required with promotion_mode=force" in log
     assert "param 'window_day': unknown param" in log
+    assert "param 'gate_thresholds': floors: Input should be a valid dictionary (got 'abc')" in log
+    assert "TypeError" not in log and "dictionary update sequence" not in log  # what it raised before
 
 
 # ---- 4. + 5. a backfill over a day that already ran, then its approval ---------------------------
