@@ -196,3 +196,28 @@ def test_airflow_is_detected_in_a_task_and_in_its_servers_and_nowhere_else(monke
     assert not credentials.in_airflow()
     monkeypatch.setenv("_AIRFLOW_PROCESS_CONTEXT", "server")  # set by Airflow's api-server, scheduler, triggerer
     assert credentials.in_airflow()
+
+
+_KEYS = {"none": None, "keys": ("secret", None), "keys+token": ("secret", "token")}
+
+
+def test_the_resolution_order_holds_for_every_combination_of_sources(monkeypatch, clean_aws):
+    """Connection (inside Airflow) > environment > shared profile > anonymous, each with its own token or none."""
+    from itertools import product
+
+    for conn, env, profile, airflow in product(_KEYS, _KEYS, ("none", "keys+token"), (True, False)):
+        with monkeypatch.context() as m:
+            m.setattr("feedloop.credentials.in_airflow", lambda airflow=airflow: airflow)
+            if _KEYS[conn]:
+                _connection(m, login="AKCONN", password=_KEYS[conn][0],
+                            extra={"aws_session_token": _KEYS[conn][1]} if _KEYS[conn][1] else {})
+            if _KEYS[env]:
+                _env_keys(m, key="AKENV", secret=_KEYS[env][0], token=_KEYS[env][1])
+            clean_aws.write_text("")
+            if profile != "none":
+                _profile(clean_aws, key="AKPROFILE", secret="secret", token="token")
+            expected = next(((key, _KEYS[name][1]) for key, name, used in (
+                ("AKCONN", conn, airflow), ("AKENV", env, True), ("AKPROFILE", profile, True))
+                if used and _KEYS[name]), (None, None))
+            found = resolve_s3(LOCAL)
+            assert (found.access_key, found.session_token) == expected, (conn, env, profile, airflow, found.source)
