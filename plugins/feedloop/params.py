@@ -34,6 +34,7 @@ UTC_PATTERN = (r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[T ]([01][0-9
 # typed gate params -> the promotion key they set (floors are merged into the configured ones)
 TYPED_GATE = {"min_auc": ("floors", "auc"), "min_ndcg_at_10": ("floors", "ndcg@10"),
               "max_regression": ("tolerance", None)}
+GATE_EXAMPLE = '{"floors": {"auc": 0.55, "ndcg@10": 0.2}, "segment_tolerance": 0.05, "inconclusive": "approve"}'
 
 
 class ParamError(ValueError):
@@ -213,18 +214,37 @@ def _retrain_rules(v: dict[str, Any], settings: Settings) -> list[tuple[str, str
     if accept_reason and not v["accept_hours"]:
         problems.append(("accept_reason", "only used with accept_hours; name the hours to accept or clear it"))
     extra = v["gate_thresholds"]
+    shape = _promotion_errors({**settings.promotion.model_dump(), **extra})  # first: the rest reads its shape
+    if shape:
+        return problems + [("gate_thresholds", f"{why}; give promotion keys as in include/config/feedloop.yaml "
+                                               f"(e.g. {GATE_EXAMPLE})") for why in shape]
     for name, (key, metric) in TYPED_GATE.items():
         if v[name] is not None and key in extra and (metric is None or metric in (extra.get("floors") or {})):
             problems.append(("gate_thresholds", f"sets {key}{'.' + metric if metric else ''} that param {name} "
                                                 f"also sets; give it once"))
     if not problems:
-        from pydantic import ValidationError
-
-        try:
-            PromotionSettings.model_validate({**settings.promotion.model_dump(), **(gate_overrides(v, settings) or {})})
-        except ValidationError as exc:
-            problems += [("gate_thresholds", f"{'.'.join(map(str, e['loc']))}: {e['msg']}") for e in exc.errors()]
+        merged = {**settings.promotion.model_dump(), **(gate_overrides(v, settings) or {})}
+        problems += [("gate_thresholds", why) for why in _promotion_errors(merged)]
     return problems
+
+
+def _promotion_errors(values: dict[str, Any]) -> list[str]:
+    """What is wrong with promotion settings, one line per field ("floors: Input should be a valid dictionary
+    (got 'abc')"); [] when they are valid."""
+    from pydantic import ValidationError
+
+    try:
+        PromotionSettings.model_validate(values)
+    except ValidationError as exc:
+        return [f"{'.'.join(map(str, e['loc']))}: " + ("not a promotion setting (a typo?)" if e["type"] == "extra_forbidden"
+                                                        else f"{e['msg']} (got {_short(e['input'])})")
+                for e in exc.errors()]
+    return []
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _replay_rules(v: dict[str, Any], settings: Settings) -> list[tuple[str, str]]:
