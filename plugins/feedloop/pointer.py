@@ -43,14 +43,26 @@ class CasPointer:
     def replace(self, current: Read | None, pointer: dict[str, Any]) -> None:
         """Write `pointer` iff live.json is still `current` (None: there is none); then its history entry.
 
-        Raises PreconditionFailed when another writer won: nothing was changed.
+        Raises PreconditionFailed when another writer won: nothing was changed. A 412 is not always
+        another writer: when the answer to our PUT is lost, botocore retries it and the retry meets
+        our own write, so a 412 is believed only once a re-read shows that our pointer never landed.
         """
-        if current is None:
-            self.store.put_json(self.bucket, self.key, pointer, if_none_match=True)
-        else:
-            self.record(current.pointer)  # repairs an entry a crash may have skipped
-            self.store.put_json(self.bucket, self.key, pointer, if_match=current.etag)
+        try:
+            if current is None:
+                self.store.put_json(self.bucket, self.key, pointer, if_none_match=True)
+            else:
+                self.record(current.pointer)  # repairs an entry a crash may have skipped
+                self.store.put_json(self.bucket, self.key, pointer, if_match=current.etag)
+        except PreconditionFailed:
+            if not self._landed(pointer):
+                raise
         self.record(pointer)
+
+    def _landed(self, pointer: dict[str, Any]) -> bool:
+        """Did this exact pointer become live.json? It is there now, or the next writer recorded it as the pointer
+        it replaced (each pointer is unique: its seq, writer and millisecond timestamp)."""
+        now = self.read()
+        return (now is not None and now.pointer == pointer) or self.entry(pointer["seq"]) == pointer
 
     def record(self, pointer: dict[str, Any]) -> None:
         try:

@@ -331,3 +331,45 @@ def test_two_concurrent_canary_starts_exactly_one_wins(live_v1):
         (1, None), (2, None), (3, winner)]
     with pytest.raises(CanaryConflict, match=f"canary of {winner} at 10% is running"):
         registry.plan_canary(version=loser, percent=10, by="op", reason="retry")
+
+
+@pytest.fixture
+def lossy(embedded, registry):
+    """The test's registry bucket through a proxy that can lose one answer of the real S3."""
+    from urllib.parse import urlparse
+
+    from feedloop.storage import ObjectStore
+    from tests.integration.lossy_proxy import ResponseLosingProxy
+
+    proxy = ResponseLosingProxy(urlparse(embedded.s3.endpoint_url).port)
+    try:
+        store = ObjectStore(embedded.s3.model_copy(update={"endpoint_url": proxy.url}))
+        yield proxy, Registry(store, registry.bucket)
+    finally:
+        proxy.close()
+
+
+def test_a_flip_whose_answer_was_lost_is_reported_applied_and_recorded(lossy):
+    """botocore retries the conditional PUT of live.json whose response was lost; the retry gets 412 against the
+    first attempt's own write. The flip happened: it is reported, its history entry written, nothing raised."""
+    proxy, registry = lossy
+    _register(registry, "2026-11-05-aaaa")
+    _register(registry, "2026-11-06-bbbb")
+    first = registry.flip(version="2026-11-05-aaaa", by="dag", reason="first")
+    proxy.lose_next_answer(f"PUT /{registry.bucket}/{registry.live_key}".encode())
+    second = registry.flip(version="2026-11-06-bbbb", by="dag", reason="better")
+    assert proxy.lost == 1  # the network did lose the answer, and botocore retried
+    assert _live_doc(registry) == second and second["previous"] == first["version"]
+    assert registry.history() == [first, second]
+
+    proxy.lose_next_answer(f"PUT /{registry.bucket}/{registry.live_key}".encode())
+    back = registry.commit(registry.plan_rollback(to=None, by="alice", reason="CTR down"))
+    assert proxy.lost == 2 and _live_doc(registry) == back and registry.history()[-1] == back
+
+
+def test_a_first_pointer_whose_answer_was_lost_is_reported_applied(lossy):
+    proxy, registry = lossy
+    _register(registry, "2026-11-05-aaaa")
+    proxy.lose_next_answer(f"PUT /{registry.bucket}/{registry.live_key}".encode())
+    first = registry.flip(version="2026-11-05-aaaa", by="dag", reason="first", expect_live=None)
+    assert proxy.lost == 1 and _live_doc(registry) == first and registry.history() == [first]
