@@ -68,7 +68,7 @@ class StackSettings(_Section):
     s3_internal_port_base: int = 17330
     s3_max_volumes: int = Field(1000, ge=1)  # SeaweedFS volume slots; every bucket takes at least one
     kafka_port: int = 9092
-    kafka_storage: Literal["memory", "s3"] = "memory"
+    kafka_storage: Literal["memory", "s3"] = "s3"   # s3 keeps the log across `stack down` / `up`; memory loses it
     airflow_port: int = 8080
     airflow_parallelism: int = Field(4, ge=1)
     ready_timeout_s: float = Field(180, gt=0)

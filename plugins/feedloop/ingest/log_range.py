@@ -82,8 +82,9 @@ def read(kafka: KafkaSettings, topic: str, next_offsets: dict[int, int], *, poll
         seen = _last_offsets(probe, tps, look, poll_timeout_ms, polls, first_only=True)
         for p, last in seen.items():
             end[p] = max(end[p], last + 1)
-        short = {p: end[p] for p in (next_offsets if exact_end else look) if exact_end or end[p] < next_offsets[p]}
-        for p, last in _last_offsets(probe, tps, short, poll_timeout_ms, polls).items():  # the real end, to say it
+        # the real end where it matters: for the record of a reset, or to say where a short log ends
+        tail = dict(end) if exact_end else {p: end[p] for p in look if end[p] < next_offsets[p]}
+        for p, last in _last_offsets(probe, tps, tail, poll_timeout_ms, polls).items():
             end[p] = max(end[p], last + 1)
     finally:
         probe.close(autocommit=False)

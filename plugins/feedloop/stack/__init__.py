@@ -82,7 +82,18 @@ def down(settings: Settings, *, echo: Callable[[str], None] = print) -> list[str
             echo(f"{service.title}: stopped")
         else:
             echo(f"{service.title}: not running")
+    if "kafka" in stopped and settings.stack.kafka_storage == "memory":
+        echo(MEMORY_LOG_LOST)
     return stopped
+
+
+MEMORY_LOG_LOST = (
+    "WARNING: Kafka ran with stack.kafka_storage: memory, so its log is gone: every topic, record and offset. Events "
+    "not ingested yet are lost, and the next `feedloop ingest run` stops because the checkpoints point past the new "
+    "log; after checking, run `feedloop ingest reset-checkpoint --partition P --to earliest --reason \"...\"` for "
+    "each partition it names. To keep the log across restarts: stack.kafka_storage: s3 (the default; "
+    "FEEDLOOP_STACK__KAFKA_STORAGE=s3)."
+)
 
 
 def _stop_serving_pods(settings: Settings, echo: Callable[[str], None]) -> list[str]:
