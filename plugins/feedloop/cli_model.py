@@ -70,8 +70,9 @@ def cmd_model(args: argparse.Namespace) -> int:
             _emit(args, rows, lambda: _table(text_rows, ("seq", "at", "from", "to", "canary", "action", "by",
                                                          "reason")))
         else:
-            if not args.dry_run and not (args.reason or "").strip():
-                _log(f"feedloop model {args.action}: give --reason (recorded with the pointer change), or --dry-run")
+            problems = _pointer_change_problems(args)
+            if problems:
+                _log(f"feedloop model {args.action}: " + "; ".join(problems) + "; nothing was changed")
                 return EXIT_USAGE
             result, text = _change_pointer(args, settings)
             _emit(args, result, text)
@@ -81,11 +82,21 @@ def cmd_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _pointer_change_problems(args: argparse.Namespace) -> list[str]:
+    """The bounds the rollback and canary DAGs and the Models page apply (registry.pointer_change_problems), by flag."""
+    from feedloop.registry import pointer_change_problems
+
+    to, flag = (args.to, "--to") if args.action == "rollback" else (getattr(args, "version", None), "VERSION")
+    reason = args.reason if args.reason is not None or not args.dry_run else "(dry run)"
+    flags = {"to": flag, "reason": "--reason" if args.reason else "--reason (or --dry-run)"}
+    return [f"{flags[field]}: {why}" for field, why in pointer_change_problems(to=to, reason=reason)]
+
+
 def _change_pointer(args: argparse.Namespace, settings: Any) -> tuple[dict[str, Any], Callable[[], str]]:
     """rollback and the canary actions: the same compare-and-swap writes as the DAGs make."""
     from feedloop import promotion
 
-    common = {"reason": args.reason or "(dry run)", "by": f"cli {getpass.getuser()}@{socket.gethostname()}",
+    common = {"reason": (args.reason or "(dry run)").strip(), "by": f"cli {getpass.getuser()}@{socket.gethostname()}",
               "dry_run": args.dry_run, "settings": settings}
     if args.action == "rollback":
         result = promotion.rollback(to=args.to, **common)

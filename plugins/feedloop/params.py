@@ -25,7 +25,7 @@ from airflow.sdk import Param
 from feedloop import utc
 from feedloop.config import PromotionSettings, Settings
 from feedloop.promotion import MODES
-from feedloop.registry import VERSION_PATTERN  # the one place version ids are defined (pods check it too)
+from feedloop.registry import REASON_MAX, REASON_MIN, VERSION_MAX, VERSION_PATTERN, pointer_change_problems
 
 # months 01-12, days 01-31, hours 00-23, minutes and seconds 00-59: Airflow refuses 2026-13-01 at trigger
 # time; a day the month lacks (02-30) passes the pattern and is refused by the replay rules
@@ -124,10 +124,11 @@ def replay(settings: Settings) -> dict[str, Param]:
 def rollback() -> dict[str, Param]:
     """rollback_ranker: where the pointer goes back to, and why."""
     return {
-        "to_version": Param(None, type=["null", "string"], pattern=VERSION_PATTERN, title="Target version",
+        "to_version": Param(None, type=["null", "string"], pattern=VERSION_PATTERN, maxLength=VERSION_MAX,
+                            title="Target version",
                             description="Registered version to make live, e.g. 2026-11-20-3f9a1c2b7e (empty: the "
                                         "previous live version)."),
-        "reason": Param("", type="string", minLength=3, maxLength=500, title="Reason",
+        "reason": Param("", type="string", minLength=REASON_MIN, maxLength=REASON_MAX, title="Reason",
                         description="Why (required; recorded in the pointer history)."),
         "dry_run": Param(False, type="boolean", title="Dry run", description="Show the pointer change without "
                                                                             "making it."),
@@ -141,7 +142,7 @@ def canary() -> dict[str, Param]:
                         values_display={"promote": "promote: the canary becomes live for everyone",
                                         "abort": "abort: everyone back on the live version"},
                         description="promote: the canary becomes live; abort: everyone back on the live version."),
-        "reason": Param("", type="string", minLength=3, maxLength=500, title="Reason",
+        "reason": Param("", type="string", minLength=REASON_MIN, maxLength=REASON_MAX, title="Reason",
                         description="Why (required; recorded in the pointer history)."),
         "dry_run": Param(False, type="boolean", title="Dry run", description="Show the pointer change without "
                                                                             "making it."),
@@ -236,7 +237,8 @@ def _promotion_errors(values: dict[str, Any]) -> list[str]:
     try:
         PromotionSettings.model_validate(values)
     except ValidationError as exc:
-        return [f"{'.'.join(map(str, e['loc']))}: " + ("not a promotion setting (a typo?)" if e["type"] == "extra_forbidden"
+        return [f"{'.'.join(map(str, e['loc']))}: " + ("not a promotion setting (a typo?)"
+                                                        if e["type"] == "extra_forbidden"
                                                         else f"{e['msg']} (got {_short(e['input'])})")
                 for e in exc.errors()]
     return []
@@ -269,15 +271,21 @@ def _replay_rules(v: dict[str, Any], settings: Settings) -> list[tuple[str, str]
     return problems
 
 
-def _no_rules(v: dict[str, Any], settings: Settings) -> list[tuple[str, str]]:
-    return []
+def _rollback_rules(v: dict[str, Any], settings: Settings) -> list[tuple[str, str]]:
+    """The same bounds as `feedloop model rollback` and the Models page (registry.pointer_change_problems)."""
+    return [({"to": "to_version"}.get(field, field), why)
+            for field, why in pointer_change_problems(to=v["to_version"], reason=v["reason"])]
+
+
+def _canary_rules(v: dict[str, Any], settings: Settings) -> list[tuple[str, str]]:
+    return pointer_change_problems(reason=v["reason"])
 
 
 SPECS: dict[str, Spec] = {
     "retrain_ranker": Spec(retrain, _retrain_rules),
     "replay_engagement": Spec(replay, _replay_rules),
-    "rollback_ranker": Spec(lambda _s: rollback(), _no_rules),
-    "canary_ranker": Spec(lambda _s: canary(), _no_rules),
+    "rollback_ranker": Spec(lambda _s: rollback(), _rollback_rules),
+    "canary_ranker": Spec(lambda _s: canary(), _canary_rules),
 }
 
 

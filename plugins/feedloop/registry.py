@@ -22,6 +22,8 @@ promoted_at / promoted_by / reason / action always describe the latest write of 
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
@@ -35,6 +37,8 @@ VERSIONS = f"{PREFIX}versions/"
 # Every version id: its logical date, then hex (promotion.Candidate.version: "<ds>-<sha256[:10]>"). Pods
 # refuse a pointer naming anything else: the id becomes an S3 key and a folder of their local cache.
 VERSION_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9a-f]+$"
+VERSION_MAX = 64  # characters of a version id an operator may name (ours have 21)
+REASON_MIN, REASON_MAX = 3, 500  # characters of an operator's reason for a pointer change, once stripped
 MANIFEST = "manifest.json"
 POINTER_SCHEMA = 1
 IDENTITY_KEYS = ("version", "feature_manifest", "lineage", "params")  # plus the sha256 of model.txt
@@ -54,6 +58,64 @@ class PointerRaceLost(RegistryError):
 
 class CanaryConflict(RegistryError):
     """A canary runs where the action needs none (or another one): promote or abort it first."""
+
+
+class InvalidPointerChange(RegistryError):
+    """An operator's pointer change names no version id or gives no usable reason; each problem names its field."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{field}: {why}" for field, why in problems) + "; nothing was changed")
+
+
+def pointer_change_problems(*, reason: Any, to: Any = None) -> list[tuple[str, str]]:
+    """What is wrong with an operator's pointer change ("to": the target version, "reason"), field by field.
+
+    Why one function: the rollback and canary DAGs' params, `feedloop model` and the Models page all
+    call it (and the registry's rollback and canary promote / abort plans check the reason with it), so
+    no door accepts what another refuses. The reason is recorded in live.json and its history and
+    shown on every page and alert: one line of text (no control characters, none that cannot be
+    written as UTF-8), REASON_MIN..REASON_MAX characters.
+    """
+    problems = [("to", why)] if (why := version_problem(to)) else []
+    return problems + ([("reason", why)] if (why := reason_problem(reason)) else [])
+
+
+def version_problem(to: Any) -> str | None:
+    """Why `to` is no version id an operator may name (None or "": no target given, which is fine)."""
+    if to in (None, "") or (isinstance(to, str) and len(to) <= VERSION_MAX and re.fullmatch(VERSION_PATTERN, to)):
+        return None
+    return (f"{_cut(to)} is not a version id: YYYY-MM-DD-<hex digits>, at most {VERSION_MAX} characters "
+            "(e.g. 2026-11-20-3f9a1c2b7e; feedloop model list shows them)")
+
+
+def reason_problem(reason: Any) -> str | None:
+    """Why `reason` cannot be recorded as an operator's reason for a pointer change (None: it can)."""
+    if not isinstance(reason, str):
+        return f"must be text, got {type(reason).__name__}"
+    text = reason.strip()
+    bad = next((i for i, c in enumerate(text) if unicodedata.category(c) in ("Cc", "Cs")), None)
+    if bad is not None:
+        return (f"must be one line of text: character {ord(text[bad]):#06x} at position {bad} is a control "
+                "character or not text")
+    if len(text) < REASON_MIN:
+        return f"required: at least {REASON_MIN} characters saying why (recorded in the pointer history)"
+    if len(text) > REASON_MAX:
+        return f"at most {REASON_MAX} characters, got {len(text)}: say why in short and link the details"
+    return None
+
+
+def check_pointer_change(*, reason: Any, to: Any = None) -> tuple[str | None, str]:
+    """(to or None, the stripped reason) of a valid pointer change; raises InvalidPointerChange otherwise."""
+    problems = pointer_change_problems(reason=reason, to=to)
+    if problems:
+        raise InvalidPointerChange(problems)
+    return to or None, reason.strip()
+
+
+def _cut(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -212,7 +274,7 @@ class Registry:
 
     def plan_rollback(self, *, to: str | None, by: str, reason: str) -> FlipPlan:
         """The pointer back to `to` (default: the previous live version); clears a running canary."""
-        _need_reason(reason, "a rollback")
+        reason = _operator_reason(reason)
         current = self.live()
         if current is None:
             raise RegistryError("no live model: nothing to roll back")
@@ -233,7 +295,7 @@ class Registry:
         expect_live as in plan_flip: the live version the candidate was gated against.
         """
         percent = _percent(percent)
-        _need_reason(reason, "a canary")
+        _need_reason(reason, "a canary")  # not reason_problem: a retrain run's own reason quotes the gate
         manifest = self._servable(version)
         current = self.live()
         if current is None:
@@ -255,7 +317,7 @@ class Registry:
 
     def plan_promote_canary(self, *, by: str, reason: str) -> FlipPlan:
         """The running canary becomes the live version (previous = the old live one); canary = null."""
-        _need_reason(reason, "promoting a canary")
+        reason = _operator_reason(reason)
         current = self._canary_running("promote")
         version = current.canary["version"]
         return self._flip(current, version=version, manifest=self._servable(version), by=by, reason=reason,
@@ -263,7 +325,7 @@ class Registry:
 
     def plan_abort_canary(self, *, by: str, reason: str) -> FlipPlan:
         """canary = null: every user is served the live version again, which stays as it is."""
-        _need_reason(reason, "aborting a canary")
+        reason = _operator_reason(reason)
         return self._amend(self._canary_running("abort"), by=by, reason=reason, action="abort-canary", canary=None)
 
     # ---- pointer building -----------------------------------------------------------------------
@@ -354,6 +416,13 @@ def _percent(percent: float) -> float:
     if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
         raise RegistryError(f"canary percent must be a number in (0, 100], got {percent!r}")
     return float(percent)
+
+
+def _operator_reason(reason: str) -> str:
+    """The stripped reason of a change only an operator makes (rollback, promote or abort a canary), or refused."""
+    if why := reason_problem(reason):
+        raise InvalidPointerChange([("reason", why)])
+    return reason.strip()
 
 
 def _need_reason(reason: str, what: str) -> None:

@@ -30,8 +30,8 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;p
 th:first-child,td:first-child{text-align:left}.pass{color:#1a7f37}.fail{color:#c62828;font-weight:bold}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}code{background:#f4f4f4;padding:1px 4px}
 td.text{text-align:left}"""
-CSP = ("default-src 'none'; img-src data:; style-src "
-       f"'sha256-{base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()}'; base-uri 'none'; form-action 'none'")
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
+CSP = f"default-src 'none'; img-src data:; style-src 'sha256-{_STYLE_HASH}'; base-uri 'none'; form-action 'none'"
 _LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False}
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ def render(*, version: str, metrics: Mapping[str, Any], gate: Mapping[str, Any],
         "on top, so these favour the logging policy (the champion). The floors use them; the comparison does "
         "not.</p>", _overall_table(metrics),
         "<h2>Gate checks</h2>", _checks_table(gate["checks"]),
-        "<h2>Raw metrics per segment (logged lists)</h2>", _plot(_segments_plot, cand, champ, metrics.get("popularity")),
+        "<h2>Raw metrics per segment (logged lists)</h2>",
+        _plot(_segments_plot, cand, champ, metrics.get("popularity")),
         _segments_table(cand, champ),
         "<h2>Metric history</h2>", _plot(_history_plot, history, version, cand["overall"]),
         "<h2>Data quality of the training window</h2>", _quality_table(quality, manifest),

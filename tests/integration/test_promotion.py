@@ -214,7 +214,8 @@ def test_a_flip_that_needs_approval_honours_the_recorded_answer_whoever_runs_it(
     answer(["Reject"], None, timed_out=True)
     with pytest.raises(promotion.NotApproved, match=r"not approved before the approval timeout .*live model unchanged"):
         flip()
-    env.store.delete(env.settings.s3.models_bucket, f"ranker/runs/2026-11-06/candidates/{gate['version']}/approval.json")
+    env.store.delete(env.settings.s3.models_bucket,
+                     f"ranker/runs/2026-11-06/candidates/{gate['version']}/approval.json")
     with pytest.raises(PromotionBlocked, match="needs a human's Approve and none is recorded"):
         flip()
     assert env.registry.live() == before and before.version == first
@@ -269,7 +270,9 @@ def test_the_model_cli_lists_shows_and_rolls_back(env, models, monkeypatch, caps
 
     def run(*argv: str) -> tuple[int, str]:
         code = main(list(argv))
-        return code, capsys.readouterr().out
+        captured = capsys.readouterr()
+        run.err = captured.err
+        return code, captured.out
 
     code, out = run("-o", "json", "model", "list")
     assert code == 0 and [(r["version"], r["live"]) for r in json.loads(out)] == [(first, ""), (second, "*")]
@@ -279,6 +282,12 @@ def test_the_model_cli_lists_shows_and_rolls_back(env, models, monkeypatch, caps
     assert code == 0 and json.loads(out)["report"].endswith(f"/ranker/versions/{first}/report.html")
     assert run("model", "show", "nope")[0] == 1
     assert run("model", "rollback")[0] == 2  # no reason
+    # the bounds the rollback DAG's params apply, from the same function: refused before S3 is touched
+    for argv, named in ((("model", "rollback", "--reason", "x" * 501), "--reason"),
+                        (("model", "rollback", "--to", "../../etc/passwd", "--reason", "bad CTR"), "--to"),
+                        (("model", "canary", "latest", "--percent", "5", "--reason", "try it"), "VERSION")):
+        assert run(*argv)[0] == 2 and named in run.err and len(run.err) < 400, (argv, run.err)
+    assert env.registry.live().version == second and len(env.registry.history()) == 2
     code, out = run("model", "rollback", "--dry-run")
     assert code == 0 and out.startswith(f"would roll back {second} -> {first}")
     assert env.registry.live().version == second

@@ -153,7 +153,7 @@ def test_rollback_restores_the_previous_version_and_records_it(registry):
         _register(registry, v)
     registry.flip(version="v1", by="dag run a", reason="gate passed")
     registry.flip(version="v2", by="dag run b", reason="gate passed")
-    with pytest.raises(RegistryError, match="needs a reason"):
+    with pytest.raises(RegistryError, match="reason: required: at least 3 characters"):
         registry.plan_rollback(to=None, by="alice", reason=" ")
     plan = registry.plan_rollback(to=None, by="alice", reason="CTR dropped")
     assert plan.diff()["version"] == {"from": "v2", "to": "v1"} and registry.live().version == "v2"  # dry run
@@ -252,7 +252,7 @@ def test_an_aborted_canary_leaves_the_live_version_and_its_rollback_target(live_
     aborted = registry.commit(dry)
     assert (aborted["version"], aborted["previous"], aborted["canary"], aborted["action"], aborted["reason"]) == (
         "v1", "v0", None, "abort-canary", "p99 latency up")
-    assert registry.plan_rollback(to=None, by="bob", reason="r").pointer["version"] == "v0"
+    assert registry.plan_rollback(to=None, by="bob", reason="why").pointer["version"] == "v0"
     assert [(r["to"], r["canary"], r["action"]) for r in entries(registry.history())][-2:] == [
         ("v1", "v2", "canary"), ("v1", None, "abort-canary")]
 
@@ -279,9 +279,9 @@ def test_a_rollback_clears_a_running_canary(live_v1):
                  RegistryError, "a canary needs a reason", id="no-reason"),
     pytest.param(None, lambda r: r.plan_canary(version="v2", percent=10, by="a", reason="r", expect_live="v0"),
                  PointerRaceLost, "live model is v1, not v0 as when v2 was gated", id="a-stale-champion"),
-    pytest.param(None, lambda r: r.plan_promote_canary(by="a", reason="r"),
+    pytest.param(None, lambda r: r.plan_promote_canary(by="a", reason="why"),
                  RegistryError, "no canary is running: nothing to promote", id="promote-without-canary"),
-    pytest.param(None, lambda r: r.plan_abort_canary(by="a", reason="r"),
+    pytest.param(None, lambda r: r.plan_abort_canary(by="a", reason="why"),
                  RegistryError, "no canary is running: nothing to abort", id="abort-without-canary"),
     pytest.param("v2", lambda r: r.plan_canary(version="v3", percent=10, by="a", reason="r"),
                  CanaryConflict, "a canary of v2 at 10% is running: promote it .* or abort it .* before starting "

@@ -17,6 +17,7 @@ from feedloop import quality
 from feedloop.lake import HourPartition
 from feedloop.quality import overview
 from feedloop.registry import Registry, RegistryError
+from feedloop.registry import InvalidPointerChange
 from feedloop.ui.models import Catalog, StalePage, change_pointer
 from feedloop.ui.runs import run_model
 from tests.integration import lakedata
@@ -105,6 +106,26 @@ def test_refused_pointer_changes_change_nothing(registry, shown_seq, action, err
     with pytest.raises(error):
         change_pointer(registry, action=action, shown_seq=shown_seq, by="airflow-ui admin", reason="why")
     assert registry.live() == before
+
+
+@pytest.mark.parametrize(("action", "to", "reason", "named"), [
+    pytest.param("rollback", None, "x" * 501, "reason", id="a-reason-over-500-characters"),
+    pytest.param("rollback", None, "   ", "reason", id="a-blank-reason"),
+    pytest.param("rollback", None, "bad \ud800 model", "reason", id="a-reason-that-is-not-utf-8"),
+    pytest.param("rollback", "../../etc/passwd", "bad model", "to", id="a-target-that-is-no-version-id"),
+    pytest.param("rollback", "2026-11-05-" + "a" * 5000, "bad model", "to", id="a-target-of-5000-characters"),
+    pytest.param("abort-canary", None, "x" * 501, "reason", id="a-canary-reason-over-500-characters"),
+])
+def test_a_pointer_change_outside_the_bounds_the_dag_applies_is_refused_naming_the_field(registry, action, to, reason,
+                                                                                         named):
+    for v in ("2026-11-05-aaaa", "2026-11-06-bbbb"):
+        _register(registry, v)
+        registry.flip(version=v, by="test", reason="setup")
+    before = registry.live()
+    with pytest.raises(InvalidPointerChange) as refused:
+        change_pointer(registry, action=action, shown_seq=2, by="airflow-ui admin", reason=reason, to=to)
+    assert [field for field, _ in refused.value.problems] == [named]
+    assert registry.live() == before and len(str(refused.value)) < 400
 
 
 def test_history_pages_newest_first_and_shows_a_pointer_whose_entry_is_not_written_yet(registry):

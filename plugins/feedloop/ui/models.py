@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import orjson
 
-from feedloop.registry import FlipPlan, Live, Registry, RegistryError, entries
+from feedloop.registry import FlipPlan, Live, Registry, RegistryError, check_pointer_change, entries
 
 READ_THREADS = 8
 PAGE_SIZE = 30  # a first view reads at most this many manifests + metrics.json + history entries
@@ -116,6 +116,7 @@ class Catalog:
 def change_pointer(registry: Registry, *, action: str, shown_seq: int | None, by: str, reason: str,
                    to: str | None = None) -> dict[str, Any]:
     """Apply one pointer change from the page: plan it, refuse it if the pointer moved, commit with CAS."""
+    to, reason = check_pointer_change(to=to, reason=reason)  # the bounds the DAGs and the CLI apply
     if action not in ACTIONS:
         raise RegistryError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
     _same_pointer(registry.live(), shown_seq)  # first, so a stale page gets this answer, not another refusal

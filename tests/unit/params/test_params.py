@@ -132,6 +132,9 @@ def test_a_pattern_failure_says_the_expected_form_not_the_regex():
 @pytest.mark.parametrize("dag_id, values, named", [
     pytest.param("rollback_ranker", {"reason": "ok!", "to_version": "latest"}, "to_version", id="rollback-target"),
     pytest.param("rollback_ranker", {"reason": "no"}, "reason", id="rollback-reason-too-short"),
+    pytest.param("rollback_ranker", {"reason": "      "}, "reason", id="rollback-reason-blank"),
+    pytest.param("canary_ranker", {"reason": " \t  \n "}, "reason", id="canary-reason-blank"),
+    pytest.param("rollback_ranker", {"reason": "bad\x00model"}, "reason", id="rollback-reason-control-character"),
     pytest.param("canary_ranker", {"reason": "fine", "action": "ramp"}, "action", id="canary-action"),
     pytest.param("canary_ranker", {"reason": "fine", "dry_run": "yes"}, "dry_run", id="canary-dry-run-bool"),
 ])
