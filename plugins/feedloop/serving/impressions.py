@@ -173,9 +173,12 @@ class ImpressionLog:
                 self._lost(_reason(exc), 1, exc)
 
     def _lost(self, reason: str, n: int, exc: BaseException) -> None:
+        """Count dropped events; logged when the error changes (a full queue would log every list)."""
         self._failed[reason] += n
-        self.last_error = f"{reason}: {type(exc).__name__}: {exc}"[:300]
-        log.warning("impression log: %d event(s) of a list dropped: %s", n, self.last_error)
+        text = f"{reason}: {type(exc).__name__}: {exc}"[:300]
+        if text != self.last_error:
+            log.warning("impression log: %d event(s) of a list dropped: %s", n, text)
+        self.last_error = text
 
     def _delivered(self, err, _msg) -> None:
         """One call per event, from poll() on this thread: only count here, _settle() publishes."""
