@@ -265,13 +265,13 @@ def _read_block(raws: Sequence[bytes]) -> pa.Table | None:
 
 
 def _one_object_line_per_record(block: bytes, records: int) -> bool:
-    """The block has exactly one line per record and every line starts with '{' (numpy: ~4x bytes.count)."""
-    if b"\r" in block:  # a line break to Arrow too
+    """Exactly one line per record, each starting with '{' (numpy: a quarter of bytes.count's time)."""
+    if b"\r" in block or not block.startswith(b"{"):  # a carriage return is a line break to Arrow too
         return False
     data = np.frombuffer(block, np.uint8)
-    starts = np.flatnonzero(data == ord("\n")) + 1
-    return (len(starts) == records - 1 and data[:1].tolist() == [ord("{")]
-            and bool(np.all(data[starts[starts < len(data)]] == ord("{"))) and data[-1:].tolist() != [ord("\n")])
+    starts = np.flatnonzero(data == ord("\n")) + 1  # where each following line starts
+    return len(starts) == records - 1 and (
+        starts.size == 0 or (starts[-1] < len(data) and bool(np.all(data[starts] == ord("{")))))
 
 
 def _invalid_rows(table: pa.Table) -> pa.ChunkedArray:
