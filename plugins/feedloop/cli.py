@@ -218,6 +218,16 @@ def _positive(value: str) -> int:
     return number
 
 
+def _non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 0")
+    return number
+
+
 def _urls(value: str) -> list[str]:
     urls = [u.strip() for u in value.split(",") if u.strip()]
     bad = [u for u in urls if not u.startswith(("http://", "https://"))]
@@ -293,9 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep = ing_sub.add_parser("replay", help="rebuild the objects of a time range or an offset range")
     rep.add_argument("--start-time", type=_datetime, help="first event hour, UTC (e.g. 2026-11-20T00:00)")
     rep.add_argument("--end-time", type=_datetime, help="end of the range, exclusive")
-    rep.add_argument("--partition", type=int)
-    rep.add_argument("--start-offset", type=int)
-    rep.add_argument("--end-offset", type=int, help="exclusive")
+    rep.add_argument("--partition", type=_non_negative)
+    rep.add_argument("--start-offset", type=_non_negative)
+    rep.add_argument("--end-offset", type=_non_negative, help="exclusive")
     rc = ing_sub.add_parser("reset-checkpoint", help="point a partition's checkpoint at its Kafka log again after "
                                                      "the log was reset, recreated or trimmed (recorded in the audit)")
     rc.add_argument("--partition", type=int, required=True)

@@ -1,4 +1,4 @@
-"""`feedloop ingest replay --start-time/--end-time`: any text is a UTC time in range or exit 2 with a message.
+"""`feedloop ingest replay`: any text is a UTC time in range / an offset >= 0, or exit 2 with a message.
 
 Never a traceback: argparse's type function refuses the value, so the command exits 2 (usage) with
 "argument --start-time: ..." naming the rule, before it loads settings or touches Kafka and S3.
@@ -61,3 +61,12 @@ def test_any_start_time_text_parses_to_utc_in_range_or_is_a_usage_error(value):
         assert err.code == EXIT_USAGE and "argument --start-time" in err.message
     else:
         assert args.start_time.tzinfo == timezone.utc and utc.MIN <= args.start_time < utc.MAX
+
+
+@pytest.mark.parametrize("flag", ["--partition", "--start-offset", "--end-offset"])
+@pytest.mark.parametrize("value", ["-5", "1.5", "ten"])
+def test_a_negative_or_non_integer_offset_is_a_usage_error_naming_the_flag(flag, value):
+    argv = {"--partition": "0", "--start-offset": "0", "--end-offset": "10", flag: value}
+    with pytest.raises(UsageError) as err:
+        build_parser().parse_args(["ingest", "replay", *[x for kv in argv.items() for x in kv]])
+    assert f"argument {flag}: {value!r} is not a whole number >= 0" in err.value.message, err.value.message
