@@ -291,7 +291,8 @@ SPECS: dict[str, Spec] = {
 
 def _normalized(dag_id: str, values: dict[str, Any]) -> dict[str, Any]:
     if dag_id == "replay_engagement" and values["mode"] == "time":
-        return {**values, **{k: utc.parse_typed(values[k]).isoformat().replace("+00:00", "Z") for k in ("start", "end")}}
+        return {**values, **{k: utc.parse_typed(values[k]).isoformat().replace("+00:00", "Z")
+                             for k in ("start", "end")}}
     if dag_id == "retrain_ranker":
         return {**values, "force_reason": _text(values["force_reason"]) or None,
                 "accept_reason": _text(values["accept_reason"]) or None}
