@@ -53,9 +53,9 @@ class Chunk:
             return
         n = len(offsets)
         offset_array = pa.array(offsets, pa.int64())
-        # An absurd record timestamp (year 10000, -1 for none) is clamped, so the dead letter still has an
-        # arrival day (deterministically: a replay writes the same bytes); its event is dead-lettered.
-        arrival_ms = pa.array(timestamps_ms, pa.int64())
+        # An absurd record timestamp (year 10000, -1 or None for none) is clamped, so the dead letter still has
+        # an arrival day (deterministically: a replay writes the same bytes); its event is dead-lettered.
+        arrival_ms = pa.array(timestamps_ms, pa.int64()).fill_null(-1)
         no_arrival = pc.or_(pc.less(arrival_ms, _MIN_MS), pc.greater_equal(arrival_ms, _MAX_MS))
         clamped = pc.max_element_wise(pc.min_element_wise(arrival_ms, _MAX_MS - 1), _MIN_MS)
         source = pa.table({
@@ -77,7 +77,7 @@ class Chunk:
             dead_idx += late
             reasons += self._window_reasons(source.take(pa.array(late, pa.int64())),
                                             decoded.table.take(pc.indices_nonzero(out_of_window)),
-                                            [timestamps_ms[i] for i in late])
+                                            arrival_ms.take(pa.array(late, pa.int64())).to_pylist())
         if dead_idx:
             order = sorted(range(len(dead_idx)), key=dead_idx.__getitem__)
             idx = [dead_idx[i] for i in order]

@@ -29,6 +29,7 @@ def chunk() -> Chunk:
     pytest.param(253402300800000, id="year-10000"),
     pytest.param(2**62, id="beyond-arrow-microseconds"),
     pytest.param(-1, id="no-timestamp"),
+    pytest.param(None, id="none"),
     pytest.param(-(2**40), id="year-1935"),
     pytest.param(int(utc.MAX.timestamp() * 1000), id="year-2100"),
 ])
@@ -40,7 +41,7 @@ def test_an_absurd_record_timestamp_dead_letters_the_record_naming_it_and_the_re
     assert [t for table in c.rows for t in table["event_id"].to_pylist()] == ["a"]
     dead = [row for table in c.dead for row in table.to_pylist()]
     assert [d["kafka_offset"] for d in dead] == [1, 2] and [d["raw"] for d in dead] == values[1:]
-    assert dead[0]["reason"].startswith(f"kafka timestamp: {timestamp_ms} ms")
+    assert dead[0]["reason"].startswith(f"kafka timestamp: {-1 if timestamp_ms is None else timestamp_ms} ms")
     assert dead[1]["reason"].startswith("<event>: not valid JSON")
     for d in dead:  # the arrival is clamped into the accepted range, so the dead-letter day is a real day
         assert utc.MIN <= d["ingest_ts"] < utc.MAX
