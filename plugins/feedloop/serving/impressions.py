@@ -16,7 +16,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Any, Sequence
 
 import orjson
 
@@ -91,12 +91,16 @@ class ImpressionLog:
         self._queued_bytes = 0            # wire bytes of the lists in _queue
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._producer: Any = None        # created by start()
         self._thread = threading.Thread(target=self._run, name="impression-log", daemon=True)
         self._acked = 0                   # delivery reports since the last _settle() ...
         self._failed: Counter[str] = Counter()  # ... and events lost since then, by reason
         self.last_error: str | None = None
 
     def start(self) -> None:
+        """Create the producer here, not in the thread: a configuration librdkafka refuses fails the pod's
+        start, where it is seen, instead of ending the logging thread and dropping every impression."""
+        self._producer = self._connect()
         self._thread.start()
 
     def submit(self, served: ServedList) -> bool:
@@ -121,7 +125,7 @@ class ImpressionLog:
         self._thread.join(timeout=timeout)
 
     def _run(self) -> None:
-        producer = self._connect()
+        producer = self._producer
         while True:
             batch = self._take_batch()
             for served in batch:
