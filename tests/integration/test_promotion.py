@@ -451,7 +451,9 @@ def test_the_canary_cli_and_dag_task_start_ramp_list_and_abort(env, models, monk
         run("model", "canary", second, "--percent", "0", "--reason", "r")
     assert usage.value.code == 2
     assert run("model", "canary", second, "--percent", "10")[0] == 2  # no reason
-    code, text, err = run("model", "canary", first, "--percent", "10", "--reason", "r")
+    code, text, err = run("model", "canary", second, "--percent", "10", "--reason", "r")
+    assert code == 2 and "--reason: required: at least 3 characters" in err  # the bound the canary DAG applies
+    code, text, err = run("model", "canary", first, "--percent", "10", "--reason", "try it")
     assert code == 1 and f"{first} is already live" in err
     code, text, _ = run("-o", "json", "model", "canary", second, "--percent", "12.5", "--dry-run")
     dry = json.loads(text)
@@ -476,7 +478,7 @@ def test_the_canary_cli_and_dag_task_start_ramp_list_and_abort(env, models, monk
 
     code, text, _ = run("model", "abort-canary", "--dry-run")
     assert code == 0 and text.startswith(f"dry run, would do: aborted canary {second}; live stays {first}")
-    with pytest.raises(AirflowFailException, match="promoting a canary needs a reason"):
+    with pytest.raises(AirflowFailException, match="reason: required: at least 3 characters"):
         promotion.run_canary(params={"action": "promote", "reason": "  "}, run_id="manual__1")
     assert env.registry.live().canary["version"] == second
     aborted = promotion.run_canary(params={"action": "abort", "reason": "p99 up"}, run_id="manual__2")
@@ -487,7 +489,7 @@ def test_the_canary_cli_and_dag_task_start_ramp_list_and_abort(env, models, monk
     code, _, err = run("-o", "json", "model", "abort-canary", "--reason", "again")
     assert code == 1 and "no canary is running: nothing to abort" in err
     with pytest.raises(AirflowFailException, match="no canary is running: nothing to promote"):
-        promotion.run_canary(params={"action": "promote", "reason": "go"}, run_id="manual__3")
+        promotion.run_canary(params={"action": "promote", "reason": "go on"}, run_id="manual__3")
 
 
 def test_a_changed_feature_set_is_held_by_the_gate_and_force_promotes_it(env, models):
