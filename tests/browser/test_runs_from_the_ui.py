@@ -136,7 +136,7 @@ def test_a_run_triggered_from_the_form_with_params_succeeds_and_its_model_goes_l
 
     frame = _model_report(page, airflow, run_id)
     expect(frame.locator("#run-version")).to_have_text(version)
-    expect(frame.locator("h1")).to_have_text(f"Ranker {version}")
+    expect(frame.frame_locator("iframe#report").locator("h1")).to_have_text(f"Ranker {version}")  # sandboxed
     form_run.shots.take("model-report")
 
 
@@ -172,7 +172,7 @@ def test_a_backfill_of_three_dates_from_the_ui_completes_and_each_run_reports_it
         assert version.startswith(str(day)), (day, version)
         frame = _model_report(page, airflow, run_id)
         expect(frame.locator("#run-version")).to_have_text(version)
-        expect(frame.locator("h1")).to_have_text(f"Ranker {version}")
+        expect(frame.frame_locator("iframe#report").locator("h1")).to_have_text(f"Ranker {version}")
         expect(frame.locator("body")).to_contain_text("NOT registered (a dry run)")
         shots.take(f"model-report-{day}")
     assert registry.live().pointer == live_before  # dry-run: the live model is still the form run's

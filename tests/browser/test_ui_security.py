@@ -23,8 +23,8 @@ from tests.browser.conftest import BAD_HOUR, QUARANTINE_DAY
 
 pytestmark = pytest.mark.browser
 
-HOSTILE_DAY = date(2026, 10, 1)
-HOSTILE_VERSION = "2026-10-01-hostile"
+HOSTILE_DAY = date(2025, 6, 15)  # before the year of versions test_models_view registers
+HOSTILE_VERSION = "2025-06-15-hostile"
 # a stored page that tries to act as the signed-in user: read the cookie, call Airflow's API
 HOSTILE_PAGE = (b"<!doctype html><html><head><title>stored page</title></head><body><h1 id='stored'>stored page</h1>"
                 b"<script>document.title = 'script ran as ' + document.cookie; fetch('/api/v2/dags');</script>"
@@ -140,6 +140,16 @@ def test_artifact_routes_read_only_the_objects_they_serve(bearer, version, page)
         assert response.status_code in (404, 422) or (
             response.status_code == 200 and re.fullmatch(r"index\.html|hour=\d{2}/(rows|metrics)\.html", page)), \
             (path, response.status_code, response.text[:300])
+
+
+@settings(max_examples=30, deadline=None)
+@given(day=ANY_TEXT, dag_id=ANY_TEXT, run_id=ANY_TEXT)
+def test_any_path_parameter_is_answered_never_with_a_500(bearer, day, dag_id, run_id):
+    for path in (f"/feedloop/quality/docs/dt={quote(day, safe='')}/index.html",
+                 f"/feedloop/runs/{quote(dag_id, safe='')}/{quote(run_id, safe='')}/report",
+                 f"/feedloop/runs/retrain_ranker/{quote(run_id, safe='')}/report.html"):
+        response = bearer.get(path)
+        assert response.status_code < 500, (path, response.status_code, response.text[:300])
 
 
 @pytest.mark.parametrize("path", [

@@ -34,7 +34,8 @@ def client() -> TestClient:
     return TestClient(app)
 
 
-@pytest.mark.parametrize("path", ["/page", "/missing", "/nowhere", "/cached"], ids=["page", "error", "no-route", "icon"])
+@pytest.mark.parametrize("path", ["/page", "/missing", "/nowhere", "/cached"],
+                         ids=["page", "error", "no-route", "icon"])
 def test_every_answer_gets_the_page_policy_and_the_other_headers(client, path):
     found = client.get(path).headers
     assert found["content-security-policy"] == headers.PAGE_POLICY
