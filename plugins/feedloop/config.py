@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -232,7 +232,8 @@ class TrainSettings(_Section):
 class PromotionSettings(_Section):
     """The promotion gate (feedloop.gate) and evaluation; a manual retrain run may override keys by params."""
 
-    floors: dict[RankingMetric, float] = {"auc": 0.52, "ndcg@10": 0.2}  # absolute minimum, overall (raw metrics)
+    floors: dict[RankingMetric, Annotated[float, Field(ge=0, le=1)]] = {"auc": 0.52, "ndcg@10": 0.2}  # absolute
+    # minimum, overall (raw metrics; every ranking metric lies in [0, 1], so a floor outside can only hold every model)
     # Compared with the champion position-debiased (snips-ipw) on the same lists, by the paired bootstrap
     # interval of candidate - champion: raw metrics on the champion's own logs favour the champion.
     compare: tuple[DebiasedMetric, ...] = Field(("ndcg@10",), min_length=1)  # the first is the headline

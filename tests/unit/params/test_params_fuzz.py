@@ -74,6 +74,8 @@ def test_any_gate_thresholds_is_accepted_or_refused_naming_the_key(gate, min_auc
     pytest.param({"floors": None}, id="floors-null"),
     pytest.param({"floors": [["auc", 0.5]]}, id="floors-a-list"),
     pytest.param({"floors": {"auc": "high"}}, id="a-floor-not-a-number"),
+    pytest.param({"floors": {"auc": 5}}, id="a-floor-no-model-can-reach"),
+    pytest.param({"floors": {"ndcg@10": -0.1}}, id="a-negative-floor"),
     pytest.param({"tolerance": {"a": 1}}, id="tolerance-an-object"),
     pytest.param({"compare": "ndcg@10"}, id="compare-a-string"),
 ])
