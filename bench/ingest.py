@@ -34,8 +34,8 @@ def _dense_template(settings, n: int) -> list:
     10M-events/day topic, where a 50k-offset chunk spans well under an hour per partition."""
     import orjson
 
-    from feedloop.events import format_ts, parse_ts, to_json
-    from feedloop.simulate import Record, SimulationReport, Simulator
+    from feedloop.contract.events import format_ts, parse_ts, to_json
+    from feedloop.ops.simulate import Record, SimulationReport, Simulator
 
     start = date(2026, 10, 1)
     sim = Simulator(settings, start=start, days=1, events_per_day=n, seed=1)
@@ -53,9 +53,9 @@ def _dense_template(settings, n: int) -> list:
 
 def sink_only(n_events: int, batch: int = 20_000) -> dict:
     """Run in a child process so its peak RSS is its own: decode -> validate -> Arrow -> Parquet -> S3."""
-    from feedloop.config import load_settings
+    from feedloop.core.config import load_settings
     from feedloop.ingest.sink import PartitionSink
-    from feedloop.storage import ObjectStore
+    from feedloop.core.storage import ObjectStore
 
     settings = load_settings()
     store = ObjectStore.from_settings(settings)
@@ -91,10 +91,10 @@ def sink_only(n_events: int, batch: int = 20_000) -> dict:
 def end_to_end(n_events: int) -> dict:
     from kafka import TopicPartition
 
-    from feedloop import simulate
-    from feedloop.config import load_settings
+    from feedloop.ops import simulate
+    from feedloop.core.config import load_settings
     from feedloop.ingest import sink
-    from feedloop.streams import consumer, ensure_topic
+    from feedloop.core.streams import consumer, ensure_topic
 
     topic = f"bench-{int(time.time())}"
     os.environ["FEEDLOOP_KAFKA__TOPIC"] = topic
@@ -140,8 +140,8 @@ def main() -> None:
         print(json.dumps(sink_only(args.events)))
         return
 
-    from feedloop import stack
-    from feedloop.config import load_settings
+    from feedloop.ops import stack
+    from feedloop.core.config import load_settings
     from tests.conftest import stack_environ
 
     env = stack_environ(Path(tempfile.mkdtemp(prefix="feedloop-bench-")))

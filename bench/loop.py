@@ -8,7 +8,7 @@ ports: stop a `make demo` stack first), exactly `feedloop demo --days N --seed S
 simulated users get their feeds from two serving pods, `ingest_engagement` lands the day and
 `retrain_ranker` runs for it through Airflow (validate, build, publish features, train, evaluate,
 export, gate, refit, register, flip); the pods follow the pointers. Every retrain is audited against
-the simulator's hidden utility (feedloop.loop_audit). Then, per seed and over all seeds:
+the simulator's hidden utility (feedloop.ops.loop_audit). Then, per seed and over all seeds:
 
 - gate agreement: on the days where the candidate and its champion differ by at least 0.01 in
   ground-truth NDCG@10 on the day's lists, how often the gate promoted the better / held the worse;
@@ -47,10 +47,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
-from feedloop import audit, demo, features, lake, loop_audit, loop_table, simulate, stack, train  # noqa: E402
-from feedloop.config import Settings, load_settings  # noqa: E402
-from feedloop.registry import Registry  # noqa: E402
-from feedloop.storage import ObjectStore  # noqa: E402
+from feedloop.ops import audit  # noqa: E402
+from feedloop.ops import demo
+from feedloop.features import definitions as features
+from feedloop.core import layout as lake
+from feedloop.ops import loop_audit
+from feedloop.ops import loop_table
+from feedloop.ops import simulate
+from feedloop.ops import stack
+from feedloop.training import train
+from feedloop.core.config import Settings, load_settings  # noqa: E402
+from feedloop.promotion.registry import Registry  # noqa: E402
+from feedloop.core.storage import ObjectStore  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CLEAR = audit.LEVEL_MARGIN  # candidate and champion differ by at least this in ground truth: a clear decision

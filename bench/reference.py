@@ -13,7 +13,7 @@ dataset / features / train code:
   - labels each earlier impression 0 / click 1 / like 2 / share 3 and fits plain LambdaRank on every
     day before H (fixed rounds, no position debiasing, no early stopping);
   - scores H's shown lists (the platform's holdout split, so every ranker sees the same lists) and
-    judges, by ground-truth NDCG@10 over the best order of each shown list (feedloop.audit), the
+    judges, by ground-truth NDCG@10 over the best order of each shown list (feedloop.ops.audit), the
     reference, the model feedloop served on H (the impressions' model_version) and the logged order.
 Prints a table and writes bench/results/reference.json.
 """
@@ -68,7 +68,7 @@ ORDER BY r.rn"""
 
 
 def event_files(settings, store) -> list[str]:
-    from feedloop import lake
+    from feedloop.core import layout as lake
 
     bucket = settings.s3.lake_bucket
     return [f"s3://{bucket}/{k}" for k in store.list_keys(bucket, lake.EVENTS_PREFIX)
@@ -76,7 +76,7 @@ def event_files(settings, store) -> list[str]:
 
 
 def holdout_days(settings, store) -> list[date]:
-    from feedloop import lake
+    from feedloop.core import layout as lake
 
     days = {k[len(lake.DATASETS_PREFIX):].split("/", 1)[0]
             for k in store.list_keys(settings.s3.lake_bucket, lake.DATASETS_PREFIX) if "/split=holdout/" in k}
@@ -88,7 +88,7 @@ def reference_features(settings, files: list[str], held_out: date, holdout):
     point-in-time features, from events that arrived before `held_out` only."""
     import pyarrow as pa
 
-    from feedloop import duck
+    from feedloop.core import duck
 
     cutoff = datetime(held_out.year, held_out.month, held_out.day, tzinfo=timezone.utc)
     con = duck.connect(settings, memory_limit="2GB", threads=2)
@@ -146,7 +146,8 @@ def train_reference(table):
 
 def served_scores(registry, holdout):
     """The scores of the model most of the held-out day's lists were served by, or None (legacy served)."""
-    from feedloop import audit, loop_audit
+    from feedloop.ops import audit
+    from feedloop.ops import loop_audit
 
     served = Counter(v for _, v in set(zip(holdout["request_id"], holdout["model_version"])) if v)  # lists
     if not served:
@@ -162,7 +163,8 @@ def reference_day(settings, store, registry, world, ids, held_out: date) -> dict
     """The three rankers on `held_out`'s shown lists, by ground-truth NDCG@10."""
     import numpy as np
 
-    from feedloop import audit, loop_audit
+    from feedloop.ops import audit
+    from feedloop.ops import loop_audit
 
     t0 = time.perf_counter()
     bucket = settings.s3.lake_bucket
@@ -188,10 +190,10 @@ def reference_day(settings, store, registry, world, ids, held_out: date) -> dict
 
 
 def main() -> None:
-    from feedloop.config import load_settings
-    from feedloop.registry import Registry
-    from feedloop.simulate import Ids, World
-    from feedloop.storage import ObjectStore
+    from feedloop.core.config import load_settings
+    from feedloop.promotion.registry import Registry
+    from feedloop.ops.simulate import Ids, World
+    from feedloop.core.storage import ObjectStore
 
     settings = load_settings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

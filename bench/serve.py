@@ -5,7 +5,7 @@
 Starts its own embedded S3 + Kafka on free ports (a temporary state folder) and real pods
 (feedloop.serving.pods.Pods: `feedloop serve` processes, uvicorn with 1 worker each, impressions
 produced to the embedded Kafka as in production), registers three production-sized versions
-(bench/servingworld.py: LambdaRank, 300 trees x 63 leaves over feedloop.features, a snapshot of
+(bench/servingworld.py: LambdaRank, 300 trees x 63 leaves over feedloop.features.definitions, a snapshot of
 50k users / 20k items / 2k authors; trained once, 66 s each at load average ~3, 8-10 min
 each at load average 16-24, then kept in bench/results/serve-models/) and measures:
 
@@ -193,7 +193,8 @@ def in_process(model, requests: list[dict], cfg, rounds: int) -> dict:
     import numpy as np
     import orjson
 
-    from feedloop import export, features
+    from feedloop.training import export
+    from feedloop.features import definitions as features
     from feedloop.serving import app as pod_app
     from feedloop.serving.rank_request import RequestLimits, parse
 
@@ -425,7 +426,7 @@ def _free_block(n: int) -> int:
     (to S3, Kafka) take ephemeral source ports and could grab a pod's port before uvicorn binds it."""
     import random
 
-    from feedloop.stack.process import port_in_use
+    from feedloop.ops.stack.process import port_in_use
 
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     for _ in range(200):
@@ -453,13 +454,13 @@ def main() -> None:
     import orjson
 
     from bench import servingworld
-    from feedloop import stack
-    from feedloop.config import load_settings
-    from feedloop.registry import Registry
+    from feedloop.ops import stack
+    from feedloop.core.config import load_settings
+    from feedloop.promotion.registry import Registry
     from feedloop.serving.model import Target, build
     from feedloop.serving.pods import Pods
-    from feedloop.storage import ObjectStore
-    from feedloop.streams import ensure_topic
+    from feedloop.core.storage import ObjectStore
+    from feedloop.core.streams import ensure_topic
     from tests.conftest import stack_environ
 
     def echo(msg: str) -> None:

@@ -19,7 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feedloop import export, features
+from feedloop.training import export
+from feedloop.features import definitions as features
 from feedloop.serving.snapshot import Snapshot
 
 TENANTS = ["acme", "globex", "initech"]

@@ -1,5 +1,5 @@
-"""Training benchmark: (a) point-in-time dataset build (feedloop.dataset.build) wall time and peak
-RSS, (b) feedloop.train.train wall time next to bare LightGBM on the same in-memory matrix in the
+"""Training benchmark: (a) point-in-time dataset build (feedloop.features.dataset.build) wall time and peak
+RSS, (b) feedloop.training.train.train wall time next to bare LightGBM on the same in-memory matrix in the
 same run (the overhead ratio), (c) how both scale from 1M to 10M (to 30M) impressions.
 
     .venv/bin/python bench/train.py [--sizes 1000000,10000000[,30000000]] [--days 14] [--rounds 100]
@@ -68,7 +68,7 @@ def topic_name(n: int) -> str:
 
 def bench_settings(n: int, days: int, rounds: int, memory_limit: str | None = None):
     """The configured settings with the bench's overrides (window, topic, fixed rounds)."""
-    from feedloop.config import load_settings
+    from feedloop.core.config import load_settings
 
     s = load_settings()
     ds = {"window_days": days, **({"duckdb_memory_limit": memory_limit} if memory_limit else {})}
@@ -209,7 +209,7 @@ def _to_table(w: World, ev: dict, topic: str, offsets, dicts: dict):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from feedloop.lake import LAKE_SCHEMA
+    from feedloop.core.layout import LAKE_SCHEMA
 
     part = (ev["user"] % PARTITIONS).astype(np.int32)
     hour = ev["ts"] // 3_600_000
@@ -266,9 +266,9 @@ def generate(n_impressions: int, days: int) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from feedloop import lake
-    from feedloop.config import load_settings
-    from feedloop.storage import ObjectStore
+    from feedloop.core import layout as lake
+    from feedloop.core.config import load_settings
+    from feedloop.core.storage import ObjectStore
 
     t0 = time.perf_counter()
     settings = load_settings()
@@ -320,7 +320,7 @@ def generate(n_impressions: int, days: int) -> dict:
 # --------------------------------------------------------------------------- measured children
 
 def child_dataset(n: int, days: int, rounds: int, memory_limit: str | None) -> dict:
-    from feedloop import dataset
+    from feedloop.features import dataset
 
     settings = bench_settings(n, days, rounds, memory_limit)
     rss0 = peak_rss_mb()
@@ -340,7 +340,8 @@ def child_train(n: int, days: int, rounds: int) -> dict:
     import lightgbm as lgb
     import numpy as np
 
-    from feedloop import features, train
+    from feedloop.features import definitions as features
+    from feedloop.training import train
 
     settings = bench_settings(n, days, rounds)
     cfg = settings.train
@@ -447,8 +448,8 @@ def main() -> None:
         print(json.dumps(fn()))
         return
 
-    from feedloop import stack
-    from feedloop.config import load_settings
+    from feedloop.ops import stack
+    from feedloop.core.config import load_settings
     from tests.conftest import stack_environ
 
     load_before = os.getloadavg()

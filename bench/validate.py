@@ -41,8 +41,8 @@ def _hour_table(hour: int, n_requests: int, seed: int):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from feedloop.events import DEVICES, SURFACES
-    from feedloop.lake import LAKE_SCHEMA
+    from feedloop.contract.events import DEVICES, SURFACES
+    from feedloop.core.layout import LAKE_SCHEMA
 
     rng = np.random.default_rng(seed)
     start_ms = int(datetime(DAY.year, DAY.month, DAY.day, hour, tzinfo=timezone.utc).timestamp() * 1000)
@@ -109,10 +109,10 @@ def write_day(settings, n_events: int) -> int:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from feedloop import lake
-    from feedloop.lake import HourPartition
+    from feedloop.core import layout as lake
+    from feedloop.core.layout import HourPartition
     from feedloop.quality import status
-    from feedloop.storage import ObjectStore
+    from feedloop.core.storage import ObjectStore
 
     store = ObjectStore.from_settings(settings)
     store.ensure_bucket(settings.s3.lake_bucket)
@@ -176,7 +176,7 @@ class _Phases:
         from great_expectations.datasource.fluent import interfaces
         from great_expectations.validator import v1_validator
 
-        from feedloop import storage
+        from feedloop.core import storage
         from feedloop.quality import metrics, report, runner
 
         for attr in ("list_hours", "baseline_summaries", "read_hour", "hour_metrics", "_to_pandas", "instantiate",
@@ -215,7 +215,7 @@ def child(phases: bool = False) -> None:
         timers.calls["import great_expectations"] = 1
     t_import = time.perf_counter()
     from feedloop import quality
-    from feedloop.config import load_settings
+    from feedloop.core.config import load_settings
 
     import_s = time.perf_counter() - t_import
     t0 = time.perf_counter()
@@ -249,8 +249,8 @@ def main() -> None:
         child(args.phases)
         return
 
-    from feedloop import stack
-    from feedloop.config import load_settings
+    from feedloop.ops import stack
+    from feedloop.core.config import load_settings
     from tests.conftest import stack_environ
 
     os.environ.update(stack_environ(Path(tempfile.mkdtemp(prefix="feedloop-bench-"))))

@@ -14,10 +14,11 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from feedloop import alerts, promotion
-from feedloop.config import load_settings
-from feedloop.params import canary as canary_params
-from feedloop.params import in_task
+from feedloop.ops import alerts
+from feedloop.promotion import steps as promotion
+from feedloop.core.config import load_settings
+from feedloop.airflow.params import canary as canary_params
+from feedloop.airflow.params import in_task
 
 
 @dag(

@@ -18,9 +18,10 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, AssetAlias, dag, task
 
-from feedloop import alerts, assets
-from feedloop.config import load_settings
-from feedloop.ingest import tasks
+from feedloop.ops import alerts
+from feedloop.airflow import assets
+from feedloop.core.config import load_settings
+from feedloop.airflow import ingest_tasks as tasks
 
 SETTINGS = load_settings()
 

@@ -15,11 +15,11 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
-from feedloop import alerts
-from feedloop.config import load_settings
-from feedloop.ingest import tasks
-from feedloop.params import in_task
-from feedloop.params import replay as replay_params
+from feedloop.ops import alerts
+from feedloop.core.config import load_settings
+from feedloop.airflow import ingest_tasks as tasks
+from feedloop.airflow.params import in_task
+from feedloop.airflow.params import replay as replay_params
 
 SETTINGS = load_settings()
 

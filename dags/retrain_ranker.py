@@ -54,11 +54,12 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from feedloop import alerts, training_tasks
-from feedloop.approval import PromotionApproval
-from feedloop.config import load_settings
-from feedloop.params import retrain as retrain_params
-from feedloop.quality import tasks as quality_tasks
+from feedloop.ops import alerts
+from feedloop.airflow import training_tasks
+from feedloop.airflow.approval import PromotionApproval
+from feedloop.core.config import load_settings
+from feedloop.airflow.params import retrain as retrain_params
+from feedloop.airflow import quality_tasks
 
 SETTINGS = load_settings()
 

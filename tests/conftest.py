@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from feedloop import stack
-from feedloop.config import Settings, load_settings
-from feedloop.stack.process import port_in_use
+from feedloop.ops import stack
+from feedloop.core.config import Settings, load_settings
+from feedloop.ops.stack.process import port_in_use
 
 
 def _free_block(size: int, *, extra_offset: int = 10_000) -> int:
@@ -68,7 +68,7 @@ def embedded(tmp_path_factory) -> Settings:
 @pytest.fixture
 def topic(embedded) -> str:
     """A fresh topic per test, so tests never see each other's records."""
-    from feedloop.streams import ensure_topic
+    from feedloop.core.streams import ensure_topic
 
     name = f"t-{uuid.uuid4().hex[:10]}"
     ensure_topic(embedded.kafka, topic=name, partitions=embedded.kafka.partitions)
@@ -77,7 +77,7 @@ def topic(embedded) -> str:
 
 @pytest.fixture
 def store(embedded):
-    from feedloop.storage import ObjectStore
+    from feedloop.core.storage import ObjectStore
 
     return ObjectStore.from_settings(embedded)
 

@@ -24,9 +24,9 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from feedloop import stack
-from feedloop.airflow_api import AirflowApi
-from feedloop.config import Settings, load_settings, repo_root
+from feedloop.ops import stack
+from feedloop.ops.airflow_api import AirflowApi
+from feedloop.core.config import Settings, load_settings, repo_root
 from tests.conftest import stack_environ
 
 CHROMIUM = os.environ.get("FEEDLOOP_CHROMIUM", "/usr/bin/chromium")

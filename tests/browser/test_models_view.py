@@ -11,9 +11,9 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from feedloop import promotion
-from feedloop.registry import Registry
-from feedloop.ui.models import PAGE_SIZE
+from feedloop.promotion import steps as promotion
+from feedloop.promotion.registry import Registry
+from feedloop.ops.ui.models import PAGE_SIZE
 from tests.browser import uidata
 from tests.browser.conftest import SCREENSHOTS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from feedloop import report
+from feedloop.training import report
 from tests.unit.report.test_report import inputs
 
 pytestmark = pytest.mark.browser

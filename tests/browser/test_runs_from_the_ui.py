@@ -22,7 +22,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import expect
 
-from feedloop.registry import Registry
+from feedloop.promotion.registry import Registry
 from tests.browser import uidata
 from tests.browser.conftest import SCREENSHOTS, TIMEOUT_MS, VIEWPORT, Screens
 

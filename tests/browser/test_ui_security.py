@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from playwright.sync_api import expect
 
 from feedloop.quality.status import day_prefix
-from feedloop.registry import Registry
+from feedloop.promotion.registry import Registry
 from tests.browser.conftest import BAD_HOUR, QUARANTINE_DAY
 
 pytestmark = pytest.mark.browser

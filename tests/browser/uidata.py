@@ -18,9 +18,11 @@ from typing import Any
 
 import orjson
 
-from feedloop import promotion, quality, simulate
-from feedloop.config import Settings
-from feedloop.registry import Registry
+from feedloop import quality
+from feedloop.promotion import steps as promotion
+from feedloop.ops import simulate
+from feedloop.core.config import Settings
+from feedloop.promotion.registry import Registry
 from tests.integration import kafka_helpers, lakedata, rankerdata
 
 RETRAIN, INGEST = "retrain_ranker", "ingest_engagement"
@@ -28,7 +30,7 @@ RETRAIN, INGEST = "retrain_ranker", "ingest_engagement"
 
 def promote_days(settings: Settings, days: list[date]) -> list[str]:
     """One real version per day (a better model from the second day on), each made live by its flip."""
-    from feedloop.storage import ObjectStore
+    from feedloop.core.storage import ObjectStore
 
     store = ObjectStore.from_settings(settings)
     frame = rankerdata.day_frame(seed=1)
@@ -115,7 +117,7 @@ def quarantined_day(settings: Settings, api, day: date, *, hours: tuple[int, ...
 
 def _wait_for_ingest(settings: Settings, api, day: date, hours: tuple[int, ...], timeout: float = 600) -> None:
     """Until every hour has landed and no ingest run is still going (their Asset events are then recorded)."""
-    from feedloop.storage import ObjectStore
+    from feedloop.core.storage import ObjectStore
 
     store = ObjectStore.from_settings(settings)
     deadline = time.monotonic() + timeout

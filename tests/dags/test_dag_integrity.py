@@ -43,9 +43,9 @@ def test_dag_file_imports_cleanly(dagbag, path):
 
 
 def test_every_manual_knob_is_a_typed_param_from_feedloop_params(dagbag):
-    """The trigger form, the REST API and each run's first task (feedloop.params.check) see the same schemas."""
-    from feedloop import params
-    from feedloop.config import load_settings
+    """The trigger form, the REST API and each run's first task (feedloop.airflow.params.check) see the same schemas."""
+    from feedloop.airflow import params
+    from feedloop.core.config import load_settings
 
     for dag_id, spec in params.SPECS.items():
         wired = dagbag.dags[dag_id].params

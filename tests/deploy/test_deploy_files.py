@@ -28,7 +28,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from feedloop.config import load_settings
+from feedloop.core.config import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -111,7 +111,7 @@ def env_errors(env: dict[str, str]) -> list[str]:
     try:
         load_settings(path=REPO / "include" / "config" / "feedloop.yaml", environ=feedloop)
     except Exception as exc:  # pydantic names the unknown key
-        errors.append(f"FEEDLOOP_* settings rejected by feedloop.config: {exc}")
+        errors.append(f"FEEDLOOP_* settings rejected by feedloop.core.config: {exc}")
     for name in env:
         match = re.fullmatch(r"AIRFLOW__([A-Z0-9_.]+?)__([A-Z0-9_]+)", name)
         if match:
@@ -300,7 +300,7 @@ def serve_commands() -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("where", ["image CMD", "Deployment"])
 def test_serve_command_parses_with_the_real_cli(where):
-    from feedloop.cli import build_parser
+    from feedloop.ops.cli import build_parser
 
     program, *argv = serve_commands()[where]
     args = build_parser().parse_args(argv)
@@ -351,7 +351,7 @@ def test_serving_requirements_cover_what_serving_imports():
     """
     probe = (
         "import importlib, json, sys\n"
-        "for m in ('feedloop.cli', 'feedloop.serving.app', 'feedloop.serving.pods'):\n"
+        "for m in ('feedloop.ops.cli', 'feedloop.serving.app', 'feedloop.serving.pods'):\n"
         "    importlib.import_module(m)\n"
         "print(json.dumps(sorted(m.__file__ for n, m in list(sys.modules.items())\n"
         "    if n.split('.')[0] == 'feedloop' and getattr(m, '__file__', None))))\n"

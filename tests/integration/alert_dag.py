@@ -1,7 +1,7 @@
 """A one-task DAG for the alert tests: the real flip step refuses a candidate the real gate blocked.
 
 The retrain DAG reaches its flip only after a day of training; this DAG calls the same task body
-(feedloop.training_tasks.promotion_step) with the gate decision from its run conf, so a gate block
+(feedloop.airflow.training_tasks.promotion_step) with the gate decision from its run conf, so a gate block
 goes through Airflow's own failure callback exactly as in retrain_ranker.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from feedloop import alerts
-from feedloop.training_tasks import promotion_step
+from feedloop.ops import alerts
+from feedloop.airflow.training_tasks import promotion_step
 
 
 @dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,

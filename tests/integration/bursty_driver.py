@@ -19,10 +19,11 @@ from datetime import date, datetime, timedelta, timezone
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from feedloop import events, simulate
-from feedloop.config import load_settings
-from feedloop.lake import HourPartition
-from feedloop.storage import ObjectStore
+from feedloop.contract import events
+from feedloop.ops import simulate
+from feedloop.core.config import load_settings
+from feedloop.core.layout import HourPartition
+from feedloop.core.storage import ObjectStore
 from tests.integration import lakedata
 
 START, DAYS = date(2026, 10, 1), 21

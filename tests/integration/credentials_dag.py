@@ -17,10 +17,11 @@ from airflow.sdk import dag, task
 def feedloop_credentials_check():
     @task
     def read_and_produce() -> None:
-        from feedloop import duck, streams
-        from feedloop.config import load_settings
-        from feedloop.credentials import resolve_kafka, resolve_s3
-        from feedloop.storage import ObjectStore
+        from feedloop.core import duck
+        from feedloop.core import streams
+        from feedloop.core.config import load_settings
+        from feedloop.core.credentials import resolve_kafka, resolve_s3
+        from feedloop.core.storage import ObjectStore
 
         settings = load_settings()
         con = duck.connect(settings, threads=1, memory_limit="256MB")

@@ -8,12 +8,12 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from feedloop import lake
-from feedloop.config import Settings
-from feedloop.events import format_ts
+from feedloop.core import layout as lake
+from feedloop.core.config import Settings
+from feedloop.contract.events import format_ts
 from feedloop.ingest.writer import read_parquet
-from feedloop.storage import ObjectStore
-from feedloop.streams import producer
+from feedloop.core.storage import ObjectStore
+from feedloop.core.streams import producer
 
 
 def event(i: int, ts: datetime, **changes: Any) -> dict[str, Any]:

@@ -12,8 +12,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feedloop import events, lake
-from feedloop.lake import HourPartition
+from feedloop.contract import events
+from feedloop.core import layout as lake
+from feedloop.core.layout import HourPartition
 
 TENANTS = ("acme", "globex", "initech")
 REQUESTS = 10   # per tenant and surface in an hour

@@ -1,7 +1,7 @@
 """Registered versions for the serving tests, in the exact shape the promotion DAG registers them.
 
 A small world (users, items, authors, topics) has a feature snapshot with the real entity tables
-of feedloop.features; a LightGBM LambdaRank model is trained on rows derived from that snapshot
+of feedloop.features.definitions; a LightGBM LambdaRank model is trained on rows derived from that snapshot
 through the serving code path, exported to ONNX and registered with its sample predictions. The
 `bad_*` helpers register (or tamper with) versions that a pod must refuse, one reason each.
 """
@@ -15,8 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feedloop import export, feature_snapshots, features
-from feedloop.registry import Registry, sha256
+from feedloop.training import export
+from feedloop.features import snapshots as feature_snapshots
+from feedloop.features import definitions as features
+from feedloop.promotion.registry import Registry, sha256
 from feedloop.serving.snapshot import Snapshot
 
 TENANT = "acme"

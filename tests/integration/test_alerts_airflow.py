@@ -25,13 +25,15 @@ from urllib.parse import quote, unquote
 import httpx
 import pytest
 
-from feedloop import gate, incidents, quality
-from feedloop.airflow_api import AirflowApi
-from feedloop.config import repo_root
-from feedloop.lake import HourPartition
-from feedloop.registry import Registry
-from feedloop.stack import airflow_env
-from feedloop.stack.process import free_port
+from feedloop import quality
+from feedloop.promotion import gate
+from feedloop.ops import incidents
+from feedloop.ops.airflow_api import AirflowApi
+from feedloop.core.config import repo_root
+from feedloop.core.layout import HourPartition
+from feedloop.promotion.registry import Registry
+from feedloop.ops.stack import airflow_env
+from feedloop.ops.stack.process import free_port
 from tests.integration import lakedata
 from tests.integration.test_validation_airflow import slack, smtp  # noqa: F401 - the receivers, reused
 
@@ -44,7 +46,7 @@ INCIDENT = incidents.key("retrain_ranker", "validate", f"dt={DAY}")
 @pytest.fixture(scope="module")
 def airflow(embedded, slack, smtp, tmp_path_factory):  # noqa: F811 - pytest fixtures by name
     """A migrated Airflow home, an api-server on it, and `airflow dags test` with this stack's env."""
-    from feedloop.storage import ObjectStore
+    from feedloop.core.storage import ObjectStore
 
     store = ObjectStore.from_settings(embedded)
     lake, models = f"alerts-{uuid.uuid4().hex[:8]}", f"alertm-{uuid.uuid4().hex[:8]}"
@@ -257,7 +259,7 @@ def test_a_rollback_from_the_cli_sends_one_informational_message(airflow, store,
         airflow.registry.flip(version=version, by="retrain_ranker", reason="gate passed")
     before = len(slack[1]), len(smtp[1])
 
-    out = subprocess.run([sys.executable, "-m", "feedloop.cli", "-o", "json", "model", "rollback", "--reason",
+    out = subprocess.run([sys.executable, "-m", "feedloop.ops.cli", "-o", "json", "model", "rollback", "--reason",
                           "CTR fell 20% after the flip"], env=airflow.env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)

@@ -23,8 +23,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from feedloop import stack
-from feedloop.lake import HourPartition
+from feedloop.ops import stack
+from feedloop.core.layout import HourPartition
 from feedloop.quality import overview, runner, status
 from tests.integration import bursty_driver as driver
 from tests.integration.test_validation_airflow import slack, smtp  # noqa: F401 - the receivers, by fixture name
@@ -40,7 +40,7 @@ def _partition(label: str) -> HourPartition:
 @pytest.fixture(scope="module")
 def world(embedded, airflow_cli, slack, smtp, tmp_path_factory):  # noqa: F811 - the receivers, by fixture name
     """The 21 days, run once by tests/integration/bursty_driver.py; (settings, store, result, posts per day)."""
-    from feedloop.storage import ObjectStore
+    from feedloop.core.storage import ObjectStore
 
     store = ObjectStore.from_settings(embedded)
     bucket, models = f"burst-{uuid.uuid4().hex[:8]}", f"burstm-{uuid.uuid4().hex[:8]}"

@@ -16,13 +16,17 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from feedloop import dataset, loop_audit, promotion, simulate, train
+from feedloop.features import dataset
+from feedloop.ops import loop_audit
+from feedloop.promotion import steps as promotion
+from feedloop.ops import simulate
+from feedloop.training import train
 from feedloop.ingest import sink
-from feedloop.ranking_client import RankingClient
-from feedloop.registry import Registry
+from feedloop.serving.client import RankingClient
+from feedloop.promotion.registry import Registry
 from feedloop.serving.pods import Pods
-from feedloop.stack.process import port_in_use
-from feedloop.storage import ObjectStore
+from feedloop.ops.stack.process import port_in_use
+from feedloop.core.storage import ObjectStore
 from tests.integration.test_simulate_roundtrip import _read_all
 
 pytestmark = pytest.mark.integration
@@ -34,7 +38,7 @@ EVENTS_PER_DAY = 3000
 
 @pytest.fixture(scope="module")
 def loop(embedded, tmp_path_factory):
-    from feedloop.streams import ensure_topic
+    from feedloop.core.streams import ensure_topic
 
     suffix = uuid.uuid4().hex[:8]
     topic, lake_bucket, models_bucket = f"loop-{suffix}", f"lake-{suffix}", f"models-{suffix}"

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from feedloop import duck, stack
-from feedloop.config import load_settings
-from feedloop.credentials import resolve_s3
-from feedloop.stack.process import free_port
-from feedloop.storage import ObjectStore
+from feedloop.core import duck
+from feedloop.ops import stack
+from feedloop.core.config import load_settings
+from feedloop.core.credentials import resolve_s3
+from feedloop.ops.stack.process import free_port
+from feedloop.core.storage import ObjectStore
 from tests.conftest import stack_environ
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
@@ -125,7 +126,7 @@ def test_an_airflow_task_reads_s3_and_produces_to_kafka_through_the_connections(
 def _read_topic(settings, topic: str) -> list[bytes]:
     from kafka import TopicPartition
 
-    from feedloop.streams import consumer
+    from feedloop.core.streams import consumer
 
     c = consumer(settings.kafka)
     try:

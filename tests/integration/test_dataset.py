@@ -19,8 +19,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from feedloop import dataset, events, features, lake, simulate, train
-from feedloop.storage import ObjectStore
+from feedloop.features import dataset
+from feedloop.contract import events
+from feedloop.features import definitions as features
+from feedloop.core import layout as lake
+from feedloop.ops import simulate
+from feedloop.training import train
+from feedloop.core.storage import ObjectStore
 from tests.integration.lakedata import hour_events, with_kafka_columns
 
 pytestmark = pytest.mark.integration

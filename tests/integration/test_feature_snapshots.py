@@ -11,9 +11,10 @@ from datetime import date, timedelta
 import pyarrow.parquet as pq
 import pytest
 
-from feedloop import feature_snapshots as fs
-from feedloop import features, lake
-from feedloop.storage import PreconditionFailed
+from feedloop.features import snapshots as fs
+from feedloop.features import definitions as features
+from feedloop.core import layout as lake
+from feedloop.core.storage import PreconditionFailed
 from tests.integration import servingdata
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from feedloop import events
+from feedloop.contract import events
 from feedloop.serving.impressions import ImpressionLog, ServedList
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ def _log_with_fault(embedded, topic: str, trigger: bytes | None, fault: Exceptio
 def _read(embedded, topic: str, *, expect: int, timeout: float = 30) -> list:
     from kafka import TopicPartition
 
-    from feedloop.streams import consumer
+    from feedloop.core.streams import consumer
 
     c = consumer(embedded.kafka)
     try:

@@ -11,7 +11,8 @@ import orjson
 import pyarrow.compute as pc
 import pytest
 
-from feedloop import lake, simulate
+from feedloop.core import layout as lake
+from feedloop.ops import simulate
 from feedloop.ingest import replay, sink
 from feedloop.ingest.checkpoint import Checkpoint
 from tests.integration.kafka_helpers import NOW, deadletters, event, lake_objects, lake_rows, send, send_events
@@ -38,7 +39,7 @@ def _ingest_process(topic: str, failpoint: str | None = None, chunk_records: int
            "FEEDLOOP_INGEST__POLL_TIMEOUT_MS": "500"}
     if failpoint:
         env["FEEDLOOP_FAILPOINT"] = failpoint
-    return subprocess.run([sys.executable, "-m", "feedloop.cli", "ingest", "run"], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "feedloop.ops.cli", "ingest", "run"], env=env, capture_output=True,
                           text=True, timeout=300)
 
 

@@ -12,14 +12,14 @@ from datetime import timedelta
 import orjson
 import pytest
 
-from feedloop import lake
+from feedloop.core import layout as lake
 from feedloop.ingest import replay
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.chunk import Chunk
 from feedloop.ingest.errors import Fenced, IngestError
 from feedloop.ingest.sink import PartitionSink
 from feedloop.ingest.writer import read_parquet
-from feedloop.storage import PreconditionFailed
+from feedloop.core.storage import PreconditionFailed
 from tests.integration.kafka_helpers import NOW, event
 from tests.unit.ingest.fakestore import Interleaved
 

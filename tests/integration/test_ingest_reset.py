@@ -18,11 +18,11 @@ from datetime import timedelta
 import orjson
 import pytest
 
-from feedloop import lake
+from feedloop.core import layout as lake
 from feedloop.ingest import replay, sink
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.errors import LogMismatch
-from feedloop.streams import ensure_topic
+from feedloop.core.streams import ensure_topic
 from tests.integration.kafka_helpers import NOW, event, lake_objects, lake_rows, send_events
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,7 @@ def _recreate(embedded, topic: str) -> None:
 def _cli(topic: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "FEEDLOOP_KAFKA__TOPIC": topic, "FEEDLOOP_INGEST__CHUNK_RECORDS": "200",
            "FEEDLOOP_INGEST__POLL_TIMEOUT_MS": "500"}
-    return subprocess.run([sys.executable, "-m", "feedloop.cli", "ingest", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "feedloop.ops.cli", "ingest", *args], env=env, capture_output=True,
                           text=True, timeout=300)
 
 

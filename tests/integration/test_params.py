@@ -32,14 +32,16 @@ import httpx
 import orjson
 import pytest
 
-from feedloop import promotion, simulate, stack
-from feedloop.airflow_api import AirflowApi, AirflowApiError
-from feedloop.config import load_settings
+from feedloop.promotion import steps as promotion
+from feedloop.ops import simulate
+from feedloop.ops import stack
+from feedloop.ops.airflow_api import AirflowApi, AirflowApiError
+from feedloop.core.config import load_settings
 from feedloop.ingest import sink
 from feedloop.quality.runner import validate_day
-from feedloop.registry import Registry
-from feedloop.stack.services import AirflowService
-from feedloop.storage import ObjectStore
+from feedloop.promotion.registry import Registry
+from feedloop.ops.stack.services import AirflowService
+from feedloop.core.storage import ObjectStore
 from tests.conftest import stack_environ
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow,
@@ -84,7 +86,7 @@ def af(embedded, tmp_path_factory):
     starting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="params-airflow").submit(
         stack.up, settings, echo=lambda _msg: None)
     try:
-        from feedloop.streams import ensure_topic
+        from feedloop.core.streams import ensure_topic
 
         ensure_topic(settings.kafka, topic=topic)
         store = ObjectStore.from_settings(settings)

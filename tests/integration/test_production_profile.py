@@ -30,12 +30,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from feedloop import simulate, stack
-from feedloop.config import Settings, load_settings
-from feedloop.registry import Registry
-from feedloop.stack import production
-from feedloop.stack.process import free_port, port_in_use
-from feedloop.storage import ObjectStore
+from feedloop.ops import simulate
+from feedloop.ops import stack
+from feedloop.core.config import Settings, load_settings
+from feedloop.promotion.registry import Registry
+from feedloop.ops.stack import production
+from feedloop.ops.stack.process import free_port, port_in_use
+from feedloop.core.storage import ObjectStore
 from tests.conftest import stack_environ
 
 # Three days of GX validation per profile dominate; a test's timeout also covers the stack's start.
@@ -118,7 +119,7 @@ def _common(names: dict[str, str]) -> dict[str, str]:
 
 def _publish(settings: Settings) -> int:
     """The simulated days to this stack's Kafka (deterministic for the seed) and the item catalog to its lake."""
-    from feedloop.streams import ensure_topic
+    from feedloop.core.streams import ensure_topic
 
     store = ObjectStore.from_settings(settings)
     store.ensure_bucket(settings.s3.lake_bucket)

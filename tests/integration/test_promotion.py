@@ -16,10 +16,10 @@ import numpy as np
 import orjson
 import pytest
 
-from feedloop import promotion
-from feedloop.alerts import FeedloopNotifier
-from feedloop.promotion import PromotionBlocked
-from feedloop.registry import PointerRaceLost, Registry, sha256
+from feedloop.promotion import steps as promotion
+from feedloop.ops.alerts import FeedloopNotifier
+from feedloop.promotion.steps import PromotionBlocked
+from feedloop.promotion.registry import PointerRaceLost, Registry, sha256
 from tests.integration import rankerdata
 from tests.integration.test_validation_airflow import slack, smtp  # noqa: F401 - the receivers, reused
 
@@ -259,7 +259,7 @@ def test_rollback_restores_the_previous_version_and_records_it(env, models):
 
 
 def test_the_model_cli_lists_shows_and_rolls_back(env, models, monkeypatch, capsys):
-    from feedloop.cli import main
+    from feedloop.ops.cli import main
 
     env.write("2026-11-05", models["good"])
     first = _promote(env, "2026-11-05")["flip"]["version"]
@@ -368,7 +368,7 @@ def test_a_pointer_change_after_evaluation_refuses_the_flip_and_a_rerun_evaluate
 
 
 def _cli(capsys):
-    from feedloop.cli import main
+    from feedloop.ops.cli import main
 
     capsys.readouterr()
 

@@ -18,8 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from feedloop import events
-from feedloop.registry import Registry
+from feedloop.contract import events
+from feedloop.promotion.registry import Registry
 from feedloop.serving.app import create_app
 from tests.integration import servingdata
 from tests.integration.test_impression_log import _read
@@ -57,8 +57,8 @@ def client(embedded, store, topic, version, tmp_path):
 @pytest.fixture(scope="module")
 def shared(embedded, version, tmp_path_factory):
     """One app for the property tests (hypothesis runs a test body many times within one fixture)."""
-    from feedloop.storage import ObjectStore
-    from feedloop.streams import ensure_topic
+    from feedloop.core.storage import ObjectStore
+    from feedloop.core.streams import ensure_topic
 
     topic = f"t-{uuid.uuid4().hex[:10]}"
     ensure_topic(embedded.kafka, topic=topic, partitions=1)

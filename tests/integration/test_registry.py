@@ -9,9 +9,9 @@ from datetime import date, timedelta
 import orjson
 import pytest
 
-from feedloop.registry import (CanaryConflict, PointerRaceLost, Registry, RegistryError, VersionConflict, entries,
+from feedloop.promotion.registry import (CanaryConflict, PointerRaceLost, Registry, RegistryError, VersionConflict, entries,
                                sha256)
-from feedloop.storage import PreconditionFailed
+from feedloop.core.storage import PreconditionFailed
 
 pytestmark = pytest.mark.integration
 
@@ -338,7 +338,7 @@ def lossy(embedded, registry):
     """The test's registry bucket through a proxy that can lose one answer of the real S3."""
     from urllib.parse import urlparse
 
-    from feedloop.storage import ObjectStore
+    from feedloop.core.storage import ObjectStore
     from tests.integration.lossy_proxy import ResponseLosingProxy
 
     proxy = ResponseLosingProxy(urlparse(embedded.s3.endpoint_url).port)

@@ -12,10 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from feedloop import dataset, feature_snapshots, promotion, simulate, train
+from feedloop.features import dataset
+from feedloop.features import snapshots as feature_snapshots
+from feedloop.promotion import steps as promotion
+from feedloop.ops import simulate
+from feedloop.training import train
 from feedloop.ingest import sink
-from feedloop.registry import Registry
-from feedloop.storage import ObjectStore
+from feedloop.promotion.registry import Registry
+from feedloop.core.storage import ObjectStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
@@ -30,7 +34,7 @@ TRAIN_ENV = {"FEEDLOOP_TRAIN__NUM_BOOST_ROUND": "40", "FEEDLOOP_TRAIN__MIN_BOOST
 @pytest.fixture(scope="module")
 def isolated(embedded):
     """Own topic, lake and models buckets, so baselines and the live pointer are this module's alone."""
-    from feedloop.streams import ensure_topic
+    from feedloop.core.streams import ensure_topic
 
     suffix = uuid.uuid4().hex[:8]
     topic = f"retrain-{suffix}"
@@ -171,9 +175,9 @@ def test_served_scores_of_logged_impressions_equal_lightgbm_on_their_training_ro
     import httpx
     import lightgbm as lgb
 
-    from feedloop import features
-    from feedloop.events import format_ts
-    from feedloop import events
+    from feedloop.features import definitions as features
+    from feedloop.contract.events import format_ts
+    from feedloop.contract import events
     from feedloop.serving.pods import Pods
     from feedloop.serving.snapshot import Snapshot
     from tests.integration.test_serving import _free_ports

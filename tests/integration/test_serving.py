@@ -19,11 +19,12 @@ import numpy as np
 import orjson
 import pytest
 
-from feedloop import events, features
-from feedloop.registry import Registry
+from feedloop.contract import events
+from feedloop.features import definitions as features
+from feedloop.promotion.registry import Registry
 from feedloop.serving.pods import Pods
 from feedloop.serving.snapshot import Snapshot
-from feedloop.stack.process import free_port
+from feedloop.ops.stack.process import free_port
 from tests.integration import servingdata
 from tests.integration.netproxy import TcpProxy
 
@@ -70,7 +71,7 @@ def _free_ports(n: int) -> int:
     """A free block below the kernel's ephemeral range (a pod's own S3/Kafka connections use that range)."""
     import random
 
-    from feedloop.stack.process import port_in_use
+    from feedloop.ops.stack.process import port_in_use
 
     for _ in range(200):
         base = random.randrange(20_000, 32_000 - n)
@@ -394,7 +395,7 @@ def test_impressions_reach_kafka_with_the_model_version_and_the_ingest_dag_lands
 def _consume(kafka, topic: str, *, expect: int, timeout: float) -> list:
     from kafka import TopicPartition
 
-    from feedloop.streams import consumer
+    from feedloop.core.streams import consumer
 
     c = consumer(kafka)
     try:

@@ -23,7 +23,7 @@ import httpx
 import orjson
 import pytest
 
-from feedloop.registry import Registry
+from feedloop.promotion.registry import Registry
 from feedloop.serving.pods import Pods
 from tests.integration import servingdata
 from tests.integration.netproxy import TcpProxy

@@ -4,8 +4,8 @@ from datetime import date
 
 import pytest
 
-from feedloop import simulate
-from feedloop.streams import consumer
+from feedloop.ops import simulate
+from feedloop.core.streams import consumer
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def test_run_reports_throughput_and_writes_the_ground_truth(embedded, topic, tmp
     import orjson
 
     monkeypatch.setenv("FEEDLOOP_KAFKA__TOPIC", topic)
-    from feedloop.config import load_settings
+    from feedloop.core.config import load_settings
 
     settings = load_settings()
     truth = tmp_path / "truth.json"

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
 
 def _feedloop(env, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "feedloop.cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "feedloop.ops.cli", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

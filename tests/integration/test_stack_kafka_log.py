@@ -12,14 +12,14 @@ import sys
 
 import pytest
 
-from feedloop.config import load_settings
+from feedloop.core.config import load_settings
 from tests.conftest import stack_environ
 
 pytestmark = pytest.mark.integration
 
 
 def _feedloop(env, *args):
-    return subprocess.run([sys.executable, "-m", "feedloop.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "feedloop.ops.cli", *args], env=env, capture_output=True, text=True,
                           timeout=300)
 
 

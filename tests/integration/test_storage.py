@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from feedloop.storage import PreconditionFailed
+from feedloop.core.storage import PreconditionFailed
 
 pytestmark = pytest.mark.integration
 

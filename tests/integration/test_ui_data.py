@@ -14,12 +14,12 @@ import orjson
 import pytest
 
 from feedloop import quality
-from feedloop.lake import HourPartition
+from feedloop.core.layout import HourPartition
 from feedloop.quality import overview
-from feedloop.registry import Registry, RegistryError
-from feedloop.registry import InvalidPointerChange
-from feedloop.ui.models import Catalog, StalePage, change_pointer
-from feedloop.ui.runs import run_model
+from feedloop.promotion.registry import Registry, RegistryError
+from feedloop.promotion.registry import InvalidPointerChange
+from feedloop.ops.ui.models import Catalog, StalePage, change_pointer
+from feedloop.ops.ui.runs import run_model
 from tests.integration import lakedata
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import pyarrow.compute as pc
 import pytest
 
 from feedloop import quality
-from feedloop.config import TenantThresholds
-from feedloop.lake import HourPartition
+from feedloop.core.config import TenantThresholds
+from feedloop.core.layout import HourPartition
 from feedloop.quality import runner, status
 from tests.integration import lakedata
 
@@ -43,7 +43,7 @@ def _settings(embedded, bucket: str, *, dataset: dict | None = None, **tenants):
 @pytest.fixture(scope="module")
 def baseline(embedded) -> str:
     """A bucket holding three good, validated days before DAY."""
-    from feedloop.storage import ObjectStore
+    from feedloop.core.storage import ObjectStore
 
     bucket = f"qbase-{uuid.uuid4().hex[:8]}"
     settings = _settings(embedded, bucket)
@@ -163,7 +163,7 @@ UNUSUAL = [
 
 
 def test_every_check_in_the_suites_has_a_fixture_that_breaks_it():
-    from feedloop.config import repo_root
+    from feedloop.core.config import repo_root
     from feedloop.quality.suites import METRICS_SUITE, ROWS_SUITE, load_template
 
     suites = repo_root() / "include" / "expectations"
@@ -362,7 +362,8 @@ def test_simulated_traffic_passes_with_the_default_thresholds(embedded, store):
     """The simulator's days (late events, exploration, outcomes seconds after impressions) quarantine
     nothing with the shipped thresholds; at this small volume the noisy checks say they were skipped,
     and why. (Bursty traffic: tests/integration/test_bursty_traffic.py.)"""
-    from feedloop import events, simulate
+    from feedloop.contract import events
+    from feedloop.ops import simulate
 
     bucket = f"qsim-{uuid.uuid4().hex[:8]}"
     store.ensure_bucket(bucket)

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from feedloop import quality
-from feedloop.lake import HourPartition
+from feedloop.core.layout import HourPartition
 from feedloop.quality import status
-from feedloop.stack import airflow_env
-from feedloop.stack.process import free_port
+from feedloop.ops.stack import airflow_env
+from feedloop.ops.stack.process import free_port
 from tests.integration import lakedata
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
@@ -73,7 +73,7 @@ def smtp():
 @pytest.fixture(scope="module")
 def airflow(embedded, slack, smtp, tmp_path_factory):
     """Runs `airflow dags test` in a subprocess with this stack's env; returns (run, settings)."""
-    from feedloop.storage import ObjectStore
+    from feedloop.core.storage import ObjectStore
 
     bucket = f"qaf-{uuid.uuid4().hex[:8]}"
     ObjectStore.from_settings(embedded).ensure_bucket(bucket)

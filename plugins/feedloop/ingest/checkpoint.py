@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 
 import orjson
 
-from feedloop import lake
-from feedloop.events import format_ts
+from feedloop.core import layout as lake
+from feedloop.contract.events import format_ts
 from feedloop.ingest.errors import Fenced
-from feedloop.storage import ObjectStore, PreconditionFailed
+from feedloop.core.storage import ObjectStore, PreconditionFailed
 
 
 @dataclass

@@ -14,7 +14,9 @@ from datetime import timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from feedloop import events, lake, utc
+from feedloop.contract import events
+from feedloop.core import layout as lake
+from feedloop.core import utc
 
 # The record timestamp is the producer's (CreateTime): outside the accepted range it is no arrival time.
 _MIN_MS, _MAX_MS = int(utc.MIN.timestamp() * 1000), int(utc.MAX.timestamp() * 1000)

@@ -14,9 +14,9 @@ A writer that loses raises Fenced and never writes the checkpoint (which is itse
 
 from __future__ import annotations
 
-from feedloop import lake
+from feedloop.core import layout as lake
 from feedloop.ingest.checkpoint import Checkpoint, fenced
-from feedloop.storage import ObjectStore, PreconditionFailed
+from feedloop.core.storage import ObjectStore, PreconditionFailed
 
 
 class Claim:

@@ -19,9 +19,9 @@ from datetime import date, datetime, timedelta, timezone
 from itertools import groupby
 from typing import Callable
 
-from feedloop import lake
-from feedloop.config import Settings
-from feedloop.events import format_ts
+from feedloop.core import layout as lake
+from feedloop.core.config import Settings
+from feedloop.contract.events import format_ts
 from feedloop.ingest import log_range
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.chunk import Chunk
@@ -29,7 +29,7 @@ from feedloop.ingest.errors import Fenced, IngestError
 from feedloop.ingest.fence import Claim
 from feedloop.ingest.sink import limits
 from feedloop.ingest.writer import parquet_bytes
-from feedloop.storage import ObjectStore
+from feedloop.core.storage import ObjectStore
 
 ReadChunk = Callable[[Chunk, int], int]  # fill the chunk with its records below the offset given; returns how many
 
@@ -91,7 +91,7 @@ def _checkpoint(settings: Settings, store: ObjectStore, partition: int) -> Check
 def _replay(settings: Settings, store: ObjectStore, chunks: list[tuple[int, int]], report: ReplayReport) -> ReplayReport:
     from kafka import TopicPartition
 
-    from feedloop.streams import consumer
+    from feedloop.core.streams import consumer
 
     t0 = time.perf_counter()
     logs = _logs(settings, store, sorted({p for p, _ in chunks}))

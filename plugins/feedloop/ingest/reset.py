@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 
-from feedloop import lake
-from feedloop.config import Settings
-from feedloop.events import format_ts
+from feedloop.core import layout as lake
+from feedloop.core.config import Settings
+from feedloop.contract.events import format_ts
 from feedloop.ingest import log_range
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.errors import IngestError
-from feedloop.storage import ObjectStore
+from feedloop.core.storage import ObjectStore
 
 
 @dataclass(frozen=True)

@@ -18,16 +18,16 @@ from typing import Iterable
 
 import pyarrow.compute as pc
 
-from feedloop import lake
-from feedloop.config import IngestSettings, Settings
-from feedloop.events import format_ts
+from feedloop.core import layout as lake
+from feedloop.core.config import IngestSettings, Settings
+from feedloop.contract.events import format_ts
 from feedloop.ingest import failpoints, log_range
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.chunk import Chunk, Limits
 from feedloop.ingest.errors import IngestError, LogMismatch
 from feedloop.ingest.fence import Claim
 from feedloop.ingest.writer import parquet_bytes, read_parquet
-from feedloop.storage import ObjectStore
+from feedloop.core.storage import ObjectStore
 
 
 # S3 puts overlap with encoding the next object (boto3 clients are thread-safe).
@@ -184,7 +184,7 @@ def run(settings: Settings, *, run_id: str | None = None, partitions: Iterable[i
     """One bounded sink run: read until the polls are empty, max records or max wall time."""
     from kafka import OffsetAndMetadata, TopicPartition
 
-    from feedloop.streams import consumer
+    from feedloop.core.streams import consumer
 
     cfg, topic = settings.ingest, settings.kafka.topic
     store = store or ObjectStore.from_settings(settings)

@@ -12,7 +12,7 @@ import math
 from statistics import median
 from typing import Any
 
-from feedloop.config import QualityThresholds
+from feedloop.core.config import QualityThresholds
 from feedloop.quality.suites import Unset
 
 MAD_SCALE = 1.4826  # MAD -> standard deviation for normal data

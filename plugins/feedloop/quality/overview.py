@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from feedloop import lake
+from feedloop.core import layout as lake
 from feedloop.quality.status import ACCEPTED, FAILED, PASSED, WARNED, day_prefix, summary_key
-from feedloop.storage import ObjectStore
+from feedloop.core.storage import ObjectStore
 
 VALIDATED, WARNED_VIEW, QUARANTINED, FORCE_ACCEPTED, NOT_VALIDATED, MISSING = (
     "validated", "warned", "quarantined", "force-accepted", "not validated", "missing")

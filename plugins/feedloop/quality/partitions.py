@@ -14,9 +14,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import pyarrow as pa
 
-from feedloop import lake
-from feedloop.lake import HourPartition
-from feedloop.storage import ObjectStore
+from feedloop.core import layout as lake
+from feedloop.core.layout import HourPartition
+from feedloop.core.storage import ObjectStore
 
 _READERS = 8  # concurrent GETs per hour: the objects of one hour (one per Kafka partition and flush)
 

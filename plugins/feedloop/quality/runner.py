@@ -17,9 +17,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from feedloop.config import Settings, repo_root
-from feedloop.events import EVENT_TYPES, SURFACES
-from feedloop.lake import LAKE_SCHEMA, HourPartition
+from feedloop.core.config import Settings, repo_root
+from feedloop.contract.events import EVENT_TYPES, SURFACES
+from feedloop.core.layout import LAKE_SCHEMA, HourPartition
 from feedloop.quality import gxfast, report
 from feedloop.quality.baselines import ctr_band, ctr_ceiling, volume_band
 from feedloop.quality.metrics import hour_metrics, impression_keys
@@ -31,7 +31,7 @@ from feedloop.quality.status import (
 
 PASSED_WITH_HOUR = "passed with the hour (checked alone only when the hour fails or warns)"
 from feedloop.quality.suites import METRICS_SUITE, ROWS_SUITE, HourScope, Unset, build_suite, instantiate, load_template
-from feedloop.storage import ObjectStore
+from feedloop.core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 _METRIC_COLUMNS = ("tenant_id", "surface", "event_type", "request_id", "item_id")

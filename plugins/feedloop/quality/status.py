@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from feedloop import lake
-from feedloop.lake import HourPartition
-from feedloop.storage import ObjectStore
+from feedloop.core import layout as lake
+from feedloop.core.layout import HourPartition
+from feedloop.core.storage import ObjectStore
 
 PASSED, WARNED, FAILED, ACCEPTED = "passed", "warned", "failed", "accepted"
 TRAINABLE = (PASSED, WARNED, ACCEPTED)

@@ -15,15 +15,15 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from feedloop import lake
-from feedloop.config import Settings
-from feedloop.lake import HourPartition
+from feedloop.core import layout as lake
+from feedloop.core.config import Settings
+from feedloop.core.layout import HourPartition
 from feedloop.quality.partitions import hour_start, list_hours
 from feedloop.quality.runner import revalidate
 from feedloop.quality.status import (
     TRAINABLE, day_prefix, describe_change, label, quarantine_key, read_status,
 )
-from feedloop.storage import ObjectStore
+from feedloop.core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 _QUARANTINE_FILE = quarantine_key(HourPartition(date(2000, 1, 1), 0)).rsplit("/", 1)[-1]

@@ -20,18 +20,18 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from feedloop import features
-from feedloop.config import Settings, load_settings
-from feedloop.feature_snapshots import PREFIX as FEATURES_PREFIX
-from feedloop.feature_snapshots import SNAPSHOTS
-from feedloop.registry import PREFIX, VERSIONS
+from feedloop.features import definitions as features
+from feedloop.core.config import Settings, load_settings
+from feedloop.features.snapshots import PREFIX as FEATURES_PREFIX
+from feedloop.features.snapshots import SNAPSHOTS
+from feedloop.promotion.registry import PREFIX, VERSIONS
 from feedloop.serving import metrics
 from feedloop.serving.impressions import ImpressionLog, ServedList
 from feedloop.serving.model import Root
 from feedloop.serving.published_features import FeatureFollower
 from feedloop.serving.rank_request import RankRequest, RequestError, RequestLimits, parse
 from feedloop.serving.watcher import LocalCache, Watcher
-from feedloop.storage import ObjectStore
+from feedloop.core.storage import ObjectStore
 
 log = logging.getLogger("feedloop.serving")
 ROUTES = ("/rank", "/healthz", "/readyz", "/version", "/metrics")

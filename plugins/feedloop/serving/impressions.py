@@ -20,9 +20,9 @@ from typing import Any, Sequence
 
 import orjson
 
-from feedloop.config import KafkaSettings, ServingSettings
-from feedloop.credentials import resolve_kafka
-from feedloop.events import SCHEMA_VERSION, format_ts, to_json
+from feedloop.core.config import KafkaSettings, ServingSettings
+from feedloop.core.credentials import resolve_kafka
+from feedloop.contract.events import SCHEMA_VERSION, format_ts, to_json
 from feedloop.serving import metrics
 
 log = logging.getLogger("feedloop.serving.impressions")

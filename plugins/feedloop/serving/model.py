@@ -25,8 +25,9 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from feedloop import export, features
-from feedloop.registry import VERSION_PATTERN
+from feedloop.training import export
+from feedloop.features import definitions as features
+from feedloop.promotion.registry import VERSION_PATTERN
 from feedloop.serving.snapshot import FILES as SNAPSHOT_FILES
 from feedloop.serving.snapshot import Snapshot, SnapshotError
 

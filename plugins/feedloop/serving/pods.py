@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from feedloop.config import Settings
-from feedloop.stack.process import ManagedProcess, StackError, port_in_use
+from feedloop.core.config import Settings
+from feedloop.ops.stack.process import ManagedProcess, StackError, port_in_use
 
 APP = "feedloop.serving.app:create_app"
 
@@ -41,7 +41,7 @@ def run_pod(settings: Settings, *, host: str, port: int, workers: int) -> None:
 
 def run_replicas(settings: Settings, *, host: str, port: int, workers: int, replicas: int) -> int:
     """`replicas` pods on port, port+1, ... in the foreground; Ctrl-C / SIGTERM stops them all."""
-    procs = [subprocess.Popen([sys.executable, "-m", "feedloop.cli", "serve", "--host", host, "--port", str(port + i),
+    procs = [subprocess.Popen([sys.executable, "-m", "feedloop.ops.cli", "serve", "--host", host, "--port", str(port + i),
                                "--workers", str(workers), "--replicas", "1"])
              for i in range(replicas)]
 
@@ -72,7 +72,7 @@ class Pods:
     def processes(self) -> list[ManagedProcess]:
         state = self.settings.state_path
         return [ManagedProcess(name=f"serving-{self.port + i}",
-                               argv=[sys.executable, "-m", "feedloop.cli", "serve", "--port", str(self.port + i),
+                               argv=[sys.executable, "-m", "feedloop.ops.cli", "serve", "--port", str(self.port + i),
                                      "--workers", str(self.workers), "--replicas", "1"],
                                run_dir=state / "run", log_dir=state / "logs", env=self.env or {})
                 for i in range(self.replicas)]

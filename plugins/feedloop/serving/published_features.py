@@ -1,7 +1,7 @@
 """Follow features/live.json: serve each model with the newest published snapshot of its feature definitions.
 
 Why: a model's own features/ are its training day's counts; the retrain DAG publishes a fresh
-snapshot every day whatever the gate decides (feedloop.feature_snapshots). A snapshot is verified as
+snapshot every day whatever the gate decides (feedloop.features.snapshots). A snapshot is verified as
 strictly as a model before any request sees it (manifest sha256 from the pointer, every file's size
 and sha256, the columns the feature definitions need, row counts, then the snapshot's sample
 requests scored through each model that will use it, all finite). A pointer entry must name a
@@ -23,13 +23,13 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import orjson
 
-from feedloop import features
-from feedloop.config import ServingSettings
+from feedloop.features import definitions as features
+from feedloop.core.config import ServingSettings
 from feedloop.serving import metrics
 from feedloop.serving.model import (LoadedModel, Root, SnapshotRef, SwapRefused, first_line, folder_bucket, folder_key,
                                     pointer_entry)
 from feedloop.serving.snapshot import FILES, Snapshot, SnapshotError
-from feedloop.storage import NOT_MODIFIED, ObjectStore
+from feedloop.core.storage import NOT_MODIFIED, ObjectStore
 
 log = logging.getLogger("feedloop.serving")
 MANIFEST = "manifest.json"

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from feedloop.config import ServingSettings
-from feedloop.events import DEVICES, SURFACES, format_ts, parse_ts
+from feedloop.core.config import ServingSettings
+from feedloop.contract.events import DEVICES, SURFACES, format_ts, parse_ts
 
 MAX_TS_CHARS = 40     # the longest ISO-8601 form parse_ts accepts (9 fraction digits and an offset) is 35
 MAX_ERRORS = 20       # per response: a list of 1,000 bad candidates gets the first 20

@@ -3,7 +3,7 @@
 Why: the training set computed every feature from windowed counts "as of the start of a day"; the
 version carries the same counts as of the day after its training window (features/*.parquet), so
 a pod builds the exact inputs the training rows of that day would have, through the same
-`feedloop.features` code. Unknown keys get zero counts, which `derive` turns into the manifest's
+`feedloop.features.definitions` code. Unknown keys get zero counts, which `derive` turns into the manifest's
 defaults (the smoothed-rate prior).
 """
 
@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from feedloop import features
+from feedloop.features import definitions as features
 
 _UNKNOWN_ITEM = (None, np.nan, None)  # not in the catalog: no topic, unknown age, no author
 ITEMS = "items"  # the catalog: item_id -> topic, created_at (and author_id when the catalog has it)

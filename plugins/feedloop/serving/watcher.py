@@ -33,12 +33,12 @@ from typing import Any, Callable
 
 import orjson
 
-from feedloop.config import ServingSettings
+from feedloop.core.config import ServingSettings
 from feedloop.serving import metrics
 from feedloop.serving.model import (ARTIFACTS, FOLDER_NAME, MANIFEST, LoadedModel, Pointer, Root, SwapRefused, Target,
                                     build, first_line, parse_manifest)
 from feedloop.serving.published_features import FeatureFollower
-from feedloop.storage import NOT_MODIFIED, ObjectStore
+from feedloop.core.storage import NOT_MODIFIED, ObjectStore
 
 log = logging.getLogger("feedloop.serving")
 REMEMBERED_REFUSALS = 32   # versions whose refusal (and backoff) a pod remembers; older ones are tried afresh

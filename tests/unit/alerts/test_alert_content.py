@@ -6,8 +6,8 @@ import html
 import re
 from datetime import date, datetime, timezone
 
-from feedloop import alert_content
-from feedloop.alert_content import Run, failing_streaks, validation_actions
+from feedloop.ops import alert_content
+from feedloop.ops.alert_content import Run, failing_streaks, validation_actions
 
 RUN = Run(dag_id="retrain_ranker", task_id="validate", run_id="scheduled__2026-11-06T00:00:00+00:00",
           day=date(2026, 11, 6), logical_date=datetime(2026, 11, 6, tzinfo=timezone.utc),

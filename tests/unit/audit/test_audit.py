@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from feedloop.audit import agreement, ground_truth_ndcg, lightgbm_scores
-from feedloop.simulate import Ids, World
+from feedloop.ops.audit import agreement, ground_truth_ndcg, lightgbm_scores
+from feedloop.ops.simulate import Ids, World
 
 LOG2_3, LOG2_5 = np.log2(3), np.log2(5)
 GAINS = (0.25, 0.5, 0.75, 0.9)  # items 0..3: sigmoid(utility - 1) for user 0
@@ -45,7 +45,7 @@ IDEAL = 0.9 + 0.75 / LOG2_3 + 0.5 / 2 + 0.25 / LOG2_5
 
 
 def test_the_world_built_here_has_the_gains_the_hand_computations_use():
-    from feedloop.simulate import true_gain
+    from feedloop.ops.simulate import true_gain
 
     assert true_gain(_world(), 0, np.arange(4)) == pytest.approx(GAINS, abs=1e-12)
 

@@ -1,6 +1,6 @@
 """`feedloop ... -o json` for every subcommand: stdout is exactly one JSON document, exit codes as documented.
 
-Each command runs as its own process (`python -m feedloop.cli`), as a script would run it, against
+Each command runs as its own process (`python -m feedloop.ops.cli`), as a script would run it, against
 the session's embedded S3 and Kafka: a lake with one validated and one quarantined day, a registry
 with two versions (the second live) and a fresh topic.
 """
@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 from feedloop import quality
-from feedloop.lake import HourPartition
-from feedloop.registry import Registry
-from feedloop.stack.process import free_port
+from feedloop.core.layout import HourPartition
+from feedloop.promotion.registry import Registry
+from feedloop.ops.stack.process import free_port
 from tests.conftest import stack_environ
 from tests.integration import lakedata
 
@@ -36,8 +36,8 @@ OK, ERROR, USAGE, CHECK_FAILED = 0, 1, 2, 3
 
 @pytest.fixture(scope="module")
 def env(embedded, tmp_path_factory) -> dict[str, str]:
-    from feedloop.storage import ObjectStore
-    from feedloop.streams import ensure_topic
+    from feedloop.core.storage import ObjectStore
+    from feedloop.core.streams import ensure_topic
 
     store = ObjectStore.from_settings(embedded)
     lake, models, topic = f"cli-{uuid.uuid4().hex[:8]}", f"clim-{uuid.uuid4().hex[:8]}", f"t-{uuid.uuid4().hex[:8]}"
@@ -68,7 +68,7 @@ def env(embedded, tmp_path_factory) -> dict[str, str]:
 
 
 def feedloop(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "feedloop.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "feedloop.ops.cli", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -136,7 +136,7 @@ def test_stack_down_with_nothing_running_is_json(env, tmp_path):
 
 def test_serve_reports_its_pods_as_json_when_stopped(env):
     port = free_port()
-    pod = subprocess.Popen([sys.executable, "-m", "feedloop.cli", "serve", "--port", str(port), "-o", "json"],
+    pod = subprocess.Popen([sys.executable, "-m", "feedloop.ops.cli", "serve", "--port", str(port), "-o", "json"],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

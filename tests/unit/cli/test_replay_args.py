@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedloop import utc
-from feedloop.cli import EXIT_USAGE, UsageError, build_parser
+from feedloop.core import utc
+from feedloop.ops.cli import EXIT_USAGE, UsageError, build_parser
 
 
 def parse(start: str):
@@ -38,7 +38,7 @@ def test_a_bad_time_is_a_usage_error_naming_the_argument_and_the_rule(value, say
 
 
 def test_the_reproduced_command_exits_2_with_the_message_and_no_traceback():
-    done = subprocess.run([sys.executable, "-m", "feedloop.cli", "ingest", "replay", "--start-time",
+    done = subprocess.run([sys.executable, "-m", "feedloop.ops.cli", "ingest", "replay", "--start-time",
                            "0001-01-01T00:00+01:00", "--end-time", "2026-01-01T00:00"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from feedloop.config import load_settings
+from feedloop.core.config import load_settings
 
 
 def test_committed_config_loads():

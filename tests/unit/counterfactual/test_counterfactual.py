@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from feedloop import counterfactual as cf
-from feedloop.evaluate import evaluate as raw_evaluate
-from feedloop.evaluate import per_list
-from feedloop.gate import Thresholds, decide
+from feedloop.training import counterfactual as cf
+from feedloop.training.evaluate import evaluate as raw_evaluate
+from feedloop.training.evaluate import per_list
+from feedloop.promotion.gate import Thresholds, decide
 
 L3 = math.log2(3)
 QUICK = cf.Bootstrap(resamples=200, seed=1)

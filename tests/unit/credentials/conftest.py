@@ -29,4 +29,4 @@ def clean_aws(monkeypatch, tmp_path):
 def inside_airflow(monkeypatch):
     """Resolve as an Airflow task does. Airflow itself reads the Connection (AIRFLOW_CONN_* env form);
     tests/integration/test_credentials.py proves the detection in a real `airflow dags test` task."""
-    monkeypatch.setattr("feedloop.credentials.in_airflow", lambda: True)
+    monkeypatch.setattr("feedloop.core.credentials.in_airflow", lambda: True)

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from feedloop import streams
-from feedloop.config import KafkaSettings
-from feedloop.credentials import (SASL_MECHANISMS, SECURITY_PROTOCOLS, CredentialsError, KafkaAccess, apply_connection,
+from feedloop.core import streams
+from feedloop.core.config import KafkaSettings
+from feedloop.core.credentials import (SASL_MECHANISMS, SECURITY_PROTOCOLS, CredentialsError, KafkaAccess, apply_connection,
                                   resolve_kafka)
 
 CA = "/etc/ssl/certs/ca-certificates.crt"  # a real PEM bundle: librdkafka loads it when the client is built

@@ -1,4 +1,4 @@
-"""Only feedloop.credentials says how to authenticate to S3 and Kafka.
+"""Only feedloop.core.credentials says how to authenticate to S3 and Kafka.
 
 Why a source check: the bug this guards against was a module building its client with credentials of
 its own (DuckDB's baked-in key, Kafka clients with only bootstrap servers). A new client that passes
@@ -19,8 +19,8 @@ CLIENT_KEYS = {"bootstrap.servers", "security.protocol", "sasl.mechanisms", "sas
                "sasl.password", "ssl.ca.location", "s3_access_key_id", "s3_secret_access_key", "s3_session_token"}
 # (file, name): why it may
 ALLOWED = {
-    ("stack/services.py", "bootstrap_servers"): "probes the embedded Tansu broker it started (no auth) for readiness",
-    ("stack/services.py", "bootstrap.servers"): "writes the embedded stack's feedloop_kafka Connection itself",
+    ("ops/stack/services.py", "bootstrap_servers"): "probes the embedded Tansu broker it started (no auth) for readiness",
+    ("ops/stack/services.py", "bootstrap.servers"): "writes the embedded stack's feedloop_kafka Connection itself",
 }
 
 
@@ -42,9 +42,9 @@ def test_no_module_but_credentials_configures_s3_or_kafka_authentication():
     offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE).as_posix()
-        if rel == "credentials.py":
+        if rel == "core/credentials.py":
             continue
         offenders += [f"plugins/feedloop/{rel}:{line}: {name}" for name, line in _findings(path)
                       if (rel, name) not in ALLOWED]
-    assert not offenders, ("build clients from feedloop.credentials (resolve_s3 / resolve_kafka), not with settings "
+    assert not offenders, ("build clients from feedloop.core.credentials (resolve_s3 / resolve_kafka), not with settings "
                            "of their own:\n" + "\n".join(offenders))

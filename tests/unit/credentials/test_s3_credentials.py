@@ -9,10 +9,11 @@ import json
 
 import pytest
 
-from feedloop import credentials, duck
-from feedloop.config import S3Settings, load_settings
-from feedloop.credentials import CredentialsError, resolve_s3
-from feedloop.storage import ObjectStore
+from feedloop.core import credentials
+from feedloop.core import duck
+from feedloop.core.config import S3Settings, load_settings
+from feedloop.core.credentials import CredentialsError, resolve_s3
+from feedloop.core.storage import ObjectStore
 
 LOCAL = S3Settings(endpoint_url="http://127.0.0.1:8333")
 REMOTE = S3Settings(endpoint_url="https://s3.eu-west-1.amazonaws.com", region="eu-west-1")
@@ -207,7 +208,7 @@ def test_the_resolution_order_holds_for_every_combination_of_sources(monkeypatch
 
     for conn, env, profile, airflow in product(_KEYS, _KEYS, ("none", "keys+token"), (True, False)):
         with monkeypatch.context() as m:
-            m.setattr("feedloop.credentials.in_airflow", lambda airflow=airflow: airflow)
+            m.setattr("feedloop.core.credentials.in_airflow", lambda airflow=airflow: airflow)
             if _KEYS[conn]:
                 _connection(m, login="AKCONN", password=_KEYS[conn][0],
                             extra={"aws_session_token": _KEYS[conn][1]} if _KEYS[conn][1] else {})

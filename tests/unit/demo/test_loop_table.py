@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from feedloop import learning_curve, loop_table, stack
-from feedloop.config import load_settings
-from feedloop.demo import DemoState, write_results
+from feedloop.ops import learning_curve
+from feedloop.ops import loop_table
+from feedloop.ops import stack
+from feedloop.core.config import load_settings
+from feedloop.ops.demo import DemoState, write_results
 
 V1, V2, V3, V4 = "2026-12-03-aaaaaaaaaa", "2026-12-04-bbbbbbbbbb", "2026-12-05-cccccccccc", "2026-12-06-dddddddddd"
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from feedloop.evaluate import auc, calibration, evaluate, ranking_metrics
+from feedloop.training.evaluate import auc, calibration, evaluate, ranking_metrics
 
 # Group a: ranked by score 3, 2, 1 -> labels 0, 2, 1 (binary 0, 1, 1). Group b: no relevant row.
 A = dict(label=[0, 2, 1], binary=[0, 1, 1], score=[3.0, 2.0, 1.0], group=["a", "a", "a"])

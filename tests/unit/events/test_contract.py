@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from feedloop import events as ev
+from feedloop.contract import events as ev
 
 GOOD = {
     "event_id": "e-1",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from feedloop import events as ev
+from feedloop.contract import events as ev
 from tests.unit.events.test_contract import GOOD
 
 G = orjson.dumps(GOOD)

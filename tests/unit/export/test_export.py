@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from feedloop.export import check_parity, onnx_scores, to_onnx
+from feedloop.training.export import check_parity, onnx_scores, to_onnx
 
 
 def _model(objective: str) -> tuple[str, np.ndarray]:
@@ -81,7 +81,7 @@ def test_an_export_that_does_not_run_records_no_figure():
 
 _CONVERT = """
 import hashlib, sys
-from feedloop.export import to_onnx
+from feedloop.training.export import to_onnx
 print(hashlib.sha256(to_onnx(model_text=sys.stdin.read(), n_features=3)).hexdigest())
 """
 

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from feedloop import feature_snapshots as fs
-from feedloop import features
-from feedloop.pointer import Read
+from feedloop.features import snapshots as fs
+from feedloop.features import definitions as features
+from feedloop.promotion.pointer import Read
 
 TENANTS = ["acme", "globex"]
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from feedloop import features
-from feedloop.events import DEVICES, SURFACES
+from feedloop.features import definitions as features
+from feedloop.contract.events import DEVICES, SURFACES
 
 TENANTS = ("acme", "globex", "initech")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from feedloop.gate import Thresholds, decide
+from feedloop.promotion.gate import Thresholds, decide
 
 T = Thresholds(floors={"auc": 0.6, "ndcg@10": 0.3}, compare=("ndcg@10",), tolerance=0.005,
                segment_tolerance=0.02, min_support=50, parity_max_abs_diff=1e-5)
@@ -160,8 +160,8 @@ def test_the_decision_serialises_every_number():
 def test_manual_run_overrides_are_validated_like_the_config():
     from pydantic import ValidationError
 
-    from feedloop.config import Settings
-    from feedloop.promotion import thresholds
+    from feedloop.core.config import Settings
+    from feedloop.promotion.steps import thresholds
 
     t = thresholds(settings=Settings(), overrides={"floors": {"auc": 0.7}, "min_support": 10,
                                                    "inconclusive": "approve"})

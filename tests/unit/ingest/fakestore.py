@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 import orjson
 
-from feedloop.storage import PreconditionFailed, StoredObject
+from feedloop.core.storage import PreconditionFailed, StoredObject
 
 
 class FakeStore:

@@ -13,7 +13,8 @@ import orjson
 import pyarrow.compute as pc
 import pytest
 
-from feedloop import events, utc
+from feedloop.contract import events
+from feedloop.core import utc
 from feedloop.ingest.chunk import Chunk, Limits
 from tests.unit.events.test_contract import GOOD
 

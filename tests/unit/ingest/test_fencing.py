@@ -13,8 +13,8 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from feedloop import lake
-from feedloop.config import load_settings
+from feedloop.core import layout as lake
+from feedloop.core.config import load_settings
 from feedloop.ingest import replay
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.chunk import Chunk

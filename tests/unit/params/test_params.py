@@ -1,11 +1,11 @@
-"""feedloop.params.check: each param against its schema, unknown names, and the cross-field rules."""
+"""feedloop.airflow.params.check: each param against its schema, unknown names, and the cross-field rules."""
 
 from __future__ import annotations
 
 import pytest
 
-from feedloop import params
-from feedloop.config import Settings
+from feedloop.airflow import params
+from feedloop.core.config import Settings
 
 SETTINGS = Settings()  # defaults: floors auc 0.52 / ndcg@10 0.2, tolerance 0.02, 4 Kafka partitions
 

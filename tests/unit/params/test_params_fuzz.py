@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedloop import params
-from feedloop.config import Settings
+from feedloop.airflow import params
+from feedloop.core.config import Settings
 
 SETTINGS = Settings()
 SCALARS = st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=False, allow_infinity=False) \

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedloop import params
-from feedloop.config import Settings
+from feedloop.airflow import params
+from feedloop.core.config import Settings
 
 SETTINGS = Settings()
 END = "2026-11-20T07:00"

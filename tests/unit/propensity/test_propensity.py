@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from feedloop import propensity
+from feedloop.features import propensity
 
 
 def _explore(rows: list[tuple[str, int, int, int]]) -> pa.Table:

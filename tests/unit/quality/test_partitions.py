@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from feedloop import lake
-from feedloop.lake import HourPartition
+from feedloop.core import layout as lake
+from feedloop.core.layout import HourPartition
 from feedloop.quality.partitions import IncompatibleObjects, read_hour
-from feedloop.storage import StoredObject
+from feedloop.core.storage import StoredObject
 
 HOUR = HourPartition(date(2026, 11, 5), 22)
 

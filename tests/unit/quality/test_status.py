@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from feedloop.config import QualitySettings, QualityThresholds, TenantThresholds
+from feedloop.core.config import QualitySettings, QualityThresholds, TenantThresholds
 from feedloop.quality.baselines import ctr_band, log_band, robust_band, volume_band
 from feedloop.quality.status import Acceptance, describe_change, hour_baseline
 from feedloop.quality.suites import Unset

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from feedloop.config import QualitySettings, TenantThresholds, repo_root
+from feedloop.core.config import QualitySettings, TenantThresholds, repo_root
 from feedloop.quality.suites import METRICS_SUITE, ROWS_SUITE, HourScope, Unset, build_suite, instantiate, load_template
 
 SUITES = repo_root() / "include" / "expectations"

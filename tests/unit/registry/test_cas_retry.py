@@ -9,9 +9,9 @@ import itertools
 import orjson
 import pytest
 
-from feedloop.pointer import CasPointer
-from feedloop.registry import PointerRaceLost, Registry
-from feedloop.storage import PreconditionFailed, StoredObject
+from feedloop.promotion.pointer import CasPointer
+from feedloop.promotion.registry import PointerRaceLost, Registry
+from feedloop.core.storage import PreconditionFailed, StoredObject
 
 BUCKET, LIVE = "models", "ranker/live.json"
 

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from feedloop.registry import FlipPlan, Live, Registry, VersionConflict, entries, in_effect_from, version_day
+from feedloop.promotion.registry import FlipPlan, Live, Registry, VersionConflict, entries, in_effect_from, version_day
 
 OLD = {"seq": 4, "version": "2026-11-05-aa", "sha256": "1", "previous": "2026-11-04-bb", "reason": "gate",
        "promoted_by": "dag", "promoted_at": "2026-11-06T00:10:00.000Z", "action": "promote"}

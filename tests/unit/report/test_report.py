@@ -10,7 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feedloop import counterfactual, evaluate, gate, report
+from feedloop.training import counterfactual
+from feedloop.training import evaluate
+from feedloop.promotion import gate
+from feedloop.training import report
 
 pytestmark = pytest.mark.filterwarnings("ignore:Glyph:UserWarning")  # hypothesis draws characters no font has
 

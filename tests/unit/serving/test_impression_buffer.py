@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 
-from feedloop.config import KafkaSettings, ServingSettings
-from feedloop.events import to_json
+from feedloop.core.config import KafkaSettings, ServingSettings
+from feedloop.contract.events import to_json
 from feedloop.serving.impressions import ImpressionLog, ServedList
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaException
 
-from feedloop.config import load_settings
+from feedloop.core.config import load_settings
 from feedloop.serving.impressions import ImpressionLog
 
 

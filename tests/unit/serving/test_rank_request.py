@@ -14,8 +14,8 @@ import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from feedloop.config import ServingSettings
-from feedloop.events import format_ts
+from feedloop.core.config import ServingSettings
+from feedloop.contract.events import format_ts
 from feedloop.serving.rank_request import RankRequest, RequestError, RequestLimits, parse
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)

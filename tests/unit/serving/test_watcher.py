@@ -13,12 +13,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from feedloop.config import ServingSettings
-from feedloop.registry import PREFIX
+from feedloop.core.config import ServingSettings
+from feedloop.promotion.registry import PREFIX
 from feedloop.serving.model import MANIFEST, Root
 from feedloop.serving.published_features import FeatureFollower
 from feedloop.serving.watcher import LocalCache, Watcher
-from feedloop.storage import NOT_MODIFIED, StoredObject
+from feedloop.core.storage import NOT_MODIFIED, StoredObject
 from tests.integration import servingdata
 
 BUCKET = "models"

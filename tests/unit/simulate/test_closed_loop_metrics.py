@@ -9,9 +9,9 @@ import numpy as np
 import orjson
 import pytest
 
-from feedloop.config import load_settings
-from feedloop.ranking_client import Ranked
-from feedloop.simulate import LEGACY, DayStats, SimulationReport, Simulator, ndcg_at_k, true_gain
+from feedloop.core.config import load_settings
+from feedloop.serving.client import Ranked
+from feedloop.ops.simulate import LEGACY, DayStats, SimulationReport, Simulator, ndcg_at_k, true_gain
 
 DISCOUNT = 1 / np.log2(np.arange(2, 12))
 

@@ -9,8 +9,8 @@ import numpy as np
 import orjson
 import pytest
 
-from feedloop.config import load_settings
-from feedloop.simulate import Ids, Simulator, World
+from feedloop.core.config import load_settings
+from feedloop.ops.simulate import Ids, Simulator, World
 
 
 def test_a_saved_world_loads_back_identical_with_the_same_ids(tmp_path):

@@ -6,9 +6,9 @@ from datetime import date
 import orjson
 import pytest
 
-from feedloop import events as ev
-from feedloop.config import load_settings
-from feedloop.simulate import SimulationReport, Simulator
+from feedloop.contract import events as ev
+from feedloop.core.config import load_settings
+from feedloop.ops.simulate import SimulationReport, Simulator
 
 
 def _run(seed=3, days=2, events_per_day=6000):

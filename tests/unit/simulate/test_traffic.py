@@ -11,12 +11,12 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from feedloop import events as ev
-from feedloop.cli import UsageError, build_parser
-from feedloop.config import load_settings
-from feedloop.ranking_client import Ranked
-from feedloop.simulate import Record, SimulationReport, Simulator
-from feedloop.traffic import EMPTY_HOUR_SHARE, bursty_day, hour_weights
+from feedloop.contract import events as ev
+from feedloop.ops.cli import UsageError, build_parser
+from feedloop.core.config import load_settings
+from feedloop.serving.client import Ranked
+from feedloop.ops.simulate import Record, SimulationReport, Simulator
+from feedloop.ops.traffic import EMPTY_HOUR_SHARE, bursty_day, hour_weights
 
 START = date(2026, 11, 1)
 T0_S = 1_793_491_200  # 2026-11-01T00:00Z

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from feedloop import stack
-from feedloop.config import load_settings
-from feedloop.stack.process import ManagedProcess
+from feedloop.ops import stack
+from feedloop.core.config import load_settings
+from feedloop.ops.stack.process import ManagedProcess
 
 
 def _settings(tmp_path, storage: str):

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from feedloop.config import load_settings
-from feedloop.stack import production
-from feedloop.stack.process import ManagedProcess, StackError
-from feedloop.stack.services import services
+from feedloop.core.config import load_settings
+from feedloop.ops.stack import production
+from feedloop.ops.stack.process import ManagedProcess, StackError
+from feedloop.ops.stack.services import services
 
 
 def _settings(tmp_path, **env: str):

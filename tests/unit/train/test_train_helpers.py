@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from feedloop.train import group_sizes, ipw_ndcg
+from feedloop.training.train import group_sizes, ipw_ndcg
 
 
 @pytest.mark.parametrize(("chunks", "expected"), [

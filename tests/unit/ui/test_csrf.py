@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from feedloop.ui.csrf import token_for
+from feedloop.ops.ui.csrf import token_for
 
 SECRET = b"s" * 32
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from feedloop.ui import datadocs
+from feedloop.ops.ui import datadocs
 
 
 def test_the_stylesheet_goes_last_in_the_head():

@@ -7,7 +7,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 from fastapi.testclient import TestClient
 
-from feedloop.ui import headers
+from feedloop.ops.ui import headers
 
 
 @pytest.fixture(scope="module")

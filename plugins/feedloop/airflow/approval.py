@@ -1,0 +1,74 @@
+"""The retrain DAG's optional human approval: Airflow's own ApprovalOperator, asked only for close calls.
+
+Why the standard provider's operator: the request shows up in Airflow's UI (the run's task and the
+"Required actions" list) behind its login and permissions, the REST API answers it, and in Airflow
+3.3 the task waits in the awaiting-input state without holding a worker slot. feedloop adds when to
+ask (feedloop.promotion.steps.approval: a candidate that passed the gate within promotion.approval_margin
+of the champion), what to show (the comparison and the report) and a record of the answer.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+from feedloop.promotion import steps as promotion
+from feedloop.core.config import load_settings
+
+
+class PromotionApproval(ApprovalOperator):
+    """Approve or Reject the flip of a close-call candidate; skipped, with the reason, when no one needs asking.
+
+    Reject, or no answer within promotion.approval_timeout_minutes (the default answer is Reject),
+    skips the flip and records the decision as approval.json next to the candidate.
+    """
+
+    def __init__(self, *, gate_task_id: str, register_task_id: str, **kwargs: Any) -> None:
+        minutes = load_settings().promotion.approval_timeout_minutes
+        super().__init__(subject="Promote the candidate?", defaults=self.REJECT,
+                         response_timeout=timedelta(minutes=minutes), **kwargs)
+        self.gate_task_id, self.register_task_id = gate_task_id, register_task_id
+
+    @property
+    def serialized_params(self) -> dict[str, dict[str, Any]]:
+        return {}  # the approver answers Approve / Reject; the DAG's params are not inputs of this form
+
+    def execute(self, context: Any) -> Any:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        ti = context["ti"]
+        gate = ti.xcom_pull(task_ids=self.gate_task_id)
+        if not gate["approval"]["required"]:
+            raise AirflowSkipException(f"no approval asked: {gate['approval']['why']}")
+        self.subject, self.body = promotion.approval_request(
+            gate=gate, registered=ti.xcom_pull(task_ids=self.register_task_id),
+            run_url=_run_url(ti.dag_id, ti.run_id))
+        self.log.info("waiting up to %s for Approve / Reject: %s", self.response_timeout, self.subject)
+        return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> None:
+        """Record the answer, then let ApprovalOperator act on it.
+
+        The record is pushed as this task's return value first: on Reject the parent skips the flip by
+        raising (DownstreamTasksSkipped), so nothing returned after it would be kept.
+        """
+        ti = context["ti"]
+        gate = ti.xcom_pull(task_ids=self.gate_task_id)
+        user = event.get("responded_by_user") or {}
+        record = promotion.record_approval(ds=context["ds"], version=gate["version"], chosen=event["chosen_options"],
+                                           by=user.get("name") or user.get("id"),
+                                           timed_out=bool(event.get("timedout")))
+        ti.xcom_push(key="return_value", value=record)
+        super().execute_complete(context=context, event=event)
+
+
+def _run_url(dag_id: str, run_id: str) -> str:
+    """The run's page in the Airflow UI (its Model report tab sits there)."""
+    from urllib.parse import quote
+
+    from airflow.sdk.configuration import conf
+
+    base = (conf.get("api", "base_url", fallback=None) or "http://localhost:8080").rstrip("/")
+    return f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"

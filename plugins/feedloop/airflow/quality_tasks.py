@@ -1,0 +1,45 @@
+"""Airflow task bodies for validation: DAG params in; quarantine, warnings and alerts out.
+
+Why the task does not always fail on bad data: with `dataset.on_quarantined: exclude` (default) a
+quarantined hour is left out of training, so the run goes on and the task itself opens the day's
+data incidents (quarantined hours, warned hours: one each per DAG + day). With `refuse`, or when
+the day has no data at all, it fails with AirflowFailException: bad data stays bad on a retry, so
+no retry storm, one alert (unlike the GX Airflow provider 1.x, which let tasks succeed on failed
+expectations).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from typing import Any
+
+from feedloop.core.config import load_settings
+from feedloop.quality.runner import ValidationFailed, validate_day
+from feedloop.quality.status import Acceptance
+
+log = logging.getLogger(__name__)
+
+
+def validate(*, ds: str, run_id: str, params: dict[str, Any]) -> str:
+    """Validate the logical date's hour partitions; returns the report URI (logged as well)."""
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from feedloop.ops import alerts
+
+    settings = load_settings()
+    acceptance = Acceptance(hours=tuple(params.get("accept_hours") or ()), reason=params.get("accept_reason") or "",
+                            by=f"DAG param accept_hours, run {run_id}")
+    try:
+        result = validate_day(settings, date.fromisoformat(ds), run_id=run_id, acceptance=acceptance)
+    except ValidationFailed as exc:
+        if settings.dataset.on_quarantined == "refuse" or exc.result.summary["day_failures"]:
+            raise AirflowFailException(str(exc)) from exc
+        log.warning("%s\nThese hours are left out of training (dataset.on_quarantined: exclude).", exc)
+        result = exc.result
+    if result.warned_hours:
+        log.warning("validation warnings (the hours train) in hours %s; report %s", result.warned_hours,
+                    result.report_uri)
+    alerts.validation_incidents(settings, get_current_context(), result)
+    return result.report_uri

@@ -1,0 +1,1 @@
+"""The data contracts between producers and the lake: the engagement event."""

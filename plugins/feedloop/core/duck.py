@@ -1,0 +1,60 @@
+"""DuckDB and Arrow filesystem handles on the object store, configured from feedloop settings.
+
+Why: out-of-core steps (training-set build, validation aggregates) stream Parquet from S3
+instead of loading it whole. DuckDB's httpfs extension comes from the PyPI package
+duckdb-ext-httpfs (a run-time download fails on machines without internet).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from feedloop.core.config import Settings
+from feedloop.core.credentials import S3Credentials, resolve_s3
+
+
+def httpfs_extension() -> Path:
+    import duckdb
+    import duckdb_ext
+
+    root = Path(duckdb_ext.__path__[0]) / "extensions" / f"v{duckdb.__version__}"
+    found = sorted(root.glob("*/httpfs.duckdb_extension"))
+    if not found:
+        raise RuntimeError(f"httpfs for DuckDB {duckdb.__version__} not found under {root}; "
+                           "install duckdb-ext-httpfs matching the duckdb version (requirements.txt)")
+    return found[0]
+
+
+def connect(settings: Settings, *, memory_limit: str = "2GB", threads: int = 2, temp_dir: Path | None = None):
+    """An in-process DuckDB that reads and writes s3:// on the configured endpoint."""
+    import duckdb
+
+    con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit,
+                                 "preserve_insertion_order": False})
+    if temp_dir is not None:
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        con.execute(f"SET temp_directory = '{temp_dir}'")
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"LOAD '{httpfs_extension()}'")
+    _create_s3_secret(con, resolve_s3(settings.s3))
+    return con
+
+
+def _create_s3_secret(con, creds: S3Credentials) -> None:
+    """DuckDB's S3 secret from the resolved credentials (the same boto3 uses), session token included.
+
+    Why not DuckDB's own credential_chain provider: it needs the aws extension, a run-time download that
+    fails offline. Temporary keys are frozen here (botocore hands them out with at least 10 minutes left,
+    refreshing before that), so open a connection per build step, not one per process.
+    """
+    options = {"REGION": creds.region}
+    if not creds.anonymous:
+        options |= {"KEY_ID": creds.access_key, "SECRET": creds.secret_key}
+        if creds.session_token:
+            options["SESSION_TOKEN"] = creds.session_token
+    if creds.endpoint_url:
+        endpoint = urlparse(creds.endpoint_url)
+        options |= {"ENDPOINT": endpoint.netloc, "URL_STYLE": "path", "USE_SSL": endpoint.scheme == "https"}
+    names = ", ".join(f"{name} ?" for name in options)
+    con.execute(f"CREATE OR REPLACE SECRET feedloop_s3 (TYPE s3, PROVIDER config, {names})", list(options.values()))

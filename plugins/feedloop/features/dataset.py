@@ -1,0 +1,379 @@
+"""The point-in-time training set for one logical date, built out of core with DuckDB.
+
+One row per impression of the window [D - window_days, D), with graded and binary labels from
+the outcomes that followed it, inverse-propensity weights, and features from
+`feedloop.features.definitions` computed only from events that had ARRIVED (ingest_ts) before the start of
+the impression's day. Results stream from DuckDB in record batches straight into Parquet on
+S3, so memory stays bounded whatever the window holds. The same run writes the feature snapshot
+"as of D" that serving pods use, and lineage (inputs, row counts, content hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from feedloop.features import definitions as features
+from feedloop.core import layout as lake
+from feedloop.features import propensity
+from feedloop.core.config import Settings
+from feedloop.quality.status import label
+from feedloop.core.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "holdout")
+ID_COLUMNS = ("request_id", "user_id", "item_id", "author_id", "tenant_id", "surface", "device")
+
+
+class NotEnoughData(RuntimeError):
+    """The window holds fewer days than dataset.min_window_days: nothing to train on yet."""
+
+
+@dataclass
+class DatasetResult:
+    day: str                                   # D: the window is [D - window_days, D)
+    uri: str                                   # s3://<lake>/datasets/ranker/<D>/
+    window_start: str
+    window_end: str
+    rows: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    content_hash: str = ""
+    propensity_method: str = ""
+    input_objects: int = 0
+    excluded_hours: dict[str, str] = field(default_factory=dict)  # dt=D/hour=HH -> why it was left out
+    seconds: float = 0.0
+
+
+def window(settings: Settings, end: date) -> tuple[date, date]:
+    """[start, end) of impression days, never before retrain.start_date; refuses a too-short window."""
+    start = max(end - timedelta(days=settings.dataset.window_days), settings.retrain.start_date)
+    days = (end - start).days
+    if days < settings.dataset.min_window_days:
+        raise NotEnoughData(
+            f"window {start}..{end} holds {days} day(s) of data since retrain.start_date="
+            f"{settings.retrain.start_date}; training needs dataset.min_window_days={settings.dataset.min_window_days}"
+        )
+    return start, end
+
+
+def input_start(settings: Settings, start: date) -> date:
+    """The first event day a window starting at `start` reads.
+
+    Windows count by ARRIVAL day, partitions are by EVENT day: reach back far enough for an event
+    that happened up to ingest.max_lateness_hours before it arrived inside the longest window.
+    """
+    return start - timedelta(days=features.MAX_WINDOW + math.ceil(settings.ingest.max_lateness_hours / 24))
+
+
+def build(settings: Settings, *, end: date, store: ObjectStore | None = None,
+          excluded: dict[str, str] | None = None) -> DatasetResult:
+    """Build datasets/ranker/<end - 1 day>/ from impressions of [end - window_days, end).
+
+    `excluded` ({dt=D/hour=HH: why}, from quality.training_window) names hour partitions whose
+    objects are left out entirely (labels, features and impressions); the lineage records them.
+    """
+    from feedloop.core import duck
+
+    t0 = time.perf_counter()
+    store = store or ObjectStore.from_settings(settings)
+    start, end = window(settings, end)
+    day = end - timedelta(days=1)
+    bucket, prefix = settings.s3.lake_bucket, lake.dataset_prefix(day)
+    result = DatasetResult(day.isoformat(), f"s3://{bucket}/{prefix}", start.isoformat(), end.isoformat(),
+                           excluded_hours=dict(sorted((excluded or {}).items())))
+    inputs = _input_objects(store, bucket, settings.kafka.topic, input_start(settings, start), end,
+                            excluded=set(result.excluded_hours))
+    result.input_objects = len(inputs)
+    with tempfile.TemporaryDirectory(prefix="feedloop-dataset-") as tmp:
+        con = duck.connect(settings, memory_limit=settings.dataset.duckdb_memory_limit,
+                           threads=settings.dataset.duckdb_threads, temp_dir=Path(tmp))
+        _stage(con, settings, store, inputs, start, end)
+        curves, methods = _propensities(con, settings)
+        result.propensity_method = "+".join(sorted(set(methods.values())))
+        written, rows, digest = _write_rows(con, settings, store, prefix, curves, start, end, Path(tmp))
+        result.rows, result.content_hash = rows, digest
+        result.files = written + _write_snapshot(con, settings, bucket, prefix, end)
+        con.close()
+    _remove_stale(store, bucket, prefix, keep=set(result.files))
+    store.put_json(bucket, prefix + "propensity.json", {"method": result.propensity_method, "methods": methods,
+                                                        "curves": curves})
+    result.seconds = round(time.perf_counter() - t0, 1)
+    # Deterministic: lineage feeds the model version id, so a re-run of the same inputs matches.
+    store.put_json(bucket, prefix + "lineage.json", {
+        **{k: v for k, v in asdict(result).items() if k != "seconds"}, "inputs": inputs,
+        "features": features.manifest(settings.events.tenants, objective=settings.train.objective),
+        "label_grades": settings.dataset.label_grades, "attribution_minutes": settings.dataset.attribution_minutes,
+    })
+    return result
+
+
+def _input_objects(store: ObjectStore, bucket: str, topic: str, start: date, end: date, *,
+                   excluded: set[str]) -> dict[str, str]:
+    """Every events object of the topic for event days [start, end] (features look back, labels ahead),
+    except those of the `excluded` hour partitions (dt=D/hour=HH)."""
+    found: dict[str, str] = {}
+    d = start
+    while d <= end:
+        for key in store.list_keys(bucket, lake.day_prefix(d)):
+            ref = lake.parse_key(key)
+            if ref and ref.topic == topic and not (ref.hour and label(ref.hour) in excluded):
+                found[key] = ""
+        d += timedelta(days=1)
+    for key in found:
+        head = store.client.head_object(Bucket=bucket, Key=key)
+        found[key] = head["ETag"]
+    return dict(sorted(found.items()))
+
+
+def _stage(con, settings: Settings, store: ObjectStore, inputs: dict[str, str], start: date, end: date) -> None:
+    """Views over the inputs, then the small daily aggregates and the window's impressions and labels."""
+    bucket = settings.s3.lake_bucket
+    cfg = settings.dataset
+    files = [f"s3://{bucket}/{k}" for k in inputs]
+    end_ts = datetime(end.year, end.month, end.day, tzinfo=timezone.utc)
+    label_cutoff = end_ts + timedelta(minutes=cfg.attribution_minutes)
+    if not inputs:
+        raise NotEnoughData(f"no events in s3://{bucket}/{lake.EVENTS_PREFIX} for {start}..{end}")
+    file_list = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    con.execute(f"CREATE VIEW ev AS SELECT * FROM read_parquet([{file_list}], union_by_name = true) "
+                f"WHERE ingest_ts < TIMESTAMPTZ '{label_cutoff.isoformat()}'")
+    if store.get(bucket, lake.CATALOG_ITEMS_KEY) is not None:
+        source = f"s3://{bucket}/{lake.CATALOG_ITEMS_KEY}"
+        names = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [source]).fetchall()}
+        author = "author_id" if "author_id" in names else "NULL::VARCHAR"  # lets a pod fill a missing author
+        con.execute(f"CREATE TABLE catalog AS SELECT item_id, topic, created_at, {author} AS catalog_author_id "
+                    "FROM read_parquet(?)", [source])
+    else:
+        log.warning("no item catalog at s3://%s/%s: topic and item-age features are unknown", bucket,
+                    lake.CATALOG_ITEMS_KEY)
+        con.execute("CREATE TABLE catalog (item_id VARCHAR, topic VARCHAR, created_at TIMESTAMPTZ, "
+                    "catalog_author_id VARCHAR)")
+    count_expr = {"impr": "event_type = 'impression'", "click": "event_type = 'click'",
+                  "like": "event_type = 'like'", "share": "event_type = 'share'"}
+    for entity in features.ENTITIES:
+        keys = ", ".join(entity.keys)
+        counts = ", ".join(f"count(*) FILTER (WHERE {count_expr[c]}) AS {c}" for c in entity.counts)
+        con.execute(f"""
+            CREATE TABLE daily_{entity.name} AS
+            SELECT {keys}, CAST(ingest_ts AS DATE) AS d, {counts}
+            FROM ev LEFT JOIN catalog USING (item_id)
+            WHERE ingest_ts < ? AND {' AND '.join(f'{k} IS NOT NULL' for k in entity.keys)}
+            GROUP BY ALL""", [end_ts])
+    # Impressions one event day at a time (reading only that day's objects): deduplicating the
+    # whole window in one window function is what outgrew dataset.duckdb_memory_limit at 10M rows.
+    con.execute("""
+        CREATE TABLE imp (request_id VARCHAR, user_id VARCHAR, item_id VARCHAR, author_id VARCHAR, topic VARCHAR,
+                          tenant_id VARCHAR, surface VARCHAR, device VARCHAR, position INTEGER, explore BOOLEAN,
+                          model_version VARCHAR, event_ts TIMESTAMPTZ, d DATE, request_ts DOUBLE, item_created_at DOUBLE)""")
+    for day in _days(start, end):
+        day_files = [f for f in files if f"/dt={day.isoformat()}/" in f]
+        if not day_files:
+            continue
+        day_list = ", ".join("'" + f.replace("'", "''") + "'" for f in day_files)
+        con.execute(f"""
+            INSERT INTO imp
+            SELECT e.request_id, e.user_id, e.item_id, e.author_id, c.topic, e.tenant_id, e.surface, e.device,
+                   e.position, coalesce(e.explore, false), e.model_version, e.event_ts, CAST(e.event_ts AS DATE),
+                   epoch(e.event_ts), epoch(c.created_at)
+            FROM read_parquet([{day_list}], union_by_name = true) e LEFT JOIN catalog c USING (item_id)
+            WHERE e.event_type = 'impression' AND e.ingest_ts < TIMESTAMPTZ '{label_cutoff.isoformat()}'
+            QUALIFY row_number() OVER (PARTITION BY e.request_id, e.item_id ORDER BY e.event_ts, e.event_id) = 1""")
+    g = cfg.label_grades
+    con.execute(f"""
+        CREATE TABLE lab AS
+        SELECT i.request_id, i.item_id, max(CASE o.event_type
+                 WHEN 'share' THEN {g.get('share', 3)}
+                 WHEN 'like' THEN {g.get('like', 2)}
+                 WHEN 'dwell' THEN CASE WHEN o.dwell_ms >= {cfg.long_dwell_ms} THEN {g.get('long_dwell', 2)}
+                                        ELSE {g.get('click', 1)} END
+                 WHEN 'click' THEN {g.get('click', 1)}
+                 ELSE 0 END) AS label
+        FROM imp i JOIN ev o ON o.request_id = i.request_id AND o.item_id = i.item_id
+         AND o.event_type <> 'impression' AND o.event_ts >= i.event_ts
+         AND o.event_ts < i.event_ts + INTERVAL {cfg.attribution_minutes} MINUTE
+        GROUP BY ALL""")
+
+
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days)]
+
+
+def _snapshot_select(entity: features.Entity, as_of: str) -> str:
+    """Windowed counts per key over arrival days [as_of - w, as_of): SQL shared by training and serving."""
+    sums = ", ".join(
+        f"coalesce(sum(x.{c}) FILTER (WHERE x.d >= {as_of} - {w}), 0)::DOUBLE AS {features.count_column(entity.name, c, w)}"
+        for w in entity.windows for c in entity.counts)
+    return sums
+
+
+def _propensities(con, settings: Settings) -> tuple[dict[str, dict[int, float]], dict[str, str]]:
+    """Per surface: the exploration estimate if it has enough support, else the click model's."""
+    explore = con.execute("""
+        SELECT surface, position, count(*) AS impressions, count(*) FILTER (WHERE coalesce(l.label, 0) >= 1) AS clicks
+        FROM imp i LEFT JOIN lab l USING (request_id, item_id) WHERE explore GROUP BY ALL""").fetch_arrow_table()
+    curves = propensity.from_exploration(explore, min_impressions=settings.dataset.min_exploration_impressions)
+    methods = {s: "exploration" for s in curves}
+    surfaces = {r[0] for r in con.execute("SELECT DISTINCT surface FROM imp").fetchall()}
+    if surfaces - set(curves):
+        logs = con.execute("""
+            SELECT surface, position, item_id, count(*) AS impressions,
+                   count(*) FILTER (WHERE coalesce(l.label, 0) >= 1) AS clicks
+            FROM imp i LEFT JOIN lab l USING (request_id, item_id) WHERE NOT list_contains(?::VARCHAR[], surface)
+            GROUP BY ALL""", [sorted(curves)]).fetch_arrow_table()
+        for surface, curve in propensity.from_click_model(logs).items():
+            curves[surface], methods[surface] = curve, "click_model"
+    return curves, dict(sorted(methods.items()))
+
+
+def _row_query(day: date) -> str:
+    """One impression day's rows with their features (days are streamed in order, bounding memory)."""
+    on_day = f"d = DATE '{day.isoformat()}'"
+    joins, cols = [], []
+    for e in features.ENTITIES:
+        keys = ", ".join(e.keys)
+        on = " AND ".join(f"p.{k} = x.{k}" for k in e.keys)
+        joins.append(f"""
+        LEFT JOIN (
+            SELECT p.{', p.'.join(e.keys)}, p.d, {_snapshot_select(e, 'p.d')}
+            FROM (SELECT DISTINCT {keys}, d FROM imp
+                  WHERE {on_day} AND {' AND '.join(f'{k} IS NOT NULL' for k in e.keys)}) p
+            LEFT JOIN daily_{e.name} x ON {on} AND x.d < p.d AND x.d >= p.d - {max(e.windows)}
+            GROUP BY ALL
+        ) s_{e.name} ON {' AND '.join(f's_{e.name}.{k} = i.{k}' for k in e.keys)} AND s_{e.name}.d = i.d""")
+        cols += [f"coalesce(s_{e.name}.{c}, 0) AS {c}" for c in e.columns()]
+    return f"""
+        SELECT i.request_id, i.user_id, i.item_id, i.author_id, i.tenant_id, i.surface, i.device, i.position,
+               i.explore, i.model_version, i.d, i.request_ts, i.item_created_at, coalesce(l.label, 0) AS label, {', '.join(cols)}
+        FROM imp i LEFT JOIN lab l USING (request_id, item_id) {''.join(joins)}
+        WHERE i.{on_day}
+        ORDER BY i.request_id, i.position, i.item_id"""
+
+
+class _SplitFiles:
+    """Parquet part files of one split: written locally (bounded size), uploaded as each one closes."""
+
+    def __init__(self, store: ObjectStore, bucket: str, prefix: str, split: str, tmp: Path, rows_per_file: int):
+        self.store, self.bucket, self.prefix, self.split = store, bucket, prefix, split
+        self.tmp, self.rows_per_file = tmp, rows_per_file
+        self.keys: list[str] = []
+        self._writer = None
+        self._rows = 0
+
+    def write(self, part: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
+        if self._writer is None or self._rows >= self.rows_per_file:
+            self.close()
+            self._path = self.tmp / f"{self.split}-{len(self.keys):05d}.parquet"
+            self._writer = pq.ParquetWriter(self._path, part.schema, compression="zstd")
+            self._rows = 0
+        self._writer.write_table(part)
+        self._rows += part.num_rows
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        key = f"{self.prefix}split={self.split}/part-{len(self.keys):05d}.parquet"
+        self.store.client.upload_file(str(self._path), self.bucket, key)
+        self._path.unlink()
+        self.keys.append(key)
+        self._writer = None
+
+
+def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves, start: date, end: date,
+                tmp: Path):
+    """Stream the joined rows batch by batch: derive features, weights and split, write Parquet to S3."""
+    cats = features.categories(settings.events.tenants)
+    holdout_day, valid_day = end - timedelta(days=1), end - timedelta(days=2)
+    outputs = {s: _SplitFiles(store, settings.s3.lake_bucket, prefix, s, tmp, settings.dataset.rows_per_file)
+               for s in SPLITS}
+    rows = {s: 0 for s in SPLITS}
+    digest = hashlib.sha256()
+    batches = (batch for day in _days(start, end)
+               for batch in con.execute(_row_query(day)).fetch_record_batch(settings.dataset.batch_rows))
+    try:
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            days = table["d"].to_numpy(zero_copy_only=False)
+            split = np.where(days == np.datetime64(holdout_day), "holdout",
+                             np.where(days == np.datetime64(valid_day), "valid", "train"))
+            out = _rows_out(table, curves, cats, settings)
+            for name in SPLITS:
+                mask = split == name
+                if mask.any():
+                    part = out.filter(pa.array(mask))
+                    digest.update(name.encode())
+                    digest.update(_ipc_bytes(part))
+                    outputs[name].write(part)
+                    rows[name] += part.num_rows
+    finally:
+        for files in outputs.values():
+            files.close()
+    return [k for files in outputs.values() for k in files.keys], rows, digest.hexdigest()
+
+
+def _rows_out(table: pa.Table, curves, cats, settings: Settings) -> pa.Table:
+    inputs = {c: table[c].to_numpy(zero_copy_only=False) for c in features.COUNT_COLUMNS}
+    inputs["request_ts"] = table["request_ts"].to_numpy(zero_copy_only=False).astype(np.float64)
+    inputs["item_created_at"] = pc.fill_null(table["item_created_at"], float("nan")).to_numpy(
+        zero_copy_only=False).astype(np.float64)
+    for c in ("tenant_id", "surface", "device"):
+        inputs[c] = np.asarray(table[c].to_pylist(), dtype=object)
+    matrix = features.derive(inputs, cats)
+    label = table["label"].to_numpy(zero_copy_only=False).astype(np.int32)
+    position = table["position"].to_numpy(zero_copy_only=False).astype(np.int32)
+    weight = propensity.weights(inputs["surface"], position, label >= 1, curves, max_weight=settings.dataset.max_ipw)
+    cols = {c: table[c] for c in ID_COLUMNS}
+    cols.update({
+        "position": pa.array(position), "explore": table["explore"],
+        "model_version": table["model_version"], "day": table["d"],
+        "label": pa.array(label), "label_binary": pa.array((label >= 1).astype(np.int32)),
+        "weight": pa.array(weight), "item_popularity": table["item_impr_7d"].cast(pa.float32()),
+    })
+    for j, name in enumerate(features.FEATURE_NAMES):
+        cols[features.column(name)] = pa.array(matrix[:, j])
+    return pa.table(cols)
+
+
+def _ipc_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _write_snapshot(con, settings: Settings, bucket: str, prefix: str, as_of: date) -> list[str]:
+    """Latest windowed counts per entity as of `as_of`: what a pod serving this model looks up."""
+    keys = []
+    for e in features.ENTITIES:
+        key = f"{prefix}snapshot/{e.name}.parquet"
+        con.execute(f"""
+            COPY (SELECT {', '.join('x.' + k for k in e.keys)}, {_snapshot_select(e, "DATE '" + as_of.isoformat() + "'")}
+                  FROM daily_{e.name} x WHERE x.d < DATE '{as_of.isoformat()}'
+                    AND x.d >= DATE '{as_of.isoformat()}' - {max(e.windows)}
+                  GROUP BY ALL ORDER BY ALL)
+            TO 's3://{bucket}/{key}' (FORMAT parquet, COMPRESSION zstd)""")
+        keys.append(key)
+    key = f"{prefix}snapshot/items.parquet"
+    con.execute(f"COPY (SELECT item_id, topic, created_at, catalog_author_id AS author_id FROM catalog ORDER BY item_id) "
+                f"TO 's3://{bucket}/{key}' (FORMAT parquet)")
+    return keys + [key]
+
+
+def _remove_stale(store: ObjectStore, bucket: str, prefix: str, *, keep: set[str]) -> None:
+    """A re-run must leave exactly its own files (a smaller rebuild must not keep old parts)."""
+    for key in list(store.list_keys(bucket, prefix)):
+        if key.endswith(".parquet") and key not in keep:
+            store.delete(bucket, key)

@@ -1,0 +1,183 @@
+"""`feedloop model ...`: list and show registered versions, the pointer history, roll back, run a canary.
+
+Why the CLI goes through feedloop.promotion.steps / feedloop.promotion.registry: a rollback from a terminal is the
+same compare-and-swap as the DAG's, so it cannot race a promotion into a torn pointer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import socket
+from typing import Any, Callable
+
+
+def add_model_parser(sub: Any) -> None:
+    """Register the `model` command group on the top-level subparsers."""
+    model = sub.add_parser("model", help="registered ranker versions, the live pointer, rollback, canary")
+    actions = model.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="every registered version, oldest first; * marks the live one, "
+                                    "the canary column the canary's share of users")
+    show = actions.add_parser("show", help="one version: metrics, gate decision, artifacts")
+    show.add_argument("version")
+    actions.add_parser("history", help="every pointer flip: when, old -> new, who, why")
+    rb = actions.add_parser("rollback", help="point live.json back (compare-and-swap)")
+    rb.add_argument("--to", help="target version (default: the previous live version)")
+    rb.add_argument("--reason", help="why (recorded in the pointer and its history; required unless --dry-run)")
+    rb.add_argument("--dry-run", action="store_true", help="print the pointer diff, change nothing")
+    canary = actions.add_parser("canary", help="serve VERSION to PERCENT of users (start, or ramp the running one)")
+    canary.add_argument("version")
+    canary.add_argument("--percent", type=_percent, required=True, help="share of users, in (0, 100]")
+    promote = actions.add_parser("promote-canary", help="make the running canary the live version")
+    abort = actions.add_parser("abort-canary", help="stop the canary: everyone back on the live version")
+    for parser in (canary, promote, abort):
+        parser.add_argument("--reason", help="why (recorded in the pointer and its history; required unless --dry-run)")
+        parser.add_argument("--dry-run", action="store_true", help="print the pointer diff, change nothing")
+    model.set_defaults(func=cmd_model)
+
+
+def _percent(value: str) -> float:
+    problem = argparse.ArgumentTypeError(f"{value!r} is not a percent in (0, 100]")
+    try:
+        percent = float(value)
+    except ValueError:
+        raise problem from None
+    if not 0 < percent <= 100:  # also refuses nan
+        raise problem
+    return percent
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from feedloop.ops.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, _emit, _log
+    from feedloop.core.config import load_settings
+    from feedloop.promotion.registry import Registry, RegistryError
+
+    settings = load_settings()
+    registry = Registry.from_settings(settings)
+    try:
+        if args.action == "list":
+            rows = _list(registry)
+            columns = ("live", "canary", "version", "registered_at", "auc", "ndcg@10", "promotable")
+            _emit(args, rows, lambda: _table([{**r, "canary": _pct(r["canary"])} for r in rows], columns))
+        elif args.action == "show":
+            shown = _show(registry, args.version)
+            _emit(args, shown, lambda: "\n".join(f"{k:<14} {v}" for k, v in shown.items()))
+        elif args.action == "history":
+            from feedloop.promotion.registry import entries
+
+            rows = entries(registry.history())
+            text_rows = [{**r, "canary": r["canary"] and f"{r['canary']} @ {_pct(r['canary_percent'])}"} for r in rows]
+            _emit(args, rows, lambda: _table(text_rows, ("seq", "at", "from", "to", "canary", "action", "by",
+                                                         "reason")))
+        else:
+            problems = _pointer_change_problems(args)
+            if problems:
+                _log(f"feedloop model {args.action}: " + "; ".join(problems) + "; nothing was changed")
+                return EXIT_USAGE
+            result, text = _change_pointer(args, settings)
+            _emit(args, result, text)
+    except RegistryError as exc:
+        _log(f"feedloop: {exc}")
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _pointer_change_problems(args: argparse.Namespace) -> list[str]:
+    """The bounds the rollback and canary DAGs and the Models page apply (registry.pointer_change_problems), by flag."""
+    from feedloop.promotion.registry import pointer_change_problems
+
+    to, flag = (args.to, "--to") if args.action == "rollback" else (getattr(args, "version", None), "VERSION")
+    reason = args.reason if args.reason is not None or not args.dry_run else "(dry run)"
+    flags = {"to": flag, "reason": "--reason" if args.reason else "--reason (or --dry-run)"}
+    return [f"{flags[field]}: {why}" for field, why in pointer_change_problems(to=to, reason=reason)]
+
+
+def _change_pointer(args: argparse.Namespace, settings: Any) -> tuple[dict[str, Any], Callable[[], str]]:
+    """rollback and the canary actions: the same compare-and-swap writes as the DAGs make."""
+    from feedloop.promotion import steps as promotion
+
+    common = {"reason": (args.reason or "(dry run)").strip(), "by": f"cli {getpass.getuser()}@{socket.gethostname()}",
+              "dry_run": args.dry_run, "settings": settings}
+    if args.action == "rollback":
+        result = promotion.rollback(to=args.to, **common)
+        return result, lambda: _rollback_text(result)
+    if args.action == "canary":
+        result = promotion.start_canary(version=args.version, percent=args.percent, **common)
+    elif args.action == "promote-canary":
+        result = promotion.promote_canary(**common)
+    else:
+        result = promotion.abort_canary(**common)
+    return result, lambda: _canary_text(result)
+
+
+def _list(registry) -> list[dict[str, Any]]:
+    live = registry.live()
+    canary = (live.canary if live else None) or {}
+    rows = []
+    for version in registry.versions():
+        manifest = registry.manifest(version)
+        rows.append({"live": "*" if live and live.version == version else "",
+                     "canary": canary["percent"] if canary.get("version") == version else None, "version": version,
+                     "registered_at": manifest.get("registered_at"), "auc": manifest["metrics"].get("auc"),
+                     "ndcg@10": manifest["metrics"].get("ndcg@10"), "promotable": manifest["gate"]["promotable"],
+                     "uri": registry.version_uri(version)})
+    return rows
+
+
+def _show(registry, version: str) -> dict[str, Any]:
+    from feedloop.promotion.registry import RegistryError
+
+    manifest = registry.manifest(version)
+    if manifest is None:
+        raise RegistryError(f"version {version} is not registered")
+    live = registry.live()
+    canary = (live.canary if live else None) or {}
+    return {"version": version, "uri": registry.version_uri(version), "live": bool(live and live.version == version),
+            "canary_percent": canary["percent"] if canary.get("version") == version else None,
+            "registered_at": manifest.get("registered_at"), "logical_date": manifest.get("logical_date"),
+            "code_version": manifest.get("code_version"), "metrics": manifest["metrics"],
+            "parity": manifest["parity"], "gate": manifest["gate"]["summary"],
+            "report": registry.version_uri(version) + "report.html",
+            "artifacts": {k: v["sha256"] for k, v in manifest["artifacts"].items()}}
+
+
+def _rollback_text(result: dict[str, Any]) -> str:
+    head = ("would roll back" if result["dry_run"] else "rolled back") + f" {result['from']} -> {result['to']}"
+    return head + "\n" + _diff_text(result["diff"])
+
+
+def _canary_text(result: dict[str, Any]) -> str:
+    was, canary = result["was"], result["canary"]
+    if result["action"] == "promote-canary":
+        head = f"promoted canary {result['live']} to live (was {was['live']})"
+    elif result["action"] == "abort-canary":
+        head = f"aborted canary {was['canary']['version']}; live stays {result['live']}"
+    elif was["canary"]:
+        head = f"canary {canary['version']}: {_pct(was['canary']['percent'])} -> {_pct(canary['percent'])} of users"
+    else:
+        head = f"canary {canary['version']} at {_pct(canary['percent'])} of users; live stays {result['live']}"
+    return ("dry run, would do: " if result["dry_run"] else "") + head + "\n" + _diff_text(result["diff"])
+
+
+def _diff_text(diff: dict[str, Any]) -> str:
+    return "\n".join(f"    {k}: {d['from']!r} -> {d['to']!r}" for k, d in diff.items())
+
+
+def _pct(percent: float | None) -> str:
+    return "" if percent is None else f"{percent:g}%"
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

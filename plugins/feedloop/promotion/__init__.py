@@ -1,0 +1,1 @@
+"""From candidate to live: the promotion steps, the gate, the model registry and the live pointer."""

@@ -1,0 +1,234 @@
+"""The promotion gate: absolute floors AND no regression against the champion, measured without bias.
+
+Why pure and explicit (TFX Evaluator's "blessing"): the decision must be reproducible from the
+numbers in metrics.json, and an operator must see every number behind it. Every check is kept,
+passed or not, so the report can show the whole table and the alert can name what failed.
+
+Why the comparison uses the debiased (snips-ipw) metrics and their paired bootstrap interval: the
+holdout's lists were ranked by the champion, and raw metrics on one's own logs favour the logger
+(feedloop.training.counterfactual). The difference candidate - champion on the same lists decides:
+its interval's lower bound above -tolerance: "better" (not worse beyond the tolerance, with
+confidence); its upper bound below -tolerance: "worse"; otherwise "inconclusive" (too little
+support to tell), handled by `inconclusive` (hold | approve: a human decides | promote).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from feedloop.training.counterfactual import ESTIMATOR
+
+INCONCLUSIVE = ("hold", "approve", "promote")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    floors: Mapping[str, float]               # candidate overall raw metric >= floor, e.g. {"auc": 0.6}
+    compare: tuple[str, ...] = ("ndcg@10",)   # debiased metrics compared with the champion (first = headline)
+    tolerance: float = 0.005                   # overall: the difference's bound against -tolerance
+    segment_tolerance: float = 0.02            # per segment (smaller samples, more noise)
+    min_support: int = 50                      # fewer judged lists: not judged (segments) / inconclusive (overall)
+    parity_max_abs_diff: float = 1e-5
+    inconclusive: str = "hold"                 # overall verdict inconclusive: hold | approve | promote
+
+    def __post_init__(self) -> None:
+        if self.inconclusive not in INCONCLUSIVE:
+            raise ValueError(f"inconclusive must be one of {', '.join(INCONCLUSIVE)}, got {self.inconclusive!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "floors": dict(self.floors), "compare": list(self.compare)}
+
+
+@dataclass(frozen=True)
+class Check:
+    kind: str            # parity | floor | comparison | comparable
+    scope: str           # overall | <segment>, e.g. tenant_id=globex
+    metric: str
+    candidate: float | None
+    limit: float | None  # floor / parity: the value the candidate had to reach; comparison: -tolerance
+    passed: bool
+    champion: float | None = None
+    support: int | None = None  # judged lists (query groups) behind the figure
+    note: str = ""
+    diff: float | None = None   # comparison: candidate - champion on the same lists, and its interval
+    low: float | None = None
+    high: float | None = None
+    verdict: str = ""           # comparison: better | worse | inconclusive
+    estimator: str = ""
+    confidence: float | None = None
+
+    def line(self) -> str:
+        """One line an operator can act on."""
+        cand = _fmt(self.candidate)
+        if self.kind == "comparison":
+            evidence = (f"({self.estimator} debiased; diff {_fmt(self.diff, signed=True)}, {_interval(self)} over "
+                        f"{self.support} lists")
+            if self.verdict == "worse":
+                return (f"{self.metric} in {self.scope} regressed: candidate {cand} vs champion {_fmt(self.champion)} "
+                        f"{evidence}; allowed down to {_fmt(self.limit, signed=True)})")
+            if self.verdict == "inconclusive":
+                return (f"{self.metric} in {self.scope} is inconclusive: candidate {cand} vs champion "
+                        f"{_fmt(self.champion)} {evidence} reaches both sides of {_fmt(self.limit, signed=True)}): "
+                        f"too little support to tell; {self.note}")
+            return (f"{self.metric} in {self.scope} holds up: candidate {cand} vs champion {_fmt(self.champion)} "
+                    f"{evidence}, above {_fmt(self.limit, signed=True)})")
+        if self.kind == "floor":
+            return f"{self.metric} {self.scope} {cand} is below the floor {_fmt(self.limit)}"
+        if self.kind == "comparable":
+            return (f"{self.note}: no regression check is possible; if the new feature set is intended, "
+                    "promote with promotion_mode=force and a force_reason after reading the report")
+        return f"ONNX parity max |diff| {cand} exceeds {_fmt(self.limit)} ({self.note})"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The headline comparison other code reads (the demo table, alerts, the approval request): never parse text."""
+
+    metric: str
+    estimator: str
+    candidate: float | None
+    champion: float | None
+    diff: float | None
+    low: float | None
+    high: float | None
+    lists: int
+    verdict: str  # better | worse | inconclusive | no champion | not comparable
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promotable: bool
+    candidate: str | None
+    champion: str | None
+    thresholds: dict[str, Any]
+    checks: tuple[Check, ...] = field(default_factory=tuple)
+    comparison: Comparison | None = None
+    asks_approval: bool = False  # promotable only through the human approval step (inconclusive = approve)
+
+    @property
+    def failures(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.passed)
+
+    def summary(self) -> str:
+        if self.promotable:
+            against = f"champion {self.champion}" if self.champion else "the floors (first model)"
+            undecided = [c for c in self.checks if c.kind == "comparison" and c.scope == "overall"
+                         and c.verdict == "inconclusive"]
+            return (f"candidate {self.candidate} passes the gate against {against} ({len(self.checks)} checks)"
+                    + "".join(f"; {c.line()}" for c in undecided))
+        return (f"candidate {self.candidate} blocked against champion {self.champion or '(none)'}: "
+                + "; ".join(c.line() for c in self.failures))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"promotable": self.promotable, "candidate": self.candidate, "champion": self.champion,
+                "summary": self.summary(), "thresholds": self.thresholds,
+                "comparison": None if self.comparison is None else asdict(self.comparison),
+                "asks_approval": self.asks_approval, "checks": [asdict(c) for c in self.checks]}
+
+
+def decide(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, thresholds: Thresholds, *,
+           paired: Mapping[str, Any] | None = None) -> GateDecision:
+    """Gate one candidate.
+
+    candidate: {"version", "overall": {metric: value, "groups": n} (raw, for the floors), "segments",
+    "debiased": {"overall": {"lists", metric: {"value", ...}}, ...}, "parity": {"max_abs_diff", "rows"}};
+    champion: {"version", "debiased": ...} scored on the same rows, or None for the first model (floors
+    and parity only); paired: the evaluation's candidate - champion differences ({"confidence",
+    "debiased": {"overall": {"lists", metric: {"value", "low", "high"}}, "segments": {...}}}), required
+    with a scorable champion. A missing parity figure never passes, nor does a champion that could not be
+    scored on these rows ({"unscorable": why}: its feature set differs).
+    """
+    checks = [_parity(candidate.get("parity"), thresholds.parity_max_abs_diff)]
+    overall = candidate["overall"]
+    for metric, floor in sorted(thresholds.floors.items()):
+        value = overall.get(metric)
+        checks.append(Check("floor", "overall", metric, value, floor, value is not None and value >= floor,
+                            support=overall.get("groups")))
+    headline = thresholds.compare[0]
+    own = _value(candidate.get("debiased", {}).get("overall"), headline)
+    own_lists = int((candidate.get("debiased", {}).get("overall") or {}).get("lists") or 0)
+    comparison = Comparison(headline, ESTIMATOR, own, None, None, None, None, own_lists, "no champion")
+    if champion is not None and champion.get("unscorable"):
+        checks.append(Check("comparable", "overall", "champion", None, None, False, note=champion["unscorable"]))
+        comparison = Comparison(headline, ESTIMATOR, own, None, None, None, None, own_lists, "not comparable")
+    elif champion is not None:
+        if paired is None:
+            raise ValueError("a champion scored on these rows needs the paired differences (evaluation 'paired')")
+        compared = _comparisons("overall", candidate["debiased"]["overall"], champion["debiased"]["overall"],
+                                paired["debiased"]["overall"], thresholds, thresholds.tolerance,
+                                paired.get("confidence"))
+        checks += compared
+        for scope in sorted(paired["debiased"]["segments"]):
+            diffs = paired["debiased"]["segments"][scope]
+            if (diffs.get("lists") or 0) < thresholds.min_support:
+                continue
+            checks += _comparisons(scope, candidate["debiased"]["segments"].get(scope),
+                                   champion["debiased"]["segments"].get(scope), diffs, thresholds,
+                                   thresholds.segment_tolerance, paired.get("confidence"))
+        decisive = next((c for verdict in ("worse", "inconclusive") for c in compared if c.verdict == verdict),
+                        compared[0])
+        comparison = Comparison(decisive.metric, ESTIMATOR, decisive.candidate, decisive.champion, decisive.diff,
+                                decisive.low, decisive.high, decisive.support or 0, decisive.verdict)
+    promotable = all(c.passed for c in checks)
+    return GateDecision(promotable=promotable, candidate=candidate.get("version"),
+                        champion=None if champion is None else champion.get("version"),
+                        thresholds=thresholds.to_dict(), checks=tuple(checks), comparison=comparison,
+                        asks_approval=promotable and comparison.verdict == "inconclusive"
+                        and thresholds.inconclusive == "approve")
+
+
+def _parity(parity: Mapping[str, Any] | None, limit: float) -> Check:
+    diff = None if parity is None else parity.get("max_abs_diff")
+    rows = 0 if parity is None else parity.get("rows", 0)
+    passed = diff is not None and rows > 0 and diff <= limit
+    note = f"{rows} holdout rows" if diff is not None else "no parity figure: the export failed or was not checked"
+    return Check("parity", "overall", "max_abs_diff", diff, limit, passed, note=note)
+
+
+def _comparisons(scope: str, cand: Mapping[str, Any] | None, champ: Mapping[str, Any] | None,
+                 diffs: Mapping[str, Any], thresholds: Thresholds, tolerance: float,
+                 confidence: float | None) -> list[Check]:
+    """One check per compared metric. Overall, an inconclusive verdict passes only when the policy says so;
+    in a segment it never blocks (a segment's own small sample must not hold the whole candidate)."""
+    out = []
+    lists = int(diffs.get("lists") or 0)
+    for metric in thresholds.compare:
+        d = diffs.get(metric) or {}
+        diff, low, high = d.get("value"), d.get("low"), d.get("high")
+        if None in (diff, low, high) or lists < thresholds.min_support:
+            verdict = "inconclusive"
+        elif low > -tolerance:
+            verdict = "better"
+        elif high < -tolerance:
+            verdict = "worse"
+        else:
+            verdict = "inconclusive"
+        if scope != "overall":
+            passed, note = verdict != "worse", "a segment's inconclusive verdict does not hold the candidate"
+        else:
+            passed = verdict == "better" or (verdict == "inconclusive" and thresholds.inconclusive != "hold")
+            note = {"hold": "promotion.inconclusive = hold keeps the champion",
+                    "approve": "promotion.inconclusive = approve: a human approves or rejects the flip",
+                    "promote": "promotion.inconclusive = promote: promoted without a verdict"}[thresholds.inconclusive]
+            if lists < thresholds.min_support:
+                note = f"fewer than min_support {thresholds.min_support} judged lists; {note}"
+        out.append(Check("comparison", scope, metric, _value(cand, metric), -tolerance, passed,
+                         champion=_value(champ, metric), support=lists, note=note if verdict == "inconclusive" else "",
+                         diff=diff, low=low, high=high, verdict=verdict, estimator=ESTIMATOR, confidence=confidence))
+    return out
+
+
+def _value(block: Mapping[str, Any] | None, metric: str) -> float | None:
+    return ((block or {}).get(metric) or {}).get("value")
+
+
+def _interval(check: Check) -> str:
+    level = f"{check.confidence * 100:g}% CI" if check.confidence else "CI"
+    return f"{level} [{_fmt(check.low, signed=True)}, {_fmt(check.high, signed=True)}]"
+
+
+def _fmt(value: float | None, *, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.4f}" if signed else f"{value:.4g}"

@@ -1,0 +1,239 @@
+"""Train the LightGBM ranker on a built training set (LambdaRank by default, binary as an option).
+
+Data goes from Parquet on S3 into LightGBM as Arrow (no pandas copy of the set); groups are the
+request_ids (rows of a request are contiguous in the set); early stopping on the validation
+day; seeded and single-source-of-truth params from include/config/ (train:).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from feedloop.features import definitions as features
+from feedloop.core import layout as lake
+from feedloop.core.config import Settings, TrainSettings
+from feedloop.core.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+RUNS_PREFIX = "ranker/runs/"
+
+
+def run_prefix(day: date) -> str:
+    """The candidate's workspace in the models bucket, before it is registered as a version."""
+    return f"{RUNS_PREFIX}{day.isoformat()}/"
+
+
+@dataclass
+class TrainResult:
+    day: str
+    uri: str                      # s3://<models>/ranker/runs/<D>/
+    objective: str
+    best_iteration: int
+    valid_metric: dict[str, float]
+    train_rows: int
+    train_groups: int
+    valid_rows: int
+    seconds: float
+    load_seconds: float
+
+
+def lgb_params(cfg: TrainSettings, objective: str) -> dict:
+    params = {
+        "objective": objective,
+        "num_leaves": cfg.num_leaves,
+        "learning_rate": cfg.learning_rate,
+        "min_data_in_leaf": cfg.min_data_in_leaf,
+        "max_bin": cfg.max_bin,
+        "feature_fraction": cfg.feature_fraction,
+        "num_threads": cfg.num_threads,
+        "seed": cfg.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
+    if objective == "lambdarank":
+        params.update({"lambdarank_truncation_level": 20})
+    params["metric"] = "None"  # model selection uses ipw_ndcg (below) for both objectives
+    return params
+
+
+def ipw_ndcg(group_sizes_: np.ndarray, labels: np.ndarray, weights: np.ndarray, k: int = 10):
+    """LightGBM feval: NDCG@k with position-debiased gains (2^label - 1) x inverse propensity, pooled over lists.
+
+    Click labels favour whatever the logging policy put on top; re-weighting clicks by how
+    unlikely their position was to be examined makes the validation score track relevance. The
+    normaliser is summed over lists (as feedloop.training.counterfactual's debiased NDCG): per list, the one
+    click most lists hold has its weight in both DCG and ideal DCG, so it cancels and early stopping
+    would pick the rounds that best copy the logger's order.
+    """
+    group = np.repeat(np.arange(len(group_sizes_)), group_sizes_)
+    starts = np.r_[0, np.cumsum(group_sizes_)[:-1]]
+    gains = (np.exp2(labels) - 1.0) * weights
+
+    def dcg(order_key: np.ndarray) -> np.ndarray:
+        order = np.lexsort((-order_key, group))
+        rank = np.arange(len(order)) - starts[group[order]]
+        discount = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
+        return np.bincount(group[order], gains[order] * discount, len(group_sizes_))
+
+    ideal = float(dcg(gains).sum())
+
+    def feval(preds: np.ndarray, _data) -> tuple[str, float, bool]:
+        return f"ipw_ndcg@{k}", float(dcg(preds).sum() / ideal) if ideal > 0 else 0.0, True
+
+    return feval
+
+
+def _early_stopping(patience: int, min_rounds: int):
+    """Early stopping that keeps at least `min_rounds` trees.
+
+    Click-based validation scores on one day are noisy and, at small scale, can peak at the very
+    first tree while relevance keeps improving; the floor keeps a useful model, and after it the
+    best iteration wins as usual.
+    """
+    import lightgbm as lgb
+
+    best = {"score": float("-inf"), "iteration": 0, "evals": []}
+
+    def callback(env) -> None:
+        score = env.evaluation_result_list[0][2]
+        i = env.iteration
+        if i + 1 < min_rounds:
+            return
+        if score > best["score"]:
+            best.update(score=score, iteration=i, evals=env.evaluation_result_list)
+        elif i - best["iteration"] >= patience or i + 1 == env.end_iteration:
+            raise lgb.callback.EarlyStopException(best["iteration"], best["evals"])
+
+    callback.order = 30
+    return callback
+
+
+def load_split(settings: Settings, day: date, split: str) -> pa.Table:
+    """One split of the training set as Arrow, in file order (requests contiguous)."""
+    from feedloop.core import duck
+
+    cols = ", ".join(["request_id", "label", "label_binary", "weight"] + [features.column(n) for n in features.FEATURE_NAMES])
+    url = f"s3://{settings.s3.lake_bucket}/{lake.dataset_prefix(day)}split={split}/*.parquet"
+    con = duck.connect(settings, memory_limit=settings.dataset.duckdb_memory_limit, threads=2)
+    try:
+        con.execute("SET preserve_insertion_order = true")
+        return con.execute(f"SELECT {cols} FROM read_parquet('{url}')").fetch_arrow_table()
+    finally:
+        con.close()
+
+
+def group_sizes(request_ids: pa.ChunkedArray) -> np.ndarray:
+    """Sizes of runs of equal consecutive request_ids (LightGBM's query groups)."""
+    ids = np.asarray(request_ids.to_numpy(zero_copy_only=False))
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.int32)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    return np.diff(np.r_[starts, len(ids)]).astype(np.int32)
+
+
+def to_lgb_dataset(table: pa.Table, objective: str, *, reference=None, max_bin: int = 63):
+    import lightgbm as lgb
+
+    names = list(features.FEATURE_NAMES)
+    matrix = table.select([features.column(n) for n in names]).rename_columns(names)
+    label_col = "label" if objective == "lambdarank" else "label_binary"
+    cat_idx = [i for i, f in enumerate(features.FEATURES) if f.kind == "categorical"]
+    return lgb.Dataset(
+        matrix,
+        label=table[label_col].to_numpy(),
+        weight=table["weight"].to_numpy(),
+        group=group_sizes(table["request_id"]) if objective == "lambdarank" else None,
+        categorical_feature=cat_idx,
+        reference=reference,
+        params={"max_bin": max_bin, "verbosity": -1},
+        free_raw_data=True,
+    )
+
+
+def train(settings: Settings, *, day: date, objective: str | None = None,
+          store: ObjectStore | None = None) -> TrainResult:
+    """Fit on split=train, early-stop on split=valid, save model + manifest + metrics to the run folder."""
+    import lightgbm as lgb
+
+    cfg = settings.train
+    objective = objective or cfg.objective
+    store = store or ObjectStore.from_settings(settings)
+    t0 = time.perf_counter()
+    train_t, valid_t = load_split(settings, day, "train"), load_split(settings, day, "valid")
+    load_s = time.perf_counter() - t0
+    if train_t.num_rows == 0 or valid_t.num_rows == 0:
+        raise ValueError(f"training set {lake.dataset_prefix(day)} has an empty train or valid split; "
+                         "check dataset.window_days and the lake inventory")
+    dtrain = to_lgb_dataset(train_t, objective, max_bin=cfg.max_bin)
+    dvalid = to_lgb_dataset(valid_t, objective, reference=dtrain, max_bin=cfg.max_bin)
+    valid_feval = ipw_ndcg(group_sizes(valid_t["request_id"]), valid_t["label"].to_numpy().astype(np.float64),
+                           valid_t["weight"].to_numpy().astype(np.float64))
+    n_train, n_groups, n_valid = train_t.num_rows, len(group_sizes(train_t["request_id"])), valid_t.num_rows
+    del train_t, valid_t
+    evals: dict = {}
+    booster = lgb.train(
+        lgb_params(cfg, objective), dtrain, num_boost_round=cfg.num_boost_round, valid_sets=[dvalid],
+        valid_names=["valid"], feval=valid_feval,
+        callbacks=[_early_stopping(cfg.early_stopping_rounds, cfg.min_boost_round), lgb.record_evaluation(evals)],
+    )
+    seconds = time.perf_counter() - t0
+    valid_metric = {k: round(float(v[booster.best_iteration - 1]), 6) for k, v in evals.get("valid", {}).items()}
+    prefix = run_prefix(day)
+    bucket = settings.s3.models_bucket
+    result = TrainResult(day.isoformat(), f"s3://{bucket}/{prefix}", objective, booster.best_iteration, valid_metric,
+                         n_train, n_groups, n_valid, round(seconds, 2), round(load_s, 2))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.txt"
+        booster.save_model(str(path), num_iteration=booster.best_iteration)
+        store.put(bucket, prefix + "model.txt", path.read_bytes(), content_type="text/plain")
+    store.put_json(bucket, prefix + "feature_manifest.json",
+                   features.manifest(settings.events.tenants, objective=objective))
+    store.put_json(bucket, prefix + "train_metrics.json", {**asdict(result), "params": lgb_params(cfg, objective),
+                                                            "dataset": f"s3://{settings.s3.lake_bucket}/"
+                                                                       f"{lake.dataset_prefix(day)}"})
+    log.info("trained %s: best iteration %s, valid %s", prefix, booster.best_iteration, valid_metric)
+    return result
+
+
+@dataclass
+class RefitResult:
+    day: str
+    rounds: int
+    rows: int
+    groups: int
+    seconds: float
+
+
+def refit(settings: Settings, *, day: date, rounds: int, objective: str | None = None) -> tuple[str, RefitResult]:
+    """The evaluated model's recipe on the WHOLE window, the validation and held-out days included.
+
+    Why: the model that goes live for D + 1 would otherwise never have trained on its two most recent
+    days (D - 1 picked the rounds, D judged it). With no day left to early-stop on, it keeps the
+    rounds the evaluated twin chose; the gate's judgement of the twin stands for it (bench/loop.py
+    measures whether that trade pays on the simulator's ground truth).
+    """
+    import lightgbm as lgb
+
+    cfg = settings.train
+    objective = objective or cfg.objective
+    t0 = time.perf_counter()
+    table = pa.concat_tables([load_split(settings, day, split) for split in ("train", "valid", "holdout")])
+    if table.num_rows == 0:
+        raise ValueError(f"training set {lake.dataset_prefix(day)} is empty: nothing to refit")
+    rows, groups = table.num_rows, len(group_sizes(table["request_id"]))
+    data = to_lgb_dataset(table, objective, max_bin=cfg.max_bin)
+    del table
+    booster = lgb.train(lgb_params(cfg, objective), data, num_boost_round=max(1, rounds))
+    result = RefitResult(day.isoformat(), booster.current_iteration(), rows, groups,
+                         round(time.perf_counter() - t0, 2))
+    log.info("refit %s on the whole window: %s rounds, %s rows in %.1fs", day, result.rounds, rows, result.seconds)
+    return booster.model_to_string(), result
