@@ -426,7 +426,7 @@ def _free_block(n: int) -> int:
     (to S3, Kafka) take ephemeral source ports and could grab a pod's port before uvicorn binds it."""
     import random
 
-    from feedloop.ops.stack.process import port_in_use
+    from feedloop.core.process import port_in_use
 
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     for _ in range(200):

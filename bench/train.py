@@ -209,7 +209,7 @@ def _to_table(w: World, ev: dict, topic: str, offsets, dicts: dict):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from feedloop.core.layout import LAKE_SCHEMA
+    from feedloop.contract.lake import LAKE_SCHEMA
 
     part = (ev["user"] % PARTITIONS).astype(np.int32)
     hour = ev["ts"] // 3_600_000

@@ -42,7 +42,7 @@ def _hour_table(hour: int, n_requests: int, seed: int):
     import pyarrow.compute as pc
 
     from feedloop.contract.events import DEVICES, SURFACES
-    from feedloop.core.layout import LAKE_SCHEMA
+    from feedloop.contract.lake import LAKE_SCHEMA
 
     rng = np.random.default_rng(seed)
     start_ms = int(datetime(DAY.year, DAY.month, DAY.day, hour, tzinfo=timezone.utc).timestamp() * 1000)

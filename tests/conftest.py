@@ -15,7 +15,7 @@ import pytest
 
 from feedloop.ops import stack
 from feedloop.core.config import Settings, load_settings
-from feedloop.ops.stack.process import port_in_use
+from feedloop.core.process import port_in_use
 
 
 def _free_block(size: int, *, extra_offset: int = 10_000) -> int:

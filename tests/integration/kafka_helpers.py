@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from feedloop.contract.lake import DEADLETTER_SCHEMA, LAKE_SCHEMA
 from feedloop.core import layout as lake
 from feedloop.core.config import Settings
 from feedloop.contract.events import format_ts
@@ -55,15 +56,15 @@ def lake_objects(store: ObjectStore, settings: Settings, topic: str, prefix: str
 def lake_rows(store: ObjectStore, settings: Settings, topic: str) -> pa.Table:
     objs = lake_objects(store, settings, topic)
     if not objs:
-        return lake.LAKE_SCHEMA.empty_table()
-    return pa.concat_tables(read_parquet(body, lake.LAKE_SCHEMA) for body in objs.values())
+        return LAKE_SCHEMA.empty_table()
+    return pa.concat_tables(read_parquet(body, LAKE_SCHEMA) for body in objs.values())
 
 
 def deadletters(store: ObjectStore, settings: Settings, topic: str) -> pa.Table:
     objs = lake_objects(store, settings, topic, lake.DEADLETTER_PREFIX)
     if not objs:
-        return lake.DEADLETTER_SCHEMA.empty_table()
-    return pa.concat_tables(read_parquet(body, lake.DEADLETTER_SCHEMA) for body in objs.values())
+        return DEADLETTER_SCHEMA.empty_table()
+    return pa.concat_tables(read_parquet(body, DEADLETTER_SCHEMA) for body in objs.values())
 
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)

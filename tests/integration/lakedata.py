@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feedloop.contract import events
+from feedloop.contract.lake import LAKE_SCHEMA
 from feedloop.core import layout as lake
 from feedloop.core.layout import HourPartition
 
@@ -58,7 +59,7 @@ def with_kafka_columns(table: pa.Table, *, partition: int = 0, first_offset: int
     return pa.Table.from_arrays(
         [*table.columns, pa.array(["engagement"] * n), pa.array([partition] * n, pa.int32()),
          pa.array(range(first_offset, first_offset + n), pa.int64()), ingest],
-        schema=lake.LAKE_SCHEMA,
+        schema=LAKE_SCHEMA,
     )
 
 

@@ -33,7 +33,7 @@ from feedloop.core.config import repo_root
 from feedloop.core.layout import HourPartition
 from feedloop.promotion.registry import Registry
 from feedloop.ops.stack import airflow_env
-from feedloop.ops.stack.process import free_port
+from feedloop.core.process import free_port
 from tests.integration import lakedata
 from tests.integration.test_validation_airflow import slack, smtp  # noqa: F401 - the receivers, reused
 

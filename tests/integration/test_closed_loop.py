@@ -25,7 +25,7 @@ from feedloop.ingest import sink
 from feedloop.serving.client import RankingClient
 from feedloop.promotion.registry import Registry
 from feedloop.serving.pods import Pods
-from feedloop.ops.stack.process import port_in_use
+from feedloop.core.process import port_in_use
 from feedloop.core.storage import ObjectStore
 from tests.integration.test_simulate_roundtrip import _read_all
 

@@ -22,7 +22,7 @@ from feedloop.core import duck
 from feedloop.ops import stack
 from feedloop.core.config import load_settings
 from feedloop.core.credentials import resolve_s3
-from feedloop.ops.stack.process import free_port
+from feedloop.core.process import free_port
 from feedloop.core.storage import ObjectStore
 from tests.conftest import stack_environ
 

@@ -22,6 +22,7 @@ import pytest
 from feedloop.features import dataset
 from feedloop.contract import events
 from feedloop.features import definitions as features
+from feedloop.contract.lake import LAKE_SCHEMA
 from feedloop.core import layout as lake
 from feedloop.ops import simulate
 from feedloop.training import train
@@ -66,9 +67,9 @@ def write_events(store: ObjectStore, settings, evs: list[dict[str, Any]], *, fir
     evs = sorted(evs, key=lambda e: e["_arrival"])          # offsets follow arrival
     table = events.events_to_table([{k: v for k, v in e.items() if k != "_arrival"} for e in evs])
     table = with_kafka_columns(table, first_offset=first_offset)
-    table = table.set_column(table.schema.get_field_index("kafka_topic"), lake.LAKE_SCHEMA.field("kafka_topic"),
+    table = table.set_column(table.schema.get_field_index("kafka_topic"), LAKE_SCHEMA.field("kafka_topic"),
                              pa.array([topic] * table.num_rows))
-    table = table.set_column(table.schema.get_field_index("ingest_ts"), lake.LAKE_SCHEMA.field("ingest_ts"),
+    table = table.set_column(table.schema.get_field_index("ingest_ts"), LAKE_SCHEMA.field("ingest_ts"),
                              pa.array([e["_arrival"] for e in evs], pa.timestamp("ms", tz="UTC")))
     return write_table(store, settings, table)
 
@@ -453,9 +454,9 @@ def test_model_beats_logged_order_and_popularity_on_ground_truth(embedded, store
     assert not decoded.rejected
     arrival = pa.array([records[i].arrival_ms for i in decoded.kept.to_pylist()], pa.int64())
     table = with_kafka_columns(decoded.table)
-    table = table.set_column(table.schema.get_field_index("kafka_topic"), lake.LAKE_SCHEMA.field("kafka_topic"),
+    table = table.set_column(table.schema.get_field_index("kafka_topic"), LAKE_SCHEMA.field("kafka_topic"),
                              pa.array([settings.kafka.topic] * table.num_rows))
-    table = table.set_column(table.schema.get_field_index("ingest_ts"), lake.LAKE_SCHEMA.field("ingest_ts"),
+    table = table.set_column(table.schema.get_field_index("ingest_ts"), LAKE_SCHEMA.field("ingest_ts"),
                              arrival.cast(pa.timestamp("ms", tz="UTC")))
     write_table(store, settings, table)
     simulate.write_catalog(settings, sim)

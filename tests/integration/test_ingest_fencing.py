@@ -12,6 +12,7 @@ from datetime import timedelta
 import orjson
 import pytest
 
+from feedloop.contract.lake import LAKE_SCHEMA
 from feedloop.core import layout as lake
 from feedloop.ingest import replay
 from feedloop.ingest.checkpoint import Checkpoint
@@ -45,7 +46,7 @@ def _stored_offsets(store, settings, topic: str) -> list[int]:
     offsets = []
     for key in store.list_keys(settings.s3.lake_bucket, lake.EVENTS_PREFIX):
         if (ref := lake.parse_key(key)) and ref.topic == topic:
-            offsets += read_parquet(store.get(settings.s3.lake_bucket, key).body, lake.LAKE_SCHEMA)["kafka_offset"].to_pylist()
+            offsets += read_parquet(store.get(settings.s3.lake_bucket, key).body, LAKE_SCHEMA)["kafka_offset"].to_pylist()
     return sorted(offsets)
 
 

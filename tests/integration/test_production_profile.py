@@ -35,7 +35,7 @@ from feedloop.ops import stack
 from feedloop.core.config import Settings, load_settings
 from feedloop.promotion.registry import Registry
 from feedloop.ops.stack import production
-from feedloop.ops.stack.process import free_port, port_in_use
+from feedloop.core.process import free_port, port_in_use
 from feedloop.core.storage import ObjectStore
 from tests.conftest import stack_environ
 

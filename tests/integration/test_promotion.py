@@ -18,7 +18,7 @@ import pytest
 
 from feedloop.promotion import steps as promotion
 from feedloop.ops.alerts import FeedloopNotifier
-from feedloop.promotion.steps import PromotionBlocked
+from feedloop.core.errors import PromotionBlocked
 from feedloop.promotion.registry import PointerRaceLost, Registry, sha256
 from tests.integration import rankerdata
 from tests.integration.test_validation_airflow import slack, smtp  # noqa: F401 - the receivers, reused

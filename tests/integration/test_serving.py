@@ -24,7 +24,7 @@ from feedloop.features import definitions as features
 from feedloop.promotion.registry import Registry
 from feedloop.serving.pods import Pods
 from feedloop.serving.snapshot import Snapshot
-from feedloop.ops.stack.process import free_port
+from feedloop.core.process import free_port
 from tests.integration import servingdata
 from tests.integration.netproxy import TcpProxy
 
@@ -71,7 +71,7 @@ def _free_ports(n: int) -> int:
     """A free block below the kernel's ephemeral range (a pod's own S3/Kafka connections use that range)."""
     import random
 
-    from feedloop.ops.stack.process import port_in_use
+    from feedloop.core.process import port_in_use
 
     for _ in range(200):
         base = random.randrange(20_000, 32_000 - n)

@@ -24,7 +24,7 @@ from feedloop import quality
 from feedloop.core.layout import HourPartition
 from feedloop.quality import status
 from feedloop.ops.stack import airflow_env
-from feedloop.ops.stack.process import free_port
+from feedloop.core.process import free_port
 from tests.integration import lakedata
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import date
 from urllib.parse import quote
 
-from feedloop.ops.ui.mount import URL_PREFIX
+from feedloop.core.names import URL_PREFIX
 
 AIRFLOW_DEFAULT_URL = "http://localhost:8080"  # what Airflow itself falls back to without [api] base_url
 

@@ -101,7 +101,7 @@ def flip(*, ds: str, decision: dict[str, Any], run_id: str, params: dict[str, An
     clearing it included)."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from feedloop.promotion.steps import NotApproved
+    from feedloop.core.errors import NotApproved
 
     try:
         return promotion_step("flip_pointer", ds=ds, gate=decision, promoted_by=f"retrain_ranker {run_id}",

@@ -16,9 +16,6 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
-import pyarrow as pa
-
-from feedloop.contract.events import ARROW_SCHEMA
 
 EVENTS_PREFIX = "events/engagement/"
 DEADLETTER_PREFIX = "deadletter/engagement/"
@@ -31,21 +28,6 @@ DATASETS_PREFIX = "datasets/ranker/"
 def dataset_prefix(day: date) -> str:
     """Training set built for the run whose data interval ends with `day` (inclusive)."""
     return f"{DATASETS_PREFIX}{day.isoformat()}/"
-
-# The Parquet schema of an events object: the contract plus where the record came from.
-LAKE_SCHEMA = ARROW_SCHEMA.append(pa.field("kafka_topic", pa.string(), nullable=False)) \
-    .append(pa.field("kafka_partition", pa.int32(), nullable=False)) \
-    .append(pa.field("kafka_offset", pa.int64(), nullable=False)) \
-    .append(pa.field("ingest_ts", pa.timestamp("ms", tz="UTC"), nullable=False))
-
-DEADLETTER_SCHEMA = pa.schema([
-    pa.field("kafka_topic", pa.string(), nullable=False),
-    pa.field("kafka_partition", pa.int32(), nullable=False),
-    pa.field("kafka_offset", pa.int64(), nullable=False),
-    pa.field("ingest_ts", pa.timestamp("ms", tz="UTC"), nullable=False),
-    pa.field("reason", pa.string(), nullable=False),
-    pa.field("raw", pa.binary(), nullable=False),
-])
 
 _OBJECT_RE = re.compile(r"(?P<topic>[^/+]+)\+(?P<partition>\d+)\+(?P<start>\d{20})(?:\.g(?P<gen>\d+))?\.parquet$")
 _HOUR_RE = re.compile(r"dt=(?P<dt>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/")

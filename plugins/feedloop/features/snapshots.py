@@ -3,7 +3,7 @@
 s3://<models>/features/snapshots/<as_of>-<hash>/   <entity>.parquet ... items.parquet
                                                    manifest.json (written last: a snapshot exists iff it does)
 s3://<models>/features/live.json                   the newest snapshot per feature-definition version
-s3://<models>/features/history/<seq>.json          every pointer ever written (feedloop.promotion.pointer)
+s3://<models>/features/history/<seq>.json          every pointer ever written (feedloop.core.pointer)
 
 Why a pointer of its own: a model used to serve the snapshot of its own training day forever, so
 while the gate held newer candidates the counts the live model saw grew a day staler every day.
@@ -31,7 +31,7 @@ from feedloop.features import definitions as features
 from feedloop.core import layout as lake
 from feedloop.core.config import Settings
 from feedloop.contract.events import DEVICES, SURFACES
-from feedloop.promotion.pointer import CasPointer, Read, next_seq
+from feedloop.core.pointer import CasPointer, Read, next_seq
 from feedloop.core.storage import ObjectStore, PreconditionFailed
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedloop.contract import events
+from feedloop.contract.lake import DEADLETTER_SCHEMA, LAKE_SCHEMA
 from feedloop.core import layout as lake
 from feedloop.core import utc
 
@@ -69,7 +70,7 @@ class Chunk:
         decoded = events.decode_batch(values)
         good = decoded.table
         for name in source.column_names:
-            good = good.append_column(lake.LAKE_SCHEMA.field(name), source[name].take(decoded.kept))
+            good = good.append_column(LAKE_SCHEMA.field(name), source[name].take(decoded.kept))
         dead_idx = [r.index for r in decoded.rejected]
         reasons = [r.reason for r in decoded.rejected]
         out_of_window = self._out_of_window(good, no_arrival.take(decoded.kept))
@@ -116,7 +117,7 @@ class Chunk:
 
     def events_objects(self) -> dict[str, pa.Table]:
         """key -> rows, one object per event hour in this chunk, rows in offset order, event_ids deduplicated."""
-        table = _dedupe(pa.concat_tables(self.rows) if self.rows else lake.LAKE_SCHEMA.empty_table())
+        table = _dedupe(pa.concat_tables(self.rows) if self.rows else LAKE_SCHEMA.empty_table())
         if table.num_rows == 0:
             return {}
         hour_ms = pc.divide(pc.cast(table["event_ts"], pa.int64()), 3_600_000)
@@ -159,4 +160,4 @@ def _deadletters(source: pa.Table, reasons: list[str], raws: list[bytes]) -> pa.
         "ingest_ts": source["ingest_ts"],
         "reason": pa.array(reasons, pa.string()),
         "raw": pa.array(raws, pa.binary()),
-    }, schema=lake.DEADLETTER_SCHEMA)
+    }, schema=DEADLETTER_SCHEMA)

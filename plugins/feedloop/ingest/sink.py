@@ -18,6 +18,7 @@ from typing import Iterable
 
 import pyarrow.compute as pc
 
+from feedloop.contract.lake import DEADLETTER_SCHEMA, LAKE_SCHEMA
 from feedloop.core import layout as lake
 from feedloop.core.config import IngestSettings, Settings
 from feedloop.contract.events import format_ts
@@ -112,7 +113,7 @@ class PartitionSink:
             if found is None:
                 raise IngestError(f"s3://{self.bucket}/{key} is named by the checkpoint but missing; replay the chunk")
             dead = key.startswith(lake.DEADLETTER_PREFIX)
-            table = read_parquet(found, lake.DEADLETTER_SCHEMA if dead else lake.LAKE_SCHEMA)
+            table = read_parquet(found, DEADLETTER_SCHEMA if dead else LAKE_SCHEMA)
             table = table.filter(pc.less(table["kafka_offset"], below))
             (self.chunk.dead if dead else self.chunk.rows).append(table)
 

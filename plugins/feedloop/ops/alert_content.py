@@ -44,7 +44,7 @@ class Run:
 def for_failure(settings: Settings, run: Run, error: BaseException | None, *,
                 failing_days: Callable[[], int]) -> dict[str, Any]:
     """The incident content of a failed task: validation and promotion failures carry their own facts."""
-    from feedloop.promotion.steps import PromotionBlocked
+    from feedloop.core.errors import PromotionBlocked
     from feedloop.quality.runner import ValidationFailed
 
     for exc in _chain(error):

@@ -374,7 +374,7 @@ def _exit_code(exc: Exception) -> int | None:
 
     from feedloop.ops.airflow_api import AirflowApiError
     from feedloop.ingest.sink import IngestError
-    from feedloop.promotion.steps import PromotionBlocked
+    from feedloop.core.errors import PromotionBlocked
     from feedloop.quality import ValidationFailed, WindowNotReady
     from feedloop.serving.client import RankingError
     from feedloop.promotion.registry import RegistryError

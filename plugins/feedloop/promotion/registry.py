@@ -29,7 +29,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
 from feedloop.core.config import Settings
-from feedloop.promotion.pointer import CasPointer, Read
+from feedloop.core.pointer import CasPointer, Read
 from feedloop.core.storage import ObjectStore, PreconditionFailed
 
 PREFIX = "ranker/"

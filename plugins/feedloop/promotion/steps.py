@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 
 from feedloop.promotion import gate as gate_mod
+from feedloop.core.errors import EvaluationError, NotApproved, PromotionBlocked
 from feedloop.core.config import PromotionSettings, Settings, load_settings
 from feedloop.promotion.registry import (CanaryConflict, FlipPlan, Live, PointerRaceLost, Registry, RegistryError,
                                sha256, version_day)
@@ -31,32 +32,6 @@ HOLDOUT_COLUMNS = ("request_id", "label", "label_binary", "item_popularity", "we
 MODES = ("gate", "force", "dry-run")  # the retrain param promotion_mode (feedloop.airflow.params)
 RUNS = "ranker/runs/"  # a candidate's workspace: RUNS<ds>/candidates/<version>/
 SAMPLE_ROWS = 8  # rows + scores saved in the manifest so a pod can check a model it loaded
-
-
-class PromotionBlocked(RuntimeError):
-    """The gate refused the candidate (or its ONNX export failed parity); the message says why.
-
-    check (gate | parity | canary), the version, its champion and the S3 URIs of its gate decision and
-    report travel with it, so the alert can list the failed checks and link the report.
-    """
-
-    def __init__(self, message: str, *, check: str = "gate", version: str = "", champion: str | None = None,
-                 gate_uri: str | None = None, report_uri: str | None = None):  # defaults: unpickling calls cls(message)
-        super().__init__(message)
-        self.check, self.version, self.champion = check, version, champion
-        self.gate_uri, self.report_uri = gate_uri, report_uri
-
-
-class NotApproved(RuntimeError):
-    """The flip needed a human's Approve and the recorded answer is Reject or no answer: nothing changes.
-
-    Not a PromotionBlocked: the human's own decision is no incident to alert on; the task is skipped, as
-    when the approve step itself skips the flip.
-    """
-
-
-class EvaluationError(RuntimeError):
-    """The inputs of an evaluation are missing or do not fit the model."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ import pyarrow as pa
 
 from feedloop.core.config import Settings, repo_root
 from feedloop.contract.events import EVENT_TYPES, SURFACES
-from feedloop.core.layout import LAKE_SCHEMA, HourPartition
+from feedloop.contract.lake import LAKE_SCHEMA
+from feedloop.core.layout import HourPartition
 from feedloop.quality import gxfast, report
 from feedloop.quality.baselines import ctr_band, ctr_ceiling, volume_band
 from feedloop.quality.metrics import hour_metrics, impression_keys

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from feedloop.core.config import Settings
-from feedloop.ops.stack.process import ManagedProcess, StackError, port_in_use
+from feedloop.core.process import ManagedProcess, StackError, port_in_use
 
 APP = "feedloop.serving.app:create_app"
 

@@ -23,7 +23,7 @@ import pytest
 from feedloop import quality
 from feedloop.core.layout import HourPartition
 from feedloop.promotion.registry import Registry
-from feedloop.ops.stack.process import free_port
+from feedloop.core.process import free_port
 from tests.conftest import stack_environ
 from tests.integration import lakedata
 

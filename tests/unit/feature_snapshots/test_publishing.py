@@ -11,7 +11,7 @@ import pytest
 
 from feedloop.features import snapshots as fs
 from feedloop.features import definitions as features
-from feedloop.promotion.pointer import Read
+from feedloop.core.pointer import Read
 
 TENANTS = ["acme", "globex"]
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
+from feedloop.contract.lake import DEADLETTER_SCHEMA, LAKE_SCHEMA
 from feedloop.core import layout as lake
 from feedloop.core.config import load_settings
 from feedloop.ingest import replay
@@ -70,7 +71,7 @@ LOST = set(range(0, 100, 17))  # the dead letters' offsets: missing until a repl
 def _assert_every_offset_below_the_checkpoint_is_stored_once(store: FakeStore, *, lost: bool) -> None:
     ckpt = Checkpoint.load(store, BUCKET, TOPIC, 0)
     offsets = []
-    for prefix, schema in ((lake.EVENTS_PREFIX, lake.LAKE_SCHEMA), (lake.DEADLETTER_PREFIX, lake.DEADLETTER_SCHEMA)):
+    for prefix, schema in ((lake.EVENTS_PREFIX, LAKE_SCHEMA), (lake.DEADLETTER_PREFIX, DEADLETTER_SCHEMA)):
         for key in store.list_keys(BUCKET, prefix):
             offsets += read_parquet(store.get(BUCKET, key).body, schema)["kafka_offset"].to_pylist()
     below = sorted(o for o in offsets if o < ckpt.next_offset)

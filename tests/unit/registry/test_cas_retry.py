@@ -9,7 +9,7 @@ import itertools
 import orjson
 import pytest
 
-from feedloop.promotion.pointer import CasPointer
+from feedloop.core.pointer import CasPointer
 from feedloop.promotion.registry import PointerRaceLost, Registry
 from feedloop.core.storage import PreconditionFailed, StoredObject
 

@@ -6,7 +6,7 @@ import pytest
 
 from feedloop.ops import stack
 from feedloop.core.config import load_settings
-from feedloop.ops.stack.process import ManagedProcess
+from feedloop.core.process import ManagedProcess
 
 
 def _settings(tmp_path, storage: str):

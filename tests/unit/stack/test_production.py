@@ -11,7 +11,7 @@ import pytest
 
 from feedloop.core.config import load_settings
 from feedloop.ops.stack import production
-from feedloop.ops.stack.process import ManagedProcess, StackError
+from feedloop.core.process import ManagedProcess, StackError
 from feedloop.ops.stack.services import services
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from feedloop.core.config import Settings
-from feedloop.ops.stack.process import ManagedProcess, StackError, port_in_use
+from feedloop.core.process import ManagedProcess, StackError, port_in_use
 from feedloop.ops.stack.services import Service, airflow_env, services, settings_env
 
 __all__ = ["StackError", "ServiceStatus", "up", "down", "status", "airflow_env", "settings_env"]

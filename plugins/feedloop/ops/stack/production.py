@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from feedloop.core.config import Settings
-from feedloop.ops.stack.process import ManagedProcess, StackError
+from feedloop.core.process import ManagedProcess, StackError
 from feedloop.ops.stack.services import Service, airflow_env, settings_env, venv_bin
 
 PROFILE = "production"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from feedloop.core.config import Settings, repo_root
-from feedloop.ops.stack.process import ManagedProcess
+from feedloop.core.process import ManagedProcess
 
 # SeaweedFS `weed mini` opens 14 ports; we set every one, so two stacks never clash.
 _WEED_PORT_FLAGS = (

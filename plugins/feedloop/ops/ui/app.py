@@ -34,7 +34,8 @@ from feedloop.core.layout import HourPartition
 from feedloop.quality import overview
 from feedloop.promotion.registry import Registry, RegistryError
 from feedloop.core.storage import ObjectStore
-from feedloop.ops.ui import airflow_db, csrf, datadocs, headers, mount
+from feedloop.core import names
+from feedloop.ops.ui import airflow_db, csrf, datadocs, headers
 from feedloop.ops.ui.models import PAGE_SIZE, Catalog, change_pointer
 from feedloop.ops.ui.runs import RunModel, run_model
 
@@ -45,11 +46,11 @@ FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2999, 12, 31)
 STATIC = Path(__file__).parent / "static"
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DOCS_PAGE = re.compile(r"index\.html|hour=\d{2}/(rows|metrics)\.html")
-_BY_RUN = re.compile(rf"^({mount.RETRAIN_DAG}|{mount.ROLLBACK_DAG}|{mount.CANARY_DAG}) (\S+)$")
+_BY_RUN = re.compile(rf"^({names.RETRAIN_DAG}|{names.ROLLBACK_DAG}|{names.CANARY_DAG}) (\S+)$")
 
-READ_MODELS = Depends(requires_access_dag("GET", param_dag_id=mount.RETRAIN_DAG))
-ROLLBACK = Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=mount.ROLLBACK_DAG))
-CANARY = Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=mount.CANARY_DAG))
+READ_MODELS = Depends(requires_access_dag("GET", param_dag_id=names.RETRAIN_DAG))
+ROLLBACK = Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=names.ROLLBACK_DAG))
+CANARY = Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=names.CANARY_DAG))
 READ_RUN = Depends(requires_access_dag("GET", DagAccessEntity.RUN))
 
 
@@ -184,7 +185,7 @@ def _run_report(request: Request, session: Any, dag_id: str, run_id: str) -> HTM
     page = f"{_own_root(request)}/runs/{quote(dag_id, safe='')}/{quote(run_id, safe='')}/report.html"
     return _render(request, "report_tab.html", run_id=run_id, ds=ds, model=model, report_url=page,
                    live=live.pointer if live else None,
-                   models_url=f"{_airflow_root(request)}/plugin/{mount.MODELS_ROUTE}")
+                   models_url=f"{_airflow_root(request)}/plugin/{names.MODELS_ROUTE}")
 
 
 def _run_report_page(request: Request, session: Any, dag_id: str, run_id: str) -> HTMLResponse:
@@ -204,8 +205,8 @@ def _run_report_page(request: Request, session: Any, dag_id: str, run_id: str) -
 def _run_model(request: Request, session: Any, dag_id: str,
                run_id: str) -> tuple[str, RunModel, Registry] | HTMLResponse:
     """(the run's training day, the version it shows, the registry), or the page that says why there is none."""
-    if dag_id != mount.RETRAIN_DAG:
-        return _message(request, "Model report", f"The Model report belongs to {mount.RETRAIN_DAG} runs; "
+    if dag_id != names.RETRAIN_DAG:
+        return _message(request, "Model report", f"The Model report belongs to {names.RETRAIN_DAG} runs; "
                                                  f"{dag_id} does not train models.")
     exists, logical_date = airflow_db.run_logical_date(session, dag_id, run_id)
     if not exists:
@@ -242,12 +243,12 @@ def _quality_page(request: Request, session: Any, *, end: date | None, days: int
     uris = {(d.day, h): assets.hour_partition_uri(settings, HourPartition(d.day, h).prefix)
             for d in statuses for h in range(24)}
     producers = airflow_db.asset_producers(session, uris.values())
-    validation_runs = airflow_db.existing_runs(session, mount.RETRAIN_DAG, (d.run_id for d in statuses))
+    validation_runs = airflow_db.existing_runs(session, names.RETRAIN_DAG, (d.run_id for d in statuses))
     ingest = {key: [(run_id, _run_url(request, dag_id, run_id)) for dag_id, run_id in producers.get(uri, [])]
               for key, uri in uris.items()}
     own = _own_root(request)
     return _render(request, "quality.html", days=statuses, ingest=ingest, start=start, end=end, span=days,
-                   validation_run_url={d.run_id: _run_url(request, mount.RETRAIN_DAG, d.run_id)
+                   validation_run_url={d.run_id: _run_url(request, names.RETRAIN_DAG, d.run_id)
                                        for d in statuses if d.run_id in validation_runs},
                    docs_root=f"{own}/quality/docs", states=overview.STATES,
                    earlier=f"{own}/quality?end={start - timedelta(days=1)}&days={days}" if start > FIRST_DAY else None,
@@ -296,11 +297,11 @@ def _message(request: Request, title: str, text: str, *, status_code: int = 200,
 
 def _own_root(request: Request) -> str:
     """Where this app is mounted, e.g. /feedloop (behind a proxy path too)."""
-    return request.scope.get("root_path", "").rstrip("/") or mount.URL_PREFIX
+    return request.scope.get("root_path", "").rstrip("/") or names.URL_PREFIX
 
 
 def _airflow_root(request: Request) -> str:
-    return _own_root(request).removesuffix(mount.URL_PREFIX)
+    return _own_root(request).removesuffix(names.URL_PREFIX)
 
 
 def _run_url(request: Request, dag_id: str, run_id: str) -> str:

@@ -10,14 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-URL_PREFIX = "/feedloop"
-RETRAIN_DAG = "retrain_ranker"
-INGEST_DAG = "ingest_engagement"
-ROLLBACK_DAG = "rollback_ranker"
-CANARY_DAG = "canary_ranker"
-MODELS_ROUTE = "feedloop-models"          # Airflow serves the Models view at /plugin/feedloop-models
-QUALITY_ROUTE = "feedloop-data-quality"
-REPORT_ROUTE = "feedloop-model-report"
+from feedloop.core.names import MODELS_ROUTE, QUALITY_ROUTE, REPORT_ROUTE, URL_PREFIX
 
 
 class LazyApp:
