@@ -10,22 +10,22 @@ import argparse
 import dataclasses
 from typing import Any
 
+from feedloop.ops.cli_args import day_arg
+from feedloop.ops.cli_output import EXIT_CHECK_FAILED, EXIT_OK, emit
+
 
 def add_data_parser(sub: Any) -> None:
     """Register the `data` command group on the top-level subparsers."""
-    from feedloop.ops.cli import _date
-
     data = sub.add_parser("data", help="the lake's hour partitions and their validation state")
     actions = data.add_subparsers(dest="action", required=True)
     status = actions.add_parser("status", help="per hour of DAY: validated, quarantined (with the failed checks), "
                                                "force-accepted, not validated or missing; exit 3 if any hour is "
                                                "quarantined or the day's checks failed")
-    status.add_argument("--day", type=_date, required=True, help="the day (YYYY-MM-DD, UTC)")
+    status.add_argument("--day", type=day_arg, required=True, help="the day (YYYY-MM-DD, UTC)")
     data.set_defaults(func=cmd_data)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from feedloop.ops.cli import EXIT_CHECK_FAILED, EXIT_OK, _emit
     from feedloop.core.config import load_settings
     from feedloop.quality.overview import QUARANTINED, day_status
     from feedloop.core.storage import ObjectStore
@@ -36,7 +36,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     failed = status.counts.get(QUARANTINED, 0) > 0 or bool(status.day_failures)
     payload = {**dataclasses.asdict(status), "failed": failed,
                "report": store.uri(bucket, status.index_key) if status.index_key else None}
-    _emit(args, payload, lambda: _text(payload))
+    emit(args, payload, lambda: _text(payload))
     return EXIT_CHECK_FAILED if failed else EXIT_OK
 
 

@@ -11,6 +11,8 @@ import getpass
 import socket
 from typing import Any, Callable
 
+from feedloop.ops.cli_output import EXIT_ERROR, EXIT_OK, EXIT_USAGE, emit, log
+
 
 def add_model_parser(sub: Any) -> None:
     """Register the `model` command group on the top-level subparsers."""
@@ -48,7 +50,6 @@ def _percent(value: str) -> float:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from feedloop.ops.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, _emit, _log
     from feedloop.core.config import load_settings
     from feedloop.promotion.registry import Registry, RegistryError
 
@@ -58,26 +59,26 @@ def cmd_model(args: argparse.Namespace) -> int:
         if args.action == "list":
             rows = _list(registry)
             columns = ("live", "canary", "version", "registered_at", "auc", "ndcg@10", "promotable")
-            _emit(args, rows, lambda: _table([{**r, "canary": _pct(r["canary"])} for r in rows], columns))
+            emit(args, rows, lambda: _table([{**r, "canary": _pct(r["canary"])} for r in rows], columns))
         elif args.action == "show":
             shown = _show(registry, args.version)
-            _emit(args, shown, lambda: "\n".join(f"{k:<14} {v}" for k, v in shown.items()))
+            emit(args, shown, lambda: "\n".join(f"{k:<14} {v}" for k, v in shown.items()))
         elif args.action == "history":
             from feedloop.promotion.registry import entries
 
             rows = entries(registry.history())
             text_rows = [{**r, "canary": r["canary"] and f"{r['canary']} @ {_pct(r['canary_percent'])}"} for r in rows]
-            _emit(args, rows, lambda: _table(text_rows, ("seq", "at", "from", "to", "canary", "action", "by",
+            emit(args, rows, lambda: _table(text_rows, ("seq", "at", "from", "to", "canary", "action", "by",
                                                          "reason")))
         else:
             problems = _pointer_change_problems(args)
             if problems:
-                _log(f"feedloop model {args.action}: " + "; ".join(problems) + "; nothing was changed")
+                log(f"feedloop model {args.action}: " + "; ".join(problems) + "; nothing was changed")
                 return EXIT_USAGE
             result, text = _change_pointer(args, settings)
-            _emit(args, result, text)
+            emit(args, result, text)
     except RegistryError as exc:
-        _log(f"feedloop: {exc}")
+        log(f"feedloop: {exc}")
         return EXIT_ERROR
     return EXIT_OK
 

@@ -15,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedloop.core import utc
-from feedloop.ops.cli import EXIT_USAGE, UsageError, build_parser
+from feedloop.ops.cli import build_parser
+from feedloop.ops.cli_args import UsageError
+from feedloop.ops.cli_output import EXIT_USAGE
 
 
 def parse(start: str):

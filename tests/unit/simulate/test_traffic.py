@@ -12,7 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from feedloop.contract import events as ev
-from feedloop.ops.cli import UsageError, build_parser
+from feedloop.ops.cli import build_parser
+from feedloop.ops.cli_args import UsageError
 from feedloop.core.config import load_settings
 from feedloop.serving.client import Ranked
 from feedloop.ops.simulate import Record, SimulationReport, Simulator

@@ -12,7 +12,7 @@ import pytest
 from feedloop.core.config import load_settings
 from feedloop.ops.stack import production
 from feedloop.core.process import ManagedProcess, StackError
-from feedloop.ops.stack.services import services
+from feedloop.ops.stack import services
 
 
 def _settings(tmp_path, **env: str):

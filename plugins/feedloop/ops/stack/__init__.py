@@ -12,7 +12,9 @@ from typing import Callable
 
 from feedloop.core.config import Settings
 from feedloop.core.process import ManagedProcess, StackError, port_in_use
-from feedloop.ops.stack.services import Service, airflow_env, services, settings_env
+from feedloop.ops.stack.production import production_services
+from feedloop.ops.stack.services import (AirflowService, KafkaService, S3Service, Service, airflow_env,
+                                         settings_env)
 
 __all__ = ["StackError", "ServiceStatus", "up", "down", "status", "airflow_env", "settings_env"]
 
@@ -26,6 +28,20 @@ class ServiceStatus:
     pid: int | None
     log: str
     details: dict[str, str]
+
+
+def services(settings: Settings) -> list[Service]:
+    """The embedded services this configuration asks for, in start order."""
+    chosen: list[Service] = []
+    if settings.stack.embedded_s3:
+        chosen.append(S3Service(settings))
+    if settings.stack.embedded_kafka:
+        chosen.append(KafkaService(settings))
+    if settings.stack.embedded_airflow and settings.stack.profile == "production":
+        chosen.extend(production_services(settings))
+    elif settings.stack.embedded_airflow:
+        chosen.append(AirflowService(settings))
+    return chosen
 
 
 def up(settings: Settings, *, echo: Callable[[str], None] = print) -> list[ServiceStatus]:

@@ -269,19 +269,3 @@ class AirflowService(Service):
 
     def describe(self) -> dict[str, str]:
         return {"ui": self.url, "login": f"admin / password in {self.password_file()}"}
-
-
-def services(settings: Settings) -> list[Service]:
-    """The embedded services this configuration asks for, in start order."""
-    chosen: list[Service] = []
-    if settings.stack.embedded_s3:
-        chosen.append(S3Service(settings))
-    if settings.stack.embedded_kafka:
-        chosen.append(KafkaService(settings))
-    if settings.stack.embedded_airflow and settings.stack.profile == "production":
-        from feedloop.ops.stack.production import production_services
-
-        chosen.extend(production_services(settings))
-    elif settings.stack.embedded_airflow:
-        chosen.append(AirflowService(settings))
-    return chosen
