@@ -26,7 +26,7 @@ def repo_root() -> Path:
 Severity = Literal["block", "warn"]  # a failed check quarantines its hour (block) or is only recorded and alerted
 RankingMetric = Literal["auc", "ndcg@1", "ndcg@5", "ndcg@10", "map", "mrr"]
 DebiasedMetric = Literal["ndcg@1", "ndcg@5", "ndcg@10"]  # feedloop.training.counterfactual, estimator snips-ipw
-Traffic = Literal["steady", "bursty"]  # feedloop.ops.traffic: the simulated request times, click rates and late events
+Traffic = Literal["steady", "bursty"]  # feedloop.ops.simulate.traffic: request times, click rates, late events
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]  # what kafka-python and librdkafka both speak
 

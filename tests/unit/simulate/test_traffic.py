@@ -17,7 +17,7 @@ from feedloop.ops.cli_args import UsageError
 from feedloop.core.config import load_settings
 from feedloop.serving.client import Ranked
 from feedloop.ops.simulate import Record, SimulationReport, Simulator
-from feedloop.ops.traffic import EMPTY_HOUR_SHARE, bursty_day, hour_weights
+from feedloop.ops.simulate.traffic import EMPTY_HOUR_SHARE, bursty_day, hour_weights
 
 START = date(2026, 11, 1)
 T0_S = 1_793_491_200  # 2026-11-01T00:00Z
