@@ -30,7 +30,8 @@ from feedloop.serving.impressions import ImpressionLog, ServedList
 from feedloop.serving.model import Root
 from feedloop.serving.published_features import FeatureFollower
 from feedloop.serving.rank_request import RankRequest, RequestError, RequestLimits, parse
-from feedloop.serving.watcher import LocalCache, Watcher
+from feedloop.serving.local_cache import LocalCache
+from feedloop.serving.watcher import Watcher
 from feedloop.core.storage import ObjectStore
 
 log = logging.getLogger("feedloop.serving")

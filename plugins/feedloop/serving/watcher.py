@@ -4,12 +4,12 @@ Why this shape: requests read `watcher.state` once (one reference to an immutabl
 swap is a single assignment: requests in flight finish on the model they started with, new ones
 use the new model, and nothing waits on a lock. The pointer is read with one conditional GET per
 interval (no LIST). Whatever goes wrong loading a version (a refusal, S3 trouble, a malformed
-manifest, a bug) leaves the old model serving and is a Refusal: counted by reason, shown in /version
-and retried with backoff per version (exponential, capped, forever), so the same broken version is
+manifest, a bug) leaves the old model serving and is a Refusal (refusals.py): counted by reason, shown
+in /version and retried with backoff per version (exponential, capped, forever), so the same broken version is
 not downloaded again every tick, a new version in the pointer is tried at once, and a fixed artifact
 or a later good version is picked up (TF Serving #1738 and Triton #6534 stopped retrying and silently
 served the old model). The previous and canary models stay loaded, so a rollback to the previous
-version is an in-memory swap; the local cache names the live model after every swap, rollbacks
+version is an in-memory swap; the local cache (local_cache.py) names the live model after every swap, rollbacks
 included, so a cold start with S3 down serves what was live, never what was rolled back.
 features/live.json is polled the same way (FeatureFollower): each model is bound to the newest
 published snapshot of its feature definitions inside the same single assignment, so a request
@@ -22,26 +22,22 @@ import ctypes
 import gc
 import hashlib
 import logging
-import os
 import threading
 import time
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Callable
-
-import orjson
+from typing import Any
 
 from feedloop.core.config import ServingSettings
-from feedloop.serving import metrics
-from feedloop.serving.model import (ARTIFACTS, FOLDER_NAME, MANIFEST, LoadedModel, Pointer, Root, SwapRefused, Target,
-                                    build, first_line, parse_manifest)
-from feedloop.serving.published_features import FeatureFollower
 from feedloop.core.storage import NOT_MODIFIED, ObjectStore
+from feedloop.serving import metrics
+from feedloop.serving.local_cache import LocalCache
+from feedloop.serving.model import (ARTIFACTS, MANIFEST, LoadedModel, Pointer, Root, SwapRefused, Target, build,
+                                    first_line, parse_manifest)
+from feedloop.serving.published_features import FeatureFollower
+from feedloop.serving.refusals import Refusal, Refusals
 
 log = logging.getLogger("feedloop.serving")
-REMEMBERED_REFUSALS = 32   # versions whose refusal (and backoff) a pod remembers; older ones are tried afresh
 
 
 def return_freed_memory() -> None:
@@ -82,67 +78,6 @@ def canary_bucket(user_id: str) -> float:
     return int.from_bytes(digest, "big") % 10_000 / 100.0
 
 
-class LocalCache:
-    """The live model's files on local disk: a cold start with S3 down can still serve what was live.
-
-    Every verified version's files go in a folder of its own (save); last_good.json names the live
-    one and is rewritten after every swap (mark_live), so it never names a model that was rolled back.
-    A name read back is checked like a pointer's, and every path must resolve inside the cache.
-    """
-
-    def __init__(self, root: Path, versions: Root):
-        self.root, self.versions = root, versions
-
-    def save(self, target: Target, manifest_body: bytes, files: dict[str, bytes]) -> None:
-        for name, body in {MANIFEST: manifest_body, **files}.items():
-            _write_atomic(self._path(target.version, name), body)
-
-    def mark_live(self, target: Target | None) -> None:
-        """last_good.json names `target`, if its files are here; else it is removed (naming nothing beats a stale model)."""
-        pointer = self.root / "last_good.json"
-        if target is not None and all(self._path(target.version, n).is_file() for n in (MANIFEST, *ARTIFACTS)):
-            _write_atomic(pointer, orjson.dumps(target.__dict__))
-            return
-        pointer.unlink(missing_ok=True)
-        if target is not None:
-            log.warning("no local copy of live model %s: a cold start with S3 down will not serve", target.version)
-
-    def load(self) -> tuple[Target, bytes, dict[str, bytes]] | None:
-        try:
-            target = Target.parse(orjson.loads((self.root / "last_good.json").read_bytes()), "last_good.json",
-                                  self.versions)
-            manifest_body = self._path(target.version, MANIFEST).read_bytes()
-            files = {name: self._path(target.version, name).read_bytes() for name in ARTIFACTS}
-        except (OSError, ValueError, SwapRefused) as exc:
-            log.warning("no usable last-known-good copy in %s (%s)", self.root, first_line(exc))
-            return None
-        return target, manifest_body, files
-
-    def _path(self, version: str, name: str) -> Path:
-        """The file `name` of `version` in the cache; ValueError for anything that would resolve outside it."""
-        root = self.root.resolve()
-        path = (root / version / name).resolve()
-        if not FOLDER_NAME.fullmatch(version) or not path.is_relative_to(root / version):
-            raise ValueError(f"{version!r}/{name!r} is not a file of a version folder inside {root}")
-        return path
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why a version (or the pointer itself) was refused, and when it may be tried again."""
-
-    version: str
-    reason: str
-    message: str
-    at: float                  # wall time of the latest refusal
-    attempts: int              # refusals in a row
-    retry_at: float            # on the watcher's clock
-
-    def describe(self, now: float) -> dict[str, Any]:
-        return {"version": self.version, "reason": self.reason, "message": self.message, "at": _iso(self.at),
-                "attempts": self.attempts, "retry_in_seconds": _round(max(0.0, self.retry_at - now))}
-
-
 @dataclass
 class WatchStatus:
     """What /version and the staleness metric report about the pointer."""
@@ -163,7 +98,7 @@ class Watcher:
         self.cache, self.features, self.clock = cache, features, clock
         self.state = Serving()
         self.status = WatchStatus()
-        self._refusals: OrderedDict[Target | str, Refusal] = OrderedDict()  # by target ("pointer": live.json)
+        self._refusals = Refusals(cfg, clock)
         self._next_poll = 0.0
         self._cache_tried = False
         self._gauges: set[tuple[str, str, str]] = set()
@@ -249,7 +184,7 @@ class Watcher:
             self._refuse("pointer", "live.json", refused)
             self.status.pending = None
             return
-        self._refusals.pop("pointer", None)
+        self._refusals.clear("pointer")
         log.info("live.json changed (seq %s): live %s%s", pointer.seq, pointer.live.version,
                  f", canary {pointer.canary.version} at {pointer.canary_percent:g}%" if pointer.canary else "")
         self.status.seq = pointer.seq
@@ -304,8 +239,7 @@ class Watcher:
         for model in (self.state.live, self.state.canary, self.state.previous):
             if model is not None and model.target == target:
                 return model
-        refusal = self._refusals.get(target)
-        if refusal is not None and self.clock() < refusal.retry_at:
+        if self._refusals.waiting(target):
             return None
         t0 = time.perf_counter()
         try:
@@ -322,7 +256,7 @@ class Watcher:
             return None
         metrics.SWAP_SECONDS.observe(time.perf_counter() - t0)
         metrics.SWAPS.labels(role).inc()
-        self._refusals.pop(target, None)
+        self._refusals.clear(target)
         try:
             self.cache.save(target, manifest_body, files)
         except (OSError, ValueError) as exc:
@@ -370,18 +304,12 @@ class Watcher:
             log.warning("cannot record %s as live in the local cache (%s)", target.version, exc)
 
     def _refuse(self, key: Target | str, version: str, refused: SwapRefused) -> None:
-        """Count, remember and log a refusal; the next attempt of `key` waits retry_initial_s * 2^n (capped)."""
-        before = self._refusals.pop(key, None)
-        attempts = before.attempts + 1 if before is not None else 1
-        delay = min(self.cfg.retry_initial_s * 2 ** min(attempts - 1, 30), self.cfg.retry_max_s)
-        refusal = Refusal(version, refused.reason, str(refused), time.time(), attempts, self.clock() + delay)
-        self._refusals[key] = refusal
-        while len(self._refusals) > REMEMBERED_REFUSALS:
-            self._refusals.popitem(last=False)
+        """Count, remember and log a refusal; the next attempt of `key` waits out its backoff."""
+        refusal = self._refusals.record(key, version, refused)
         self.status.last_refusal = refusal
         metrics.SWAP_FAILURES.labels(refused.reason).inc()
         log.error("refused %s (%s): %s; still serving %s; next try in %.1fs", version, refused.reason, refused,
-                  self._serving_text(), delay)
+                  self._serving_text(), self._refusals.backoff(refusal.attempts))
 
     def _set_gauges(self) -> None:
         now = {(m.version, m.target.sha256, role) for role, m in (("live", self.state.live), ("canary", self.state.canary))
@@ -417,7 +345,7 @@ class Watcher:
                         "last_error": st.last_error,
                         "pending": st.pending.live.version if st.pending else None,
                         "retry_in_seconds": _round(max(0.0, st.next_attempt - self.clock())) if st.pending else None},
-            "refused": {r.version: f"{r.reason}: {r.message}" for r in self._refusals.values()},
+            "refused": self._refusals.describe(),
             "last_refusal": st.last_refusal.describe(self.clock()) if st.last_refusal else None,
             "features": self.features.describe(),
         }
@@ -425,15 +353,3 @@ class Watcher:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _write_atomic(path: Path, body: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # uvicorn workers share the cache
-    tmp.write_bytes(body)
-    tmp.replace(path)
-

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from feedloop.serving.model import (ARTIFACTS, FOLDER_NAME, REASONS, Pointer, Root, SwapRefused, Target, build,
                                     parse_manifest)
 from feedloop.serving.published_features import FeaturePointer, SnapshotTarget, load
-from feedloop.serving.watcher import LocalCache
+from feedloop.serving.local_cache import LocalCache
 from tests.integration import servingdata
 
 VERSIONS = Root("models", "ranker/versions/")

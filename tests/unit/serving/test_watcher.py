@@ -17,7 +17,8 @@ from feedloop.core.config import ServingSettings
 from feedloop.promotion.registry import PREFIX
 from feedloop.serving.model import MANIFEST, Root
 from feedloop.serving.published_features import FeatureFollower
-from feedloop.serving.watcher import LocalCache, Watcher
+from feedloop.serving.local_cache import LocalCache
+from feedloop.serving.watcher import Watcher
 from feedloop.core.storage import NOT_MODIFIED, StoredObject
 from tests.integration import servingdata
 

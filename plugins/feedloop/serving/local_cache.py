@@ -1,0 +1,66 @@
+"""A pod's local copy of every version it verified, and which one is live (last_good.json)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import orjson
+
+from feedloop.serving.model import ARTIFACTS, FOLDER_NAME, MANIFEST, Root, SwapRefused, Target, first_line
+
+log = logging.getLogger("feedloop.serving")
+
+
+class LocalCache:
+    """The live model's files on local disk: a cold start with S3 down can still serve what was live.
+
+    Every verified version's files go in a folder of its own (save); last_good.json names the live
+    one and is rewritten after every swap (mark_live), so it never names a model that was rolled back.
+    A name read back is checked like a pointer's, and every path must resolve inside the cache.
+    """
+
+    def __init__(self, root: Path, versions: Root):
+        self.root, self.versions = root, versions
+
+    def save(self, target: Target, manifest_body: bytes, files: dict[str, bytes]) -> None:
+        for name, body in {MANIFEST: manifest_body, **files}.items():
+            _write_atomic(self._path(target.version, name), body)
+
+    def mark_live(self, target: Target | None) -> None:
+        """last_good.json names `target`, if its files are here; else it is removed (naming nothing beats a stale model)."""
+        pointer = self.root / "last_good.json"
+        if target is not None and all(self._path(target.version, n).is_file() for n in (MANIFEST, *ARTIFACTS)):
+            _write_atomic(pointer, orjson.dumps(target.__dict__))
+            return
+        pointer.unlink(missing_ok=True)
+        if target is not None:
+            log.warning("no local copy of live model %s: a cold start with S3 down will not serve", target.version)
+
+    def load(self) -> tuple[Target, bytes, dict[str, bytes]] | None:
+        try:
+            target = Target.parse(orjson.loads((self.root / "last_good.json").read_bytes()), "last_good.json",
+                                  self.versions)
+            manifest_body = self._path(target.version, MANIFEST).read_bytes()
+            files = {name: self._path(target.version, name).read_bytes() for name in ARTIFACTS}
+        except (OSError, ValueError, SwapRefused) as exc:
+            log.warning("no usable last-known-good copy in %s (%s)", self.root, first_line(exc))
+            return None
+        return target, manifest_body, files
+
+    def _path(self, version: str, name: str) -> Path:
+        """The file `name` of `version` in the cache; ValueError for anything that would resolve outside it."""
+        root = self.root.resolve()
+        path = (root / version / name).resolve()
+        if not FOLDER_NAME.fullmatch(version) or not path.is_relative_to(root / version):
+            raise ValueError(f"{version!r}/{name!r} is not a file of a version folder inside {root}")
+        return path
+
+
+def _write_atomic(path: Path, body: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # uvicorn workers share the cache
+    tmp.write_bytes(body)
+    tmp.replace(path)
+
