@@ -14,7 +14,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from feedloop.ops import alerts
+from feedloop.airflow import notifier
 from feedloop.promotion import steps as promotion
 from feedloop.core.config import load_settings
 from feedloop.airflow.params import canary as canary_params
@@ -27,7 +27,7 @@ from feedloop.airflow.params import in_task
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
-    default_args=alerts.default_args(retries=1),
+    default_args=notifier.default_args(retries=1),
     tags=["feedloop", "serving", "canary"],
     params=canary_params(),
 )

@@ -18,7 +18,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, AssetAlias, dag, task
 
-from feedloop.ops import alerts
+from feedloop.airflow import notifier
 from feedloop.airflow import assets
 from feedloop.core.config import load_settings
 from feedloop.airflow import ingest_tasks as tasks
@@ -32,7 +32,7 @@ SETTINGS = load_settings()
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
-    default_args=alerts.default_args(retries=3, retry_delay=timedelta(seconds=20)),
+    default_args=notifier.default_args(retries=3, retry_delay=timedelta(seconds=20)),
     tags=["feedloop", "ingest"],
 )
 def ingest_engagement():

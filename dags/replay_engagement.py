@@ -15,7 +15,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
-from feedloop.ops import alerts
+from feedloop.airflow import notifier
 from feedloop.core.config import load_settings
 from feedloop.airflow import ingest_tasks as tasks
 from feedloop.airflow.params import in_task
@@ -30,7 +30,7 @@ SETTINGS = load_settings()
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
-    default_args=alerts.default_args(retries=1, retry_delay=timedelta(seconds=20)),
+    default_args=notifier.default_args(retries=1, retry_delay=timedelta(seconds=20)),
     tags=["feedloop", "ingest", "replay"],
     params=replay_params(SETTINGS),
 )

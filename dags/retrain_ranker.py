@@ -54,7 +54,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from feedloop.ops import alerts
+from feedloop.airflow import notifier
 from feedloop.airflow import training_tasks
 from feedloop.airflow.approval import PromotionApproval
 from feedloop.core.config import load_settings
@@ -74,7 +74,7 @@ SETTINGS = load_settings()
     catchup=SETTINGS.retrain.catchup,
     max_active_runs=1,
     doc_md=__doc__,
-    default_args=alerts.default_args(),
+    default_args=notifier.default_args(),
     tags=["feedloop", "training"],
     params=retrain_params(SETTINGS),
 )

@@ -10,12 +10,12 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from feedloop.ops import alerts
+from feedloop.airflow import notifier
 from feedloop.airflow.training_tasks import promotion_step
 
 
 @dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
-     default_args=alerts.default_args(retries=0), tags=["feedloop", "test"])
+     default_args=notifier.default_args(retries=0), tags=["feedloop", "test"])
 def alert_gate_check():
     @task
     def flip(*, ds: str, run_id: str, dag_run=None) -> dict:

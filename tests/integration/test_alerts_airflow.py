@@ -27,7 +27,7 @@ import pytest
 
 from feedloop import quality
 from feedloop.promotion import gate
-from feedloop.ops import incidents
+from feedloop.alerts import incidents
 from feedloop.ops.airflow_api import AirflowApi
 from feedloop.core.config import repo_root
 from feedloop.core.layout import HourPartition

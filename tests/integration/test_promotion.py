@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from feedloop.promotion import steps as promotion
-from feedloop.ops.alerts import FeedloopNotifier
+from feedloop.airflow.notifier import FeedloopNotifier
 from feedloop.core.errors import PromotionBlocked
 from feedloop.promotion.registry import PointerRaceLost, Registry, sha256
 from tests.integration import rankerdata

@@ -14,6 +14,7 @@ import logging
 from datetime import date
 from typing import Any
 
+from feedloop.alerts import send
 from feedloop.core.config import load_settings
 from feedloop.quality.runner import ValidationFailed, validate_day
 from feedloop.quality.status import Acceptance
@@ -25,8 +26,6 @@ def validate(*, ds: str, run_id: str, params: dict[str, Any]) -> str:
     """Validate the logical date's hour partitions; returns the report URI (logged as well)."""
     from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowFailException
-
-    from feedloop.ops import alerts
 
     settings = load_settings()
     acceptance = Acceptance(hours=tuple(params.get("accept_hours") or ()), reason=params.get("accept_reason") or "",
@@ -41,5 +40,5 @@ def validate(*, ds: str, run_id: str, params: dict[str, Any]) -> str:
     if result.warned_hours:
         log.warning("validation warnings (the hours train) in hours %s; report %s", result.warned_hours,
                     result.report_uri)
-    alerts.validation_incidents(settings, get_current_context(), result)
+    send.validation_incidents(settings, get_current_context(), result)
     return result.report_uri

@@ -1,4 +1,4 @@
-"""What an alert says: one incident's facts and the exact next steps, rendered for Slack and for email.
+"""What an alert says: one incident's facts and the exact next steps (feedloop.alerts.render draws them).
 
 Why its own module: a failed validation, a blocked gate, a failed ONNX parity, any other task
 failure and a rollback each know different facts, but the on-call engineer reads ONE shape: DAG,
@@ -9,14 +9,17 @@ the incident record, so the "resolved" message can name what it resolves.
 
 from __future__ import annotations
 
-import html
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator
 
-from feedloop.airflow import links
+from feedloop.alerts import links
+from feedloop.contract.decisions import Check
+from feedloop.core import layout
 from feedloop.core.config import Settings
+from feedloop.core.errors import PromotionBlocked
+from feedloop.core.storage import ObjectStore
 
 STREAK_DAYS = 30  # how far back "failing N days in a row" looks
 _ERROR_CHARS = 2000
@@ -38,13 +41,30 @@ class Run:
     def partition(self) -> str:
         return f"dt={self.day.isoformat()}"
 
+    @classmethod
+    def from_context(cls, context: Any) -> Run:
+        """The task instance of an Airflow task or callback context, with the links an operator needs."""
+        ti = context["ti"]
+        run_id = context.get("run_id") or ti.run_id
+        logical_date = context.get("logical_date")
+        dag_run = context.get("dag_run")
+        when = logical_date or getattr(dag_run, "run_after", None)
+        day = when.date() if when else datetime.now(timezone.utc).date()
+        return cls(dag_id=ti.dag_id, task_id=ti.task_id, run_id=run_id, day=day, logical_date=logical_date,
+                   run_url=links.airflow_run_url(ti.dag_id, run_id), log_url=_log_url(ti))
 
-# ---- what happened -------------------------------------------------------------------------------
+
+def _log_url(ti: Any) -> str | None:
+    try:
+        return ti.log_url
+    except Exception:  # noqa: BLE001 - the URL needs [api] base_url; a missing one must not lose the alert
+        return None
+
 
 def for_failure(settings: Settings, run: Run, error: BaseException | None, *,
                 failing_days: Callable[[], int]) -> dict[str, Any]:
     """The incident content of a failed task: validation and promotion failures carry their own facts."""
-    from feedloop.core.errors import PromotionBlocked
+    # lazy: feedloop.quality loads pyarrow, which the DAG files importing the notifier must parse without.
     from feedloop.quality.runner import ValidationFailed
 
     for exc in _chain(error):
@@ -57,7 +77,7 @@ def for_failure(settings: Settings, run: Run, error: BaseException | None, *,
 
 def validation(settings: Settings, run: Run, summary: dict[str, Any], *, report_uri: str) -> dict[str, Any]:
     """A failed validation: every failed expectation of the quarantined hours (and of the day)."""
-    from feedloop.quality.report import failure_line
+    from feedloop.quality.report import failure_line  # lazy: feedloop.quality loads pyarrow (see for_failure)
 
     bucket = report_uri[5:].split("/", 1)[0]
     failed_hours = sorted(int(h) for h, v in summary["hours"].items() if v["state"] == "failed")
@@ -95,7 +115,7 @@ def validation(settings: Settings, run: Run, summary: dict[str, Any], *, report_
 
 def validation_warnings(run: Run, summary: dict[str, Any], *, report_uri: str) -> dict[str, Any]:
     """Unusual but valid data (warn checks): every warned hour of the day in one message; they all train."""
-    from feedloop.quality.report import failure_line
+    from feedloop.quality.report import failure_line  # lazy: feedloop.quality loads pyarrow (see for_failure)
 
     hours = sorted(int(h) for h, v in summary["hours"].items() if v.get("warnings"))
     warnings = [f for h in hours for f in summary["hours"][f"{h:02d}"]["warnings"]]
@@ -118,8 +138,6 @@ def validation_warnings(run: Run, summary: dict[str, Any], *, report_uri: str) -
 
 def blocked(settings: Settings, run: Run, exc: Any, *, failing_days: int) -> dict[str, Any]:
     """A candidate the gate refused, whose ONNX export failed parity, or that waits on a running canary."""
-    from feedloop.promotion.gate import Check
-
     decision = _read_uri(settings, exc.gate_uri) if exc.gate_uri else None
     details = [Check(**c).line() for c in (decision or {}).get("checks", []) if not c["passed"]] or [str(exc)]
     kind, headline = {
@@ -160,8 +178,6 @@ def rollback_notice(settings: Settings, result: dict[str, Any], *, by: str, reas
                          f'feedloop model rollback --to {result["from"]} --reason "WHY"'),
                         ("Every pointer change, who and why", "feedloop model history")]}
 
-
-# ---- what to do ----------------------------------------------------------------------------------
 
 def validation_actions(run: Run, failed_hours: list[int], previous: str | None, *,
                        excluded: bool = False) -> list[tuple[str, str | None]]:
@@ -229,8 +245,6 @@ def _rollback_action(previous: str | None, text: str) -> tuple[str, str]:
     return (text + " (pick VERSION from `feedloop model history`)", 'feedloop model rollback --to VERSION --reason "WHY"')
 
 
-# ---- facts ---------------------------------------------------------------------------------------
-
 def failing_streaks(checks: set[str], earlier: Iterable[dict[str, Any] | None]) -> dict[str, int]:
     """Days each check has failed in a row, today included; `earlier` = summaries of D-1, D-2, ... (None: none)."""
     streak = dict.fromkeys(checks, 1)
@@ -252,8 +266,7 @@ def _failed_checks(summary: dict[str, Any]) -> set[str]:
 
 
 def _earlier_summaries(settings: Settings, bucket: str, day: date) -> Iterator[dict[str, Any] | None]:
-    from feedloop.quality.status import summary_key
-    from feedloop.core.storage import ObjectStore
+    from feedloop.quality.status import summary_key  # lazy: feedloop.quality loads pyarrow (see for_failure)
 
     store = ObjectStore.from_settings(settings)
     for k in range(1, STREAK_DAYS):
@@ -277,23 +290,17 @@ def _hour(day: date, hour: int) -> str:
 
 def _rollback_target(settings: Settings) -> str | None:
     """The version a rollback would return to (the live pointer's previous), if there is one."""
-    from feedloop.promotion.registry import Registry
-
-    live = Registry.from_settings(settings).live()
-    return live.pointer.get("previous") if live else None
+    live = ObjectStore.from_settings(settings).get_json(settings.s3.models_bucket, layout.RANKER_LIVE_KEY)
+    return live.get("previous") if live else None  # type: ignore[union-attr]
 
 
 def _read_uri(settings: Settings, uri: str) -> Any:
-    from feedloop.core.storage import ObjectStore
-
     bucket, key = uri[5:].split("/", 1)
     return ObjectStore.from_settings(settings).get_json(bucket, key)
 
 
 def _exists(settings: Settings, uri: str) -> bool:
     from botocore.exceptions import ClientError
-
-    from feedloop.core.storage import ObjectStore
 
     bucket, key = uri[5:].split("/", 1)
     try:
@@ -330,75 +337,3 @@ def _content(run: Run, *, kind: str, headline: str, partitions: list[str], detai
 
 def _days(n: int) -> str:
     return f"{n} day" if n == 1 else f"{n} days"
-
-
-# ---- rendering -----------------------------------------------------------------------------------
-
-def subject(content: dict[str, Any]) -> str:
-    if content["kind"] == "rollback":
-        return f"[feedloop] {content['headline']}"
-    verb = "warns" if content["kind"] == "validation warnings" else "failed"
-    return (f"[feedloop] {content['dag_id']}.{content['check']} {verb} for {content['day']}: "
-            f"{content['kind']}, {content['headline']}")
-
-
-def slack_text(content: dict[str, Any], *, footer: str = "") -> str:
-    """Slack mrkdwn: &, <, > escaped; links as <url|label>."""
-    icon = {"rollback": ":leftwards_arrow_with_hook:", "validation warnings": ":warning:"}.get(content["kind"],
-                                                                                         ":rotating_light:")
-    lines = [f"{icon} *{_esc(subject(content))}*"]
-    lines += [f"{_esc(k)}: {_esc(str(v))}" for k, v in content["fields"]]
-    if content["details"]:
-        lines.append(f"{_esc(content['details_title'])}:")
-        lines += [f"• {_esc(d)}" for d in content["details"]]
-    lines += [f"{_esc(label)}: <{_esc(url)}|open>" for label, url in content["links"]]
-    lines.append("What to do:")
-    for i, (text, command) in enumerate(content["actions"], 1):
-        lines.append(f"{i}. {_esc(text)}" + (f": `{_esc(command)}`" if command else ""))
-    if footer:
-        lines.append(f"_{_esc(footer)}_")
-    return "\n".join(lines)
-
-
-def email_html(content: dict[str, Any], *, footer: str = "") -> str:
-    esc = html.escape
-    parts = [f"<h3>{esc(subject(content))}</h3>"]
-    parts += [f"<div>{esc(k)}: {esc(str(v))}</div>" for k, v in content["fields"]]
-    if content["details"]:
-        parts.append(f"<p>{esc(content['details_title'])}:</p><ul>"
-                     + "".join(f"<li>{esc(d)}</li>" for d in content["details"]) + "</ul>")
-    parts += [f'<div>{esc(label)}: <a href="{esc(url)}">open</a></div>' for label, url in content["links"]]
-    parts.append("<p>What to do:</p><ol>" + "".join(
-        f"<li>{esc(text)}" + (f": <code>{esc(command)}</code>" if command else "") + "</li>"
-        for text, command in content["actions"]) + "</ol>")
-    if footer:
-        parts.append(f"<p><i>{esc(footer)}</i></p>")
-    return "\n".join(parts)
-
-
-def resolved_lines(record: dict[str, Any]) -> tuple[str, list[tuple[str, str]], list[str]]:
-    """(subject, links, lines) of the one message that closes an incident."""
-    head = f"[feedloop] RESOLVED {record['dag_id']}.{record['check']} for {record['day']}"
-    lines = [f"Resolved: {record['resolution']['text']}",
-             f"Was: {record['kind']}, {record['headline']}",
-             f"Failed {record['count']} time(s) from {record['opened_at']} to {record['last_seen']}; runs: "
-             + ", ".join(record["runs"])]
-    return head, [("Airflow run", record["resolution"]["run_url"])], lines
-
-
-def resolved_slack(record: dict[str, Any]) -> str:
-    head, found, lines = resolved_lines(record)
-    return "\n".join([f":white_check_mark: *{_esc(head)}*", *map(_esc, lines),
-                      *(f"{_esc(label)}: <{_esc(url)}|open>" for label, url in found)])
-
-
-def resolved_email(record: dict[str, Any]) -> tuple[str, str]:
-    head, found, lines = resolved_lines(record)
-    esc = html.escape
-    body = "\n".join([f"<h3>{esc(head)}</h3>", *(f"<div>{esc(line)}</div>" for line in lines),
-                      *(f'<div>{esc(label)}: <a href="{esc(url)}">open</a></div>' for label, url in found)])
-    return f"Re: {subject(record)}", body
-
-
-def _esc(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -20,6 +20,7 @@ AIRFLOW_DEFAULT_URL = "http://localhost:8080"  # what Airflow itself falls back 
 
 def airflow_base_url() -> str:
     """Airflow's `[api] base_url` (read where Airflow is configured: tasks, callbacks, the CLI)."""
+    # lazy: feedloop.alerts must import without Airflow (the layer rule); only building a link reads its conf.
     from airflow.sdk.configuration import conf
 
     return (conf.get("api", "base_url", fallback=None) or AIRFLOW_DEFAULT_URL).rstrip("/")

@@ -1,86 +1,59 @@
 """Alerts for every feedloop DAG: one Slack message and one email per incident, one more when it is resolved.
 
 Why incidents: an on-call engineer must not get the same failure ten times, and must hear when it
-is over. An incident is one DAG + task + day (feedloop.ops.incidents keeps its record in S3): the first
+is over. An incident is one DAG + task + day (feedloop.alerts.incidents keeps its record in S3): the first
 failure posts (Slack and email, naming the DAG, logical date, partition, every failed expectation
 or gate check with observed vs expected, failing rows, days failing, a Data Docs / report link,
-the Airflow run link and the exact command to run; feedloop.ops.alert_content); a retry or repeat
+the Airflow run link and the exact command to run; feedloop.alerts.content); a retry or repeat
 within `alerts.incident_window_hours` only updates the record (count, last_seen, runs); the next
 success of that task for that day posts one "resolved" message. Slack incoming webhooks cannot edit
 a posted message, so an update is not re-posted: the resolved message carries the count and runs.
 The email of the resolution replies to the incident's email (In-Reply-To), so mail clients thread it.
 
 Delivery goes through the providers' hooks and Airflow Connections (`alerts.slack_conn_id`,
-`alerts.smtp_conn_id`), so the webhook token and SMTP password live only in Connections.
-Use: `@dag(default_args=alerts.default_args(), ...)`.
+`alerts.smtp_conn_id`), so the webhook token and SMTP password live only in Connections. The hooks
+are imported only when a message goes out, so this module imports without Airflow: the promotion
+steps announce a rollback through it, and the DAGs' callbacks (feedloop.airflow.notifier) fire it.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
-from functools import cached_property
-from typing import Any, Literal
+from datetime import datetime, timezone
+from typing import Any
 
-from airflow.sdk import BaseNotifier
-
-from feedloop.ops import alert_content
-from feedloop.ops import incidents
-from feedloop.airflow import links
-from feedloop.core.config import Settings, load_settings
+from feedloop.alerts import incidents, render
+from feedloop.alerts.content import Run, for_failure, rollback_notice, validation, validation_warnings
+from feedloop.core import layout
+from feedloop.core.config import Settings
 
 log = logging.getLogger(__name__)
 
 
-def default_args(*, retries: int = 2, retry_delay: timedelta = timedelta(minutes=2)) -> dict[str, Any]:
-    """default_args for feedloop DAGs: retries, an incident when a task finally fails, resolved when it succeeds."""
-    return {"retries": retries, "retry_delay": retry_delay,
-            "on_failure_callback": [FeedloopNotifier()], "on_success_callback": [FeedloopNotifier(on="success")]}
+def task_failed(settings: Settings, run: Run, error: BaseException | None) -> None:
+    """Open or update the incident of a task that finally failed."""
+    store = incidents.IncidentStore.from_settings(settings)
+
+    def failing_days() -> int:
+        try:
+            return store.failing_days(run.dag_id, run.task_id, run.day)
+        except Exception:  # noqa: BLE001 - a count must never cost the alert
+            log.exception("could not count the days %s.%s has been failing", run.dag_id, run.task_id)
+            return 1
+
+    content = for_failure(settings, run, error, failing_days=failing_days)
+    open_incident(settings, run, incidents.key(run.dag_id, run.task_id, run.partition), content,
+                  resolves=f"the next success of {run.dag_id}.{run.task_id} for {run.day} resolves it")
 
 
-class FeedloopNotifier(BaseNotifier):
-    """on="failure": open or update the task's incident; on="success": resolve it. Settings are read when it fires."""
-
-    template_fields = ()
-
-    def __init__(self, *, on: Literal["failure", "success"] = "failure", settings: Settings | None = None):
-        super().__init__()
-        self.on = on
-        self._settings = settings
-
-    @cached_property
-    def settings(self) -> Settings:
-        return self._settings or load_settings()
-
-    def notify(self, context: Any) -> None:
-        run = _run(context)
-        if self.on == "success":
-            self._resolve(run)
-        else:
-            self._fail(run, context.get("exception"))
-
-    def _fail(self, run: alert_content.Run, error: BaseException | None) -> None:
-        store = incidents.IncidentStore.from_settings(self.settings)
-
-        def failing_days() -> int:
-            try:
-                return store.failing_days(run.dag_id, run.task_id, run.day)
-            except Exception:  # noqa: BLE001 - a count must never cost the alert
-                log.exception("could not count the days %s.%s has been failing", run.dag_id, run.task_id)
-                return 1
-
-        content = alert_content.for_failure(self.settings, run, error, failing_days=failing_days)
-        open_incident(self.settings, run, incidents.key(run.dag_id, run.task_id, run.partition), content,
-                      resolves=f"the next success of {run.dag_id}.{run.task_id} for {run.day} resolves it")
-
-    def _resolve(self, run: alert_content.Run) -> None:
-        resolve_incident(self.settings, incidents.key(run.dag_id, run.task_id, run.partition),
-                         {"text": f"{run.dag_id}.{run.task_id} succeeded for {run.day} in run {run.run_id}",
-                          "run_id": run.run_id, "run_url": run.run_url})
+def task_succeeded(settings: Settings, run: Run) -> None:
+    """Resolve the incident of the task for its day, if one is open."""
+    resolve_incident(settings, incidents.key(run.dag_id, run.task_id, run.partition),
+                     {"text": f"{run.dag_id}.{run.task_id} succeeded for {run.day} in run {run.run_id}",
+                      "run_id": run.run_id, "run_url": run.run_url})
 
 
-def open_incident(settings: Settings, run: alert_content.Run, key: str, content: dict[str, Any], *,
-                  resolves: str) -> None:
+def open_incident(settings: Settings, run: Run, key: str, content: dict[str, Any], *, resolves: str) -> None:
     """Open the incident `key` (Slack + email) or, on a repeat within the window, only update its record."""
     store = incidents.IncidentStore.from_settings(settings)
     now = datetime.now(timezone.utc)
@@ -111,8 +84,8 @@ def resolve_incident(settings: Settings, key: str, resolution: dict[str, Any]) -
                                                                      resolution=resolution)
     if record is None:
         return
-    subject, body = alert_content.resolved_email(record)
-    errors = _send(settings, slack=alert_content.resolved_slack(record), subject=subject, html=body,
+    subject, body = render.resolved_email(record)
+    errors = _send(settings, slack=render.resolved_slack(record), subject=subject, html=body,
                    headers={"In-Reply-To": _message_id(record), "References": _message_id(record)})
     _raise_undelivered(errors, record)
 
@@ -120,15 +93,15 @@ def resolve_incident(settings: Settings, key: str, resolution: dict[str, Any]) -
 def validation_incidents(settings: Settings, context: Any, result: Any) -> None:
     """The day's data incidents from a validation that did not fail its task (dataset.on_quarantined:
     exclude): one for its quarantined hours and one for its warned hours, each once per DAG + day,
-    resolved by a later validation of that day without them."""
-    run = _run(context)
+    resolved by a later validation of that day without them. context: the validate task's Airflow context."""
+    run = Run.from_context(context)
     for kind, hours in (("quarantine", result.quarantined_hours), ("warnings", result.warned_hours)):
         key = incidents.key(run.dag_id, f"{run.task_id}:{kind}", run.partition)
         try:
             if hours:
-                content = (alert_content.validation(settings, run, result.summary, report_uri=result.report_uri)
+                content = (validation(settings, run, result.summary, report_uri=result.report_uri)
                            if kind == "quarantine" else
-                           alert_content.validation_warnings(run, result.summary, report_uri=result.report_uri))
+                           validation_warnings(run, result.summary, report_uri=result.report_uri))
                 open_incident(settings, run, key, content,
                               resolves=f"a validation of {run.day} without {kind} hours resolves it")
             else:
@@ -144,19 +117,16 @@ def deliver(settings: Settings, content: dict[str, Any], *, footer: str = "",
             channels: tuple[str, ...] | list[str] = incidents.CHANNELS,
             headers: dict[str, str] | None = None) -> dict[str, str | None]:
     """Post one message to each channel; {channel: None if delivered, else the error}."""
-    return _send(settings, slack=alert_content.slack_text(content, footer=footer),
-                 subject=alert_content.subject(content), html=alert_content.email_html(content, footer=footer),
+    return _send(settings, slack=render.slack_text(content, footer=footer),
+                 subject=render.subject(content), html=render.email_html(content, footer=footer),
                  headers=headers, channels=channels)
 
 
 def announce_rollback(settings: Settings, result: dict[str, Any], *, by: str, reason: str) -> dict[str, str]:
     """One informational message for a rollback that happened; never raises (the pointer already moved)."""
-    from feedloop.promotion.registry import Registry
-
     try:
-        registry = Registry.from_settings(settings)
-        content = alert_content.rollback_notice(settings, result, by=by, reason=reason,
-                                                report_uri=registry.version_uri(result["to"]) + "report.html")
+        report_uri = layout.version_uri(settings.s3.models_bucket, result["to"]) + "report.html"
+        content = rollback_notice(settings, result, by=by, reason=reason, report_uri=report_uri)
         errors = deliver(settings, content)
     except Exception as exc:  # noqa: BLE001
         log.exception("rollback alert not sent")
@@ -173,6 +143,7 @@ def _send(settings: Settings, *, slack: str, subject: str, html: str, headers: d
     errors: dict[str, str | None] = {}
     for channel in channels:
         try:
+            # lazy: the providers' hooks load Airflow; imported only when a message goes out (see the docstring).
             if channel == "slack":
                 from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
@@ -200,24 +171,3 @@ def _raise_undelivered(errors: dict[str, str | None], content: dict[str, Any]) -
 
 def _message_id(record: dict[str, Any]) -> str:
     return f"<incident-{record['id']}.{record['dag_id']}.{record['check']}@feedloop>"
-
-
-def _run(context: Any) -> alert_content.Run:
-    """The task instance of a callback context, with the links an operator needs."""
-    ti = context["ti"]
-    run_id = context.get("run_id") or ti.run_id
-    logical_date = context.get("logical_date")
-    dag_run = context.get("dag_run")
-    when = logical_date or getattr(dag_run, "run_after", None)
-    day = when.date() if when else datetime.now(timezone.utc).date()
-    return alert_content.Run(dag_id=ti.dag_id, task_id=ti.task_id, run_id=run_id, day=day,
-                             logical_date=logical_date, run_url=links.airflow_run_url(ti.dag_id, run_id),
-                             log_url=_log_url(ti))
-
-
-def _log_url(ti: Any) -> str | None:
-    try:
-        return ti.log_url
-    except Exception:  # noqa: BLE001 - the URL needs [api] base_url; a missing one must not lose the alert
-        return None
-

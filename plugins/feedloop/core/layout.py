@@ -8,6 +8,10 @@ _ingest/engagement/audit/<time>+<topic>+<partition>.json    (one record per oper
 validation/dt=YYYY-MM-DD/...                                 (validation results and Data Docs)
 catalog/items/items.parquet                                  (item catalog: author, topic, created_at)
 datasets/ranker/YYYY-MM-DD/split=train|valid|holdout/*.parquet, snapshot/*.parquet, lineage.json
+
+And in the models bucket, the ranker's registry (feedloop.promotion.registry):
+ranker/versions/<version>/                                   (one immutable folder per registered version)
+ranker/live.json                                             (the live pointer, core.pointer.CasPointer under ranker/)
 """
 
 from __future__ import annotations
@@ -28,6 +32,22 @@ DATASETS_PREFIX = "datasets/ranker/"
 def dataset_prefix(day: date) -> str:
     """Training set built for the run whose data interval ends with `day` (inclusive)."""
     return f"{DATASETS_PREFIX}{day.isoformat()}/"
+
+
+RANKER_PREFIX = "ranker/"  # models bucket
+RANKER_VERSIONS_PREFIX = f"{RANKER_PREFIX}versions/"
+RANKER_LIVE_KEY = f"{RANKER_PREFIX}live.json"
+
+
+def version_key(version: str, name: str = "") -> str:
+    """A registered version's folder ("") or one of its files, in the models bucket."""
+    return f"{RANKER_VERSIONS_PREFIX}{version}/{name}"
+
+
+def version_uri(models_bucket: str, version: str) -> str:
+    """The S3 URI of a registered version's folder."""
+    return f"s3://{models_bucket}/{version_key(version)}"
+
 
 _OBJECT_RE = re.compile(r"(?P<topic>[^/+]+)\+(?P<partition>\d+)\+(?P<start>\d{20})(?:\.g(?P<gen>\d+))?\.parquet$")
 _HOUR_RE = re.compile(r"dt=(?P<dt>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/")

@@ -1,1 +1,1 @@
-"""What operators and the demo use: alerts, the Airflow UI pages, the CLI, the embedded stack, the simulator, the demo."""
+"""What operators and the demo use: the Airflow UI pages, the CLI, the embedded stack, the simulator, the demo."""

@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
+from feedloop.core import layout
 from feedloop.core.config import Settings
 from feedloop.core.pointer import CasPointer, Read
 from feedloop.core.storage import ObjectStore, PreconditionFailed
 
-PREFIX = "ranker/"
-VERSIONS = f"{PREFIX}versions/"
 # Every version id: its logical date, then hex (promotion.Candidate.version: "<ds>-<sha256[:10]>"). Pods
 # refuse a pointer naming anything else: the id becomes an S3 key and a folder of their local cache.
 VERSION_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9a-f]+$"
@@ -146,9 +145,9 @@ def sha256(data: bytes) -> str:
 
 
 class Registry:
-    def __init__(self, store: ObjectStore, bucket: str, *, prefix: str = PREFIX):
-        self.store, self.bucket, self.prefix = store, bucket, prefix
-        self._pointer = CasPointer(store, bucket, prefix)
+    def __init__(self, store: ObjectStore, bucket: str):
+        self.store, self.bucket, self.prefix = store, bucket, layout.RANKER_PREFIX
+        self._pointer = CasPointer(store, bucket, layout.RANKER_PREFIX)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
@@ -157,10 +156,10 @@ class Registry:
     # ---- versions -------------------------------------------------------------------------------
 
     def version_key(self, version: str, name: str = "") -> str:
-        return f"{self.prefix}versions/{version}/{name}"
+        return layout.version_key(version, name)
 
     def version_uri(self, version: str) -> str:
-        return self.store.uri(self.bucket, self.version_key(version))
+        return layout.version_uri(self.bucket, version)
 
     def register(self, *, version: str, files: Mapping[str, bytes], manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Write a version once: every file with If-None-Match, then manifest.json with their sha256.
@@ -202,7 +201,7 @@ class Registry:
 
     def versions(self) -> list[str]:
         """Registered versions (those with a manifest), oldest first (ids sort by logical date)."""
-        root = f"{self.prefix}versions/"
+        root = layout.RANKER_VERSIONS_PREFIX
         return sorted(k[len(root):-len(MANIFEST) - 1] for k in self.store.list_keys(self.bucket, root)
                       if k.endswith("/" + MANIFEST) and k.count("/") == root.count("/") + 1)
 

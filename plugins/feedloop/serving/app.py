@@ -24,7 +24,7 @@ from feedloop.features import definitions as features
 from feedloop.core.config import Settings, load_settings
 from feedloop.features.snapshots import PREFIX as FEATURES_PREFIX
 from feedloop.features.snapshots import SNAPSHOTS
-from feedloop.promotion.registry import PREFIX, VERSIONS
+from feedloop.core.layout import RANKER_PREFIX as PREFIX, RANKER_VERSIONS_PREFIX as VERSIONS
 from feedloop.serving import metrics
 from feedloop.serving.impressions import ImpressionLog, ServedList
 from feedloop.serving.model import Root

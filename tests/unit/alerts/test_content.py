@@ -6,8 +6,8 @@ import html
 import re
 from datetime import date, datetime, timezone
 
-from feedloop.ops import alert_content
-from feedloop.ops.alert_content import Run, failing_streaks, validation_actions
+from feedloop.alerts.content import Run, failing_streaks, for_failure, task_failure, validation_actions
+from feedloop.alerts.render import email_html, slack_text
 
 RUN = Run(dag_id="retrain_ranker", task_id="validate", run_id="scheduled__2026-11-06T00:00:00+00:00",
           day=date(2026, 11, 6), logical_date=datetime(2026, 11, 6, tzinfo=timezone.utc),
@@ -55,20 +55,20 @@ def test_any_other_failure_names_the_error_and_its_cause():
             raise RuntimeError("task failed") from exc
     except RuntimeError as exc:
         error = exc
-    content = alert_content.for_failure(None, RUN, error, failing_days=lambda: 2)
+    content = for_failure(None, RUN, error, failing_days=lambda: 2)
     assert content["kind"] == "task failed" and content["details"] == ["RuntimeError: task failed"]
     assert ("Failing for", "2 days in a row (since 2026-11-05)") in content["fields"]
     assert content["links"] == [("Airflow run", RUN.run_url), ("Task log", RUN.log_url)]
 
 
 def test_slack_escapes_text_and_links_while_email_is_html():
-    content = alert_content.task_failure(RUN, ValueError("a < b & c > d"), failing_days=1)
-    text = alert_content.slack_text(content, footer="f")
+    content = task_failure(RUN, ValueError("a < b & c > d"), failing_days=1)
+    text = slack_text(content, footer="f")
     assert "ValueError: a &lt; b &amp; c &gt; d" in text
     assert "Task log: <http://af/log?a=1&amp;b=2|open>" in text
     assert text.splitlines()[0] == (":rotating_light: *[feedloop] retrain_ranker.validate failed for 2026-11-06: "
                                     "task failed, ValueError: a &lt; b &amp; c &gt; d*")
-    body = alert_content.email_html(content)
+    body = email_html(content)
     assert "ValueError: a &lt; b &amp; c &gt; d" in body
     assert [html.unescape(h) for h in re.findall(r'href="([^"]+)"', body)] == [RUN.run_url, RUN.log_url]
     assert "DAG: retrain_ranker" in body and "Logical date: 2026-11-06T00:00:00+00:00" in body

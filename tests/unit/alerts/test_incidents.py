@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from feedloop.ops import incidents
+from feedloop.alerts import incidents
 
 T0 = datetime(2026, 11, 6, 3, 0, tzinfo=timezone.utc)
 WINDOW = timedelta(hours=24)

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from feedloop.core.config import ServingSettings
-from feedloop.promotion.registry import PREFIX
+from feedloop.core.layout import RANKER_PREFIX as PREFIX
 from feedloop.serving.model import MANIFEST, Root
 from feedloop.serving.published_features import FeatureFollower
 from feedloop.serving.local_cache import LocalCache
