@@ -83,7 +83,7 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None,
     `excluded` ({dt=D/hour=HH: why}, from quality.training_window) names hour partitions whose
     objects are left out entirely (labels, features and impressions); the lineage records them.
     """
-    from feedloop.core import duck
+    from feedloop.core import duck  # lazy: DuckDB loads only where a training set is built or read
 
     t0 = time.perf_counter()
     store = store or ObjectStore.from_settings(settings)

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from feedloop.core.config import KafkaSettings
+from feedloop.core.credentials import resolve_kafka
+from feedloop.core.streams import consumer
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.errors import LogMismatch
 
@@ -68,8 +70,6 @@ def read(kafka: KafkaSettings, topic: str, next_offsets: dict[int, int], *, poll
     """
     from kafka import TopicPartition
 
-    from feedloop.core.streams import consumer
-
     topic_id = _topic_id(kafka, topic)
     probe = consumer(kafka)
     try:
@@ -113,8 +113,6 @@ def _last_offsets(probe, tps: dict, first: dict[int, int], poll_timeout_ms: int,
 
 def _topic_id(kafka: KafkaSettings, topic: str) -> str:
     from kafka.admin import KafkaAdminClient
-
-    from feedloop.core.credentials import resolve_kafka
 
     admin = KafkaAdminClient(**resolve_kafka(kafka).kafka_python(), request_timeout_ms=10_000)
     try:

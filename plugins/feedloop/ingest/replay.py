@@ -30,6 +30,7 @@ from feedloop.ingest.fence import Claim
 from feedloop.ingest.sink import limits
 from feedloop.ingest.writer import parquet_bytes
 from feedloop.core.storage import ObjectStore
+from feedloop.core.streams import consumer
 
 ReadChunk = Callable[[Chunk, int], int]  # fill the chunk with its records below the offset given; returns how many
 
@@ -90,8 +91,6 @@ def _checkpoint(settings: Settings, store: ObjectStore, partition: int) -> Check
 
 def _replay(settings: Settings, store: ObjectStore, chunks: list[tuple[int, int]], report: ReplayReport) -> ReplayReport:
     from kafka import TopicPartition
-
-    from feedloop.core.streams import consumer
 
     t0 = time.perf_counter()
     logs = _logs(settings, store, sorted({p for p, _ in chunks}))

@@ -29,6 +29,7 @@ from feedloop.ingest.errors import IngestError, LogMismatch
 from feedloop.ingest.fence import Claim
 from feedloop.ingest.writer import parquet_bytes, read_parquet
 from feedloop.core.storage import ObjectStore
+from feedloop.core.streams import consumer
 
 
 # S3 puts overlap with encoding the next object (boto3 clients are thread-safe).
@@ -184,8 +185,6 @@ def run(settings: Settings, *, run_id: str | None = None, partitions: Iterable[i
         store: ObjectStore | None = None) -> RunReport:
     """One bounded sink run: read until the polls are empty, max records or max wall time."""
     from kafka import OffsetAndMetadata, TopicPartition
-
-    from feedloop.core.streams import consumer
 
     cfg, topic = settings.ingest, settings.kafka.topic
     store = store or ObjectStore.from_settings(settings)

@@ -28,8 +28,8 @@ from feedloop.ops.cli_output import (EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_OK, EXI
                                      result_stream, wants_json)
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from feedloop.ops import stack
-    from feedloop.ops.stack.production import running_profile
+    from feedloop.ops import stack  # lazy: a command loads only its own subsystem
+    from feedloop.ops.stack.production import running_profile  # lazy: a command loads only its own subsystem
 
     settings = load_settings()
     # down / status act on the profile that is running unless one is named
@@ -61,7 +61,7 @@ def _status_text(result) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from feedloop.ops import simulate
+    from feedloop.ops import simulate  # lazy: a command loads only its own subsystem
 
     settings = load_settings()
     if args.traffic:
@@ -91,7 +91,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from feedloop.ingest import replay, reset, sink
+    from feedloop.ingest import replay, reset, sink  # lazy: a command loads only its own subsystem
 
     settings = load_settings()
     if args.action == "reset-checkpoint":
@@ -136,7 +136,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from feedloop.serving import pods
+    from feedloop.serving import pods  # lazy: a command loads only its own subsystem
 
     settings = load_settings()
     cfg = settings.serving
@@ -168,7 +168,7 @@ def _stopped(signum: int, _frame: Any) -> NoReturn:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from feedloop.ops import demo
+    from feedloop.ops import demo  # lazy: a command loads only its own subsystem
 
     summary = demo.run(load_settings(), days=args.days, seed=args.seed, echo=log if args.output == "json" else print)
     emit(args, summary, lambda: "")
@@ -292,16 +292,20 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _exit_code(exc: Exception) -> int | None:
-    """3 for a failed check, 1 for an error an operator can act on from one line, None for a bug."""
+    """3 for a failed check, 1 for an error an operator can act on from one line, None for a bug.
+
+    The error classes are imported here, when a command failed: their modules load GX, pyarrow or boto3,
+    which `feedloop --help` and a successful command of another group never need.
+    """
     from pydantic import ValidationError
 
-    from feedloop.ops.airflow_api import AirflowApiError
-    from feedloop.ingest.sink import IngestError
-    from feedloop.core.errors import PromotionBlocked
-    from feedloop.quality import ValidationFailed, WindowNotReady
-    from feedloop.serving.client import RankingError
-    from feedloop.promotion.registry import RegistryError
-    from feedloop.ops.stack import StackError
+    from feedloop.ops.airflow_api import AirflowApiError  # lazy: a command loads only its own subsystem
+    from feedloop.ingest.sink import IngestError  # lazy: a command loads only its own subsystem
+    from feedloop.core.errors import PromotionBlocked  # lazy: a command loads only its own subsystem
+    from feedloop.quality import ValidationFailed, WindowNotReady  # lazy: a command loads only its own subsystem
+    from feedloop.serving.client import RankingError  # lazy: a command loads only its own subsystem
+    from feedloop.promotion.pointer_plan import RegistryError  # lazy: a command loads only its own subsystem
+    from feedloop.ops.stack import StackError  # lazy: a command loads only its own subsystem
 
     if isinstance(exc, (PromotionBlocked, ValidationFailed, WindowNotReady)):
         return EXIT_CHECK_FAILED

@@ -119,7 +119,7 @@ def _early_stopping(patience: int, min_rounds: int):
 
 def load_split(settings: Settings, day: date, split: str) -> pa.Table:
     """One split of the training set as Arrow, in file order (requests contiguous)."""
-    from feedloop.core import duck
+    from feedloop.core import duck  # lazy: DuckDB loads only where a training set is built or read
 
     cols = ", ".join(["request_id", "label", "label_binary", "weight"] + [features.column(n) for n in features.FEATURE_NAMES])
     url = f"s3://{settings.s3.lake_bucket}/{lake.dataset_prefix(day)}split={split}/*.parquet"

@@ -23,6 +23,7 @@ from typing import Any
 
 from feedloop.core.config import Settings
 from feedloop.core.process import ManagedProcess, StackError
+from feedloop.ops.airflow_api import AirflowApi
 from feedloop.ops.stack.services import Service, airflow_env, settings_env, venv_bin
 
 PROFILE = "production"
@@ -54,8 +55,6 @@ def admin_password(settings: Settings) -> str:
 
 def api(settings: Settings):
     """A logged-in client of this stack's REST API (what an operator or CI uses)."""
-    from feedloop.ops.airflow_api import AirflowApi
-
     return AirflowApi(f"http://127.0.0.1:{settings.stack.airflow_port}", ADMIN, admin_password(settings))
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from feedloop.core.config import Settings, repo_root
 from feedloop.core.process import ManagedProcess
+from feedloop.core.storage import ObjectStore
+from feedloop.core.streams import ensure_topic
 
 # SeaweedFS `weed mini` opens 14 ports; we set every one, so two stacks never clash.
 _WEED_PORT_FLAGS = (
@@ -155,8 +157,6 @@ class S3Service(Service):
         return [self.settings.stack.s3_port, *weed.values(), weed["admin.port"] + _ADMIN_GRPC_OFFSET]
 
     def ready(self) -> bool:
-        from feedloop.core.storage import ObjectStore
-
         store = ObjectStore.from_settings(self.settings)
         try:
             store.client.list_buckets()
@@ -165,8 +165,6 @@ class S3Service(Service):
             return False
 
     def provision(self) -> None:
-        from feedloop.core.storage import ObjectStore
-
         store = ObjectStore.from_settings(self.settings)
         buckets = [self.settings.s3.lake_bucket, self.settings.s3.models_bucket]
         if self.settings.stack.kafka_storage == "s3":
@@ -226,8 +224,6 @@ class KafkaService(Service):
             admin.close()
 
     def provision(self) -> None:
-        from feedloop.core.streams import ensure_topic
-
         ensure_topic(self.settings.kafka)
 
     def describe(self) -> dict[str, str]:

@@ -29,10 +29,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from feedloop.airflow import assets
-from feedloop.core.config import Settings
+from feedloop.core.config import Settings, load_settings
 from feedloop.core.layout import HourPartition
 from feedloop.quality import overview
-from feedloop.promotion.registry import Registry, RegistryError
+from feedloop.promotion.pointer_plan import RegistryError
+from feedloop.promotion.registry import Registry
 from feedloop.core.storage import ObjectStore
 from feedloop.core import names
 from feedloop.ops.ui import airflow_db, csrf, datadocs, headers
@@ -260,8 +261,6 @@ def _quality_page(request: Request, session: Any, *, end: date | None, days: int
 
 @lru_cache(maxsize=1)
 def _settings() -> Settings:
-    from feedloop.core.config import load_settings
-
     return load_settings()
 
 

@@ -24,7 +24,7 @@ class LazyApp:
         if self._app is None:
             with self._lock:
                 if self._app is None:
-                    from feedloop.ops.ui.app import create_app
+                    from feedloop.ops.ui.app import create_app  # lazy: see the module docstring
 
                     self._app = create_app()
         await self._app(scope, receive, send)
