@@ -15,7 +15,7 @@ import pendulum
 from airflow.sdk import dag, task
 
 from feedloop.airflow import notifier
-from feedloop.promotion import steps as promotion
+from feedloop.airflow import promotion_tasks
 from feedloop.core.config import load_settings
 from feedloop.airflow.params import canary as canary_params
 from feedloop.airflow.params import in_task
@@ -34,7 +34,7 @@ from feedloop.airflow.params import in_task
 def canary_ranker():
     @task
     def resolve_canary(*, params: dict, run_id: str) -> dict:
-        return promotion.run_canary(params=in_task("canary_ranker", params, load_settings()), run_id=run_id)
+        return promotion_tasks.run_canary(params=in_task("canary_ranker", params, load_settings()), run_id=run_id)
 
     resolve_canary()
 

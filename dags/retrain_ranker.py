@@ -55,7 +55,7 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from feedloop.airflow import notifier
-from feedloop.airflow import training_tasks
+from feedloop.airflow import promotion_tasks, training_tasks
 from feedloop.airflow.approval import PromotionApproval
 from feedloop.core.config import load_settings
 from feedloop.airflow.params import retrain as retrain_params
@@ -101,29 +101,29 @@ def retrain_ranker():
 
     @task
     def evaluate(*, ds: str) -> dict:
-        return training_tasks.promotion_step("evaluate_candidate", ds=ds)
+        return promotion_tasks.evaluate(ds=ds)
 
     @task
     def export(*, ds: str) -> dict:
-        return training_tasks.promotion_step("export_candidate", ds=ds)
+        return promotion_tasks.export(ds=ds)
 
     @task
     def gate(*, ds: str, params: dict) -> dict:
-        return training_tasks.gate(ds=ds, params=params)
+        return promotion_tasks.gate(ds=ds, params=params)
 
     @task
     def refit(*, ds: str, params: dict) -> dict:
-        return training_tasks.refit(ds=ds, params=params)
+        return promotion_tasks.refit(ds=ds, params=params)
 
     @task
     def register(*, ds: str, params: dict) -> dict:
-        return training_tasks.register(ds=ds, params=params)
+        return promotion_tasks.register(ds=ds, params=params)
 
     approve = PromotionApproval(task_id="approve", gate_task_id="gate", register_task_id="register")
 
     @task(trigger_rule="none_failed_min_one_success")  # runs when approve is skipped; a Reject skips it
     def flip(decision: dict, *, ds: str, run_id: str, params: dict) -> dict:
-        return training_tasks.flip(ds=ds, decision=decision, run_id=run_id, params=params)
+        return promotion_tasks.flip(ds=ds, decision=decision, run_id=run_id, params=params)
 
     decision = gate()
     built = check_params() >> validate() >> build_dataset()

@@ -14,7 +14,7 @@ import pendulum
 from airflow.sdk import dag, task
 
 from feedloop.airflow import notifier
-from feedloop.promotion import steps as promotion
+from feedloop.airflow import promotion_tasks
 from feedloop.core.config import load_settings
 from feedloop.airflow.params import rollback as rollback_params
 from feedloop.airflow.params import in_task
@@ -33,7 +33,7 @@ from feedloop.airflow.params import in_task
 def rollback_ranker():
     @task
     def rollback(*, params: dict, run_id: str) -> dict:
-        return promotion.run_rollback(params=in_task("rollback_ranker", params, load_settings()), run_id=run_id)
+        return promotion_tasks.run_rollback(params=in_task("rollback_ranker", params, load_settings()), run_id=run_id)
 
     rollback()
 

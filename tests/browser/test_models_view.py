@@ -11,7 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from feedloop.promotion import steps as promotion
+from feedloop.promotion.pointer_change import rollback
 from feedloop.promotion.registry import Registry
 from feedloop.ops.ui.models import PAGE_SIZE
 from tests.browser import uidata
@@ -83,7 +83,7 @@ def test_a_rollback_from_a_stale_page_is_refused_and_changes_nothing(ui, airflow
     expect(frame.locator("#rollback-form")).to_be_visible()
     shown = registry.live().pointer
     other = next(v for v in ranker_versions if v != shown["version"])
-    moved = promotion.rollback(to=other, reason="meanwhile, from the CLI", by="cli test", settings=airflow.settings)
+    moved = rollback(to=other, reason="meanwhile, from the CLI", by="cli test", settings=airflow.settings)
     frame.locator("#rollback-reason").fill("clicked on a page showing an older pointer")
     frame.locator("#rollback-submit").click()
     expect(frame.locator("#error")).to_contain_text("changed since this page was shown")
@@ -146,8 +146,8 @@ def test_the_models_view_stays_fast_with_a_year_of_daily_versions(ui, airflow, r
                "browser_page_load_ms": round(document), "browser_first_load_with_airflow_ui_ms": round(with_airflow)}
     (SCREENSHOTS.parent / "models-view-timings.json").write_text(json.dumps(timings, indent=2))
     print("Models view with a year of versions:", timings)
-    promotion.rollback(to=live_before, reason="browser test: back to before the year of versions", by="test",
-                       settings=airflow.settings)
+    rollback(to=live_before, reason="browser test: back to before the year of versions", by="test",
+             settings=airflow.settings)
 
     assert year[-1] in ids and year[0] in ids
     assert max(size, last_size) < 5_000_000

@@ -20,6 +20,8 @@ import orjson
 
 from feedloop import quality
 from feedloop.promotion import steps as promotion
+from feedloop.promotion.flip import flip_pointer
+from feedloop.promotion.registration import register_candidate
 from feedloop.ops import simulate
 from feedloop.core.config import Settings
 from feedloop.promotion.registry import Registry
@@ -45,9 +47,9 @@ def promote_days(settings: Settings, days: list[date]) -> list[str]:
         version = promotion.evaluate_candidate(ds=ds, settings=settings)["version"]
         promotion.export_candidate(ds=ds, settings=settings)
         gate = promotion.gate_candidate(ds=ds, settings=settings)
-        promotion.register_candidate(ds=ds, settings=settings)
-        promotion.flip_pointer(ds=ds, gate=gate, promoted_by=f"{RETRAIN} scheduled__{ds}T00:00:00+00:00",
-                               settings=settings)
+        register_candidate(ds=ds, settings=settings)
+        flip_pointer(ds=ds, gate=gate, promoted_by=f"{RETRAIN} scheduled__{ds}T00:00:00+00:00",
+                     settings=settings)
         versions.append(version)
     return versions
 

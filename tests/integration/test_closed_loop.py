@@ -19,6 +19,8 @@ import pytest
 from feedloop.features import dataset
 from feedloop.ops import loop_audit
 from feedloop.promotion import steps as promotion
+from feedloop.promotion.flip import flip_pointer
+from feedloop.promotion.registration import register_candidate
 from feedloop.ops import simulate
 from feedloop.training import train
 from feedloop.ingest import sink
@@ -119,11 +121,11 @@ def _retrain(settings, day: date, *, overrides: dict | None = FIRST_MODEL_GATE) 
     promotion.export_candidate(ds=ds, settings=settings)
     decision = promotion.gate_candidate(ds=ds, overrides=overrides, settings=settings)
     refit = promotion.refit_candidate(ds=ds, settings=settings)
-    registered = promotion.register_candidate(ds=ds, settings=settings)
+    registered = register_candidate(ds=ds, settings=settings)
     if not decision["promotable"]:
         return {"evaluate": evaluation, "gate": decision, "refit": refit}
     assert registered["serving_version"] == refit["refit"] != decision["version"]  # the refit serves
-    flip = promotion.flip_pointer(ds=ds, gate=decision, promoted_by="test_closed_loop", settings=settings)
+    flip = flip_pointer(ds=ds, gate=decision, promoted_by="test_closed_loop", settings=settings)
     return {"evaluate": evaluation, "gate": decision, "flip": flip}
 
 

@@ -33,6 +33,8 @@ import orjson
 import pytest
 
 from feedloop.promotion import steps as promotion
+from feedloop.core.errors import PromotionBlocked
+from feedloop.promotion.flip import flip_pointer
 from feedloop.ops import simulate
 from feedloop.ops import stack
 from feedloop.ops.airflow_api import AirflowApi, AirflowApiError
@@ -289,13 +291,13 @@ def test_force_makes_a_blocked_candidate_live_and_records_why(af, backfill):
     live = af.registry.live()
     blocked = promotion.gate_candidate(ds=ds, overrides={"floors": {"auc": 0.999}}, mode="force", settings=settings)
     assert not blocked["promotable"] and not blocked["approval"]["required"]
-    with pytest.raises(promotion.PromotionBlocked, match="needs a force_reason"):
-        promotion.flip_pointer(ds=ds, gate=blocked, promoted_by="test", mode="force", settings=settings)
-    with pytest.raises(promotion.PromotionBlocked, match="blocked"):
-        promotion.flip_pointer(ds=ds, gate=blocked, promoted_by="test", mode="gate", settings=settings)
+    with pytest.raises(PromotionBlocked, match="needs a force_reason"):
+        flip_pointer(ds=ds, gate=blocked, promoted_by="test", mode="force", settings=settings)
+    with pytest.raises(PromotionBlocked, match="blocked"):
+        flip_pointer(ds=ds, gate=blocked, promoted_by="test", mode="gate", settings=settings)
     assert af.registry.live().etag == live.etag
-    result = promotion.flip_pointer(ds=ds, gate=blocked, promoted_by="test", mode="force",
-                                    force_reason="rollback of a bad feature", settings=settings)
+    result = flip_pointer(ds=ds, gate=blocked, promoted_by="test", mode="force",
+                          force_reason="rollback of a bad feature", settings=settings)
     pointer = af.registry.live().pointer
     assert result["flipped"] and result["action"] == "force" and pointer["version"] == blocked["version"]
     assert pointer["action"] == "force" and pointer["previous"] == live.version

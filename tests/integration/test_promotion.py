@@ -17,9 +17,16 @@ import orjson
 import pytest
 
 from feedloop.promotion import steps as promotion
+from feedloop.airflow.promotion_tasks import run_canary
+from feedloop.core.errors import NotApproved
+from feedloop.promotion.approval import record_approval
+from feedloop.promotion.flip import flip_pointer
+from feedloop.promotion.pointer_change import rollback
+from feedloop.promotion.registration import register_candidate
 from feedloop.airflow.notifier import FeedloopNotifier
 from feedloop.core.errors import PromotionBlocked
-from feedloop.promotion.registry import PointerRaceLost, Registry, sha256
+from feedloop.promotion.pointer_plan import PointerRaceLost
+from feedloop.promotion.registry import Registry, sha256
 from tests.integration import rankerdata
 from tests.integration.test_validation_airflow import slack, smtp  # noqa: F401 - the receivers, reused
 
@@ -63,9 +70,9 @@ def _promote(env, ds: str, overrides: dict | None = None, canary_percent: float 
     out = {"evaluate": promotion.evaluate_candidate(ds=ds, settings=s),
            "export": promotion.export_candidate(ds=ds, settings=s)}
     out["gate"] = promotion.gate_candidate(ds=ds, overrides=overrides, settings=s)
-    out["register"] = promotion.register_candidate(ds=ds, settings=s)
-    out["flip"] = promotion.flip_pointer(ds=ds, gate=out["gate"], promoted_by=f"retrain_ranker {ds}",
-                                         canary_percent=canary_percent, settings=s)
+    out["register"] = register_candidate(ds=ds, settings=s)
+    out["flip"] = flip_pointer(ds=ds, gate=out["gate"], promoted_by=f"retrain_ranker {ds}",
+                               canary_percent=canary_percent, settings=s)
     return out
 
 
@@ -116,10 +123,10 @@ def test_a_candidate_worse_in_one_segment_is_blocked_and_the_alert_names_it(env,
     gate = promotion.gate_candidate(ds="2026-11-06", overrides=SEGMENT_GATE, settings=s)
     assert not gate["promotable"] and "in tenant_id=globex regressed" in gate["summary"]
     assert "tenant_id=acme" not in gate["summary"]
-    registered = promotion.register_candidate(ds="2026-11-06", settings=s)
+    registered = register_candidate(ds="2026-11-06", settings=s)
     assert registered["promotable"] is False  # kept for the record, never live
     with pytest.raises(PromotionBlocked) as blocked:
-        promotion.flip_pointer(ds="2026-11-06", gate=gate, promoted_by="retrain_ranker 2026-11-06", settings=s)
+        flip_pointer(ds="2026-11-06", gate=gate, promoted_by="retrain_ranker 2026-11-06", settings=s)
     assert env.registry.live().version == first
     assert registered["report_uri"] in str(blocked.value)
 
@@ -191,7 +198,7 @@ def _awaiting_approval(env, models) -> tuple[str, dict]:
     promotion.export_candidate(ds="2026-11-06", settings=s)
     gate = promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20}, settings=s)
     assert gate["promotable"] and gate["approval"]["required"], gate["approval"]
-    promotion.register_candidate(ds="2026-11-06", settings=s)
+    register_candidate(ds="2026-11-06", settings=s)
     return first, gate
 
 
@@ -202,17 +209,17 @@ def test_a_flip_that_needs_approval_honours_the_recorded_answer_whoever_runs_it(
     before = env.registry.live()
 
     def flip():
-        return promotion.flip_pointer(ds="2026-11-06", gate=gate, promoted_by="retrain_ranker", settings=env.settings)
+        return flip_pointer(ds="2026-11-06", gate=gate, promoted_by="retrain_ranker", settings=env.settings)
 
     def answer(chosen: list[str], by: str | None, timed_out: bool = False) -> None:
-        promotion.record_approval(ds="2026-11-06", version=gate["version"], chosen=chosen, by=by, timed_out=timed_out,
-                                  settings=env.settings)
+        record_approval(ds="2026-11-06", version=gate["version"], chosen=chosen, by=by, timed_out=timed_out,
+                        settings=env.settings)
 
     answer(["Reject"], "alice")
-    with pytest.raises(promotion.NotApproved, match=r"was rejected by alice at .*; live model unchanged"):
+    with pytest.raises(NotApproved, match=r"was rejected by alice at .*; live model unchanged"):
         flip()
     answer(["Reject"], None, timed_out=True)
-    with pytest.raises(promotion.NotApproved, match=r"not approved before the approval timeout .*live model unchanged"):
+    with pytest.raises(NotApproved, match=r"not approved before the approval timeout .*live model unchanged"):
         flip()
     env.store.delete(env.settings.s3.models_bucket,
                      f"ranker/runs/2026-11-06/candidates/{gate['version']}/approval.json")
@@ -237,7 +244,7 @@ def test_a_parity_failure_is_never_registered(env, models):
     gate = promotion.gate_candidate(ds="2026-11-05", settings=s)
     assert not gate["promotable"] and "ONNX parity" in gate["summary"]
     with pytest.raises(PromotionBlocked, match="is not registered: ONNX parity max"):
-        promotion.register_candidate(ds="2026-11-05", settings=s)
+        register_candidate(ds="2026-11-05", settings=s)
     assert env.registry.versions() == [] and env.registry.live() is None
 
 
@@ -246,9 +253,9 @@ def test_rollback_restores_the_previous_version_and_records_it(env, models):
     first = _promote(env, "2026-11-05")["flip"]["version"]
     env.write("2026-11-06", models["better"])
     second = _promote(env, "2026-11-06", overrides={"min_support": 20})["flip"]["version"]
-    dry = promotion.rollback(to=None, reason="CTR down 8%", by="cli alice", dry_run=True, settings=env.settings)
+    dry = rollback(to=None, reason="CTR down 8%", by="cli alice", dry_run=True, settings=env.settings)
     assert dry["diff"]["version"] == {"from": second, "to": first} and env.registry.live().version == second
-    done = promotion.rollback(to=None, reason="CTR down 8%", by="cli alice", settings=env.settings)
+    done = rollback(to=None, reason="CTR down 8%", by="cli alice", settings=env.settings)
     assert (done["from"], done["to"]) == (second, first)
     live = env.registry.live().pointer
     assert (live["version"], live["action"], live["reason"], live["sha256"]) == (
@@ -322,7 +329,7 @@ def test_a_backfilled_day_is_judged_against_the_model_that_served_it_and_never_m
     promotion.export_candidate(ds="2026-11-06", settings=s)
     late_gate = promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20}, settings=s)
     assert late_gate["champion"] == first
-    promotion.register_candidate(ds="2026-11-06", settings=s)
+    register_candidate(ds="2026-11-06", settings=s)
     env.write("2026-11-07", rankerdata.train_model(rankerdata.day_frame(seed=2), rounds=60))
     third = _promote(env, "2026-11-07", overrides={"min_support": 20})
     assert third["evaluate"]["champion"] == first  # 11-06's candidate never went live: day 7 was served by first
@@ -334,14 +341,14 @@ def test_a_backfilled_day_is_judged_against_the_model_that_served_it_and_never_m
     assert promotion.evaluate_candidate(ds="2026-11-06", settings=s)["champion"] == first
     assert promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20}, settings=s)["champion"] == first
     # ... and its flip does not move the pointer back to an older day's model: it records what it would have done.
-    held = promotion.flip_pointer(ds="2026-11-06", gate=late_gate, promoted_by="backfill", settings=s)
+    held = flip_pointer(ds="2026-11-06", gate=late_gate, promoted_by="backfill", settings=s)
     assert held["flipped"] is False and held["held_back"] and held["live"] == third
     assert "trained on a later day than 2026-11-06" in held["why"]
     staged = env.store.get_json(s.s3.models_bucket, f"ranker/runs/2026-11-06/candidates/{late_gate['version']}/flip.json")
     assert staged == held and env.registry.live().pointer == live
     # promotion_mode=force moves it back, with the reason recorded.
-    forced = promotion.flip_pointer(ds="2026-11-06", gate=late_gate, promoted_by="operator", mode="force",
-                                    force_reason="day 7's model breaks search", settings=s)
+    forced = flip_pointer(ds="2026-11-06", gate=late_gate, promoted_by="operator", mode="force",
+                          force_reason="day 7's model breaks search", settings=s)
     assert forced["flipped"] and forced["action"] == "force" and env.registry.live().version == late_gate["version"]
 
 
@@ -355,15 +362,15 @@ def test_a_pointer_change_after_evaluation_refuses_the_flip_and_a_rerun_evaluate
     assert promotion.evaluate_candidate(ds="2026-11-06", settings=s)["champion"] == champion
     promotion.export_candidate(ds="2026-11-06", settings=s)
     gate = promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20, "tolerance": 1.0}, settings=s)
-    promotion.register_candidate(ds="2026-11-06", settings=s)
-    promotion.rollback(to=oldest, reason="serving errors", by="alice", settings=s)
+    register_candidate(ds="2026-11-06", settings=s)
+    rollback(to=oldest, reason="serving errors", by="alice", settings=s)
     with pytest.raises(PointerRaceLost, match=f"live model is {oldest}, not {champion}"):
-        promotion.flip_pointer(ds="2026-11-06", gate=gate, promoted_by="late run", settings=s)
+        flip_pointer(ds="2026-11-06", gate=gate, promoted_by="late run", settings=s)
     assert env.registry.live().version == oldest
     # The re-run: the champion of day 6 is still the model that served it; the flip now expects the rolled-back one.
     assert promotion.evaluate_candidate(ds="2026-11-06", settings=s)["champion"] == champion
     gate = promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20, "tolerance": 1.0}, settings=s)
-    flipped = promotion.flip_pointer(ds="2026-11-06", gate=gate, promoted_by="re-run", settings=s)
+    flipped = flip_pointer(ds="2026-11-06", gate=gate, promoted_by="re-run", settings=s)
     assert flipped["flipped"] and flipped["previous"] == oldest
 
 
@@ -400,8 +407,8 @@ def test_the_flip_step_in_canary_mode_starts_a_canary_once_and_the_operator_prom
     run = _cli(capsys)
     code, text, _ = run("model", "canary", second, "--percent", "40", "--reason", "clean at 10%")
     assert code == 0 and text.startswith(f"canary {second}: 10% -> 40% of users")
-    rerun = promotion.flip_pointer(ds="2026-11-06", gate=out["gate"], promoted_by="retry", canary_percent=10,
-                                   settings=env.settings)
+    rerun = flip_pointer(ds="2026-11-06", gate=out["gate"], promoted_by="retry", canary_percent=10,
+                         settings=env.settings)
     assert rerun["started"] is False and rerun["percent"] == 40.0  # the re-run neither restarts nor undoes the ramp
     assert env.registry.live().pointer["seq"] == 3
 
@@ -412,8 +419,8 @@ def test_the_flip_step_in_canary_mode_starts_a_canary_once_and_the_operator_prom
     live = env.registry.live().pointer
     assert (live["version"], live["previous"], live["canary"], live["reason"]) == (
         second, first["version"], None, "CTR +3% on the canary")
-    assert promotion.flip_pointer(ds="2026-11-06", gate=out["gate"], promoted_by="retry", canary_percent=10,
-                                  settings=env.settings)["flipped"] is False
+    assert flip_pointer(ds="2026-11-06", gate=out["gate"], promoted_by="retry", canary_percent=10,
+                        settings=env.settings)["flipped"] is False
     assert env.registry.live().pointer["seq"] == 4
 
 
@@ -430,8 +437,8 @@ def test_a_new_candidate_is_blocked_while_another_canary_runs(env, models, canar
     before = env.registry.live().pointer
     with pytest.raises(PromotionBlocked, match=f"2026-11-07-x for 2026-11-07 not promoted: a canary of {canary} at "
                                                "25% is running: promote it .* or abort it"):
-        promotion.flip_pointer(ds="2026-11-07", gate=gate, promoted_by="retrain_ranker 2026-11-07",
-                               canary_percent=canary_percent, settings=env.settings)
+        flip_pointer(ds="2026-11-07", gate=gate, promoted_by="retrain_ranker 2026-11-07",
+                     canary_percent=canary_percent, settings=env.settings)
     assert env.registry.live().pointer == before
 
 
@@ -443,7 +450,7 @@ def test_the_canary_cli_and_dag_task_start_ramp_list_and_abort(env, models, monk
     env.write("2026-11-06", models["better"])
     out = _promote(env, "2026-11-06", overrides={"min_support": 20})
     second = out["flip"]["version"]
-    promotion.rollback(to=first, reason="back", by="test", settings=env.settings)  # second: registered, not live
+    rollback(to=first, reason="back", by="test", settings=env.settings)  # second: registered, not live
     monkeypatch.setenv("FEEDLOOP_S3__MODELS_BUCKET", env.settings.s3.models_bucket)
     run = _cli(capsys)
 
@@ -479,9 +486,9 @@ def test_the_canary_cli_and_dag_task_start_ramp_list_and_abort(env, models, monk
     code, text, _ = run("model", "abort-canary", "--dry-run")
     assert code == 0 and text.startswith(f"dry run, would do: aborted canary {second}; live stays {first}")
     with pytest.raises(AirflowFailException, match="reason: required: at least 3 characters"):
-        promotion.run_canary(params={"action": "promote", "reason": "  "}, run_id="manual__1")
+        run_canary(params={"action": "promote", "reason": "  "}, run_id="manual__1")
     assert env.registry.live().canary["version"] == second
-    aborted = promotion.run_canary(params={"action": "abort", "reason": "p99 up"}, run_id="manual__2")
+    aborted = run_canary(params={"action": "abort", "reason": "p99 up"}, run_id="manual__2")
     assert (aborted["action"], aborted["live"], aborted["canary"]) == ("abort-canary", first, None)
     live = env.registry.live().pointer
     assert (live["version"], live["canary"], live["promoted_by"], live["reason"]) == (
@@ -489,7 +496,7 @@ def test_the_canary_cli_and_dag_task_start_ramp_list_and_abort(env, models, monk
     code, _, err = run("-o", "json", "model", "abort-canary", "--reason", "again")
     assert code == 1 and "no canary is running: nothing to abort" in err
     with pytest.raises(AirflowFailException, match="no canary is running: nothing to promote"):
-        promotion.run_canary(params={"action": "promote", "reason": "go on"}, run_id="manual__3")
+        run_canary(params={"action": "promote", "reason": "go on"}, run_id="manual__3")
 
 
 def test_a_changed_feature_set_is_held_by_the_gate_and_force_promotes_it(env, models):
@@ -512,10 +519,10 @@ def test_a_changed_feature_set_is_held_by_the_gate_and_force_promotes_it(env, mo
     assert f"champion {champion} needs feature column(s) this holdout lacks: f_quality" in gate["summary"]
     assert "promote with promotion_mode=force and a force_reason" in gate["summary"]
     with pytest.raises(PromotionBlocked, match="f_quality"):
-        promotion.flip_pointer(ds=ds, gate=gate, promoted_by="retrain_ranker", settings=s)
-    registered = promotion.register_candidate(ds=ds, mode="force", settings=s)
-    flip = promotion.flip_pointer(ds=ds, gate=gate, promoted_by="retrain_ranker", mode="force",
-                                  force_reason="f_quality v2: the champion's feature is gone", settings=s)
+        flip_pointer(ds=ds, gate=gate, promoted_by="retrain_ranker", settings=s)
+    registered = register_candidate(ds=ds, mode="force", settings=s)
+    flip = flip_pointer(ds=ds, gate=gate, promoted_by="retrain_ranker", mode="force",
+                        force_reason="f_quality v2: the champion's feature is gone", settings=s)
     assert flip["flipped"] and flip["previous"] == champion and env.registry.live().version == gate["version"]
     metrics = env.registry.read_json(gate["version"], "metrics.json")
     assert metrics["champion"]["version"] == champion and "f_quality" in metrics["champion"]["unscorable"]

@@ -9,8 +9,8 @@ from datetime import date, timedelta
 import orjson
 import pytest
 
-from feedloop.promotion.registry import (CanaryConflict, PointerRaceLost, Registry, RegistryError, VersionConflict, entries,
-                               sha256)
+from feedloop.promotion.pointer_plan import CanaryConflict, PointerRaceLost, RegistryError
+from feedloop.promotion.registry import Registry, VersionConflict, entries, sha256
 from feedloop.core.storage import PreconditionFailed
 
 pytestmark = pytest.mark.integration

@@ -15,6 +15,9 @@ import pytest
 from feedloop.features import dataset
 from feedloop.features import snapshots as feature_snapshots
 from feedloop.promotion import steps as promotion
+from feedloop.core.errors import PromotionBlocked
+from feedloop.promotion.flip import flip_pointer
+from feedloop.promotion.registration import register_candidate
 from feedloop.ops import simulate
 from feedloop.training import train
 from feedloop.ingest import sink
@@ -126,9 +129,9 @@ def test_a_candidate_trained_on_shuffled_labels_is_held_and_the_pointer_stays(ra
     promotion.export_candidate(ds=ds, settings=settings)
     decision = promotion.gate_candidate(ds=ds, settings=settings)
     assert decision["promotable"] is False, decision
-    promotion.register_candidate(ds=ds, settings=settings)
-    with pytest.raises(promotion.PromotionBlocked):
-        promotion.flip_pointer(ds=ds, gate=decision, promoted_by="test", settings=settings)
+    register_candidate(ds=ds, settings=settings)
+    with pytest.raises(PromotionBlocked):
+        flip_pointer(ds=ds, gate=decision, promoted_by="test", settings=settings)
     after = registry.live()
     assert after.version == before.version and after.etag == before.etag
 

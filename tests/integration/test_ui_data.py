@@ -16,9 +16,10 @@ import pytest
 from feedloop import quality
 from feedloop.core.layout import HourPartition
 from feedloop.quality import overview
-from feedloop.promotion.registry import Registry, RegistryError
-from feedloop.promotion.registry import InvalidPointerChange
-from feedloop.ops.ui.models import Catalog, StalePage, change_pointer
+from feedloop.promotion.pointer_plan import InvalidPointerChange, RegistryError
+from feedloop.promotion.registry import Registry
+from feedloop.ops.ui.models import Catalog, change_pointer
+from feedloop.promotion.pointer_change import StalePage
 from feedloop.ops.ui.runs import run_model
 from tests.integration import lakedata
 

@@ -3,7 +3,7 @@
 Why the standard provider's operator: the request shows up in Airflow's UI (the run's task and the
 "Required actions" list) behind its login and permissions, the REST API answers it, and in Airflow
 3.3 the task waits in the awaiting-input state without holding a worker slot. feedloop adds when to
-ask (feedloop.promotion.steps.approval: a candidate that passed the gate within promotion.approval_margin
+ask (feedloop.promotion.approval: a candidate that passed the gate within promotion.approval_margin
 of the champion), what to show (the comparison and the report) and a record of the answer.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-from feedloop.promotion import steps as promotion
 from feedloop.core.config import load_settings
+from feedloop.promotion.approval import approval_request, record_approval
 
 
 class PromotionApproval(ApprovalOperator):
@@ -42,7 +42,7 @@ class PromotionApproval(ApprovalOperator):
         gate = ti.xcom_pull(task_ids=self.gate_task_id)
         if not gate["approval"]["required"]:
             raise AirflowSkipException(f"no approval asked: {gate['approval']['why']}")
-        self.subject, self.body = promotion.approval_request(
+        self.subject, self.body = approval_request(
             gate=gate, registered=ti.xcom_pull(task_ids=self.register_task_id),
             run_url=_run_url(ti.dag_id, ti.run_id))
         self.log.info("waiting up to %s for Approve / Reject: %s", self.response_timeout, self.subject)
@@ -57,9 +57,8 @@ class PromotionApproval(ApprovalOperator):
         ti = context["ti"]
         gate = ti.xcom_pull(task_ids=self.gate_task_id)
         user = event.get("responded_by_user") or {}
-        record = promotion.record_approval(ds=context["ds"], version=gate["version"], chosen=event["chosen_options"],
-                                           by=user.get("name") or user.get("id"),
-                                           timed_out=bool(event.get("timedout")))
+        record = record_approval(ds=context["ds"], version=gate["version"], chosen=event["chosen_options"],
+                                 by=user.get("name") or user.get("id"), timed_out=bool(event.get("timedout")))
         ti.xcom_push(key="return_value", value=record)
         super().execute_complete(context=context, event=event)
 

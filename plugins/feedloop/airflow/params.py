@@ -24,8 +24,9 @@ from airflow.sdk import Param
 
 from feedloop.core import utc
 from feedloop.core.config import PromotionSettings, Settings
-from feedloop.promotion.steps import MODES
-from feedloop.promotion.registry import REASON_MAX, REASON_MIN, VERSION_MAX, VERSION_PATTERN, pointer_change_problems
+from feedloop.promotion.candidate import MODES
+from feedloop.promotion.pointer_plan import (REASON_MAX, REASON_MIN, VERSION_MAX, VERSION_PATTERN,
+                                             pointer_change_problems)
 
 # months 01-12, days 01-31, hours 00-23, minutes and seconds 00-59: Airflow refuses 2026-13-01 at trigger
 # time; a day the month lacks (02-30) passes the pattern and is refused by the replay rules

@@ -1,19 +1,33 @@
-"""Airflow task bodies of the retrain DAG: logical date and params in, URIs and small dicts out.
+"""Airflow task bodies of the retrain DAG up to training: logical date and params in, URIs and small dicts out.
 
 The run for logical date D (its data interval is the day D) trains on the impressions of
 [D + 1 - window_days, D + 1): D itself is the held-out day, D - 1 the validation day. Params are
 checked once by the first task (feedloop.airflow.params) and turned into library arguments here.
+The promotion steps' task bodies (evaluate .. flip) are feedloop.airflow.promotion_tasks.
 """
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import logging
+from dataclasses import asdict
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from feedloop.airflow import params as params_mod
 from feedloop.core.config import Settings, load_settings
+from feedloop.features import dataset
+from feedloop.features import snapshots as feature_snapshots
+from feedloop.quality import WindowNotReady, training_window
+from feedloop.quality.window import quarantined_hours
+from feedloop.training import train as train_mod
+
+log = logging.getLogger(__name__)
 
 
-def _settings(params: dict[str, Any]) -> Settings:
+def run_settings(params: dict[str, Any]) -> Settings:
+    """The settings with the run's window_days and objective params applied."""
     settings = load_settings()
     updates: dict[str, Any] = {}
     if params.get("window_days"):
@@ -26,17 +40,7 @@ def _settings(params: dict[str, Any]) -> Settings:
 def build_dataset(*, ds: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]:
     """The window's trainable hours by dataset.on_quarantined (late hours validated again), then the
     point-in-time training set without the hours left out; skip if too little data."""
-    import logging
-    from dataclasses import asdict
-    from datetime import datetime, timezone
-
-    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-
-    from feedloop.features import dataset
-    from feedloop.quality import WindowNotReady, training_window
-    from feedloop.quality.window import quarantined_hours
-
-    settings = _settings(params)
+    settings = run_settings(params)
     end = date.fromisoformat(ds) + timedelta(days=1)
     try:
         start, end = dataset.window(settings, end)
@@ -49,7 +53,7 @@ def build_dataset(*, ds: str, run_id: str, params: dict[str, Any]) -> dict[str, 
         raise AirflowFailException(f"training refused: {exc}") from exc
     excluded = checked.excluded | quarantined_hours(settings, dataset.input_start(settings, start), start)
     for part, why in excluded.items():
-        logging.getLogger(__name__).warning("left out of the training set: %s: %s", part, why)
+        log.warning("left out of the training set: %s: %s", part, why)
     result = dataset.build(settings, end=end, excluded=excluded)
     return {**{k: v for k, v in asdict(result).items() if k != "files"}, "revalidated": checked.revalidated,
             "clean_share": round(checked.clean_share, 4)}
@@ -57,67 +61,15 @@ def build_dataset(*, ds: str, run_id: str, params: dict[str, Any]) -> dict[str, 
 
 def publish_features(*, ds: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]:
     """Publish the run's feature snapshot for the pods whatever its candidate's fate; nothing in dry-run."""
-    from dataclasses import asdict
-
-    from feedloop.features import snapshots as feature_snapshots
-
-    return asdict(feature_snapshots.publish(_settings(params), day=date.fromisoformat(ds),
+    return asdict(feature_snapshots.publish(run_settings(params), day=date.fromisoformat(ds),
                                             by=f"retrain_ranker {run_id}",
                                             dry_run=params["promotion_mode"] == "dry-run"))
 
 
 def train(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    from feedloop.training import train as train_mod
-
-    return asdict(train_mod.train(_settings(params), day=date.fromisoformat(ds)))
+    return asdict(train_mod.train(run_settings(params), day=date.fromisoformat(ds)))
 
 
 def check_params(*, params: dict[str, Any]) -> dict[str, Any]:
     """The run's params, checked (cross-field rules included); a bad one fails the run before any work."""
-    from feedloop.airflow import params as params_mod
-
     return params_mod.in_task("retrain_ranker", params, load_settings())
-
-
-def gate(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
-    from feedloop.airflow.params import gate_overrides
-
-    return promotion_step("gate_candidate", ds=ds, overrides=gate_overrides(params, load_settings()),
-                          mode=params["promotion_mode"])
-
-
-def refit(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
-    return promotion_step("refit_candidate", ds=ds, mode=params["promotion_mode"], settings=_settings(params))
-
-
-def register(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
-    return promotion_step("register_candidate", ds=ds, mode=params["promotion_mode"])
-
-
-def flip(*, ds: str, decision: dict[str, Any], run_id: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The flip; a recorded Reject (or no answer) skips it, as the approve step does (the flip re-run after
-    clearing it included)."""
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    from feedloop.core.errors import NotApproved
-
-    try:
-        return promotion_step("flip_pointer", ds=ds, gate=decision, promoted_by=f"retrain_ranker {run_id}",
-                              canary_percent=params.get("canary_percent"), mode=params["promotion_mode"],
-                              force_reason=params.get("force_reason") or "")
-    except NotApproved as exc:
-        raise AirflowSkipException(str(exc)) from exc
-
-
-def promotion_step(step: str, **kwargs: Any) -> dict[str, Any]:
-    """Run one promotion step; a blocked promotion fails at once (one alert, no retries)."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from feedloop.promotion import steps as promotion
-
-    try:
-        return getattr(promotion, step)(**kwargs)
-    except promotion.PromotionBlocked as exc:
-        raise AirflowFailException(str(exc)) from exc

@@ -1,7 +1,7 @@
 """`feedloop model ...`: list and show registered versions, the pointer history, roll back, run a canary.
 
-Why the CLI goes through feedloop.promotion.steps / feedloop.promotion.registry: a rollback from a terminal is the
-same compare-and-swap as the DAG's, so it cannot race a promotion into a torn pointer.
+Why the CLI goes through feedloop.promotion.pointer_change / feedloop.promotion.registry: a rollback from a
+terminal is the same compare-and-swap as the DAG's, so it cannot race a promotion into a torn pointer.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def _percent(value: str) -> float:
 
 def cmd_model(args: argparse.Namespace) -> int:
     from feedloop.core.config import load_settings
-    from feedloop.promotion.registry import Registry, RegistryError
+    from feedloop.promotion.pointer_plan import RegistryError  # lazy: a command loads only its own subsystem
+    from feedloop.promotion.registry import Registry  # lazy: a command loads only its own subsystem
 
     settings = load_settings()
     registry = Registry.from_settings(settings)
@@ -84,8 +85,9 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 
 def _pointer_change_problems(args: argparse.Namespace) -> list[str]:
-    """The bounds the rollback and canary DAGs and the Models page apply (registry.pointer_change_problems), by flag."""
-    from feedloop.promotion.registry import pointer_change_problems
+    """The bounds the rollback and canary DAGs and the Models page apply (pointer_plan.pointer_change_problems),
+    by flag."""
+    from feedloop.promotion.pointer_plan import pointer_change_problems  # lazy: a command loads only its own subsystem
 
     to, flag = (args.to, "--to") if args.action == "rollback" else (getattr(args, "version", None), "VERSION")
     reason = args.reason if args.reason is not None or not args.dry_run else "(dry run)"
@@ -94,21 +96,16 @@ def _pointer_change_problems(args: argparse.Namespace) -> list[str]:
 
 
 def _change_pointer(args: argparse.Namespace, settings: Any) -> tuple[dict[str, Any], Callable[[], str]]:
-    """rollback and the canary actions: the same compare-and-swap writes as the DAGs make."""
-    from feedloop.promotion import steps as promotion
+    """rollback and the canary actions: the same pointer change as the DAGs and the Models page make."""
+    from feedloop.promotion.pointer_change import change_pointer  # lazy: a command loads only its own subsystem
 
-    common = {"reason": (args.reason or "(dry run)").strip(), "by": f"cli {getpass.getuser()}@{socket.gethostname()}",
-              "dry_run": args.dry_run, "settings": settings}
-    if args.action == "rollback":
-        result = promotion.rollback(to=args.to, **common)
-        return result, lambda: _rollback_text(result)
-    if args.action == "canary":
-        result = promotion.start_canary(version=args.version, percent=args.percent, **common)
-    elif args.action == "promote-canary":
-        result = promotion.promote_canary(**common)
-    else:
-        result = promotion.abort_canary(**common)
-    return result, lambda: _canary_text(result)
+    to = args.to if args.action == "rollback" else getattr(args, "version", None)
+    result = change_pointer(args.action, to=to, percent=getattr(args, "percent", None),
+                            reason=(args.reason or "(dry run)").strip(),
+                            by=f"cli {getpass.getuser()}@{socket.gethostname()}", dry_run=args.dry_run,
+                            settings=settings).summary()
+    text = _rollback_text if args.action == "rollback" else _canary_text
+    return result, lambda: text(result)
 
 
 def _list(registry) -> list[dict[str, Any]]:
@@ -126,7 +123,7 @@ def _list(registry) -> list[dict[str, Any]]:
 
 
 def _show(registry, version: str) -> dict[str, Any]:
-    from feedloop.promotion.registry import RegistryError
+    from feedloop.promotion.pointer_plan import RegistryError  # lazy: a command loads only its own subsystem
 
     manifest = registry.manifest(version)
     if manifest is None:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from feedloop.training import export
 from feedloop.features import definitions as features
-from feedloop.promotion.registry import VERSION_PATTERN
+from feedloop.promotion.pointer_plan import VERSION_PATTERN
 from feedloop.serving.snapshot import FILES as SNAPSHOT_FILES
 from feedloop.serving.snapshot import Snapshot, SnapshotError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from feedloop.promotion import steps as promotion
+from feedloop.promotion import approval as promotion
 
 COMPARE = ("ndcg@5", "ndcg@10")
 

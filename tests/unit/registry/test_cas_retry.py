@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from feedloop.core.pointer import CasPointer
-from feedloop.promotion.registry import PointerRaceLost, Registry
+from feedloop.promotion.pointer_plan import PointerRaceLost
+from feedloop.promotion.registry import Registry
 from feedloop.core.storage import PreconditionFailed, StoredObject
 
 BUCKET, LIVE = "models", "ranker/live.json"

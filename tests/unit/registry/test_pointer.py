@@ -6,7 +6,8 @@ from datetime import date
 
 import pytest
 
-from feedloop.promotion.registry import FlipPlan, Live, Registry, VersionConflict, entries, in_effect_from, version_day
+from feedloop.promotion.pointer_plan import FlipPlan, Live
+from feedloop.promotion.registry import Registry, VersionConflict, entries, in_effect_from, version_day
 
 OLD = {"seq": 4, "version": "2026-11-05-aa", "sha256": "1", "previous": "2026-11-04-bb", "reason": "gate",
        "promoted_by": "dag", "promoted_at": "2026-11-06T00:10:00.000Z", "action": "promote"}

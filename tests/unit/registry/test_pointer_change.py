@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedloop.promotion.registry import (REASON_MAX, InvalidPointerChange, check_pointer_change, pointer_change_problems)
+from feedloop.promotion.pointer_plan import (REASON_MAX, InvalidPointerChange, check_pointer_change,
+                                             pointer_change_problems)
 
 OK = "2026-11-20-3f9a1c2b7e"
 

@@ -7,9 +7,10 @@ at most that many; versions and history entries are immutable (written once, If-
 is read once per process and kept as a small summary. A repeated view costs one delimiter LIST of
 the versions and one GET of live.json.
 
-Pointer changes go through the registry's own plan + compare-and-swap commit, as the CLI and the
-DAGs do; the page also sends the pointer sequence number it showed, so a click made on a stale page
-(someone else flipped meanwhile) is refused instead of applied to a pointer the operator never saw.
+Pointer changes go through feedloop.promotion.pointer_change, as the CLI's and the DAGs' do (same
+bounds, compare-and-swap and rollback alert); the page also sends the pointer sequence number it
+showed, so a click made on a stale page (someone else flipped meanwhile) is refused instead of
+applied to a pointer the operator never saw.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from typing import Any, Callable
 
 import orjson
 
-from feedloop.promotion.registry import FlipPlan, Live, Registry, RegistryError, check_pointer_change, entries
+from feedloop.core.config import Settings, load_settings
+from feedloop.promotion import pointer_change
+from feedloop.promotion.pointer_plan import Live
+from feedloop.promotion.registry import Registry, entries
 
 READ_THREADS = 8
 PAGE_SIZE = 30  # a first view reads at most this many manifests + metrics.json + history entries
-ACTIONS = ("rollback", "promote-canary", "abort-canary")
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,6 @@ class VersionSummary:
     @property
     def delta_ndcg(self) -> float | None:
         return _delta(self.ndcg, self.champion_ndcg)
-
-
-class StalePage(RegistryError):
-    """The pointer changed after the page was shown: nothing was applied."""
 
 
 class Catalog:
@@ -114,29 +113,14 @@ class Catalog:
 
 
 def change_pointer(registry: Registry, *, action: str, shown_seq: int | None, by: str, reason: str,
-                   to: str | None = None) -> dict[str, Any]:
-    """Apply one pointer change from the page: plan it, refuse it if the pointer moved, commit with CAS."""
-    to, reason = check_pointer_change(to=to, reason=reason)  # the bounds the DAGs and the CLI apply
-    if action not in ACTIONS:
-        raise RegistryError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
-    _same_pointer(registry.live(), shown_seq)  # first, so a stale page gets this answer, not another refusal
-    plan: FlipPlan
-    if action == "rollback":
-        plan = registry.plan_rollback(to=to or None, by=by, reason=reason)
-    elif action == "promote-canary":
-        plan = registry.plan_promote_canary(by=by, reason=reason)
-    else:
-        plan = registry.plan_abort_canary(by=by, reason=reason)
-    _same_pointer(plan.current, shown_seq)
-    return registry.commit(plan)
+                   to: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """Apply one pointer change from the page, refused if the pointer moved since it was shown; the new pointer.
 
-
-def _same_pointer(current: Live | None, shown_seq: int | None) -> None:
-    seq = current.pointer.get("seq") if current else None
-    if seq != shown_seq:
-        raise StalePage(f"the live pointer changed since this page was shown (seq {shown_seq} then, {seq} now: "
-                        f"live {current.version if current else '(none)'}); nothing was applied: "
-                        "review the page and try again")
+    settings: where a rollback's alert goes (default: the configured ones, as the page's own registry).
+    """
+    return pointer_change.change_pointer(action, reason=reason, by=by, to=to, registry=registry,
+                                         settings=settings or load_settings(),
+                                         shown=pointer_change.ShownPointer(shown_seq)).plan.pointer
 
 
 def _summary(registry: Registry, version: str) -> VersionSummary | None:
