@@ -65,7 +65,7 @@ def cmd_model(args: argparse.Namespace) -> int:
             shown = _show(registry, args.version)
             emit(args, shown, lambda: "\n".join(f"{k:<14} {v}" for k, v in shown.items()))
         elif args.action == "history":
-            from feedloop.promotion.registry import entries
+            from feedloop.promotion.registry import entries  # lazy: a command loads only its own subsystem
 
             rows = entries(registry.history())
             text_rows = [{**r, "canary": r["canary"] and f"{r['canary']} @ {_pct(r['canary_percent'])}"} for r in rows]

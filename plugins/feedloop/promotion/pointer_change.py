@@ -90,7 +90,8 @@ def change_pointer(action: str, *, reason: str, by: str, settings: Settings, reg
     registry.commit(plan)
     if action != "rollback":
         return change
-    from feedloop.alerts import send  # lazy: kept as it was when it imported Airflow's providers (now it does not)
+    # lazy: as it was when the alerts imported Airflow's providers; alerts.send no longer does (may be hoisted)
+    from feedloop.alerts import send
 
     return replace(change, alerted=send.announce_rollback(settings, change.summary(), by=by, reason=reason))
 
