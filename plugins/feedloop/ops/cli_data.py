@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 from typing import Any
 
+from feedloop.core.config import load_settings
 from feedloop.ops.cli_args import day_arg
 from feedloop.ops.cli_output import EXIT_CHECK_FAILED, EXIT_OK, emit
 
@@ -26,9 +27,8 @@ def add_data_parser(sub: Any) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from feedloop.core.config import load_settings
-    from feedloop.quality.overview import QUARANTINED, day_status
-    from feedloop.core.storage import ObjectStore
+    from feedloop.core.storage import ObjectStore  # lazy: a command loads only its own subsystem
+    from feedloop.quality.overview import QUARANTINED, day_status  # lazy: a command loads only its own subsystem
 
     settings = load_settings()
     store, bucket = ObjectStore.from_settings(settings), settings.s3.lake_bucket

@@ -11,6 +11,7 @@ import getpass
 import socket
 from typing import Any, Callable
 
+from feedloop.core.config import load_settings
 from feedloop.ops.cli_output import EXIT_ERROR, EXIT_OK, EXIT_USAGE, emit, log
 
 
@@ -50,7 +51,6 @@ def _percent(value: str) -> float:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from feedloop.core.config import load_settings
     from feedloop.promotion.pointer_plan import RegistryError  # lazy: a command loads only its own subsystem
     from feedloop.promotion.registry import Registry  # lazy: a command loads only its own subsystem
 

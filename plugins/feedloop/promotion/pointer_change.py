@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from feedloop.alerts import send
 from feedloop.core.config import Settings, load_settings
 from feedloop.promotion.pointer_plan import FlipPlan, Live, RegistryError, check_pointer_change
 from feedloop.promotion.registry import Registry
@@ -90,9 +91,6 @@ def change_pointer(action: str, *, reason: str, by: str, settings: Settings, reg
     registry.commit(plan)
     if action != "rollback":
         return change
-    # lazy: as it was when the alerts imported Airflow's providers; alerts.send no longer does (may be hoisted)
-    from feedloop.alerts import send
-
     return replace(change, alerted=send.announce_rollback(settings, change.summary(), by=by, reason=reason))
 
 
