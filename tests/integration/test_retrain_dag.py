@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -23,6 +25,7 @@ from feedloop.training import train
 from feedloop.ingest import sink
 from feedloop.promotion.registry import Registry
 from feedloop.core.storage import ObjectStore
+from tests.integration.kafka_helpers import deadletters, lake_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
@@ -54,14 +57,22 @@ def isolated(embedded):
     })
     env = {"FEEDLOOP_S3__LAKE_BUCKET": lake_bucket, "FEEDLOOP_S3__MODELS_BUCKET": models_bucket,
            "FEEDLOOP_KAFKA__TOPIC": topic, "FEEDLOOP_RETRAIN__START_DATE": START.isoformat(), **TRAIN_ENV}
-    sim = simulate.Simulator(settings, start=START, days=DAYS, events_per_day=EVENTS_PER_DAY, seed=5)
-    simulate.write_catalog(settings, sim)
-    simulate.produce(settings, sim.records(simulate.SimulationReport(START, DAYS)), topic=topic)
     return settings, env
 
 
 @pytest.fixture(scope="module")
-def ran(isolated, airflow_cli):
+def produced(isolated) -> list[simulate.Record]:
+    """The catalog and every simulated event, sent to the module's topic; the records as sent."""
+    settings, _ = isolated
+    sim = simulate.Simulator(settings, start=START, days=DAYS, events_per_day=EVENTS_PER_DAY, seed=5)
+    simulate.write_catalog(settings, sim)
+    records = list(sim.records(simulate.SimulationReport(START, DAYS)))
+    assert simulate.produce(settings, iter(records), topic=settings.kafka.topic) == len(records)
+    return records
+
+
+@pytest.fixture(scope="module")
+def ran(isolated, produced, airflow_cli):
     """ingest_engagement once, then retrain_ranker for each day in order (what catchup does)."""
     settings, env = isolated
     result = airflow_cli("dags", "test", "ingest_engagement", "2026-11-20T00:00:00+00:00", env_extra=env)
@@ -144,9 +155,29 @@ def test_dataset_build_is_idempotent_for_a_logical_date(ran):
     assert first.content_hash == again.content_hash and first.rows == again.rows
 
 
-def test_ingest_of_the_run_landed_every_event(ran):
+def test_ingest_of_the_run_landed_every_event(ran, produced):
     settings, _, _ = ran
     assert sink.run(settings).records == 0  # nothing left behind in Kafka
+    store = ObjectStore.from_settings(settings)
+    rows = lake_rows(store, settings, settings.kafka.topic)
+    dead = deadletters(store, settings, settings.kafka.topic)
+    sent = Counter(orjson.loads(r.value)["event_id"] for r in produced)
+    assert sent.most_common(1)[0][1] == 1, "the simulator sent an event_id twice: the lake would rightly keep one"
+    landed = Counter(rows["event_id"].to_pylist())
+    missing = sorted(sent.keys() - landed.keys())
+    twice = {event_id: n for event_id, n in landed.items() if n > 1}
+    assert not missing, f"{len(missing)} of {len(sent)} produced events never landed, e.g. {missing[:5]}"
+    assert not twice, f"{len(twice)} events landed more than once, e.g. {sorted(twice.items())[:5]}"
+    assert dead.num_rows == 0, dead.select(["kafka_partition", "kafka_offset", "reason"]).slice(0, 5).to_pylist()
+    # And by offset: every partition's offsets from the first are in the lake once each, with no gap
+    # (the pods of the parity test below log into this topic too: their records are offsets as well).
+    offsets: dict[int, list[int]] = {}
+    for partition, offset in zip(rows["kafka_partition"].to_pylist(), rows["kafka_offset"].to_pylist()):
+        offsets.setdefault(partition, []).append(offset)
+    for partition, landed_offsets in sorted(offsets.items()):
+        assert sorted(landed_offsets) == list(range(len(landed_offsets))), (
+            f"partition {partition}: {len(landed_offsets)} rows but offsets {len(set(landed_offsets))} distinct, "
+            f"up to {max(landed_offsets)}")
 
 
 def test_every_trained_day_published_its_feature_snapshot_whatever_its_candidate_became(ran):
