@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from feedloop import quality
+from feedloop.core.config import load_settings
 from feedloop.core.layout import HourPartition
 from feedloop.quality import overview
 from feedloop.promotion.pointer_plan import InvalidPointerChange, RegistryError
@@ -84,7 +85,8 @@ def test_a_rollback_from_the_page_flips_through_compare_and_swap_and_enters_the_
         _register(registry, v)
         registry.flip(version=v, by=f"retrain_ranker scheduled__{v[:10]}", reason="gate passed")
     catalog = Catalog()
-    pointer = change_pointer(registry, action="rollback", shown_seq=2, by="airflow-ui admin", reason="hurts search")
+    pointer = change_pointer(registry, action="rollback", shown_seq=2, by="airflow-ui admin", reason="hurts search",
+                             settings=load_settings())
     assert (pointer["version"], pointer["previous"], pointer["seq"]) == ("2026-11-05-aaaa", "2026-11-06-bbbb", 3)
     assert registry.live().pointer == pointer
     rows, total = catalog.history(registry, registry.live())
@@ -105,7 +107,8 @@ def test_refused_pointer_changes_change_nothing(registry, shown_seq, action, err
         registry.flip(version=v, by="test", reason="setup")
     before = registry.live()
     with pytest.raises(error):
-        change_pointer(registry, action=action, shown_seq=shown_seq, by="airflow-ui admin", reason="why")
+        change_pointer(registry, action=action, shown_seq=shown_seq, by="airflow-ui admin", reason="why",
+                       settings=load_settings())
     assert registry.live() == before
 
 
@@ -124,7 +127,8 @@ def test_a_pointer_change_outside_the_bounds_the_dag_applies_is_refused_naming_t
         registry.flip(version=v, by="test", reason="setup")
     before = registry.live()
     with pytest.raises(InvalidPointerChange) as refused:
-        change_pointer(registry, action=action, shown_seq=2, by="airflow-ui admin", reason=reason, to=to)
+        change_pointer(registry, action=action, shown_seq=2, by="airflow-ui admin", reason=reason, to=to,
+                       settings=load_settings())
     assert [field for field, _ in refused.value.problems] == [named]
     assert registry.live() == before and len(str(refused.value)) < 400
 
@@ -149,7 +153,8 @@ def test_canary_promote_and_abort_from_the_page(registry):
     for canary in ("2026-11-06-bbbb", "2026-11-07-cccc"):
         seq = registry.commit(registry.plan_canary(version=canary, percent=10, by="test", reason="try"))["seq"]
         verb = "promote-canary" if canary.endswith("bbbb") else "abort-canary"
-        pointer = change_pointer(registry, action=verb, shown_seq=seq, by="airflow-ui admin", reason="looks good")
+        pointer = change_pointer(registry, action=verb, shown_seq=seq, by="airflow-ui admin", reason="looks good",
+                                 settings=load_settings())
         assert pointer["canary"] is None and pointer["action"] == verb
     assert registry.live().version == "2026-11-06-bbbb"
 

@@ -58,7 +58,8 @@ class PromotionApproval(ApprovalOperator):
         gate = ti.xcom_pull(task_ids=self.gate_task_id)
         user = event.get("responded_by_user") or {}
         record = record_approval(ds=context["ds"], version=gate["version"], chosen=event["chosen_options"],
-                                 by=user.get("name") or user.get("id"), timed_out=bool(event.get("timedout")))
+                                 by=user.get("name") or user.get("id"), timed_out=bool(event.get("timedout")),
+                                 settings=load_settings())
         ti.xcom_push(key="return_value", value=record)
         super().execute_complete(context=context, event=event)
 

@@ -40,18 +40,19 @@ def blocked_fails() -> Iterator[None]:
 
 def evaluate(*, ds: str) -> dict[str, Any]:
     with blocked_fails():
-        return steps.evaluate_candidate(ds=ds)
+        return steps.evaluate_candidate(ds=ds, settings=load_settings())
 
 
 def export(*, ds: str) -> dict[str, Any]:
     with blocked_fails():
-        return steps.export_candidate(ds=ds)
+        return steps.export_candidate(ds=ds, settings=load_settings())
 
 
 def gate(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
+    settings = load_settings()
     with blocked_fails():
-        return steps.gate_candidate(ds=ds, overrides=gate_overrides(params, load_settings()),
-                                    mode=params["promotion_mode"])
+        return steps.gate_candidate(ds=ds, overrides=gate_overrides(params, settings), mode=params["promotion_mode"],
+                                    settings=settings)
 
 
 def refit(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def refit(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def register(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
     with blocked_fails():
-        return registration.register_candidate(ds=ds, mode=params["promotion_mode"])
+        return registration.register_candidate(ds=ds, mode=params["promotion_mode"], settings=load_settings())
 
 
 def flip(*, ds: str, decision: dict[str, Any], run_id: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def flip(*, ds: str, decision: dict[str, Any], run_id: str, params: dict[str, An
         with blocked_fails():
             return flip_pointer(ds=ds, gate=decision, promoted_by=f"retrain_ranker {run_id}",
                                 canary_percent=params.get("canary_percent"), mode=params["promotion_mode"],
-                                force_reason=params.get("force_reason") or "")
+                                force_reason=params.get("force_reason") or "", settings=load_settings())
     except NotApproved as exc:
         raise AirflowSkipException(str(exc)) from exc
 
@@ -80,7 +81,8 @@ def run_rollback(*, params: dict[str, Any], run_id: str) -> dict[str, Any]:
     """The rollback_ranker task body: a refused rollback fails at once (a retry would be refused again)."""
     try:
         result = rollback(to=params.get("to_version") or None, reason=params.get("reason") or "",
-                          dry_run=bool(params.get("dry_run")), by=f"rollback_ranker {run_id}")
+                          dry_run=bool(params.get("dry_run")), by=f"rollback_ranker {run_id}",
+                          settings=load_settings())
     except PointerRaceLost:
         raise  # another flip won: a retry reads the new pointer
     except RegistryError as exc:

@@ -15,7 +15,6 @@ does not exist yet; a paused DAG starts no run at all.)
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -31,7 +30,7 @@ from feedloop.ops import loop_table
 from feedloop.ops import simulate
 from feedloop.ops import stack
 from feedloop.ops.airflow_api import AirflowApi
-from feedloop.core.config import Settings, load_settings
+from feedloop.core.config import Settings
 from feedloop.serving.client import RankingClient
 from feedloop.promotion.registry import Registry
 from feedloop.serving.pods import Pods
@@ -81,13 +80,15 @@ class DemoState:
                                             "simulated": self.simulated}, option=orjson.OPT_INDENT_2))
 
 
-def closed_loop_settings(start: date) -> Settings:
+def closed_loop_settings(settings: Settings, start: date) -> tuple[Settings, dict[str, str]]:
     """The platform's history starts with the simulated traffic; retrain_ranker runs only when triggered.
 
-    Set in this process's environment, so the Airflow the demo starts (and its tasks) see the same."""
-    os.environ["FEEDLOOP_RETRAIN__START_DATE"] = start.isoformat()
-    os.environ["FEEDLOOP_RETRAIN__SCHEDULE"] = "null"
-    return load_settings()
+    The demo's settings, and the same as FEEDLOOP_* variables for the processes it starts (the Airflow that
+    parses retrain_ranker and runs its tasks, the pods): given to them explicitly, this process's
+    environment is left alone."""
+    retrain = settings.retrain.model_copy(update={"start_date": start, "schedule": None})
+    env = {"FEEDLOOP_RETRAIN__START_DATE": start.isoformat(), "FEEDLOOP_RETRAIN__SCHEDULE": "null"}
+    return settings.model_copy(update={"retrain": retrain}), env
 
 
 def airflow_api(settings: Settings) -> AirflowApi:
@@ -160,15 +161,16 @@ def run(settings: Settings, *, days: int | None = None, seed: int | None = None,
     t0 = time.perf_counter()
     state = DemoState.load(settings, days, seed)
     start, days = state.start, state.days
-    settings = closed_loop_settings(start)
+    settings, child_env = closed_loop_settings(settings, start)
     echo("== 1. embedded stack")
-    services = stack.up(settings, echo=echo)
+    services = stack.up(settings, echo=echo, env=child_env)
     api = airflow_api(settings)
     check_triggered_only(api, start)
     api.unpause(RETRAIN)  # a paused DAG starts no queued run; with no schedule it creates none by itself
     echo(f"== 2. {PODS} serving pods (they poll ranker/live.json every {POLL_INTERVAL_S}s)")
     pods = Pods(settings, port=settings.serving.port, replicas=PODS,
-                env={**stack.settings_env(settings), "FEEDLOOP_SERVING__POLL_INTERVAL_S": POLL_INTERVAL_S,
+                env={**stack.settings_env(settings), **child_env,
+                     "FEEDLOOP_SERVING__POLL_INTERVAL_S": POLL_INTERVAL_S,
                      "FEEDLOOP_SERVING__SIMULATED_TIME": "true"})  # the users' clock is the simulated day's
     pods.start()
     echo(f"   {', '.join(pods.urls)}: serving {pods.versions()} (None: no model yet -> 503, legacy policy)")

@@ -12,7 +12,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from feedloop.core.config import Settings, load_settings
+from feedloop.core.config import Settings
 from feedloop.core.errors import NotApproved, PromotionBlocked
 from feedloop.core.storage import ObjectStore
 from feedloop.promotion.candidate import candidate_key
@@ -85,9 +85,8 @@ def approval_request(*, gate: dict[str, Any], registered: dict[str, Any], run_ur
 
 
 def record_approval(*, ds: str, version: str, chosen: list[str], by: str | None, timed_out: bool,
-                    settings: Settings | None = None) -> dict[str, Any]:
+                    settings: Settings) -> dict[str, Any]:
     """The human decision (or its absence), staged as approval.json next to the candidate; returned for the flip."""
-    settings = settings or load_settings()
     decision = "timed out" if timed_out else ("approved" if chosen == ["Approve"] else "rejected")
     record = {"version": version, "logical_date": ds, "decision": decision, "chosen": chosen,
               "by": by or "nobody (timeout: the default is Reject)",

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from feedloop.core import layout
-from feedloop.core.config import Settings, load_settings
+from feedloop.core.config import Settings
 from feedloop.core.errors import EvaluationError
 from feedloop.core.storage import ObjectStore
 from feedloop.promotion.registry import sha256
@@ -77,8 +77,7 @@ def candidate_key(ds: str, version: str, name: str = "") -> str:
     return f"{RUNS}{ds}/candidates/{version}/{name}"
 
 
-def load_candidate(*, ds: str, settings: Settings | None = None) -> Candidate:
-    settings = settings or load_settings()
+def load_candidate(*, ds: str, settings: Settings) -> Candidate:
     store = ObjectStore.from_settings(settings)
     models, lake = settings.s3.models_bucket, settings.s3.lake_bucket
     run = f"{RUNS}{ds}/"

@@ -10,7 +10,7 @@ import logging
 from datetime import date
 from typing import Any
 
-from feedloop.core.config import Settings, load_settings
+from feedloop.core.config import Settings
 from feedloop.core.errors import PromotionBlocked
 from feedloop.promotion.approval import recorded_approval
 from feedloop.promotion.candidate import candidate_key, check_mode
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_percent: float | None = None,
-                 mode: str = "gate", force_reason: str = "", settings: Settings | None = None) -> dict[str, Any]:
+                 mode: str = "gate", force_reason: str = "", settings: Settings) -> dict[str, Any]:
     """Make the gated version live, or start its canary, iff the gate passed and the pointer is as evaluated.
 
     A backfill never moves the pointer back: when the live version was trained on a later day than ds,
@@ -43,7 +43,6 @@ def flip_pointer(*, ds: str, gate: dict[str, Any], promoted_by: str, canary_perc
     approver is named in the pointer's reason.
     """
     check_mode(mode)
-    settings = settings or load_settings()
     registry = Registry.from_settings(settings)
     version = gate["version"]
     percent = settings.promotion.canary_percent if canary_percent is None else canary_percent

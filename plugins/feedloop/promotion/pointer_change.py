@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from feedloop.alerts import send
-from feedloop.core.config import Settings, load_settings
+from feedloop.core.config import Settings
 from feedloop.promotion.pointer_plan import FlipPlan, Live, RegistryError, check_pointer_change
 from feedloop.promotion.registry import Registry
 
@@ -95,7 +95,7 @@ def change_pointer(action: str, *, reason: str, by: str, settings: Settings, reg
 
 
 def rollback(*, to: str | None, reason: str, by: str, dry_run: bool = False,
-             settings: Settings | None = None) -> dict[str, Any]:
+             settings: Settings) -> dict[str, Any]:
     """Point live.json back at `to` (default: the previous version) through the same compare-and-swap."""
     return change_pointer("rollback", to=to, reason=reason, by=by, dry_run=dry_run,
-                          settings=settings or load_settings()).summary()
+                          settings=settings).summary()

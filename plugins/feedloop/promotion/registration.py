@@ -23,7 +23,7 @@ from feedloop.training import report
 log = logging.getLogger(__name__)
 
 
-def register_candidate(*, ds: str, mode: str = "gate", settings: Settings | None = None) -> dict[str, Any]:
+def register_candidate(*, ds: str, mode: str = "gate", settings: Settings) -> dict[str, Any]:
     """Write the immutable version (refused when ONNX parity failed), and its refit if one was made; their URIs.
 
     The refit (see steps.refit_candidate) is registered as a version of its own, linked to its evaluated twin

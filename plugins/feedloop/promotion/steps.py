@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 SAMPLE_ROWS = 8  # rows + scores saved in the manifest so a pod can check a model it loaded
 
 
-def evaluate_candidate(*, ds: str, settings: Settings | None = None) -> dict[str, Any]:
+def evaluate_candidate(*, ds: str, settings: Settings) -> dict[str, Any]:
     """Candidate, champion (the version live at the end of ds) and popularity baseline on the same holdout rows.
 
     A staged evaluation is reused while the champion of ds and the live version are what they were
@@ -116,7 +116,7 @@ def _add_counterfactual(result: dict[str, Any], *, columns: dict[str, np.ndarray
     result["bootstrap"] = boot.to_dict()
 
 
-def export_candidate(*, ds: str, settings: Settings | None = None) -> dict[str, Any]:
+def export_candidate(*, ds: str, settings: Settings) -> dict[str, Any]:
     """ONNX export and its parity against LightGBM on a holdout sample (the figure is recorded, not raised)."""
     cand = load_candidate(ds=ds, settings=settings)
     parity = cand.staged("parity.json") or _export(cand)
@@ -152,7 +152,7 @@ def _sample(cand: Candidate, matrix: np.ndarray) -> dict[str, Any]:
 
 
 def gate_candidate(*, ds: str, overrides: dict[str, Any] | None = None, mode: str = "gate",
-                   settings: Settings | None = None) -> dict[str, Any]:
+                   settings: Settings) -> dict[str, Any]:
     """The gate decision with every number behind it, saved as gate.json; overrides = manual-run params.
 
     Also says whether a human must approve the flip (promotion.approval_margin, promotion.inconclusive;
@@ -191,7 +191,7 @@ def _gated(block: dict[str, Any], version: str) -> dict[str, Any]:
             "debiased": block["debiased"]}
 
 
-def refit_candidate(*, ds: str, mode: str = "gate", settings: Settings | None = None) -> dict[str, Any]:
+def refit_candidate(*, ds: str, mode: str = "gate", settings: Settings) -> dict[str, Any]:
     """After the gate: the evaluated candidate's recipe refit on the whole window, exported and parity-checked.
 
     The refit is staged as a candidate of its own (candidates/<refit version>/) and named in the evaluated

@@ -40,6 +40,8 @@ VERSION_HEADER = "x-model-version"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The pod's app. This factory is the pod's boundary: uvicorn calls it with no argument (`feedloop serve`,
+    serving.pods) and the settings are loaded here; a test passes its own."""
     settings = settings or load_settings()
     cfg = settings.serving
     store = ObjectStore.from_settings(settings)

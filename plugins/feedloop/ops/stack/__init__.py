@@ -30,25 +30,31 @@ class ServiceStatus:
     details: dict[str, str]
 
 
-def services(settings: Settings) -> list[Service]:
-    """The embedded services this configuration asks for, in start order."""
+def services(settings: Settings, env: dict[str, str] | None = None) -> list[Service]:
+    """The embedded services this configuration asks for, in start order; env: variables their processes get on
+    top of their own (Service.overrides)."""
+    env = dict(env or {})
     chosen: list[Service] = []
     if settings.stack.embedded_s3:
-        chosen.append(S3Service(settings))
+        chosen.append(S3Service(settings, env))
     if settings.stack.embedded_kafka:
-        chosen.append(KafkaService(settings))
+        chosen.append(KafkaService(settings, env))
     if settings.stack.embedded_airflow and settings.stack.profile == "production":
-        chosen.extend(production_services(settings))
+        chosen.extend(production_services(settings, env))
     elif settings.stack.embedded_airflow:
-        chosen.append(AirflowService(settings))
+        chosen.append(AirflowService(settings, env))
     return chosen
 
 
-def up(settings: Settings, *, echo: Callable[[str], None] = print) -> list[ServiceStatus]:
-    """Start every embedded service in order and wait until each answers a real request."""
+def up(settings: Settings, *, echo: Callable[[str], None] = print,
+       env: dict[str, str] | None = None) -> list[ServiceStatus]:
+    """Start every embedded service in order and wait until each answers a real request.
+
+    env: variables the processes it starts get on top of their own, e.g. the demo's FEEDLOOP_RETRAIN__* (a
+    service already running keeps the environment it was started with)."""
     started: list[Service] = []
     try:
-        for service in services(settings):
+        for service in services(settings, env):
             proc = service.process
             if proc.pid() is not None and service.ready():
                 echo(f"{service.title}: already running (pid {proc.pid()})")

@@ -295,8 +295,8 @@ class WorkerProcess(ManagedProcess):
 class CeleryWorker(AirflowComponent):
     """A Celery worker; ready when it answers a ping through the broker."""
 
-    def __init__(self, settings: Settings, index: int):
-        super().__init__(settings)
+    def __init__(self, settings: Settings, index: int, overrides: dict[str, str] | None = None):
+        super().__init__(settings, dict(overrides or {}))
         self.index = index
         self.name = f"airflow-worker-{index}"
         self.title = f"Airflow celery worker {index}"
@@ -348,10 +348,12 @@ def worker_hostname() -> str:
     return f"{name}.{socket.getfqdn()}" if name else socket.getfqdn()
 
 
-def production_services(settings: Settings) -> list[Service]:
-    """The Airflow components, in start order (the api-server migrates the database first)."""
-    workers = [CeleryWorker(settings, i) for i in range(1, settings.production.workers + 1)]
-    return [ApiServer(settings), Scheduler(settings), DagProcessor(settings), Triggerer(settings), *workers]
+def production_services(settings: Settings, overrides: dict[str, str] | None = None) -> list[Service]:
+    """The Airflow components, in start order (the api-server migrates the database first); overrides: see Service."""
+    env = dict(overrides or {})
+    workers = [CeleryWorker(settings, i, env) for i in range(1, settings.production.workers + 1)]
+    return [ApiServer(settings, env), Scheduler(settings, env), DagProcessor(settings, env), Triggerer(settings, env),
+            *workers]
 
 
 def running_profile(settings: Settings) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from feedloop.core.config import Settings, repo_root
@@ -92,9 +92,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 @dataclass
 class Service:
-    """Base: one embedded service of the stack."""
+    """Base: one embedded service of the stack; `overrides`: variables its process gets on top of its own env
+    (the demo's retrain settings for the Airflow it starts)."""
 
     settings: Settings
+    overrides: dict[str, str] = field(default_factory=dict)
     name = ""
     title = ""
     fix = ""
@@ -102,7 +104,8 @@ class Service:
     @property
     def process(self) -> ManagedProcess:
         state = self.settings.state_path
-        return ManagedProcess(self.name, self.argv(), state / "run", state / "logs", self.env(), repo_root())
+        return ManagedProcess(self.name, self.argv(), state / "run", state / "logs", {**self.env(), **self.overrides},
+                              repo_root())
 
     def argv(self) -> list[str]:
         raise NotImplementedError

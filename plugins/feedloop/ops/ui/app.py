@@ -160,7 +160,8 @@ def _pointer_change(request: Request, user: Any, action: str, *, reason: str, sh
     csrf.check(request, user, csrf_token)
     try:
         pointer = change_pointer(_registry(), action=action, shown_seq=int(shown_seq) if shown_seq.isdigit() else None,
-                                 by=f"airflow-ui {user.get_name()}", reason=reason.strip(), to=to)
+                                 by=f"airflow-ui {user.get_name()}", reason=reason.strip(), to=to,
+                                 settings=_settings())
     except RegistryError as exc:
         return _models_page(request, user, error=str(exc), form={"to": to or "", "reason": reason},
                             status_code=409)

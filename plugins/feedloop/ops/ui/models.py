@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import orjson
 
-from feedloop.core.config import Settings, load_settings
+from feedloop.core.config import Settings
 from feedloop.promotion import pointer_change
 from feedloop.promotion.pointer_plan import Live
 from feedloop.promotion.registry import Registry, entries
@@ -113,13 +113,13 @@ class Catalog:
 
 
 def change_pointer(registry: Registry, *, action: str, shown_seq: int | None, by: str, reason: str,
-                   to: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
+                   settings: Settings, to: str | None = None) -> dict[str, Any]:
     """Apply one pointer change from the page, refused if the pointer moved since it was shown; the new pointer.
 
-    settings: where a rollback's alert goes (default: the configured ones, as the page's own registry).
+    settings: where a rollback's alert goes (the page's own, as its registry's).
     """
     return pointer_change.change_pointer(action, reason=reason, by=by, to=to, registry=registry,
-                                         settings=settings or load_settings(),
+                                         settings=settings,
                                          shown=pointer_change.ShownPointer(shown_seq)).plan.pointer
 
 
