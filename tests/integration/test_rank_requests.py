@@ -90,20 +90,24 @@ def _now(delta: timedelta = timedelta()) -> str:
 
 # ---- ts: the impression's event time, bounded to the pod's clock --------------------------------------------
 
-@pytest.mark.parametrize("ts", [
-    pytest.param("2020-01-01T00:00:00.000Z", id="years-ago"),
-    pytest.param(-timedelta(hours=2), id="two-hours-ago-past-any-hour"),
-    pytest.param(timedelta(minutes=30), id="half-an-hour-ahead"),
-    pytest.param("2999-01-01T00:00:00.000Z", id="far-future"),
-    pytest.param("0001-01-01T00:00:00+01:00", id="year-1-before-utc-overflows"),
-    pytest.param("9999-12-31T23:59:59-01:00", id="year-9999-after-utc-overflows"),
+SKEW = "(serving.max_clock_skew_seconds)"  # a time, but too far from the pod's clock
+RANGE = "is out of range: timestamps must be between"  # no time feedloop accepts at all
+
+
+@pytest.mark.parametrize("ts, says", [
+    pytest.param("2020-01-01T00:00:00.000Z", SKEW, id="years-ago"),
+    pytest.param(-timedelta(hours=2), SKEW, id="two-hours-ago-past-any-hour"),
+    pytest.param(timedelta(minutes=30), SKEW, id="half-an-hour-ahead"),
+    pytest.param("2999-01-01T00:00:00.000Z", RANGE, id="far-future"),
+    pytest.param("0001-01-01T00:00:00+01:00", RANGE, id="year-1-before-utc-overflows"),
+    pytest.param("9999-12-31T23:59:59-01:00", RANGE, id="year-9999-after-utc-overflows"),
 ])
-def test_a_ts_outside_the_clock_window_is_refused_with_422_naming_ts(client, ts):
+def test_a_ts_outside_the_clock_window_is_refused_with_422_naming_ts(client, ts, says):
     """Offsets from now are taken when the test runs: a whole CI session passes between collection and here."""
     resp = client.post("/rank", json=_body(ts=_now(ts) if isinstance(ts, timedelta) else ts))
     assert resp.status_code == 422, resp.text
     assert _fields(resp) == ["ts"]
-    assert "serving.max_clock_skew_seconds" in resp.text or "date" in resp.text or "range" in resp.text
+    assert says in resp.json()["detail"][0]["msg"], resp.text
 
 
 def test_a_ts_within_the_window_dates_the_impressions_but_kafka_gets_the_pods_own_clock(client, embedded, topic):

@@ -23,6 +23,6 @@ def test_an_impossible_replay_time_fails_the_run_naming_the_param(airflow_cli, t
     result = airflow_cli("dags", "test", "replay_engagement", "2026-11-20T00:00:00+00:00", "--conf", conf,
                          env_extra={"FEEDLOOP_KAFKA__TOPIC": topic})
     out = result.stdout + result.stderr
-    assert result.returncode != 0 or "state=failed" in out.replace(" ", "").lower(), out[-3000:]
+    assert result.returncode != 0, out[-3000:]  # `airflow dags test` exits non-zero for a failed or refused run
     assert says in out and "start" in out, out[-3000:]
     assert "replayed" not in out, "the replay ran"
