@@ -1,6 +1,6 @@
 """A production-sized registered ranker for bench/serve.py, built the way the promotion DAG registers one.
 
-Why not tests/integration/servingdata.py: its world (40 users, 300 items, 15-leaf trees, 30
+Why not tests/support/servingdata.py: its world (40 users, 300 items, 15-leaf trees, 30
 rounds) keeps the tests fast, but lookups in tiny dicts and a tiny graph would flatter latency
 and load time. Here the shape is DESIGN.md's measured one: LambdaRank, 300 trees of 63 leaves
 over the real feedloop feature set (features.FEATURES), and a feature snapshot of 50k users,

@@ -1,6 +1,6 @@
 """What the browser tests look at, made with the library instead of the whole pipeline (minutes, not hours).
 
-- ranker versions: training runs laid out as the train step leaves them (tests/integration/rankerdata.py),
+- ranker versions: training runs laid out as the train step leaves them (tests/support/rankerdata.py),
   then the real promotion steps (evaluate, export, gate, register with report.html, flip);
 - a year of versions: registered as the registry stores them, with a pointer flip per day;
 - a quarantined hour: events through Kafka and the real ingest_engagement DAG (so Airflow records
@@ -25,7 +25,7 @@ from feedloop.promotion.registration import register_candidate
 from feedloop.ops import simulate
 from feedloop.core.config import Settings
 from feedloop.promotion.registry import Registry
-from tests.integration import kafka_helpers, lakedata, rankerdata
+from tests.support import kafka_helpers, lakedata, rankerdata
 
 RETRAIN, INGEST = "retrain_ranker", "ingest_engagement"
 

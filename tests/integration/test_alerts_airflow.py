@@ -34,7 +34,7 @@ from feedloop.core.layout import HourPartition
 from feedloop.promotion.registry import Registry
 from feedloop.ops.stack import airflow_env
 from feedloop.core.process import free_port
-from tests.integration import lakedata
+from tests.support import lakedata
 from tests.integration.test_validation_airflow import slack, smtp  # noqa: F401 - the receivers, reused
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
@@ -56,7 +56,7 @@ def airflow(embedded, slack, smtp, tmp_path_factory):  # noqa: F811 - pytest fix
     dags = tmp / "dags"
     dags.mkdir()
     (dags / "retrain_ranker.py").symlink_to(repo_root() / "dags" / "retrain_ranker.py")
-    (dags / "alert_gate_check.py").symlink_to(Path(__file__).parent / "alert_dag.py")
+    (dags / "alert_gate_check.py").symlink_to(Path(__file__).parents[1] / "support" / "alert_dag.py")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {

@@ -3,7 +3,7 @@
 The simulator's bursty mode (hour volumes from 0 to ~20x the median, click rates swinging up to
 40 % day to day, 1 % of events arriving up to 48 h late) lands each day's ARRIVALS in the lake as
 new objects of their event-time hours (late ones in hours already validated), then the real DAG
-runs for that day (tests/integration/bursty_driver.py: `DAG.test()`, as `airflow dags test` does, in
+runs for that day (tests/support/bursty_driver.py: `DAG.test()`, as `airflow dags test` does, in
 one process for the 21 days; the promotion steps after evaluate marked done). Five
 kinds of broken hour are injected on five days, and on two days a tenant nobody configured shows up
 (unusual but valid). Checked: every day with enough data trains and
@@ -26,7 +26,7 @@ import pytest
 from feedloop.ops import stack
 from feedloop.core.layout import HourPartition
 from feedloop.quality import overview, runner, status
-from tests.integration import bursty_driver as driver
+from tests.support import bursty_driver as driver
 from tests.integration.test_validation_airflow import slack, smtp  # noqa: F401 - the receivers, by fixture name
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
@@ -39,7 +39,7 @@ def _partition(label: str) -> HourPartition:
 
 @pytest.fixture(scope="module")
 def world(embedded, airflow_cli, slack, smtp, tmp_path_factory):  # noqa: F811 - the receivers, by fixture name
-    """The 21 days, run once by tests/integration/bursty_driver.py; (settings, store, result, posts per day)."""
+    """The 21 days, run once by tests/support/bursty_driver.py; (settings, store, result, posts per day)."""
     from feedloop.core.storage import ObjectStore
 
     store = ObjectStore.from_settings(embedded)
@@ -66,7 +66,7 @@ def world(embedded, airflow_cli, slack, smtp, tmp_path_factory):  # noqa: F811 -
     folder = tmp_path_factory.mktemp("bursty")
     out, log = folder / "result.json", folder / "driver.log"
     with log.open("w") as sink:
-        done = subprocess.run([sys.executable, "-m", "tests.integration.bursty_driver", str(out)], env=env,
+        done = subprocess.run([sys.executable, "-m", "tests.support.bursty_driver", str(out)], env=env,
                               stdout=sink, stderr=subprocess.STDOUT, timeout=2400)
     assert done.returncode == 0, log.read_text()[-8000:]
     result = json.loads(out.read_text())

@@ -96,7 +96,7 @@ def test_an_airflow_task_reads_s3_and_produces_to_kafka_through_the_connections(
         airflow_cli, embedded, private_s3, lake_objects, topic, tmp_path):
     dags = tmp_path / "dags"
     dags.mkdir()
-    (dags / "credentials_dag.py").symlink_to(Path(__file__).parent / "credentials_dag.py")
+    (dags / "credentials_dag.py").symlink_to(Path(__file__).parents[1] / "support" / "credentials_dag.py")
     out = tmp_path / "result.json"
     nowhere = f"127.0.0.1:{free_port()}"  # the FEEDLOOP_* endpoints lead nowhere: only the Connections work
     env = {

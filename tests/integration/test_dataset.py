@@ -27,7 +27,7 @@ from feedloop.core import layout as lake
 from feedloop.ops import simulate
 from feedloop.training import train
 from feedloop.core.storage import ObjectStore
-from tests.integration.lakedata import hour_events, with_kafka_columns
+from tests.support.lakedata import hour_events, with_kafka_columns
 
 pytestmark = pytest.mark.integration
 

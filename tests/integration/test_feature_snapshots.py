@@ -15,7 +15,7 @@ from feedloop.features import snapshots as fs
 from feedloop.features import definitions as features
 from feedloop.core import layout as lake
 from feedloop.core.storage import PreconditionFailed
-from tests.integration import servingdata
+from tests.support import servingdata
 
 pytestmark = pytest.mark.integration
 DAY = date(2026, 11, 5)

@@ -15,7 +15,7 @@ from feedloop.core import layout as lake
 from feedloop.ops import simulate
 from feedloop.ingest import replay, sink
 from feedloop.ingest.checkpoint import Checkpoint
-from tests.integration.kafka_helpers import NOW, deadletters, event, lake_objects, lake_rows, send, send_events
+from tests.support.kafka_helpers import NOW, deadletters, event, lake_objects, lake_rows, send, send_events
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from feedloop.ingest.errors import Fenced, IngestError
 from feedloop.ingest.sink import PartitionSink
 from feedloop.ingest.writer import read_parquet
 from feedloop.core.storage import PreconditionFailed
-from tests.integration.kafka_helpers import NOW, event
+from tests.support.kafka_helpers import NOW, event
 from tests.unit.ingest.fakestore import Interleaved
 
 pytestmark = pytest.mark.integration

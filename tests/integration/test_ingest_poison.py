@@ -17,7 +17,7 @@ import pytest
 
 from feedloop.ingest import replay, sink
 from feedloop.ingest.checkpoint import Checkpoint
-from tests.integration.kafka_helpers import NOW, deadletters, event, lake_objects, lake_rows, send
+from tests.support.kafka_helpers import NOW, deadletters, event, lake_objects, lake_rows, send
 
 pytestmark = pytest.mark.integration
 

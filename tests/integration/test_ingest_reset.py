@@ -23,7 +23,7 @@ from feedloop.ingest import replay, sink
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.errors import LogMismatch
 from feedloop.core.streams import ensure_topic
-from tests.integration.kafka_helpers import NOW, event, lake_objects, lake_rows, send_events
+from tests.support.kafka_helpers import NOW, event, lake_objects, lake_rows, send_events
 
 pytestmark = pytest.mark.integration
 

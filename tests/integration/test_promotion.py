@@ -27,7 +27,7 @@ from feedloop.airflow.notifier import FeedloopNotifier
 from feedloop.core.errors import PromotionBlocked
 from feedloop.promotion.pointer_plan import PointerRaceLost
 from feedloop.promotion.registry import Registry, sha256
-from tests.integration import rankerdata
+from tests.support import rankerdata
 from tests.integration.test_validation_airflow import slack, smtp  # noqa: F401 - the receivers, reused
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from feedloop.contract import events
 from feedloop.promotion.registry import Registry
 from feedloop.serving.app import create_app
-from tests.integration import servingdata
+from tests.support import servingdata
 from tests.integration.test_impression_log import _read
 
 pytestmark = pytest.mark.integration

@@ -339,7 +339,7 @@ def lossy(embedded, registry):
     from urllib.parse import urlparse
 
     from feedloop.core.storage import ObjectStore
-    from tests.integration.lossy_proxy import ResponseLosingProxy
+    from tests.support.lossy_proxy import ResponseLosingProxy
 
     proxy = ResponseLosingProxy(urlparse(embedded.s3.endpoint_url).port)
     try:

@@ -25,7 +25,7 @@ from feedloop.training import train
 from feedloop.ingest import sink
 from feedloop.promotion.registry import Registry
 from feedloop.core.storage import ObjectStore
-from tests.integration.kafka_helpers import deadletters, lake_rows
+from tests.support.kafka_helpers import deadletters, lake_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 

@@ -25,8 +25,8 @@ from feedloop.promotion.registry import Registry
 from feedloop.serving.pods import Pods
 from feedloop.serving.snapshot import Snapshot
 from feedloop.core.process import free_port
-from tests.integration import servingdata
-from tests.integration.netproxy import TcpProxy
+from tests.support import servingdata
+from tests.support.netproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 POLL = "0.3"
@@ -365,7 +365,7 @@ def test_with_s3_unreachable_a_pod_keeps_serving_reports_staleness_and_cold_star
 
 
 def test_impressions_reach_kafka_with_the_model_version_and_the_ingest_dag_lands_them(world, versions, airflow_cli):
-    from tests.integration.kafka_helpers import lake_rows
+    from tests.support.kafka_helpers import lake_rows
 
     one = versions["one"]
     pods = world.pods()

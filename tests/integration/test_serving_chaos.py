@@ -25,8 +25,8 @@ import pytest
 
 from feedloop.promotion.registry import Registry
 from feedloop.serving.pods import Pods
-from tests.integration import servingdata
-from tests.integration.netproxy import TcpProxy
+from tests.support import servingdata
+from tests.support.netproxy import TcpProxy
 from tests.integration.test_serving import _free_ports, _metric
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ from feedloop.promotion.registry import Registry
 from feedloop.ops.ui.models import Catalog, change_pointer
 from feedloop.promotion.pointer_change import StalePage
 from feedloop.ops.ui.runs import run_model
-from tests.integration import lakedata
+from tests.support import lakedata
 
 pytestmark = pytest.mark.integration
 

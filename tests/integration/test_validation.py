@@ -18,7 +18,7 @@ from feedloop import quality
 from feedloop.core.config import TenantThresholds
 from feedloop.core.layout import HourPartition
 from feedloop.quality import runner, status
-from tests.integration import lakedata
+from tests.support import lakedata
 
 pytestmark = pytest.mark.integration
 

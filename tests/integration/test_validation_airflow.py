@@ -25,7 +25,7 @@ from feedloop.core.layout import HourPartition
 from feedloop.quality import status
 from feedloop.ops.stack import airflow_env
 from feedloop.core.process import free_port
-from tests.integration import lakedata
+from tests.support import lakedata
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 

@@ -25,7 +25,7 @@ from feedloop.core.layout import HourPartition
 from feedloop.promotion.registry import Registry
 from feedloop.core.process import free_port
 from tests.conftest import stack_environ
-from tests.integration import lakedata
+from tests.support import lakedata
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from feedloop.core.config import load_settings
 from feedloop.ingest.chunk import Chunk, Limits
 from feedloop.ingest.sink import limits
-from tests.integration.kafka_helpers import event
+from tests.support.kafka_helpers import event
 
 LIMITS = Limits(max_lateness=timedelta(hours=48), max_skew=timedelta(minutes=10))
 T0 = datetime(2026, 11, 20, 9, 59, 58, tzinfo=timezone.utc)

@@ -22,7 +22,7 @@ from feedloop.ingest.chunk import Chunk
 from feedloop.ingest.errors import IngestError
 from feedloop.ingest.sink import PartitionSink
 from feedloop.ingest.writer import read_parquet
-from tests.integration.kafka_helpers import event
+from tests.support.kafka_helpers import event
 from tests.unit.ingest.fakestore import FakeStore
 
 TOPIC = "engagement"

@@ -23,7 +23,7 @@ from feedloop.serving.model import (ARTIFACTS, FOLDER_NAME, REASONS, Pointer, Ro
                                     parse_manifest)
 from feedloop.serving.published_features import FeaturePointer, SnapshotTarget, load
 from feedloop.serving.local_cache import LocalCache
-from tests.integration import servingdata
+from tests.support import servingdata
 
 VERSIONS = Root("models", "ranker/versions/")
 SNAPSHOTS = Root("models", "features/snapshots/")

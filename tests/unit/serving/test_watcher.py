@@ -20,7 +20,7 @@ from feedloop.serving.published_features import FeatureFollower
 from feedloop.serving.local_cache import LocalCache
 from feedloop.serving.watcher import Watcher
 from feedloop.core.storage import NOT_MODIFIED, StoredObject
-from tests.integration import servingdata
+from tests.support import servingdata
 
 BUCKET = "models"
 VERSIONS = Root(BUCKET, f"{PREFIX}versions/")

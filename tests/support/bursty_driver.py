@@ -24,7 +24,7 @@ from feedloop.ops import simulate
 from feedloop.core.config import load_settings
 from feedloop.core.layout import HourPartition
 from feedloop.core.storage import ObjectStore
-from tests.integration import lakedata
+from tests.support import lakedata
 
 START, DAYS = date(2026, 10, 1), 21
 EVENTS_PER_DAY = 8_000
