@@ -74,7 +74,7 @@ def run_seed(seed: int, days: int, state: Path) -> dict:
     t0 = time.perf_counter()
     try:
         result = demo.run(settings, days=days, seed=seed, echo=lambda line: print(f"[seed {seed}] {line}", flush=True))
-        settings = demo.closed_loop_settings(date.fromisoformat(result["start"]))
+        settings, _ = demo.closed_loop_settings(settings, date.fromisoformat(result["start"]))
         sim = simulate.Simulator(settings, start=date.fromisoformat(result["start"]), days=days,
                                  events_per_day=settings.simulate.events_per_day, seed=seed)
         rows = result["table"]
