@@ -44,7 +44,7 @@ def promote_days(settings: Settings, days: list[date]) -> list[str]:
         lineage = {"window_start": str(day - timedelta(days=3)), "window_end": str(day + timedelta(days=1)),
                    "rows": 2400, "content_hash": f"browser-{ds}"}
         rankerdata.write_run(store, settings, ds, model_text=models[min(i, 1)], holdout=holdout, lineage=lineage)
-        version = promotion.evaluate_candidate(ds=ds, settings=settings)["version"]
+        version = promotion.evaluate_candidate(ds=ds, settings=settings).version
         promotion.export_candidate(ds=ds, settings=settings)
         gate = promotion.gate_candidate(ds=ds, settings=settings)
         register_candidate(ds=ds, settings=settings)

@@ -109,7 +109,8 @@ FIRST_MODEL_GATE = {"floors": {"auc": 0.0, "ndcg@10": 0.0}}
 
 
 def _retrain(settings, day: date, *, overrides: dict | None = FIRST_MODEL_GATE) -> dict:
-    """What retrain_ranker runs for `day`, step by step through the library; its evaluate / gate / flip outputs.
+    """What retrain_ranker runs for `day`, step by step through the library; its evaluate / gate / flip outputs
+    as their XComs (the dicts the demo collects).
 
     overrides: the first model only has to be valid (one thin day of history; the gate itself is tested in
     test_promotion.py); None = the configured gate."""
@@ -122,11 +123,11 @@ def _retrain(settings, day: date, *, overrides: dict | None = FIRST_MODEL_GATE) 
     decision = promotion.gate_candidate(ds=ds, overrides=overrides, settings=settings)
     refit = promotion.refit_candidate(ds=ds, settings=settings)
     registered = register_candidate(ds=ds, settings=settings)
-    if not decision["promotable"]:
-        return {"evaluate": evaluation, "gate": decision, "refit": refit}
-    assert registered["serving_version"] == refit["refit"] != decision["version"]  # the refit serves
+    if not decision.promotable:
+        return {"evaluate": evaluation.to_dict(), "gate": decision.to_dict(), "refit": refit}
+    assert registered.serving_version == refit["refit"] != decision.version  # the refit serves
     flip = flip_pointer(ds=ds, gate=decision, promoted_by="test_closed_loop", settings=settings)
-    return {"evaluate": evaluation, "gate": decision, "flip": flip}
+    return {"evaluate": evaluation.to_dict(), "gate": decision.to_dict(), "flip": flip.to_dict()}
 
 
 def _stats(loop, d: int) -> simulate.DayStats:

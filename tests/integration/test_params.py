@@ -290,7 +290,7 @@ def test_force_makes_a_blocked_candidate_live_and_records_why(af, backfill):
     promotion.evaluate_candidate(ds=ds, settings=settings)  # against the champion live now
     live = af.registry.live()
     blocked = promotion.gate_candidate(ds=ds, overrides={"floors": {"auc": 0.999}}, mode="force", settings=settings)
-    assert not blocked["promotable"] and not blocked["approval"]["required"]
+    assert not blocked.promotable and not blocked.approval.required
     with pytest.raises(PromotionBlocked, match="needs a force_reason"):
         flip_pointer(ds=ds, gate=blocked, promoted_by="test", mode="force", settings=settings)
     with pytest.raises(PromotionBlocked, match="blocked"):
@@ -299,7 +299,7 @@ def test_force_makes_a_blocked_candidate_live_and_records_why(af, backfill):
     result = flip_pointer(ds=ds, gate=blocked, promoted_by="test", mode="force",
                           force_reason="rollback of a bad feature", settings=settings)
     pointer = af.registry.live().pointer
-    assert result["flipped"] and result["action"] == "force" and pointer["version"] == blocked["version"]
+    assert result.flipped and result.action == "force" and pointer["version"] == blocked.version
     assert pointer["action"] == "force" and pointer["previous"] == live.version
     assert pointer["reason"].startswith(f"retrain {ds}: FORCED despite the gate: rollback of a bad feature")
     assert "below the floor 0.999" in pointer["reason"]

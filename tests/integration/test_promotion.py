@@ -18,6 +18,7 @@ import pytest
 
 from feedloop.promotion import steps as promotion
 from feedloop.airflow.promotion_tasks import run_canary
+from feedloop.contract.decisions import GateResult
 from feedloop.core.errors import NotApproved
 from feedloop.promotion.approval import record_approval
 from feedloop.promotion.flip import flip_pointer
@@ -79,12 +80,12 @@ def _promote(env, ds: str, overrides: dict | None = None, canary_percent: float 
 def test_a_first_model_is_registered_and_made_live_and_a_rerun_changes_nothing(env, models):
     env.write("2026-11-05", models["good"])
     out = _promote(env, "2026-11-05")
-    version = out["evaluate"]["version"]
-    assert version.startswith("2026-11-05-") and out["evaluate"]["champion"] is None
+    version = out["evaluate"].version
+    assert version.startswith("2026-11-05-") and out["evaluate"].champion is None
     assert out["export"]["passed"] and out["export"]["max_abs_diff"] < 1e-5
-    assert out["gate"]["promotable"]
-    assert out["flip"] == {"flipped": True, "canary": False, "version": version, "evaluated": version,
-                           "previous": None, "seq": 1, "action": "promote"}
+    assert out["gate"].promotable
+    assert out["flip"].to_dict() == {"flipped": True, "canary": False, "version": version, "evaluated": version,
+                                     "previous": None, "seq": 1, "action": "promote"}
 
     live = env.registry.live().pointer
     onnx_bytes = env.registry.read(version, "model.onnx")
@@ -108,29 +109,29 @@ def test_a_first_model_is_registered_and_made_live_and_a_rerun_changes_nothing(e
     assert "<script" not in html
 
     again = _promote(env, "2026-11-05")
-    assert again["evaluate"]["version"] == version and again["register"] == out["register"]
-    assert again["flip"]["flipped"] is False and env.registry.live().pointer == live
+    assert again["evaluate"].version == version and again["register"] == out["register"]
+    assert again["flip"].flipped is False and env.registry.live().pointer == live
 
 
 def test_a_candidate_worse_in_one_segment_is_blocked_and_the_alert_names_it(env, models, slack, smtp, monkeypatch):
     env.write("2026-11-05", models["good"])
-    first = _promote(env, "2026-11-05")["flip"]["version"]
+    first = _promote(env, "2026-11-05")["flip"].version
     env.write("2026-11-06", models["broken"])
     s = env.settings
     evaluated = promotion.evaluate_candidate(ds="2026-11-06", settings=s)
-    assert evaluated["champion"] == first
+    assert evaluated.champion == first
     promotion.export_candidate(ds="2026-11-06", settings=s)
     gate = promotion.gate_candidate(ds="2026-11-06", overrides=SEGMENT_GATE, settings=s)
-    assert not gate["promotable"] and "in tenant_id=globex regressed" in gate["summary"]
-    assert "tenant_id=acme" not in gate["summary"]
+    assert not gate.promotable and "in tenant_id=globex regressed" in gate.summary
+    assert "tenant_id=acme" not in gate.summary
     registered = register_candidate(ds="2026-11-06", settings=s)
-    assert registered["promotable"] is False  # kept for the record, never live
+    assert registered.candidate.promotable is False  # kept for the record, never live
     with pytest.raises(PromotionBlocked) as blocked:
         flip_pointer(ds="2026-11-06", gate=gate, promoted_by="retrain_ranker 2026-11-06", settings=s)
     assert env.registry.live().version == first
-    assert registered["report_uri"] in str(blocked.value)
+    assert registered.candidate.report_uri in str(blocked.value)
 
-    decision = env.registry.read_json(gate["version"], "gate.json")
+    decision = env.registry.read_json(gate.version, "gate.json")
     globex = [c for c in decision["checks"] if c["scope"] == "tenant_id=globex" and not c["passed"]]
     assert globex and all(c["verdict"] == "worse" and c["high"] < c["limit"] for c in globex)
 
@@ -153,12 +154,12 @@ def test_a_candidate_worse_in_one_segment_is_blocked_and_the_alert_names_it(env,
 
 def test_a_better_candidate_replaces_the_champion(env, models):
     env.write("2026-11-05", models["good"])
-    first = _promote(env, "2026-11-05")["flip"]["version"]
+    first = _promote(env, "2026-11-05")["flip"].version
     env.write("2026-11-06", models["better"])
     out = _promote(env, "2026-11-06", overrides={"min_support": 20})
-    assert out["gate"]["promotable"], out["gate"]["summary"]
-    assert out["flip"]["flipped"] and out["flip"]["previous"] == first
-    metrics = env.registry.read_json(out["flip"]["version"], "metrics.json")
+    assert out["gate"].promotable, out["gate"].summary
+    assert out["flip"].flipped and out["flip"].previous == first
+    metrics = env.registry.read_json(out["flip"].version, "metrics.json")
     assert metrics["champion"]["version"] == first and metrics["champion"]["overall"]["rows"] == 2400
 
 
@@ -179,25 +180,25 @@ def test_labels_matplotlib_would_read_as_math_never_block_a_registration(env):
                                                                                      features=features),
                          holdout=frame(99), manifest={**rankerdata.MANIFEST, "features": features})
     out = _promote(env, "2026-11-05")
-    assert out["flip"]["flipped"] and "tenant_id=x$^$y" in env.registry.read_json(
-        out["flip"]["version"], "metrics.json")["candidate"]["segments"]
-    html = env.registry.read(out["flip"]["version"], "report.html").decode()
+    assert out["flip"].flipped and "tenant_id=x$^$y" in env.registry.read_json(
+        out["flip"].version, "metrics.json")["candidate"]["segments"]
+    html = env.registry.read(out["flip"].version, "report.html").decode()
     assert html.count("data:image/png;base64,") == 5 and "could not be drawn" not in html
     assert "tenant_id=x$^$y" in html
 
 
-def _awaiting_approval(env, models) -> tuple[str, dict]:
+def _awaiting_approval(env, models) -> tuple[str, GateResult]:
     """A first model live, then a better candidate that needs a human's approval (margin 1: every call is close)."""
     env.settings = env.settings.model_copy(update={"promotion": env.settings.promotion.model_copy(
         update={"approval_margin": 1.0})})
     env.write("2026-11-05", models["good"])
-    first = _promote(env, "2026-11-05")["flip"]["version"]
+    first = _promote(env, "2026-11-05")["flip"].version
     env.write("2026-11-06", models["better"])
     s = env.settings
     promotion.evaluate_candidate(ds="2026-11-06", settings=s)
     promotion.export_candidate(ds="2026-11-06", settings=s)
     gate = promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20}, settings=s)
-    assert gate["promotable"] and gate["approval"]["required"], gate["approval"]
+    assert gate.promotable and gate.approval.required, gate.approval
     register_candidate(ds="2026-11-06", settings=s)
     return first, gate
 
@@ -212,7 +213,7 @@ def test_a_flip_that_needs_approval_honours_the_recorded_answer_whoever_runs_it(
         return flip_pointer(ds="2026-11-06", gate=gate, promoted_by="retrain_ranker", settings=env.settings)
 
     def answer(chosen: list[str], by: str | None, timed_out: bool = False) -> None:
-        record_approval(ds="2026-11-06", version=gate["version"], chosen=chosen, by=by, timed_out=timed_out,
+        record_approval(ds="2026-11-06", version=gate.version, chosen=chosen, by=by, timed_out=timed_out,
                         settings=env.settings)
 
     answer(["Reject"], "alice")
@@ -222,7 +223,7 @@ def test_a_flip_that_needs_approval_honours_the_recorded_answer_whoever_runs_it(
     with pytest.raises(NotApproved, match=r"not approved before the approval timeout .*live model unchanged"):
         flip()
     env.store.delete(env.settings.s3.models_bucket,
-                     f"ranker/runs/2026-11-06/candidates/{gate['version']}/approval.json")
+                     f"ranker/runs/2026-11-06/candidates/{gate.version}/approval.json")
     with pytest.raises(PromotionBlocked, match="needs a human's Approve and none is recorded"):
         flip()
     assert env.registry.live() == before and before.version == first
@@ -230,7 +231,7 @@ def test_a_flip_that_needs_approval_honours_the_recorded_answer_whoever_runs_it(
     answer(["Approve"], "bob")
     flipped = flip()
     live = env.registry.live().pointer
-    assert flipped["flipped"] and live["previous"] == first and live["reason"].endswith("; approved by bob")
+    assert flipped.flipped and live["previous"] == first and live["reason"].endswith("; approved by bob")
 
 
 def test_a_parity_failure_is_never_registered(env, models):
@@ -242,7 +243,7 @@ def test_a_parity_failure_is_never_registered(env, models):
     exported = promotion.export_candidate(ds="2026-11-05", settings=s)
     assert not exported["passed"] and exported["max_abs_diff"] > 1e-12
     gate = promotion.gate_candidate(ds="2026-11-05", settings=s)
-    assert not gate["promotable"] and "ONNX parity" in gate["summary"]
+    assert not gate.promotable and "ONNX parity" in gate.summary
     with pytest.raises(PromotionBlocked, match="is not registered: ONNX parity max"):
         register_candidate(ds="2026-11-05", settings=s)
     assert env.registry.versions() == [] and env.registry.live() is None
@@ -250,9 +251,9 @@ def test_a_parity_failure_is_never_registered(env, models):
 
 def test_rollback_restores_the_previous_version_and_records_it(env, models):
     env.write("2026-11-05", models["good"])
-    first = _promote(env, "2026-11-05")["flip"]["version"]
+    first = _promote(env, "2026-11-05")["flip"].version
     env.write("2026-11-06", models["better"])
-    second = _promote(env, "2026-11-06", overrides={"min_support": 20})["flip"]["version"]
+    second = _promote(env, "2026-11-06", overrides={"min_support": 20})["flip"].version
     dry = rollback(to=None, reason="CTR down 8%", by="cli alice", dry_run=True, settings=env.settings)
     assert dry["diff"]["version"] == {"from": second, "to": first} and env.registry.live().version == second
     done = rollback(to=None, reason="CTR down 8%", by="cli alice", settings=env.settings)
@@ -269,9 +270,9 @@ def test_the_model_cli_lists_shows_and_rolls_back(env, models, monkeypatch, caps
     from feedloop.ops.cli import main
 
     env.write("2026-11-05", models["good"])
-    first = _promote(env, "2026-11-05")["flip"]["version"]
+    first = _promote(env, "2026-11-05")["flip"].version
     env.write("2026-11-06", models["better"])
-    second = _promote(env, "2026-11-06", overrides={"min_support": 20})["flip"]["version"]
+    second = _promote(env, "2026-11-06", overrides={"min_support": 20})["flip"].version
     monkeypatch.setenv("FEEDLOOP_S3__MODELS_BUCKET", env.settings.s3.models_bucket)
     capsys.readouterr()
 
@@ -308,9 +309,9 @@ def test_the_model_cli_lists_shows_and_rolls_back(env, models, monkeypatch, caps
 @pytest.mark.airflow
 def test_the_rollback_dag_restores_the_previous_version(env, models, airflow_cli):
     env.write("2026-11-05", models["good"])
-    first = _promote(env, "2026-11-05")["flip"]["version"]
+    first = _promote(env, "2026-11-05")["flip"].version
     env.write("2026-11-06", models["better"])
-    second = _promote(env, "2026-11-06", overrides={"min_support": 20})["flip"]["version"]
+    second = _promote(env, "2026-11-06", overrides={"min_support": 20})["flip"].version
     done = airflow_cli("dags", "test", "rollback_ranker", "-c", json.dumps({"reason": "serving errors after flip"}),
                        env_extra={"FEEDLOOP_S3__MODELS_BUCKET": env.settings.s3.models_bucket})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -322,44 +323,44 @@ def test_the_rollback_dag_restores_the_previous_version(env, models, airflow_cli
 
 def test_a_backfilled_day_is_judged_against_the_model_that_served_it_and_never_moves_the_pointer_back(env, models):
     env.write("2026-11-05", models["good"])
-    first = _promote(env, "2026-11-05")["flip"]["version"]
+    first = _promote(env, "2026-11-05")["flip"].version
     s = env.settings
     env.write("2026-11-06", models["better"])
     promotion.evaluate_candidate(ds="2026-11-06", settings=s)
     promotion.export_candidate(ds="2026-11-06", settings=s)
     late_gate = promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20}, settings=s)
-    assert late_gate["champion"] == first
+    assert late_gate.champion == first
     register_candidate(ds="2026-11-06", settings=s)
     env.write("2026-11-07", rankerdata.train_model(rankerdata.day_frame(seed=2), rounds=60))
     third = _promote(env, "2026-11-07", overrides={"min_support": 20})
-    assert third["evaluate"]["champion"] == first  # 11-06's candidate never went live: day 7 was served by first
-    third = third["flip"]["version"]
+    assert third["evaluate"].champion == first  # 11-06's candidate never went live: day 7 was served by first
+    third = third["flip"].version
     live = env.registry.live().pointer
     assert (live["version"], live["logical_date"]) == (third, "2026-11-07")
 
     # The backfilled day 6 is still judged against the model that served day 6, never against the newer one ...
-    assert promotion.evaluate_candidate(ds="2026-11-06", settings=s)["champion"] == first
-    assert promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20}, settings=s)["champion"] == first
+    assert promotion.evaluate_candidate(ds="2026-11-06", settings=s).champion == first
+    assert promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20}, settings=s).champion == first
     # ... and its flip does not move the pointer back to an older day's model: it records what it would have done.
     held = flip_pointer(ds="2026-11-06", gate=late_gate, promoted_by="backfill", settings=s)
-    assert held["flipped"] is False and held["held_back"] and held["live"] == third
-    assert "trained on a later day than 2026-11-06" in held["why"]
-    staged = env.store.get_json(s.s3.models_bucket, f"ranker/runs/2026-11-06/candidates/{late_gate['version']}/flip.json")
-    assert staged == held and env.registry.live().pointer == live
+    assert held.flipped is False and held.held_back and held.live == third
+    assert "trained on a later day than 2026-11-06" in held.why
+    staged = env.store.get_json(s.s3.models_bucket, f"ranker/runs/2026-11-06/candidates/{late_gate.version}/flip.json")
+    assert staged == held.to_dict() and env.registry.live().pointer == live
     # promotion_mode=force moves it back, with the reason recorded.
     forced = flip_pointer(ds="2026-11-06", gate=late_gate, promoted_by="operator", mode="force",
                           force_reason="day 7's model breaks search", settings=s)
-    assert forced["flipped"] and forced["action"] == "force" and env.registry.live().version == late_gate["version"]
+    assert forced.flipped and forced.action == "force" and env.registry.live().version == late_gate.version
 
 
 def test_a_pointer_change_after_evaluation_refuses_the_flip_and_a_rerun_evaluates_again(env, models):
     env.write("2026-11-03", models["good"])
-    oldest = _promote(env, "2026-11-03")["flip"]["version"]
+    oldest = _promote(env, "2026-11-03")["flip"].version
     env.write("2026-11-05", models["better"])
-    champion = _promote(env, "2026-11-05", overrides={"min_support": 20})["flip"]["version"]
+    champion = _promote(env, "2026-11-05", overrides={"min_support": 20})["flip"].version
     s = env.settings
     env.write("2026-11-06", rankerdata.train_model(rankerdata.day_frame(seed=2), rounds=60))
-    assert promotion.evaluate_candidate(ds="2026-11-06", settings=s)["champion"] == champion
+    assert promotion.evaluate_candidate(ds="2026-11-06", settings=s).champion == champion
     promotion.export_candidate(ds="2026-11-06", settings=s)
     gate = promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20, "tolerance": 1.0}, settings=s)
     register_candidate(ds="2026-11-06", settings=s)
@@ -368,10 +369,10 @@ def test_a_pointer_change_after_evaluation_refuses_the_flip_and_a_rerun_evaluate
         flip_pointer(ds="2026-11-06", gate=gate, promoted_by="late run", settings=s)
     assert env.registry.live().version == oldest
     # The re-run: the champion of day 6 is still the model that served it; the flip now expects the rolled-back one.
-    assert promotion.evaluate_candidate(ds="2026-11-06", settings=s)["champion"] == champion
+    assert promotion.evaluate_candidate(ds="2026-11-06", settings=s).champion == champion
     gate = promotion.gate_candidate(ds="2026-11-06", overrides={"min_support": 20, "tolerance": 1.0}, settings=s)
     flipped = flip_pointer(ds="2026-11-06", gate=gate, promoted_by="re-run", settings=s)
-    assert flipped["flipped"] and flipped["previous"] == oldest
+    assert flipped.flipped and flipped.previous == oldest
 
 
 def _cli(capsys):
@@ -391,15 +392,15 @@ def test_the_flip_step_in_canary_mode_starts_a_canary_once_and_the_operator_prom
                                                                                           capsys):
     env.write("2026-11-05", models["good"])
     first = _promote(env, "2026-11-05", canary_percent=10)["flip"]
-    assert first["flipped"] and not first["canary"]  # no live model yet: nothing to share traffic with
+    assert first.flipped and not first.canary  # no live model yet: nothing to share traffic with
     env.write("2026-11-06", models["better"])
     out = _promote(env, "2026-11-06", overrides={"min_support": 20}, canary_percent=10)
-    second = out["gate"]["version"]
-    assert out["flip"] == {"flipped": False, "canary": True, "started": True, "version": second, "percent": 10.0,
-                           "live": first["version"], "seq": 2}
+    second = out["gate"].version
+    assert out["flip"].to_dict() == {"flipped": False, "canary": True, "started": True, "version": second,
+                                     "percent": 10.0, "live": first.version, "seq": 2}
     live = env.registry.live().pointer
     assert (live["version"], live["canary"]["version"], live["canary"]["percent"], live["action"]) == (
-        first["version"], second, 10.0, "canary")
+        first.version, second, 10.0, "canary")
     assert live["canary"]["sha256"] == sha256(env.registry.read(second, "model.onnx"))
     assert live["canary"]["started_by"] == "retrain_ranker 2026-11-06"
 
@@ -409,31 +410,31 @@ def test_the_flip_step_in_canary_mode_starts_a_canary_once_and_the_operator_prom
     assert code == 0 and text.startswith(f"canary {second}: 10% -> 40% of users")
     rerun = flip_pointer(ds="2026-11-06", gate=out["gate"], promoted_by="retry", canary_percent=10,
                          settings=env.settings)
-    assert rerun["started"] is False and rerun["percent"] == 40.0  # the re-run neither restarts nor undoes the ramp
+    assert rerun.started is False and rerun.percent == 40.0  # the re-run neither restarts nor undoes the ramp
     assert env.registry.live().pointer["seq"] == 3
 
     code, text, _ = run("-o", "json", "model", "promote-canary", "--reason", "CTR +3% on the canary")
     done = json.loads(text)
     assert code == 0 and (done["action"], done["live"], done["canary"], done["was"]["live"]) == (
-        "promote-canary", second, None, first["version"])
+        "promote-canary", second, None, first.version)
     live = env.registry.live().pointer
     assert (live["version"], live["previous"], live["canary"], live["reason"]) == (
-        second, first["version"], None, "CTR +3% on the canary")
+        second, first.version, None, "CTR +3% on the canary")
     assert flip_pointer(ds="2026-11-06", gate=out["gate"], promoted_by="retry", canary_percent=10,
-                        settings=env.settings)["flipped"] is False
+                        settings=env.settings).flipped is False
     assert env.registry.live().pointer["seq"] == 4
 
 
 @pytest.mark.parametrize("canary_percent", [pytest.param(10, id="canary-mode"), pytest.param(0, id="gate-mode")])
 def test_a_new_candidate_is_blocked_while_another_canary_runs(env, models, canary_percent):
     env.write("2026-11-05", models["good"])
-    first = _promote(env, "2026-11-05")["flip"]["version"]
+    first = _promote(env, "2026-11-05")["flip"].version
     env.write("2026-11-06", models["better"])
-    canary = _promote(env, "2026-11-06", overrides={"min_support": 20}, canary_percent=25)["gate"]["version"]
+    canary = _promote(env, "2026-11-06", overrides={"min_support": 20}, canary_percent=25)["gate"].version
     onnx = env.registry.read(canary, "model.onnx")
     env.registry.register(version="2026-11-07-x", files={"model.txt": b"tree", "model.onnx": onnx},
                           manifest={**env.registry.manifest(canary), "lineage": {"day": "2026-11-07"}})
-    gate = {"version": "2026-11-07-x", "promotable": True, "champion": first, "summary": "passed"}
+    gate = GateResult(version="2026-11-07-x", promotable=True, champion=first, summary="passed")
     before = env.registry.live().pointer
     with pytest.raises(PromotionBlocked, match=f"2026-11-07-x for 2026-11-07 not promoted: a canary of {canary} at "
                                                "25% is running: promote it .* or abort it"):
@@ -446,10 +447,10 @@ def test_the_canary_cli_and_dag_task_start_ramp_list_and_abort(env, models, monk
     from airflow.sdk.exceptions import AirflowFailException
 
     env.write("2026-11-05", models["good"])
-    first = _promote(env, "2026-11-05")["flip"]["version"]
+    first = _promote(env, "2026-11-05")["flip"].version
     env.write("2026-11-06", models["better"])
     out = _promote(env, "2026-11-06", overrides={"min_support": 20})
-    second = out["flip"]["version"]
+    second = out["flip"].version
     rollback(to=first, reason="back", by="test", settings=env.settings)  # second: registered, not live
     monkeypatch.setenv("FEEDLOOP_S3__MODELS_BUCKET", env.settings.s3.models_bucket)
     run = _cli(capsys)
@@ -504,7 +505,7 @@ def test_a_changed_feature_set_is_held_by_the_gate_and_force_promotes_it(env, mo
     it cannot be scored on the candidate's rows, so nothing is compared; the gate says so and how to
     promote, and promotion_mode=force makes the candidate live, its report naming the reason."""
     env.write("2026-11-05", models["good"])
-    champion = _promote(env, "2026-11-05")["flip"]["version"]
+    champion = _promote(env, "2026-11-05")["flip"].version
     renamed = [{**f, "column": "f_quality_v2"} if f["name"] == "f_quality" else f for f in rankerdata.FEATURES]
     holdout = rankerdata.day_frame(seed=99)
     holdout["f_quality_v2"] = holdout.pop("f_quality")
@@ -512,20 +513,20 @@ def test_a_changed_feature_set_is_held_by_the_gate_and_force_promotes_it(env, mo
     rankerdata.write_run(env.store, s, ds, model_text=models["better"], holdout=holdout,
                          manifest={**rankerdata.MANIFEST, "features": renamed})
     evaluated = promotion.evaluate_candidate(ds=ds, settings=s)
-    assert evaluated["champion"] == champion and evaluated["overall"]["auc"] > 0.6
+    assert evaluated.champion == champion and evaluated.overall["auc"] > 0.6
     promotion.export_candidate(ds=ds, settings=s)
     gate = promotion.gate_candidate(ds=ds, mode="force", settings=s)
-    assert not gate["promotable"] and gate["champion"] == champion
-    assert f"champion {champion} needs feature column(s) this holdout lacks: f_quality" in gate["summary"]
-    assert "promote with promotion_mode=force and a force_reason" in gate["summary"]
+    assert not gate.promotable and gate.champion == champion
+    assert f"champion {champion} needs feature column(s) this holdout lacks: f_quality" in gate.summary
+    assert "promote with promotion_mode=force and a force_reason" in gate.summary
     with pytest.raises(PromotionBlocked, match="f_quality"):
         flip_pointer(ds=ds, gate=gate, promoted_by="retrain_ranker", settings=s)
     registered = register_candidate(ds=ds, mode="force", settings=s)
     flip = flip_pointer(ds=ds, gate=gate, promoted_by="retrain_ranker", mode="force",
                         force_reason="f_quality v2: the champion's feature is gone", settings=s)
-    assert flip["flipped"] and flip["previous"] == champion and env.registry.live().version == gate["version"]
-    metrics = env.registry.read_json(gate["version"], "metrics.json")
+    assert flip.flipped and flip.previous == champion and env.registry.live().version == gate.version
+    metrics = env.registry.read_json(gate.version, "metrics.json")
     assert metrics["champion"]["version"] == champion and "f_quality" in metrics["champion"]["unscorable"]
-    report = env.store.get(s.s3.models_bucket, registered["report_uri"].split("/", 3)[3]).body.decode()
+    report = env.store.get(s.s3.models_bucket, registered.candidate.report_uri.split("/", 3)[3]).body.decode()
     assert "BLOCKED" in report and "needs feature column(s) this holdout lacks: f_quality" in report
     assert "cannot be scored on these rows" in report and "<td>None</td>" not in report

@@ -139,7 +139,7 @@ def test_a_candidate_trained_on_shuffled_labels_is_held_and_the_pointer_stays(ra
     promotion.evaluate_candidate(ds=ds, settings=settings)
     promotion.export_candidate(ds=ds, settings=settings)
     decision = promotion.gate_candidate(ds=ds, settings=settings)
-    assert decision["promotable"] is False, decision
+    assert decision.promotable is False, decision
     register_candidate(ds=ds, settings=settings)
     with pytest.raises(PromotionBlocked):
         flip_pointer(ds=ds, gate=decision, promoted_by="test", settings=settings)

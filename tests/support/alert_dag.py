@@ -12,6 +12,7 @@ from airflow.sdk import dag, task
 
 from feedloop.airflow import notifier
 from feedloop.airflow.promotion_tasks import blocked_fails
+from feedloop.contract.decisions import GateResult
 from feedloop.core.config import load_settings
 from feedloop.promotion.flip import flip_pointer
 
@@ -22,8 +23,8 @@ def alert_gate_check():
     @task
     def flip(*, ds: str, run_id: str, dag_run=None) -> dict:
         with blocked_fails():
-            return flip_pointer(ds=ds, gate=dag_run.conf["gate"], promoted_by=f"alert_gate_check {run_id}",
-                                settings=load_settings())
+            return flip_pointer(ds=ds, gate=GateResult.from_dict(dag_run.conf["gate"]),
+                                promoted_by=f"alert_gate_check {run_id}", settings=load_settings()).to_dict()
 
     flip()
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
+from feedloop.contract.decisions import GateResult
 from feedloop.core.config import load_settings
 from feedloop.promotion.approval import approval_request, record_approval
 
@@ -39,11 +40,11 @@ class PromotionApproval(ApprovalOperator):
         from airflow.sdk.exceptions import AirflowSkipException
 
         ti = context["ti"]
-        gate = ti.xcom_pull(task_ids=self.gate_task_id)
-        if not gate["approval"]["required"]:
-            raise AirflowSkipException(f"no approval asked: {gate['approval']['why']}")
+        gate = GateResult.from_dict(ti.xcom_pull(task_ids=self.gate_task_id))
+        if not gate.approval.required:
+            raise AirflowSkipException(f"no approval asked: {gate.approval.why}")
         self.subject, self.body = approval_request(
-            gate=gate, registered=ti.xcom_pull(task_ids=self.register_task_id),
+            gate=gate, report_uri=ti.xcom_pull(task_ids=self.register_task_id)["report_uri"],
             run_url=_run_url(ti.dag_id, ti.run_id))
         self.log.info("waiting up to %s for Approve / Reject: %s", self.response_timeout, self.subject)
         return super().execute(context)
@@ -55,12 +56,12 @@ class PromotionApproval(ApprovalOperator):
         raising (DownstreamTasksSkipped), so nothing returned after it would be kept.
         """
         ti = context["ti"]
-        gate = ti.xcom_pull(task_ids=self.gate_task_id)
+        gate = GateResult.from_dict(ti.xcom_pull(task_ids=self.gate_task_id))
         user = event.get("responded_by_user") or {}
-        record = record_approval(ds=context["ds"], version=gate["version"], chosen=event["chosen_options"],
+        record = record_approval(ds=context["ds"], version=gate.version, chosen=event["chosen_options"],
                                  by=user.get("name") or user.get("id"), timed_out=bool(event.get("timedout")),
                                  settings=load_settings())
-        ti.xcom_push(key="return_value", value=record)
+        ti.xcom_push(key="return_value", value=record.to_dict())
         super().execute_complete(context=context, event=event)
 
 

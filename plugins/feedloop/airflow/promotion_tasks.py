@@ -1,6 +1,7 @@
 """Airflow task bodies of the promotion: the retrain DAG's evaluate .. flip, the rollback and canary DAGs.
 
-Each body calls one library function (feedloop.promotion) and turns its refusals into Airflow's
+Each body calls one library function (feedloop.promotion), hands its typed result on as the XCom dict
+(to_dict; the flip reads the gate's back with GateResult.from_dict) and turns its refusals into Airflow's
 terms: a blocked promotion or a refused pointer change fails the task at once (one alert, no
 retries: a retry would be refused again), a lost compare-and-swap race is raised as it is (a retry
 reads the new pointer), and a flip a human rejected is skipped.
@@ -17,6 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from feedloop.airflow.params import gate_overrides
 from feedloop.airflow.training_tasks import run_settings
+from feedloop.contract.decisions import GateResult
 from feedloop.core.config import load_settings
 from feedloop.core.errors import NotApproved, PromotionBlocked
 from feedloop.promotion import registration, steps
@@ -40,7 +42,7 @@ def blocked_fails() -> Iterator[None]:
 
 def evaluate(*, ds: str) -> dict[str, Any]:
     with blocked_fails():
-        return steps.evaluate_candidate(ds=ds, settings=load_settings())
+        return steps.evaluate_candidate(ds=ds, settings=load_settings()).to_dict()
 
 
 def export(*, ds: str) -> dict[str, Any]:
@@ -52,7 +54,7 @@ def gate(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
     settings = load_settings()
     with blocked_fails():
         return steps.gate_candidate(ds=ds, overrides=gate_overrides(params, settings), mode=params["promotion_mode"],
-                                    settings=settings)
+                                    settings=settings).to_dict()
 
 
 def refit(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -62,7 +64,7 @@ def refit(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def register(*, ds: str, params: dict[str, Any]) -> dict[str, Any]:
     with blocked_fails():
-        return registration.register_candidate(ds=ds, mode=params["promotion_mode"], settings=load_settings())
+        return registration.register_candidate(ds=ds, mode=params["promotion_mode"], settings=load_settings()).to_dict()
 
 
 def flip(*, ds: str, decision: dict[str, Any], run_id: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -70,9 +72,9 @@ def flip(*, ds: str, decision: dict[str, Any], run_id: str, params: dict[str, An
     clearing it included)."""
     try:
         with blocked_fails():
-            return flip_pointer(ds=ds, gate=decision, promoted_by=f"retrain_ranker {run_id}",
+            return flip_pointer(ds=ds, gate=GateResult.from_dict(decision), promoted_by=f"retrain_ranker {run_id}",
                                 canary_percent=params.get("canary_percent"), mode=params["promotion_mode"],
-                                force_reason=params.get("force_reason") or "", settings=load_settings())
+                                force_reason=params.get("force_reason") or "", settings=load_settings()).to_dict()
     except NotApproved as exc:
         raise AirflowSkipException(str(exc)) from exc
 

@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator
 
 from feedloop.alerts import links
-from feedloop.contract.decisions import Check
+from feedloop.contract.decisions import GateDecision
 from feedloop.core import layout
 from feedloop.core.config import Settings
 from feedloop.core.errors import PromotionBlocked
@@ -136,10 +136,13 @@ def validation_warnings(run: Run, summary: dict[str, Any], *, report_uri: str) -
                   "feedloop data status --day " + run.day.isoformat())])
 
 
-def blocked(settings: Settings, run: Run, exc: Any, *, failing_days: int) -> dict[str, Any]:
-    """A candidate the gate refused, whose ONNX export failed parity, or that waits on a running canary."""
-    decision = _read_uri(settings, exc.gate_uri) if exc.gate_uri else None
-    details = [Check(**c).line() for c in (decision or {}).get("checks", []) if not c["passed"]] or [str(exc)]
+def blocked(settings: Settings, run: Run, exc: PromotionBlocked, *, failing_days: int) -> dict[str, Any]:
+    """A candidate the gate refused, whose ONNX export failed parity, or that waits on a running canary.
+
+    Read from the error's fields and its gate decision (gate.json), never from its text."""
+    record = _read_uri(settings, exc.gate_uri) if exc.gate_uri else None
+    failures = GateDecision.from_dict(record).failures if record else ()
+    details = [c.line() for c in failures] or [str(exc)]
     kind, headline = {
         "gate": ("gate blocked", f"candidate {exc.version} blocked; champion {exc.champion or '(none)'} stays live"),
         "parity": ("ONNX parity failed", f"{exc.version} is not registered; the live model is unchanged"),
@@ -202,7 +205,7 @@ def validation_actions(run: Run, failed_hours: list[int], previous: str | None, 
     return actions
 
 
-def blocked_actions(run: Run, exc: Any, previous: str | None) -> list[tuple[str, str | None]]:
+def blocked_actions(run: Run, exc: PromotionBlocked, previous: str | None) -> list[tuple[str, str | None]]:
     day = run.day
     if exc.check == "parity":
         return [("The ONNX export does not reproduce LightGBM: check the onnxmltools / onnxruntime versions and "

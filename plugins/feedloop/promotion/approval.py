@@ -9,9 +9,11 @@ the answer is staged as approval.json next to the candidate, and the flip acts o
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
+from feedloop.contract.decisions import ApprovalDecision, ApprovalRecord, Evaluation, GateResult
 from feedloop.core.config import Settings
 from feedloop.core.errors import NotApproved, PromotionBlocked
 from feedloop.core.storage import ObjectStore
@@ -22,16 +24,16 @@ from feedloop.training.counterfactual import ESTIMATOR
 log = logging.getLogger(__name__)
 
 
-def approval(evaluation: dict[str, Any], *, compare: tuple[str, ...], margin: float, mode: str,
-             promotable: bool, inconclusive: bool = False) -> dict[str, Any]:
+def approval(evaluation: Evaluation, *, compare: tuple[str, ...], margin: float, mode: str,
+             promotable: bool, inconclusive: bool = False) -> ApprovalDecision:
     """Must a human approve this flip? A gate-mode candidate that passed the gate waits when the gate could
     not tell it from the champion and leaves that to a human (`inconclusive`: GateDecision.asks_approval,
     promotion.inconclusive = approve), or when it is within `margin` of the champion on every compared
     debiased metric (a close call; margin 0 turns that off). The figures: debiased, paired (evaluation)."""
-    champ = evaluation["champion"]
-    cand_m = _debiased_values(evaluation["candidate"])
+    champ = evaluation.champion
+    cand_m = _debiased_values(evaluation.candidate)
     champ_m = {} if champ is None else _debiased_values(champ)
-    paired = (evaluation.get("paired") or {}).get("debiased", {}).get("overall") or {}
+    paired = (evaluation.paired or {}).get("debiased", {}).get("overall") or {}
     deltas = {m: paired[m]["value"] for m in compare if (paired.get(m) or {}).get("value") is not None}
     intervals = {m: [paired[m]["low"], paired[m]["high"]] for m in deltas}
     within = bool(margin > 0 and champ is not None and deltas and all(abs(d) < margin for d in deltas.values()))
@@ -42,7 +44,7 @@ def approval(evaluation: dict[str, Any], *, compare: tuple[str, ...], margin: fl
     elif not promotable:
         why = "the gate blocked the candidate"
     elif inconclusive:
-        level = f"{(evaluation.get('paired') or {}).get('confidence', 0.95) * 100:g}% CI"
+        level = f"{(evaluation.paired or {}).get('confidence', 0.95) * 100:g}% CI"
         shown_ci = ", ".join(f"{m} {d:+.4f} ({level} [{intervals[m][0]:+.4f}, {intervals[m][1]:+.4f}] over "
                              f"{paired.get('lists')} lists)" for m, d in deltas.items()) or "no comparable metric"
         why = (f"not told apart from champion {champ['version']} by the gate ({shown_ci}; "
@@ -55,11 +57,11 @@ def approval(evaluation: dict[str, Any], *, compare: tuple[str, ...], margin: fl
         why = f"within {margin:g} of champion {champ['version']} on every compared metric ({shown})"
     if asks and promotable and mode != "gate":
         why = f"{why}; promotion_mode={mode} asks no approval"
-    return {"required": asks and promotable and mode == "gate", "within_margin": within,
-            "inconclusive": inconclusive, "why": why, "margin": margin, "deltas": deltas, "intervals": intervals,
-            "estimator": ESTIMATOR, "champion": None if champ is None else champ["version"],
-            "candidate_metrics": {m: cand_m.get(m) for m in compare},
-            "champion_metrics": {m: champ_m.get(m) for m in compare}}
+    return ApprovalDecision(required=asks and promotable and mode == "gate", within_margin=within,
+                            inconclusive=inconclusive, why=why, margin=margin, deltas=deltas, intervals=intervals,
+                            estimator=ESTIMATOR, champion=evaluation.champion_version,
+                            candidate_metrics={m: cand_m.get(m) for m in compare},
+                            champion_metrics={m: champ_m.get(m) for m in compare})
 
 
 def _debiased_values(block: dict[str, Any]) -> dict[str, float | None]:
@@ -67,61 +69,62 @@ def _debiased_values(block: dict[str, Any]) -> dict[str, float | None]:
     return {m: v.get("value") for m, v in overall.items() if isinstance(v, dict)}
 
 
-def approval_request(*, gate: dict[str, Any], registered: dict[str, Any], run_url: str) -> tuple[str, str]:
-    """Subject and Markdown body an approver sees: the comparison and where the report is."""
-    a = gate["approval"]
-    rows = "\n".join(f"| {m} | {_num(a['candidate_metrics'].get(m))} | {_num(a['champion_metrics'].get(m))} "
-                      f"| {_num(a['deltas'].get(m), signed=True)} | {_ci(a['intervals'].get(m))} |"
-                      for m in a["candidate_metrics"])
-    subject = f"Promote {gate['version']} over {a['champion']}?"
-    body = (f"The candidate passed the gate but is {a['why']}, so a human decides.\n\n"
-            f"| metric ({a['estimator']}, position-debiased) | candidate {gate['version']} | champion {a['champion']} "
+def approval_request(*, gate: GateResult, report_uri: str, run_url: str) -> tuple[str, str]:
+    """Subject and Markdown body an approver sees: the comparison and where the report is (report_uri: the
+    register step's)."""
+    a = gate.approval
+    rows = "\n".join(f"| {m} | {_num(a.candidate_metrics.get(m))} | {_num(a.champion_metrics.get(m))} "
+                      f"| {_num(a.deltas.get(m), signed=True)} | {_ci(a.intervals.get(m))} |"
+                      for m in a.candidate_metrics)
+    subject = f"Promote {gate.version} over {a.champion}?"
+    body = (f"The candidate passed the gate but is {a.why}, so a human decides.\n\n"
+            f"| metric ({a.estimator}, position-debiased) | candidate {gate.version} | champion {a.champion} "
             f"| delta | interval of the delta |\n|---|---|---|---|---|\n{rows}\n\n"
-            f"Gate: {gate['summary']}\n\n"
-            f"Report: [Model report tab of this run]({run_url}) · `{registered['report_uri']}`\n\n"
+            f"Gate: {gate.summary}\n\n"
+            f"Report: [Model report tab of this run]({run_url}) · `{report_uri}`\n\n"
             "**Approve** makes it live (the flip task runs); **Reject** keeps the champion live. "
             "No answer before the timeout counts as Reject.")
     return subject, body
 
 
 def record_approval(*, ds: str, version: str, chosen: list[str], by: str | None, timed_out: bool,
-                    settings: Settings) -> dict[str, Any]:
+                    settings: Settings) -> ApprovalRecord:
     """The human decision (or its absence), staged as approval.json next to the candidate; returned for the flip."""
     decision = "timed out" if timed_out else ("approved" if chosen == ["Approve"] else "rejected")
-    record = {"version": version, "logical_date": ds, "decision": decision, "chosen": chosen,
-              "by": by or "nobody (timeout: the default is Reject)",
-              "at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")}
+    record = ApprovalRecord(version=version, logical_date=ds, decision=decision, chosen=chosen,
+                            by=by or "nobody (timeout: the default is Reject)",
+                            at=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"))
     store = ObjectStore.from_settings(settings)
     key = candidate_key(ds, version, "approval.json")
-    store.put_json(settings.s3.models_bucket, key, record)
-    record["uri"] = store.uri(settings.s3.models_bucket, key)
+    store.put_json(settings.s3.models_bucket, key, record.to_dict())
     (log.info if decision == "approved" else log.warning)(
         "%s %s for %s: %s", version, decision, ds,
         "the flip runs" if decision == "approved" else "promotion skipped, the live model stays")
-    return record
+    return replace(record, uri=store.uri(settings.s3.models_bucket, key))
 
 
-def recorded_approval(registry: Registry, *, ds: str, gate: dict[str, Any]) -> dict[str, Any] | None:
+def recorded_approval(registry: Registry, *, ds: str, gate: GateResult) -> ApprovalRecord | None:
     """The recorded Approve of a flip that needs one (None when none is needed); refuses any other answer.
 
     Why the record on S3 and not the approve task's XCom: the flip can run without the approve step
     having approved (cleared and re-run after a Reject, or approve marked success by hand); the record
     is what the human decided, whatever ran since.
     """
-    if not (gate.get("approval") or {}).get("required"):
+    if gate.approval is None or not gate.approval.required:
         return None
-    version = gate["version"]
+    version = gate.version
     key = candidate_key(ds, version, "approval.json")
-    record = registry.store.get_json(registry.bucket, key)
-    if record is None:
+    stored = registry.store.get_json(registry.bucket, key)
+    if stored is None:
         raise PromotionBlocked(f"{version} for {ds} needs a human's Approve and none is recorded "
                                f"({registry.store.uri(registry.bucket, key)} does not exist); live model unchanged: "
                                "clear the approve task to ask again, or re-run with promotion_mode=force",
-                               check="approval", version=version, champion=gate["champion"])
-    if record["decision"] != "approved":
-        answer = (f"rejected by {record['by']}" if record["decision"] == "rejected"
+                               check="approval", version=version, champion=gate.champion)
+    record = ApprovalRecord.from_dict(stored)
+    if record.decision != "approved":
+        answer = (f"rejected by {record.by}" if record.decision == "rejected"
                   else "not approved before the approval timeout (no answer counts as Reject)")
-        raise NotApproved(f"{version} for {ds} was {answer} at {record['at']}; live model unchanged. To promote "
+        raise NotApproved(f"{version} for {ds} was {answer} at {record.at}; live model unchanged. To promote "
                           "it, clear the approve task to ask again")
     return record
 

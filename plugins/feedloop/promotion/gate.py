@@ -14,10 +14,10 @@ support to tell), handled by `inconclusive` (hold | approve: a human decides | p
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-from feedloop.contract.decisions import Check
+from feedloop.contract.decisions import Check, Comparison, GateDecision
 from feedloop.training.counterfactual import ESTIMATOR
 
 INCONCLUSIVE = ("hold", "approve", "promote")
@@ -39,52 +39,6 @@ class Thresholds:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "floors": dict(self.floors), "compare": list(self.compare)}
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """The headline comparison other code reads (the demo table, alerts, the approval request): never parse text."""
-
-    metric: str
-    estimator: str
-    candidate: float | None
-    champion: float | None
-    diff: float | None
-    low: float | None
-    high: float | None
-    lists: int
-    verdict: str  # better | worse | inconclusive | no champion | not comparable
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    promotable: bool
-    candidate: str | None
-    champion: str | None
-    thresholds: dict[str, Any]
-    checks: tuple[Check, ...] = field(default_factory=tuple)
-    comparison: Comparison | None = None
-    asks_approval: bool = False  # promotable only through the human approval step (inconclusive = approve)
-
-    @property
-    def failures(self) -> tuple[Check, ...]:
-        return tuple(c for c in self.checks if not c.passed)
-
-    def summary(self) -> str:
-        if self.promotable:
-            against = f"champion {self.champion}" if self.champion else "the floors (first model)"
-            undecided = [c for c in self.checks if c.kind == "comparison" and c.scope == "overall"
-                         and c.verdict == "inconclusive"]
-            return (f"candidate {self.candidate} passes the gate against {against} ({len(self.checks)} checks)"
-                    + "".join(f"; {c.line()}" for c in undecided))
-        return (f"candidate {self.candidate} blocked against champion {self.champion or '(none)'}: "
-                + "; ".join(c.line() for c in self.failures))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"promotable": self.promotable, "candidate": self.candidate, "champion": self.champion,
-                "summary": self.summary(), "thresholds": self.thresholds,
-                "comparison": None if self.comparison is None else asdict(self.comparison),
-                "asks_approval": self.asks_approval, "checks": [asdict(c) for c in self.checks]}
 
 
 def decide(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, thresholds: Thresholds, *,

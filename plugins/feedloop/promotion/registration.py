@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from feedloop.contract.decisions import Evaluation, GateDecision, RegisteredVersion, Registration
 from feedloop.core.config import Settings, repo_root
 from feedloop.core.errors import EvaluationError, PromotionBlocked
 from feedloop.promotion.candidate import Candidate, check_mode, load_candidate, staged_refit
@@ -23,7 +24,7 @@ from feedloop.training import report
 log = logging.getLogger(__name__)
 
 
-def register_candidate(*, ds: str, mode: str = "gate", settings: Settings) -> dict[str, Any]:
+def register_candidate(*, ds: str, mode: str = "gate", settings: Settings) -> Registration:
     """Write the immutable version (refused when ONNX parity failed), and its refit if one was made; their URIs.
 
     The refit (see steps.refit_candidate) is registered as a version of its own, linked to its evaluated twin
@@ -35,28 +36,31 @@ def register_candidate(*, ds: str, mode: str = "gate", settings: Settings) -> di
     cand = load_candidate(ds=ds, settings=settings)
     s3 = cand.settings.s3
     registry = Registry(cand.store, s3.models_bucket)
-    evaluation, parity, decision = (cand.staged(n) for n in ("evaluation.json", "parity.json", "gate.json"))
-    if evaluation is None or parity is None or decision is None:
+    evaluation, parity, gate = (cand.staged(n) for n in ("evaluation.json", "parity.json", "gate.json"))
+    if evaluation is None or parity is None or gate is None:
         raise EvaluationError(f"{cand.version}: evaluate, export and gate must run before register")
+    decision = GateDecision.from_dict(gate)
     if not parity["passed"]:
         raise PromotionBlocked(f"{cand.version} is not registered: ONNX parity max |diff| {parity['max_abs_diff']} "
                                f"exceeds {parity['threshold']} on {parity['rows']} holdout rows",
-                               check="parity", version=cand.version, champion=decision["champion"],
+                               check="parity", version=cand.version, champion=decision.champion,
                                gate_uri=cand.stage_uri("gate.json"))
-    registered = _register_one(cand, registry, mode=mode, evaluation=evaluation, parity=parity, decision=decision)
+    evaluated = Evaluation.from_dict(evaluation)
+    registered = _register_one(cand, registry, mode=mode, evaluation=evaluated, parity=parity, gate=gate)
     refit = staged_refit(cand)
     if refit is None:
-        return {**registered, "serving_version": cand.version}
-    served = _register_one(refit, registry, mode=mode, evaluation=evaluation, parity=refit.staged("parity.json"),
-                           decision=decision, extra={"evaluated_twin": cand.version,
-                                                     "refit": refit.train_metrics["refit"]})
-    return {**registered, "serving_version": refit.version, "serving": served}
+        return Registration(registered, serving_version=cand.version)
+    served = _register_one(refit, registry, mode=mode, evaluation=evaluated, parity=refit.staged("parity.json"),
+                           gate=gate, extra={"evaluated_twin": cand.version, "refit": refit.train_metrics["refit"]})
+    return Registration(registered, serving_version=refit.version, serving=served)
 
 
-def _register_one(cand: Candidate, registry: Registry, *, mode: str, evaluation: dict[str, Any],
-                  parity: dict[str, Any], decision: dict[str, Any], extra: dict[str, Any] | None = None
-                  ) -> dict[str, Any]:
-    """One immutable version (or, in a dry run, its staged report and manifest); a re-run returns the stored one."""
+def _register_one(cand: Candidate, registry: Registry, *, mode: str, evaluation: Evaluation,
+                  parity: dict[str, Any], gate: dict[str, Any], extra: dict[str, Any] | None = None
+                  ) -> RegisteredVersion:
+    """One immutable version (or, in a dry run, its staged report and manifest); a re-run returns the stored one.
+
+    gate: the staged gate.json, stored with the version as it is."""
     ds, s3 = cand.ds, cand.settings.s3
     core = {
         "version": cand.version,
@@ -71,7 +75,8 @@ def _register_one(cand: Candidate, registry: Registry, *, mode: str, evaluation:
         return _registered(registry, cand.version, existing)
     onnx_bytes = cand.store.get(s3.models_bucket, cand.stage_key("model.onnx")).body
     parity_figure = {k: v for k, v in parity.items() if k != "sample"}
-    metrics = {**evaluation, "parity": parity_figure}
+    metrics = {**evaluation.to_dict(), "parity": parity_figure}
+    decision = GateDecision.from_dict(gate)
     manifest = {
         **core,
         "logical_date": ds,
@@ -80,37 +85,37 @@ def _register_one(cand: Candidate, registry: Registry, *, mode: str, evaluation:
         "run_uri": cand.store.uri(s3.models_bucket, cand.run_key),
         "dataset_uri": cand.store.uri(s3.lake_bucket, cand.dataset_key),
         "parity": parity_figure,
-        "gate": {k: decision[k] for k in ("promotable", "champion", "summary")},
-        "metrics": {k: evaluation["candidate"]["overall"][k] for k in ("auc", "ndcg@10", "map", "mrr", "groups")},
+        "gate": {"promotable": decision.promotable, "champion": decision.champion, "summary": decision.summary()},
+        "metrics": {k: evaluation.candidate["overall"][k] for k in ("auc", "ndcg@10", "map", "mrr", "groups")},
         "sample": parity["sample"],
         **(extra or {}),
     }
     history = [{"version": v, "overall": registry.manifest(v)["metrics"]}
                for v in registry.versions() if v < cand.version][-cand.settings.promotion.report_history:]
-    report_html = report.page(version=cand.version, metrics=metrics, gate=decision, manifest=manifest,
+    report_html = report.page(version=cand.version, metrics=metrics, gate=gate, manifest=manifest,
                               history=history, quality=overview.window_status(cand.store, s3.lake_bucket,
                                                                               core["lineage"]))
     if mode == "dry-run":
         cand.store.put(s3.models_bucket, cand.stage_key("report.html"), report_html)
         log.info("dry run: %s not registered; its report is staged at %s", cand.version,
                  cand.stage_uri("report.html"))
-        return {"version": cand.version, "registered": False, "dry_run": True, "promotable": decision["promotable"],
-                "report_uri": cand.stage_uri("report.html"), "manifest_uri": cand.stage("manifest.json", manifest)}
+        return RegisteredVersion(cand.version, report_uri=cand.stage_uri("report.html"),
+                                 manifest_uri=cand.stage("manifest.json", manifest), promotable=decision.promotable)
     files = {
         "model.txt": cand.model_text.encode(),
         "model.onnx": onnx_bytes,
         "metrics.json": _json(metrics),
-        "gate.json": _json(decision),
+        "gate.json": _json(gate),
         "report.html": report_html,
         **{f"features/{name}": body for name, body in _snapshot(cand).items()},
     }
     return _registered(registry, cand.version, registry.register(version=cand.version, files=files, manifest=manifest))
 
 
-def _registered(registry: Registry, version: str, manifest: dict[str, Any]) -> dict[str, Any]:
+def _registered(registry: Registry, version: str, manifest: dict[str, Any]) -> RegisteredVersion:
     uri = registry.version_uri(version)
-    return {"version": version, "uri": uri, "manifest_uri": uri + "manifest.json", "report_uri": uri + "report.html",
-            "promotable": manifest["gate"]["promotable"]}
+    return RegisteredVersion(version, report_uri=uri + "report.html", manifest_uri=uri + "manifest.json",
+                             promotable=manifest["gate"]["promotable"], uri=uri)
 
 
 def _snapshot(cand: Candidate) -> dict[str, bytes]:

@@ -1,7 +1,7 @@
 """The retrain DAG's promotion steps before registration: evaluate -> export -> gate -> refit.
 
-Each step takes the logical date (and small dicts), returns URIs and small dicts, and is idempotent
-per logical date: its output is staged next to the candidate (feedloop.promotion.candidate) and a
+Each step takes the logical date and the settings, returns URIs and small results (evaluate and gate
+their typed ones, feedloop.contract.decisions), and is idempotent per logical date: its output is staged next to the candidate (feedloop.promotion.candidate) and a
 re-run returns what is there. Registration is feedloop.promotion.registration; the pointer moves in
 feedloop.promotion.flip.
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from feedloop.contract.decisions import Evaluation, EvaluationResult, GateDecision, GateResult
 from feedloop.core.config import PromotionSettings, Settings
 from feedloop.core.errors import EvaluationError
 from feedloop.promotion import gate as gate_mod
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 SAMPLE_ROWS = 8  # rows + scores saved in the manifest so a pod can check a model it loaded
 
 
-def evaluate_candidate(*, ds: str, settings: Settings) -> dict[str, Any]:
+def evaluate_candidate(*, ds: str, settings: Settings) -> EvaluationResult:
     """Candidate, champion (the version live at the end of ds) and popularity baseline on the same holdout rows.
 
     A staged evaluation is reused while the champion of ds and the live version are what they were
@@ -37,21 +38,23 @@ def evaluate_candidate(*, ds: str, settings: Settings) -> dict[str, Any]:
     and so is one staged before the counterfactual figures existed (no `paired` block).
     """
     cand = load_candidate(ds=ds, settings=settings)
-    evaluation = cand.staged("evaluation.json")
+    staged = cand.staged("evaluation.json")
     registry = Registry(cand.store, cand.settings.s3.models_bucket)
     live = registry.live()
     live_version = live.version if live else None
     champion = registry.champion_of(date.fromisoformat(ds))
-    if evaluation is None or "paired" not in evaluation or (live_version != cand.version and (
-            (_version_of(evaluation["champion"]), evaluation.get("live")) != (champion, live_version))):
+    if staged is None or "paired" not in staged or (live_version != cand.version and (
+            (_version_of(staged["champion"]), staged.get("live")) != (champion, live_version))):
         evaluation = _evaluate(cand, champion=champion, live=live_version)
-        cand.stage("evaluation.json", evaluation)
-    return {"version": cand.version, "evaluation_uri": cand.stage_uri("evaluation.json"),
-            "champion": _version_of(evaluation["champion"]),
-            "overall": {k: evaluation["candidate"]["overall"][k] for k in ("auc", "ndcg@10")}}
+        cand.stage("evaluation.json", evaluation.to_dict())
+    else:
+        evaluation = Evaluation.from_dict(staged)
+    return EvaluationResult(version=cand.version, evaluation_uri=cand.stage_uri("evaluation.json"),
+                            champion=evaluation.champion_version,
+                            overall={k: evaluation.candidate["overall"][k] for k in ("auc", "ndcg@10")})
 
 
-def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> dict[str, Any]:
+def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Evaluation:
     """champion: the version live at the end of the candidate's day; live: the one live now (the flip's
     compare-and-swap expects it)."""
     import lightgbm as lgb
@@ -65,55 +68,45 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> dic
     booster = lgb.Booster(model_str=cand.model_text)
     scores = booster.predict(feature_matrix(columns, cand.feature_manifest, what=f"candidate {cand.version}"))
     scored = {"candidate": scores, "popularity": columns["item_popularity"]}
-    result: dict[str, Any] = {
-        "version": cand.version,
-        "logical_date": cand.ds,
-        "holdout": {"uri": cand.store.uri(cand.settings.s3.lake_bucket, cand.dataset_key + "split=holdout/"),
-                    "rows": int(len(scores)), "lists": int(len(np.unique(columns["request_id"])))},
-        "candidate": evaluate.evaluate(columns=columns, score=scores, segments=cfg.segments),
-        "champion": None,
-        "live": live,
-        "popularity": evaluate.evaluate(columns=columns, score=columns["item_popularity"], segments=cfg.segments),
-        "feature_importance": dict(zip(booster.feature_name(),
-                                       booster.feature_importance(importance_type="gain").astype(float).tolist())),
-        "calibration": evaluate.calibration(score=scores, binary=columns["label_binary"]),
-        "train": cand.train_metrics,
-    }
+    plain = {name: evaluate.evaluate(columns=columns, score=score, segments=cfg.segments)
+             for name, score in scored.items()}
+    unscorable = None
     lacking = [n for n in champ_names if n not in columns]
     if champion is not None and lacking:  # a changed feature set: the gate holds it, promotion_mode=force can promote
-        why = (f"champion {champion} needs feature column(s) this holdout lacks: {', '.join(lacking)} "
-               "(its feature set differs from the candidate's)")
-        log.warning("%s; it cannot be compared on the same rows", why)
-        result["champion"] = {"version": champion, "unscorable": why, "overall": {}, "segments": {}}
+        unscorable = (f"champion {champion} needs feature column(s) this holdout lacks: {', '.join(lacking)} "
+                      "(its feature set differs from the candidate's)")
+        log.warning("%s; it cannot be compared on the same rows", unscorable)
     elif champion is not None:
         champ = lgb.Booster(model_str=registry.read(champion, "model.txt").decode())
         champ_matrix = feature_matrix(columns, champ_manifest["feature_manifest"], what=f"champion {champion}")
-        champ_scores = champ.predict(champ_matrix)
-        result["champion"] = {"version": champion,
-                              **evaluate.evaluate(columns=columns, score=champ_scores, segments=cfg.segments)}
-        scored["champion"] = champ_scores
-    _add_counterfactual(result, columns=columns, scores=scored, settings=cfg)
-    return result
-
-
-def _add_counterfactual(result: dict[str, Any], *, columns: dict[str, np.ndarray], scores: dict[str, np.ndarray],
-                        settings: PromotionSettings) -> None:
-    """Each scored block gains `explore` and `debiased` (feedloop.training.counterfactual); `paired` holds candidate -
-    champion on the same lists; `estimates` says what each kind of figure is (the raw ones are biased)."""
-    boot = counterfactual.Bootstrap(resamples=settings.bootstrap_resamples, confidence=settings.confidence,
-                                    seed=settings.bootstrap_seed)
-    found = counterfactual.evaluate(columns=columns, scores=scores, segments=settings.segments, bootstrap=boot,
-                                    paired=("candidate", "champion") if "champion" in scores else None)
-    for name, blocks in found["scorers"].items():
-        result[name].update(blocks)
-    result["paired"] = None if found["paired"] is None else {**boot.to_dict(), **found["paired"]}
-    result["estimates"] = {
-        "overall, segments": "plain metrics on the logged lists, which the logging policy (the champion) ranked: "
-                             "biased towards it; the floors use them, the comparison with the champion does not",
-        **counterfactual.ESTIMATES,
-        "paired": "candidate - champion per list, same lists and resamples (paired bootstrap)",
-    }
-    result["bootstrap"] = boot.to_dict()
+        scored["champion"] = champ.predict(champ_matrix)
+        plain["champion"] = evaluate.evaluate(columns=columns, score=scored["champion"], segments=cfg.segments)
+    boot = counterfactual.Bootstrap(resamples=cfg.bootstrap_resamples, confidence=cfg.confidence,
+                                    seed=cfg.bootstrap_seed)
+    found = counterfactual.evaluate(columns=columns, scores=scored, segments=cfg.segments, bootstrap=boot,
+                                    paired=("candidate", "champion") if "champion" in scored else None)
+    blocks = {name: {**metrics.to_dict(), **found.scorers[name]} for name, metrics in plain.items()}
+    champion_block = None if champion is None else (
+        {"version": champion, "unscorable": unscorable, "overall": {}, "segments": {}} if unscorable
+        else {"version": champion, **blocks["champion"]})
+    return Evaluation(
+        version=cand.version, logical_date=cand.ds,
+        holdout={"uri": cand.store.uri(cand.settings.s3.lake_bucket, cand.dataset_key + "split=holdout/"),
+                 "rows": int(len(scores)), "lists": int(len(np.unique(columns["request_id"])))},
+        candidate=blocks["candidate"], champion=champion_block, live=live, popularity=blocks["popularity"],
+        feature_importance=dict(zip(booster.feature_name(),
+                                    booster.feature_importance(importance_type="gain").astype(float).tolist())),
+        calibration=evaluate.calibration(score=scores, binary=columns["label_binary"]),
+        train=cand.train_metrics,
+        paired=None if found.paired is None else {**boot.to_dict(), **found.paired},
+        estimates={
+            "overall, segments": "plain metrics on the logged lists, which the logging policy (the champion) "
+                                 "ranked: biased towards it; the floors use them, the comparison with the champion "
+                                 "does not",
+            **counterfactual.ESTIMATES,
+            "paired": "candidate - champion per list, same lists and resamples (paired bootstrap)",
+        },
+        bootstrap=boot.to_dict())
 
 
 def export_candidate(*, ds: str, settings: Settings) -> dict[str, Any]:
@@ -152,30 +145,31 @@ def _sample(cand: Candidate, matrix: np.ndarray) -> dict[str, Any]:
 
 
 def gate_candidate(*, ds: str, overrides: dict[str, Any] | None = None, mode: str = "gate",
-                   settings: Settings) -> dict[str, Any]:
+                   settings: Settings) -> GateResult:
     """The gate decision with every number behind it, saved as gate.json; overrides = manual-run params.
 
     Also says whether a human must approve the flip (promotion.approval_margin, promotion.inconclusive;
-    see approval.approval). `comparison` is the headline candidate-vs-champion figure as data (gate.Comparison).
+    see approval.approval). `comparison` is the headline candidate-vs-champion figure as data (Comparison).
     """
     check_mode(mode)
     cand = load_candidate(ds=ds, settings=settings)
-    evaluation, parity = cand.staged("evaluation.json"), cand.staged("parity.json")
-    if evaluation is None:
+    staged, parity = cand.staged("evaluation.json"), cand.staged("parity.json")
+    if staged is None:
         raise EvaluationError(f"{cand.version} has no evaluation yet: run evaluate_candidate for {ds} first")
-    if "paired" not in evaluation:
+    if "paired" not in staged:
         raise EvaluationError(f"{cand.stage_uri('evaluation.json')} predates the counterfactual evaluation: "
                               f"run evaluate_candidate for {ds} again (it evaluates afresh)")
+    evaluation = Evaluation.from_dict(staged)
     limits = thresholds(settings=cand.settings, overrides=overrides)
-    decision = gate_mod.decide({**_gated(evaluation["candidate"], cand.version), "parity": parity},
-                               evaluation["champion"], limits, paired=evaluation["paired"])
-    record = decision.to_dict()
-    uri = cand.stage("gate.json", record)
+    decision = gate_mod.decide({**_gated(evaluation.candidate, cand.version), "parity": parity},
+                               evaluation.champion, limits, paired=evaluation.paired)
+    uri = cand.stage("gate.json", decision.to_dict())
     (log.info if decision.promotable else log.warning)("gate: %s", decision.summary())
-    return {"version": cand.version, "promotable": decision.promotable, "champion": decision.champion,
-            "summary": decision.summary(), "gate_uri": uri, "mode": mode, "comparison": record["comparison"],
-            "approval": approval(evaluation, compare=limits.compare, margin=cand.settings.promotion.approval_margin,
-                                 mode=mode, promotable=decision.promotable, inconclusive=decision.asks_approval)}
+    return GateResult(version=cand.version, promotable=decision.promotable, champion=decision.champion,
+                      summary=decision.summary(), gate_uri=uri, mode=mode, comparison=decision.comparison,
+                      approval=approval(evaluation, compare=limits.compare,
+                                        margin=cand.settings.promotion.approval_margin, mode=mode,
+                                        promotable=decision.promotable, inconclusive=decision.asks_approval))
 
 
 def thresholds(*, settings: Settings, overrides: dict[str, Any] | None = None) -> gate_mod.Thresholds:
@@ -201,12 +195,12 @@ def refit_candidate(*, ds: str, mode: str = "gate", settings: Settings) -> dict[
     """
     check_mode(mode)
     cand = load_candidate(ds=ds, settings=settings)
-    decision = cand.staged("gate.json")
-    if decision is None:
+    gate_record = cand.staged("gate.json")
+    if gate_record is None:
         raise EvaluationError(f"{cand.version} has no gate decision yet: run gate_candidate for {ds} first")
     if not cand.settings.train.refit:
         return {"version": cand.version, "refit": None, "why": "train.refit is off: the evaluated model serves"}
-    if not decision["promotable"] and mode != "force":
+    if not GateDecision.from_dict(gate_record).promotable and mode != "force":
         return {"version": cand.version, "refit": None, "why": "the gate held the candidate: nothing of it serves"}
     record = cand.staged("refit.json")
     if record is None:

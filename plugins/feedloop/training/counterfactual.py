@@ -36,6 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from feedloop.contract.decisions import CounterfactualEstimates
 from feedloop.training.evaluate import NDCG_CUTOFFS, dcg_per_list, per_list, rank_within_group
 
 ESTIMATOR = "snips-ipw"
@@ -79,11 +80,11 @@ class Ratio:
 
 def evaluate(*, columns: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarray], segments: Sequence[str],
              bootstrap: Bootstrap, paired: tuple[str, str] | None = None, label: str = "label",
-             weight: str = "weight", explore: str = "explore", group: str = "request_id") -> dict[str, Any]:
+             weight: str = "weight", explore: str = "explore", group: str = "request_id") -> CounterfactualEstimates:
     """Both estimates for every scorer, overall and per segment, and `paired[0]` minus `paired[1]`.
 
-    Returns {"scorers": {name: {"explore": block, "debiased": block}}, "paired": {"explore": block,
-    "debiased": block} or None}; block = {"overall": scope, "segments": {"tenant_id=acme": scope}};
+    scorers: {name: {"explore": block, "debiased": block}}; paired: {"of", "explore": block, "debiased": block}
+    or None; block = {"overall": scope, "segments": {"tenant_id=acme": scope}};
     scope = {"lists": n, metric: {"value", "low", "high"}} (None where no list counts).
     A list's segment is the value of its first row (a request is one tenant on one surface).
     """
@@ -134,15 +135,11 @@ def evaluate(*, columns: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarr
                 out["segments"][scope] = entry
         return out
 
-    result: dict[str, Any] = {
-        "scorers": {s: {"explore": block(s, "explore", EXPLORE_METRICS),
-                        "debiased": block(s, "debiased", DEBIASED_METRICS)} for s in scores},
-        "paired": None,
-    }
-    if paired is not None:
-        result["paired"] = {"of": list(paired), "explore": block("paired", "explore", EXPLORE_METRICS),
-                            "debiased": block("paired", "debiased", DEBIASED_METRICS)}
-    return result
+    return CounterfactualEstimates(
+        scorers={s: {"explore": block(s, "explore", EXPLORE_METRICS),
+                     "debiased": block(s, "debiased", DEBIASED_METRICS)} for s in scores},
+        paired=None if paired is None else {"of": list(paired), "explore": block("paired", "explore", EXPLORE_METRICS),
+                                            "debiased": block("paired", "debiased", DEBIASED_METRICS)})
 
 
 def bootstrap_ratios(*, numerators: np.ndarray, denominators: np.ndarray, scopes: Mapping[str, np.ndarray],

@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from feedloop.contract.decisions import ScorerMetrics
+
 NDCG_CUTOFFS = (1, 5, 10)
 METRICS = ("auc", *(f"ndcg@{k}" for k in NDCG_CUTOFFS), "map", "mrr")
 
@@ -94,19 +96,18 @@ def auc(*, binary: np.ndarray, score: np.ndarray) -> float | None:
 
 
 def evaluate(*, columns: Mapping[str, np.ndarray], score: np.ndarray, segments: Sequence[str],
-             label: str = "label", binary_label: str = "label_binary", group: str = "request_id") -> dict[str, Any]:
-    """{"overall": metrics, "segments": {"tenant_id=acme": metrics, ...}} for one scorer on the holdout."""
+             label: str = "label", binary_label: str = "label_binary", group: str = "request_id") -> ScorerMetrics:
+    """One scorer's metrics on the holdout, overall and per segment ("tenant_id=acme": metrics, ...)."""
     lab, bin_, grp = (np.asarray(columns[c]) for c in (label, binary_label, group))
     score = np.asarray(score)
-    overall = ranking_metrics(label=lab, binary=bin_, score=score, group=grp)
-    result: dict[str, Any] = {"overall": overall, "segments": {}}
+    segmented: dict[str, dict[str, Any]] = {}
     for column in segments:
         values = np.asarray(columns[column]).astype(str)
         for value in sorted(set(values.tolist())):
             rows = values == value
-            result["segments"][f"{column}={value}"] = ranking_metrics(
+            segmented[f"{column}={value}"] = ranking_metrics(
                 label=lab[rows], binary=bin_[rows], score=score[rows], group=grp[rows])
-    return result
+    return ScorerMetrics(overall=ranking_metrics(label=lab, binary=bin_, score=score, group=grp), segments=segmented)
 
 
 def calibration(*, score: np.ndarray, binary: np.ndarray, bins: int = 10) -> dict[str, list[float]]:

@@ -31,7 +31,7 @@ def _value(block, metric):
 
 def test_debiased_ndcg_pools_weighted_dcg_over_lists_by_hand():
     out = cf.evaluate(columns=HAND, scores={"m": HAND_SCORE}, segments=("surface",), bootstrap=QUICK)
-    debiased = out["scorers"]["m"]["debiased"]
+    debiased = out.scorers["m"]["debiased"]
     dcg_a, idcg_a = 2 / L3 + 3 / 2, 3 + 2 / L3
     dcg_b, idcg_b = 4 / L3, 4.0
     assert debiased["overall"]["lists"] == 2
@@ -44,7 +44,7 @@ def test_debiased_ndcg_pools_weighted_dcg_over_lists_by_hand():
 
 def test_exploration_metrics_use_the_shuffled_lists_only_and_unweighted_gains():
     out = cf.evaluate(columns=HAND, scores={"m": HAND_SCORE}, segments=("surface",), bootstrap=QUICK)
-    explore = out["scorers"]["m"]["explore"]
+    explore = out.scorers["m"]["explore"]
     assert explore["overall"]["lists"] == 1
     assert _value(explore["overall"], "ndcg@10") == pytest.approx((1 / L3 + 3 / 2) / (3 + 1 / L3))
     assert _value(explore["overall"], "map") == pytest.approx((1 / 2 + 2 / 3) / 2)
@@ -62,9 +62,9 @@ def test_a_rarely_examined_click_ranked_well_counts_for_more_than_a_top_click():
     rare_click_first = np.array([1.0, 2.0, 2.0, 1.0])
     out = cf.evaluate(columns=cols, scores={"x": top_click_first, "y": rare_click_first}, segments=(),
                       bootstrap=QUICK, paired=("y", "x"))
-    x, y = (_value(out["scorers"][s]["debiased"]["overall"], "ndcg@10") for s in ("x", "y"))
+    x, y = (_value(out.scorers[s]["debiased"]["overall"], "ndcg@10") for s in ("x", "y"))
     assert x == pytest.approx((1 + 5 / L3) / 6) and y == pytest.approx((1 / L3 + 5) / 6)
-    assert _value(out["paired"]["debiased"]["overall"], "ndcg@10") == pytest.approx(y - x)
+    assert _value(out.paired["debiased"]["overall"], "ndcg@10") == pytest.approx(y - x)
 
 
 def _logged_day(*, seed: int = 3, lists: int = 2000, size: int = 10, explore_share: float = 0.2):
@@ -89,20 +89,20 @@ def _logged_day(*, seed: int = 3, lists: int = 2000, size: int = 10, explore_sha
 def test_the_naive_metric_picks_the_logger_while_the_debiased_estimate_and_the_gate_pick_the_better_ranker():
     columns, scores = _logged_day()
     naive = {s: raw_evaluate(columns=columns, score=v, segments=("surface",)) for s, v in scores.items()}
-    assert naive["logger"]["overall"]["ndcg@10"] > naive["better"]["overall"]["ndcg@10"] + 0.03
+    assert naive["logger"].overall["ndcg@10"] > naive["better"].overall["ndcg@10"] + 0.03
 
     boot = cf.Bootstrap(resamples=500, seed=7)
     out = cf.evaluate(columns=columns, scores=scores, segments=("surface",), bootstrap=boot,
                       paired=("better", "logger"))
     for estimate in ("debiased", "explore"):
-        better, logger = (_value(out["scorers"][s][estimate]["overall"], "ndcg@10") for s in ("better", "logger"))
+        better, logger = (_value(out.scorers[s][estimate]["overall"], "ndcg@10") for s in ("better", "logger"))
         assert better > logger + 0.04, estimate
-    assert out["paired"]["debiased"]["overall"]["ndcg@10"]["low"] > 0
+    assert out.paired["debiased"]["overall"]["ndcg@10"]["low"] > 0
 
-    decision = decide({"version": "better", "parity": {"max_abs_diff": 0.0, "rows": 10}, **naive["better"],
-                       **out["scorers"]["better"]},
-                      {"version": "logger", **naive["logger"], **out["scorers"]["logger"]},
-                      Thresholds(floors={}), paired={**boot.to_dict(), **out["paired"]})
+    decision = decide({"version": "better", "parity": {"max_abs_diff": 0.0, "rows": 10}, **naive["better"].to_dict(),
+                       **out.scorers["better"]},
+                      {"version": "logger", **naive["logger"].to_dict(), **out.scorers["logger"]},
+                      Thresholds(floors={}), paired={**boot.to_dict(), **out.paired})
     assert decision.promotable and decision.comparison.verdict == "better"
     assert [c.scope for c in decision.checks if c.kind == "comparison"] == ["overall", "surface=feed", "surface=search"]
 
@@ -123,12 +123,12 @@ def test_the_bootstrap_is_seeded_reproducible_and_its_intervals_cover_the_estima
                                    bootstrap=cf.Bootstrap(resamples=300, seed=seed), paired=("better", "logger"))
     first, again, other = run(7), run(7), run(8)
     assert first == again
-    scopes = [scope for blocks in [*first["scorers"].values(), first["paired"]] for estimate in ("debiased", "explore")
+    scopes = [scope for blocks in [*first.scorers.values(), first.paired] for estimate in ("debiased", "explore")
               for scope in (blocks[estimate]["overall"], *blocks[estimate]["segments"].values())]
     figures = [v for scope in scopes for k, v in scope.items() if k != "lists"]
     assert figures and all(f["low"] <= f["value"] <= f["high"] for f in figures)
-    a = first["paired"]["debiased"]["overall"]["ndcg@10"]
-    b = other["paired"]["debiased"]["overall"]["ndcg@10"]
+    a = first.paired["debiased"]["overall"]["ndcg@10"]
+    b = other.paired["debiased"]["overall"]["ndcg@10"]
     assert a["value"] == b["value"] and (a["low"], a["high"]) != (b["low"], b["high"])
 
 

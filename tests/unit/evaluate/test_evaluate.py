@@ -58,10 +58,10 @@ def test_segments_are_named_column_equals_value_with_their_support():
     result = evaluate(columns={"label": rows["label"], "label_binary": rows["binary"], "request_id": rows["group"],
                                "tenant_id": np.array(["acme"] * 3 + ["globex"] * 2)},
                       score=rows["score"], segments=["tenant_id"])
-    assert sorted(result["segments"]) == ["tenant_id=acme", "tenant_id=globex"]
-    assert result["segments"]["tenant_id=acme"]["groups"] == 1
-    assert result["segments"]["tenant_id=globex"]["groups"] == 0
-    assert result["segments"]["tenant_id=globex"]["ndcg@10"] is None
+    assert sorted(result.segments) == ["tenant_id=acme", "tenant_id=globex"]
+    assert result.segments["tenant_id=acme"]["groups"] == 1
+    assert result.segments["tenant_id=globex"]["groups"] == 0
+    assert result.segments["tenant_id=globex"]["ndcg@10"] is None
 
 
 def test_calibration_bins_cover_every_row():

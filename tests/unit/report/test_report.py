@@ -39,14 +39,15 @@ def inputs(tenants: list[str], *, feature: str = "f_quality", version: str = "20
     rng = np.random.default_rng(5)
     scores = {"candidate": rng.random(len(cols["label"])), "champion": rng.random(len(cols["label"])),
               "popularity": cols["item_popularity"]}
-    metrics = {name: evaluate.evaluate(columns=cols, score=s, segments=SEGMENTS) for name, s in scores.items()}
+    metrics = {name: evaluate.evaluate(columns=cols, score=s, segments=SEGMENTS).to_dict()
+               for name, s in scores.items()}
     metrics["champion"]["version"] = "2026-11-04-champ"
     boot = counterfactual.Bootstrap(resamples=50, confidence=0.95, seed=1)
     found = counterfactual.evaluate(columns=cols, scores=scores, segments=SEGMENTS, bootstrap=boot,
                                     paired=("candidate", "champion"))
-    for name, blocks in found["scorers"].items():
+    for name, blocks in found.scorers.items():
         metrics[name].update(blocks)
-    metrics.update(paired={**boot.to_dict(), **found["paired"]}, bootstrap=boot.to_dict(), estimates={},
+    metrics.update(paired={**boot.to_dict(), **found.paired}, bootstrap=boot.to_dict(), estimates={},
                    feature_importance={feature: 3.0, "f_noise": 1.0},
                    calibration=evaluate.calibration(score=scores["candidate"], binary=cols["label_binary"]),
                    holdout={"rows": len(cols["label"]), "lists": 40},
