@@ -147,7 +147,9 @@ def blocked(settings: Settings, run: Run, exc: PromotionBlocked, *, failing_days
         "gate": ("gate blocked", f"candidate {exc.version} blocked; champion {exc.champion or '(none)'} stays live"),
         "parity": ("ONNX parity failed", f"{exc.version} is not registered; the live model is unchanged"),
         "canary": ("promotion waiting", f"{exc.version} not promoted while a canary runs"),
-    }[exc.check]
+        "approval": ("approval missing", f"{exc.version} needs a human's Approve and none is recorded; "
+                                         f"{exc.champion or 'the live model'} stays live"),
+    }.get(exc.check, ("promotion blocked", f"{exc.version} not promoted ({exc.check}); the live model is unchanged"))
     found = [("Model report " + exc.version, links.model_report_url(exc.version))] \
         if exc.report_uri and _exists(settings, exc.report_uri) else []
     return _content(run, kind=kind, headline=headline, partitions=[run.partition],
@@ -216,6 +218,11 @@ def blocked_actions(run: Run, exc: PromotionBlocked, previous: str | None) -> li
         return [("Finish the running canary first", 'feedloop model promote-canary --reason "WHY"'),
                 ("... or abort it", 'feedloop model abort-canary --reason "WHY"'),
                 (f"then re-run the flip (Airflow run -> {run.task_id} -> Clear task)", None)]
+    if exc.check == "approval":
+        return [(f"Ask again: Airflow run -> approve -> Clear task (downstream), then answer in the run's "
+                 f"Required actions before the timeout", None),
+                ("... or promote without approval, saying why: re-run the day with promotion_mode=force and a "
+                 "force_reason", None)]
     conf = json.dumps({"gate_thresholds": {"tolerance": 0.01}})
     return [(f"Hold: nothing to do. {exc.champion or 'The live model'} keeps serving; tomorrow's run tries again. "
              "Read the model report first", None),

@@ -72,3 +72,18 @@ def test_slack_escapes_text_and_links_while_email_is_html():
     assert "ValueError: a &lt; b &amp; c &gt; d" in body
     assert [html.unescape(h) for h in re.findall(r'href="([^"]+)"', body)] == [RUN.run_url, RUN.log_url]
     assert "DAG: retrain_ranker" in body and "Logical date: 2026-11-06T00:00:00+00:00" in body
+
+
+def test_a_flip_without_a_recorded_approval_alerts_what_to_do_instead_of_crashing(monkeypatch):
+    """recorded_approval raises PromotionBlocked(check="approval"); the alert had no entry for it (KeyError)."""
+    from feedloop.alerts import content
+    from feedloop.core.errors import PromotionBlocked
+
+    monkeypatch.setattr(content, "_rollback_target", lambda _settings: None)  # no live pointer to read here
+    exc = PromotionBlocked("2026-11-06-ab needs a human's Approve and none is recorded", check="approval",
+                           version="2026-11-06-ab", champion="2026-11-05-cd")
+    found = content.for_failure(None, RUN, exc, failing_days=lambda: 1)
+    assert found["kind"] == "approval missing"
+    assert found["headline"] == ("2026-11-06-ab needs a human's Approve and none is recorded; "
+                                 "2026-11-05-cd stays live")
+    assert [a for a, _cmd in found["actions"]][0].startswith("Ask again: Airflow run -> approve -> Clear task")
