@@ -123,5 +123,10 @@ def parse_key(key: str) -> ObjectRef | None:
     if not m:
         return None
     h = _HOUR_RE.search(key)
-    hour = HourPartition(date.fromisoformat(h["dt"]), int(h["hour"])) if h else None
+    try:
+        hour = HourPartition(date.fromisoformat(h["dt"]), int(h["hour"])) if h else None
+    except ValueError:  # dt=2026-13-45: an object someone else put under our prefix
+        return None
+    if hour is not None and not 0 <= hour.hour <= 23:
+        return None
     return ObjectRef(key, m["topic"], int(m["partition"]), int(m["start"]), hour, int(m["gen"] or 0))

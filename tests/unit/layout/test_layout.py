@@ -110,6 +110,8 @@ def test_a_deadletter_key_parses_with_no_hour():
     pytest.param(f"events/engagement/dt=2026-11-20/hour=03/engagement+3+{START}.parquet.tmp", id="temp-file"),
     pytest.param(f"events/engagement/dt=2026-11-20/hour=03/engagement+3+{START}.json", id="not-parquet"),
     pytest.param("events/engagement/dt=2026-11-20/hour=03/", id="a-folder"),
+    pytest.param(f"events/engagement/dt=2026-13-45/hour=03/engagement+3+{START}.parquet", id="impossible-date"),
+    pytest.param(f"events/engagement/dt=2026-11-20/hour=99/engagement+3+{START}.parquet", id="hour-99"),
 ])
 def test_a_key_that_is_not_a_chunk_object_is_refused(key):
     assert lake.parse_key(key) is None
