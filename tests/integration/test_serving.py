@@ -345,7 +345,11 @@ def test_with_s3_unreachable_a_pod_keeps_serving_reports_staleness_and_cold_star
         assert httpx.get(f"{url}/readyz").status_code == 200
         stale = _metric(url, "feedloop_pointer_staleness_seconds")
         assert stale >= 2, stale
-        assert _metric(url, "feedloop_poll_errors_total") >= 3
+        # every failed poll is counted; how many fit in 3 s depends on the S3 client's retries on a busy machine
+        deadline = time.monotonic() + 30
+        while _metric(url, "feedloop_poll_errors_total") < 3:
+            assert time.monotonic() < deadline, _metric(url, "feedloop_poll_errors_total")
+            time.sleep(0.3)
         assert httpx.get(f"{url}/version").json()["pointer"]["last_error"].startswith("cannot read")
         # A new pod while S3 is down: serves its last-known-good local copy (the same cache folder).
         cold = world.pods(**via_proxy)
