@@ -10,7 +10,18 @@ to_dict / from_dict give the exact dicts the DAG runs, the UI, the tests and the
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, Self
+
+
+class Record:
+    """A contract stored or handed on as a plain dict of its fields."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Self:
+        return cls(**record)
 
 @dataclass(frozen=True)
 class Check:
@@ -145,7 +156,7 @@ class CounterfactualEstimates:
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class Evaluation(Record):
     """evaluation.json (and metrics.json, with the parity figure): the candidate, its champion and the popularity
     baseline scored on the same holdout rows.
 
@@ -172,16 +183,13 @@ class Evaluation:
     def champion_version(self) -> str | None:
         return self.champion["version"] if self.champion else None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> Evaluation:
         return cls(**{f.name: record.get(f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
-class EvaluationResult:
+class EvaluationResult(Record):
     """The evaluate step's result (its XCom): the version, where its evaluation is, its champion, the headline."""
 
     version: str
@@ -189,12 +197,9 @@ class EvaluationResult:
     champion: str | None
     overall: dict[str, float | None]  # the candidate's raw auc and ndcg@10 on the holdout
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class ApprovalDecision:
+class ApprovalDecision(Record):
     """Must a human approve the flip (promotion.approval.approval), and the figures the approver is shown."""
 
     required: bool
@@ -209,16 +214,9 @@ class ApprovalDecision:
     candidate_metrics: dict[str, float | None]
     champion_metrics: dict[str, float | None]
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> ApprovalDecision:
-        return cls(**record)
-
 
 @dataclass(frozen=True)
-class ApprovalRecord:
+class ApprovalRecord(Record):
     """A human's answer (or its absence) as staged in approval.json; uri: where, once written."""
 
     version: str
@@ -232,10 +230,6 @@ class ApprovalRecord:
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
         return record if self.uri is not None else {k: v for k, v in record.items() if k != "uri"}
-
-    @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> ApprovalRecord:
-        return cls(**record)
 
 
 @dataclass(frozen=True)
