@@ -4,7 +4,7 @@ Why: GX's `Expectation.configuration` is a property that rebuilds an Expectation
 from the pydantic model (`.dict()`, a deepcopy of every kwarg, a regex camel_to_snake) on every
 access, and `_get_success_kwargs` / `_get_domain_kwargs` / `_get_success_kwarg` read it once per
 kwarg key: about 1,400 rebuilds per hour partition of our suites (68k for a day), 40% of the time
-GX spends validating a small hour (profile in /tmp/validate-perf.md). Inside one `graph_validate`
+GX spends validating a small hour (profile in docs/measurements.md). Inside one `graph_validate`
 call the Expectation objects are built by GX from the suite's configurations and not changed, so
 the first rebuild per object is reused until that call returns; outside a validation nothing
 changes. install() is idempotent and does nothing if GX's internals differ from what it expects.

@@ -2,7 +2,7 @@
 
 Why not pydantic models: measured here, pydantic request parsing cost more than the model
 (FastAPI + pydantic p50 6.5 ms vs 4.2 ms with the raw body and orjson for 500 candidates,
-DESIGN.md). The checks are the contract's, and every error names its field like FastAPI's 422.
+measured 2026-11-24). The checks are the contract's, and every error names its field like FastAPI's 422.
 
 Why every string is bounded and `ts` kept near the pod's clock: what a caller sends becomes
 impression events in Kafka. An unbounded query once produced a message librdkafka refused, and a
