@@ -11,6 +11,7 @@ expectations).
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date
 from typing import Any
 
@@ -27,9 +28,11 @@ def validate(*, ds: str, run_id: str, params: dict[str, Any]) -> str:
     from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowFailException
 
+    log.info("validate task body started %.1f s after its process (imports, DAG parse)", _process_age_s())
     settings = load_settings()
     acceptance = Acceptance(hours=tuple(params.get("accept_hours") or ()), reason=params.get("accept_reason") or "",
                             by=f"DAG param accept_hours, run {run_id}")
+    t0 = time.perf_counter()
     try:
         result = validate_day(settings, date.fromisoformat(ds), run_id=run_id, acceptance=acceptance)
     except ValidationFailed as exc:
@@ -37,8 +40,18 @@ def validate(*, ds: str, run_id: str, params: dict[str, Any]) -> str:
             raise AirflowFailException(str(exc)) from exc
         log.warning("%s\nThese hours are left out of training (dataset.on_quarantined: exclude).", exc)
         result = exc.result
+    log.info("validate_day took %.1f s", time.perf_counter() - t0)
     if result.warned_hours:
         log.warning("validation warnings (the hours train) in hours %s; report %s", result.warned_hours,
                     result.report_uri)
+    t0 = time.perf_counter()
     send.validation_incidents(settings, get_current_context(), result)
+    log.info("alerts took %.1f s", time.perf_counter() - t0)
     return result.report_uri
+
+
+def _process_age_s() -> float:
+    """Seconds since this process started (a Celery task process: since the fork that made it)."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()

@@ -82,6 +82,7 @@ class ProductionSettings(_Section):
     workers: int = Field(2, ge=1)                   # Celery workers (separate processes)
     worker_concurrency: int = Field(2, ge=1)        # task slots per worker
     api_workers: int = Field(1, ge=1)               # api-server worker processes
+    worker_preload: tuple[str, ...] = ()            # modules each Celery worker imports once, before its tasks
 
 
 class EventSettings(_Section):

@@ -30,6 +30,7 @@ PROFILE = "production"
 ADMIN = "admin"
 _WORKER_NAME_ENV = "CELERY_WORKER_NAME"  # not FEEDLOOP_*: those are config overrides
 _MIGRATE_TIMEOUT_S = 600
+CELERY_CONFIG = "feedloop.airflow.celery_config.CELERY_CONFIG"  # Airflow's defaults + production.worker_preload
 
 
 def airflow_home(settings: Settings) -> Path:
@@ -320,6 +321,9 @@ class CeleryWorker(AirflowComponent):
             # Task instances record which worker ran them (on one host every worker has the same name).
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname",
             _WORKER_NAME_ENV: self.worker,
+            # Modules imported once before the pool starts: each task process is forked with them loaded.
+            **({"AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": CELERY_CONFIG} if self.settings.production.worker_preload
+               else {}),
         }
 
     def ports(self) -> list[int]:
