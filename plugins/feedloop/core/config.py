@@ -135,7 +135,7 @@ class QualityThresholds(_Section):
     ctr_min_impressions: int = Field(200, ge=1)       # fewer impressions (now, or on a baseline day): not judged
     max_unknown_tenant_share: float = Field(0.01, ge=0, le=1)
     max_duplicate_share: float = Field(0.001, ge=0, le=1)  # event ids seen twice (a producer retry) up to this share
-    min_position_impressions: int = Field(100, ge=1)  # hours with this many events: position 1 holds at most
+    min_position_impressions: int = Field(100, ge=1)  # hours with this many impressions: position 1 holds at most
     max_first_position_share: float = Field(0.5, gt=0, le=1)  # this share of the impressions (lists of 12: ~8 %)
     max_orphan_outcomes: int = Field(10, ge=0)        # outcomes with no impression (request_id, item_id) in the
     max_orphan_share: float = Field(0.05, ge=0, le=1)  # window: up to max(this many, this share of the outcomes);

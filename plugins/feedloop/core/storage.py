@@ -116,7 +116,9 @@ class ObjectStore:
         return StoredObject(resp["Body"].read(), resp["ETag"])
 
     def put_json(self, bucket: str, key: str, obj: object, **conditions) -> str:
-        body = orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+        """numpy scalars and arrays are written as numbers (GX results keep numpy values, e.g. a column max)."""
+        body = orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+                            | orjson.OPT_SERIALIZE_NUMPY)
         return self.put(bucket, key, body, content_type="application/json", **conditions)
 
     def get_json(self, bucket: str, key: str) -> object | None:

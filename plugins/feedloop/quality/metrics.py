@@ -8,6 +8,11 @@ Why one connection per process: opening a DuckDB database costs 15-30 ms, two pe
 the queries of a small hour; each call takes a cursor of it (its own registrations, dropped on close).
 Why the impression keys first: they are the build side of the orphan check and the next hours'
 lookback, so each row's (request_id, item_id) is hashed once, and only outcomes are hashed again.
+
+Why GX gets one row (`HourMetrics.checked`): a check per tenant or per tenant + surface on the long
+table needs a pandas row_condition, and GX runs `DataFrame.query` for each (about 14 ms a check on a
+12-row frame, 0.5 s an hour at any volume, and it grows with every tenant); with one column per
+tenant (`rows@acme`) and per pair (`ctr@acme/feed`) each check reads its own column.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ with counts as (
            count(*)::bigint as rows,
            count(*) filter (where event_type = 'impression')::bigint as impressions,
            count(*) filter (where event_type = 'click')::bigint as clicks,
-           count(*) filter (where event_type <> 'impression')::bigint as outcomes
+           count(*) filter (where event_type <> 'impression')::bigint as outcomes,
+           count(*) filter (where event_type = 'impression' and position = 1)::bigint as first_position
     from r
     group by all
 ), orphans as (
@@ -41,7 +47,7 @@ with counts as (
     group by all
 )
 select c.tenant_id, c.surface, c.rows, c.impressions, c.clicks, c.clicks / nullif(c.impressions, 0) as ctr,
-       c.outcomes, coalesce(o.orphan_outcomes, 0)::bigint as orphan_outcomes
+       c.outcomes, coalesce(o.orphan_outcomes, 0)::bigint as orphan_outcomes, c.first_position
 from counts c
 left join orphans o on c.tenant_id is not distinct from o.tenant_id and c.surface is not distinct from o.surface
 order by all
@@ -50,8 +56,33 @@ order by all
 
 @dataclass(frozen=True)
 class HourMetrics:
-    table: pa.Table             # per (tenant_id, surface): rows, impressions, clicks, ctr, outcomes, orphan_outcomes
+    table: pa.Table             # per (tenant_id, surface): rows, impressions, clicks, ctr, outcomes, orphan_outcomes,
+    #                             first_position (impressions at position 1)
     impression_keys: pa.Table  # k (ubigint) of this hour's impressions, for the next hours' lookback
+
+    def checked(self, tenants: tuple[str, ...], surfaces: tuple[str, ...]) -> Any:
+        """The one-row pandas frame the metrics suite checks: hour totals (outcomes, orphan_outcomes,
+        impressions, first_position_share), rows@<tenant> per known tenant (0 when absent) and
+        ctr@<tenant>/<surface> per known pair (null without impressions)."""
+        import pandas as pd
+
+        totals = {"outcomes": 0, "orphan_outcomes": 0, "impressions": 0, "first_position": 0}
+        rows = {t: 0 for t in tenants}
+        ctr: dict[str, float | None] = {f"{t}/{s}": None for t in tenants for s in surfaces}
+        for r in self.table.to_pylist():
+            for key in totals:
+                totals[key] += r[key]
+            if r["tenant_id"] in rows:
+                rows[r["tenant_id"]] += r["rows"]
+            if f"{r['tenant_id']}/{r['surface']}" in ctr:
+                ctr[f"{r['tenant_id']}/{r['surface']}"] = r["ctr"]
+        share = totals["first_position"] / totals["impressions"] if totals["impressions"] else None
+        row = {"outcomes": totals["outcomes"], "orphan_outcomes": totals["orphan_outcomes"],
+               "impressions": totals["impressions"], "first_position_share": share,
+               **{column("rows", t): n for t, n in rows.items()},
+               **{column("ctr", pair): v for pair, v in ctr.items()}}
+        return pd.DataFrame([row]).astype({column("ctr", pair): "float64" for pair in ctr} |
+                                          {"first_position_share": "float64"})
 
     def summary(self) -> dict[str, dict[str, int]]:
         """The small numbers kept in the day summary as the baseline for later days."""
@@ -67,11 +98,20 @@ class HourMetrics:
         return {"rows": rows, "impressions": impressions, "clicks": clicks}
 
 
+def column(metric: str, scope: str) -> str:
+    """The checked frame's column of one metric for one tenant or tenant/surface: rows@acme, ctr@acme/feed."""
+    return f"{metric}@{scope}"
+
+
+COLUMNS = ("tenant_id", "surface", "event_type", "request_id", "item_id", "position")
+
+
 def hour_metrics(hour_rows: pa.Table, earlier: list[pa.Table]) -> HourMetrics:
-    """Aggregates of `hour_rows`; `earlier` holds the impression keys of the lookback hours."""
+    """Aggregates of `hour_rows` (which must hold COLUMNS); `earlier` holds the impression keys of the
+    lookback hours."""
     cur = _cursor()
     try:
-        cur.register("r", hour_rows.select(["tenant_id", "surface", "event_type", "request_id", "item_id"]))
+        cur.register("r", hour_rows.select(list(COLUMNS)))
         keys = cur.sql(_KEYS_SQL).fetch_arrow_table()
         cur.register("keys", keys)
         cur.register("earlier", pa.concat_tables(earlier) if earlier else pa.table({"k": pa.array([], pa.uint64())}))

@@ -23,6 +23,7 @@ from feedloop.contract.lake import LAKE_SCHEMA
 from feedloop.core.layout import HourPartition
 from feedloop.quality import gxfast, report
 from feedloop.quality.baselines import ctr_band, ctr_ceiling, volume_band
+from feedloop.quality.metrics import COLUMNS as METRIC_COLUMNS
 from feedloop.quality.metrics import hour_metrics, impression_keys
 from feedloop.quality.partitions import IncompatibleObjects, hour_start, list_hours, previous_hours, read_hour
 from feedloop.quality.status import (
@@ -35,7 +36,6 @@ from feedloop.quality.suites import METRICS_SUITE, ROWS_SUITE, HourScope, Unset,
 from feedloop.core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
-_METRIC_COLUMNS = ("tenant_id", "surface", "event_type", "request_id", "item_id")
 
 
 class ValidationFailed(RuntimeError):
@@ -231,17 +231,17 @@ class _Engine:
             return hour, {}, 0
         hour.objects, hour.row_count = data.objects, data.table.num_rows
         metrics = None
-        if lookback is not None and set(_METRIC_COLUMNS) <= set(data.table.column_names):
+        if lookback is not None and set(METRIC_COLUMNS) <= set(data.table.column_names):
             metrics = hour_metrics(data.table, lookback.before(partition))
             lookback.add(partition, metrics.impression_keys)
             hour.metrics = metrics.summary()
         outcomes = sum(metrics.table.column("outcomes").to_pylist()) if metrics is not None else 0
-        frames = {ROWS_SUITE: _to_pandas(data.table)}
+        frames = {ROWS_SUITE: gxfast.fingerprint(_to_pandas(data.table), data.objects)}
         if metrics is not None:
-            frames[METRICS_SUITE] = metrics.table.to_pandas()
+            frames[METRICS_SUITE] = metrics.checked(tuple(self.settings.events.tenants), SURFACES)
         elif lookback is not None:
             hour.skipped.append({"check": "metrics suite", "scope": "",
-                                 "reason": f"columns {', '.join(_METRIC_COLUMNS)} are not all present"})
+                                 "reason": f"columns {', '.join(METRIC_COLUMNS)} are not all present"})
         del data
         return hour, frames, outcomes
 
@@ -252,7 +252,7 @@ class _Engine:
         if not frames:
             return hour
         partition = hour.partition
-        scope = self._scope(partition, newest, baseline, hour.metrics, rows=hour.row_count, outcomes=outcomes)
+        scope = self._scope(partition, newest, baseline, hour.metrics, outcomes=outcomes)
         for name, frame in frames.items():
             instances, skipped = instantiate(self.templates[name], scope)
             hour.skipped += [{"check": s.check, "scope": s.scope, "reason": s.reason} for s in skipped]
@@ -271,9 +271,10 @@ class _Engine:
                          result_format="SUMMARY")
 
     def _scope(self, partition: HourPartition, newest: bool, baseline: list[dict[str, Any]],
-               current: dict[str, Any], *, rows: int, outcomes: int) -> HourScope:
+               current: dict[str, Any], *, outcomes: int) -> HourScope:
         s, q = self.settings, self.settings.quality
         start = hour_start(partition)
+        impressions = sum(current.get("impressions", {}).values())
         day_end = hour_start(HourPartition(partition.day, 0)) + timedelta(days=1)
 
         def params(tenant: str | None, surface: str | None) -> dict[str, Any]:
@@ -291,9 +292,9 @@ class _Engine:
                 "max_dwell_ms": th.max_dwell_ms,
                 "max_orphan_outcomes": max(th.max_orphan_outcomes, int(th.max_orphan_share * outcomes)),
                 "unique_event_id_mostly": 1 - th.max_duplicate_share,
-                "not_first_position_mostly": 1 - th.max_first_position_share
-                if rows >= th.min_position_impressions else Unset(
-                    f"{rows} events < min_position_impressions {th.min_position_impressions}"),
+                "max_first_position_share": th.max_first_position_share
+                if impressions >= th.min_position_impressions else Unset(
+                    f"{impressions} impressions < min_position_impressions {th.min_position_impressions}"),
                 **volume_band(tenant, th, baseline, q.min_baseline_days, partition.hour),
                 **ctr_band(tenant, surface, th, baseline, q.min_baseline_days, partition.hour, current),
                 **ctr_ceiling(tenant, surface, th, current),

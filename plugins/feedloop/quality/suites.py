@@ -3,6 +3,9 @@
 Why templates with parameters: the checks are reviewed as plain GX suite JSON, while the numbers
 come from config (per tenant) and from the trailing baseline, so a threshold change never edits a
 suite. `meta.scope` in a template says how many times it is instantiated (see the JSON's notes).
+A template's `scope_by` says how an instance reads its tenant or tenant + surface: `row_condition`
+(the rows suite: a pandas filter on the hour's rows) or `column` (the metrics suite: one column per
+tenant, rows@acme, or pair, ctr@acme/feed, of the one-row frame in feedloop.quality.metrics).
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from feedloop.quality.metrics import column
+
 ROWS_SUITE = "engagement_hour"
 METRICS_SUITE = "engagement_hour_metrics"
 SEVERITIES = ("block", "warn")
 SCOPES = ("hour", "tenant", "each_tenant", "tenant_surface", "newest_hour")
+SCOPE_BY = ("row_condition", "column")
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,11 @@ class HourScope:
 
 def load_template(suites_dir: Path, name: str) -> dict[str, Any]:
     template = json.loads((suites_dir / f"{name}.json").read_text())
+    if template.setdefault("scope_by", "row_condition") not in SCOPE_BY:
+        raise ValueError(f"{name}.json: scope_by {template['scope_by']!r}; use one of {', '.join(SCOPE_BY)}")
     for exp in template["expectations"]:
+        if template["scope_by"] == "column" and exp["meta"]["scope"] == "tenant":
+            raise ValueError(f"{name}.json: {exp['meta']['check']}: scope 'tenant' needs scope_by row_condition")
         if exp["meta"]["scope"] not in SCOPES:
             raise ValueError(f"{name}.json: {exp['meta']['check']} has unknown scope {exp['meta']['scope']!r}")
         if exp["meta"].get("severity", "block") not in SEVERITIES:
@@ -70,6 +80,7 @@ def instantiate(template: dict[str, Any], scope: HourScope) -> tuple[list[Instan
     """Every expectation of `template` for this hour; those with an Unset parameter are skipped."""
     ready: list[Instance] = []
     skipped: list[Skipped] = []
+    by_column = template.get("scope_by") == "column"
     for exp in template["expectations"]:
         check = exp["meta"]["check"]
         default = exp["meta"].get("severity", "block")
@@ -79,7 +90,9 @@ def instantiate(template: dict[str, Any], scope: HourScope) -> tuple[list[Instan
             if unset:
                 skipped.append(Skipped(check, label, "; ".join(u.reason for u in unset)))
                 continue
-            if condition:
+            if by_column and tenant is not None:
+                kwargs["column"] = column(kwargs["column"], tenant if surface is None else f"{tenant}/{surface}")
+            elif condition:
                 kwargs |= {"row_condition": condition, "condition_parser": "pandas"}
             ready.append(Instance(check, label, exp["type"], kwargs, scope.severity(check, tenant, default)))
     return ready, skipped

@@ -1,10 +1,12 @@
 """Hour aggregates in DuckDB: counts per (tenant, surface), orphan outcomes against this hour and the
-lookback, impression keys; one reused connection whose calls never see each other's tables."""
+lookback, impression keys; one reused connection whose calls never see each other's tables; the
+one-row frame the metrics suite checks."""
 
 from __future__ import annotations
 
 import threading
 
+import pandas as pd
 import pyarrow as pa
 
 from feedloop.quality.metrics import hour_metrics, impression_keys
@@ -13,7 +15,9 @@ _COLUMNS = ("tenant_id", "surface", "event_type", "request_id", "item_id")
 
 
 def _rows(*rows: tuple) -> pa.Table:
-    return pa.table({c: pa.array([r[i] for r in rows], pa.string()) for i, c in enumerate(_COLUMNS)})
+    """Rows of (tenant, surface, type, request, item[, position]); position 2 unless given."""
+    table = pa.table({c: pa.array([r[i] for r in rows], pa.string()) for i, c in enumerate(_COLUMNS)})
+    return table.append_column("position", pa.array([r[5] if len(r) > 5 else 2 for r in rows], pa.int32()))
 
 
 def _expected(rows: pa.Table, earlier_rows: list[pa.Table]) -> list[dict]:
@@ -23,10 +27,11 @@ def _expected(rows: pa.Table, earlier_rows: list[pa.Table]) -> list[dict]:
     groups: dict[tuple, dict] = {}
     for r in rows.to_pylist():
         g = groups.setdefault((r["tenant_id"], r["surface"]), dict.fromkeys(
-            ("rows", "impressions", "clicks", "outcomes", "orphan_outcomes"), 0))
+            ("rows", "impressions", "clicks", "outcomes", "orphan_outcomes", "first_position"), 0))
         g["rows"] += 1
         g["impressions"] += r["event_type"] == "impression"
         g["clicks"] += r["event_type"] == "click"
+        g["first_position"] += r["event_type"] == "impression" and r["position"] == 1
         if r["event_type"] != "impression":
             g["outcomes"] += 1
             g["orphan_outcomes"] += (r["request_id"], r["item_id"]) not in seen
@@ -35,13 +40,13 @@ def _expected(rows: pa.Table, earlier_rows: list[pa.Table]) -> list[dict]:
         ctr = g["clicks"] / g["impressions"] if g["impressions"] else None
         out.append({"tenant_id": tenant, "surface": surface, "rows": g["rows"], "impressions": g["impressions"],
                     "clicks": g["clicks"], "ctr": ctr, "outcomes": g["outcomes"],
-                    "orphan_outcomes": g["orphan_outcomes"]})
+                    "orphan_outcomes": g["orphan_outcomes"], "first_position": g["first_position"]})
     return sorted(out, key=lambda r: (r["tenant_id"] is None, r["tenant_id"] or "", r["surface"] is None,
                                       r["surface"] or ""))
 
 
 HOUR = _rows(
-    ("acme", "feed", "impression", "r1", "i1"),
+    ("acme", "feed", "impression", "r1", "i1", 1),
     ("acme", "feed", "impression", "r1", "i2"),
     ("acme", "feed", "click", "r1", "i1"),           # has its impression in this hour
     ("acme", "feed", "click", "r0", "i9"),           # impression in the previous hour
@@ -57,7 +62,7 @@ EARLIER = _rows(("acme", "feed", "impression", "r0", "i9"), ("acme", "feed", "cl
 def test_aggregates_and_orphans_match_the_plain_computation():
     m = hour_metrics(HOUR, [impression_keys(EARLIER)])
     assert m.table.column_names == ["tenant_id", "surface", "rows", "impressions", "clicks", "ctr", "outcomes",
-                                    "orphan_outcomes"]
+                                    "orphan_outcomes", "first_position"]
     assert m.table.to_pylist() == _expected(HOUR, [EARLIER])
     assert m.summary()["rows"] == {"acme": 6, "globex": 1, "<null>": 2}
 
@@ -89,4 +94,17 @@ def test_calls_on_the_shared_connection_are_isolated_across_threads():
         t.join()
     for i, runs in results.items():
         assert all(r == [{"tenant_id": f"t{i}", "surface": "feed", "rows": i + 1, "impressions": i + 1, "clicks": 0,
-                          "ctr": 0.0, "outcomes": 0, "orphan_outcomes": 0}] for r in runs)
+                          "ctr": 0.0, "outcomes": 0, "orphan_outcomes": 0, "first_position": 0}] for r in runs)
+
+
+def test_the_checked_frame_has_one_column_per_known_tenant_and_pair():
+    frame = hour_metrics(HOUR, [impression_keys(EARLIER)]).checked(("acme", "initech"), ("feed", "search"))
+    assert len(frame) == 1
+    row = frame.iloc[0].to_dict()
+    assert {k: row[k] for k in ("outcomes", "orphan_outcomes", "impressions", "first_position_share")} == {
+        "outcomes": 6, "orphan_outcomes": 3, "impressions": 3, "first_position_share": 1 / 3}
+    assert (row["rows@acme"], row["rows@initech"]) == (6, 0)  # a known tenant without rows: 0, not missing
+    assert "rows@globex" not in row and "rows@<null>" not in row  # unknown tenants: no column of their own
+    assert row["ctr@acme/feed"] == 1.0  # two clicks on two impressions
+    assert pd.isna(row["ctr@acme/search"]) and pd.isna(row["ctr@initech/feed"])  # no impressions: null
+    assert frame.dtypes["ctr@initech/feed"] == "float64"

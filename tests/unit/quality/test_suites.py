@@ -23,7 +23,7 @@ def _params(tenant, surface):
         "rows_min": 10 if tenant else Unset("no tenant"), "rows_max": 30 if tenant else Unset("no tenant"),
         "ctr_min": Unset("baseline has 1 validated day(s) of hour 22, needs 3"),
         "ctr_max": Unset("baseline has 1 validated day(s) of hour 22, needs 3"),
-        "unique_event_id_mostly": 0.999, "not_first_position_mostly": 0.5, "ctr_ceiling": 1.0,
+        "unique_event_id_mostly": 0.999, "max_first_position_share": 0.5, "ctr_ceiling": 1.0,
     }
 
 
@@ -54,16 +54,33 @@ def test_a_tenant_override_gets_its_own_expectation_and_the_rest_keep_the_defaul
 
 
 def test_volume_runs_per_known_tenant_and_freshness_only_on_the_newest_hour():
-    ready, _ = instantiate(load_template(SUITES, ROWS_SUITE), _scope())
-    counts = Counter(i.check for i in ready)
-    assert counts["volume"] == 2 and counts["freshness"] == 0
+    ready, _ = instantiate(load_template(SUITES, METRICS_SUITE), _scope())
+    assert {i.kwargs["column"] for i in ready if i.check == "volume"} == {"rows@acme", "rows@globex"}
+    assert Counter(i.check for i in instantiate(load_template(SUITES, ROWS_SUITE), _scope())[0])["freshness"] == 0
     newest, _ = instantiate(load_template(SUITES, ROWS_SUITE), _scope(newest_hour=True))
     assert Counter(i.check for i in newest)["freshness"] == 1
 
 
+def test_metric_checks_read_their_tenant_or_pair_column_without_a_row_condition():
+    ready, _ = instantiate(load_template(SUITES, METRICS_SUITE), _scope())
+    columns = {(i.check, i.scope): i.kwargs["column"] for i in ready}
+    assert columns[("ctr_not_zero", "tenant=globex surface=search")] == "ctr@globex/search"
+    assert columns[("volume", "tenant=acme")] == "rows@acme"
+    assert columns[("position_spread", "")] == "first_position_share"
+    assert not any("row_condition" in i.kwargs for i in ready)
+
+
+def test_a_per_tenant_override_scope_needs_row_conditions(tmp_path):
+    (tmp_path / "x.json").write_text('{"scope_by": "column", "expectations": [{"type": "t", "kwargs": {}, '
+                                     '"meta": {"check": "c", "scope": "tenant"}}]}')
+    with pytest.raises(ValueError, match="c: scope 'tenant' needs scope_by row_condition"):
+        load_template(tmp_path, "x")
+
+
 def test_an_unset_parameter_skips_the_expectation_and_says_why():
     ready, skipped = instantiate(load_template(SUITES, METRICS_SUITE), _scope())
-    assert [i.check for i in ready] == ["outcomes_have_impression"] + ["ctr_not_zero"] * 4
+    assert [i.check for i in ready] == (["outcomes_have_impression"] + ["ctr_not_zero"] * 4 + ["position_spread"]
+                                        + ["volume"] * 2)
     assert len(skipped) == len(TENANTS) * len(SURFACES)
     assert skipped[0].scope == "tenant=acme surface=feed"
     assert skipped[0].reason.startswith("baseline has 1 validated day(s) of hour 22, needs 3")
@@ -97,11 +114,12 @@ def test_broken_data_blocks_and_unusual_data_warns_by_default():
 def test_severity_is_overridden_per_check_and_per_tenant():
     q = QualitySettings(severity={"position_range": "warn"},
                         tenants={"globex": TenantThresholds(severity={"volume": "block"})})
-    ready, _ = instantiate(load_template(SUITES, ROWS_SUITE), _scope(overridden=("globex",), severity=q.severity_of))
+    ready = [i for name in (ROWS_SUITE, METRICS_SUITE)
+             for i in instantiate(load_template(SUITES, name), _scope(overridden=("globex",), severity=q.severity_of))[0]]
     assert {(i.check, i.scope): i.severity for i in ready if i.check in ("position_range", "volume")} == {
         ("position_range", ""): "warn", ("position_range", "tenant=globex"): "warn",
         ("volume", "tenant=acme"): "warn", ("volume", "tenant=globex"): "block"}
-    suite = build_suite(ROWS_SUITE, ready)
+    suite = build_suite(METRICS_SUITE, ready)
     assert {e.meta["severity"] for e in suite.expectations} == {"block", "warn"}
 
 
