@@ -202,6 +202,9 @@ class _Engine:
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self.settings = settings
+        gx_log = logging.getLogger("great_expectations")
+        if gx_log.level == logging.NOTSET:  # GX's per-expectation INFO chatter, hundreds of lines in every task log;
+            gx_log.setLevel(logging.WARNING)  # an operator who sets GX's level keeps it
         gxfast.install()
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
