@@ -283,6 +283,7 @@ class ServingSettings(_Section):
                                                     # waiting for the log thread, then in librdkafka's queue
     impression_batch: int = Field(500, ge=1)
     cache_dir: Path = Path("serving-cache")         # last-known-good models (relative to state_dir)
+    cache_keep_versions: int = Field(3, ge=1)       # versions kept there (the most recently saved + the live one)
 
 
 class Settings(_Section):

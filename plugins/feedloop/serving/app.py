@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     followed = FeatureFollower(store=store, bucket=bucket, key=f"{FEATURES_PREFIX}live.json", snapshots=snapshots,
                                cfg=cfg)
     watcher = Watcher(store=store, bucket=bucket, key=f"{PREFIX}live.json", versions=versions, cfg=cfg,
-                      cache=LocalCache(cache_dir, versions), features=followed)
+                      cache=LocalCache(cache_dir, versions, keep=cfg.cache_keep_versions), features=followed)
     impressions = ImpressionLog(settings.kafka, cfg) if cfg.log_impressions else None
     limits = RequestLimits.from_settings(cfg)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import orjson
@@ -19,10 +20,14 @@ class LocalCache:
     Every verified version's files go in a folder of its own (save); last_good.json names the live
     one and is rewritten after every swap (mark_live), so it never names a model that was rolled back.
     A name read back is checked like a pointer's, and every path must resolve inside the cache.
+    After each swap only the `keep` most recently saved versions and the live one stay: a pod that
+    swaps daily for a year would otherwise fill its disk with 365 models. Recency, not "not live",
+    decides, because uvicorn workers share the cache and another worker's newest save may not be
+    live yet.
     """
 
-    def __init__(self, root: Path, versions: Root):
-        self.root, self.versions = root, versions
+    def __init__(self, root: Path, versions: Root, keep: int = 3):
+        self.root, self.versions, self.keep = root, versions, keep
 
     def save(self, target: Target, manifest_body: bytes, files: dict[str, bytes]) -> None:
         for name, body in {MANIFEST: manifest_body, **files}.items():
@@ -33,6 +38,7 @@ class LocalCache:
         pointer = self.root / "last_good.json"
         if target is not None and all(self._path(target.version, n).is_file() for n in (MANIFEST, *ARTIFACTS)):
             _write_atomic(pointer, orjson.dumps(target.__dict__))
+            self._prune(live=target.version)
             return
         pointer.unlink(missing_ok=True)
         if target is not None:
@@ -49,6 +55,15 @@ class LocalCache:
             return None
         return target, manifest_body, files
 
+    def _prune(self, live: str) -> None:
+        """Remove version folders beyond the `keep` most recently saved ones, never the live one."""
+        folders = sorted((d for d in self.root.iterdir() if d.is_dir() and FOLDER_NAME.fullmatch(d.name)),
+                         key=_mtime, reverse=True)
+        for old in folders[self.keep:]:
+            if old.name != live:
+                shutil.rmtree(old, ignore_errors=True)  # another worker may be removing it too
+                log.info("removed %s from the local model cache (keeps %d)", old.name, self.keep)
+
     def _path(self, version: str, name: str) -> Path:
         """The file `name` of `version` in the cache; ValueError for anything that would resolve outside it."""
         root = self.root.resolve()
@@ -56,6 +71,13 @@ class LocalCache:
         if not FOLDER_NAME.fullmatch(version) or not path.is_relative_to(root / version):
             raise ValueError(f"{version!r}/{name!r} is not a file of a version folder inside {root}")
         return path
+
+
+def _mtime(folder: Path) -> float:
+    try:
+        return folder.stat().st_mtime
+    except OSError:  # removed meanwhile by another worker
+        return 0.0
 
 
 def _write_atomic(path: Path, body: bytes) -> None:
