@@ -39,7 +39,7 @@ class Check:
     diff: float | None = None   # comparison: candidate - champion on the same lists, and its interval
     low: float | None = None
     high: float | None = None
-    verdict: str = ""           # comparison: better | worse | inconclusive
+    verdict: str = ""           # comparison: better | not worse | worse | inconclusive
     estimator: str = ""
     confidence: float | None = None
 
@@ -89,7 +89,7 @@ class Comparison:
     low: float | None
     high: float | None
     lists: int
-    verdict: str  # better | worse | inconclusive | no champion | not comparable
+    verdict: str  # better | not worse | worse | inconclusive | no champion | not comparable
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ passed or not, so the report can show the whole table and the alert can name wha
 Why the comparison uses the debiased (snips-ipw) metrics and their paired bootstrap interval: the
 holdout's lists were ranked by the champion, and raw metrics on one's own logs favour the logger
 (feedloop.training.counterfactual). The difference candidate - champion on the same lists decides:
-its interval's lower bound above -tolerance: "better" (not worse beyond the tolerance, with
-confidence); its upper bound below -tolerance: "worse"; otherwise "inconclusive" (too little
-support to tell), handled by `inconclusive` (hold | approve: a human decides | promote).
+its interval's lower bound above -tolerance: "not worse" (not worse beyond the tolerance, with
+confidence), or "better" when that bound is above 0 too; its upper bound below -tolerance:
+"worse"; otherwise "inconclusive" (too little support to tell), handled by `inconclusive` (hold |
+approve: a human decides | promote). Both "better" and "not worse" pass.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from feedloop.contract.decisions import Check, Comparison, GateDecision
 from feedloop.training.counterfactual import ESTIMATOR
 
 INCONCLUSIVE = ("hold", "approve", "promote")
+PASSING = ("better", "not worse")  # verdicts of a comparison that lets the candidate through
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,10 @@ def _comparisons(scope: str, cand: Mapping[str, Any] | None, champ: Mapping[str,
         diff, low, high = d.get("value"), d.get("low"), d.get("high")
         if None in (diff, low, high) or lists < thresholds.min_support:
             verdict = "inconclusive"
-        elif low > -tolerance:
+        elif low > 0:
             verdict = "better"
+        elif low > -tolerance:
+            verdict = "not worse"
         elif high < -tolerance:
             verdict = "worse"
         else:
@@ -121,7 +125,7 @@ def _comparisons(scope: str, cand: Mapping[str, Any] | None, champ: Mapping[str,
         if scope != "overall":
             passed, note = verdict != "worse", "a segment's inconclusive verdict does not hold the candidate"
         else:
-            passed = verdict == "better" or (verdict == "inconclusive" and thresholds.inconclusive != "hold")
+            passed = verdict in PASSING or (verdict == "inconclusive" and thresholds.inconclusive != "hold")
             note = {"hold": "promotion.inconclusive = hold keeps the champion",
                     "approve": "promotion.inconclusive = approve: a human approves or rejects the flip",
                     "promote": "promotion.inconclusive = promote: promoted without a verdict"}[thresholds.inconclusive]

@@ -66,10 +66,16 @@ def test_a_candidate_worse_on_raw_logged_metrics_is_promoted_when_the_debiased_l
     (check,) = [c for c in d.checks if c.kind == "comparison"]
     assert (check.scope, check.metric, check.candidate, check.champion, check.diff, check.low, check.high,
             check.support, check.limit, check.verdict, check.estimator) == (
-        "overall", "ndcg@10", 0.52, 0.50, 0.02, -0.004, 0.044, 400, -0.005, "better", "snips-ipw")
+        "overall", "ndcg@10", 0.52, 0.50, 0.02, -0.004, 0.044, 400, -0.005, "not worse", "snips-ipw")
     assert d.to_dict()["comparison"] == {"metric": "ndcg@10", "estimator": "snips-ipw", "candidate": 0.52,
                                          "champion": 0.50, "diff": 0.02, "low": -0.004, "high": 0.044, "lists": 400,
-                                         "verdict": "better"}
+                                         "verdict": "not worse"}
+
+
+def test_a_lower_bound_above_zero_is_better_and_one_within_the_tolerance_only_not_worse():
+    verdicts = {low: decide(cand(), champ(), T, paired=paired(0.01, low, 0.03)).comparison.verdict
+                for low in (0.001, 0.0, -0.0049, -0.0051)}
+    assert verdicts == {0.001: "better", 0.0: "not worse", -0.0049: "not worse", -0.0051: "inconclusive"}
 
 
 def test_the_upper_bound_below_minus_tolerance_holds_the_candidate_and_names_the_interval():
