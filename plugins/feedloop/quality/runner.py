@@ -23,8 +23,7 @@ from feedloop.contract.lake import LAKE_SCHEMA
 from feedloop.core.layout import HourPartition
 from feedloop.quality import gxfast, report
 from feedloop.quality.baselines import ctr_band, ctr_ceiling, volume_band
-from feedloop.quality.metrics import COLUMNS as METRIC_COLUMNS
-from feedloop.quality.metrics import hour_metrics, impression_keys
+from feedloop.quality.metrics import COLUMNS as METRIC_COLUMNS, hour_metrics, impression_keys
 from feedloop.quality.partitions import IncompatibleObjects, hour_start, list_hours, previous_hours, read_hour
 from feedloop.quality.status import (
     ACCEPTED, FAILED, PASSED, WARNED, Acceptance, baseline_summaries, day_prefix, describe_change, hour_baseline,
@@ -202,9 +201,8 @@ class _Engine:
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self.settings = settings
-        gx_log = logging.getLogger("great_expectations")
-        if gx_log.level == logging.NOTSET:  # GX's per-expectation INFO chatter, hundreds of lines in every task log;
-            gx_log.setLevel(logging.WARNING)  # an operator who sets GX's level keeps it
+        if (gx_log := logging.getLogger("great_expectations")).level == logging.NOTSET:
+            gx_log.setLevel(logging.WARNING)  # GX's INFO: hundreds of lines a task log; an operator's level stays
         gxfast.install()
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
