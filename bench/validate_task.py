@@ -153,38 +153,6 @@ def child() -> None:
                       "import_s": round(t1 - t0, 2), "verdict": result.summary["verdict"]}))
 
 
-def _drop(settings, database: str) -> None:
-    """Drop the bench's metadata database and its Redis keys."""
-    import psycopg2
-    import redis
-    from sqlalchemy.engine import make_url
-
-    from feedloop.ops.stack import production
-
-    url = make_url(settings.production.metadata_db_url)
-    conn = psycopg2.connect(host=url.host, port=url.port, user=url.username, password=url.password, dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    conn.close()
-    broker = redis.Redis.from_url(settings.production.broker_url)
-    keys = list(broker.scan_iter(match=f"{production.broker_key_prefix(settings)}*"))
-    if keys:
-        broker.delete(*keys)
-
-
-def _leftovers(state: Path) -> list[str]:
-    """Processes whose environment names the bench's state folder (anything `down` missed)."""
-    marker = f"FEEDLOOP_STATE_DIR={state}".encode()
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if marker in (proc / "environ").read_bytes().split(b"\0") and int(proc.name) != os.getpid():
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")[:100].decode(errors="replace")
-                found.append(f"{proc.name}: {cmdline}")
-        except (OSError, ValueError):
-            continue
-    return found
 
 
 def run(events: int, preload: bool) -> dict:
@@ -195,6 +163,7 @@ def run(events: int, preload: bool) -> dict:
     from feedloop.ops import simulate, stack
     from feedloop.ops.stack import production
     from tests.conftest import stack_environ
+    from tests.support import production_cleanup
 
     state = Path(tempfile.mkdtemp(prefix="feedloop-bench-vtask-"))
     database = f"feedloop_bench_{uuid.uuid4().hex[:8]}"
@@ -239,8 +208,8 @@ def run(events: int, preload: bool) -> dict:
         out["anchor"] = json.loads(anchor.stdout.strip().splitlines()[-1])
     finally:
         stack.down(settings, echo=lambda m: None)
-        _drop(settings, database)
-        left = _leftovers(state)
+        production_cleanup.drop(settings, database)
+        left = production_cleanup.processes_of(state)
     if left:
         raise RuntimeError(f"processes left after `down`: {left}")
     return out

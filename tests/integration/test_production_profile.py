@@ -38,6 +38,7 @@ from feedloop.ops.stack import production
 from feedloop.core.process import free_port, port_in_use
 from feedloop.core.storage import ObjectStore
 from tests.conftest import stack_environ
+from tests.support import production_cleanup
 
 # Three days of GX validation per profile dominate; a test's timeout also covers the stack's start.
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.production, pytest.mark.timeout(1800)]
@@ -300,41 +301,11 @@ def prod(tmp_path_factory, names, credentials, receivers, services, reference):
                    "events": events, "started_in": started_in, "database": database}
         finally:
             stack.down(settings, echo=lambda _msg: None)
-            orphans = _processes_of(state)
-            _drop(settings, database)
+            orphans = production_cleanup.processes_of(state)
+            production_cleanup.drop(settings, database)
     assert not orphans, f"processes left after `down`: {orphans}"
 
 
-def _processes_of(state: Path) -> list[str]:
-    """Processes whose environment names this stack's state folder (an orphan survives `down`)."""
-    marker = f"FEEDLOOP_STATE_DIR={state}".encode()
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if marker in (proc / "environ").read_bytes().split(b"\0") and int(proc.name) != os.getpid():
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")[:120].decode(errors="replace")
-                found.append(f"{proc.name}: {cmdline}")
-        except (OSError, ValueError):
-            continue
-    return found
-
-
-def _drop(settings: Settings, database: str) -> None:
-    """Drop the session's metadata database and its Redis keys: nothing of the test stays behind."""
-    import psycopg2
-    import redis
-    from sqlalchemy.engine import make_url
-
-    url = make_url(settings.production.metadata_db_url)
-    conn = psycopg2.connect(host=url.host, port=url.port, user=url.username, password=url.password, dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    conn.close()
-    broker = redis.Redis.from_url(settings.production.broker_url)
-    keys = list(broker.scan_iter(match=f"{production.broker_key_prefix(settings)}*"))
-    if keys:
-        broker.delete(*keys)
 
 
 def _wait(predicate, *, timeout: float, what: str, poll: float = 0.5):
