@@ -264,6 +264,8 @@ def test_no_answer_until_the_timeout_counts_as_reject_then_an_approval_flips(af,
     before = af.registry.live()
     _clear(api, run, "approve")
     _wait_task(api, run, "approve", {"awaiting_input"}, timeout=300)
+    stuck = api.stuck(RETRAIN, run)  # what a wait timing out now would say
+    assert "approve=awaiting_input" in stuck and "scheduler healthy" in stuck, stuck
     assert api.wait(RETRAIN, run, timeout=300, poll=1) == "success"  # nobody answers: 30 s timeout
     timed_out = api.xcom(RETRAIN, run, "approve")
     assert timed_out["decision"] == "timed out" and timed_out["chosen"] == ["Reject"]

@@ -100,7 +100,23 @@ class AirflowApi:
             if state in TERMINAL:
                 return state
             time.sleep(poll)
-        raise AirflowApiError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s")
+        raise AirflowApiError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s; {self.stuck(dag_id, run_id)}")
+
+    def stuck(self, dag_id: str, run_id: str) -> str:
+        """Where an unfinished run stands: its run state, its unfinished tasks and the scheduler's health,
+        so a timeout says whether a task hangs, waits for a slot, or no scheduler is running."""
+        try:
+            run = self.dag_run(dag_id, run_id) or {}
+            tasks = [f"{t['task_id']}={t['state']} (try {t.get('try_number')})"
+                     for t in self.task_instances(dag_id, run_id) if t["state"] not in {"success", "skipped"}]
+            health = self._call("GET", "/monitor/health")
+        except (AirflowApiError, httpx.HTTPError) as exc:
+            return f"its state could not be read: {exc}"
+        parts = ", ".join(f"{name} {(health.get(name) or {}).get('status')} (last heartbeat "
+                          f"{(health.get(name) or {}).get('latest_' + name + '_heartbeat', '?')})"
+                          for name in ("scheduler", "triggerer", "dag_processor"))
+        return (f"run {run.get('state')} since {run.get('start_date') or run.get('queued_at')}; unfinished tasks: "
+                f"{', '.join(tasks) or 'none'}; {parts}")
 
     def dag_runs(self, dag_id: str) -> list[dict]:
         """Every run of the DAG, oldest logical date first."""
