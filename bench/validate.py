@@ -177,11 +177,14 @@ class _Phases:
         from great_expectations.validator import v1_validator
 
         from feedloop.core import storage
-        from feedloop.quality import metrics, report, runner
+        from feedloop.quality import metrics, record, report, runner
 
         for attr in ("list_hours", "baseline_summaries", "read_hour", "hour_metrics", "_to_pandas", "instantiate",
-                     "build_suite", "write_status", "_record"):
+                     "build_suite"):
             self.wrap(runner, attr, attr)
+        self.wrap(record, "write_status", "write_status")
+        self.wrap(record.DayRecorder, "_write_hour", "record an hour (on the writer pool)")
+        self.wrap(record.DayRecorder, "finish", "record: wait for the hours, summary + index")
         self.wrap(runner, "impression_keys", "impression_keys (lookback)")
         self.wrap(metrics, "impression_keys", "impression_keys")
         self.wrap(runner._Engine, "__init__", "GX context + assets")

@@ -43,7 +43,7 @@ def task_failed(settings: Settings, run: Run, error: BaseException | None) -> No
 
     content = for_failure(settings, run, error, failing_days=failing_days)
     open_incident(settings, run, incidents.key(run.dag_id, run.task_id, run.partition), content,
-                  resolves=f"the next success of {run.dag_id}.{run.task_id} for {run.day} resolves it")
+                  resolves=f"the next success of {run.dag_id}.{run.task_id} for {run.day} resolves it", store=store)
 
 
 def task_succeeded(settings: Settings, run: Run) -> None:
@@ -53,9 +53,11 @@ def task_succeeded(settings: Settings, run: Run) -> None:
                       "run_id": run.run_id, "run_url": run.run_url})
 
 
-def open_incident(settings: Settings, run: Run, key: str, content: dict[str, Any], *, resolves: str) -> None:
-    """Open the incident `key` (Slack + email) or, on a repeat within the window, only update its record."""
-    store = incidents.IncidentStore.from_settings(settings)
+def open_incident(settings: Settings, run: Run, key: str, content: dict[str, Any], *, resolves: str,
+                  store: incidents.IncidentStore | None = None) -> None:
+    """Open the incident `key` (Slack + email) or, on a repeat within the window, only update its record.
+    store: one already made for these settings (a new one costs an S3 client and a Connection lookup)."""
+    store = store or incidents.IncidentStore.from_settings(settings)
     now = datetime.now(timezone.utc)
     try:
         transition = store.fail(key, content, now=now, run_id=run.run_id)
@@ -78,10 +80,11 @@ def open_incident(settings: Settings, run: Run, key: str, content: dict[str, Any
     _raise_undelivered(errors, content)
 
 
-def resolve_incident(settings: Settings, key: str, resolution: dict[str, Any]) -> None:
+def resolve_incident(settings: Settings, key: str, resolution: dict[str, Any], *,
+                     store: incidents.IncidentStore | None = None) -> None:
     """Resolve the open incident `key`, if any: one message, threaded under the incident's email."""
-    record = incidents.IncidentStore.from_settings(settings).resolve(key, now=datetime.now(timezone.utc),
-                                                                     resolution=resolution)
+    store = store or incidents.IncidentStore.from_settings(settings)
+    record = store.resolve(key, now=datetime.now(timezone.utc), resolution=resolution)
     if record is None:
         return
     subject, body = render.resolved_email(record)
@@ -95,6 +98,7 @@ def validation_incidents(settings: Settings, context: Any, result: Any) -> None:
     exclude): one for its quarantined hours and one for its warned hours, each once per DAG + day,
     resolved by a later validation of that day without them. context: the validate task's Airflow context."""
     run = Run.from_context(context)
+    store = incidents.IncidentStore.from_settings(settings)
     for kind, hours in (("quarantine", result.quarantined_hours), ("warnings", result.warned_hours)):
         key = incidents.key(run.dag_id, f"{run.task_id}:{kind}", run.partition)
         try:
@@ -102,11 +106,12 @@ def validation_incidents(settings: Settings, context: Any, result: Any) -> None:
                 content = (validation(settings, run, result.summary, report_uri=result.report_uri)
                            if kind == "quarantine" else
                            validation_warnings(run, result.summary, report_uri=result.report_uri))
-                open_incident(settings, run, key, content,
+                open_incident(settings, run, key, content, store=store,
                               resolves=f"a validation of {run.day} without {kind} hours resolves it")
             else:
                 resolve_incident(settings, key, {"text": f"validation of {run.day} in run {run.run_id}: no {kind} "
-                                                         "hours", "run_id": run.run_id, "run_url": run.run_url})
+                                                         "hours", "run_id": run.run_id, "run_url": run.run_url},
+                                 store=store)
         except Exception:  # noqa: BLE001 - validation is recorded; an alert channel down must not fail it
             log.exception("the %s alert of %s was not delivered (Connections %s / %s); the incident record keeps "
                           "it pending for the next validation of the day", kind, run.day,

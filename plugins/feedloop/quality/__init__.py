@@ -6,7 +6,8 @@ training_window()    what training calls: the window's clean hours by dataset.on
 
 from __future__ import annotations
 
-from feedloop.quality.runner import DayResult, ValidationFailed, validate_day
+from feedloop.quality.record import DayResult
+from feedloop.quality.runner import ValidationFailed, validate_day
 from feedloop.quality.status import Acceptance
 from feedloop.quality.window import TrainingWindow, WindowNotReady, training_window
 

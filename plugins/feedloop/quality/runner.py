@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -25,16 +24,17 @@ from feedloop.quality import gxfast, report
 from feedloop.quality.baselines import ctr_band, ctr_ceiling, volume_band
 from feedloop.quality.metrics import COLUMNS as METRIC_COLUMNS, hour_metrics, impression_keys
 from feedloop.quality.partitions import IncompatibleObjects, hour_start, list_hours, previous_hours, read_hour
+from feedloop.quality.record import CheckedHour, DayRecorder, DayResult
 from feedloop.quality.status import (
-    ACCEPTED, FAILED, PASSED, WARNED, Acceptance, baseline_summaries, day_prefix, describe_change, hour_baseline,
-    hour_prefix, label, read_status, summary_key, write_status,
+    ACCEPTED, FAILED, PASSED, WARNED, Acceptance, baseline_summaries, describe_change, hour_baseline, label,
+    read_status, summary_key,
 )
 
-PASSED_WITH_HOUR = "passed with the hour (checked alone only when the hour fails or warns)"
 from feedloop.quality.suites import METRICS_SUITE, ROWS_SUITE, HourScope, Unset, build_suite, instantiate, load_template
 from feedloop.core.storage import ObjectStore
 
 log = logging.getLogger(__name__)
+PASSED_WITH_HOUR = "passed with the hour (checked alone only when the hour fails or warns)"
 
 
 class ValidationFailed(RuntimeError):
@@ -43,46 +43,6 @@ class ValidationFailed(RuntimeError):
     def __init__(self, message: str, result: DayResult):
         super().__init__(message)
         self.result = result
-
-
-@dataclass(frozen=True)
-class DayResult:
-    day: date
-    summary: dict[str, Any]
-    report_uri: str
-    report_url: str
-
-    @property
-    def ok(self) -> bool:
-        """No hour quarantined (warnings allowed)."""
-        return self.summary["verdict"] != "failed"
-
-    @property
-    def warned_hours(self) -> list[int]:
-        return sorted(int(h) for h, v in self.summary["hours"].items() if v.get("warnings"))
-
-    @property
-    def quarantined_hours(self) -> list[int]:
-        return sorted(int(h) for h, v in self.summary["hours"].items() if v["state"] == FAILED)
-
-
-@dataclass
-class _Hour:
-    partition: HourPartition
-    state: str = PASSED
-    row_count: int = 0
-    objects: dict[str, str] = field(default_factory=dict)
-    failures: list[dict[str, str]] = field(default_factory=list)   # blocking: the hour is quarantined
-    warnings: list[dict[str, str]] = field(default_factory=list)   # recorded and alerted; the hour trains
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    results: dict[str, Any] = field(default_factory=dict)  # suite -> GX ExpectationSuiteValidationResult
-    accepted: dict[str, str] | None = None
-    revalidation: dict[str, Any] | None = None
-
-    def add(self, failures: list[dict[str, Any]]) -> None:
-        self.failures += [f for f in failures if f["severity"] == "block"]
-        self.warnings += [f for f in failures if f["severity"] != "block"]
 
 
 def validate_day(settings: Settings, day: date, *, run_id: str = "manual",
@@ -94,12 +54,16 @@ def validate_day(settings: Settings, day: date, *, run_id: str = "manual",
     summaries = baseline_summaries(store, bucket, day, settings.quality.baseline_days)
     engine = _Engine(settings)
     lookback = _LookbackKeys(store, bucket, settings.quality.outcome_lookback_hours)
-    outcomes: list[_Hour] = []
     newest = max(hours, default=None)
     # One thread reads and aggregates the next hour (S3, Parquet, DuckDB, Arrow -> pandas: GIL released)
     # while this one runs GX on the current hour; in hour order, so the lookback keys are the same.
     items = list(hours.items())
-    with ThreadPoolExecutor(1, thread_name_prefix="prepare-hour") as pool:
+    summary: dict[str, Any] = {} if hours else {"day_failures": [{
+        "partition": f"dt={day.isoformat()}", "check": "freshness", "scope": "", "severity": "block",
+        "expectation": "hour partitions present", "expected": "events for the day",
+        "observed": f"no objects under events/engagement/dt={day.isoformat()}/"}]}
+    with DayRecorder(settings, store, day, run_id, summary=summary) as recorder, \
+            ThreadPoolExecutor(1, thread_name_prefix="prepare-hour") as pool:
         ahead = [pool.submit(engine.prepare, store, bucket, p, list(k), lookback) for p, k in items[:1]]
         for i, (partition, _keys) in enumerate(items):
             prepared = ahead.pop(0).result()
@@ -108,8 +72,11 @@ def validate_day(settings: Settings, day: date, *, run_id: str = "manual",
                                          lookback))
             hour = engine.check(prepared, newest=partition == newest, baseline=hour_baseline(summaries, partition.hour))
             _decide(store, bucket, hour, acceptance)
-            outcomes.append(hour)
-    return _record(settings, store, day, outcomes, run_id)
+            recorder.add(hour)  # written while the next hours are checked
+        result = recorder.finish()
+    if not result.ok:
+        raise ValidationFailed(report.verdict_message(result.summary, result.report_uri, result.report_url), result)
+    return result
 
 
 def revalidate(settings: Settings, partitions: list[HourPartition], *, run_id: str) -> dict[HourPartition, str]:
@@ -132,33 +99,34 @@ def revalidate(settings: Settings, partitions: list[HourPartition], *, run_id: s
         summary: dict[str, Any] = store.get_json(bucket, summary_key(day)) or {}  # type: ignore[assignment]
         summaries = baseline_summaries(store, bucket, day, settings.quality.baseline_days)
         newest = max(hours, default=None)
-        redone: list[_Hour] = []
-        for partition in sorted(p for p in partitions if p.day == day and p in hours):
-            keys = hours[partition]
-            prior = read_status(store, bucket, partition)
-            changed = sorted(keys) if prior is None else sorted(
-                k for k in keys if prior["objects"].get(k) != keys[k])
-            hour = engine.validate(store, bucket, partition, list(keys), newest=partition == newest,
-                                   baseline=hour_baseline(summaries, partition.hour), lookback=lookback)
-            _decide(store, bucket, hour, None)
-            alone = engine.validate(store, bucket, partition, changed, newest=False, baseline=[], lookback=None) \
-                if changed and (hour.failures or hour.warnings) else None
-            hour.revalidation = {
-                "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "run_id": run_id,
-                "changed": describe_change(prior["objects"], keys) if prior else "never validated",
-                "previous_state": prior["state"] if prior else "not validated",
-                "previous_validated_at": prior.get("validated_at") if prior else None,
-                "objects_state": "none (objects removed only)" if not changed
-                else PASSED_WITH_HOUR if alone is None
-                else FAILED if alone.failures else WARNED if alone.warnings else PASSED,
-                "objects_failures": [] if alone is None else alone.failures + alone.warnings,
-            }
-            redone.append(hour)
-            states[partition] = hour.state
-            log.info("re-validated %s (%s): %s -> %s", label(partition), hour.revalidation["changed"],
-                     hour.revalidation["previous_state"], hour.state)
-        if redone:
-            _record_hours(settings, store, day, redone, run_id, summary=summary)
+        redo = sorted(p for p in partitions if p.day == day and p in hours)
+        with DayRecorder(settings, store, day, run_id, summary=summary) as recorder:
+            for partition in redo:
+                keys = hours[partition]
+                prior = read_status(store, bucket, partition)
+                changed = sorted(keys) if prior is None else sorted(
+                    k for k in keys if prior["objects"].get(k) != keys[k])
+                hour = engine.validate(store, bucket, partition, list(keys), newest=partition == newest,
+                                       baseline=hour_baseline(summaries, partition.hour), lookback=lookback)
+                _decide(store, bucket, hour, None)
+                alone = engine.validate(store, bucket, partition, changed, newest=False, baseline=[], lookback=None) \
+                    if changed and (hour.failures or hour.warnings) else None
+                hour.revalidation = {
+                    "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "run_id": run_id,
+                    "changed": describe_change(prior["objects"], keys) if prior else "never validated",
+                    "previous_state": prior["state"] if prior else "not validated",
+                    "previous_validated_at": prior.get("validated_at") if prior else None,
+                    "objects_state": "none (objects removed only)" if not changed
+                    else PASSED_WITH_HOUR if alone is None
+                    else FAILED if alone.failures else WARNED if alone.warnings else PASSED,
+                    "objects_failures": [] if alone is None else alone.failures + alone.warnings,
+                }
+                recorder.add(hour)
+                states[partition] = hour.state
+                log.info("re-validated %s (%s): %s -> %s", label(partition), hour.revalidation["changed"],
+                         hour.revalidation["previous_state"], hour.state)
+            if redo:
+                recorder.finish()
     return states
 
 
@@ -215,14 +183,14 @@ class _Engine:
         self.templates = {name: load_template(suites_dir, name) for name in (ROWS_SUITE, METRICS_SUITE)}
 
     def validate(self, store: ObjectStore, bucket: str, partition: HourPartition, keys: list[str], *,
-                 newest: bool, baseline: list[dict[str, Any]], lookback: _LookbackKeys | None) -> _Hour:
+                 newest: bool, baseline: list[dict[str, Any]], lookback: _LookbackKeys | None) -> CheckedHour:
         """One hour (or, with lookback None, some of its objects alone: row checks, no aggregates)."""
         return self.check(self.prepare(store, bucket, partition, keys, lookback), newest=newest, baseline=baseline)
 
     def prepare(self, store: ObjectStore, bucket: str, partition: HourPartition, keys: list[str],
-                lookback: _LookbackKeys | None) -> tuple[_Hour, dict[str, Any], int]:
+                lookback: _LookbackKeys | None) -> tuple[CheckedHour, dict[str, Any], int]:
         """Read and aggregate one hour (no GX): the hour so far, its pandas frames per suite, its outcomes."""
-        hour = _Hour(partition)
+        hour = CheckedHour(partition)
         try:
             data = read_hour(store, bucket, partition, keys)
         except IncompatibleObjects as exc:
@@ -246,8 +214,8 @@ class _Engine:
         del data
         return hour, frames, outcomes
 
-    def check(self, prepared: tuple[_Hour, dict[str, Any], int], *, newest: bool,
-              baseline: list[dict[str, Any]]) -> _Hour:
+    def check(self, prepared: tuple[CheckedHour, dict[str, Any], int], *, newest: bool,
+              baseline: list[dict[str, Any]]) -> CheckedHour:
         """Run the suites on a prepared hour."""
         hour, frames, outcomes = prepared
         if not frames:
@@ -313,7 +281,7 @@ def _to_pandas(table: pa.Table):
     return table.to_pandas(types_mapper=mapping.get, split_blocks=True)
 
 
-def _decide(store: ObjectStore, bucket: str, hour: _Hour, acceptance: Acceptance | None) -> None:
+def _decide(store: ObjectStore, bucket: str, hour: CheckedHour, acceptance: Acceptance | None) -> None:
     """Hours with a blocking failure are quarantined unless an operator accepted exactly these objects;
     hours with warnings only are trainable (state warned)."""
     if not hour.failures:
@@ -326,74 +294,3 @@ def _decide(store: ObjectStore, bucket: str, hour: _Hour, acceptance: Acceptance
     elif prior and prior["state"] == ACCEPTED and not describe_change(prior["objects"], hour.objects):
         hour.accepted = prior["accepted"]
     hour.state = ACCEPTED if hour.accepted else FAILED
-
-
-def _record(settings: Settings, store: ObjectStore, day: date, hours: list[_Hour], run_id: str) -> DayResult:
-    """Results, Data Docs, status + quarantine per hour, then the day summary and index last."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    summary: dict[str, Any] = {"day": day.isoformat(), "run_id": run_id, "validated_at": now, "hours": {},
-                               "day_failures": []}
-    if not hours:
-        summary["day_failures"].append({
-            "partition": f"dt={day.isoformat()}", "check": "freshness", "scope": "", "severity": "block",
-            "expectation": "hour partitions present", "expected": "events for the day",
-            "observed": f"no objects under events/engagement/dt={day.isoformat()}/"})
-    result = _record_hours(settings, store, day, hours, run_id, summary=summary)
-    if not result.ok:
-        raise ValidationFailed(report.verdict_message(result.summary, result.report_uri, result.report_url), result)
-    return result
-
-
-def _record_hours(settings: Settings, store: ObjectStore, day: date, hours: list[_Hour], run_id: str, *,
-                  summary: dict[str, Any]) -> DayResult:
-    """Write each hour's results, Data Docs, status (+ quarantine), then `summary` updated with them and the
-    day's index page: the summary last, so a reader of it finds every file it names."""
-    bucket = settings.s3.lake_bucket
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    index_key = day_prefix(day) + "index.html"
-    report_uri, report_url = store.uri(bucket, index_key), _http_url(settings, index_key)
-    summary.setdefault("hours", {})
-    summary.setdefault("day_failures", [])
-    summary.setdefault("day", day.isoformat())
-    summary.setdefault("run_id", run_id)
-    summary.setdefault("validated_at", now)
-    summary["report"] = report_uri
-
-    def write_hour(hour: _Hour, status: dict[str, Any]) -> None:  # in order within an hour, hours concurrently
-        prefix = hour_prefix(hour.partition)
-        for name, result in hour.results.items():
-            short = "rows" if name == ROWS_SUITE else "metrics"
-            store.put_json(bucket, f"{prefix}{short}.json", result.to_json_dict())
-            store.put(bucket, f"{prefix}{short}.html", report.data_docs(result).encode(), content_type="text/html")
-        write_status(store, bucket, hour.partition, status)
-
-    pool = ThreadPoolExecutor(8, thread_name_prefix="record-hour")
-    written = []
-    for hour in hours:
-        status = {"partition": label(hour.partition), "state": hour.state, "objects": hour.objects,
-                  "row_count": hour.row_count, "failures": hour.failures, "warnings": hour.warnings,
-                  "skipped": hour.skipped, "metrics": hour.metrics, "accepted": hour.accepted,
-                  "revalidation": hour.revalidation, "run_id": run_id, "validated_at": now, "report": report_uri}
-        written.append(pool.submit(write_hour, hour, status))
-        summary["hours"][f"{hour.partition.hour:02d}"] = {
-            **{k: status[k] for k in ("state", "row_count", "failures", "warnings", "skipped", "metrics", "accepted",
-                                      "revalidation", "validated_at")},
-            "docs": ["rows" if n == ROWS_SUITE else "metrics" for n in hour.results],
-        }
-    with pool:
-        for job in written:
-            job.result()  # every hour's files exist (or the first error raises) before the summary names them
-    summary["hours"] = dict(sorted(summary["hours"].items()))
-    states = [h["state"] for h in summary["hours"].values()]
-    summary["verdict"] = ("failed" if summary["day_failures"] or FAILED in states
-                          else "warned" if WARNED in states else "passed")
-    store.put_json(bucket, summary_key(day), summary)
-    store.put(bucket, index_key, report.index_html(summary).encode(), content_type="text/html")
-    log.info("validation of %s %s: report %s (%s)", day, summary["verdict"], report_uri, report_url)
-    return DayResult(day, summary, report_uri, report_url)
-
-
-def _http_url(settings: Settings, key: str) -> str:
-    endpoint = settings.s3.endpoint_url.rstrip("/")
-    bucket = settings.s3.lake_bucket
-    return f"{endpoint}/{bucket}/{key}" if endpoint else f"https://{bucket}.s3.amazonaws.com/{key}"
