@@ -69,6 +69,28 @@ def failure_line(f: dict[str, str]) -> str:
             f"expected {f['expected']}; observed {f['observed']}")
 
 
+def plain_values(suite_result: Any) -> Any:
+    """numpy scalars and arrays in each result's figures as plain Python, in place; returns suite_result.
+
+    Why: GX's Data Docs format an observed value with repr(), which under numpy 2 is "np.float64(0.08)":
+    every such cell raised inside the renderer (a traceback logged per cell, the value missing from the
+    page; 27 a day in the metrics suite's pages)."""
+    for one in suite_result.results:
+        if one.result:
+            one.result = _plain_tree(one.result)
+    return suite_result
+
+
+def _plain_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_tree(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str):  # numpy scalar (-> int / float / bool) or array
+        return value.tolist()
+    return value
+
+
 def data_docs(result: Any) -> str:
     """GX's own Data Docs page for one validation result (self-contained HTML)."""
     from great_expectations.render.renderer import ValidationResultsPageRenderer

@@ -225,7 +225,8 @@ class _Engine:
         for name, frame in frames.items():
             instances, skipped = instantiate(self.templates[name], scope)
             hour.skipped += [{"check": s.check, "scope": s.scope, "reason": s.reason} for s in skipped]
-            result = self._validator(name, frame).validate_expectation_suite(build_suite(name, instances))
+            result = report.plain_values(
+                self._validator(name, frame).validate_expectation_suite(build_suite(name, instances)))
             hour.results[name] = result
             docs = "rows" if name == ROWS_SUITE else "metrics"
             hour.add([report.failure(label(partition), r, docs=docs) for r in result.results if not r.success])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from great_expectations.core import ExpectationValidationResult
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
-from feedloop.quality.report import failure, failure_line, verdict_message
+from feedloop.quality.report import data_docs, failure, failure_line, plain_values, verdict_message
 
 
 def _result(type_, kwargs, result, meta=None):
@@ -45,3 +45,20 @@ def test_the_verdict_lists_every_failure_and_the_report():
         "- dt=2026-11-05/hour=22 volume: e expected min_value=1; observed 0",
         "Report: s3://lake/validation/dt=2026-11-05/index.html (http://x/index.html)",
     ]
+
+
+def test_numpy_observed_values_render_in_the_data_docs_page(caplog):
+    """GX formats an observed value with repr(): numpy 2's "np.float64(...)" broke the cell (logged error)."""
+    import numpy as np
+    from great_expectations.core import ExpectationSuiteValidationResult
+
+    evr = ExpectationValidationResult(
+        success=True, result={"observed_value": np.float64(0.0833), "details": {"seen": np.array([np.int64(3)])}},
+        expectation_config=ExpectationConfiguration(type="expect_column_max_to_be_between",
+                                                    kwargs={"column": "ctr@acme/feed", "max_value": 0.5}))
+    suite = plain_values(ExpectationSuiteValidationResult(success=True, results=[evr], suite_name="engagement_hour"))
+    assert type(suite.results[0].result["observed_value"]) is float and suite.results[0].result["details"] == {
+        "seen": [3]}
+    page = data_docs(suite)
+    assert "0.0833" in page and "ctr@acme/feed" in page
+    assert not [r for r in caplog.records if "data docs rendering" in r.getMessage()]
