@@ -59,8 +59,7 @@ class Check:
             return (f"{self.metric} in {self.scope} holds up: candidate {cand} vs champion {_fmt(self.champion)} "
                     f"{evidence}, above {_fmt(self.limit, signed=True)})")
         if self.kind == "floor":
-            basis = f" ({self.note})" if self.note else ""
-            return f"{self.metric} {self.scope}{basis} {cand} is below the floor {_fmt(self.limit)}"
+            return f"{self.metric} {self.scope} {cand} is below the floor {_fmt(self.limit)}"
         if self.kind == "comparable":
             return (f"{self.note}: no regression check is possible; if the new feature set is intended, "
                     "promote with promotion_mode=force and a force_reason after reading the report")

@@ -23,14 +23,11 @@ from feedloop.training.counterfactual import ESTIMATOR
 
 INCONCLUSIVE = ("hold", "approve", "promote")
 PASSING = ("better", "not worse")  # verdicts of a comparison that lets the candidate through
-FLOOR_UNBIASED = "inverse-propensity weighted (debiased)"
-FLOOR_RAW = "raw, on the logged lists (no debiased figure of this metric)"
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    floors: Mapping[str, float]               # candidate overall metric >= floor, e.g. {"auc": 0.6}: its
-                                              # debiased figure ("unbiased") where there is one, else raw
+    floors: Mapping[str, float]               # candidate overall raw metric >= floor, e.g. {"auc": 0.6}
     compare: tuple[str, ...] = ("ndcg@10",)   # debiased metrics compared with the champion (first = headline)
     tolerance: float = 0.005                   # overall: the difference's bound against -tolerance
     segment_tolerance: float = 0.02            # per segment (smaller samples, more noise)
@@ -50,8 +47,7 @@ def decide(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, thr
            paired: Mapping[str, Any] | None = None) -> GateDecision:
     """Gate one candidate.
 
-    candidate: {"version", "overall": {metric: value, "groups": n} (raw), "unbiased": {metric: value} (the
-    floors': auc inverse-propensity weighted, ndcg@k debiased; a metric missing there is floored raw), "segments",
+    candidate: {"version", "overall": {metric: value, "groups": n} (raw, for the floors), "segments",
     "debiased": {"overall": {"lists", metric: {"value", ...}}, ...}, "parity": {"max_abs_diff", "rows"}};
     champion: {"version", "debiased": ...} scored on the same rows, or None for the first model (floors
     and parity only); paired: the evaluation's candidate - champion differences ({"confidence",
@@ -60,12 +56,11 @@ def decide(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, thr
     scored on these rows ({"unscorable": why}: its feature set differs).
     """
     checks = [_parity(candidate.get("parity"), thresholds.parity_max_abs_diff)]
-    overall, unbiased = candidate["overall"], candidate.get("unbiased") or {}
+    overall = candidate["overall"]
     for metric, floor in sorted(thresholds.floors.items()):
-        value, basis = ((unbiased[metric], FLOOR_UNBIASED) if unbiased.get(metric) is not None
-                        else (overall.get(metric), FLOOR_RAW))
+        value = overall.get(metric)
         checks.append(Check("floor", "overall", metric, value, floor, value is not None and value >= floor,
-                            support=overall.get("groups"), note=basis))
+                            support=overall.get("groups")))
     headline = thresholds.compare[0]
     own = _value(candidate.get("debiased", {}).get("overall"), headline)
     own_lists = int((candidate.get("debiased", {}).get("overall") or {}).get("lists") or 0)

@@ -85,9 +85,7 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
                                     seed=cfg.bootstrap_seed)
     found = counterfactual.evaluate(columns=columns, scores=scored, segments=cfg.segments, bootstrap=boot,
                                     paired=("candidate", "champion") if "champion" in scored else None)
-    blocks = {name: {**metrics.to_dict(), **found.scorers[name],
-                     "unbiased": _unbiased(columns, scored[name], found.scorers[name])}
-              for name, metrics in plain.items()}
+    blocks = {name: {**metrics.to_dict(), **found.scorers[name]} for name, metrics in plain.items()}
     champion_block = None if champion is None else (
         {"version": champion, "unscorable": unscorable, "overall": {}, "segments": {}} if unscorable
         else {"version": champion, **blocks["champion"]})
@@ -103,23 +101,12 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
         paired=None if found.paired is None else {**boot.to_dict(), **found.paired},
         estimates={
             "overall, segments": "plain metrics on the logged lists, which the logging policy (the champion) "
-                                 "ranked: biased towards it; neither the floors nor the comparison use them where "
-                                 "an unbiased figure exists",
-            "unbiased": "the floors' figures: auc with each clicked row weighted by the inverse examination "
-                        f"propensity of its position (as in training), ndcg@k the {counterfactual.ESTIMATOR} ones",
+                                 "ranked: biased towards it; the floors use them, the comparison with the champion "
+                                 "does not",
             **counterfactual.ESTIMATES,
             "paired": "candidate - champion per list, same lists and resamples (paired bootstrap)",
         },
         bootstrap=boot.to_dict())
-
-
-def _unbiased(columns: dict[str, np.ndarray], score: np.ndarray, estimates: dict[str, Any]) -> dict[str, Any]:
-    """Overall figures the logging policy cannot inflate, for the floors: on the champion's own lists the
-    clicks sit where it put them, so a raw AUC of any other model drifts towards 0.5 as the champion improves
-    (bench/loop.py held a candidate the truth put 0.015 ahead on a raw AUC of 0.518)."""
-    debiased = estimates["debiased"]["overall"]
-    return {"auc": evaluate.auc(binary=columns["label_binary"], score=score, weight=columns["weight"]),
-            **{m: debiased[m]["value"] for m in counterfactual.DEBIASED_METRICS if isinstance(debiased.get(m), dict)}}
 
 
 def export_candidate(*, ds: str, settings: Settings) -> dict[str, Any]:
@@ -195,7 +182,7 @@ def thresholds(*, settings: Settings, overrides: dict[str, Any] | None = None) -
 
 def _gated(block: dict[str, Any], version: str) -> dict[str, Any]:
     return {"version": version, "overall": block["overall"], "segments": block["segments"],
-            "debiased": block["debiased"], "unbiased": block.get("unbiased") or {}}
+            "debiased": block["debiased"]}
 
 
 def refit_candidate(*, ds: str, mode: str = "gate", settings: Settings) -> dict[str, Any]:

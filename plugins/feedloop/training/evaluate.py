@@ -83,23 +83,16 @@ def rank_within_group(gid: np.ndarray, score: np.ndarray) -> np.ndarray:
     return _rank_within_group(gid, -np.asarray(score, dtype=np.float64))
 
 
-def auc(*, binary: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) -> float | None:
-    """ROC AUC: the (weighted) share of positive-negative pairs the score orders right, ties counting half.
+def auc(*, binary: np.ndarray, score: np.ndarray) -> float | None:
+    """ROC AUC by the rank-sum formula with tied scores sharing their average rank."""
+    from scipy.stats import rankdata
 
-    weight: per row (the dataset's inverse examination propensity of a clicked row's position): a click
-    far down counts for the clicks its position hid, so the figure does not favour the logging policy."""
     pos = np.asarray(binary) > 0
-    score = np.asarray(score, dtype=np.float64)
-    w = np.ones(score.size) if weight is None else np.asarray(weight, dtype=np.float64)
-    w_pos, w_neg = w[pos], w[~pos]
-    if not pos.any() or pos.all() or w_pos.sum() <= 0 or w_neg.sum() <= 0:
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
         return None
-    order = np.argsort(score[~pos], kind="stable")
-    neg_sorted, below = score[~pos][order], np.r_[0.0, np.cumsum(w_neg[order])]
-    lo = np.searchsorted(neg_sorted, score[pos], side="left")
-    hi = np.searchsorted(neg_sorted, score[pos], side="right")
-    wins = below[lo] + 0.5 * (below[hi] - below[lo])  # weight of the negatives under each positive, ties half
-    return float((w_pos * wins).sum() / (w_pos.sum() * w_neg.sum()))
+    ranks = rankdata(np.asarray(score, dtype=np.float64))
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def evaluate(*, columns: Mapping[str, np.ndarray], score: np.ndarray, segments: Sequence[str],

@@ -51,20 +51,6 @@ def test_perfect_ranking_scores_one():
 
 def test_auc_is_none_with_one_class():
     assert auc(binary=np.array([1, 1]), score=np.array([0.2, 0.3])) is None
-    assert auc(binary=np.array([1, 0]), score=np.array([0.2, 0.3]), weight=np.array([0.0, 1.0])) is None
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_auc_with_and_without_weights_equals_scikit_learns(seed):
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(seed)
-    binary = rng.random(400) < 0.2
-    score = np.round(rng.random(400) + binary * 0.3, 1)  # rounded: many ties
-    weight = np.where(binary, rng.uniform(1, 8, 400), 1.0)  # inverse propensities on the clicked rows
-    assert auc(binary=binary, score=score) == pytest.approx(roc_auc_score(binary, score), abs=1e-12)
-    assert auc(binary=binary, score=score, weight=weight) == pytest.approx(
-        roc_auc_score(binary, score, sample_weight=weight), abs=1e-12)
 
 
 def test_segments_are_named_column_equals_value_with_their_support():

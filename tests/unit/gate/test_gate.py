@@ -1,7 +1,7 @@
 """gate.decide on hand-built metrics: every check, its numbers and the line an operator reads.
 
-Floors on the candidate's unbiased overall figures (raw where it has none), parity; the comparison
-with the champion on the debiased (snips-ipw) metrics by the paired interval of candidate - champion.
+Floors and parity on the raw overall metrics; the comparison with the champion on the debiased
+(snips-ipw) metrics by the paired interval of candidate - champion.
 """
 
 from __future__ import annotations
@@ -57,20 +57,7 @@ def test_first_model_needs_the_floors_only():
 def test_a_floor_blocks_the_first_model():
     d = decide(cand(0.61, 0.29), None, T)
     assert not d.promotable
-    assert [c.line() for c in d.failures] == [
-        "ndcg@10 overall (raw, on the logged lists (no debiased figure of this metric)) 0.29 is below the floor 0.3"]
-
-
-def test_the_floors_read_the_unbiased_figures_where_there_are_some():
-    """Raw AUC 0.51 on the champion's lists would hold it; inverse-propensity weighted it is 0.64."""
-    d = decide({**cand(auc=0.51, ndcg=0.45), "unbiased": {"auc": 0.64}}, None, T)
-    assert d.promotable
-    floors = {c.metric: (c.candidate, c.note) for c in d.checks if c.kind == "floor"}
-    assert floors == {"auc": (0.64, "inverse-propensity weighted (debiased)"),
-                      "ndcg@10": (0.45, "raw, on the logged lists (no debiased figure of this metric)")}
-    held = decide({**cand(auc=0.70), "unbiased": {"auc": 0.505, "ndcg@10": 0.4}}, None, T)
-    assert [c.line() for c in held.failures] == ["auc overall (inverse-propensity weighted (debiased)) 0.505 is "
-                                                 "below the floor 0.6"]
+    assert [c.line() for c in d.failures] == ["ndcg@10 overall 0.29 is below the floor 0.3"]
 
 
 def test_a_candidate_worse_on_raw_logged_metrics_is_promoted_when_the_debiased_lower_bound_clears_the_tolerance():
@@ -168,9 +155,8 @@ def test_the_decision_serialises_every_number():
     assert d["thresholds"]["inconclusive"] == "hold" and d["asks_approval"] is False
     assert set(d["comparison"]) == COMPARISON_KEYS
     assert d["checks"][1] == {"kind": "floor", "scope": "overall", "metric": "auc", "candidate": 0.70, "limit": 0.6,
-                              "passed": True, "champion": None, "support": 400,
-                              "note": "raw, on the logged lists (no debiased figure of this metric)", "diff": None,
-                              "low": None, "high": None, "verdict": "", "estimator": "", "confidence": None}
+                              "passed": True, "champion": None, "support": 400, "note": "", "diff": None, "low": None,
+                              "high": None, "verdict": "", "estimator": "", "confidence": None}
     assert d["checks"][-1] == {"kind": "comparison", "scope": "overall", "metric": "ndcg@10", "candidate": 0.52,
                                "limit": -0.005, "passed": True, "champion": 0.50, "support": 400, "note": "",
                                "diff": 0.02, "low": 0.001, "high": 0.04, "verdict": "better",
