@@ -105,7 +105,7 @@ class DayRecorder:
         self.summary["hours"][f"{hour.partition.hour:02d}"] = {
             **{k: status[k] for k in ("state", "row_count", "failures", "warnings", "skipped", "metrics", "accepted",
                                       "revalidation", "validated_at")},
-            "docs": [_docs_name(n) for n in hour.results],
+            "docs": [docs_name(n) for n in hour.results],
         }
         self._written.append(self._pool.submit(self._write_hour, hour, status))
 
@@ -127,14 +127,15 @@ class DayRecorder:
         """In order within the hour: results and their pages, then the status that names them."""
         prefix = hour_prefix(hour.partition)
         for name, result in hour.results.items():
-            short = _docs_name(name)
+            short = docs_name(name)
             self.store.put_json(self.bucket, f"{prefix}{short}.json", result.to_json_dict())
             self.store.put(self.bucket, f"{prefix}{short}.html", report.data_docs(result).encode(),
                            content_type="text/html")
         write_status(self.store, self.bucket, hour.partition, status)
 
 
-def _docs_name(suite: str) -> str:
+def docs_name(suite: str) -> str:
+    """The file name (rows | metrics) of a suite's results and Data Docs page in its hour's folder."""
     return "rows" if suite == ROWS_SUITE else "metrics"
 
 

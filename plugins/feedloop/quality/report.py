@@ -54,13 +54,8 @@ def _observed(result: Any) -> str:
 
 
 def _short(value: Any, limit: int = 160) -> str:
-    text = str([_plain(v) for v in value] if isinstance(value, list) else _plain(value))
+    text = str(_plain(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars as plain Python values, so alerts read 5, not np.int32(5)."""
-    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict, str)) else value
 
 
 def failure_line(f: dict[str, str]) -> str:
@@ -77,15 +72,17 @@ def plain_values(suite_result: Any) -> Any:
     page; 27 a day in the metrics suite's pages)."""
     for one in suite_result.results:
         if one.result:
-            one.result = _plain_tree(one.result)
+            one.result = _plain(one.result)
     return suite_result
 
 
-def _plain_tree(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays as plain Python values, through dicts, lists and tuples (alerts read 5, not
+    np.int32(5))."""
     if isinstance(value, dict):
-        return {k: _plain_tree(v) for k, v in value.items()}
+        return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain_tree(v) for v in value]
+        return type(value)(_plain(v) for v in value)
     if hasattr(value, "tolist") and not isinstance(value, str):  # numpy scalar (-> int / float / bool) or array
         return value.tolist()
     return value

@@ -24,7 +24,7 @@ from feedloop.quality import gxfast, report
 from feedloop.quality.baselines import ctr_band, ctr_ceiling, volume_band
 from feedloop.quality.metrics import COLUMNS as METRIC_COLUMNS, hour_metrics, impression_keys
 from feedloop.quality.partitions import IncompatibleObjects, hour_start, list_hours, previous_hours, read_hour
-from feedloop.quality.record import CheckedHour, DayRecorder, DayResult
+from feedloop.quality.record import CheckedHour, DayRecorder, DayResult, docs_name
 from feedloop.quality.status import (
     ACCEPTED, FAILED, PASSED, WARNED, Acceptance, baseline_summaries, describe_change, hour_baseline, label,
     read_status, summary_key,
@@ -228,8 +228,8 @@ class _Engine:
             result = report.plain_values(
                 self._validator(name, frame).validate_expectation_suite(build_suite(name, instances)))
             hour.results[name] = result
-            docs = "rows" if name == ROWS_SUITE else "metrics"
-            hour.add([report.failure(label(partition), r, docs=docs) for r in result.results if not r.success])
+            hour.add([report.failure(label(partition), r, docs=docs_name(name)) for r in result.results
+                      if not r.success])
         return hour
 
     def _validator(self, name: str, frame: Any) -> Any:
