@@ -1,6 +1,6 @@
 """Validate-task benchmark: the `validate` task of retrain_ranker as Airflow records it in the production profile.
 
-    .venv/bin/python bench/validate_task.py [--events 20000] [--no-worker-preload]
+    .venv/bin/python bench/validate_task.py [--events 20000] [--runs 3] [--no-worker-preload]
 
 Starts `feedloop stack up --profile production` (scheduler, api-server, dag-processor, triggerer,
 2 Celery workers on PostgreSQL + Redis, its own SeaweedFS and Tansu) on free ports with a fresh
@@ -12,7 +12,8 @@ startup (fork, imports, DAG parse) up to the task body, validate_day, alerts, an
 anchor in the same run: quality.validate_day on the same day in a fresh child process (wall; its GX
 import timed apart, as the workers preload GX).
 Then stops the stack, drops the database and its Redis keys, and checks no process is left.
---no-worker-preload starts the workers without `production.worker_preload` (the "before").
+--no-worker-preload starts the workers without `production.worker_preload` (the "before"). --runs N
+repeats all of it on N fresh stacks, one after another (the task time varies by 1-2 s from run to run).
 Prints a table and writes bench/results/validate_task.json. Target (issue 16): <= 10 s of task time
 for a 20,000-event day.
 """
@@ -25,12 +26,13 @@ import os
 import random
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,9 +221,23 @@ def run(events: int, preload: bool) -> dict:
     return out
 
 
+ROWS = [("validate task (start -> end)", lambda r: r.get("task_s")),
+        ("  startup: fork, imports, DAG parse", lambda r: r.get("startup_s")),
+        ("  validate_day", lambda r: r.get("validate_day_s")),
+        ("    of which CPU of the task process", lambda r: r.get("validate_day_cpu_s")),
+        ("  alerts (send.validation_incidents)", lambda r: r.get("alerts_s")),
+        ("  after the body (XCom, state)", lambda r: r.get("after_body_s")),
+        ("queued -> start", lambda r: r.get("queued_to_start_s")),
+        ("anchor: validate_day, fresh process", lambda r: r["anchor"]["validate_day_s"]),
+        ("  of which CPU of that process", lambda r: r["anchor"].get("validate_day_cpu_s")),
+        ("anchor: import great_expectations", lambda r: r["anchor"]["gx_import_s"]),
+        ("anchor: import feedloop.quality", lambda r: r["anchor"]["import_s"])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=1, help="fresh stacks one after another; the median is quoted")
     parser.add_argument("--no-worker-preload", action="store_true", help="workers import nothing ahead (before)")
     parser.add_argument("--child", action="store_true")
     args = parser.parse_args()
@@ -230,30 +246,24 @@ def main() -> None:
         child()
         return
     load_before = os.getloadavg()
-    r = run(args.events, preload=not args.no_worker_preload)
+    runs = [run(args.events, preload=not args.no_worker_preload) for _ in range(args.runs)]
     load = os.getloadavg()
-    rows = [("validate task (start -> end)", r.get("task_s")),
-            ("  startup: fork, imports, DAG parse", r.get("startup_s")),
-            ("  validate_day", r.get("validate_day_s")),
-            ("    of which CPU of the task process", r.get("validate_day_cpu_s")),
-            ("  alerts (send.validation_incidents)", r.get("alerts_s")),
-            ("  after the body (XCom, state)", r.get("after_body_s")),
-            ("queued -> start", r.get("queued_to_start_s")),
-            ("anchor: validate_day, fresh process", r["anchor"]["validate_day_s"]),
-            ("  of which CPU of that process", r["anchor"].get("validate_day_cpu_s")),
-            ("anchor: import great_expectations", r["anchor"]["gx_import_s"]),
-            ("anchor: import feedloop.quality", r["anchor"]["import_s"])]
+    r = runs[0]
     print(f"\n{r['events_published']:,} events on {r['day']}, worker_preload "
-          f"{'on' if r['worker_preload'] else 'off'}, ran on {r['hostname']}")
-    for name, value in rows:
-        print(f"  {name:38} {value if value is not None else 'n/a':>7} s")
+          f"{'on' if r['worker_preload'] else 'off'}, {len(runs)} run(s) on {', '.join(x['hostname'] for x in runs)}")
+    print(f"  {'seconds':38} " + " ".join(f"{'run ' + str(i + 1):>7}" for i in range(len(runs))) + f" {'median':>7}")
+    for name, get in ROWS:
+        values = [get(x) for x in runs]
+        known = [v for v in values if v is not None]
+        cells = " ".join(f"{v if v is not None else 'n/a':>7}" for v in values)
+        print(f"  {name:38} {cells} {round(statistics.median(known), 2) if known else 'n/a':>7}")
     print(f"  other tasks: {r['tasks']}")
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores "
           f"(before: {load_before[0]:.2f})")
     path = ROOT / "bench" / "results" / "validate_task.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine_cpus": os.cpu_count(), "load_average": [round(x, 2) for x in load],
-                                "load_average_before": [round(x, 2) for x in load_before], "result": r},
+                                "load_average_before": [round(x, 2) for x in load_before], "runs": runs},
                                indent=2) + "\n")
     print(f"wrote {path}")
 
