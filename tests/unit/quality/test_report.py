@@ -62,3 +62,27 @@ def test_numpy_observed_values_render_in_the_data_docs_page(caplog):
     page = data_docs(suite)
     assert "0.0833" in page and "ctr@acme/feed" in page
     assert not [r for r in caplog.records if "data docs rendering" in r.getMessage()]
+
+
+def test_the_basic_result_format_carries_what_alerts_and_data_docs_show():
+    """The runner validates with BASIC (cheaper than SUMMARY): a failing row check still has its failing-row
+    count and example values, in the alert line and on the Data Docs page."""
+    import os
+
+    import great_expectations as gx
+    import pandas as pd
+
+    from feedloop.quality.suites import Instance, build_suite
+
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    frame = pd.DataFrame({"event_type": pd.array(["impression"] * 8 + ["bogus", "weird"], dtype="str")})
+    suite = build_suite("engagement_hour", [Instance(
+        "event_type_allowed", "", "expect_column_values_to_be_in_set",
+        {"column": "event_type", "value_set": ["impression", "click"]}, "block")])
+    batch = (gx.get_context(mode="ephemeral").data_sources.add_pandas("s").add_dataframe_asset("a")
+             .add_batch_definition_whole_dataframe("b").get_batch(batch_parameters={"dataframe": frame}))
+    result = plain_values(batch.validate(suite, result_format="BASIC"))
+    line = failure_line(failure("dt=2026-11-05/hour=22", result.results[0]))
+    assert line.endswith("observed 2 of 10 rows unexpected (20.00%), e.g. ['bogus', 'weird']"), line
+    page = data_docs(result)
+    assert "bogus" in page and "weird" in page
