@@ -238,7 +238,7 @@ class PromotionSettings(_Section):
     # Compared with the champion position-debiased (snips-ipw) on the same lists, by the paired bootstrap
     # interval of candidate - champion: raw metrics on the champion's own logs favour the champion.
     compare: tuple[DebiasedMetric, ...] = Field(("ndcg@10",), min_length=1)  # the first is the headline
-    tolerance: float = Field(0.02, ge=0)              # overall: promote when the lower bound > -tolerance, hold
+    tolerance: float = Field(0.025, ge=0)             # overall: promote when the lower bound > -tolerance, hold
                                                       # when the upper bound < -tolerance, else inconclusive
     segment_tolerance: float = Field(0.02, ge=0)      # per segment: upper bound < -this holds the candidate
     min_support: int = Field(50, ge=1)                # fewer judged lists: a segment is not gated, overall

@@ -172,7 +172,7 @@ def test_manual_run_overrides_are_validated_like_the_config():
     t = thresholds(settings=Settings(), overrides={"floors": {"auc": 0.7}, "min_support": 10,
                                                    "inconclusive": "approve"})
     assert (dict(t.floors), t.min_support, t.tolerance, t.compare, t.inconclusive) == (
-        {"auc": 0.7}, 10, 0.02, ("ndcg@10",), "approve")
+        {"auc": 0.7}, 10, 0.025, ("ndcg@10",), "approve")
     with pytest.raises(ValidationError, match="tolerence"):
         thresholds(settings=Settings(), overrides={"tolerence": 0.1})
     with pytest.raises(ValidationError, match="floors"):

@@ -7,7 +7,7 @@ import pytest
 from feedloop.airflow import params
 from feedloop.core.config import Settings
 
-SETTINGS = Settings()  # defaults: floors auc 0.52 / ndcg@10 0.2, tolerance 0.02, 4 Kafka partitions
+SETTINGS = Settings()  # defaults: floor ndcg@10 0.2, tolerance 0.025, 4 Kafka partitions
 
 
 def problems(dag_id: str, values: dict) -> dict[str, str]:
