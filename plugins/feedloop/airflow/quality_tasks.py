@@ -40,7 +40,7 @@ def validate(*, ds: str, run_id: str, params: dict[str, Any]) -> str:
             raise AirflowFailException(str(exc)) from exc
         log.warning("%s\nThese hours are left out of training (dataset.on_quarantined: exclude).", exc)
         result = exc.result
-    log.info("validate_day took %.1f s (%.1f s CPU in this process: the rest waited for S3 or for a core)",
+    log.info("validate_day took %.1f s (%.1f s CPU in this process, all its threads)",
              time.perf_counter() - t0, time.process_time() - cpu0)
     if result.warned_hours:
         log.warning("validation warnings (the hours train) in hours %s; report %s", result.warned_hours,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from feedloop.training.export import check_parity, onnx_scores, to_onnx
+from feedloop.training.export import INPUT_NAME, TARGET_OPSET, check_parity, onnx_scores, to_onnx
 
 
 def _model(objective: str) -> tuple[str, np.ndarray]:
@@ -54,8 +54,8 @@ def test_a_feature_equal_to_a_threshold_rounded_up_to_float32_splits_as_in_light
     split = booster.dump_model()["tree_info"][0]["tree_structure"]["threshold"]
     assert float(low) < split < float(high) and float(np.float32(split)) == float(high)  # the case at hand
     text = booster.model_to_string()
-    nearest = onnxmltools.convert_lightgbm(booster, initial_types=[("input", FloatTensorType([None, 1]))],
-                                           zipmap=False, target_opset=15).SerializeToString()
+    nearest = onnxmltools.convert_lightgbm(booster, initial_types=[(INPUT_NAME, FloatTensorType([None, 1]))],
+                                           zipmap=False, target_opset=TARGET_OPSET).SerializeToString()
     assert not check_parity(model_text=text, onnx_bytes=nearest, matrix=x, threshold=1e-5).passed
     parity = check_parity(model_text=text, onnx_bytes=to_onnx(model_text=text, n_features=1), matrix=x,
                           threshold=1e-5)
