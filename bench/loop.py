@@ -11,17 +11,16 @@ export, gate, refit, register, flip); the pods follow the pointers. Every retrai
 the simulator's hidden utility (feedloop.ops.loop_audit). Then, per seed and over all seeds:
 
 - gate agreement: on the days where the candidate and its champion differ by at least 0.01 in
-  ground-truth NDCG@10 on the day's lists, how often the gate promoted the better / held the worse;
+  ground-truth NDCG@10 on the day's candidate pools (each model's top 10 of every request's whole
+  pool, with the features the pods served: what it would have served), how often the gate promoted
+  the better / held the worse;
 - served ground-truth NDCG@10 averaged over the last 7 days, and the legacy policy's on the same requests;
-- every promotion's effect on the served ground truth: the day the new version served against the day
-  before (served by the one it replaced), with the legacy policy on each day's same requests as the
-  control for the day-to-day noise of the requests; and, on the next day's shown lists, the new version
-  against the one it replaced (a rerank of shown lists favours the model that did NOT choose them: the
-  logger's top 12 holds the items it overrated, which any other model pushes down, so this figure is
-  biased against the new live version, as the gate-day audit is biased against the champion);
-- refit vs its evaluated twin on the next day's lists (is serving the refit worth it?);
+- every promotion's effect: the new version against the one it replaced on the next day's candidate
+  pools (what users got against what they would have got), and the served ground truth of that day
+  against the day before, less the legacy policy's change on the same days' requests (the requests' noise);
+- refit vs its evaluated twin on the next day's pools (is serving the refit worth it?);
 - a ceiling: the last day's training set relabelled with the hidden utility (graded 0-4), trained with
-  the same recipe, on the held-out day's lists, beside the model that served that day on the same lists:
+  the same recipe, on the held-out day's pools, beside the model that served that day on the same pools:
   what these features could reach without click noise.
 
     .venv/bin/python bench/loop.py --report bench/results/loop.json   # the tables again from a saved run
@@ -54,6 +53,8 @@ from feedloop.core import layout as lake
 from feedloop.ops import loop_audit
 from feedloop.ops import loop_table
 from feedloop.ops import simulate
+from feedloop.ops.simulate import pools
+from feedloop.ops.simulate.pools import DayPools
 from feedloop.ops import stack
 from feedloop.training import train
 from feedloop.core.config import Settings, load_settings  # noqa: E402
@@ -88,15 +89,16 @@ def run_seed(seed: int, days: int, state: Path) -> dict:
 
 
 def promotion_effects(settings: Settings, rows: list[dict], sim: simulate.Simulator) -> list[dict]:
-    """Each promotion of day D (serving from D + 1): served ground truth of D + 1 vs D, with the legacy control;
-    and the new vs the replaced version reranking D + 1's shown lists."""
+    """Each promotion of day D (serving from D + 1): the new vs the replaced version on D + 1's candidate pools
+    (what users got vs what they would have got without the promotion); and the served ground truth of D + 1
+    vs D, with the legacy policy's on each day's requests as the control for the requests' noise."""
     registry = Registry.from_settings(settings)
     out = []
     for effect in served_effects(rows):
         scored = _score_versions(settings, registry, date.fromisoformat(effect["served_day"]), sim,
                                  {"new": effect["new"], "old": effect["old"]})
-        out.append({**effect, "lists": scored.lists, "rerank_new": scored.ndcg["new"],
-                    "rerank_old": scored.ndcg["old"], "rerank_delta": scored.ndcg["new"] - scored.ndcg["old"]})
+        out.append({**effect, "lists": scored.lists, "pool_new": scored.ndcg["new"],
+                    "pool_old": scored.ndcg["old"], "pool_delta": scored.ndcg["new"] - scored.ndcg["old"]})
     return out
 
 
@@ -116,7 +118,7 @@ def served_effects(rows: list[dict]) -> list[dict]:
 
 
 def refit_vs_twin(settings: Settings, rows: list[dict], sim: simulate.Simulator) -> list[dict]:
-    """Each refit that served day D: it and its evaluated twin on D's lists (neither trained on D)."""
+    """Each refit that served day D: it and its evaluated twin on D's candidate pools (neither trained on D)."""
     registry = Registry.from_settings(settings)
     out = []
     for row in rows:
@@ -134,15 +136,19 @@ def refit_vs_twin(settings: Settings, rows: list[dict], sim: simulate.Simulator)
 
 def _score_versions(settings: Settings, registry: Registry, day: date, sim: simulate.Simulator,
                     versions: dict[str, str]) -> audit.GroundTruthNdcg:
-    models = {name: (registry.read(v, "model.txt").decode(),
-                     loop_audit.feature_columns(registry.manifest(v)["feature_manifest"])) for name, v in versions.items()}
-    wanted = list(dict.fromkeys([*loop_audit.LIST_COLUMNS, *(c for _, cols in models.values() for c in cols)]))
-    columns = loop_audit.read_holdout(ObjectStore.from_settings(settings), settings.s3.lake_bucket, day, wanted)
-    scores = {name: audit.lightgbm_scores(model_text=text, feature_columns=cols, columns=columns)
-              for name, (text, cols) in models.items()}
-    return audit.ground_truth_ndcg(request_ids=columns["request_id"], user_ids=columns["user_id"],
-                                   item_ids=columns["item_id"], positions=columns["position"], scores=scores,
-                                   world=sim.world, ids=sim.ids)
+    """Registered versions ranking `day`'s whole candidate pools with the features the pods served that day."""
+    models = {name: (registry.read(v, "model.txt").decode(), registry.manifest(v)["feature_manifest"])
+              for name, v in versions.items()}
+    return _on_pools(settings, day, sim, models)
+
+
+def _on_pools(settings: Settings, day: date, sim: simulate.Simulator, models: dict) -> audit.GroundTruthNdcg:
+    found = loop_audit.pool_ground_truth(
+        store=ObjectStore.from_settings(settings), settings=settings, day=day, world=sim.world, ids=sim.ids,
+        pools=DayPools.load(pools.path_for(settings.state_path, str(day))), models=models)
+    if found is None:
+        raise FileNotFoundError(f"no feature snapshot as of {day} (datasets/ranker/{day - timedelta(days=1)}/snapshot/)")
+    return found
 
 
 def ceiling(settings: Settings, day: date, sim: simulate.Simulator) -> dict:
@@ -152,7 +158,7 @@ def ceiling(settings: Settings, day: date, sim: simulate.Simulator) -> dict:
     store = ObjectStore.from_settings(settings)
     names = [features.column(n) for n in features.FEATURE_NAMES]
     split = {s: _split(store, settings, day, s, ["request_id", "user_id", "item_id", "position", *names])
-             for s in ("train", "valid", "holdout")}
+             for s in ("train", "valid")}
 
     def dataset(cols: dict, reference=None):
         grade = np.clip(np.floor(_gains(cols, sim) * 5), 0, 4)
@@ -166,13 +172,10 @@ def ceiling(settings: Settings, day: date, sim: simulate.Simulator) -> dict:
     booster = lgb.train(params, dtrain, num_boost_round=settings.train.num_boost_round,
                         valid_sets=[dataset(split["valid"], reference=dtrain)],
                         callbacks=[lgb.early_stopping(settings.train.early_stopping_rounds, verbose=False)])
-    hold = split["holdout"]
-    scored = audit.ground_truth_ndcg(
-        request_ids=hold["request_id"], user_ids=hold["user_id"], item_ids=hold["item_id"], positions=hold["position"],
-        scores={"ceiling": booster.predict(np.column_stack([hold[n] for n in names]).astype(np.float32)),
-                "logged": -hold["position"].astype(np.float64)}, world=sim.world, ids=sim.ids)
+    manifest = features.manifest(settings.events.tenants, objective="lambdarank")
+    scored = _on_pools(settings, day, sim, {"ceiling": (booster.model_to_string(), manifest)})
     return {"day": day.isoformat(), "lists": scored.lists, "ndcg": scored.ndcg["ceiling"],
-            "logged_ndcg": scored.ndcg["logged"], "rounds": booster.best_iteration}
+            "rounds": booster.best_iteration}
 
 
 def _split(store: ObjectStore, settings: Settings, day: date, split: str, columns: list[str]) -> dict[str, np.ndarray]:
@@ -217,7 +220,8 @@ def summarize(rows: list[dict], extra: dict) -> dict:
         "promoted": sum(bool((r["retrain"].get("flip") or {}).get("flipped")) for r in rows),
         "served_ndcg_last7": sum(s["ndcg_sum"] for s in last) / lists,
         "legacy_ndcg_last7": sum(s["legacy_ndcg_sum"] for s in last) / lists,
-        "worst_promotion_delta": min((e["delta"] for e in effects), default=None),
+        "worst_promotion_delta": min((p["pool_delta"] for p in extra.get("promotions") or []), default=None),
+        "worst_served_change": min((e["delta"] - e["legacy_delta"] for e in effects), default=None),
         "refit_minus_twin_mean": float(np.mean([r["delta"] for r in refits])) if refits else None,
         "ceiling": ceiling["ndcg"], "ceiling_served": final.get("champion_ndcg"), "served_version": final.get("champion"),
     }
@@ -228,28 +232,28 @@ def print_seed(result: dict) -> None:
     for line in loop_table.table(result["table"]):
         print("   " + line)
     for p in result["promotions"]:
-        print(f"   promotion {p['day']} ({p['new']} replaces {p['old']}): served NDCG@10 {p['served_before']:.3f} -> "
-              f"{p['served_after']:.3f} ({p['delta']:+.3f}; legacy on the same requests {p['legacy_delta']:+.3f})"
-              + (f"; reranking {p['served_day']}'s shown lists {p['rerank_new']:.3f} vs {p['rerank_old']:.3f}"
-                 if "rerank_new" in p else ""))
+        print(f"   promotion {p['day']} ({p['new']} replaces {p['old']}): on {p['served_day']}'s {p['lists']} candidate "
+              f"pools {p['pool_new']:.3f} vs {p['pool_old']:.3f} ({p['pool_delta']:+.3f}); served NDCG@10 "
+              f"{p['served_before']:.3f} -> {p['served_after']:.3f} ({p['delta']:+.3f}; legacy on the same requests "
+              f"{p['legacy_delta']:+.3f})")
     for r in result.get("refits") or []:
         print(f"   refit serving {r['day']}: {r['refit_ndcg']:.3f} vs its evaluated twin {r['twin_ndcg']:.3f} "
               f"({r['delta']:+.3f}, {r['lists']} lists)")
     c = result["ceiling"]
     print(f"   ceiling (training set of {c['day']} relabelled with the hidden utility): {c['ndcg']:.3f} on the held-out "
-          f"day's {c['lists']} shown lists; the model that served it ({result['summary']['served_version']}) "
-          f"{_plain(result['summary']['ceiling_served'])}; logged order {c['logged_ndcg']:.3f}")
+          f"day's {c['lists']} candidate pools; the model that served it ({result['summary']['served_version']}) "
+          f"{_plain(result['summary']['ceiling_served'])}")
 
 
 def print_summary(results: list[dict], days: int, out: Path) -> None:
     print(f"\n== {len(results)} seeds x {days} days")
     print(f"{'seed':>5}  {'clear days':>10}  {'gate agrees':>11}  {'promoted':>8}  {'served GT last 7':>16}  "
-          f"{'legacy':>6}  {'worst promotion':>15}  {'ceiling':>7}  {'served, same lists':>18}")
+          f"{'legacy':>6}  {'worst promotion':>15}  {'worst served change':>19}  {'ceiling':>7}  {'served, same pools':>18}")
     for r in results:
         s = r["summary"]
         print(f"{r['seed']:>5}  {s['clear_days']:>10}  {s['agree']:>11}  {s['promoted']:>8}  "
               f"{s['served_ndcg_last7']:>16.3f}  {s['legacy_ndcg_last7']:>6.3f}  {_num(s['worst_promotion_delta']):>15}  "
-              f"{s['ceiling']:>7.3f}  {_plain(s['ceiling_served']):>18}")
+              f"{_num(s['worst_served_change']):>19}  {s['ceiling']:>7.3f}  {_plain(s['ceiling_served']):>18}")
     clear = sum(r["summary"]["clear_days"] for r in results)
     agree = sum(r["summary"]["agree"] for r in results)
     print(f"gate agrees with the ground truth on {agree} of {clear} clear days"
@@ -266,9 +270,6 @@ def main() -> None:
     if args.report:
         saved = json.loads(args.report.read_text())
         for result in saved["results"]:
-            reranked = {p["day"]: p for p in result.get("promotions") or []}
-            result["promotions"] = [{**e, **{k: v for k, v in reranked.get(e["day"], {}).items() if k.startswith("rerank")}}
-                                    for e in served_effects(result["table"])]
             result["summary"] = summarize(result["table"], result)
             print_seed(result)
         print_summary(saved["results"], saved["days"], args.report)

@@ -13,6 +13,7 @@ from collections import Counter
 from datetime import date, timedelta
 from types import SimpleNamespace
 
+import numpy as np
 import orjson
 import pytest
 
@@ -22,6 +23,7 @@ from feedloop.promotion import steps as promotion
 from feedloop.promotion.flip import flip_pointer
 from feedloop.promotion.registration import register_candidate
 from feedloop.ops import simulate
+from feedloop.ops.simulate.pools import DayPools
 from feedloop.training import train
 from feedloop.ingest import sink
 from feedloop.serving.client import RankingClient
@@ -183,12 +185,49 @@ def test_the_pods_serve_the_registered_live_version(loop):
 
 def test_the_ground_truth_audit_judges_every_list_of_the_first_candidates_day(loop):
     day = DAYS - 2
-    audit = loop_audit.audit_day(settings=loop.settings, day=START + timedelta(days=day), world=loop.sim.world,
-                                 ids=loop.sim.ids, retrain=loop.retrain)
+    audit = _audit(loop, day, loop.retrain)
     assert (audit.candidate, audit.champion, audit.decision) == (loop.retrain["evaluate"]["version"], None, "promoted")
     assert audit.champion_ndcg is None and audit.agreement is None  # a first model has no champion to be judged against
-    assert audit.lists == _stats(loop, day).lists  # every request of the day, its ids mapped back to the world
-    assert 0.3 < audit.candidate_ndcg < 1 and 0.3 < audit.logged_ndcg < 1
+    assert audit.shown_lists == _stats(loop, day).lists  # every request of the day, its ids mapped back to the world
+    assert 0.3 < audit.candidate_shown_ndcg < 1 and 0.3 < audit.logged_ndcg < 1
+    # the pools need the features the pods would have served that day: no run before it built a snapshot
+    assert (audit.lists, audit.candidate_ndcg) == (0, None)
+
+
+def test_the_pool_audit_reproduces_what_the_pods_served(loop):
+    """The live model ranking the last day's pools offline picks what the pods served: on every request the pods
+    did not shuffle for exploration, the pool audit's NDCG@10 is the served list's."""
+    day = DAYS - 1
+    pools = loop.sim.pools[str(START + timedelta(days=day))]
+    shown: dict[str, list[tuple[int, str]]] = {}
+    for e in loop.kafka:
+        if e["event_type"] == "impression" and e["request_id"].startswith(f"req-{_tag(day)}-"):
+            shown.setdefault(e["request_id"], []).append((e["position"], e["item_id"], bool(e.get("explore"))))
+    ranked = [r for r in range(len(pools)) if not shown[pools.request_ids[r]][0][2]]
+    assert len(ranked) > 0.8 * len(pools)
+    subset = DayPools()
+    for r in ranked:
+        subset.add(request_id=pools.request_ids[r], user=pools.users[r], surface=pools.surfaces[r],
+                   device=pools.devices[r], ts=pools.ts[r], pool=pools.pool(r))
+    registry = Registry.from_settings(loop.settings)
+    live = {"live": (registry.read(loop.version, "model.txt").decode(), registry.manifest(loop.version)["feature_manifest"])}
+    audited = loop_audit.pool_ground_truth(store=ObjectStore.from_settings(loop.settings), settings=loop.settings,
+                                           day=START + timedelta(days=day), pools=subset, models=live,
+                                           world=loop.sim.world, ids=loop.sim.ids)
+    world, ids = loop.sim.world, loop.sim.ids
+    served = []
+    for r in ranked:
+        items = np.array([ids.item_index[i] for _, i, _ in sorted(shown[pools.request_ids[r]])])
+        served.append(simulate.ndcg_at_k(simulate.true_gain(world, pools.users[r], items),
+                                         simulate.true_gain(world, pools.users[r], pools.pool(r))))
+    assert audited.lists == len(ranked)
+    assert audited.ndcg["live"] == pytest.approx(float(np.mean(served)), abs=1e-9)
+
+
+def _audit(loop, day: int, retrain: dict):
+    when = START + timedelta(days=day)
+    return loop_audit.audit_day(settings=loop.settings, day=when, world=loop.sim.world, ids=loop.sim.ids,
+                                retrain=retrain, pools=loop.sim.pools[str(when)])
 
 
 def _tag(d: int) -> str:
@@ -203,7 +242,7 @@ def test_a_better_candidate_is_promoted_after_the_first_model(loop):
     assert second["evaluate"]["champion"] == loop.version, second  # the model that served that day
     assert second["gate"]["comparison"]["verdict"] in ("better", "not worse", "inconclusive"), second["gate"]
     assert second["gate"]["promotable"] and second["flip"]["flipped"], second["gate"]
-    audit = loop_audit.audit_day(settings=loop.settings, day=START + timedelta(days=DAYS - 1), world=loop.sim.world,
-                                 ids=loop.sim.ids, retrain=second)
+    audit = _audit(loop, DAYS - 1, second)
+    assert audit.lists == _stats(loop, DAYS - 1).lists  # judged on every request's whole pool
     assert audit.decision == "promoted" and audit.candidate_ndcg > audit.champion_ndcg
     assert Registry.from_settings(loop.settings).live().version == second["flip"]["version"]

@@ -1,10 +1,11 @@
-"""Ground-truth audit: how well rankers order the lists users were really shown, by the hidden utility.
+"""Ground-truth audit: how well rankers order the requests' candidates, by the hidden utility.
 
 Why: every metric the platform computes is estimated from logged clicks, and clicks favour whoever
 logged them. On simulated traffic the utility that generated the clicks is known, so each ranker
-can be judged by it instead: rerank each request's shown items by the ranker's score and take
-NDCG@k with gains sigmoid(utility - 1) (`simulate.true_gain`) over the best order of those same
-items. Pure functions over arrays: the demo, bench scripts and tests feed them what they have.
+can be judged by it instead, with gains sigmoid(utility - 1) (`simulate.true_gain`): on each request's
+whole candidate pool (`pool_ndcg`: the list it would have served, over the pool's best), or reranking
+the items a request showed (`ground_truth_ndcg`, over the best order of those items; biased against
+whoever chose them). Pure functions over arrays: the demo, bench scripts and tests feed them what they have.
 """
 
 from __future__ import annotations
@@ -50,13 +51,32 @@ def ground_truth_ndcg(*, request_ids: np.ndarray, user_ids: np.ndarray, item_ids
 
 def lightgbm_scores(*, model_text: str, feature_columns: list[str], columns: Mapping[str, np.ndarray]) -> np.ndarray:
     """A LightGBM model's scores for rows whose features are `columns[feature_columns]`, in model order."""
-    import lightgbm as lgb
-
     missing = [c for c in feature_columns if c not in columns]
     if missing:
         raise KeyError(f"the rows lack feature column(s) {', '.join(missing)}")
     matrix = np.column_stack([np.asarray(columns[c], dtype=np.float32) for c in feature_columns])
+    return lightgbm_matrix_scores(model_text=model_text, matrix=matrix)
+
+
+def lightgbm_matrix_scores(*, model_text: str, matrix: np.ndarray) -> np.ndarray:
+    import lightgbm as lgb
+
     return lgb.Booster(model_str=model_text).predict(matrix)
+
+
+def pool_ndcg(*, users: np.ndarray, offsets: np.ndarray, items: np.ndarray, scores: Mapping[str, np.ndarray],
+              world: World, k: int = NDCG_K) -> GroundTruthNdcg:
+    """Mean ground-truth NDCG@k of the top k each ranker picks from each request's whole candidate pool
+    (request r: items[offsets[r]:offsets[r + 1]], scores aligned with items), over the pool's best k: the
+    figure the simulator reports for the list a ranker served. Ties keep the pool's order."""
+    sums = dict.fromkeys(scores, 0.0)
+    for r, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
+        gains = true_gain(world, int(users[r]), items[a:b])
+        for name, score in scores.items():
+            top = np.argsort(-np.asarray(score[a:b]), kind="stable")[:k]
+            sums[name] += ndcg_at_k(gains[top], gains, k)
+    n = len(offsets) - 1
+    return GroundTruthNdcg(n, {name: s / n if n else float("nan") for name, s in sums.items()})
 
 
 def agreement(*, promoted: bool, candidate: float | None, champion: float | None,

@@ -28,6 +28,7 @@ from feedloop.ops import learning_curve
 from feedloop.ops import loop_audit
 from feedloop.ops import loop_table
 from feedloop.ops import simulate
+from feedloop.ops.simulate import pools
 from feedloop.ops import stack
 from feedloop.ops.airflow_api import AirflowApi
 from feedloop.core.config import Settings
@@ -194,15 +195,18 @@ def run(settings: Settings, *, days: int | None = None, seed: int | None = None,
                 if live is not None:  # the day is served by the model live now, on every pod
                     echo(f"   pods serve {live.version} (live) after {pods.wait_for(live.version, timeout=180):.1f}s")
                 state.simulated[str(day)] = simulate_day(settings, sim, client, d, echo)
+                sim.pools[str(day)].save(pools.path_for(settings.state_path, str(day)))
                 state.save()
             run_dag(api, INGEST)
             echo(f"   {INGEST}: {inventory.day_inventory(settings, day).rows:,} events of {day} in the lake")
             retrain = retrain_day(api, day)
             echo(f"   {RETRAIN} {retrain['run_id']}: {loop_table.outcome(retrain)}")
-            audit = loop_audit.audit_day(settings=settings, day=day, world=sim.world, ids=sim.ids, retrain=retrain)
+            pools_path = pools.path_for(settings.state_path, str(day))
+            audit = loop_audit.audit_day(settings=settings, day=day, world=sim.world, ids=sim.ids, retrain=retrain,
+                                         pools=pools.DayPools.load(pools_path) if pools_path.exists() else None)
             if audit is not None:
-                champ = "n/a" if audit.champion_ndcg is None else f"{audit.champion_ndcg:.3f}"
-                echo(f"   ground truth on the day's {audit.lists:,} lists: candidate {audit.candidate_ndcg:.3f}, "
+                cand, champ = (loop_table.num(v) for v in (audit.candidate_ndcg, audit.champion_ndcg))
+                echo(f"   ground truth on the day's {audit.lists:,} candidate pools: candidate {cand}, "
                      f"champion {audit.champion or '-'} {champ}; gate {audit.decision or 'did not decide'}: "
                      f"{audit.agreement or 'n/a'}")
             rows.append({"day": str(day), "stats": state.simulated[str(day)], "retrain": retrain,

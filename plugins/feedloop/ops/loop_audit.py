@@ -1,16 +1,19 @@
 """One closed-loop day's ground-truth audit: the day's candidate and its champion on the day's requests.
 
 Why: the gate judges a candidate with click-based estimates; on simulated traffic the truth is known,
-so after each day's retrain the same two models are scored by the hidden utility on the day's
-holdout (datasets/ranker/<D>/split=holdout/: the requests of day D, as shown) and the gate's decision
-is marked agree / disagree. A loop driver (the demo, a bench) calls `audit_day` once per day.
+so after each day's retrain the same two models are scored by the hidden utility and the gate's
+decision is marked agree / disagree. The truth is taken on the day's whole candidate pools
+(`simulate.pools`): each model ranks every request's pool with the features the pods served that day
+(the snapshot published as of D), exactly the figure the simulator reports for what was served. The
+shown lists (the holdout) are judged too, but only for reference: they were chosen by the champion,
+which makes it look worse than it is there. A loop driver (the demo, a bench) calls `audit_day` once per day.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Mapping
 
 import numpy as np
@@ -22,6 +25,9 @@ from feedloop.training import train
 from feedloop.core.config import Settings
 from feedloop.promotion.registry import Registry
 from feedloop.ops.simulate import Ids, World
+from feedloop.ops.simulate.pools import DayPools
+from feedloop.features import definitions as features
+from feedloop.serving.snapshot import Snapshot
 from feedloop.core.storage import ObjectStore
 
 LIST_COLUMNS = ("request_id", "user_id", "item_id", "position")
@@ -33,17 +39,21 @@ class DayAudit:
     candidate: str                  # the day's candidate version
     champion: str | None            # the version it was evaluated against (None: the first model)
     decision: str | None            # promoted | held; None: the run stopped before the gate
-    lists: int                      # holdout requests judged
-    candidate_ndcg: float           # ground-truth NDCG@10 of the candidate's order of the shown lists
-    champion_ndcg: float | None
-    logged_ndcg: float              # ... of the order they were shown in (whoever served the day)
-    agreement: str | None           # agree | disagree | level; None: no champion or no decision
+    lists: int                      # requests whose pools were judged (0: no pools or no snapshot as of the day)
+    candidate_ndcg: float | None    # ground-truth NDCG@10 of the candidate's top 10 of each request's pool
+    champion_ndcg: float | None     # ... of the champion's (the truth the agreement is judged by)
+    shown_lists: int                # holdout requests (the lists shown)
+    candidate_shown_ndcg: float     # the candidate reranking the shown lists: biased for it (see the module doc)
+    champion_shown_ndcg: float | None
+    logged_ndcg: float              # the shown lists in the order they were shown in (whoever served the day)
+    agreement: str | None           # agree | disagree | level; None: no champion, no decision or no pools
 
 
-def audit_day(*, settings: Settings, day: date, world: World, ids: Ids,
-              retrain: Mapping[str, Any]) -> DayAudit | None:
+def audit_day(*, settings: Settings, day: date, world: World, ids: Ids, retrain: Mapping[str, Any],
+              pools: DayPools | None) -> DayAudit | None:
     """Audit the retrain of `day` (`retrain`: its task outputs, keys evaluate / gate / flip as the demo
-    collects them); None when that run evaluated no candidate (no training yet, or it failed earlier)."""
+    collects them; `pools`: the day's requests with their candidate pools); None when that run evaluated
+    no candidate (no training yet, or it failed earlier)."""
     evaluation = retrain.get("evaluate")
     if not evaluation:
         return None
@@ -66,12 +76,56 @@ def audit_day(*, settings: Settings, day: date, world: World, ids: Ids,
     result = audit.ground_truth_ndcg(request_ids=columns["request_id"], user_ids=columns["user_id"],
                                      item_ids=columns["item_id"], positions=columns["position"], scores=scores,
                                      world=world, ids=ids)
+    pooled = pool_ground_truth(store=store, settings=settings, day=day, pools=pools, models=models, world=world,
+                               ids=ids)
     decision = None if not gate else "promoted" if (retrain.get("flip") or {}).get("flipped") else "held"
-    cand, champ = result.ndcg["candidate"], result.ndcg.get("champion")
+    cand = None if pooled is None else pooled.ndcg["candidate"]
+    champ = None if pooled is None else pooled.ndcg.get("champion")
     return DayAudit(day=day.isoformat(), candidate=evaluation["version"], champion=champion, decision=decision,
-                    lists=result.lists, candidate_ndcg=cand, champion_ndcg=champ, logged_ndcg=result.ndcg["logged"],
+                    lists=0 if pooled is None else pooled.lists, candidate_ndcg=cand, champion_ndcg=champ,
+                    shown_lists=result.lists, candidate_shown_ndcg=result.ndcg["candidate"],
+                    champion_shown_ndcg=result.ndcg.get("champion"), logged_ndcg=result.ndcg["logged"],
                     agreement=None if decision is None else audit.agreement(promoted=decision == "promoted",
                                                                             candidate=cand, champion=champ))
+
+
+def pool_ground_truth(*, store: ObjectStore, settings: Settings, day: date, pools: DayPools | None,
+                      models: Mapping[str, tuple[str, Mapping[str, Any]]], world: World,
+                      ids: Ids) -> audit.GroundTruthNdcg | None:
+    """Each model (name -> (LightGBM model text, feature manifest)) ranking the whole pools of `day`'s requests
+    with the features the pods served that day; None without pools or without a snapshot as of `day`."""
+    snapshot = served_snapshot(store, settings.s3.lake_bucket, day)
+    if pools is None or snapshot is None or not len(pools):
+        return None
+    items = np.concatenate([pools.pool(r) for r in range(len(pools))])
+    parts = []
+    for r in range(len(pools)):
+        pool, user = pools.pool(r), pools.users[r]
+        authors = [ids.author(int(a)) for a in world.item_author[pool]]
+        item_ids = [ids.item(int(i)) for i in pool]
+        parts.append(snapshot.inputs(tenant_id=world.tenants[world.user_tenant[user]], user_id=ids.user(user),
+                                     surface=pools.surfaces[r], device=pools.devices[r], request_ts=pools.ts[r],
+                                     item_ids=item_ids, author_ids=snapshot.authors(item_ids, authors)))
+    inputs = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    scores = {}
+    for name, (text, manifest) in models.items():
+        names = [f["name"] for f in manifest["features"]]
+        if names != list(features.FEATURE_NAMES):
+            raise ValueError(f"{name} reads features {names}, not today's definitions: the pools cannot judge it")
+        cats = {f["name"]: f["categories"] for f in manifest["features"] if "categories" in f}
+        scores[name] = audit.lightgbm_matrix_scores(model_text=text, matrix=features.derive(inputs, cats))
+    return audit.pool_ndcg(users=np.asarray(pools.users), offsets=np.asarray(pools.offsets), items=items,
+                           scores=scores, world=world)
+
+
+def served_snapshot(store: ObjectStore, bucket: str, day: date) -> Snapshot | None:
+    """The feature snapshot the pods served on `day`: the one published as of `day`, by the run of the day
+    before (datasets/ranker/<day - 1>/snapshot/); None when that run built no dataset."""
+    prefix = lake.dataset_prefix(day - timedelta(days=1)) + "snapshot/"
+    keys = [k for k in store.list_keys(bucket, prefix) if k.endswith(".parquet")]
+    if not keys:
+        return None
+    return Snapshot.from_parquet({k[len(prefix):]: store.get(bucket, k).body for k in keys})
 
 
 def feature_columns(manifest: Mapping[str, Any]) -> list[str]:

@@ -73,15 +73,15 @@ def table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         lines.append(
             f"{r['day']:<10}  {', '.join(s['by_version']):<{width}}  {s['lists']:>6,}  {s['ctr']:>6.3f}  "
             f"{s['ndcg']:>7.3f}  {s['legacy_ndcg']:>7.3f}  {audit.get('candidate', '-'):<{cand_width}}  "
-            f"{decision(r['retrain']):<15}  {_num(audit.get('candidate_ndcg')):>7}  "
-            f"{_num(audit.get('champion_ndcg')):>8}  {estimate:<24}  {verdict:<12}  {audit.get('agreement') or NA}")
+            f"{decision(r['retrain']):<15}  {num(audit.get('candidate_ndcg')):>7}  "
+            f"{num(audit.get('champion_ndcg')):>8}  {estimate:<24}  {verdict:<12}  {audit.get('agreement') or NA}")
     lines += [
         "CTR = clicks / impressions shown; NDCG@10 = ground truth (hidden utility) of what was served, over the best "
         "10 of each request's candidate pool; legacy* = the legacy policy's on the same requests",
-        "GT cand / GT champ = ground-truth NDCG@10 of the day's candidate / its champion reranking the day's shown "
-        "lists (the holdout), over the best order of those lists; gate estimate = the gate's debiased candidate - "
-        "champion NDCG@10 [interval] and verdict; truth = the gate's decision vs GT cand - GT champ (agree / "
-        "disagree; level within 0.01)",
+        "GT cand / GT champ = ground-truth NDCG@10 of the top 10 the day's candidate / its champion picks from each "
+        "of the day's candidate pools (what it would have served), as NDCG@10; gate estimate = the gate's debiased "
+        "candidate - champion NDCG@10 [interval] and verdict; truth = the gate's decision vs GT cand - GT champ "
+        "(agree / disagree; level within 0.01)",
     ]
     return lines
 
@@ -122,5 +122,5 @@ def curve_days(rows: Sequence[Mapping[str, Any]]) -> list[CurveDay]:
             for r in rows]
 
 
-def _num(value: float | None) -> str:
+def num(value: float | None) -> str:
     return NA if value is None else f"{value:.3f}"

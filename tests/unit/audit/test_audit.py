@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from feedloop.ops.audit import agreement, ground_truth_ndcg, lightgbm_scores
+from feedloop.ops.audit import agreement, ground_truth_ndcg, lightgbm_scores, pool_ndcg
 from feedloop.ops.simulate import Ids, World
 
 LOG2_3, LOG2_5 = np.log2(3), np.log2(5)
@@ -116,3 +116,19 @@ def test_the_gate_is_judged_against_the_truth(promoted, candidate, champion, exp
 def test_a_difference_exactly_at_the_margin_is_not_level():
     assert agreement(promoted=False, candidate=0.75, champion=0.5, margin=0.25) == "disagree"
     assert agreement(promoted=False, candidate=0.75, champion=0.5, margin=0.5) == "level"
+
+
+def test_the_pool_audit_takes_each_rankers_top_k_of_the_whole_pool_over_the_pools_best():
+    """Two requests, pools of 4 and 3 items, k = 2: a ranker is judged on the 2 items it would have shown of the
+    pool, not on how it orders items another ranker chose; ties keep the pool's order."""
+    world = _world()
+    users, offsets, items = np.array([0, 1]), np.array([0, 4, 7]), np.array([0, 1, 2, 3, 3, 0, 1])
+    best2 = [0.9 + 0.75 / LOG2_3, 0.9 + 0.5 / LOG2_3]  # each pool's best 2
+    result = pool_ndcg(users=users, offsets=offsets, items=items, world=world, k=2, scores={
+        "truth": np.array([1, 2, 3, 4, 9, 1, 2.0]),
+        "worst": np.array([4, 3, 2, 1, 1, 9, 2.0]),
+        "ties": np.zeros(7)})
+    assert result.lists == 2
+    assert result.ndcg["truth"] == pytest.approx(1.0)
+    assert result.ndcg["worst"] == pytest.approx(((0.25 + 0.5 / LOG2_3) / best2[0] + (0.25 + 0.5 / LOG2_3) / best2[1]) / 2)
+    assert result.ndcg["ties"] == pytest.approx(((0.25 + 0.5 / LOG2_3) / best2[0] + (0.9 + 0.25 / LOG2_3) / best2[1]) / 2)

@@ -16,6 +16,7 @@ import numpy as np
 
 from feedloop.contract.events import SCHEMA_VERSION, format_ts, to_json
 from feedloop.core.config import Settings
+from feedloop.ops.simulate.pools import DayPools
 from feedloop.ops.simulate.report import LEGACY, SimulationReport
 from feedloop.ops.simulate.traffic import LATE_MAX_HOURS, DayTraffic, bursty_day, steady_day
 from feedloop.ops.simulate.world import Ids, World, ndcg_at_k, sigmoid, true_gain
@@ -85,6 +86,7 @@ class Simulator:
         self.ranker = ranker
         self._late_max_hours = LATE_MAX_HOURS[cfg.traffic]
         self._arrivals = ArrivalQueue()
+        self.pools: dict[str, DayPools] = {}  # day -> every request's candidate pool (the ground-truth audit's input)
 
     def records(self, report: SimulationReport) -> Iterator[Record]:
         """All events of all days, sorted by arrival; late events are held back until they arrive."""
@@ -130,6 +132,7 @@ class Simulator:
         out: list[Record] = []
         date_tag = day_start.strftime("%Y%m%d")
         stats = report.day(day_start.date())
+        self.pools[day_start.date().isoformat()] = pools = DayPools()
         for r in range(n_requests):
             u = int(users[r])
             now_s = day_offset_s + seconds[r]
@@ -156,6 +159,7 @@ class Simulator:
                 "schema_version": SCHEMA_VERSION,
             }
             ts = day_start + timedelta(seconds=float(seconds[r]))
+            pools.add(request_id=request_id, user=u, surface=surface, device=base["device"], ts=ts.timestamp(), pool=cand)
             ranked = self._rank(base, ts, cand, k)
             shown, version, shuffled = (legacy, None, bool(explore[r])) if ranked is None else ranked
             report.exploration_requests += shuffled
