@@ -81,6 +81,40 @@ def test_sigkill_at_each_step_then_rerun_stores_every_event_exactly_once(embedde
         probe.close()
 
 
+class _FailingObjectPuts:
+    """The real store, but its `fail_at`-th object put (checkpoints aside) raises: S3 failing mid-run."""
+
+    def __init__(self, store, fail_at: int):
+        self.store, self.fail_at, self.puts = store, fail_at, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+    def put(self, bucket: str, key: str, body: bytes, **conditions) -> str:
+        if not key.startswith("_ingest/"):
+            self.puts += 1
+            if self.puts == self.fail_at:
+                raise OSError("injected: S3 answered 503 SlowDown")
+        return self.store.put(bucket, key, body, **conditions)
+
+
+def test_an_upload_failing_in_the_writer_fails_the_run_commits_no_offset_and_the_rerun_lands_all_once(
+        embedded, store, topic):
+    produced = _simulated(embedded, topic)
+    settings = _settings(embedded, topic, chunk_records=200)
+    with pytest.raises(OSError, match="injected"):
+        sink.run(settings, store=_FailingObjectPuts(store, fail_at=5))
+    from kafka import KafkaConsumer, TopicPartition
+
+    probe = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, group_id=settings.ingest.group_id)
+    try:
+        assert all(probe.committed(TopicPartition(topic, p)) is None for p in probe.partitions_for_topic(topic))
+    finally:
+        probe.close()
+    assert sink.run(settings).records > 0
+    _assert_exactly_once(store, settings, topic, produced)
+
+
 def test_a_retried_run_rewrites_the_same_objects_with_the_same_bytes(embedded, store, topic):
     produced = _simulated(embedded, topic)
     assert _ingest_process(topic, "after_upload").returncode == -9

@@ -18,7 +18,7 @@ from feedloop.ingest import replay
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.chunk import Chunk
 from feedloop.ingest.errors import Fenced, IngestError
-from feedloop.ingest.sink import PartitionSink
+from feedloop.ingest.partition import PartitionSink
 from feedloop.ingest.writer import read_parquet
 from feedloop.core.storage import PreconditionFailed
 from tests.support.kafka_helpers import NOW, event

@@ -119,6 +119,7 @@ class IngestSettings(_Section):
     max_skew_minutes: float = Field(10, gt=0)       # event_ts newer than arrival + this -> dead letter
     max_bad_ratio: float = Field(0.01, ge=0, le=1)  # above this the task fails (after saving everything)
     zstd_level: int = Field(3, ge=1, le=22)
+    pipeline_depth: int = Field(2, ge=1)            # sealed chunks (and fetched batches) waiting before polling blocks
 
 
 class QualityThresholds(_Section):

@@ -27,7 +27,7 @@ from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.chunk import Chunk
 from feedloop.ingest.errors import Fenced, IngestError
 from feedloop.ingest.fence import Claim
-from feedloop.ingest.sink import limits
+from feedloop.ingest.partition import limits
 from feedloop.ingest.writer import parquet_bytes
 from feedloop.core.storage import ObjectStore
 from feedloop.core.streams import consumer

@@ -1,51 +1,31 @@
 """The bounded sink run: Kafka -> Parquet objects on S3, exactly once.
 
-Commit protocol, per partition: claim the checkpoint (compare-and-swap, fencing any older run),
-write the chunk's objects (deterministic names, conditional puts: feedloop.ingest.fence), then the
-checkpoint (compare-and-swap), then commit the Kafka offsets. A crash anywhere leaves at worst objects that a
-retry rewrites with the same names, so a row is never stored twice; the checkpoint (read
-first on start) means a lost Kafka commit never re-adds data either.
+Commit protocol, per partition (feedloop.ingest.partition): claim the checkpoint (compare-and-swap,
+fencing any older run), write each chunk's objects (deterministic names, conditional puts:
+feedloop.ingest.fence), then the checkpoint (compare-and-swap); after every chunk is written, commit
+the Kafka offsets. A crash anywhere leaves at worst objects that a retry rewrites with the same names,
+so a row is never stored twice; the checkpoint (read first on start) means a lost Kafka commit never
+re-adds data either. The poll thread only fetches: decoding and writing run in a bounded pipeline
+behind it (feedloop.ingest.pipeline), which keeps that order.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Iterable
 
-import pyarrow.compute as pc
-
-from feedloop.contract.lake import DEADLETTER_SCHEMA, LAKE_SCHEMA
+from feedloop.contract.events import format_ts
 from feedloop.core import layout as lake
 from feedloop.core.config import IngestSettings, Settings
-from feedloop.contract.events import format_ts
-from feedloop.ingest import failpoints, log_range
-from feedloop.ingest.checkpoint import Checkpoint
-from feedloop.ingest.chunk import Chunk, Limits
-from feedloop.ingest.errors import IngestError, LogMismatch
-from feedloop.ingest.fence import Claim
-from feedloop.ingest.writer import parquet_bytes, read_parquet
 from feedloop.core.storage import ObjectStore
 from feedloop.core.streams import consumer
-
-
-# S3 puts overlap with encoding the next object (boto3 clients are thread-safe).
-_UPLOADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="feedloop-upload")
-
-
-@dataclass
-class PartitionStats:
-    start_offset: int
-    next_offset: int
-    records: int = 0
-    bytes: int = 0
-    events: int = 0
-    deadletters: int = 0
-    min_event_ts: str | None = None
-    max_event_ts: str | None = None
+from feedloop.ingest import failpoints, log_range
+from feedloop.ingest.checkpoint import Checkpoint
+from feedloop.ingest.errors import IngestError, LogMismatch
+from feedloop.ingest.partition import PartitionSink, PartitionStats
+from feedloop.ingest.pipeline import Pipeline
 
 
 @dataclass
@@ -66,119 +46,6 @@ class RunReport:
     @property
     def bad_ratio(self) -> float:
         return self.deadletters / self.records if self.records else 0.0
-
-
-def limits(cfg: IngestSettings) -> Limits:
-    return Limits(timedelta(hours=cfg.max_lateness_hours), timedelta(minutes=cfg.max_skew_minutes))
-
-
-class PartitionSink:
-    """The open chunk of one partition and its part of the commit protocol."""
-
-    def __init__(self, store: ObjectStore, settings: Settings, topic: str, partition: int, *, owner: str = "",
-                 checkpoint: Checkpoint | None = None):
-        self.store = store
-        self.bucket = settings.s3.lake_bucket
-        self.cfg = settings.ingest
-        self.topic, self.partition = topic, partition
-        loaded = checkpoint or Checkpoint.load(store, self.bucket, topic, partition) or Checkpoint(topic, partition)
-        self.chunk_records = self._chunk_records(loaded)
-        self.claim = Claim(store, self.bucket, loaded, owner or f"sink:{uuid.uuid4().hex[:12]}")  # fences older runs
-        self.chunk = self._open_chunk(self.checkpoint.chunk_start, self.checkpoint.next_offset)
-        self._load_open_chunk()
-        self.stats = PartitionStats(self.checkpoint.next_offset, self.checkpoint.next_offset)
-        self.written: list[str] = []
-
-    @property
-    def checkpoint(self) -> Checkpoint:
-        return self.claim.checkpoint
-
-    def _chunk_records(self, checkpoint: Checkpoint) -> int:
-        recorded = checkpoint.chunk_records or self.cfg.chunk_records
-        if recorded != self.cfg.chunk_records:
-            raise IngestError(
-                f"ingest.chunk_records is {self.cfg.chunk_records} but {self.topic}[{self.partition}] was written with "
-                f"{recorded}; changing it would move object boundaries and duplicate rows. Set it back to {recorded}."
-            )
-        return recorded
-
-    def _open_chunk(self, start: int, next_offset: int) -> Chunk:
-        return Chunk(self.topic, self.partition, start, self.chunk_records, limits(self.cfg), next_offset,
-                     generation=self.checkpoint.generation)
-
-    def _load_open_chunk(self) -> None:
-        """Rows of the open chunk already in S3 (below the checkpoint), so its objects grow, never fork."""
-        below = self.checkpoint.next_offset
-        for key in self.checkpoint.chunk_objects:
-            found = self.claim.read(key)
-            if found is None:
-                raise IngestError(f"s3://{self.bucket}/{key} is named by the checkpoint but missing; replay the chunk")
-            dead = key.startswith(lake.DEADLETTER_PREFIX)
-            table = read_parquet(found, DEADLETTER_SCHEMA if dead else LAKE_SCHEMA)
-            table = table.filter(pc.less(table["kafka_offset"], below))
-            (self.chunk.dead if dead else self.chunk.rows).append(table)
-
-    @property
-    def next_offset(self) -> int:
-        return self.chunk.next_offset
-
-    def add(self, offsets: list[int], timestamps_ms: list[int], values: list[bytes]) -> None:
-        """Route a fetched batch (ascending offsets) into chunks; completed chunks are flushed at once."""
-        i = 0
-        while i < len(offsets):
-            chunk_start = offsets[i] - offsets[i] % self.chunk_records
-            if chunk_start != self.chunk.start:
-                self.flush()
-                self.chunk = self._open_chunk(chunk_start, offsets[i])
-            j = i
-            end = self.chunk.end
-            while j < len(offsets) and offsets[j] < end:
-                j += 1
-            self._add_slice(offsets[i:j], timestamps_ms[i:j], values[i:j])
-            i = j
-
-    def _add_slice(self, offsets: list[int], timestamps_ms: list[int], values: list[bytes]) -> None:
-        rows_before, dead_before = len(self.chunk.rows), len(self.chunk.dead)
-        self.chunk.add(offsets, timestamps_ms, values)
-        new_rows = self.chunk.rows[rows_before:]
-        s = self.stats
-        s.records += len(offsets)
-        s.bytes += sum(map(len, values))
-        s.events += sum(t.num_rows for t in new_rows)
-        s.deadletters += sum(t.num_rows for t in self.chunk.dead[dead_before:])
-        s.next_offset = self.chunk.next_offset
-        for t in new_rows:
-            if t.num_rows:
-                lo, hi = pc.min_max(t["event_ts"]).values()
-                s.min_event_ts = min(filter(None, (s.min_event_ts, format_ts(lo.as_py()))))
-                s.max_event_ts = max(filter(None, (s.max_event_ts, format_ts(hi.as_py()))))
-
-    def flush(self) -> None:
-        """Write the current chunk's objects, then the checkpoint (data first, position last)."""
-        if not self.chunk.dirty:
-            return
-        objects = {**self.chunk.events_objects(), **self.chunk.deadletter_objects()}
-        uploads = []
-        for key, table in sorted(objects.items()):
-            body = parquet_bytes(table, zstd_level=self.cfg.zstd_level)
-            uploads.append(_UPLOADS.submit(self.claim.put, key, body))
-            if len(uploads) == 1:
-                uploads[0].result()
-                failpoints.hit(failpoints.MID_UPLOAD)
-        for upload in uploads:
-            upload.result()  # every object is durable before the checkpoint names it
-        self.written.extend(sorted(objects))
-        failpoints.hit(failpoints.AFTER_UPLOAD)
-        complete = self.chunk.next_offset >= self.chunk.end
-        self.claim.commit(replace(
-            self.checkpoint,
-            next_offset=self.chunk.next_offset,
-            chunk_records=self.chunk_records,
-            chunk_start=self.chunk.end if complete else self.chunk.start,
-            chunk_objects=[] if complete else sorted(objects),
-            updated_at=format_ts(datetime.now(timezone.utc)),
-        ))
-        self.chunk.dirty = False
 
 
 def run(settings: Settings, *, run_id: str | None = None, partitions: Iterable[int] | None = None,
@@ -203,11 +70,15 @@ def run(settings: Settings, *, run_id: str | None = None, partitions: Iterable[i
                  for p in wanted}
         for p, sink in sinks.items():
             kafka.seek(tps[p], sink.next_offset)
-        report.stop_reason = _consume(kafka, sinks, cfg, report)
-        for sink in sinks.values():
-            sink.flush()
+        pipeline = Pipeline(sinks, depth=cfg.pipeline_depth)
+        try:
+            report.stop_reason = _consume(kafka, pipeline, cfg, report)
+        except BaseException:
+            pipeline.abort()
+            raise
+        pipeline.close()  # every chunk written and checkpointed, or the first error raised here
         failpoints.hit(failpoints.AFTER_CHECKPOINT)
-        kafka.commit({tps[p]: OffsetAndMetadata(s.next_offset, "", -1) for p, s in sinks.items()})
+        kafka.commit({tps[p]: OffsetAndMetadata(s.checkpoint.next_offset, "", -1) for p, s in sinks.items()})
         failpoints.hit(failpoints.AFTER_COMMIT)
     finally:
         kafka.close(autocommit=False)
@@ -246,7 +117,8 @@ def _checkpoints_in_the_log(settings: Settings, store: ObjectStore, partitions: 
             for p in partitions}
 
 
-def _consume(kafka, sinks: dict[int, PartitionSink], cfg: IngestSettings, report: RunReport) -> str:
+def _consume(kafka, pipeline: Pipeline, cfg: IngestSettings, report: RunReport) -> str:
+    """Poll and hand each batch to the pipeline (blocking while it is full) until a stop condition."""
     deadline = time.monotonic() + cfg.max_run_seconds
     empty = 0
     while True:
@@ -263,8 +135,8 @@ def _consume(kafka, sinks: dict[int, PartitionSink], cfg: IngestSettings, report
             continue
         empty = 0
         for tp, records in polled.items():
-            sinks[tp.partition].add([r.offset for r in records], [r.timestamp for r in records],
-                                    [r.value if r.value is not None else b"" for r in records])
+            pipeline.submit(tp.partition, [r.offset for r in records], [r.timestamp for r in records],
+                            [r.value if r.value is not None else b"" for r in records])
             report.records += len(records)
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from feedloop.core.config import load_settings
 from feedloop.ingest.chunk import Chunk, Limits
-from feedloop.ingest.sink import limits
+from feedloop.ingest.partition import limits
 from tests.support.kafka_helpers import event
 
 LIMITS = Limits(max_lateness=timedelta(hours=48), max_skew=timedelta(minutes=10))

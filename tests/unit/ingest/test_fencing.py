@@ -20,7 +20,7 @@ from feedloop.ingest import replay
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.chunk import Chunk
 from feedloop.ingest.errors import IngestError
-from feedloop.ingest.sink import PartitionSink
+from feedloop.ingest.partition import PartitionSink
 from feedloop.ingest.writer import read_parquet
 from tests.support.kafka_helpers import event
 from tests.unit.ingest.fakestore import FakeStore, Interleaved
