@@ -212,7 +212,7 @@ def _decode_block(raws: Sequence[bytes]) -> DecodedBatch | None:
     bad = _invalid_rows(table)
     keep = pc.invert(bad)
     try:
-        valid = _to_contract(table.filter(keep))
+        valid = _to_contract(table.filter(keep) if pc.any(bad).as_py() else table)
     except pa.ArrowInvalid:  # a well-formed but impossible date, e.g. month 13
         return None
     if valid.num_rows and not _in_ts_range(valid["event_ts"]):
@@ -249,10 +249,11 @@ def _read_block(raws: Sequence[bytes]) -> pa.Table | None:
     block = b"\n".join(raws)
     if not _one_object_line_per_record(block, len(raws)):
         return None
-    try:
-        block.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    if not block.isascii():  # ASCII (the usual block) is valid UTF-8, and checking that is a third of decoding
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
     try:
         table = pj.read_json(
             io.BytesIO(block),

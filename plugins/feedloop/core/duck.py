@@ -26,11 +26,15 @@ def httpfs_extension() -> Path:
     return found[0]
 
 
-def connect(settings: Settings, *, memory_limit: str = "2GB", threads: int = 2, temp_dir: Path | None = None):
-    """An in-process DuckDB that reads and writes s3:// on the configured endpoint."""
+def connect(settings: Settings, *, memory_limit: str = "2GB", threads: int = 2, temp_dir: Path | None = None,
+            database: Path | None = None):
+    """An in-process DuckDB that reads and writes s3:// on the configured endpoint.
+
+    `database`: a file for the tables (compressed and paged out under memory_limit); default in memory.
+    """
     import duckdb
 
-    con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit,
+    con = duckdb.connect(str(database) if database else ":memory:", config={"threads": threads, "memory_limit": memory_limit,
                                  "preserve_insertion_order": False})
     if temp_dir is not None:
         temp_dir.mkdir(parents=True, exist_ok=True)

@@ -131,6 +131,13 @@ class ObjectStore:
             for item in page.get("Contents", []):
                 yield item["Key"]
 
+    def list_etags(self, bucket: str, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """(key, ETag) pairs from the listing itself: the same ETag a HEAD returns, without a request per key."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"], item["ETag"]
+
     def delete(self, bucket: str, key: str) -> None:
         self.client.delete_object(Bucket=bucket, Key=key)
 

@@ -16,7 +16,7 @@ import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from feedloop.features import definitions as features
 from feedloop.core import layout as lake
-from feedloop.features import propensity
+from feedloop.features import propensity, staging
 from feedloop.core.config import Settings
 from feedloop.quality.status import label
 from feedloop.core.storage import ObjectStore
@@ -95,10 +95,12 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None,
     inputs = _input_objects(store, bucket, settings.kafka.topic, input_start(settings, start), end,
                             excluded=set(result.excluded_hours))
     result.input_objects = len(inputs)
+    if not inputs:
+        raise NotEnoughData(f"no events in s3://{bucket}/{lake.EVENTS_PREFIX} for {start}..{end}")
     with tempfile.TemporaryDirectory(prefix="feedloop-dataset-") as tmp:
         con = duck.connect(settings, memory_limit=settings.dataset.duckdb_memory_limit,
-                           threads=settings.dataset.duckdb_threads, temp_dir=Path(tmp))
-        _stage(con, settings, store, inputs, start, end)
+                           threads=settings.dataset.duckdb_threads, temp_dir=Path(tmp) / "duckdb")
+        staging.stage(con, settings, store, inputs, start, end, Path(tmp) / "lake")
         curves, methods = _propensities(con, settings)
         result.propensity_method = "+".join(sorted(set(methods.values())))
         written, rows, digest = _write_rows(con, settings, store, prefix, curves, start, end, Path(tmp))
@@ -125,84 +127,12 @@ def _input_objects(store: ObjectStore, bucket: str, topic: str, start: date, end
     found: dict[str, str] = {}
     d = start
     while d <= end:
-        for key in store.list_keys(bucket, lake.day_prefix(d)):
+        for key, etag in store.list_etags(bucket, lake.day_prefix(d)):
             ref = lake.parse_key(key)
             if ref and ref.topic == topic and not (ref.hour and label(ref.hour) in excluded):
-                found[key] = ""
+                found[key] = etag
         d += timedelta(days=1)
-    for key in found:
-        head = store.client.head_object(Bucket=bucket, Key=key)
-        found[key] = head["ETag"]
     return dict(sorted(found.items()))
-
-
-def _stage(con, settings: Settings, store: ObjectStore, inputs: dict[str, str], start: date, end: date) -> None:
-    """Views over the inputs, then the small daily aggregates and the window's impressions and labels."""
-    bucket = settings.s3.lake_bucket
-    cfg = settings.dataset
-    files = [f"s3://{bucket}/{k}" for k in inputs]
-    end_ts = datetime(end.year, end.month, end.day, tzinfo=timezone.utc)
-    label_cutoff = end_ts + timedelta(minutes=cfg.attribution_minutes)
-    if not inputs:
-        raise NotEnoughData(f"no events in s3://{bucket}/{lake.EVENTS_PREFIX} for {start}..{end}")
-    file_list = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    con.execute(f"CREATE VIEW ev AS SELECT * FROM read_parquet([{file_list}], union_by_name = true) "
-                f"WHERE ingest_ts < TIMESTAMPTZ '{label_cutoff.isoformat()}'")
-    if store.get(bucket, lake.CATALOG_ITEMS_KEY) is not None:
-        source = f"s3://{bucket}/{lake.CATALOG_ITEMS_KEY}"
-        names = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [source]).fetchall()}
-        author = "author_id" if "author_id" in names else "NULL::VARCHAR"  # lets a pod fill a missing author
-        con.execute(f"CREATE TABLE catalog AS SELECT item_id, topic, created_at, {author} AS catalog_author_id "
-                    "FROM read_parquet(?)", [source])
-    else:
-        log.warning("no item catalog at s3://%s/%s: topic and item-age features are unknown", bucket,
-                    lake.CATALOG_ITEMS_KEY)
-        con.execute("CREATE TABLE catalog (item_id VARCHAR, topic VARCHAR, created_at TIMESTAMPTZ, "
-                    "catalog_author_id VARCHAR)")
-    count_expr = {"impr": "event_type = 'impression'", "click": "event_type = 'click'",
-                  "like": "event_type = 'like'", "share": "event_type = 'share'"}
-    for entity in features.ENTITIES:
-        keys = ", ".join(entity.keys)
-        counts = ", ".join(f"count(*) FILTER (WHERE {count_expr[c]}) AS {c}" for c in entity.counts)
-        con.execute(f"""
-            CREATE TABLE daily_{entity.name} AS
-            SELECT {keys}, CAST(ingest_ts AS DATE) AS d, {counts}
-            FROM ev LEFT JOIN catalog USING (item_id)
-            WHERE ingest_ts < ? AND {' AND '.join(f'{k} IS NOT NULL' for k in entity.keys)}
-            GROUP BY ALL""", [end_ts])
-    # Impressions one event day at a time (reading only that day's objects): deduplicating the
-    # whole window in one window function is what outgrew dataset.duckdb_memory_limit at 10M rows.
-    con.execute("""
-        CREATE TABLE imp (request_id VARCHAR, user_id VARCHAR, item_id VARCHAR, author_id VARCHAR, topic VARCHAR,
-                          tenant_id VARCHAR, surface VARCHAR, device VARCHAR, position INTEGER, explore BOOLEAN,
-                          model_version VARCHAR, event_ts TIMESTAMPTZ, d DATE, request_ts DOUBLE, item_created_at DOUBLE)""")
-    for day in _days(start, end):
-        day_files = [f for f in files if f"/dt={day.isoformat()}/" in f]
-        if not day_files:
-            continue
-        day_list = ", ".join("'" + f.replace("'", "''") + "'" for f in day_files)
-        con.execute(f"""
-            INSERT INTO imp
-            SELECT e.request_id, e.user_id, e.item_id, e.author_id, c.topic, e.tenant_id, e.surface, e.device,
-                   e.position, coalesce(e.explore, false), e.model_version, e.event_ts, CAST(e.event_ts AS DATE),
-                   epoch(e.event_ts), epoch(c.created_at)
-            FROM read_parquet([{day_list}], union_by_name = true) e LEFT JOIN catalog c USING (item_id)
-            WHERE e.event_type = 'impression' AND e.ingest_ts < TIMESTAMPTZ '{label_cutoff.isoformat()}'
-            QUALIFY row_number() OVER (PARTITION BY e.request_id, e.item_id ORDER BY e.event_ts, e.event_id) = 1""")
-    g = cfg.label_grades
-    con.execute(f"""
-        CREATE TABLE lab AS
-        SELECT i.request_id, i.item_id, max(CASE o.event_type
-                 WHEN 'share' THEN {g.get('share', 3)}
-                 WHEN 'like' THEN {g.get('like', 2)}
-                 WHEN 'dwell' THEN CASE WHEN o.dwell_ms >= {cfg.long_dwell_ms} THEN {g.get('long_dwell', 2)}
-                                        ELSE {g.get('click', 1)} END
-                 WHEN 'click' THEN {g.get('click', 1)}
-                 ELSE 0 END) AS label
-        FROM imp i JOIN ev o ON o.request_id = i.request_id AND o.item_id = i.item_id
-         AND o.event_type <> 'impression' AND o.event_ts >= i.event_ts
-         AND o.event_ts < i.event_ts + INTERVAL {cfg.attribution_minutes} MINUTE
-        GROUP BY ALL""")
 
 
 def _days(start: date, end: date) -> list[date]:

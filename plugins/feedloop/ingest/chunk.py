@@ -62,18 +62,20 @@ class Chunk:
         no_arrival = pc.or_(pc.less(arrival_ms, _MIN_MS), pc.greater_equal(arrival_ms, _MAX_MS))
         clamped = pc.max_element_wise(pc.min_element_wise(arrival_ms, _MAX_MS - 1), _MIN_MS)
         source = pa.table({
-            "kafka_topic": pa.array([self.topic] * n, pa.string()),
-            "kafka_partition": pa.array([self.partition] * n, pa.int32()),
+            "kafka_topic": pa.repeat(pa.scalar(self.topic, pa.string()), n),
+            "kafka_partition": pa.repeat(pa.scalar(self.partition, pa.int32()), n),
             "kafka_offset": offset_array,
             "ingest_ts": clamped.cast(pa.timestamp("ms", tz="UTC")),
         })
         decoded = events.decode_batch(values)
+        all_kept = len(decoded.kept) == n  # the usual block: the source columns are used as they are, not copied
+        kept = source if all_kept else source.take(decoded.kept)
         good = decoded.table
         for name in source.column_names:
-            good = good.append_column(LAKE_SCHEMA.field(name), source[name].take(decoded.kept))
+            good = good.append_column(LAKE_SCHEMA.field(name), kept[name])
         dead_idx = [r.index for r in decoded.rejected]
         reasons = [r.reason for r in decoded.rejected]
-        out_of_window = self._out_of_window(good, no_arrival.take(decoded.kept))
+        out_of_window = self._out_of_window(good, no_arrival if all_kept else no_arrival.take(decoded.kept))
         if out_of_window is not None:
             good = good.filter(pc.invert(out_of_window))
             late = decoded.kept.filter(out_of_window).to_pylist()
@@ -121,9 +123,10 @@ class Chunk:
         if table.num_rows == 0:
             return {}
         hour_ms = pc.divide(pc.cast(table["event_ts"], pa.int64()), 3_600_000)
+        hours = pc.unique(hour_ms).to_pylist()
         out = {}
-        for h in pc.unique(hour_ms).to_pylist():
-            part = table.filter(pc.equal(hour_ms, h))
+        for h in hours:
+            part = table if len(hours) == 1 else table.filter(pc.equal(hour_ms, h))
             start = part["event_ts"][0].as_py()
             hour = lake.HourPartition(start.date(), start.hour)
             out[lake.events_key(hour, self.topic, self.partition, self.start, self.generation)] = part
@@ -145,7 +148,9 @@ class Chunk:
 
 def _dedupe(table: pa.Table) -> pa.Table:
     """Keep the first occurrence (lowest offset) of every event_id; rows sorted by offset."""
-    table = table.sort_by("kafka_offset")
+    offsets = table["kafka_offset"]
+    if not pc.all(pc.less_equal(offsets[:-1], offsets[1:])).as_py():  # rows reloaded from several hour objects
+        table = table.sort_by("kafka_offset")
     if table.num_rows == 0 or pc.count_distinct(table["event_id"]).as_py() == table.num_rows:
         return table
     firsts = table.group_by("event_id", use_threads=False).aggregate([("kafka_offset", "min")])
