@@ -139,14 +139,6 @@ def _days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days)]
 
 
-def _snapshot_select(entity: features.Entity, as_of: str) -> str:
-    """Windowed counts per key over arrival days [as_of - w, as_of): SQL shared by training and serving."""
-    sums = ", ".join(
-        f"coalesce(sum(x.{c}) FILTER (WHERE x.d >= {as_of} - {w}), 0)::DOUBLE AS {features.count_column(entity.name, c, w)}"
-        for w in entity.windows for c in entity.counts)
-    return sums
-
-
 def _propensities(con, settings: Settings) -> tuple[dict[str, dict[int, float]], dict[str, str]]:
     """Per surface: the exploration estimate if it has enough support, else the click model's."""
     explore = con.execute("""
@@ -160,7 +152,7 @@ def _propensities(con, settings: Settings) -> tuple[dict[str, dict[int, float]],
             SELECT surface, position, item_id, count(*) AS impressions,
                    count(*) FILTER (WHERE coalesce(l.label, 0) >= 1) AS clicks
             FROM imp i LEFT JOIN lab l USING (request_id, item_id) WHERE NOT list_contains(?::VARCHAR[], surface)
-            GROUP BY ALL""", [sorted(curves)]).fetch_arrow_table()
+            GROUP BY ALL ORDER BY ALL""", [sorted(curves)]).fetch_arrow_table()  # ordered: the EM sums in row order
         for surface, curve in propensity.from_click_model(logs).items():
             curves[surface], methods[surface] = curve, "click_model"
     return curves, dict(sorted(methods.items()))
@@ -171,16 +163,8 @@ def _row_query(day: date) -> str:
     on_day = f"d = DATE '{day.isoformat()}'"
     joins, cols = [], []
     for e in features.ENTITIES:
-        keys = ", ".join(e.keys)
-        on = " AND ".join(f"p.{k} = x.{k}" for k in e.keys)
-        joins.append(f"""
-        LEFT JOIN (
-            SELECT p.{', p.'.join(e.keys)}, p.d, {_snapshot_select(e, 'p.d')}
-            FROM (SELECT DISTINCT {keys}, d FROM imp
-                  WHERE {on_day} AND {' AND '.join(f'{k} IS NOT NULL' for k in e.keys)}) p
-            LEFT JOIN daily_{e.name} x ON {on} AND x.d < p.d AND x.d >= p.d - {max(e.windows)}
-            GROUP BY ALL
-        ) s_{e.name} ON {' AND '.join(f's_{e.name}.{k} = i.{k}' for k in e.keys)} AND s_{e.name}.d = i.d""")
+        on = " AND ".join(f"s_{e.name}.{k} = i.{k}" for k in e.keys)
+        joins.append(f"\n        LEFT JOIN (SELECT * FROM feat_{e.name} WHERE {on_day}) s_{e.name} ON {on}")
         cols += [f"coalesce(s_{e.name}.{c}, 0) AS {c}" for c in e.columns()]
     return f"""
         SELECT i.request_id, i.user_id, i.item_id, i.author_id, i.tenant_id, i.surface, i.device, i.position,
@@ -290,7 +274,7 @@ def _write_snapshot(con, settings: Settings, bucket: str, prefix: str, as_of: da
     for e in features.ENTITIES:
         key = f"{prefix}snapshot/{e.name}.parquet"
         con.execute(f"""
-            COPY (SELECT {', '.join('x.' + k for k in e.keys)}, {_snapshot_select(e, "DATE '" + as_of.isoformat() + "'")}
+            COPY (SELECT {', '.join('x.' + k for k in e.keys)}, {staging.snapshot_sums(e, "DATE '" + as_of.isoformat() + "'")}
                   FROM daily_{e.name} x WHERE x.d < DATE '{as_of.isoformat()}'
                     AND x.d >= DATE '{as_of.isoformat()}' - {max(e.windows)}
                   GROUP BY ALL ORDER BY ALL)

@@ -13,6 +13,9 @@ Tables left in the connection:
   daily_<name>   counts per entity key and ARRIVAL day (ingest_ts) before the window's end
   imp            the window's impressions, one per (request_id, item_id) and event day
   lab            the graded label of each impression with outcomes inside the attribution window
+  feat_<name>    windowed counts per entity key and impression day d, over arrival days [d - w, d): computed
+                 once for all days (the rows join them per day; scanning each daily table once per day was the
+                 next cost)
 """
 
 from __future__ import annotations
@@ -47,6 +50,15 @@ def stage(con, settings: Settings, store: ObjectStore, inputs: dict[str, str], s
         _daily(con, entity, end_ts)
     _impressions(con, start, end)
     _labels(con, settings)
+    for entity in features.ENTITIES:
+        _features_by_day(con, entity)
+
+
+def snapshot_sums(entity: features.Entity, as_of: str) -> str:
+    """Windowed counts per key over arrival days [as_of - w, as_of): SQL shared by training and serving."""
+    return ", ".join(
+        f"coalesce(sum(x.{c}) FILTER (WHERE x.d >= {as_of} - {w}), 0)::DOUBLE AS {features.count_column(entity.name, c, w)}"
+        for w in entity.windows for c in entity.counts)
 
 
 def mirror(store: ObjectStore, bucket: str, keys: list[str], folder: Path) -> list[str]:
@@ -136,3 +148,13 @@ def _labels(con, settings: Settings) -> None:
 
 def _sql_list(files: list[str]) -> str:
     return ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+
+
+def _features_by_day(con, e: features.Entity) -> None:
+    on = " AND ".join(f"p.{k} = x.{k}" for k in e.keys)
+    con.execute(f"""
+        CREATE TABLE feat_{e.name} AS
+        SELECT p.{', p.'.join(e.keys)}, p.d, {snapshot_sums(e, 'p.d')}
+        FROM (SELECT DISTINCT {', '.join(e.keys)}, d FROM imp WHERE {' AND '.join(f'{k} IS NOT NULL' for k in e.keys)}) p
+        LEFT JOIN daily_{e.name} x ON {on} AND x.d < p.d AND x.d >= p.d - {max(e.windows)}
+        GROUP BY ALL""")
