@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 import pytest
 
+from feedloop.contract import impression_lists
 from feedloop.features import dataset
 from feedloop.ops import loop_audit
 from feedloop.promotion import steps as promotion
@@ -81,7 +82,7 @@ def loop(embedded, tmp_path_factory):
         dropped = client.dropped()
         produced[DAYS - 1] = _step(settings, sim, client, DAYS - 1, report)
         dropped = client.dropped() - dropped
-        kafka = [orjson.loads(m.value) for m in _read_all(settings, topic)]
+        kafka = [e for m in _read_all(settings, topic) for e in impression_lists.events_in(m.value)]
         # The day the first model served is retrained: the second candidate. A day here holds ~150 judged lists,
         # too few for a decisive interval, so an inconclusive verdict promotes (the default holds).
         second = _retrain(settings, START + timedelta(days=DAYS - 1), overrides={"inconclusive": "promote"})

@@ -14,7 +14,7 @@ from datetime import timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from feedloop.contract import events
+from feedloop.contract import events, impression_lists
 from feedloop.contract.lake import DEADLETTER_SCHEMA, LAKE_SCHEMA
 from feedloop.core import layout as lake
 from feedloop.core import utc
@@ -67,8 +67,9 @@ class Chunk:
             "kafka_offset": offset_array,
             "ingest_ts": clamped.cast(pa.timestamp("ms", tz="UTC")),
         })
-        decoded = events.decode_batch(values)
-        all_kept = len(decoded.kept) == n  # the usual block: the source columns are used as they are, not copied
+        decoded = impression_lists.decode_records(values)  # a list record's rows share its offset
+        # the usual block, one row per record: the source columns are used as they are, not copied
+        all_kept = len(decoded.kept) == n and not decoded.rejected
         kept = source if all_kept else source.take(decoded.kept)
         good = decoded.table
         for name in source.column_names:
@@ -78,10 +79,13 @@ class Chunk:
         out_of_window = self._out_of_window(good, no_arrival if all_kept else no_arrival.take(decoded.kept))
         if out_of_window is not None:
             good = good.filter(pc.invert(out_of_window))
-            late = decoded.kept.filter(out_of_window).to_pylist()
+            rows = pc.indices_nonzero(out_of_window).to_pylist()
+            records = decoded.kept.take(pa.array(rows, pa.int64())).to_pylist()
+            first = [j for j in range(len(rows)) if j == 0 or records[j] != records[j - 1]]  # a list dead-letters once
+            late = [records[j] for j in first]
             dead_idx += late
             reasons += self._window_reasons(source.take(pa.array(late, pa.int64())),
-                                            decoded.table.take(pc.indices_nonzero(out_of_window)),
+                                            decoded.table.take(pa.array([rows[j] for j in first], pa.int64())),
                                             arrival_ms.take(pa.array(late, pa.int64())).to_pylist())
         if dead_idx:
             order = sorted(range(len(dead_idx)), key=dead_idx.__getitem__)

@@ -1,11 +1,12 @@
-"""Every served list goes back to Kafka as impression events, without ever slowing a request.
+"""Every served list goes back to Kafka as one impression-list record, without ever slowing a request.
 
 Why: the loop closes only if what the pods showed becomes the next training set, stamped with the
-model version that ranked it. Requests hand a compact record to a buffer bounded in events and in
-bytes and return; one background thread expands records into EngagementEvents and produces them in
-batches. When Kafka is slow or down the buffer fills and further lists are dropped and counted
-(feedloop_impressions_dropped_total by reason), never blocking or failing a request. No single list
-can stop the thread: whatever producing it raises is counted and the next list goes out.
+model version that ranked it. Requests hand the list to a buffer bounded in events and in bytes and
+return; one background thread encodes each list as one record (feedloop.contract.impression_lists:
+the ingest sink expands it into the impression events, one per item) and produces them. When Kafka
+is slow or down the buffer fills and further lists are dropped and counted
+(feedloop_impressions_dropped_total by reason, in events), never blocking or failing a request. No
+single list can stop the thread: whatever producing it raises is counted and the next list goes out.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import orjson
 
 from feedloop.core.config import KafkaSettings, ServingSettings
 from feedloop.core.credentials import resolve_kafka
-from feedloop.contract.events import SCHEMA_VERSION, format_ts, to_json
+from feedloop.contract import impression_lists
+from feedloop.contract.events import format_ts
 from feedloop.serving import metrics
 
 log = logging.getLogger("feedloop.serving.impressions")
-# JSON keys, fixed values and event_id suffix of one impression event beyond its strings: 253-257 bytes at
-# positions up to 1,000 (tests/unit/serving/test_impression_buffer.py holds the estimate to the real size)
-EVENT_ENVELOPE_BYTES = 260
+# JSON keys and fixed values of a list record beyond its strings (tests/unit/serving/test_impression_buffer.py
+# holds the estimate to the real size)
+RECORD_ENVELOPE_BYTES = 240
 
 
 @dataclass(frozen=True)
@@ -48,29 +50,20 @@ class ServedList:
     item_ids: Sequence[str]
     author_ids: Sequence[str | None]
 
-    def events(self) -> list[dict]:
-        ts = format_ts(datetime.fromtimestamp(self.ts_ms / 1000, timezone.utc))
-        base = {"event_ts": ts, "tenant_id": self.tenant_id, "user_id": self.user_id, "request_id": self.request_id,
-                "surface": self.surface, "device": self.device, "query": self.query, "event_type": "impression",
-                "dwell_ms": None, "schema_version": SCHEMA_VERSION, "explore": self.explore,
-                "model_version": self.model_version}
-        return [{**base, "event_id": event_id(self.request_id, pos, "impression"), "item_id": item,
-                 "author_id": author or "unknown", "position": pos}
-                for pos, (item, author) in enumerate(zip(self.item_ids, self.author_ids), start=1)]
+    def record(self) -> bytes:
+        """The list's wire record (feedloop.contract.impression_lists)."""
+        return impression_lists.encode(
+            request_id=self.request_id, event_ts=format_ts(datetime.fromtimestamp(self.ts_ms / 1000, timezone.utc)),
+            tenant_id=self.tenant_id, user_id=self.user_id, surface=self.surface, device=self.device, query=self.query,
+            explore=self.explore, model_version=self.model_version, item_ids=self.item_ids, author_ids=self.author_ids)
 
     def wire_bytes(self) -> int:
-        """The bytes its events take on the wire, at most: their strings' JSON (encoded once, not per event, as
-        this runs on the request path) plus a fixed envelope per event."""
-        shared = orjson.dumps([self.tenant_id, self.user_id, self.request_id, self.request_id, self.surface,
-                               self.device, self.query, self.model_version])
-        each = len(shared) + EVENT_ENVELOPE_BYTES
-        return (len(self.item_ids) * each + len(orjson.dumps(list(self.item_ids)))
+        """Its record's size on the wire, at most, without encoding it (this runs on the request path): the
+        strings' JSON plus a fixed envelope."""
+        shared = orjson.dumps([self.tenant_id, self.user_id, self.request_id, self.surface, self.device, self.query,
+                               self.model_version])
+        return (RECORD_ENVELOPE_BYTES + len(shared) + len(orjson.dumps(self.item_ids))
                 + len(orjson.dumps([a or "unknown" for a in self.author_ids])))
-
-
-def event_id(request_id: str, position: int, event_type: str) -> str:
-    """The id scheme shared with the simulator: outcomes name the impression they follow."""
-    return f"{request_id}-p{position:03d}-{event_type}"
 
 
 class ImpressionLog:
@@ -160,21 +153,15 @@ class ImpressionLog:
         return batch
 
     def _send(self, producer, served: ServedList) -> None:
-        """Produce a list's events; never raises: an event librdkafka refuses is counted by reason."""
+        """Produce a list's record; never raises: a list librdkafka refuses is counted by reason (in events)."""
+        n = len(served.item_ids)
         try:
-            key, evs = served.user_id.encode(), served.events()
-        except Exception as exc:
-            self._lost("produce_error", len(served.item_ids), exc)
-            return
-        for n, event in enumerate(evs):
-            try:
-                producer.produce(self.kafka.topic, key=key, value=to_json(event), timestamp=served.logged_ms,
-                                 on_delivery=self._delivered)
-            except BufferError as exc:  # librdkafka's own queue is full (Kafka slow): drop the rest of the list
-                self._lost("producer_queue_full", len(evs) - n, exc)
-                return
-            except Exception as exc:  # e.g. MSG_SIZE_TOO_LARGE: this event only, the next may go
-                self._lost(_reason(exc), 1, exc)
+            producer.produce(self.kafka.topic, key=served.user_id.encode(), value=served.record(),
+                             timestamp=served.logged_ms, on_delivery=lambda err, _msg: self._delivered(err, n))
+        except BufferError as exc:  # librdkafka's own queue is full (Kafka slow)
+            self._lost("producer_queue_full", n, exc)
+        except Exception as exc:  # e.g. MSG_SIZE_TOO_LARGE: this list only, the next may go
+            self._lost(_reason(exc), n, exc)
 
     def _lost(self, reason: str, n: int, exc: BaseException) -> None:
         """Count dropped events; logged when the error changes (a full queue would log every list)."""
@@ -184,12 +171,12 @@ class ImpressionLog:
             log.warning("impression log: %d event(s) of a list dropped: %s", n, text)
         self.last_error = text
 
-    def _delivered(self, err, _msg) -> None:
-        """One call per event, from poll() on this thread: only count here, _settle() publishes."""
+    def _delivered(self, err, events: int) -> None:
+        """One call per list, from poll() on this thread: only count (its events) here, _settle() publishes."""
         if err is None:
-            self._acked += 1
+            self._acked += events
         else:
-            self._failed["kafka_error"] += 1
+            self._failed["kafka_error"] += events
             self.last_error = str(err)[:300]
 
     def _settle(self) -> None:

@@ -212,3 +212,29 @@ def test_every_offset_lands_once_or_is_dead_lettered_or_repeats_an_earlier_event
         assert offsets == sorted(offsets)
         for ts in table["event_ts"].to_pylist():
             assert key.startswith(f"events/engagement/dt={ts:%Y-%m-%d}/hour={ts:%H}/")
+
+
+def _list_record(request_id: str, ts: datetime, items: int, arrival: datetime | None = None) -> tuple[int, bytes]:
+    from feedloop.contract import impression_lists
+    from feedloop.contract.events import format_ts
+
+    return _ms(arrival or ts + timedelta(seconds=2)), impression_lists.encode(
+        request_id=request_id, event_ts=format_ts(ts), tenant_id="acme", user_id="acme-u1", surface="feed",
+        device="web", query=None, explore=False, model_version="2026-11-19-ab12",
+        item_ids=[f"acme-i{i}" for i in range(items)], author_ids=["acme-a1"] * items)
+
+
+def test_a_list_record_lands_as_its_impressions_at_its_offset_and_a_late_one_is_dead_lettered_once():
+    """A pod's list record between plain events: its rows carry its one offset, in display order; the same list
+    arriving too late is one dead letter (its raw record), not one per item."""
+    chunk = Chunk("engagement", 0, 0, 1_000, LIMITS)
+    late = T0 - timedelta(hours=49)
+    _add(chunk, 0, [_record(0, T0), _list_record("r1", T0, 3), _record(2, T0), _list_record("r2", late, 4, T0)])
+
+    (key, rows), = _contents(chunk.events_objects()).items()
+    assert key.startswith(HOUR_09) and rows == [
+        (0, "ev-0000000"), (1, "r1-p001-impression"), (1, "r1-p002-impression"), (1, "r1-p003-impression"),
+        (2, "ev-0000002")]
+    dead = list(chunk.deadletter_objects().values())
+    assert [t.num_rows for t in dead] == [1] and dead[0]["kafka_offset"].to_pylist() == [3]
+    assert "before its arrival" in dead[0]["reason"][0].as_py() and dead[0]["raw"][0].as_py().startswith(b'{"record')

@@ -9,7 +9,6 @@ import pytest
 from prometheus_client import REGISTRY
 
 from feedloop.core.config import KafkaSettings, ServingSettings
-from feedloop.contract.events import to_json
 from feedloop.serving.impressions import ImpressionLog, ServedList
 
 
@@ -25,16 +24,16 @@ def _served(n: int, *, query: str | None = None, item: str = "acme-i{}", author:
     pytest.param(_served(20, query="q" * 512, author=None), id="long-query-no-authors"),
     pytest.param(_served(20, item="é\u2603\U0001F600\x00\"{}"), id="non-ascii-and-escaped-ids"),
 ])
-def test_wire_bytes_bounds_the_real_json_of_the_events_from_above_and_closely(served):
-    real = sum(len(to_json(e)) for e in served.events())
-    assert real <= served.wire_bytes() <= real + 8 * len(served.item_ids)
+def test_wire_bytes_bounds_the_real_record_from_above_and_closely(served):
+    real = len(served.record())
+    assert real <= served.wire_bytes() <= real + 64
 
 
 def test_a_list_beyond_the_byte_bound_is_dropped_and_counted_even_when_the_event_bound_has_room():
     cfg = ServingSettings(impression_buffer=20_000, impression_buffer_bytes=1_048_576)
     log = ImpressionLog(KafkaSettings(), cfg)  # not started: nothing leaves the buffer
     before = REGISTRY.get_sample_value("feedloop_impressions_dropped_total", {"reason": "buffer_full"}) or 0.0
-    big = _served(500, query="q" * 512)  # ~415 KB: two fit in 1 MiB, a third does not
+    big = _served(500, query="q" * 400_000)  # ~415 KB: two fit in 1 MiB, a third does not
     assert log.submit(big) and log.submit(big)
     assert not log.submit(big)
     assert big.wire_bytes() > 400_000 and log.pending() == 1000
