@@ -39,7 +39,7 @@ class Check:
     diff: float | None = None   # comparison: candidate - champion on the same lists, and its interval
     low: float | None = None
     high: float | None = None
-    verdict: str = ""           # comparison: better | not worse | worse | inconclusive
+    verdict: str = ""           # comparison: better | not worse | no gain | worse | inconclusive
     estimator: str = ""
     confidence: float | None = None
 
@@ -52,6 +52,9 @@ class Check:
             if self.verdict == "worse":
                 return (f"{self.metric} in {self.scope} regressed: candidate {cand} vs champion {_fmt(self.champion)} "
                         f"{evidence}; allowed down to {_fmt(self.limit, signed=True)})")
+            if self.verdict == "no gain":
+                return (f"{self.metric} in {self.scope} shows no gain: candidate {cand} vs champion "
+                        f"{_fmt(self.champion)} {evidence}): {self.note}")
             if self.verdict == "inconclusive":
                 return (f"{self.metric} in {self.scope} is inconclusive: candidate {cand} vs champion "
                         f"{_fmt(self.champion)} {evidence} reaches both sides of {_fmt(self.limit, signed=True)}): "
@@ -89,7 +92,7 @@ class Comparison:
     low: float | None
     high: float | None
     lists: int
-    verdict: str  # better | not worse | worse | inconclusive | no champion | not comparable
+    verdict: str  # better | not worse | no gain | worse | inconclusive | no champion | not comparable
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,14 @@ holdout's lists were ranked by the champion, and raw metrics on one's own logs f
 its interval's lower bound above -tolerance: "not worse" (not worse beyond the tolerance, with
 confidence), or "better" when that bound is above 0 too; its upper bound below -tolerance:
 "worse"; otherwise "inconclusive" (too little support to tell), handled by `inconclusive` (hold |
-approve: a human decides | promote). Both "better" and "not worse" pass.
+approve: a human decides | promote). Both "better" and "not worse" pass; overall, "not worse" also
+needs the estimate itself to reach `min_gain`, else the verdict is "no gain" and the champion stays.
+
+Why `min_gain`: the debiased metrics rerank the lists the champion chose, and within its own choice
+the champion looks worse than it is (its top items include the ones it overrated, which any other
+model pushes down). Against the simulator's truth on whole candidate pools, a candidate level with
+its champion by this estimate could be 0.01-0.02 worse, and going live lowered what users got
+(bench/loop.py, seed 12). A candidate the estimate cannot tell from its champion is no reason to switch.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ class Thresholds:
     tolerance: float = 0.005                   # overall: the difference's bound against -tolerance
     segment_tolerance: float = 0.02            # per segment (smaller samples, more noise)
     min_support: int = 50                      # fewer judged lists: not judged (segments) / inconclusive (overall)
+    min_gain: float = 0.0                      # overall "not worse" also needs the estimate (diff) >= this
     parity_max_abs_diff: float = 1e-5
     inconclusive: str = "hold"                 # overall verdict inconclusive: hold | approve | promote
 
@@ -82,7 +90,7 @@ def decide(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, thr
             checks += _comparisons(scope, candidate["debiased"]["segments"].get(scope),
                                    champion["debiased"]["segments"].get(scope), diffs, thresholds,
                                    thresholds.segment_tolerance, paired.get("confidence"))
-        decisive = next((c for verdict in ("worse", "inconclusive") for c in compared if c.verdict == verdict),
+        decisive = next((c for verdict in ("worse", "inconclusive", "no gain") for c in compared if c.verdict == verdict),
                         compared[0])
         comparison = Comparison(decisive.metric, ESTIMATOR, decisive.candidate, decisive.champion, decisive.diff,
                                 decisive.low, decisive.high, decisive.support or 0, decisive.verdict)
@@ -117,7 +125,7 @@ def _comparisons(scope: str, cand: Mapping[str, Any] | None, champ: Mapping[str,
         elif low > 0:
             verdict = "better"
         elif low > -tolerance:
-            verdict = "not worse"
+            verdict = "not worse" if scope != "overall" or diff >= thresholds.min_gain else "no gain"
         elif high < -tolerance:
             verdict = "worse"
         else:
@@ -131,8 +139,12 @@ def _comparisons(scope: str, cand: Mapping[str, Any] | None, champ: Mapping[str,
                     "promote": "promotion.inconclusive = promote: promoted without a verdict"}[thresholds.inconclusive]
             if lists < thresholds.min_support:
                 note = f"fewer than min_support {thresholds.min_support} judged lists; {note}"
+        if verdict == "no gain":
+            note = (f"the estimate {diff:+.4f} is below promotion.min_gain {thresholds.min_gain:g}: not worse, "
+                    "not better either; the champion stays")
         out.append(Check("comparison", scope, metric, _value(cand, metric), -tolerance, passed,
-                         champion=_value(champ, metric), support=lists, note=note if verdict == "inconclusive" else "",
+                         champion=_value(champ, metric), support=lists,
+                         note=note if verdict in ("inconclusive", "no gain") else "",
                          diff=diff, low=low, high=high, verdict=verdict, estimator=ESTIMATOR, confidence=confidence))
     return out
 

@@ -177,6 +177,7 @@ def thresholds(*, settings: Settings, overrides: dict[str, Any] | None = None) -
     cfg = PromotionSettings.model_validate({**settings.promotion.model_dump(), **(overrides or {})})
     return gate_mod.Thresholds(floors=dict(cfg.floors), compare=tuple(cfg.compare), tolerance=cfg.tolerance,
                                segment_tolerance=cfg.segment_tolerance, min_support=cfg.min_support,
+                               min_gain=cfg.min_gain,
                                parity_max_abs_diff=cfg.parity_max_abs_diff, inconclusive=cfg.inconclusive)
 
 

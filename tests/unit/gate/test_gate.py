@@ -78,6 +78,30 @@ def test_a_lower_bound_above_zero_is_better_and_one_within_the_tolerance_only_no
     assert verdicts == {0.001: "better", 0.0: "not worse", -0.0049: "not worse", -0.0051: "inconclusive"}
 
 
+def test_not_worse_with_an_estimate_below_min_gain_is_no_gain_and_the_champion_stays():
+    """The seed-12 case of bench/loop.py: level by the estimate on the champion's own lists, worse in truth."""
+    limits = Thresholds(**{**T.to_dict(), "compare": ("ndcg@10",), "tolerance": 0.025, "min_gain": 0.005})
+    verdicts = {diff: decide(cand(), champ(), limits, paired=paired(diff, diff - 0.019, diff + 0.019)).comparison.verdict
+                for diff in (0.001, 0.0049, 0.005, 0.02)}
+    assert verdicts == {0.001: "no gain", 0.0049: "no gain", 0.005: "not worse", 0.02: "better"}
+    d = decide(cand(), champ(), limits, paired=paired(0.001, -0.018, 0.020))
+    assert not d.promotable and not d.asks_approval
+    assert [c.line() for c in d.failures] == [
+        "ndcg@10 in overall shows no gain: candidate 0.52 vs champion 0.5 (snips-ipw debiased; diff +0.0010, "
+        "95% CI [-0.0180, +0.0200] over 400 lists): the estimate +0.0010 is below promotion.min_gain 0.005: not "
+        "worse, not better either; the champion stays"]
+
+
+def test_a_segment_is_never_held_for_no_gain():
+    limits = Thresholds(**{**T.to_dict(), "compare": ("ndcg@10",), "min_gain": 0.005})
+    d = decide(cand(debiased=_debiased(0.52, tenant_id__acme=(0.5, 100))),
+               champ(debiased=_debiased(0.50, tenant_id__acme=(0.5, 100))), limits,
+               paired=paired(0.02, 0.001, 0.04, tenant_id__acme=(0.0, -0.01, 0.01, 100)))
+    assert d.promotable
+    assert {c.scope: c.verdict for c in d.checks if c.kind == "comparison"} == {"overall": "better",
+                                                                              "tenant_id=acme": "not worse"}
+
+
 def test_the_upper_bound_below_minus_tolerance_holds_the_candidate_and_names_the_interval():
     d = decide(cand(debiased=_debiased(0.47)), champ(), T, paired=paired(-0.03, -0.05, -0.01))
     assert not d.promotable and d.comparison.verdict == "worse"
