@@ -114,19 +114,21 @@ def _daily(con, entity: features.Entity, end_ts: datetime) -> None:
 
 def _impressions(con, start: date, end: date) -> None:
     """The window's impressions, one per (request_id, item_id) and event day: the first by (event_ts, event_id).
-    A repeat in another day's objects is another row. A grouped arg_min, not a window function: the window over
-    10M rows outgrew dataset.duckdb_memory_limit, and the aggregate spills."""
-    kept = ("user_id", "author_id", "topic", "tenant_id", "surface", "device", "position", "explore", "model_version",
-            "event_ts", "created_at")
-    first = ", ".join(f"'{c}': {c}" for c in kept)
-    con.execute(f"""
-        CREATE TABLE imp AS
-        SELECT request_id, f.user_id, item_id, f.author_id, f.topic, f.tenant_id, f.surface, f.device, f.position,
-               coalesce(f.explore, false) AS explore, f.model_version, f.event_ts, CAST(f.event_ts AS DATE) AS d,
-               epoch(f.event_ts) AS request_ts, epoch(f.created_at) AS item_created_at
-        FROM (SELECT request_id, item_id, dt, arg_min({{{first}}}, (event_ts, event_id)) AS f
-              FROM ev WHERE event_type = 'impression' AND dt >= ? AND dt < ?
-              GROUP BY request_id, item_id, dt)""", [start, end])
+    One event day at a time: deduplicating the whole window at once (a window function, or a grouped arg_min
+    of the row) outgrew dataset.duckdb_memory_limit at 10M rows. A repeat in another day's objects is another row."""
+    con.execute("""
+        CREATE TABLE imp (request_id VARCHAR, user_id VARCHAR, item_id VARCHAR, author_id VARCHAR, topic VARCHAR,
+                          tenant_id VARCHAR, surface VARCHAR, device VARCHAR, position INTEGER, explore BOOLEAN,
+                          model_version VARCHAR, event_ts TIMESTAMPTZ, d DATE, request_ts DOUBLE, item_created_at DOUBLE)""")
+    for i in range((end - start).days):
+        con.execute("""
+            INSERT INTO imp
+            SELECT request_id, user_id, item_id, author_id, topic, tenant_id, surface, device, position,
+                   coalesce(explore, false), model_version, event_ts, CAST(event_ts AS DATE), epoch(event_ts),
+                   epoch(created_at)
+            FROM ev WHERE dt = ? AND event_type = 'impression'
+            QUALIFY row_number() OVER (PARTITION BY request_id, item_id ORDER BY event_ts, event_id) = 1""",
+                    [start + timedelta(days=i)])
 
 
 def _labels(con, settings: Settings) -> None:
