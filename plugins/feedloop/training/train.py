@@ -2,7 +2,7 @@
 
 Data goes from Parquet on S3 into LightGBM as Arrow (no pandas copy of the set); groups are the
 request_ids (rows of a request are contiguous in the set); early stopping on the validation
-day; seeded and single-source-of-truth params from include/config/ (train:).
+day (feedloop.training.selection); seeded and single-source-of-truth params from include/config/ (train:).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from feedloop.features import definitions as features
 from feedloop.core import layout as lake
 from feedloop.core.config import Settings, TrainSettings
 from feedloop.core.storage import ObjectStore
+from feedloop.training import selection
 
 log = logging.getLogger(__name__)
 RUNS_PREFIX = "ranker/runs/"
@@ -61,60 +62,8 @@ def lgb_params(cfg: TrainSettings, objective: str) -> dict:
     }
     if objective == "lambdarank":
         params.update({"lambdarank_truncation_level": 20})
-    params["metric"] = "None"  # model selection uses ipw_ndcg (below) for both objectives
+    params["metric"] = "None"  # model selection uses selection.ipw_ndcg for both objectives
     return params
-
-
-def ipw_ndcg(group_sizes_: np.ndarray, labels: np.ndarray, weights: np.ndarray, k: int = 10):
-    """LightGBM feval: NDCG@k with position-debiased gains (2^label - 1) x inverse propensity, pooled over lists.
-
-    Click labels favour whatever the logging policy put on top; re-weighting clicks by how
-    unlikely their position was to be examined makes the validation score track relevance. The
-    normaliser is summed over lists (as feedloop.training.counterfactual's debiased NDCG): per list, the one
-    click most lists hold has its weight in both DCG and ideal DCG, so it cancels and early stopping
-    would pick the rounds that best copy the logger's order.
-    """
-    group = np.repeat(np.arange(len(group_sizes_)), group_sizes_)
-    starts = np.r_[0, np.cumsum(group_sizes_)[:-1]]
-    gains = (np.exp2(labels) - 1.0) * weights
-
-    def dcg(order_key: np.ndarray) -> np.ndarray:
-        order = np.lexsort((-order_key, group))
-        rank = np.arange(len(order)) - starts[group[order]]
-        discount = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
-        return np.bincount(group[order], gains[order] * discount, len(group_sizes_))
-
-    ideal = float(dcg(gains).sum())
-
-    def feval(preds: np.ndarray, _data) -> tuple[str, float, bool]:
-        return f"ipw_ndcg@{k}", float(dcg(preds).sum() / ideal) if ideal > 0 else 0.0, True
-
-    return feval
-
-
-def _early_stopping(patience: int, min_rounds: int):
-    """Early stopping that keeps at least `min_rounds` trees.
-
-    Click-based validation scores on one day are noisy and, at small scale, can peak at the very
-    first tree while relevance keeps improving; the floor keeps a useful model, and after it the
-    best iteration wins as usual.
-    """
-    import lightgbm as lgb
-
-    best = {"score": float("-inf"), "iteration": 0, "evals": []}
-
-    def callback(env) -> None:
-        score = env.evaluation_result_list[0][2]
-        i = env.iteration
-        if i + 1 < min_rounds:
-            return
-        if score > best["score"]:
-            best.update(score=score, iteration=i, evals=env.evaluation_result_list)
-        elif i - best["iteration"] >= patience or i + 1 == env.end_iteration:
-            raise lgb.callback.EarlyStopException(best["iteration"], best["evals"])
-
-    callback.order = 30
-    return callback
 
 
 def load_split(settings: Settings, day: date, split: str) -> pa.Table:
@@ -140,18 +89,22 @@ def group_sizes(request_ids: pa.ChunkedArray) -> np.ndarray:
     return np.diff(np.r_[starts, len(ids)]).astype(np.int32)
 
 
-def to_lgb_dataset(table: pa.Table, objective: str, *, reference=None, max_bin: int = 63):
+def to_lgb_dataset(table: pa.Table, objective: str, *, reference=None, max_bin: int = 63,
+                   groups: np.ndarray | None = None):
+    """LightGBM Dataset straight from the Arrow table; `groups`: the request_ids' group_sizes if already known."""
     import lightgbm as lgb
 
     names = list(features.FEATURE_NAMES)
     matrix = table.select([features.column(n) for n in names]).rename_columns(names)
     label_col = "label" if objective == "lambdarank" else "label_binary"
     cat_idx = [i for i, f in enumerate(features.FEATURES) if f.kind == "categorical"]
+    if objective == "lambdarank" and groups is None:
+        groups = group_sizes(table["request_id"])
     return lgb.Dataset(
         matrix,
         label=table[label_col].to_numpy(),
         weight=table["weight"].to_numpy(),
-        group=group_sizes(table["request_id"]) if objective == "lambdarank" else None,
+        group=groups if objective == "lambdarank" else None,
         categorical_feature=cat_idx,
         reference=reference,
         params={"max_bin": max_bin, "verbosity": -1},
@@ -159,11 +112,19 @@ def to_lgb_dataset(table: pa.Table, objective: str, *, reference=None, max_bin: 
     )
 
 
+def fit(cfg: TrainSettings, objective: str, dtrain, dvalid, metric: selection.Feval):
+    """lgb.train on dtrain, the rounds chosen by `metric` on dvalid: the booster and its validation score."""
+    import lightgbm as lgb
+
+    stopping = selection.EarlyStopping(metric, patience=cfg.early_stopping_rounds, min_rounds=cfg.min_boost_round)
+    booster = lgb.train(lgb_params(cfg, objective), dtrain, num_boost_round=cfg.num_boost_round, valid_sets=[dvalid],
+                        valid_names=["valid"], callbacks=[stopping])
+    return booster, stopping.metric_at(booster.best_iteration)
+
+
 def train(settings: Settings, *, day: date, objective: str | None = None,
           store: ObjectStore | None = None) -> TrainResult:
     """Fit on split=train, early-stop on split=valid, save model + manifest + metrics to the run folder."""
-    import lightgbm as lgb
-
     cfg = settings.train
     objective = objective or cfg.objective
     store = store or ObjectStore.from_settings(settings)
@@ -173,20 +134,15 @@ def train(settings: Settings, *, day: date, objective: str | None = None,
     if train_t.num_rows == 0 or valid_t.num_rows == 0:
         raise ValueError(f"training set {lake.dataset_prefix(day)} has an empty train or valid split; "
                          "check dataset.window_days and the lake inventory")
-    dtrain = to_lgb_dataset(train_t, objective, max_bin=cfg.max_bin)
-    dvalid = to_lgb_dataset(valid_t, objective, reference=dtrain, max_bin=cfg.max_bin)
-    valid_feval = ipw_ndcg(group_sizes(valid_t["request_id"]), valid_t["label"].to_numpy().astype(np.float64),
-                           valid_t["weight"].to_numpy().astype(np.float64))
-    n_train, n_groups, n_valid = train_t.num_rows, len(group_sizes(train_t["request_id"])), valid_t.num_rows
-    del train_t, valid_t
-    evals: dict = {}
-    booster = lgb.train(
-        lgb_params(cfg, objective), dtrain, num_boost_round=cfg.num_boost_round, valid_sets=[dvalid],
-        valid_names=["valid"], feval=valid_feval,
-        callbacks=[_early_stopping(cfg.early_stopping_rounds, cfg.min_boost_round), lgb.record_evaluation(evals)],
-    )
+    train_groups, valid_groups = group_sizes(train_t["request_id"]), group_sizes(valid_t["request_id"])
+    dtrain = to_lgb_dataset(train_t, objective, max_bin=cfg.max_bin, groups=train_groups)
+    dvalid = to_lgb_dataset(valid_t, objective, reference=dtrain, max_bin=cfg.max_bin, groups=valid_groups)
+    metric = selection.ipw_ndcg(valid_groups, valid_t["label"].to_numpy().astype(np.float64),
+                                valid_t["weight"].to_numpy().astype(np.float64))
+    n_train, n_groups, n_valid = train_t.num_rows, len(train_groups), valid_t.num_rows
+    del train_t, valid_t  # the Datasets hold the only references: Arrow memory goes once they are constructed
+    booster, valid_metric = fit(cfg, objective, dtrain, dvalid, metric)
     seconds = time.perf_counter() - t0
-    valid_metric = {k: round(float(v[booster.best_iteration - 1]), 6) for k, v in evals.get("valid", {}).items()}
     prefix = run_prefix(day)
     bucket = settings.s3.models_bucket
     result = TrainResult(day.isoformat(), f"s3://{bucket}/{prefix}", objective, booster.best_iteration, valid_metric,
@@ -229,8 +185,9 @@ def refit(settings: Settings, *, day: date, rounds: int, objective: str | None =
     table = pa.concat_tables([load_split(settings, day, split) for split in ("train", "valid", "holdout")])
     if table.num_rows == 0:
         raise ValueError(f"training set {lake.dataset_prefix(day)} is empty: nothing to refit")
-    rows, groups = table.num_rows, len(group_sizes(table["request_id"]))
-    data = to_lgb_dataset(table, objective, max_bin=cfg.max_bin)
+    sizes = group_sizes(table["request_id"])
+    rows, groups = table.num_rows, len(sizes)
+    data = to_lgb_dataset(table, objective, max_bin=cfg.max_bin, groups=sizes)
     del table
     booster = lgb.train(lgb_params(cfg, objective), data, num_boost_round=max(1, rounds))
     result = RefitResult(day.isoformat(), booster.current_iteration(), rows, groups,

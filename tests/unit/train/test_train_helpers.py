@@ -1,4 +1,4 @@
-"""train.group_sizes and the ipw_ndcg early-stopping metric on tiny hand-computed examples."""
+"""train.group_sizes and selection.ipw_ndcg (the early-stopping metric) on tiny hand-computed examples."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from feedloop.training.train import group_sizes, ipw_ndcg
+from feedloop.training.selection import ipw_ndcg
+from feedloop.training.train import group_sizes
 
 
 @pytest.mark.parametrize(("chunks", "expected"), [
