@@ -244,8 +244,8 @@ class PromotionSettings(_Section):
     segment_tolerance: float = Field(0.02, ge=0)      # per segment: upper bound < -this holds the candidate
     min_support: int = Field(50, ge=1)                # fewer judged lists: a segment is not gated, overall
                                                       # is inconclusive
-    min_gain: float = Field(0.005, ge=0)              # overall "not worse" also needs the estimate >= this,
-                                                      # else "no gain": the champion stays
+    min_gain: float = Field(0, ge=0)                  # overall "not worse" also needs the estimate >= this,
+                                                      # else "no gain": the champion stays (0 = off)
     inconclusive: Literal["hold", "approve", "promote"] = "hold"  # overall interval straddles -tolerance:
                                                       # keep the champion | ask a human (approve step) | promote
     confidence: float = Field(0.95, gt=0, lt=1)       # bootstrap interval level

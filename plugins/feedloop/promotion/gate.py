@@ -13,11 +13,10 @@ confidence), or "better" when that bound is above 0 too; its upper bound below -
 approve: a human decides | promote). Both "better" and "not worse" pass; overall, "not worse" also
 needs the estimate itself to reach `min_gain`, else the verdict is "no gain" and the champion stays.
 
-Why `min_gain`: the debiased metrics rerank the lists the champion chose, and within its own choice
-the champion looks worse than it is (its top items include the ones it overrated, which any other
-model pushes down). Against the simulator's truth on whole candidate pools, a candidate level with
-its champion by this estimate could be 0.01-0.02 worse, and going live lowered what users got
-(bench/loop.py, seed 12). A candidate the estimate cannot tell from its champion is no reason to switch.
+Why `min_gain` (0 = off, the default): a team may not want to switch models for a gain the
+estimate cannot show. Measured against the simulator's truth on whole candidate pools, the estimate
+is compressed (it reranks only the items the champion chose to show: about half the true
+difference), so a threshold on it costs better candidates too (bench/loop.py, docs/measurements.md).
 """
 
 from __future__ import annotations
