@@ -4,18 +4,17 @@ Why: the lake holds one object per Kafka partition and event hour (about 1,400 f
 DuckDB's httpfs, each object costs several requests, and the build read them all seven times (five daily
 aggregates, the impressions, the labels): most of its time (profiled 2026-12-05). Even from local disk DuckDB
 pays milliseconds per small Parquet file and read. So the bytes are copied with concurrent GETs (no decoding),
-scanned ONCE into a DuckDB table (paged out to the temp folder beyond dataset.duckdb_memory_limit), and every
+scanned ONCE into a table of a DuckDB database file in the build's temp folder (so tables can leave
+memory under dataset.duckdb_memory_limit; in memory they could not, and 10M ran out), and every
 later step reads that table.
 
 Tables left in the connection:
-  ev             every event that ARRIVED before the label cutoff, with its object's event day (dt) and catalog data
+  ev             every event that ARRIVED before the label cutoff, with its object's event day (dt) and catalog
+                 data (dropped once the labels are built)
   catalog        item_id, topic, created_at, catalog_author_id
   daily_<name>   counts per entity key and ARRIVAL day (ingest_ts) before the window's end
   imp            the window's impressions, one per (request_id, item_id) and event day
   lab            the graded label of each impression with outcomes inside the attribution window
-  feat_<name>    windowed counts per entity key and impression day d, over arrival days [d - w, d): computed
-                 once for all days (the rows join them per day; scanning each daily table once per day was the
-                 next cost)
 """
 
 from __future__ import annotations
@@ -50,8 +49,7 @@ def stage(con, settings: Settings, store: ObjectStore, inputs: dict[str, str], s
         _daily(con, entity, end_ts)
     _impressions(con, start, end)
     _labels(con, settings)
-    for entity in features.ENTITIES:
-        _features_by_day(con, entity)
+    con.execute("DROP TABLE ev")  # every later step reads the smaller tables; free its memory for the joins
 
 
 def snapshot_sums(entity: features.Entity, as_of: str) -> str:
@@ -150,13 +148,3 @@ def _labels(con, settings: Settings) -> None:
 
 def _sql_list(files: list[str]) -> str:
     return ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-
-
-def _features_by_day(con, e: features.Entity) -> None:
-    on = " AND ".join(f"p.{k} = x.{k}" for k in e.keys)
-    con.execute(f"""
-        CREATE TABLE feat_{e.name} AS
-        SELECT p.{', p.'.join(e.keys)}, p.d, {snapshot_sums(e, 'p.d')}
-        FROM (SELECT DISTINCT {', '.join(e.keys)}, d FROM imp WHERE {' AND '.join(f'{k} IS NOT NULL' for k in e.keys)}) p
-        LEFT JOIN daily_{e.name} x ON {on} AND x.d < p.d AND x.d >= p.d - {max(e.windows)}
-        GROUP BY ALL""")
