@@ -262,9 +262,9 @@ def test_served_scores_of_logged_impressions_equal_lightgbm_on_their_training_ro
                     served[(body["request_id"], it["item_id"])] = it["score"]
         deadline = time.monotonic() + 30
         landed = 0
-        while landed < len(served) and time.monotonic() < deadline:
+        while landed < len(bodies) and time.monotonic() < deadline:  # one impression-list record per request
             landed += sink.run(settings).records
-        assert landed == len(served)
+        assert landed == len(bodies)
     finally:
         pods.stop()
     dataset.build(settings, end=serve_day + timedelta(days=1))  # the dataset of logical date serve_day

@@ -38,7 +38,7 @@ class Thresholds:
     tolerance: float = 0.005                   # overall: the difference's bound against -tolerance
     segment_tolerance: float = 0.02            # per segment (smaller samples, more noise)
     min_support: int = 50                      # fewer judged lists: not judged (segments) / inconclusive (overall)
-    min_gain: float = 0.0                      # overall "not worse" also needs the estimate (diff) >= this
+    min_gain: float = 0.0                      # > 0: overall "not worse" also needs the estimate (diff) >= this
     parity_max_abs_diff: float = 1e-5
     inconclusive: str = "hold"                 # overall verdict inconclusive: hold | approve | promote
 
@@ -124,7 +124,8 @@ def _comparisons(scope: str, cand: Mapping[str, Any] | None, champ: Mapping[str,
         elif low > 0:
             verdict = "better"
         elif low > -tolerance:
-            verdict = "not worse" if scope != "overall" or diff >= thresholds.min_gain else "no gain"
+            short = scope == "overall" and thresholds.min_gain > 0 and diff < thresholds.min_gain
+            verdict = "no gain" if short else "not worse"
         elif high < -tolerance:
             verdict = "worse"
         else:

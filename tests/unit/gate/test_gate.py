@@ -92,6 +92,10 @@ def test_not_worse_with_an_estimate_below_min_gain_is_no_gain_and_the_champion_s
         "worse, not better either; the champion stays"]
 
 
+def test_min_gain_zero_is_off_a_negative_estimate_within_the_tolerance_is_not_worse():
+    assert decide(cand(), champ(), T, paired=paired(-0.001, -0.004, 0.002)).comparison.verdict == "not worse"
+
+
 def test_a_segment_is_never_held_for_no_gain():
     limits = Thresholds(**{**T.to_dict(), "compare": ("ndcg@10",), "min_gain": 0.005})
     d = decide(cand(debiased=_debiased(0.52, tenant_id__acme=(0.5, 100))),
