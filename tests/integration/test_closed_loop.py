@@ -211,7 +211,8 @@ def test_the_pool_audit_reproduces_what_the_pods_served(loop):
         subset.add(request_id=pools.request_ids[r], user=pools.users[r], surface=pools.surfaces[r],
                    device=pools.devices[r], ts=pools.ts[r], pool=pools.pool(r))
     registry = Registry.from_settings(loop.settings)
-    live = {"live": (registry.read(loop.version, "model.txt").decode(), registry.manifest(loop.version)["feature_manifest"])}
+    live = {"live": (registry.read(loop.version, "model.txt").decode(),
+                     registry.manifest(loop.version)["feature_manifest"])}
     audited = loop_audit.pool_ground_truth(store=ObjectStore.from_settings(loop.settings), settings=loop.settings,
                                            day=START + timedelta(days=day), pools=subset, models=live,
                                            world=loop.sim.world, ids=loop.sim.ids)

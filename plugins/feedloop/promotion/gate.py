@@ -89,8 +89,8 @@ def decide(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, thr
             checks += _comparisons(scope, candidate["debiased"]["segments"].get(scope),
                                    champion["debiased"]["segments"].get(scope), diffs, thresholds,
                                    thresholds.segment_tolerance, paired.get("confidence"))
-        decisive = next((c for verdict in ("worse", "inconclusive", "no gain") for c in compared if c.verdict == verdict),
-                        compared[0])
+        decisive = next((c for verdict in ("worse", "inconclusive", "no gain") for c in compared
+                         if c.verdict == verdict), compared[0])
         comparison = Comparison(decisive.metric, ESTIMATOR, decisive.candidate, decisive.champion, decisive.diff,
                                 decisive.low, decisive.high, decisive.support or 0, decisive.verdict)
     promotable = all(c.passed for c in checks)

@@ -81,7 +81,8 @@ def test_a_lower_bound_above_zero_is_better_and_one_within_the_tolerance_only_no
 def test_not_worse_with_an_estimate_below_min_gain_is_no_gain_and_the_champion_stays():
     """The seed-12 case of bench/loop.py: level by the estimate on the champion's own lists, worse in truth."""
     limits = Thresholds(**{**T.to_dict(), "compare": ("ndcg@10",), "tolerance": 0.025, "min_gain": 0.005})
-    verdicts = {diff: decide(cand(), champ(), limits, paired=paired(diff, diff - 0.019, diff + 0.019)).comparison.verdict
+    verdicts = {diff: decide(cand(), champ(), limits,
+                             paired=paired(diff, diff - 0.019, diff + 0.019)).comparison.verdict
                 for diff in (0.001, 0.0049, 0.005, 0.02)}
     assert verdicts == {0.001: "no gain", 0.0049: "no gain", 0.005: "not worse", 0.02: "better"}
     d = decide(cand(), champ(), limits, paired=paired(0.001, -0.018, 0.020))

@@ -159,7 +159,8 @@ class Simulator:
                 "schema_version": SCHEMA_VERSION,
             }
             ts = day_start + timedelta(seconds=float(seconds[r]))
-            pools.add(request_id=request_id, user=u, surface=surface, device=base["device"], ts=ts.timestamp(), pool=cand)
+            pools.add(request_id=request_id, user=u, surface=surface, device=base["device"], ts=ts.timestamp(),
+                      pool=cand)
             ranked = self._rank(base, ts, cand, k)
             shown, version, shuffled = (legacy, None, bool(explore[r])) if ranked is None else ranked
             report.exploration_requests += shuffled
