@@ -3,7 +3,9 @@
 One row per impression of the window [D - window_days, D), with graded and binary labels from
 the outcomes that followed it, inverse-propensity weights, and features from
 `feedloop.features.definitions` computed only from events that had ARRIVED (ingest_ts) before the start of
-the impression's day. Results stream from DuckDB in record batches straight into Parquet on
+the impression's day. Splits: holdout = the last day, valid = the day before, train = the rest;
+exploration lists (random candidates in random order) of every day go to holdout, never to training,
+so no model has fit them and the gate can compare any two models on them (feedloop.training.counterfactual). Results stream from DuckDB in record batches straight into Parquet on
 S3, so memory stays bounded whatever the window holds. The same run writes the feature snapshot
 "as of D" that serving pods use, and lineage (inputs, row counts, content hash).
 """
@@ -230,7 +232,8 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
         for batch in batches:
             table = pa.Table.from_batches([batch])
             days = table["d"].to_numpy(zero_copy_only=False)
-            split = np.where(days == np.datetime64(holdout_day), "holdout",
+            explore = table["explore"].to_numpy(zero_copy_only=False).astype(bool)
+            split = np.where((days == np.datetime64(holdout_day)) | explore, "holdout",
                              np.where(days == np.datetime64(valid_day), "valid", "train"))
             out = _rows_out(table, curves, cats, settings)
             for name in SPLITS:

@@ -134,15 +134,19 @@ def feature_columns(manifest: Mapping[str, Any]) -> list[str]:
 
 
 def read_holdout(store: ObjectStore, bucket: str, day: date, columns: list[str]) -> dict[str, np.ndarray]:
-    """`columns` of the holdout split of datasets/ranker/<day>/ (the requests of `day`)."""
+    """`columns` of the holdout split of datasets/ranker/<day>/, its last day's requests only (the split also
+    holds the window's earlier exploration lists)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     prefix = lake.dataset_prefix(day) + "split=holdout/"
     keys = sorted(k for k in store.list_keys(bucket, prefix) if k.endswith(".parquet"))
     if not keys:
         raise FileNotFoundError(f"no holdout under {store.uri(bucket, prefix)}: has retrain_ranker run for {day}?")
-    table = pa.concat_tables([pq.read_table(io.BytesIO(store.get(bucket, k).body), columns=columns) for k in keys])
+    read = list(dict.fromkeys([*columns, "day"]))
+    table = pa.concat_tables([pq.read_table(io.BytesIO(store.get(bucket, k).body), columns=read) for k in keys])
+    table = table.filter(pc.equal(table["day"], pc.max(table["day"])))
     return {name: table.column(name).to_numpy(zero_copy_only=False) for name in columns}
 
 

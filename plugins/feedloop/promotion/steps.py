@@ -84,7 +84,8 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
     boot = counterfactual.Bootstrap(resamples=cfg.bootstrap_resamples, confidence=cfg.confidence,
                                     seed=cfg.bootstrap_seed)
     found = counterfactual.evaluate(columns=columns, scores=scored, segments=cfg.segments, bootstrap=boot,
-                                    paired=("candidate", "champion") if "champion" in scored else None)
+                                    paired=("candidate", "champion") if "champion" in scored else None,
+                                    lists=cfg.debiased_lists)
     blocks = {name: {**metrics.to_dict(), **found.scorers[name]} for name, metrics in plain.items()}
     champion_block = None if champion is None else (
         {"version": champion, "unscorable": unscorable, "overall": {}, "segments": {}} if unscorable
@@ -103,7 +104,7 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
             "overall, segments": "plain metrics on the logged lists, which the logging policy (the champion) "
                                  "ranked: biased towards it; the floors use them, the comparison with the champion "
                                  "does not",
-            **counterfactual.ESTIMATES,
+            **counterfactual.estimates(cfg.debiased_lists),
             "paired": "candidate - champion per list, same lists and resamples (paired bootstrap)",
         },
         bootstrap=boot.to_dict())

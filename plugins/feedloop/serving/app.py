@@ -132,10 +132,8 @@ def _rank(model, req: RankRequest, exploration_share: float, *, now_ms: int, sim
                                    device=req.device, request_ts=ts_ms / 1000.0, item_ids=req.item_ids,
                                    author_ids=authors)
     scores = model.score(features.derive(inputs, model.categories))
-    order = np.argsort(-scores, kind="stable")[:req.limit]
     explore = _explores(request_id, exploration_share)
-    if explore:  # shown in random order: the clicks measure position bias, not the model
-        order = np.random.default_rng(_seed(request_id)).permutation(order)
+    order = shown_order(scores, req.limit, explore=explore, request_id=request_id)
     items = [{"item_id": req.item_ids[i], "author_id": authors[i], "score": float(scores[i]), "position": p}
              for p, i in enumerate(order.tolist(), start=1)]
     served = ServedList(request_id=request_id, tenant_id=req.tenant_id, user_id=req.user_id, surface=req.surface,
@@ -146,12 +144,24 @@ def _rank(model, req: RankRequest, exploration_share: float, *, now_ms: int, sim
     return _Ranked(body, served)
 
 
+def shown_order(scores: np.ndarray, limit: int, *, explore: bool, request_id: str) -> np.ndarray:
+    """The candidates' indices in the order shown: the top `limit` by score, or on an exploration request a
+    random `limit` of ALL candidates in random order (seeded by request_id: a retry gets the same list)."""
+    if explore:
+        return np.random.default_rng(_seed(request_id)).permutation(len(scores))[:limit]
+    return np.argsort(-scores, kind="stable")[:limit]
+
+
 def _seed(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
 def _explores(request_id: str, share: float) -> bool:
-    """A stable share of requests (by request_id, so a retried request gets the same answer)."""
+    """A stable share of requests (by request_id, so a retried request gets the same answer) is exploration:
+    a uniformly random subset of the candidates, shown in random order. Neither which items are shown nor
+    where depends on any model, so on these lists any two models can be compared without the live one's
+    selection bias (shuffling only its own top items would still judge challengers on its choice), and
+    their clicks by position measure the examination curve."""
     return share > 0 and (_seed("explore:" + request_id) % 1_000_000) < share * 1_000_000
 
 

@@ -8,7 +8,8 @@ the logger, for every scorer on the same lists:
 
 - `explore`: plain metrics on exploration lists only (`explore == true`: the pods shuffled those
   positions, so where an item sat says nothing about the model); unbiased but few lists.
-- `debiased` (estimator "snips-ipw"): on all lists, each row's gain 2^label - 1 times the dataset's
+- `debiased` (estimator "snips-ipw"): on the exploration lists (`lists="exploration"`, the gate's default)
+  or on all lists, each row's gain 2^label - 1 times the dataset's
   `weight` (1 / examination propensity of its logged position, clipped, for clicked rows; 1
   otherwise), so a click far down counts for the clicks its position hid. NDCG@k = the sum over
   lists of DCG@k of the weighted gains over the sum over lists of their ideal DCG@k: self-normalised
@@ -17,6 +18,12 @@ the logger, for every scorer on the same lists:
   (tests/unit/counterfactual shows it preferring the logger). Pooled, the normaliser is the same
   for every scorer, and the numerator is the inverse-propensity DCG, unbiased for the DCG of true
   relevance when the propensities are right: differences between scorers are what the gate needs.
+  Why exploration lists by default: on the others the champion chose which 12 of the candidates were
+  shown, and reranking its choice hides what a challenger gains by picking other candidates (against
+  the simulator's truth on whole candidate pools, all-lists estimates came out at about half the true
+  difference and sometimes with the wrong sign). An exploration list is a random subset of the
+  candidates in random order, never trained on (the dataset puts the window's exploration lists in the
+  holdout), so on those any two models are compared on the same footing.
 
 Intervals: percentile bootstrap over requests (lists), seeded. Every figure is a ratio of sums over
 lists (a plain mean has denominator 1 per list that counts), computed for every column on the SAME
@@ -42,12 +49,21 @@ from feedloop.training.evaluate import NDCG_CUTOFFS, dcg_per_list, per_list, ran
 ESTIMATOR = "snips-ipw"
 DEBIASED_METRICS = tuple(f"ndcg@{k}" for k in NDCG_CUTOFFS)
 EXPLORE_METRICS = (*DEBIASED_METRICS, "map", "mrr")
-ESTIMATES = {
-    "explore": "plain metrics on exploration lists only (explore == true: positions shuffled by the pods); "
-               "mean over lists with a relevant row",
-    "debiased": f"{ESTIMATOR}: gains x inverse examination propensity of the logged position; NDCG@k = sum over "
-                "lists of DCG@k / sum over lists of ideal DCG@k (self-normalised over lists, not per list)",
-}
+LISTS = ("exploration", "all")  # which lists the debiased estimate is taken on
+
+
+def estimates(lists: str) -> dict[str, str]:
+    """What each block of `evaluate` measures, for metrics.json and the report."""
+    on = ("exploration lists (random candidates in random order, never trained on)" if lists == "exploration"
+          else "all lists")
+    return {
+        "explore": "plain metrics on exploration lists only (explore == true: random candidates in random order "
+                   "from the pods); mean over lists with a relevant row",
+        "debiased": f"{ESTIMATOR} on {on}: gains x inverse examination propensity of the logged position; NDCG@k = "
+                    "sum over lists of DCG@k / sum over lists of ideal DCG@k (self-normalised over lists)",
+    }
+
+
 _BATCH_CELLS = 8_000_000  # lists x replicates per batch: bounds the memory of the resample draw (~150 MB)
 
 
@@ -80,8 +96,10 @@ class Ratio:
 
 def evaluate(*, columns: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarray], segments: Sequence[str],
              bootstrap: Bootstrap, paired: tuple[str, str] | None = None, label: str = "label",
-             weight: str = "weight", explore: str = "explore", group: str = "request_id") -> CounterfactualEstimates:
-    """Both estimates for every scorer, overall and per segment, and `paired[0]` minus `paired[1]`.
+             weight: str = "weight", explore: str = "explore", group: str = "request_id",
+             lists: str = "all") -> CounterfactualEstimates:
+    """Both estimates for every scorer, overall and per segment, and `paired[0]` minus `paired[1]`;
+    `lists` ("exploration" | "all"): the lists the debiased estimate is taken on.
 
     scorers: {name: {"explore": block, "debiased": block}}; paired: {"of", "explore": block, "debiased": block}
     or None; block = {"overall": scope, "segments": {"tenant_id=acme": scope}};
@@ -93,15 +111,20 @@ def evaluate(*, columns: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarr
     weighted = gain * np.asarray(columns[weight], dtype=np.float64)
     shuffled = np.asarray(columns[explore]).astype(bool)
     _, first_row, gid = np.unique(np.asarray(columns[group]), return_index=True, return_inverse=True)
+    if lists not in LISTS:
+        raise ValueError(f"lists must be one of {', '.join(LISTS)}, got {lists!r}")
     n_lists = len(first_row)
     judged = np.bincount(gid, weights=gain, minlength=n_lists) > 0  # the population every figure averages over
+    debiased_on = (np.bincount(gid, weights=shuffled, minlength=n_lists) > 0 if lists == "exploration"
+                   else np.ones(n_lists, dtype=bool))
 
     figures: dict[tuple[str, str, str], Ratio] = {}
     for scorer, score in scores.items():
         score = np.asarray(score, dtype=np.float64)
         rank = rank_within_group(gid, score)
         for k, (dcg, idcg) in dcg_per_list(gain=weighted, rank=rank, gid=gid, n_lists=n_lists).items():
-            figures[scorer, "debiased", f"ndcg@{k}"] = Ratio(dcg, idcg)
+            figures[scorer, "debiased", f"ndcg@{k}"] = Ratio(np.where(debiased_on, dcg, 0.0),
+                                                             np.where(debiased_on, idcg, 0.0))
         plain = per_list(gain=gain[shuffled], binary=label_[shuffled] >= 1, score=score[shuffled],
                          gid=gid[shuffled], n_lists=n_lists)
         for metric in EXPLORE_METRICS:

@@ -42,6 +42,23 @@ def test_debiased_ndcg_pools_weighted_dcg_over_lists_by_hand():
     assert debiased["segments"]["surface=search"]["lists"] == 1
 
 
+def test_the_debiased_estimate_on_exploration_lists_counts_those_lists_only():
+    """The gate's default: the lists the champion chose (b) drop out, in every scope, and the figure is
+    what all lists give when only the exploration rows are there."""
+    out = cf.evaluate(columns=HAND, scores={"m": HAND_SCORE}, segments=("surface",), bootstrap=QUICK,
+                      lists="exploration")
+    debiased = out.scorers["m"]["debiased"]
+    assert debiased["overall"]["lists"] == 1
+    assert _value(debiased["overall"], "ndcg@10") == pytest.approx((2 / L3 + 3 / 2) / (3 + 2 / L3))
+    assert debiased["segments"]["surface=search"]["lists"] == 0
+    rows = HAND["explore"]
+    alone = cf.evaluate(columns={k: v[rows] for k, v in HAND.items()}, scores={"m": HAND_SCORE[rows]},
+                        segments=("surface",), bootstrap=QUICK)
+    assert _value(alone.scorers["m"]["debiased"]["overall"], "ndcg@10") == _value(debiased["overall"], "ndcg@10")
+    with pytest.raises(ValueError, match="lists must be one of exploration, all"):
+        cf.evaluate(columns=HAND, scores={"m": HAND_SCORE}, segments=(), bootstrap=QUICK, lists="shown")
+
+
 def test_exploration_metrics_use_the_shuffled_lists_only_and_unweighted_gains():
     out = cf.evaluate(columns=HAND, scores={"m": HAND_SCORE}, segments=("surface",), bootstrap=QUICK)
     explore = out.scorers["m"]["explore"]

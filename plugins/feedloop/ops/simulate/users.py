@@ -145,8 +145,8 @@ class Simulator:
             # The logged (production) policy: popularity with noise, a weak topic hint.
             logged = np.log(w.item_popularity[cand]) + 0.3 * w.user_prefs[u, w.item_topic[cand]] + rng.normal(0, 0.5, len(cand))
             legacy = cand[np.argsort(-logged)][:k]
-            if explore[r]:
-                legacy = rng.permutation(legacy)
+            if explore[r]:  # as the pods explore: a random k of the candidates, in random order
+                legacy = rng.permutation(cand)[:k]
             surface = self._surfaces[surfaces[r]]
             request_id = f"req-{date_tag}-{r:07d}"
             base = {
