@@ -80,7 +80,7 @@ def decide(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, thr
             raise ValueError("a champion scored on these rows needs the paired differences (evaluation 'paired')")
         compared = _comparisons("overall", candidate["debiased"]["overall"], champion["debiased"]["overall"],
                                 paired["debiased"]["overall"], thresholds, thresholds.tolerance,
-                                paired.get("confidence"))
+                                paired.get("confidence"), judged_on=paired.get("judged_on"))
         checks += compared
         for scope in sorted(paired["debiased"]["segments"]):
             diffs = paired["debiased"]["segments"][scope]
@@ -111,9 +111,10 @@ def _parity(parity: Mapping[str, Any] | None, limit: float) -> Check:
 
 def _comparisons(scope: str, cand: Mapping[str, Any] | None, champ: Mapping[str, Any] | None,
                  diffs: Mapping[str, Any], thresholds: Thresholds, tolerance: float,
-                 confidence: float | None) -> list[Check]:
+                 confidence: float | None, judged_on: str | None = None) -> list[Check]:
     """One check per compared metric. Overall, an inconclusive verdict passes only when the policy says so;
-    in a segment it never blocks (a segment's own small sample must not hold the whole candidate)."""
+    in a segment it never blocks (a segment's own small sample must not hold the whole candidate).
+    judged_on: which lists the evaluation compared on (counterfactual.lists_to_judge), in the overall note."""
     out = []
     lists = int(diffs.get("lists") or 0)
     for metric in thresholds.compare:
@@ -142,9 +143,11 @@ def _comparisons(scope: str, cand: Mapping[str, Any] | None, champ: Mapping[str,
         if verdict == "no gain":
             note = (f"the estimate {diff:+.4f} is below promotion.min_gain {thresholds.min_gain:g}: not worse, "
                     "not better either; the champion stays")
+        note = note if verdict in ("inconclusive", "no gain") else ""
+        if judged_on:
+            note = f"on {judged_on}; {note}" if note else f"on {judged_on}"
         out.append(Check("comparison", scope, metric, _value(cand, metric), -tolerance, passed,
-                         champion=_value(champ, metric), support=lists,
-                         note=note if verdict in ("inconclusive", "no gain") else "",
+                         champion=_value(champ, metric), support=lists, note=note,
                          diff=diff, low=low, high=high, verdict=verdict, estimator=ESTIMATOR, confidence=confidence))
     return out
 

@@ -83,9 +83,12 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
         plain["champion"] = evaluate.evaluate(columns=columns, score=scored["champion"], segments=cfg.segments)
     boot = counterfactual.Bootstrap(resamples=cfg.bootstrap_resamples, confidence=cfg.confidence,
                                     seed=cfg.bootstrap_seed)
+    lists, judged_on = counterfactual.lists_to_judge(columns, wanted=cfg.debiased_lists, min_support=cfg.min_support)
+    if lists != cfg.debiased_lists:
+        log.warning("compared on %s", judged_on)
     found = counterfactual.evaluate(columns=columns, scores=scored, segments=cfg.segments, bootstrap=boot,
                                     paired=("candidate", "champion") if "champion" in scored else None,
-                                    lists=cfg.debiased_lists)
+                                    lists=lists)
     blocks = {name: {**metrics.to_dict(), **found.scorers[name]} for name, metrics in plain.items()}
     champion_block = None if champion is None else (
         {"version": champion, "unscorable": unscorable, "overall": {}, "segments": {}} if unscorable
@@ -99,12 +102,12 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
                                     booster.feature_importance(importance_type="gain").astype(float).tolist())),
         calibration=evaluate.calibration(score=scores, binary=columns["label_binary"]),
         train=cand.train_metrics,
-        paired=None if found.paired is None else {**boot.to_dict(), **found.paired},
+        paired=None if found.paired is None else {**boot.to_dict(), "judged_on": judged_on, **found.paired},
         estimates={
             "overall, segments": "plain metrics on the logged lists, which the logging policy (the champion) "
                                  "ranked: biased towards it; the floors use them, the comparison with the champion "
                                  "does not",
-            **counterfactual.estimates(cfg.debiased_lists),
+            **counterfactual.estimates(lists),
             "paired": "candidate - champion per list, same lists and resamples (paired bootstrap)",
         },
         bootstrap=boot.to_dict())

@@ -67,6 +67,27 @@ def estimates(lists: str) -> dict[str, str]:
 _BATCH_CELLS = 8_000_000  # lists x replicates per batch: bounds the memory of the resample draw (~150 MB)
 
 
+def judged_exploration_lists(columns: Mapping[str, np.ndarray], *, label: str = "label", explore: str = "explore",
+                             group: str = "request_id") -> int:
+    """Exploration lists with a relevant row: what a comparison on exploration lists would judge."""
+    shown = np.asarray(columns[explore]).astype(bool) & (np.asarray(columns[label]) > 0)
+    return len(np.unique(np.asarray(columns[group])[shown]))
+
+
+def lists_to_judge(columns: Mapping[str, np.ndarray], *, wanted: str, min_support: int) -> tuple[str, str]:
+    """(lists, why): the exploration lists when wanted and at least `min_support` of them are judged, else all
+    lists. Why the fallback: on little traffic (a new deployment, a small tenant's own model) a gate that
+    needs exploration lists would call every candidate inconclusive and the loop would never learn; on all
+    lists it still sees the position-debiased difference, with the champion's selection bias named."""
+    if wanted == "all":
+        return "all", "all lists (promotion.debiased_lists = all)"
+    judged = judged_exploration_lists(columns)
+    if judged >= min_support:
+        return "exploration", f"exploration lists ({judged} judged)"
+    return "all", (f"all lists: only {judged} judged exploration lists, fewer than promotion.min_support "
+                   f"{min_support} (the champion chose what the others show: biased towards its picks)")
+
+
 @dataclass(frozen=True)
 class Bootstrap:
     """Percentile bootstrap over lists; the seed makes a re-run give identical numbers."""

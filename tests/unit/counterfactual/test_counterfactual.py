@@ -59,6 +59,15 @@ def test_the_debiased_estimate_on_exploration_lists_counts_those_lists_only():
         cf.evaluate(columns=HAND, scores={"m": HAND_SCORE}, segments=(), bootstrap=QUICK, lists="shown")
 
 
+def test_the_comparison_falls_back_to_all_lists_and_says_so_when_exploration_lists_are_too_few():
+    assert cf.judged_exploration_lists(HAND) == 1  # list a; c explores nothing, b is not exploration
+    assert cf.lists_to_judge(HAND, wanted="exploration", min_support=1) == ("exploration",
+                                                                            "exploration lists (1 judged)")
+    lists, why = cf.lists_to_judge(HAND, wanted="exploration", min_support=2)
+    assert lists == "all" and "only 1 judged exploration lists, fewer than promotion.min_support 2" in why
+    assert cf.lists_to_judge(HAND, wanted="all", min_support=1)[0] == "all"
+
+
 def test_exploration_metrics_use_the_shuffled_lists_only_and_unweighted_gains():
     out = cf.evaluate(columns=HAND, scores={"m": HAND_SCORE}, segments=("surface",), bootstrap=QUICK)
     explore = out.scorers["m"]["explore"]

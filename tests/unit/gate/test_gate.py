@@ -221,3 +221,10 @@ def test_a_champion_that_could_not_be_scored_on_these_rows_blocks_and_says_how_t
                                                       ("comparable", False)]
     assert d.failures[0].line() == (f"{why}: no regression check is possible; if the new feature set is intended, "
                                     "promote with promotion_mode=force and a force_reason after reading the report")
+
+
+def test_the_overall_comparison_names_the_lists_it_was_judged_on():
+    judged_on = "all lists: only 12 judged exploration lists, fewer than promotion.min_support 50"
+    d = decide(cand(), champ(), T, paired={**paired(0.01, -0.004, 0.03), "judged_on": judged_on})
+    overall = next(c for c in d.checks if c.kind == "comparison" and c.scope == "overall")
+    assert overall.note == f"on {judged_on}" and d.promotable
