@@ -239,8 +239,9 @@ class PromotionSettings(_Section):
     # Compared with the champion position-debiased (snips-ipw) on the same lists, by the paired bootstrap
     # interval of candidate - champion: raw metrics on the champion's own logs favour the champion.
     compare: tuple[DebiasedMetric, ...] = Field(("ndcg@10",), min_length=1)  # the first is the headline
-    debiased_lists: Literal["exploration", "all"] = "exploration"  # the lists compared: exploration lists (random
-                                                      # candidates, never trained on) or all (the champion chose those)
+    compare_on: Literal["exploration", "all"] = "exploration"  # exploration lists (random candidates, never
+                                                      # trained on; plain metrics) when min_support are judged, else
+                                                      # all lists debiased; `all`: always all lists debiased
     tolerance: float = Field(0.025, ge=0)             # overall: promote when the lower bound > -tolerance, hold
                                                       # when the upper bound < -tolerance, else inconclusive
     segment_tolerance: float = Field(0.02, ge=0)      # per segment: upper bound < -this holds the candidate

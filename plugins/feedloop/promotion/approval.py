@@ -19,7 +19,7 @@ from feedloop.core.errors import NotApproved, PromotionBlocked
 from feedloop.core.storage import ObjectStore
 from feedloop.promotion.candidate import candidate_key
 from feedloop.promotion.registry import Registry
-from feedloop.training.counterfactual import ESTIMATOR
+from feedloop.training.counterfactual import ESTIMATORS
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,12 @@ def approval(evaluation: Evaluation, *, compare: tuple[str, ...], margin: float,
     """Must a human approve this flip? A gate-mode candidate that passed the gate waits when the gate could
     not tell it from the champion and leaves that to a human (`inconclusive`: GateDecision.asks_approval,
     promotion.inconclusive = approve), or when it is within `margin` of the champion on every compared
-    debiased metric (a close call; margin 0 turns that off). The figures: debiased, paired (evaluation)."""
+    metric (a close call; margin 0 turns that off). The figures: the estimate the gate compared on, paired."""
     champ = evaluation.champion
-    cand_m = _debiased_values(evaluation.candidate)
-    champ_m = {} if champ is None else _debiased_values(champ)
-    paired = (evaluation.paired or {}).get("debiased", {}).get("overall") or {}
+    gated = (evaluation.paired or {}).get("gated", "debiased")
+    cand_m = _values(evaluation.candidate, gated)
+    champ_m = {} if champ is None else _values(champ, gated)
+    paired = (evaluation.paired or {}).get(gated, {}).get("overall") or {}
     deltas = {m: paired[m]["value"] for m in compare if (paired.get(m) or {}).get("value") is not None}
     intervals = {m: [paired[m]["low"], paired[m]["high"]] for m in deltas}
     within = bool(margin > 0 and champ is not None and deltas and all(abs(d) < margin for d in deltas.values()))
@@ -59,13 +60,13 @@ def approval(evaluation: Evaluation, *, compare: tuple[str, ...], margin: float,
         why = f"{why}; promotion_mode={mode} asks no approval"
     return ApprovalDecision(required=asks and promotable and mode == "gate", within_margin=within,
                             inconclusive=inconclusive, why=why, margin=margin, deltas=deltas, intervals=intervals,
-                            estimator=ESTIMATOR, champion=evaluation.champion_version,
+                            estimator=ESTIMATORS[gated], champion=evaluation.champion_version,
                             candidate_metrics={m: cand_m.get(m) for m in compare},
                             champion_metrics={m: champ_m.get(m) for m in compare})
 
 
-def _debiased_values(block: dict[str, Any]) -> dict[str, float | None]:
-    overall = (block.get("debiased") or {}).get("overall") or {}
+def _values(block: dict[str, Any], estimate: str) -> dict[str, float | None]:
+    overall = (block.get(estimate) or {}).get("overall") or {}
     return {m: v.get("value") for m, v in overall.items() if isinstance(v, dict)}
 
 

@@ -4,8 +4,9 @@ Why pure and explicit (TFX Evaluator's "blessing"): the decision must be reprodu
 numbers in metrics.json, and an operator must see every number behind it. Every check is kept,
 passed or not, so the report can show the whole table and the alert can name what failed.
 
-Why the comparison uses the debiased (snips-ipw) metrics and their paired bootstrap interval: the
-holdout's lists were ranked by the champion, and raw metrics on one's own logs favour the logger
+Why the comparison uses the exploration lists (plain metrics; or, with too few of them, the debiased
+snips-ipw metrics on all lists) and their paired bootstrap interval: the holdout's other lists were
+chosen and ranked by the champion, and metrics on one's own logs favour the logger
 (feedloop.training.counterfactual). The difference candidate - champion on the same lists decides:
 its interval's lower bound above -tolerance: "not worse" (not worse beyond the tolerance, with
 confidence), or "better" when that bound is above 0 too; its upper bound below -tolerance:
@@ -14,9 +15,9 @@ approve: a human decides | promote). Both "better" and "not worse" pass; overall
 needs the estimate itself to reach `min_gain`, else the verdict is "no gain" and the champion stays.
 
 Why `min_gain` (0 = off, the default): a team may not want to switch models for a gain the
-estimate cannot show. Measured against the simulator's truth on whole candidate pools, the estimate
-is compressed (it reranks only the items the champion chose to show: about half the true
-difference), so a threshold on it costs better candidates too (bench/loop.py, docs/measurements.md).
+estimate cannot show. Measured against the simulator's truth on whole candidate pools, click-based
+estimates are compressed (clicks are a noisy view of relevance), so a threshold on them costs better
+candidates too (bench/loop.py, docs/measurements.md).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 from feedloop.contract.decisions import Check, Comparison, GateDecision
-from feedloop.training.counterfactual import ESTIMATOR
+from feedloop.training.counterfactual import ESTIMATORS
 
 INCONCLUSIVE = ("hold", "approve", "promote")
 PASSING = ("better", "not worse")  # verdicts of a comparison that lets the candidate through
@@ -57,9 +58,10 @@ def decide(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, thr
     candidate: {"version", "overall": {metric: value, "groups": n} (raw, for the floors), "segments",
     "debiased": {"overall": {"lists", metric: {"value", ...}}, ...}, "parity": {"max_abs_diff", "rows"}};
     champion: {"version", "debiased": ...} scored on the same rows, or None for the first model (floors
-    and parity only); paired: the evaluation's candidate - champion differences ({"confidence",
-    "debiased": {"overall": {"lists", metric: {"value", "low", "high"}}, "segments": {...}}}), required
-    with a scorable champion. A missing parity figure never passes, nor does a champion that could not be
+    and parity only); paired: the evaluation's candidate - champion differences ({"confidence", "gated":
+    the estimate block compared ("explore" | "debiased", default "debiased"), "judged_on": why, and per
+    block {"overall": {"lists", metric: {"value", "low", "high"}}, "segments": {...}}}), required with a
+    scorable champion; candidate and champion carry the same blocks. A missing parity figure never passes, nor does a champion that could not be
     scored on these rows ({"unscorable": why}: its feature set differs).
     """
     checks = [_parity(candidate.get("parity"), thresholds.parity_max_abs_diff)]
@@ -69,29 +71,33 @@ def decide(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, thr
         checks.append(Check("floor", "overall", metric, value, floor, value is not None and value >= floor,
                             support=overall.get("groups")))
     headline = thresholds.compare[0]
-    own = _value(candidate.get("debiased", {}).get("overall"), headline)
-    own_lists = int((candidate.get("debiased", {}).get("overall") or {}).get("lists") or 0)
-    comparison = Comparison(headline, ESTIMATOR, own, None, None, None, None, own_lists, "no champion")
+    est = (paired or {}).get("gated", "debiased")
+    if est not in ESTIMATORS:
+        raise ValueError(f"paired 'gated' must be one of {', '.join(ESTIMATORS)}, got {est!r}")
+    estimator = ESTIMATORS[est]
+    own = _value(candidate.get(est, {}).get("overall"), headline)
+    own_lists = int((candidate.get(est, {}).get("overall") or {}).get("lists") or 0)
+    comparison = Comparison(headline, estimator, own, None, None, None, None, own_lists, "no champion")
     if champion is not None and champion.get("unscorable"):
         checks.append(Check("comparable", "overall", "champion", None, None, False, note=champion["unscorable"]))
-        comparison = Comparison(headline, ESTIMATOR, own, None, None, None, None, own_lists, "not comparable")
+        comparison = Comparison(headline, estimator, own, None, None, None, None, own_lists, "not comparable")
     elif champion is not None:
         if paired is None:
             raise ValueError("a champion scored on these rows needs the paired differences (evaluation 'paired')")
-        compared = _comparisons("overall", candidate["debiased"]["overall"], champion["debiased"]["overall"],
-                                paired["debiased"]["overall"], thresholds, thresholds.tolerance,
-                                paired.get("confidence"), judged_on=paired.get("judged_on"))
+        compared = _comparisons("overall", candidate[est]["overall"], champion[est]["overall"],
+                                paired[est]["overall"], thresholds, thresholds.tolerance,
+                                paired.get("confidence"), estimator, judged_on=paired.get("judged_on"))
         checks += compared
-        for scope in sorted(paired["debiased"]["segments"]):
-            diffs = paired["debiased"]["segments"][scope]
+        for scope in sorted(paired[est]["segments"]):
+            diffs = paired[est]["segments"][scope]
             if (diffs.get("lists") or 0) < thresholds.min_support:
                 continue
-            checks += _comparisons(scope, candidate["debiased"]["segments"].get(scope),
-                                   champion["debiased"]["segments"].get(scope), diffs, thresholds,
-                                   thresholds.segment_tolerance, paired.get("confidence"))
+            checks += _comparisons(scope, candidate[est]["segments"].get(scope),
+                                   champion[est]["segments"].get(scope), diffs, thresholds,
+                                   thresholds.segment_tolerance, paired.get("confidence"), estimator)
         decisive = next((c for verdict in ("worse", "inconclusive", "no gain") for c in compared
                          if c.verdict == verdict), compared[0])
-        comparison = Comparison(decisive.metric, ESTIMATOR, decisive.candidate, decisive.champion, decisive.diff,
+        comparison = Comparison(decisive.metric, estimator, decisive.candidate, decisive.champion, decisive.diff,
                                 decisive.low, decisive.high, decisive.support or 0, decisive.verdict)
     promotable = all(c.passed for c in checks)
     return GateDecision(promotable=promotable, candidate=candidate.get("version"),
@@ -111,7 +117,7 @@ def _parity(parity: Mapping[str, Any] | None, limit: float) -> Check:
 
 def _comparisons(scope: str, cand: Mapping[str, Any] | None, champ: Mapping[str, Any] | None,
                  diffs: Mapping[str, Any], thresholds: Thresholds, tolerance: float,
-                 confidence: float | None, judged_on: str | None = None) -> list[Check]:
+                 confidence: float | None, estimator: str, judged_on: str | None = None) -> list[Check]:
     """One check per compared metric. Overall, an inconclusive verdict passes only when the policy says so;
     in a segment it never blocks (a segment's own small sample must not hold the whole candidate).
     judged_on: which lists the evaluation compared on (counterfactual.lists_to_judge), in the overall note."""
@@ -148,7 +154,7 @@ def _comparisons(scope: str, cand: Mapping[str, Any] | None, champ: Mapping[str,
             note = f"on {judged_on}; {note}" if note else f"on {judged_on}"
         out.append(Check("comparison", scope, metric, _value(cand, metric), -tolerance, passed,
                          champion=_value(champ, metric), support=lists, note=note,
-                         diff=diff, low=low, high=high, verdict=verdict, estimator=ESTIMATOR, confidence=confidence))
+                         diff=diff, low=low, high=high, verdict=verdict, estimator=estimator, confidence=confidence))
     return out
 
 

@@ -83,12 +83,10 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
         plain["champion"] = evaluate.evaluate(columns=columns, score=scored["champion"], segments=cfg.segments)
     boot = counterfactual.Bootstrap(resamples=cfg.bootstrap_resamples, confidence=cfg.confidence,
                                     seed=cfg.bootstrap_seed)
-    lists, judged_on = counterfactual.lists_to_judge(columns, wanted=cfg.debiased_lists, min_support=cfg.min_support)
-    if lists != cfg.debiased_lists:
-        log.warning("compared on %s", judged_on)
+    gated, judged_on = counterfactual.choose_estimate(columns, compare_on=cfg.compare_on, min_support=cfg.min_support)
+    (log.info if gated == "explore" or cfg.compare_on == "all" else log.warning)("compared on %s", judged_on)
     found = counterfactual.evaluate(columns=columns, scores=scored, segments=cfg.segments, bootstrap=boot,
-                                    paired=("candidate", "champion") if "champion" in scored else None,
-                                    lists=lists)
+                                    paired=("candidate", "champion") if "champion" in scored else None)
     blocks = {name: {**metrics.to_dict(), **found.scorers[name]} for name, metrics in plain.items()}
     champion_block = None if champion is None else (
         {"version": champion, "unscorable": unscorable, "overall": {}, "segments": {}} if unscorable
@@ -102,12 +100,13 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
                                     booster.feature_importance(importance_type="gain").astype(float).tolist())),
         calibration=evaluate.calibration(score=scores, binary=columns["label_binary"]),
         train=cand.train_metrics,
-        paired=None if found.paired is None else {**boot.to_dict(), "judged_on": judged_on, **found.paired},
+        paired=None if found.paired is None else {**boot.to_dict(), "gated": gated, "judged_on": judged_on,
+                                                    **found.paired},
         estimates={
             "overall, segments": "plain metrics on the logged lists, which the logging policy (the champion) "
                                  "ranked: biased towards it; the floors use them, the comparison with the champion "
                                  "does not",
-            **counterfactual.estimates(lists),
+            **counterfactual.ESTIMATES,
             "paired": "candidate - champion per list, same lists and resamples (paired bootstrap)",
         },
         bootstrap=boot.to_dict())
@@ -187,7 +186,7 @@ def thresholds(*, settings: Settings, overrides: dict[str, Any] | None = None) -
 
 def _gated(block: dict[str, Any], version: str) -> dict[str, Any]:
     return {"version": version, "overall": block["overall"], "segments": block["segments"],
-            "debiased": block["debiased"]}
+            "debiased": block["debiased"], "explore": block["explore"]}
 
 
 def refit_candidate(*, ds: str, mode: str = "gate", settings: Settings) -> dict[str, Any]:

@@ -6,10 +6,11 @@ better than it is (demo day 5: champion NDCG@10 0.687 vs candidate 0.533 on the 
 the simulator's hidden ground truth the candidate was better). Two estimates that do not favour
 the logger, for every scorer on the same lists:
 
-- `explore`: plain metrics on exploration lists only (`explore == true`: the pods shuffled those
-  positions, so where an item sat says nothing about the model); unbiased but few lists.
-- `debiased` (estimator "snips-ipw"): on the exploration lists (`lists="exploration"`, the gate's default)
-  or on all lists, each row's gain 2^label - 1 times the dataset's
+- `explore` (estimator "exploration"): plain metrics on exploration lists only (`explore == true`: the
+  pods showed a random subset of the candidates in random order, and the dataset keeps these lists out
+  of training); unbiased but few lists. The gate compares on it when at least `min_support` lists are
+  judged (`choose_estimate`).
+- `debiased` (estimator "snips-ipw"): on all lists, each row's gain 2^label - 1 times the dataset's
   `weight` (1 / examination propensity of its logged position, clipped, for clicked rows; 1
   otherwise), so a click far down counts for the clicks its position hid. NDCG@k = the sum over
   lists of DCG@k of the weighted gains over the sum over lists of their ideal DCG@k: self-normalised
@@ -18,12 +19,16 @@ the logger, for every scorer on the same lists:
   (tests/unit/counterfactual shows it preferring the logger). Pooled, the normaliser is the same
   for every scorer, and the numerator is the inverse-propensity DCG, unbiased for the DCG of true
   relevance when the propensities are right: differences between scorers are what the gate needs.
-  Why exploration lists by default: on the others the champion chose which 12 of the candidates were
-  shown, and reranking its choice hides what a challenger gains by picking other candidates (against
-  the simulator's truth on whole candidate pools, all-lists estimates came out at about half the true
-  difference and sometimes with the wrong sign). An exploration list is a random subset of the
-  candidates in random order, never trained on (the dataset puts the window's exploration lists in the
-  holdout), so on those any two models are compared on the same footing.
+  But only in position: the champion also chose WHICH candidates these lists show, and reranking its
+  choice cannot see what a challenger gains by picking others (against the simulator's truth on whole
+  candidate pools, this estimate came out at about half the true difference and sometimes with the
+  wrong sign). So it is the gate's fallback when exploration lists are too few.
+
+Why plain metrics on exploration lists, not inverse-propensity weighted ones: there, position is
+random and independent of every model, so an item's expected gain is its relevance times the same mean
+examination; weighting by 1 / examination keeps that unbiased but lets a few deep clicks decide. In
+a 21-day loop the weighted paired difference on the same 756 lists was -0.016 and the plain one +0.011,
+with the truth on those lists +0.005 (bench/loop.py, seed 10, 2026-11-27).
 
 Intervals: percentile bootstrap over requests (lists), seeded. Every figure is a ratio of sums over
 lists (a plain mean has denominator 1 per list that counts), computed for every column on the SAME
@@ -47,45 +52,37 @@ from feedloop.contract.decisions import CounterfactualEstimates
 from feedloop.training.evaluate import NDCG_CUTOFFS, dcg_per_list, per_list, rank_within_group
 
 ESTIMATOR = "snips-ipw"
+ESTIMATORS = {"explore": "exploration", "debiased": ESTIMATOR}  # estimate block -> estimator name
+COMPARE_ON = ("exploration", "all")  # promotion.compare_on
 DEBIASED_METRICS = tuple(f"ndcg@{k}" for k in NDCG_CUTOFFS)
 EXPLORE_METRICS = (*DEBIASED_METRICS, "map", "mrr")
-LISTS = ("exploration", "all")  # which lists the debiased estimate is taken on
-
-
-def estimates(lists: str) -> dict[str, str]:
-    """What each block of `evaluate` measures, for metrics.json and the report."""
-    on = ("exploration lists (random candidates in random order, never trained on)" if lists == "exploration"
-          else "all lists")
-    return {
-        "explore": "plain metrics on exploration lists only (explore == true: random candidates in random order "
-                   "from the pods); mean over lists with a relevant row",
-        "debiased": f"{ESTIMATOR} on {on}: gains x inverse examination propensity of the logged position; NDCG@k = "
-                    "sum over lists of DCG@k / sum over lists of ideal DCG@k (self-normalised over lists)",
-    }
-
-
+ESTIMATES = {
+    "explore": "plain metrics on exploration lists only (explore == true: random candidates in random order, "
+               "never trained on); mean over lists with a relevant row",
+    "debiased": f"{ESTIMATOR}: gains x inverse examination propensity of the logged position; NDCG@k = sum over "
+                "lists of DCG@k / sum over lists of ideal DCG@k (self-normalised over lists, not per list)",
+}
 _BATCH_CELLS = 8_000_000  # lists x replicates per batch: bounds the memory of the resample draw (~150 MB)
 
 
-def judged_exploration_lists(columns: Mapping[str, np.ndarray], *, label: str = "label", explore: str = "explore",
-                             group: str = "request_id") -> int:
-    """Exploration lists with a relevant row: what a comparison on exploration lists would judge."""
-    shown = np.asarray(columns[explore]).astype(bool) & (np.asarray(columns[label]) > 0)
-    return len(np.unique(np.asarray(columns[group])[shown]))
-
-
-def lists_to_judge(columns: Mapping[str, np.ndarray], *, wanted: str, min_support: int) -> tuple[str, str]:
-    """(lists, why): the exploration lists when wanted and at least `min_support` of them are judged, else all
-    lists. Why the fallback: on little traffic (a new deployment, a small tenant's own model) a gate that
-    needs exploration lists would call every candidate inconclusive and the loop would never learn; on all
-    lists it still sees the position-debiased difference, with the champion's selection bias named."""
-    if wanted == "all":
-        return "all", "all lists (promotion.debiased_lists = all)"
-    judged = judged_exploration_lists(columns)
+def choose_estimate(columns: Mapping[str, np.ndarray], *, compare_on: str, min_support: int,
+                    label: str = "label", explore: str = "explore", group: str = "request_id") -> tuple[str, str]:
+    """(estimate block the gate compares on, why): "explore" when `compare_on` is "exploration" and at least
+    `min_support` exploration lists have a relevant row, else "debiased" (all lists). Why the fallback: on
+    little traffic (a new deployment) a gate that needs exploration lists would call every candidate
+    inconclusive and the loop would never learn; on all lists it still sees the position-debiased
+    difference, and the reason names the champion's selection bias."""
+    if compare_on not in COMPARE_ON:
+        raise ValueError(f"compare_on must be one of {', '.join(COMPARE_ON)}, got {compare_on!r}")
+    if compare_on == "all":
+        return "debiased", f"{ESTIMATOR} on all lists (promotion.compare_on = all)"
+    relevant = np.asarray(columns[explore]).astype(bool) & (np.asarray(columns[label]) > 0)
+    judged = len(np.unique(np.asarray(columns[group])[relevant]))
     if judged >= min_support:
-        return "exploration", f"exploration lists ({judged} judged)"
-    return "all", (f"all lists: only {judged} judged exploration lists, fewer than promotion.min_support "
-                   f"{min_support} (the champion chose what the others show: biased towards its picks)")
+        return "explore", f"exploration lists, plain metrics ({judged} judged)"
+    return "debiased", (f"{ESTIMATOR} on all lists: only {judged} judged exploration lists, fewer than "
+                        f"promotion.min_support {min_support} (the champion chose what the others show: biased "
+                        "towards its picks)")
 
 
 @dataclass(frozen=True)
@@ -117,10 +114,8 @@ class Ratio:
 
 def evaluate(*, columns: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarray], segments: Sequence[str],
              bootstrap: Bootstrap, paired: tuple[str, str] | None = None, label: str = "label",
-             weight: str = "weight", explore: str = "explore", group: str = "request_id",
-             lists: str = "all") -> CounterfactualEstimates:
-    """Both estimates for every scorer, overall and per segment, and `paired[0]` minus `paired[1]`;
-    `lists` ("exploration" | "all"): the lists the debiased estimate is taken on.
+             weight: str = "weight", explore: str = "explore", group: str = "request_id") -> CounterfactualEstimates:
+    """Both estimates for every scorer, overall and per segment, and `paired[0]` minus `paired[1]`.
 
     scorers: {name: {"explore": block, "debiased": block}}; paired: {"of", "explore": block, "debiased": block}
     or None; block = {"overall": scope, "segments": {"tenant_id=acme": scope}};
@@ -132,20 +127,15 @@ def evaluate(*, columns: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarr
     weighted = gain * np.asarray(columns[weight], dtype=np.float64)
     shuffled = np.asarray(columns[explore]).astype(bool)
     _, first_row, gid = np.unique(np.asarray(columns[group]), return_index=True, return_inverse=True)
-    if lists not in LISTS:
-        raise ValueError(f"lists must be one of {', '.join(LISTS)}, got {lists!r}")
     n_lists = len(first_row)
     judged = np.bincount(gid, weights=gain, minlength=n_lists) > 0  # the population every figure averages over
-    debiased_on = (np.bincount(gid, weights=shuffled, minlength=n_lists) > 0 if lists == "exploration"
-                   else np.ones(n_lists, dtype=bool))
 
     figures: dict[tuple[str, str, str], Ratio] = {}
     for scorer, score in scores.items():
         score = np.asarray(score, dtype=np.float64)
         rank = rank_within_group(gid, score)
         for k, (dcg, idcg) in dcg_per_list(gain=weighted, rank=rank, gid=gid, n_lists=n_lists).items():
-            figures[scorer, "debiased", f"ndcg@{k}"] = Ratio(np.where(debiased_on, dcg, 0.0),
-                                                             np.where(debiased_on, idcg, 0.0))
+            figures[scorer, "debiased", f"ndcg@{k}"] = Ratio(dcg, idcg)
         plain = per_list(gain=gain[shuffled], binary=label_[shuffled] >= 1, score=score[shuffled],
                          gid=gid[shuffled], n_lists=n_lists)
         for metric in EXPLORE_METRICS:

@@ -21,7 +21,7 @@ import io
 import logging
 from typing import Any, Callable, Mapping, Sequence
 
-from feedloop.training.counterfactual import DEBIASED_METRICS, ESTIMATOR, EXPLORE_METRICS
+from feedloop.training.counterfactual import DEBIASED_METRICS, ESTIMATOR, ESTIMATORS, EXPLORE_METRICS
 from feedloop.training.evaluate import METRICS
 from feedloop.quality.overview import FORCE_ACCEPTED, NOT_VALIDATED, QUARANTINED, STATES, WARNED_VIEW, DayStatus
 
@@ -128,7 +128,8 @@ def _counterfactual(metrics: Mapping[str, Any], gate: Mapping[str, Any]) -> str:
     parts = [f"<p>Intervals: {level} percentile bootstrap over lists ({boot.get('resamples')} resamples, seed "
              f"{boot.get('seed')}); a difference is paired (same lists, same resamples).</p>"]
     for estimate, names, title in (("debiased", DEBIASED_METRICS, f"Debiased ({ESTIMATOR}), all lists"),
-                                   ("explore", EXPLORE_METRICS, "Exploration lists only (positions shuffled)")):
+                                   ("explore", EXPLORE_METRICS, "Exploration lists only (random candidates, "
+                                                                "random order, never trained on)")):
         rows = [(name, block[estimate]["overall"]) for name, block in scorers]
         if paired:
             rows.append(("candidate − champion", paired[estimate]["overall"]))
@@ -138,21 +139,25 @@ def _counterfactual(metrics: Mapping[str, Any], gate: Mapping[str, Any]) -> str:
         parts.append(f"<h3>{_e(title)}</h3><p class='small'>{_e(estimates.get(estimate, ''))}</p>"
                      f"<table>{head}{body}</table>")
     metric = (gate.get("comparison") or {}).get("metric") or "ndcg@10"
-    parts.append(f"<h3>{_e(metric)} ({_e(ESTIMATOR)}) per segment</h3>" + _debiased_segments(scorers, paired, metric))
+    gated = (paired or {}).get("gated", "debiased")  # the estimate the gate compared on
+    judged_on = (paired or {}).get("judged_on")
+    parts.append(f"<h3>{_e(metric)} ({_e(ESTIMATORS[gated])}) per segment: what the gate compared</h3>"
+                 + (f"<p class='small'>On {_e(judged_on)}.</p>" if judged_on else "")
+                 + _segments(scorers, paired, metric, gated))
     limits = gate.get("thresholds") or {}
-    parts.append(_plot(_interval_plot, scorers, paired, metric, tolerance=limits.get("tolerance"),
+    parts.append(_plot(_interval_plot, scorers, paired, metric, gated, tolerance=limits.get("tolerance"),
                        segment_tolerance=limits.get("segment_tolerance")))
     return "".join(parts)
 
 
-def _debiased_segments(scorers: Sequence[tuple[str, Mapping[str, Any]]], paired: Mapping[str, Any] | None,
-                       metric: str) -> str:
+def _segments(scorers: Sequence[tuple[str, Mapping[str, Any]]], paired: Mapping[str, Any] | None,
+              metric: str, estimate: str) -> str:
     head = ("<tr><th>segment</th><th>lists</th>" + "".join(f"<th>{_e(name)}</th>" for name, _ in scorers)
             + ("<th>candidate − champion</th>" if paired else "") + "</tr>")
     body = []
-    for scope in ["overall", *scorers[0][1]["debiased"]["segments"]]:
-        cells = [_scope(block["debiased"], scope) for _, block in scorers]
-        diff = f"<td>{_interval(_scope(paired['debiased'], scope).get(metric))}</td>" if paired else ""
+    for scope in ["overall", *scorers[0][1][estimate]["segments"]]:
+        cells = [_scope(block[estimate], scope) for _, block in scorers]
+        diff = f"<td>{_interval(_scope(paired[estimate], scope).get(metric))}</td>" if paired else ""
         body.append(f"<tr><td>{_e(scope)}</td><td>{cells[0].get('lists', 'n/a')}</td>"
                     + "".join(f"<td>{_interval(c.get(metric))}</td>" for c in cells) + f"{diff}</tr>")
     return f"<table>{head}{''.join(body)}</table>"
@@ -238,19 +243,20 @@ def _segments_plot(cand, champ, popularity):
     return fig
 
 
-def _interval_plot(scorers, paired, metric, *, tolerance, segment_tolerance):
-    """Left: each scorer's debiased metric per scope with its interval; right: candidate - champion with its
-    paired interval against -tolerance (overall) and -segment_tolerance (segments)."""
+def _interval_plot(scorers, paired, metric, estimate, *, tolerance, segment_tolerance):
+    """Left: each scorer's metric of `estimate` (the block the gate compared) per scope with its interval;
+    right: candidate - champion with its paired interval against -tolerance (overall) and -segment_tolerance
+    (segments)."""
     import matplotlib.pyplot as plt
 
-    scopes = ["overall", *scorers[0][1]["debiased"]["segments"]]
+    scopes = ["overall", *scorers[0][1][estimate]["segments"]]
     fig, axes = plt.subplots(1, 2 if paired else 1, figsize=(11, 0.45 * len(scopes) + 1.6), squeeze=False)
     left = axes[0][0]
     colors = ("#1f77b4", "#ff7f0e", "#aaa")
     height = 0.8 / len(scorers)
     for i, ((name, block), color) in enumerate(zip(scorers, colors)):
         for y, scope in enumerate(scopes):
-            figure = _scope(block["debiased"], scope).get(metric) or {}
+            figure = _scope(block[estimate], scope).get(metric) or {}
             if figure.get("value") is None:
                 continue
             left.errorbar(figure["value"], y + i * height, xerr=[[figure["value"] - figure["low"]],
@@ -258,13 +264,13 @@ def _interval_plot(scorers, paired, metric, *, tolerance, segment_tolerance):
                           fmt="o", color=color, capsize=3, label=name if y == 0 else None)
     left.set_yticks([y + 0.4 - height / 2 for y in range(len(scopes))], scopes)
     left.invert_yaxis()
-    left.set_title(f"{metric} ({ESTIMATOR})")
+    left.set_title(f"{metric} ({ESTIMATORS[estimate]})")
     left.legend(loc="best", fontsize=8)
     left.grid(alpha=0.3)
     if paired:
         right = axes[0][1]
         for y, scope in enumerate(scopes):
-            figure = _scope(paired["debiased"], scope).get(metric) or {}
+            figure = _scope(paired[estimate], scope).get(metric) or {}
             if figure.get("value") is None:
                 continue
             right.errorbar(figure["value"], y, xerr=[[figure["value"] - figure["low"]], [figure["high"] - figure["value"]]],

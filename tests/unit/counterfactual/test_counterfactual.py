@@ -42,30 +42,14 @@ def test_debiased_ndcg_pools_weighted_dcg_over_lists_by_hand():
     assert debiased["segments"]["surface=search"]["lists"] == 1
 
 
-def test_the_debiased_estimate_on_exploration_lists_counts_those_lists_only():
-    """The gate's default: the lists the champion chose (b) drop out, in every scope, and the figure is
-    what all lists give when only the exploration rows are there."""
-    out = cf.evaluate(columns=HAND, scores={"m": HAND_SCORE}, segments=("surface",), bootstrap=QUICK,
-                      lists="exploration")
-    debiased = out.scorers["m"]["debiased"]
-    assert debiased["overall"]["lists"] == 1
-    assert _value(debiased["overall"], "ndcg@10") == pytest.approx((2 / L3 + 3 / 2) / (3 + 2 / L3))
-    assert debiased["segments"]["surface=search"]["lists"] == 0
-    rows = HAND["explore"]
-    alone = cf.evaluate(columns={k: v[rows] for k, v in HAND.items()}, scores={"m": HAND_SCORE[rows]},
-                        segments=("surface",), bootstrap=QUICK)
-    assert _value(alone.scorers["m"]["debiased"]["overall"], "ndcg@10") == _value(debiased["overall"], "ndcg@10")
-    with pytest.raises(ValueError, match="lists must be one of exploration, all"):
-        cf.evaluate(columns=HAND, scores={"m": HAND_SCORE}, segments=(), bootstrap=QUICK, lists="shown")
-
-
-def test_the_comparison_falls_back_to_all_lists_and_says_so_when_exploration_lists_are_too_few():
-    assert cf.judged_exploration_lists(HAND) == 1  # list a; c explores nothing, b is not exploration
-    assert cf.lists_to_judge(HAND, wanted="exploration", min_support=1) == ("exploration",
-                                                                            "exploration lists (1 judged)")
-    lists, why = cf.lists_to_judge(HAND, wanted="exploration", min_support=2)
-    assert lists == "all" and "only 1 judged exploration lists, fewer than promotion.min_support 2" in why
-    assert cf.lists_to_judge(HAND, wanted="all", min_support=1)[0] == "all"
+def test_the_gate_compares_on_exploration_lists_when_enough_are_judged_else_on_all_lists_and_says_why():
+    assert cf.choose_estimate(HAND, compare_on="exploration", min_support=1) == (
+        "explore", "exploration lists, plain metrics (1 judged)")  # list a; c has no click, b is not exploration
+    block, why = cf.choose_estimate(HAND, compare_on="exploration", min_support=2)
+    assert block == "debiased" and "only 1 judged exploration lists, fewer than promotion.min_support 2" in why
+    assert cf.choose_estimate(HAND, compare_on="all", min_support=1)[0] == "debiased"
+    with pytest.raises(ValueError, match="compare_on must be one of exploration, all"):
+        cf.choose_estimate(HAND, compare_on="shown", min_support=1)
 
 
 def test_exploration_metrics_use_the_shuffled_lists_only_and_unweighted_gains():

@@ -223,8 +223,14 @@ def test_a_champion_that_could_not_be_scored_on_these_rows_blocks_and_says_how_t
                                     "promote with promotion_mode=force and a force_reason after reading the report")
 
 
-def test_the_overall_comparison_names_the_lists_it_was_judged_on():
-    judged_on = "all lists: only 12 judged exploration lists, fewer than promotion.min_support 50"
-    d = decide(cand(), champ(), T, paired={**paired(0.01, -0.004, 0.03), "judged_on": judged_on})
+def test_the_gate_compares_the_block_the_evaluation_chose_and_names_the_lists():
+    """paired["gated"] = "explore": the exploration lists' figures decide, whatever the debiased ones say."""
+    explore = paired(0.012, -0.003, 0.027)["debiased"]
+    both = {**paired(-0.04, -0.06, -0.03), "explore": explore, "gated": "explore",
+            "judged_on": "exploration lists, plain metrics (700 judged)"}
+    blocks = {"explore": _debiased(0.50)}
+    d = decide({**cand(), **blocks}, {**champ(), **blocks}, T, paired=both)
     overall = next(c for c in d.checks if c.kind == "comparison" and c.scope == "overall")
-    assert overall.note == f"on {judged_on}" and d.promotable
+    assert d.promotable and d.comparison.verdict == "not worse" and d.comparison.estimator == "exploration"
+    assert overall.diff == 0.012 and overall.note == "on exploration lists, plain metrics (700 judged)"
+    assert not decide(cand(), champ(), T, paired={**both, "gated": "debiased"}).promotable
