@@ -4,7 +4,8 @@ hash and the lineage equal the golden files written by the builder of 2026-12 (b
 The lake is generated here, deterministically: six event days plus the day after the window, three configured
 tenants and one unknown, late arrivals across day boundaries (some after the label cutoff), outcomes before, inside
 and after the attribution window, explore lists, duplicated impressions (same day and across midnight), new users
-and items missing from the catalog. Regenerate the golden files only on purpose, for a change of semantics:
+and items missing from the catalog. Rewritten once on purpose since: exploration lists of every day moved to the
+holdout split (2026-12-05). Regenerate the golden files only on purpose, for a change of semantics:
 WRITE_GOLDEN_DATASET=1 .venv/bin/python -m pytest tests/integration/test_dataset_golden.py
 """
 
@@ -167,3 +168,7 @@ def test_the_build_equals_the_golden_files_row_for_row(embedded, store):
     assert built["lineage"] == meta["lineage"]           # rows per split, content hash, inputs, feature manifest
     holdout = built["tables"]["split-holdout"]
     assert holdout.num_rows > 100 and set(holdout[features.column("tenant_id")].to_pylist()) >= {0.0, 1.0, 2.0}
+    # exploration lists of every window day are held out (the gate compares on them), never trained on
+    assert not any(built["tables"][f"split-{s}"]["explore"].to_pylist().count(True) for s in ("train", "valid"))
+    explored_days = {d for d, x in zip(holdout["day"].to_pylist(), holdout["explore"].to_pylist()) if x}
+    assert len(explored_days) > 1
