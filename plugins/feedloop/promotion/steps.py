@@ -217,7 +217,7 @@ def refit_candidate(*, ds: str, mode: str = "gate", settings: Settings) -> dict[
         twin.stage("train_metrics.json", twin.train_metrics)
         parity = _export(twin)
         record = {"version": twin.version, "evaluated": cand.version, **asdict(result),
-                  **{k: parity[k] for k in ("passed", "max_abs_diff", "rows", "threshold")}}
+                  **{k: parity[k] for k in ("passed", "max_abs_diff", "threshold")}, "parity_rows": parity["rows"]}
         cand.stage("refit.json", record)
     (log.info if record["passed"] else log.warning)(
         "refit of %s: %s (%s rounds on %s rows), ONNX parity %s", cand.version, record["version"], record["rounds"],

@@ -79,8 +79,11 @@ def dcg_per_list(*, gain: np.ndarray, rank: np.ndarray, gid: np.ndarray,
 
 
 def rank_within_group(gid: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """1-based rank of each row in its list by score, descending (ties: row order)."""
-    return _rank_within_group(gid, -np.asarray(score, dtype=np.float64))
+    """1-based rank of each row in its list by score, descending. Ties: a fixed pseudo-random order, never the
+    row order: a list's rows come in logged position order, so a scorer with ties (a two-leaf model, a
+    constant) would inherit the logging policy's ranking and the clicks its top positions got."""
+    tiebreak = np.random.default_rng(0).permutation(np.asarray(gid).size)
+    return _rank_within_group(gid, -np.asarray(score, dtype=np.float64), tiebreak)
 
 
 def auc(*, binary: np.ndarray, score: np.ndarray) -> float | None:
@@ -131,9 +134,10 @@ def calibration(*, score: np.ndarray, binary: np.ndarray, bins: int = 10) -> dic
     }
 
 
-def _rank_within_group(gid: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """1-based rank of each row inside its group when sorted by key ascending (ties: row order)."""
-    order = np.lexsort((np.arange(gid.size), key, gid))
+def _rank_within_group(gid: np.ndarray, key: np.ndarray, tiebreak: np.ndarray | None = None) -> np.ndarray:
+    """1-based rank of each row inside its group when sorted by key ascending (ties: by `tiebreak`, else row
+    order)."""
+    order = np.lexsort((np.arange(gid.size) if tiebreak is None else tiebreak, key, gid))
     starts = np.r_[0, np.flatnonzero(np.diff(gid[order])) + 1]
     pos = np.arange(gid.size) - np.repeat(starts, np.diff(np.r_[starts, gid.size]))
     rank = np.empty(gid.size, dtype=np.float64)

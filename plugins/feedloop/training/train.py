@@ -66,8 +66,8 @@ def lgb_params(cfg: TrainSettings, objective: str) -> dict:
     return params
 
 
-def load_split(settings: Settings, day: date, split: str) -> pa.Table:
-    """One split of the training set as Arrow, in file order (requests contiguous)."""
+def load_split(settings: Settings, day: date, split: str, *, where: str = "true") -> pa.Table:
+    """One split of the training set as Arrow, in file order (requests contiguous); `where`: a DuckDB filter."""
     from feedloop.core import duck  # lazy: DuckDB loads only where a training set is built or read
 
     cols = ", ".join(["request_id", "label", "label_binary", "weight"] + [features.column(n) for n in features.FEATURE_NAMES])
@@ -75,7 +75,7 @@ def load_split(settings: Settings, day: date, split: str) -> pa.Table:
     con = duck.connect(settings, memory_limit=settings.dataset.duckdb_memory_limit, threads=2)
     try:
         con.execute("SET preserve_insertion_order = true")
-        return con.execute(f"SELECT {cols} FROM read_parquet('{url}')").fetch_arrow_table()
+        return con.execute(f"SELECT {cols} FROM read_parquet('{url}') WHERE {where}").fetch_arrow_table()
     finally:
         con.close()
 
@@ -170,7 +170,9 @@ class RefitResult:
 
 
 def refit(settings: Settings, *, day: date, rounds: int, objective: str | None = None) -> tuple[str, RefitResult]:
-    """The evaluated model's recipe on the WHOLE window, the validation and held-out days included.
+    """The evaluated model's recipe on the WHOLE window, the validation and held-out days included, but never
+    the exploration lists: they are where later candidates are compared with this model, and a model that
+    had fit them would look better there than it is.
 
     Why: the model that goes live for D + 1 would otherwise never have trained on its two most recent
     days (D - 1 picked the rounds, D judged it). With no day left to early-stop on, it keeps the
@@ -182,7 +184,8 @@ def refit(settings: Settings, *, day: date, rounds: int, objective: str | None =
     cfg = settings.train
     objective = objective or cfg.objective
     t0 = time.perf_counter()
-    table = pa.concat_tables([load_split(settings, day, split) for split in ("train", "valid", "holdout")])
+    table = pa.concat_tables([load_split(settings, day, "train"), load_split(settings, day, "valid"),
+                              load_split(settings, day, "holdout", where="NOT coalesce(explore, false)")])
     if table.num_rows == 0:
         raise ValueError(f"training set {lake.dataset_prefix(day)} is empty: nothing to refit")
     sizes = group_sizes(table["request_id"])
