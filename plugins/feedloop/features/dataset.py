@@ -5,7 +5,8 @@ the outcomes that followed it, inverse-propensity weights, and features from
 `feedloop.features.definitions` computed only from events that had ARRIVED (ingest_ts) before the start of
 the impression's day. Splits: holdout = the last day, valid = the day before, train = the rest;
 exploration lists (random candidates in random order) of every day go to holdout, never to training,
-so no model has fit them and the gate can compare any two models on them (feedloop.training.counterfactual). Results stream from DuckDB in record batches straight into Parquet on
+so no model has fit them and the gate can compare any two models on them (feedloop.training.counterfactual).
+Results stream from DuckDB in record batches straight into Parquet on
 S3, so memory stays bounded whatever the window holds. The same run writes the feature snapshot
 "as of D" that serving pods use, and lineage (inputs, row counts, content hash).
 """

@@ -19,7 +19,7 @@ from feedloop.core.errors import NotApproved, PromotionBlocked
 from feedloop.core.storage import ObjectStore
 from feedloop.promotion.candidate import candidate_key
 from feedloop.promotion.registry import Registry
-from feedloop.training.counterfactual import ESTIMATORS
+from feedloop.training.counterfactual import ESTIMATORS, gated_estimate
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def approval(evaluation: Evaluation, *, compare: tuple[str, ...], margin: float,
     promotion.inconclusive = approve), or when it is within `margin` of the champion on every compared
     metric (a close call; margin 0 turns that off). The figures: the estimate the gate compared on, paired."""
     champ = evaluation.champion
-    gated = (evaluation.paired or {}).get("gated", "debiased")
+    gated = gated_estimate(evaluation.paired)
     cand_m = _values(evaluation.candidate, gated)
     champ_m = {} if champ is None else _values(champ, gated)
     paired = (evaluation.paired or {}).get(gated, {}).get("overall") or {}

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 from feedloop.contract.decisions import Check, Comparison, GateDecision
-from feedloop.training.counterfactual import ESTIMATORS
+from feedloop.training.counterfactual import ESTIMATORS, gated_estimate
 
 INCONCLUSIVE = ("hold", "approve", "promote")
 PASSING = ("better", "not worse")  # verdicts of a comparison that lets the candidate through
@@ -61,7 +61,8 @@ def decide(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, thr
     and parity only); paired: the evaluation's candidate - champion differences ({"confidence", "gated":
     the estimate block compared ("explore" | "debiased", default "debiased"), "judged_on": why, and per
     block {"overall": {"lists", metric: {"value", "low", "high"}}, "segments": {...}}}), required with a
-    scorable champion; candidate and champion carry the same blocks. A missing parity figure never passes, nor does a champion that could not be
+    scorable champion; candidate and champion carry the same blocks. A missing parity figure never passes,
+    nor does a champion that could not be
     scored on these rows ({"unscorable": why}: its feature set differs).
     """
     checks = [_parity(candidate.get("parity"), thresholds.parity_max_abs_diff)]
@@ -71,7 +72,7 @@ def decide(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, thr
         checks.append(Check("floor", "overall", metric, value, floor, value is not None and value >= floor,
                             support=overall.get("groups")))
     headline = thresholds.compare[0]
-    est = (paired or {}).get("gated", "debiased")
+    est = gated_estimate(paired)
     if est not in ESTIMATORS:
         raise ValueError(f"paired 'gated' must be one of {', '.join(ESTIMATORS)}, got {est!r}")
     estimator = ESTIMATORS[est]
@@ -120,7 +121,7 @@ def _comparisons(scope: str, cand: Mapping[str, Any] | None, champ: Mapping[str,
                  confidence: float | None, estimator: str, judged_on: str | None = None) -> list[Check]:
     """One check per compared metric. Overall, an inconclusive verdict passes only when the policy says so;
     in a segment it never blocks (a segment's own small sample must not hold the whole candidate).
-    judged_on: which lists the evaluation compared on (counterfactual.lists_to_judge), in the overall note."""
+    judged_on: which lists the evaluation compared on (counterfactual.choose_estimate), in the overall note."""
     out = []
     lists = int(diffs.get("lists") or 0)
     for metric in thresholds.compare:

@@ -85,6 +85,12 @@ def choose_estimate(columns: Mapping[str, np.ndarray], *, compare_on: str, min_s
                         "towards its picks)")
 
 
+def gated_estimate(paired: Mapping[str, Any] | None) -> str:
+    """The estimate block an evaluation's paired differences were gated on; "debiased" for evaluations from
+    before choose_estimate existed."""
+    return (paired or {}).get("gated", "debiased")
+
+
 @dataclass(frozen=True)
 class Bootstrap:
     """Percentile bootstrap over lists; the seed makes a re-run give identical numbers."""

@@ -21,7 +21,7 @@ import io
 import logging
 from typing import Any, Callable, Mapping, Sequence
 
-from feedloop.training.counterfactual import DEBIASED_METRICS, ESTIMATOR, ESTIMATORS, EXPLORE_METRICS
+from feedloop.training.counterfactual import DEBIASED_METRICS, ESTIMATOR, ESTIMATORS, EXPLORE_METRICS, gated_estimate
 from feedloop.training.evaluate import METRICS
 from feedloop.quality.overview import FORCE_ACCEPTED, NOT_VALIDATED, QUARANTINED, STATES, WARNED_VIEW, DayStatus
 
@@ -139,7 +139,7 @@ def _counterfactual(metrics: Mapping[str, Any], gate: Mapping[str, Any]) -> str:
         parts.append(f"<h3>{_e(title)}</h3><p class='small'>{_e(estimates.get(estimate, ''))}</p>"
                      f"<table>{head}{body}</table>")
     metric = (gate.get("comparison") or {}).get("metric") or "ndcg@10"
-    gated = (paired or {}).get("gated", "debiased")  # the estimate the gate compared on
+    gated = gated_estimate(paired)
     judged_on = (paired or {}).get("judged_on")
     parts.append(f"<h3>{_e(metric)} ({_e(ESTIMATORS[gated])}) per segment: what the gate compared</h3>"
                  + (f"<p class='small'>On {_e(judged_on)}.</p>" if judged_on else "")
