@@ -135,29 +135,44 @@ class AirflowApi:
         already ran are re-run with it only if `reprocess` says so ("completed": all, "failed": failed ones).
 
         On SQLite (the embedded stack) Airflow answers 503 "Database is locked" while the scheduler
-        writes. Mostly it has created nothing, and the request is retried for up to a minute; but it
-        can also have created the backfill with only some of its runs, which is then an error naming it.
+        writes, and retrying for up to two minutes gets through. Airflow writes a backfill's runs in
+        one transaction, but its backfill row before them, and may fail to delete that row after the
+        lock: an orphan that refuses every later backfill of the DAG ("another backfill is running").
+        If no run in the range changed, the orphan is empty and is cancelled before the retry; if one
+        did, that is an error naming the backfill, since cancelling would fail its queued runs.
         """
         body = {"dag_id": dag_id, "from_date": from_date, "to_date": to_date, "dag_run_conf": conf,
                 "reprocess_behavior": reprocess, "max_active_runs": max_active_runs}
-        deadline, pause = time.monotonic() + 60, 1.0
+        deadline, pause = time.monotonic() + 120, 1.0
         while True:
+            before = self._runs_between(dag_id, from_date, to_date)
             resp = self.http.post("/backfills", json=body)
-            locked = resp.status_code == 503 and "locked" in resp.text
-            if not locked or time.monotonic() > deadline:
+            if not (resp.status_code == 503 and "locked" in resp.text) or time.monotonic() > deadline:
                 break
-            partial = [b for b in self._call("GET", "/backfills", params={"dag_id": dag_id})["backfills"]
-                       if b["completed_at"] is None]
-            if partial:
-                raise AirflowApiError(
-                    f"POST /backfills: Airflow answered 503 ({resp.text[:200]}) but created backfill "
-                    f"{partial[0]['id']}, maybe without all its runs: check GET /api/v2/backfills/{partial[0]['id']} "
-                    "and its runs; cancel it (PUT /api/v2/backfills/<id>/cancel) and create it again if one is missing")
+            for orphan in self._active_backfills(dag_id):
+                if self._runs_between(dag_id, from_date, to_date) != before:
+                    raise AirflowApiError(
+                        f"POST /backfills: Airflow answered 503 ({resp.text[:200]}) but created backfill "
+                        f"{orphan['id']} with some of its runs: check GET /api/v2/backfills/{orphan['id']} and the "
+                        f"runs of {dag_id} from {from_date} to {to_date}; cancel it (PUT /api/v2/backfills/"
+                        f"{orphan['id']}/cancel) and create it again if one is missing")
+                self._call("PUT", f"/backfills/{orphan['id']}/cancel")
             time.sleep(pause)
             pause = min(pause * 2, 8.0)
         if resp.status_code >= 300:
             raise AirflowApiError(f"POST /backfills: {resp.status_code} {resp.text[:500]}")
         return resp.json()
+
+    def _active_backfills(self, dag_id: str) -> list[dict]:
+        return [b for b in self._call("GET", "/backfills", params={"dag_id": dag_id})["backfills"]
+                if b["completed_at"] is None]
+
+    def _runs_between(self, dag_id: str, from_date: str, to_date: str) -> set[tuple]:
+        """(run id, type, queued at) of the DAG's runs with a logical date in the range: a backfill adds runs
+        there or re-queues them, nothing else that happens meanwhile changes these."""
+        params = {"logical_date_gte": from_date, "logical_date_lte": to_date, "limit": 1000}
+        runs = self._call("GET", f"/dags/{dag_id}/dagRuns", params=params)["dag_runs"]
+        return {(r["dag_run_id"], r["run_type"], r["queued_at"]) for r in runs}
 
     def backfill(self, backfill_id: int) -> dict:
         return self._call("GET", f"/backfills/{backfill_id}")
