@@ -258,3 +258,8 @@ def test_a_better_candidate_is_promoted_after_the_first_model(loop):
     assert audit.lists == _stats(loop, DAYS - 1).lists  # judged on every request's whole pool
     assert audit.decision == "promoted" and audit.candidate_ndcg > audit.champion_ndcg
     assert Registry.from_settings(loop.settings).live().version == second["flip"]["version"]
+    # the first model was never gated on a half of the exploration lists: half 0; the next candidate gets half 1
+    paired = Registry.from_settings(loop.settings).read_json(second["gate"]["version"], "metrics.json")["paired"]
+    assert paired["judged_on"].startswith("half 0 of the exploration lists" if paired["gated"] == "explore"
+                                          else "snips-ipw on all lists: only"), paired["judged_on"]
+    assert paired["half"] == (0 if paired["gated"] == "explore" else None)

@@ -242,6 +242,8 @@ class PromotionSettings(_Section):
     compare_on: Literal["exploration", "all"] = "exploration"  # exploration lists (random candidates, never
                                                       # trained on; plain metrics) when min_support are judged, else
                                                       # all lists debiased; `all`: always all lists debiased
+    unused_half: bool = True                          # exploration: only the half of the lists (by request id)
+                                                      # the champion was not promoted on; False: all of them
     tolerance: float = Field(0.025, ge=0)             # overall: promote when the lower bound > -tolerance, hold
                                                       # when the upper bound < -tolerance, else inconclusive
     segment_tolerance: float = Field(0.02, ge=0)      # per segment: upper bound < -this holds the candidate

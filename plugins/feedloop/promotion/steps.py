@@ -83,7 +83,13 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
         plain["champion"] = evaluate.evaluate(columns=columns, score=scored["champion"], segments=cfg.segments)
     boot = counterfactual.Bootstrap(resamples=cfg.bootstrap_resamples, confidence=cfg.confidence,
                                     seed=cfg.bootstrap_seed)
-    gated, judged_on = counterfactual.choose_estimate(columns, compare_on=cfg.compare_on, min_support=cfg.min_support)
+    half = None
+    if cfg.unused_half and "champion" in scored:  # the champion's lucky lists stay out of its comparison
+        half = counterfactual.unused_half(_paired_of(registry, champion))
+        columns = {**columns, "explore": np.asarray(columns["explore"]).astype(bool)
+                   & (counterfactual.list_half(columns["request_id"]) == half)}
+    gated, judged_on = counterfactual.choose_estimate(columns, compare_on=cfg.compare_on, min_support=cfg.min_support,
+                                                      half=half)
     (log.info if gated == "explore" or cfg.compare_on == "all" else log.warning)("compared on %s", judged_on)
     found = counterfactual.evaluate(columns=columns, scores=scored, segments=cfg.segments, bootstrap=boot,
                                     paired=("candidate", "champion") if "champion" in scored else None)
@@ -101,7 +107,7 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
         calibration=evaluate.calibration(score=scores, binary=columns["label_binary"]),
         train=cand.train_metrics,
         paired=None if found.paired is None else {**boot.to_dict(), "gated": gated, "judged_on": judged_on,
-                                                    **found.paired},
+                                                    "half": half if gated == "explore" else None, **found.paired},
         estimates={
             "overall, segments": "plain metrics on the logged lists, which the logging policy (the champion) "
                                  "ranked: biased towards it; the floors use them, the comparison with the champion "
@@ -110,6 +116,12 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
             "paired": "candidate - champion per list, same lists and resamples (paired bootstrap)",
         },
         bootstrap=boot.to_dict())
+
+
+def _paired_of(registry: Registry, version: str) -> dict[str, Any] | None:
+    """The paired comparison that gated `version` (its metrics.json), None for a version registered without one."""
+    metrics = registry.store.get_json(registry.bucket, registry.version_key(version, "metrics.json"))
+    return metrics.get("paired") if isinstance(metrics, dict) else None
 
 
 def export_candidate(*, ds: str, settings: Settings) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from feedloop.contract.decisions import CounterfactualEstimates
 from feedloop.training.evaluate import NDCG_CUTOFFS, dcg_per_list, per_list, rank_within_group
@@ -58,31 +59,52 @@ DEBIASED_METRICS = tuple(f"ndcg@{k}" for k in NDCG_CUTOFFS)
 EXPLORE_METRICS = (*DEBIASED_METRICS, "map", "mrr")
 ESTIMATES = {
     "explore": "plain metrics on exploration lists only (explore == true: random candidates in random order, "
-               "never trained on); mean over lists with a relevant row",
+               "never trained on; with promotion.unused_half only the half the champion was not promoted on); "
+               "mean over lists with a relevant row",
     "debiased": f"{ESTIMATOR}: gains x inverse examination propensity of the logged position; NDCG@k = sum over "
                 "lists of DCG@k / sum over lists of ideal DCG@k (self-normalised over lists, not per list)",
 }
 _BATCH_CELLS = 8_000_000  # lists x replicates per batch: bounds the memory of the resample draw (~150 MB)
 
 
-def choose_estimate(columns: Mapping[str, np.ndarray], *, compare_on: str, min_support: int,
+def choose_estimate(columns: Mapping[str, np.ndarray], *, compare_on: str, min_support: int, half: int | None = None,
                     label: str = "label", explore: str = "explore", group: str = "request_id") -> tuple[str, str]:
     """(estimate block the gate compares on, why): "explore" when `compare_on` is "exploration" and at least
     `min_support` exploration lists have a relevant row, else "debiased" (all lists). Why the fallback: on
     little traffic (a new deployment) a gate that needs exploration lists would call every candidate
     inconclusive and the loop would never learn; on all lists it still sees the position-debiased
-    difference, and the reason names the champion's selection bias."""
+    difference, and the reason names the champion's selection bias. `half`: the lists `explore` marks are
+    that half only (`unused_half`), and the reason says so."""
     if compare_on not in COMPARE_ON:
         raise ValueError(f"compare_on must be one of {', '.join(COMPARE_ON)}, got {compare_on!r}")
     if compare_on == "all":
         return "debiased", f"{ESTIMATOR} on all lists (promotion.compare_on = all)"
     relevant = np.asarray(columns[explore]).astype(bool) & (np.asarray(columns[label]) > 0)
     judged = len(np.unique(np.asarray(columns[group])[relevant]))
+    which = "exploration lists" if half is None else f"half {half} of the exploration lists (the champion's unused one)"
     if judged >= min_support:
-        return "explore", f"exploration lists, plain metrics ({judged} judged)"
-    return "debiased", (f"{ESTIMATOR} on all lists: only {judged} judged exploration lists, fewer than "
+        return "explore", f"{which}, plain metrics ({judged} judged)"
+    return "debiased", (f"{ESTIMATOR} on all lists: only {judged} judged {which}, fewer than "
                         f"promotion.min_support {min_support} (the champion chose what the others show: biased "
                         "towards its picks)")
+
+
+def list_half(request_ids: np.ndarray) -> np.ndarray:
+    """0 or 1 per row, from a stable hash of its request id: the same list is in the same half on every day and
+    in every process, so a champion's half can be told apart from lists it was never chosen on."""
+    ids = np.asarray(request_ids).astype(str).astype(object)
+    return (pd.util.hash_array(ids, categorize=False) & 1).astype(np.int8)
+
+
+def unused_half(champion_paired: Mapping[str, Any] | None) -> int:
+    """The half of the exploration lists a candidate is compared on: the one the champion's own promotion was not
+    judged on. Why: a champion promoted on a lucky estimate keeps that luck on the lists it was chosen on, and a
+    day's window shares 13 of its 14 days with the next one; on the other half its estimate is fresh. A champion
+    never gated on a half (the first model, or judged on all lists) leaves half 0."""
+    paired = champion_paired or {}
+    if paired.get("gated") == "explore" and paired.get("half") in (0, 1):
+        return 1 - int(paired["half"])
+    return 0
 
 
 def gated_estimate(paired: Mapping[str, Any] | None) -> str:

@@ -52,6 +52,23 @@ def test_the_gate_compares_on_exploration_lists_when_enough_are_judged_else_on_a
         cf.choose_estimate(HAND, compare_on="shown", min_support=1)
 
 
+def test_a_list_stays_in_its_half_in_every_process_and_the_halves_are_even():
+    assert cf.list_half(np.array([f"r-{i}" for i in range(10)])).tolist() == [1, 1, 1, 0, 0, 0, 1, 1, 1, 0]
+    assert cf.list_half(np.array([1, 2, 3])).tolist() == cf.list_half(np.array(["1", "2", "3"])).tolist()
+    assert abs(cf.list_half(np.array([f"req-{i}" for i in range(100_000)])).mean() - 0.5) < 0.005
+
+
+def test_a_candidate_is_compared_on_the_half_its_champion_was_not_promoted_on():
+    assert cf.unused_half({"gated": "explore", "half": 0}) == 1
+    assert cf.unused_half({"gated": "explore", "half": 1}) == 0
+    # never gated on a half: the first model, a fallback to all lists, an evaluation from before halves
+    assert cf.unused_half(None) == cf.unused_half({"gated": "debiased", "half": None}) == 0
+    assert cf.unused_half({"gated": "explore"}) == 0
+    block, why = cf.choose_estimate(HAND, compare_on="exploration", min_support=1, half=1)
+    assert block == "explore"
+    assert why == "half 1 of the exploration lists (the champion's unused one), plain metrics (1 judged)"
+
+
 def test_exploration_metrics_use_the_shuffled_lists_only_and_unweighted_gains():
     out = cf.evaluate(columns=HAND, scores={"m": HAND_SCORE}, segments=("surface",), bootstrap=QUICK)
     explore = out.scorers["m"]["explore"]
