@@ -21,7 +21,9 @@ the simulator's hidden utility (feedloop.ops.loop_audit). Then, per seed and ove
 - refit vs its evaluated twin on the next day's pools (is serving the refit worth it?);
 - a ceiling: the last day's training set relabelled with the hidden utility (graded 0-4), trained with
   the same recipe, on the held-out day's pools, beside the model that served that day on the same pools:
-  what these features could reach without click noise.
+  what these features could reach without click noise;
+- the hand-built reference (bench/reference.py: plain LambdaRank on five point-in-time counters, every
+  day before the last) against the model that served the last day, on that day's pools.
 
     .venv/bin/python bench/loop.py --report bench/results/loop.json   # the tables again from a saved run
 
@@ -45,6 +47,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
+sys.path.insert(0, str(ROOT))
 
 from feedloop.ops import audit  # noqa: E402
 from feedloop.ops import demo
@@ -60,6 +63,7 @@ from feedloop.training import train
 from feedloop.core.config import Settings, load_settings  # noqa: E402
 from feedloop.promotion.registry import Registry  # noqa: E402
 from feedloop.core.storage import ObjectStore  # noqa: E402
+from bench import reference  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CLEAR = audit.LEVEL_MARGIN  # candidate and champion differ by at least this in ground truth: a clear decision
@@ -79,9 +83,12 @@ def run_seed(seed: int, days: int, state: Path) -> dict:
         sim = simulate.Simulator(settings, start=date.fromisoformat(result["start"]), days=days,
                                  events_per_day=settings.simulate.events_per_day, seed=seed)
         rows = result["table"]
+        last = date.fromisoformat(rows[-1]["day"])
         extra = {"promotions": promotion_effects(settings, rows, sim),
                  "refits": refit_vs_twin(settings, rows, sim),
-                 "ceiling": ceiling(settings, date.fromisoformat(rows[-1]["day"]), sim)}
+                 "ceiling": ceiling(settings, last, sim),
+                 "reference": reference.reference_day(settings, ObjectStore.from_settings(settings),
+                                                      Registry.from_settings(settings), sim.world, sim.ids, last)}
     finally:
         stack.down(load_settings(), echo=lambda line: None)
     return {"seed": seed, "seconds": round(time.perf_counter() - t0, 1), "table": rows, **extra,
@@ -224,6 +231,7 @@ def summarize(rows: list[dict], extra: dict) -> dict:
         "worst_served_change": min((e["delta"] - e["legacy_delta"] for e in effects), default=None),
         "refit_minus_twin_mean": float(np.mean([r["delta"] for r in refits])) if refits else None,
         "ceiling": ceiling["ndcg"], "ceiling_served": final.get("champion_ndcg"), "served_version": final.get("champion"),
+        "reference": (extra.get("reference") or {}).get("pool_ndcg@10", {}).get("reference"),
     }
 
 
@@ -243,17 +251,23 @@ def print_seed(result: dict) -> None:
     print(f"   ceiling (training set of {c['day']} relabelled with the hidden utility): {c['ndcg']:.3f} on the held-out "
           f"day's {c['lists']} candidate pools; the model that served it ({result['summary']['served_version']}) "
           f"{_plain(result['summary']['ceiling_served'])}")
+    if result.get("reference"):
+        on_pools = ", ".join(f"{name} {value:.3f}" for name, value in result["reference"]["pool_ndcg@10"].items())
+        print(f"   hand-built reference (bench/reference.py) on {result['reference']['day']}'s "
+              f"{result['reference']['pools']} candidate pools: {on_pools}")
 
 
 def print_summary(results: list[dict], days: int, out: Path) -> None:
     print(f"\n== {len(results)} seeds x {days} days")
     print(f"{'seed':>5}  {'clear days':>10}  {'gate agrees':>11}  {'promoted':>8}  {'served GT last 7':>16}  "
-          f"{'legacy':>6}  {'worst promotion':>15}  {'worst served change':>19}  {'ceiling':>7}  {'served, same pools':>18}")
+          f"{'legacy':>6}  {'worst promotion':>15}  {'worst served change':>19}  {'ceiling':>7}  {'served, same pools':>18}  "
+          f"{'reference':>9}")
     for r in results:
         s = r["summary"]
         print(f"{r['seed']:>5}  {s['clear_days']:>10}  {s['agree']:>11}  {s['promoted']:>8}  "
               f"{s['served_ndcg_last7']:>16.3f}  {s['legacy_ndcg_last7']:>6.3f}  {_num(s['worst_promotion_delta']):>15}  "
-              f"{_num(s['worst_served_change']):>19}  {s['ceiling']:>7.3f}  {_plain(s['ceiling_served']):>18}")
+              f"{_num(s['worst_served_change']):>19}  {s['ceiling']:>7.3f}  {_plain(s['ceiling_served']):>18}  "
+              f"{_plain(s.get('reference')):>9}")
     clear = sum(r["summary"]["clear_days"] for r in results)
     agree = sum(r["summary"]["agree"] for r in results)
     print(f"gate agrees with the ground truth on {agree} of {clear} clear days"

@@ -12,9 +12,12 @@ dataset / features / train code:
     click rate and log user-author clicks (smoothing: the history's CTR as prior, weight PRIOR_WEIGHT);
   - labels each earlier impression 0 / click 1 / like 2 / share 3 and fits plain LambdaRank on every
     day before H (fixed rounds, no position debiasing, no early stopping);
-  - scores H's shown lists (the platform's holdout split, so every ranker sees the same lists) and
-    judges, by ground-truth NDCG@10 over the best order of each shown list (feedloop.ops.audit), the
-    reference, the model feedloop served on H (the impressions' model_version) and the logged order.
+  - judges the reference and the model feedloop served on H (the impressions' model_version) by
+    ground-truth NDCG@10 on H's whole candidate pools (the simulator keeps them, <state>/pools/H.npz):
+    each ranker's top 10 of every request's pool, feedloop's with the features its pods served on H,
+    the figure bench/loop.py reports. Why pools: the shown lists were chosen by the served model, and
+    reranking its own picks makes every other ranker look better than it (feedloop.ops.simulate.pools);
+  - and, for reference, the same rankers and the logged order on H's shown lists (the holdout split).
 Prints a table and writes bench/results/reference.json.
 """
 
@@ -84,8 +87,9 @@ def holdout_days(settings, store) -> list[date]:
 
 
 def reference_features(settings, files: list[str], held_out: date, holdout):
-    """Training rows (impressions before `held_out`, labelled) and the holdout's rows, with the reference's
-    point-in-time features, from events that arrived before `held_out` only."""
+    """Training rows (impressions before `held_out`, labelled) and the rows to score (`holdout`: request_id,
+    user_id, item_id, author_id), with the reference's point-in-time features, from events that arrived
+    before `held_out` only."""
     import pyarrow as pa
 
     from feedloop.core import duck
@@ -159,12 +163,27 @@ def served_scores(registry, holdout):
     return (version, scores), dict(served)
 
 
+def pool_rows(pools, world, ids) -> dict:
+    """Every candidate of every request of the day, in pool order, as rows to score."""
+    import numpy as np
+
+    items = np.concatenate([pools.pool(r) for r in range(len(pools))])
+    sizes = np.diff(np.asarray(pools.offsets))
+    users = np.repeat(np.asarray(pools.users), sizes)
+    return {"request_id": np.repeat(np.asarray(pools.request_ids, dtype=object), sizes),
+            "user_id": np.array([ids.user(int(u)) for u in users], dtype=object),
+            "item_id": np.array([ids.item(int(i)) for i in items], dtype=object),
+            "author_id": np.array([ids.author(int(a)) for a in world.item_author[items]], dtype=object)}
+
+
 def reference_day(settings, store, registry, world, ids, held_out: date) -> dict:
-    """The three rankers on `held_out`'s shown lists, by ground-truth NDCG@10."""
+    """The reference and the served model on `held_out`'s whole candidate pools, and with the logged order on
+    its shown lists, by ground-truth NDCG@10."""
     import numpy as np
 
     from feedloop.ops import audit
     from feedloop.ops import loop_audit
+    from feedloop.ops.simulate import pools
 
     t0 = time.perf_counter()
     bucket = settings.s3.lake_bucket
@@ -172,18 +191,38 @@ def reference_day(settings, store, registry, world, ids, held_out: date) -> dict
     served_columns = [c for v in sorted(versions)
                       for c in loop_audit.feature_columns(registry.manifest(v)["feature_manifest"])]
     holdout = loop_audit.read_holdout(store, bucket, held_out, list(dict.fromkeys([*HOLDOUT_COLUMNS, *served_columns])))
-    table, prior = reference_features(settings, event_files(settings, store), held_out, holdout)
+    shown = len(holdout["request_id"])
+    pools_path = pools.path_for(settings.state_path, held_out.isoformat())
+    day_pools = pools.DayPools.load(pools_path) if pools_path.exists() else None
+    candidates = pool_rows(day_pools, world, ids) if day_pools is not None and len(day_pools) else None
+    to_score = {c: np.concatenate([holdout[c], candidates[c]]) if candidates else holdout[c]
+                for c in ("request_id", "user_id", "item_id", "author_id")}
+    table, prior = reference_features(settings, event_files(settings, store), held_out, to_score)
     booster, fit = train_reference(table)
     held = table.filter(np.asarray(table["rn"].to_numpy() >= 0))
-    scores = {"reference": booster.predict(np.column_stack([held[f].to_numpy() for f in FEATURES])),
-              "logged order": -holdout["position"].astype(np.float64)}
+    reference = booster.predict(np.column_stack([held[f].to_numpy() for f in FEATURES]))
+    scores = {"reference": reference[:shown], "logged order": -holdout["position"].astype(np.float64)}
     served, by_version = served_scores(registry, holdout)
+    on_pools = None
+    if candidates is not None:
+        on_pools = audit.pool_ndcg(users=np.asarray(day_pools.users), offsets=np.asarray(day_pools.offsets),
+                                   items=np.concatenate([day_pools.pool(r) for r in range(len(day_pools))]),
+                                   scores={"reference": reference[shown:]}, world=world).ndcg
+        if served is not None:
+            version = served[0]
+            found = loop_audit.pool_ground_truth(
+                store=store, settings=settings, day=held_out, pools=day_pools, world=world, ids=ids,
+                models={"served": (registry.read(version, "model.txt").decode(),
+                                   registry.manifest(version)["feature_manifest"])})
+            on_pools[f"feedloop served ({version})"] = found.ndcg["served"] if found else float("nan")
     if served is not None:
         scores[f"feedloop served ({served[0]})"] = served[1]
     result = audit.ground_truth_ndcg(request_ids=holdout["request_id"], user_ids=holdout["user_id"],
                                      item_ids=holdout["item_id"], positions=holdout["position"], scores=scores,
                                      world=world, ids=ids)
-    return {"day": held_out.isoformat(), "lists": result.lists, "rows": int(len(holdout["request_id"])),
+    return {"day": held_out.isoformat(), "lists": result.lists, "rows": shown,
+            "pools": len(day_pools) if candidates is not None else 0,
+            "pool_ndcg@10": {k: round(v, 4) for k, v in (on_pools or {}).items()},
             "ndcg@10": {k: round(v, 4) for k, v in result.ndcg.items()}, "served_lists_by_version": by_version,
             "prior_ctr": round(prior, 5), **fit, "features": list(FEATURES), "params": PARAMS, "rounds": ROUNDS,
             "seconds": round(time.perf_counter() - t0, 1)}
@@ -216,13 +255,17 @@ def main() -> None:
     out = ROOT / "bench" / "results" / "reference.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"ground_truth": str(args.ground_truth), "days": results}, indent=2))
-    print("ground-truth NDCG@10 (gain sigmoid(utility - 1), over the best order of each shown list) on the "
-          "held-out day's shown lists")
+    print("ground-truth NDCG@10 (gain sigmoid(utility - 1)) on the held-out day")
     for r in results:
-        print(f"held-out {r['day']}: {r['lists']:,} lists, {r['rows']:,} shown items; reference trained on "
-              f"{len(r['train_days'])} day(s) ({r['train_days'][0] if r['train_days'] else '-'}.."
-              f"{r['train_days'][-1] if r['train_days'] else '-'}), {r['train_rows']:,} impressions; "
-              f"{r['seconds']} s")
+        print(f"held-out {r['day']}: reference trained on {len(r['train_days'])} day(s) "
+              f"({r['train_days'][0] if r['train_days'] else '-'}..{r['train_days'][-1] if r['train_days'] else '-'}), "
+              f"{r['train_rows']:,} impressions; {r['seconds']} s")
+        print(f"  on {r['pools']:,} requests' whole candidate pools (top 10 of each pool, over the pool's best 10):"
+              if r["pools"] else "  no candidate pools kept for this day (simulated before pools were kept)")
+        for name, value in sorted(r["pool_ndcg@10"].items(), key=lambda kv: -kv[1]):
+            print(f"   {name:<42} {value:.4f}")
+        print(f"  on its {r['lists']:,} shown lists ({r['rows']:,} items; chosen by the served model, which "
+              "makes it look worse than it is there):")
         for name, value in sorted(r["ndcg@10"].items(), key=lambda kv: -kv[1]):
             print(f"   {name:<42} {value:.4f}")
     print(f"written {out}")
