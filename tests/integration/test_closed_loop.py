@@ -58,6 +58,7 @@ def loop(embedded, tmp_path_factory):
         "kafka": embedded.kafka.model_copy(update={"topic": topic}),
         "retrain": embedded.retrain.model_copy(update={"start_date": START}),
         "train": embedded.train.model_copy(update={"num_boost_round": 60, "min_boost_round": 20, "refit": True}),
+        "promotion": embedded.promotion.model_copy(update={"unused_half": True}),
     })
     pods = Pods(settings, port=_two_free_ports(), replicas=2, env={
         "FEEDLOOP_S3__MODELS_BUCKET": models_bucket, "FEEDLOOP_KAFKA__TOPIC": topic, "FEEDLOOP_STATE_DIR": str(state),

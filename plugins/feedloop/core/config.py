@@ -242,7 +242,7 @@ class PromotionSettings(_Section):
     compare_on: Literal["exploration", "all"] = "exploration"  # exploration lists (random candidates, never
                                                       # trained on; plain metrics) when min_support are judged, else
                                                       # all lists debiased; `all`: always all lists debiased
-    unused_half: bool = True                          # exploration: only the half of the lists (by request id)
+    unused_half: bool = False                         # exploration: only the half of the lists (by request id)
                                                       # the champion was not promoted on; False: all of them
     tolerance: float = Field(0.025, ge=0)             # overall: promote when the lower bound > -tolerance, hold
                                                       # when the upper bound < -tolerance, else inconclusive
