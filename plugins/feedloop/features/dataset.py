@@ -102,8 +102,7 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None,
         raise NotEnoughData(f"no events in s3://{bucket}/{lake.EVENTS_PREFIX} for {start}..{end}")
     with tempfile.TemporaryDirectory(prefix="feedloop-dataset-") as tmp:
         con = duck.connect(settings, memory_limit=settings.dataset.duckdb_memory_limit,
-                           threads=settings.dataset.duckdb_threads, temp_dir=Path(tmp) / "duckdb",
-                           database=Path(tmp) / "build.duckdb")  # a file: staged tables can leave memory
+                           threads=settings.dataset.duckdb_threads, temp_dir=Path(tmp) / "duckdb")
         staging.stage(con, settings, store, inputs, start, end, Path(tmp) / "lake")
         curves, methods = _propensities(con, settings)
         result.propensity_method = "+".join(sorted(set(methods.values())))
@@ -167,16 +166,8 @@ def _row_query(day: date) -> str:
     on_day = f"d = DATE '{day.isoformat()}'"
     joins, cols = [], []
     for e in features.ENTITIES:
-        keys = ", ".join(e.keys)
-        on = " AND ".join(f"p.{k} = x.{k}" for k in e.keys)
-        joins.append(f"""
-        LEFT JOIN (
-            SELECT p.{', p.'.join(e.keys)}, p.d, {staging.snapshot_sums(e, 'p.d')}
-            FROM (SELECT DISTINCT {keys}, d FROM imp
-                  WHERE {on_day} AND {' AND '.join(f'{k} IS NOT NULL' for k in e.keys)}) p
-            LEFT JOIN daily_{e.name} x ON {on} AND x.d < p.d AND x.d >= p.d - {max(e.windows)}
-            GROUP BY ALL
-        ) s_{e.name} ON {' AND '.join(f's_{e.name}.{k} = i.{k}' for k in e.keys)} AND s_{e.name}.d = i.d""")
+        on = " AND ".join(f"s_{e.name}.{k} = i.{k}" for k in e.keys)
+        joins.append(f"\n        LEFT JOIN (SELECT * FROM feat_{e.name} WHERE {on_day}) s_{e.name} ON {on}")
         cols += [f"coalesce(s_{e.name}.{c}, 0) AS {c}" for c in e.columns()]
     return f"""
         SELECT i.request_id, i.user_id, i.item_id, i.author_id, i.tenant_id, i.surface, i.device, i.position,

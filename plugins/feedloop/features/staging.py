@@ -4,9 +4,12 @@ Why: the lake holds one object per Kafka partition and event hour (about 1,400 f
 DuckDB's httpfs, each object costs several requests, and the build read them all seven times (five daily
 aggregates, the impressions, the labels): most of its time (profiled 2026-12-05). Even from local disk DuckDB
 pays milliseconds per small Parquet file and read. So the bytes are copied with concurrent GETs (no decoding),
-scanned ONCE into a table of a DuckDB database file in the build's temp folder (so tables can leave
-memory under dataset.duckdb_memory_limit; in memory they could not, and 10M ran out), and every
-later step reads that table.
+scanned ONCE into a table, and every later step reads that table.
+
+The tables are in memory, paged out to the build's temp folder beyond dataset.duckdb_memory_limit. Why not a
+database file: writing a table to one compresses it, and that was 3-4x the CPU of the query that filled it
+(measured 2026-12-05); the memory limit held at 10M only once the steps that had outgrown it (the all-days
+dedup and feature joins) were bounded: see _impressions and _counts_by_day.
 
 Tables left in the connection:
   ev             every event that ARRIVED before the label cutoff, with its object's event day (dt) and catalog
@@ -15,11 +18,14 @@ Tables left in the connection:
   daily_<name>   counts per entity key and ARRIVAL day (ingest_ts) before the window's end
   imp            the window's impressions, one per (request_id, item_id) and event day
   lab            the graded label of each impression with outcomes inside the attribution window
+  feat_<name>    windowed counts per entity key and impression day d, over arrival days [d - w, d)
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
@@ -33,6 +39,7 @@ from feedloop.features import definitions as features
 log = logging.getLogger(__name__)
 
 DOWNLOAD_THREADS = 8   # GETs in flight (botocore pools 10 connections): the copy waits on the network, not the CPU
+PART_ROWS_PER_GB = 1_000_000   # impressions per key partition of the feat_<name> joins, per GB of memory limit
 COUNT_EXPR = {"impr": "event_type = 'impression'", "click": "event_type = 'click'",
               "like": "event_type = 'like'", "share": "event_type = 'share'"}
 
@@ -50,6 +57,9 @@ def stage(con, settings: Settings, store: ObjectStore, inputs: dict[str, str], s
     _impressions(con, start, end)
     _labels(con, settings)
     con.execute("DROP TABLE ev")  # every later step reads the smaller tables; free its memory for the joins
+    parts = key_partitions(con.execute("SELECT count(*) FROM imp").fetchone()[0], settings.dataset.duckdb_memory_limit)
+    for entity in features.ENTITIES:
+        _counts_by_day(con, entity, parts)
 
 
 def snapshot_sums(entity: features.Entity, as_of: str) -> str:
@@ -57,6 +67,16 @@ def snapshot_sums(entity: features.Entity, as_of: str) -> str:
     return ", ".join(
         f"coalesce(sum(x.{c}) FILTER (WHERE x.d >= {as_of} - {w}), 0)::DOUBLE AS {features.count_column(entity.name, c, w)}"
         for w in entity.windows for c in entity.counts)
+
+
+def key_partitions(impressions: int, memory_limit: str) -> int:
+    """How many key partitions the feature joins take so that each fits the memory limit (e.g. "2GB")."""
+    size = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)(i?)B\s*", memory_limit, re.IGNORECASE)
+    if size is None:
+        raise ValueError(f"dataset.duckdb_memory_limit={memory_limit!r}: expected a size such as 2GB or 512MiB")
+    power = " KMGT".index(size[2].upper() or " ")
+    gigabytes = float(size[1]) * (1024 if size[3] else 1000) ** power / 1e9
+    return max(1, math.ceil(impressions / (PART_ROWS_PER_GB * gigabytes)))
 
 
 def mirror(store: ObjectStore, bucket: str, keys: list[str], folder: Path) -> list[str]:
@@ -112,21 +132,29 @@ def _daily(con, entity: features.Entity, end_ts: datetime) -> None:
 
 def _impressions(con, start: date, end: date) -> None:
     """The window's impressions, one per (request_id, item_id) and event day: the first by (event_ts, event_id).
-    One event day at a time: deduplicating the whole window at once (a window function, or a grouped arg_min
-    of the row) outgrew dataset.duckdb_memory_limit at 10M rows. A repeat in another day's objects is another row."""
+    A repeat in another day's objects is another row. Why two steps: ranking every impression of the window (a
+    window function, or a grouped arg_min of the row) outgrew dataset.duckdb_memory_limit at 10M rows, and one
+    ranking per day rescanned the events 14 times; a narrow count finds the few repeated keys, and only their
+    rows are ranked."""
     con.execute("""
         CREATE TABLE imp (request_id VARCHAR, user_id VARCHAR, item_id VARCHAR, author_id VARCHAR, topic VARCHAR,
                           tenant_id VARCHAR, surface VARCHAR, device VARCHAR, position INTEGER, explore BOOLEAN,
                           model_version VARCHAR, event_ts TIMESTAMPTZ, d DATE, request_ts DOUBLE, item_created_at DOUBLE)""")
-    for i in range((end - start).days):
-        con.execute("""
-            INSERT INTO imp
-            SELECT request_id, user_id, item_id, author_id, topic, tenant_id, surface, device, position,
-                   coalesce(explore, false), model_version, event_ts, CAST(event_ts AS DATE), epoch(event_ts),
-                   epoch(created_at)
-            FROM ev WHERE dt = ? AND event_type = 'impression'
-            QUALIFY row_number() OVER (PARTITION BY request_id, item_id ORDER BY event_ts, event_id) = 1""",
-                    [start + timedelta(days=i)])
+    con.execute("""
+        INSERT INTO imp
+        WITH shown AS NOT MATERIALIZED (
+            SELECT dt, request_id, user_id, item_id, author_id, topic, tenant_id, surface, device, position,
+                   coalesce(explore, false) AS explore, model_version, event_ts, event_id, created_at
+            FROM ev WHERE dt >= ? AND dt < ? AND event_type = 'impression'),
+        repeated AS (SELECT request_id, item_id, dt FROM shown GROUP BY ALL HAVING count(*) > 1),
+        kept AS (
+            SELECT * FROM shown ANTI JOIN repeated USING (request_id, item_id, dt)
+            UNION ALL
+            (SELECT * FROM shown SEMI JOIN repeated USING (request_id, item_id, dt)
+             QUALIFY row_number() OVER (PARTITION BY request_id, item_id, dt ORDER BY event_ts, event_id) = 1))
+        SELECT request_id, user_id, item_id, author_id, topic, tenant_id, surface, device, position, explore,
+               model_version, event_ts, CAST(event_ts AS DATE), epoch(event_ts), epoch(created_at)
+        FROM kept""", [start, end])
 
 
 def _labels(con, settings: Settings) -> None:
@@ -144,6 +172,23 @@ def _labels(con, settings: Settings) -> None:
          AND o.event_type <> 'impression' AND o.event_ts >= i.event_ts
          AND o.event_ts < i.event_ts + INTERVAL {cfg.attribution_minutes} MINUTE
         GROUP BY ALL""")
+
+
+def _counts_by_day(con, e: features.Entity, parts: int) -> None:
+    """feat_<name>: the windowed counts of every (key, impression day) of the window, over arrival days [d - w, d).
+
+    Why all days at once: joining each day's rows to the whole daily table rebuilt its hash table once per day.
+    Why in key partitions: one join and aggregate of every key at once ran out of the memory limit at 10M."""
+    notnull = " AND ".join(f"{k} IS NOT NULL" for k in e.keys)
+    for part in range(parts):
+        mine = f"hash({e.keys[0]}) % {parts} = {part}"
+        con.execute(f"""
+            {'INSERT INTO' if part else 'CREATE TABLE'} feat_{e.name} {'' if part else 'AS'}
+            SELECT p.{', p.'.join(e.keys)}, p.d, {snapshot_sums(e, 'p.d')}
+            FROM (SELECT DISTINCT {', '.join(e.keys)}, d FROM imp WHERE {notnull} AND {mine}) p
+            LEFT JOIN (SELECT * FROM daily_{e.name} WHERE {mine}) x
+                   ON {' AND '.join(f'p.{k} = x.{k}' for k in e.keys)} AND x.d < p.d AND x.d >= p.d - {max(e.windows)}
+            GROUP BY ALL""")
 
 
 def _sql_list(files: list[str]) -> str:
