@@ -248,11 +248,12 @@ def _rows_out(table: pa.Table, curves, cats, settings: Settings) -> pa.Table:
     inputs["item_created_at"] = pc.fill_null(table["item_created_at"], float("nan")).to_numpy(
         zero_copy_only=False).astype(np.float64)
     for c in ("tenant_id", "surface", "device"):
-        inputs[c] = np.asarray(table[c].to_pylist(), dtype=object)
+        inputs[c] = table[c]  # Arrow: features.encode codes it without a Python string per row
     matrix = features.derive(inputs, cats)
     label = table["label"].to_numpy(zero_copy_only=False).astype(np.int32)
     position = table["position"].to_numpy(zero_copy_only=False).astype(np.int32)
-    weight = propensity.weights(inputs["surface"], position, label >= 1, curves, max_weight=settings.dataset.max_ipw)
+    weight = propensity.weights(_objects(table["surface"]), position, label >= 1, curves,
+                                max_weight=settings.dataset.max_ipw)
     cols = {c: table[c] for c in ID_COLUMNS}
     cols.update({
         "position": pa.array(position), "explore": table["explore"],
@@ -263,6 +264,13 @@ def _rows_out(table: pa.Table, curves, cats, settings: Settings) -> pa.Table:
     for j, name in enumerate(features.FEATURE_NAMES):
         cols[features.column(name)] = pa.array(matrix[:, j])
     return pa.table(cols)
+
+
+def _objects(column: pa.ChunkedArray) -> np.ndarray:
+    """The column as np.asarray(column.to_pylist(), dtype=object), built from its few distinct values."""
+    encoded = column.combine_chunks().dictionary_encode()
+    values = np.asarray(encoded.dictionary.to_pylist() + [None], dtype=object)
+    return values[pc.fill_null(encoded.indices, len(encoded.dictionary)).to_numpy()]
 
 
 def _ipc_bytes(table: pa.Table) -> bytes:

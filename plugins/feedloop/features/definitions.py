@@ -17,6 +17,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from feedloop.contract.events import DEVICES, SURFACES
 
@@ -118,7 +120,11 @@ def derive(inputs: Inputs, cats: Mapping[str, Sequence[str]]) -> np.ndarray:
     return out
 
 
-def encode(values: Sequence[str] | np.ndarray, levels: Sequence[str]) -> np.ndarray:
+def encode(values: Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray, levels: Sequence[str]) -> np.ndarray:
+    """Category codes as float32; values not in `levels` (and nulls) NaN."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):  # the training set's columns: no Python object per row
+        codes = pc.index_in(values, value_set=pa.array(list(levels), type=values.type))
+        return pc.fill_null(codes.cast(pa.float32()), np.nan).to_numpy(zero_copy_only=False)
     lookup = {v: float(i) for i, v in enumerate(levels)}
     return np.fromiter((lookup.get(v, np.nan) for v in values), dtype=np.float32, count=len(values))
 
