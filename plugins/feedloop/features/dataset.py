@@ -18,6 +18,7 @@ import logging
 import math
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -36,6 +37,7 @@ from feedloop.core.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "holdout")
+UPLOAD_THREADS = 4   # part files in flight to S3 while the next ones are computed
 ID_COLUMNS = ("request_id", "user_id", "item_id", "author_id", "tenant_id", "surface", "device")
 
 
@@ -108,7 +110,7 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None,
         result.propensity_method = "+".join(sorted(set(methods.values())))
         written, rows, digest = _write_rows(con, settings, store, prefix, curves, start, end, Path(tmp))
         result.rows, result.content_hash = rows, digest
-        result.files = written + _write_snapshot(con, settings, bucket, prefix, end)
+        result.files = written + _write_snapshot(con, settings, store, prefix, end, Path(tmp))
         con.close()
     _remove_stale(store, bucket, prefix, keep=set(result.files))
     store.put_json(bucket, prefix + "propensity.json", {"method": result.propensity_method, "methods": methods,
@@ -178,12 +180,14 @@ def _row_query(day: date) -> str:
 
 
 class _SplitFiles:
-    """Parquet part files of one split: written locally (bounded size), uploaded as each one closes."""
+    """Parquet part files of one split: written locally (bounded size), each uploaded while the next is written."""
 
-    def __init__(self, store: ObjectStore, bucket: str, prefix: str, split: str, tmp: Path, rows_per_file: int):
-        self.store, self.bucket, self.prefix, self.split = store, bucket, prefix, split
+    def __init__(self, uploads: ThreadPoolExecutor, store: ObjectStore, bucket: str, prefix: str, split: str,
+                 tmp: Path, rows_per_file: int):
+        self.uploads, self.store, self.bucket, self.prefix, self.split = uploads, store, bucket, prefix, split
         self.tmp, self.rows_per_file = tmp, rows_per_file
         self.keys: list[str] = []
+        self.pending: list[Future] = []
         self._writer = None
         self._rows = 0
 
@@ -203,10 +207,14 @@ class _SplitFiles:
             return
         self._writer.close()
         key = f"{self.prefix}split={self.split}/part-{len(self.keys):05d}.parquet"
-        self.store.client.upload_file(str(self._path), self.bucket, key)
-        self._path.unlink()
+        self.pending.append(self.uploads.submit(_upload, self.store, self._path, self.bucket, key))
         self.keys.append(key)
         self._writer = None
+
+
+def _upload(store: ObjectStore, path: Path, bucket: str, key: str) -> None:
+    store.client.upload_file(str(path), bucket, key)
+    path.unlink()
 
 
 def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves, start: date, end: date,
@@ -214,7 +222,8 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
     """Stream the joined rows batch by batch: derive features, weights and split, write Parquet to S3."""
     cats = features.categories(settings.events.tenants)
     holdout_day, valid_day = end - timedelta(days=1), end - timedelta(days=2)
-    outputs = {s: _SplitFiles(store, settings.s3.lake_bucket, prefix, s, tmp, settings.dataset.rows_per_file)
+    uploads = ThreadPoolExecutor(UPLOAD_THREADS)
+    outputs = {s: _SplitFiles(uploads, store, settings.s3.lake_bucket, prefix, s, tmp, settings.dataset.rows_per_file)
                for s in SPLITS}
     rows = {s: 0 for s in SPLITS}
     digest = hashlib.sha256()
@@ -239,6 +248,9 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
     finally:
         for files in outputs.values():
             files.close()
+        uploads.shutdown(wait=True)
+    for upload in (u for files in outputs.values() for u in files.pending):
+        upload.result()  # a failed upload fails the build
     return [k for files in outputs.values() for k in files.keys], rows, digest.hexdigest()
 
 
@@ -280,22 +292,25 @@ def _ipc_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _write_snapshot(con, settings: Settings, bucket: str, prefix: str, as_of: date) -> list[str]:
-    """Latest windowed counts per entity as of `as_of`: what a pod serving this model looks up."""
-    keys = []
-    for e in features.ENTITIES:
-        key = f"{prefix}snapshot/{e.name}.parquet"
-        con.execute(f"""
-            COPY (SELECT {', '.join('x.' + k for k in e.keys)}, {staging.snapshot_sums(e, "DATE '" + as_of.isoformat() + "'")}
-                  FROM daily_{e.name} x WHERE x.d < DATE '{as_of.isoformat()}'
-                    AND x.d >= DATE '{as_of.isoformat()}' - {max(e.windows)}
-                  GROUP BY ALL ORDER BY ALL)
-            TO 's3://{bucket}/{key}' (FORMAT parquet, COMPRESSION zstd)""")
-        keys.append(key)
-    key = f"{prefix}snapshot/items.parquet"
-    con.execute(f"COPY (SELECT item_id, topic, created_at, catalog_author_id AS author_id FROM catalog ORDER BY item_id) "
-                f"TO 's3://{bucket}/{key}' (FORMAT parquet)")
-    return keys + [key]
+def _write_snapshot(con, settings: Settings, store: ObjectStore, prefix: str, as_of: date, tmp: Path) -> list[str]:
+    """Latest windowed counts per entity as of `as_of`: what a pod serving this model looks up.
+
+    Written to local files and uploaded together: DuckDB's COPY to s3:// took a round of requests per file."""
+    day = f"DATE '{as_of.isoformat()}'"
+    queries = {e.name: f"""
+        SELECT {', '.join('x.' + k for k in e.keys)}, {staging.snapshot_sums(e, day)}
+        FROM daily_{e.name} x WHERE x.d < {day} AND x.d >= {day} - {max(e.windows)}
+        GROUP BY ALL ORDER BY ALL""" for e in features.ENTITIES}
+    queries["items"] = "SELECT item_id, topic, created_at, catalog_author_id AS author_id FROM catalog ORDER BY item_id"
+    files = {}
+    for name, query in queries.items():
+        path = tmp / f"snapshot-{name}.parquet"
+        options = "FORMAT parquet" + (", COMPRESSION zstd" if name != "items" else "")
+        con.execute(f"COPY ({query}) TO '{path}' ({options})")
+        files[f"{prefix}snapshot/{name}.parquet"] = path
+    with ThreadPoolExecutor(UPLOAD_THREADS) as uploads:
+        list(uploads.map(lambda item: _upload(store, item[1], settings.s3.lake_bucket, item[0]), files.items()))
+    return list(files)
 
 
 def _remove_stale(store: ObjectStore, bucket: str, prefix: str, *, keep: set[str]) -> None:
