@@ -173,7 +173,8 @@ def _row_query(day: date) -> str:
         cols += [f"coalesce(s_{e.name}.{c}, 0) AS {c}" for c in e.columns()]
     return f"""
         SELECT i.request_id, i.user_id, i.item_id, i.author_id, i.tenant_id, i.surface, i.device, i.position,
-               i.explore, i.model_version, i.d, i.request_ts, i.item_created_at, coalesce(l.label, 0) AS label, {', '.join(cols)}
+               i.explore, i.model_version, i.d, i.request_ts, i.item_created_at, coalesce(l.label, 0) AS label,
+               {', '.join(cols)}
         FROM imp i LEFT JOIN lab l USING (request_id, item_id) {''.join(joins)}
         WHERE i.{on_day}
         ORDER BY i.request_id, i.position, i.item_id"""
