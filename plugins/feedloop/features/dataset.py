@@ -286,11 +286,12 @@ def _objects(column: pa.ChunkedArray) -> np.ndarray:
     return values[pc.fill_null(encoded.indices, len(encoded.dictionary)).to_numpy()]
 
 
-def _ipc_bytes(table: pa.Table) -> bytes:
+def _ipc_bytes(table: pa.Table) -> pa.Buffer:
+    """The table as an Arrow IPC stream, what the content hash reads (a buffer: hashed without a copy)."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
 def _write_snapshot(con, settings: Settings, store: ObjectStore, prefix: str, as_of: date, tmp: Path) -> list[str]:
