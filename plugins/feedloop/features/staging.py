@@ -8,8 +8,9 @@ scanned ONCE into a table, and every later step reads that table.
 
 The tables are in memory, paged out to the build's temp folder beyond dataset.duckdb_memory_limit. Why not a
 database file: writing a table to one compresses it, and that was 3-4x the CPU of the query that filled it
-(measured 2026-12-05); the memory limit held at 10M only once the steps that had outgrown it (the all-days
-dedup and feature joins) were bounded: see _impressions and _counts_by_day.
+(measured 2026-12-05). An earlier in-memory build ran out of the limit at 10M; the steps that had outgrown it
+(the all-days dedup and feature joins) are now bounded (see _impressions and _counts_by_day), and the 1M bench
+build held under a tenth of the limit (200MB), standing in for 10M under 2GB (10M itself not yet re-measured).
 
 Tables left in the connection:
   ev             every event that ARRIVED before the label cutoff, with its object's event day (dt) and catalog
@@ -188,7 +189,8 @@ def _counts_by_day(con, e: features.Entity, parts: int) -> None:
     """feat_<name>: the windowed counts of every (key, impression day) of the window, over arrival days [d - w, d).
 
     Why all days at once: joining each day's rows to the whole daily table rebuilt its hash table once per day.
-    Why in key partitions: one join and aggregate of every key at once ran out of the memory limit at 10M."""
+    Why in key partitions: one join and aggregate of every key at once ran out of the memory limit at 10M (2GB),
+    and at 1M under 200MB; partitions of PART_ROWS_PER_GB impressions per GB of the limit held there."""
     notnull = " AND ".join(f"{k} IS NOT NULL" for k in e.keys)
     for part in range(parts):
         mine = f"hash({e.keys[0]}) % {parts} = {part}"
