@@ -6,7 +6,8 @@ _ingest/engagement/checkpoints/<topic>+<partition>.json     (written after the d
 _ingest/engagement/runs/<run id>.json                       (one manifest per sink run)
 _ingest/engagement/audit/<time>+<topic>+<partition>.json    (one record per operator action: reset-checkpoint)
 validation/dt=YYYY-MM-DD/...                                 (validation results and Data Docs)
-catalog/items/items.parquet                                  (item catalog: author, topic, created_at)
+catalog/items/items.parquet                                  (item catalog: author, topic, created_at, title, ...)
+catalog/items/embeddings.parquet                             (item text embeddings: feedloop.content.item_embeddings)
 datasets/ranker/YYYY-MM-DD/split=train|valid|holdout/*.parquet, snapshot/*.parquet, lineage.json
 
 And in the models bucket, the ranker's registry (feedloop.promotion.registry):
@@ -25,7 +26,10 @@ EVENTS_PREFIX = "events/engagement/"
 DEADLETTER_PREFIX = "deadletter/engagement/"
 INGEST_PREFIX = "_ingest/engagement/"
 VALIDATION_PREFIX = "validation/"
-CATALOG_ITEMS_KEY = "catalog/items/items.parquet"   # item_id, author_id, tenant_id, topic, created_at
+CATALOG_ITEMS_KEY = "catalog/items/items.parquet"   # item_id, author_id, tenant_id, topic, created_at, title,
+                                                   # description
+CATALOG_EMBEDDINGS_KEY = "catalog/items/embeddings.parquet"  # item_id, tenant_id, model, text_sha256, embedding,
+                                                             # embedded_at (feedloop.content.item_embeddings)
 DATASETS_PREFIX = "datasets/ranker/"
 
 

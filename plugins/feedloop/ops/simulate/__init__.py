@@ -1,6 +1,7 @@
 """Synthetic engagement traffic with a hidden ground truth, produced to Kafka.
 
 world.py     the hidden truth (users, items, authors, utility), stable ids, true_gain and ndcg_at_k
+text.py      the items' titles and descriptions: words of the item's topic, with noise
 traffic.py   when requests come and how eager users are to click: steady or bursty days
 users.py     the Simulator: each day's requests, the lists shown (legacy policy or the pods), clicks, Kafka records
 report.py    what was shown each day and how good it truly was (SimulationReport, DayStats, day_table)

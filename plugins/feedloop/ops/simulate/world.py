@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from feedloop.core.config import SimulateSettings
+from feedloop.ops.simulate.text import item_text
 
 CATALOG_HISTORY_DAYS = 30   # items were created up to this many days before the first simulated day
 NDCG_K = 10
@@ -96,11 +97,13 @@ class World:
         )
 
     def catalog(self, *, start: date, ids: Ids):
-        """The item catalog a real platform would have: author, tenant, topic and creation time."""
+        """The item catalog a real platform would have: author, tenant, topic, creation time, and the item's
+        title and description (feedloop.ops.simulate.text: the topic shows through the words, not the ids)."""
         import pyarrow as pa
 
         t0 = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
-        n = len(self.item_topic)
+        n, n_topics = len(self.item_topic), self.user_prefs.shape[1]
+        texts = [item_text(ids.item(i), int(self.item_topic[i]), n_topics) for i in range(n)]
         return pa.table({
             "item_id": [ids.item(i) for i in range(n)],
             "author_id": [ids.author(int(self.item_author[i])) for i in range(n)],
@@ -108,6 +111,8 @@ class World:
             "topic": [f"topic-{int(t)}" for t in self.item_topic],
             "created_at": pa.array([t0 + timedelta(seconds=float(s)) for s in self.item_created],
                                    pa.timestamp("ms", tz="UTC")),
+            "title": [title for title, _ in texts],
+            "description": [description for _, description in texts],
         })
 
     def save(self, path: Path, *, start: date, ids: Ids) -> None:
