@@ -216,6 +216,13 @@ class DatasetSettings(_Section):
     rows_per_file: int = Field(2_000_000, ge=1000)
 
 
+class ContentSettings(_Section):
+    """Item text embeddings (feedloop.content): the catalog's titles and descriptions as vectors."""
+
+    dim: Literal[64, 128, 256] = 256                # WordLlama's 256-d weights, truncated (Matryoshka) if lower
+    batch_size: int = Field(1024, ge=1)             # texts per embedding call (tokenised together)
+
+
 class TrainSettings(_Section):
     objective: Literal["lambdarank", "binary"] = "lambdarank"
     num_leaves: int = Field(63, ge=2)
@@ -307,6 +314,7 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     retrain: RetrainSettings = RetrainSettings()
     dataset: DatasetSettings = DatasetSettings()
+    content: ContentSettings = ContentSettings()
     train: TrainSettings = TrainSettings()
     promotion: PromotionSettings = PromotionSettings()
     serving: ServingSettings = ServingSettings()
