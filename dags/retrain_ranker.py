@@ -12,6 +12,10 @@ For logical date D (the day that just ended), in order:
    Warnings (volume, click-rate drift, unknown tenants, freshness) are recorded and alerted once per
    day; the hour trains. With `dataset.on_quarantined: refuse` the task fails on a quarantined hour.
    To train on a quarantined hour, trigger with `accept_hours` and a non-empty `accept_reason`.
+
+   **embed_catalog** (beside validate) — embeds the catalog items that are new or whose title or
+   description changed (WordLlama, settings `content:`) into `s3://<lake>/catalog/items/embeddings.parquet`;
+   writes nothing when nothing changed, and without a catalog it logs why and succeeds.
 2. **build_dataset** — validates again the window's hours whose objects changed since validation
    (late events, replays), leaves quarantined hours out (named in the lineage, the report and the
    log; refused when fewer than `dataset.min_clean_share` of the hours are clean, or on any with
@@ -88,6 +92,10 @@ def retrain_ranker():
         return quality_tasks.validate(ds=ds, run_id=run_id, params=params)
 
     @task
+    def embed_catalog(*, params: dict) -> dict:
+        return training_tasks.embed_catalog(params=params)
+
+    @task
     def build_dataset(*, ds: str, run_id: str, params: dict) -> dict:
         return training_tasks.build_dataset(ds=ds, run_id=run_id, params=params)
 
@@ -126,7 +134,9 @@ def retrain_ranker():
         return promotion_tasks.flip(ds=ds, decision=decision, run_id=run_id, params=params)
 
     decision = gate()
-    built = check_params() >> validate() >> build_dataset()
+    checked, built = check_params(), build_dataset()
+    checked >> validate() >> built
+    checked >> embed_catalog() >> built
     built >> publish_features()  # beside train: a held candidate or a failed flip does not stop it
     built >> train() >> evaluate() >> export() >> decision >> refit() >> register() >> approve >> flip(decision)
 

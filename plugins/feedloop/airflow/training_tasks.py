@@ -16,7 +16,10 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from feedloop.airflow import params as params_mod
+from feedloop.content import item_embeddings
+from feedloop.content.embedder import load_embedder
 from feedloop.core.config import Settings, load_settings
+from feedloop.core.storage import ObjectStore
 from feedloop.features import dataset
 from feedloop.features import snapshots as feature_snapshots
 from feedloop.quality import WindowNotReady, training_window
@@ -35,6 +38,15 @@ def run_settings(params: dict[str, Any]) -> Settings:
     if params.get("objective"):
         updates["train"] = settings.train.model_copy(update={"objective": params["objective"]})
     return settings.model_copy(update=updates) if updates else settings
+
+
+def embed_catalog(*, params: dict[str, Any]) -> dict[str, Any]:
+    """The catalog's new and changed items embedded before the training set is built. Idempotent (a re-run
+    embeds nothing and writes nothing); with no catalog it logs why and succeeds: the retrain needs none."""
+    settings = run_settings(params)
+    result = item_embeddings.embed_catalog(ObjectStore.from_settings(settings), settings.s3.lake_bucket,
+                                           load_embedder(settings.content))
+    return asdict(result)
 
 
 def build_dataset(*, ds: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The `feedloop` command: the embedded stack, the traffic simulator, ingest, models, data status and the demo.
+"""The `feedloop` command: the embedded stack, the traffic simulator, ingest, models, data status, the catalog's
+embeddings and the demo.
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 a check failed (a quarantined partition, a blocked promotion).
 `-o json` (before or after the subcommand) writes exactly one JSON document to stdout — the result,
@@ -21,6 +22,7 @@ import orjson
 
 from feedloop.ops.cli_args import (UsageError, datetime_arg, day_arg, non_negative_arg, positive_arg,
                                    urls_arg)
+from feedloop.ops.cli_catalog import add_catalog_parser
 from feedloop.ops.cli_data import add_data_parser
 from feedloop.ops.cli_model import add_model_parser
 from feedloop.core.config import Traffic, load_settings
@@ -253,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_parser(sub)
     add_data_parser(sub)
+    add_catalog_parser(sub)
     _output_everywhere(parser)
     return parser
 
