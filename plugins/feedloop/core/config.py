@@ -220,7 +220,7 @@ class ContentSettings(_Section):
     """Item text embeddings (feedloop.content): the catalog's titles and descriptions as vectors."""
 
     dim: Literal[64, 128, 256] = 256                # WordLlama's 256-d weights, truncated (Matryoshka) if lower
-    batch_size: int = Field(1024, ge=1)             # texts per embedding call (tokenised together)
+    batch_size: int = Field(256, ge=1)              # texts per embedding call (tokenised and padded together)
 
 
 class TrainSettings(_Section):
