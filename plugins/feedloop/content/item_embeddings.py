@@ -33,9 +33,11 @@ import pyarrow.parquet as pq
 
 from feedloop.content.embedder import Embedder
 from feedloop.core import layout as lake
-from feedloop.core.storage import ObjectStore
+from feedloop.core.storage import ObjectStore, StoredObject
 
 log = logging.getLogger(__name__)
+
+PLAN_COLUMNS = ["item_id", "tenant_id", "model", "text_sha256"]  # what deciding which items to embed needs
 
 
 def schema(dim: int) -> pa.Schema:
@@ -82,7 +84,7 @@ def embed_catalog(store: ObjectStore, bucket: str, embedder: Embedder, *, now: d
         return EmbedResult("no-catalog", embedder.model_id)
     items, catalog_rows, skipped = _catalog_items(catalog.body)
     previous = store.get(bucket, lake.CATALOG_EMBEDDINGS_KEY)
-    old = pq.read_table(io.BytesIO(previous.body)) if previous is not None else schema(embedder.dim).empty_table()
+    old = _stored(previous, embedder.dim, columns=PLAN_COLUMNS)  # the vectors are read only to be rewritten
     keep, todo, replaced = _plan(old, items, embedder.model_id)
     removed = old.num_rows - len(keep) - replaced
     uri = f"s3://{bucket}/{lake.CATALOG_EMBEDDINGS_KEY}"
@@ -92,7 +94,7 @@ def embed_catalog(store: ObjectStore, bucket: str, embedder: Embedder, *, now: d
         log.info("item embeddings up to date: %d items, %d without text (%s)", len(keep), skipped, uri)
         return EmbedResult("unchanged", **counts, seconds=round(time.perf_counter() - started, 3))
     vectors = embedder.embed([items[item_id].text for item_id in todo])
-    kept = old.take(pa.array(keep, pa.int64()))
+    kept = _stored(previous, embedder.dim).take(pa.array(keep, pa.int64()))
     table = _merge(kept, todo, items, vectors, embedder, now or datetime.now(timezone.utc))
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
@@ -113,6 +115,13 @@ def load_item_embeddings(store: ObjectStore, bucket: str) -> tuple[list[str], np
         return [], np.zeros((0, 0), dtype=np.float32)
     table = pq.read_table(io.BytesIO(found.body), columns=["item_id", "embedding"])
     return table["item_id"].to_pylist(), _matrix(table["embedding"])
+
+
+def _stored(found: StoredObject | None, dim: int, *, columns: list[str] | None = None) -> pa.Table:
+    """The embeddings object as a table (these columns only), or an empty one of the contract's schema."""
+    if found is None:
+        return schema(dim).empty_table()
+    return pq.read_table(io.BytesIO(found.body), columns=columns)
 
 
 def _catalog_items(body: bytes) -> tuple[dict[str, _Item], int, int]:
