@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from feedloop.content.item_embeddings import load_item_embeddings
 from feedloop.features import dataset
 from feedloop.features import snapshots as feature_snapshots
 from feedloop.promotion import steps as promotion
@@ -145,6 +146,14 @@ def test_a_candidate_trained_on_shuffled_labels_is_held_and_the_pointer_stays(ra
         flip_pointer(ds=ds, gate=decision, promoted_by="test", settings=settings)
     after = registry.live()
     assert after.version == before.version and after.etag == before.etag
+
+
+def test_the_first_run_embedded_the_catalog_and_the_later_runs_found_nothing_new(ran):
+    settings, _, outputs = ran
+    ids, matrix = load_item_embeddings(ObjectStore.from_settings(settings), settings.s3.lake_bucket)
+    assert len(ids) == settings.simulate.items and matrix.shape == (len(ids), settings.content.dim)
+    later = [r.stdout + r.stderr for _, r in sorted(outputs.items())[1:]]
+    assert all("item embeddings up to date" in log for log in later)
 
 
 def test_dataset_build_is_idempotent_for_a_logical_date(ran):
