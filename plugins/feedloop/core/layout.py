@@ -7,6 +7,7 @@ _ingest/engagement/runs/<run id>.json                       (one manifest per si
 _ingest/engagement/audit/<time>+<topic>+<partition>.json    (one record per operator action: reset-checkpoint)
 validation/dt=YYYY-MM-DD/...                                 (validation results and Data Docs)
 catalog/items/items.parquet                                  (item catalog: author, topic, created_at)
+catalog/items/embeddings.parquet                             (item content embeddings, L2-normalised; optional)
 datasets/ranker/YYYY-MM-DD/split=train|valid|holdout/*.parquet, snapshot/*.parquet, lineage.json
 
 And in the models bucket, the ranker's registry (feedloop.promotion.registry):
@@ -26,6 +27,7 @@ DEADLETTER_PREFIX = "deadletter/engagement/"
 INGEST_PREFIX = "_ingest/engagement/"
 VALIDATION_PREFIX = "validation/"
 CATALOG_ITEMS_KEY = "catalog/items/items.parquet"   # item_id, author_id, tenant_id, topic, created_at
+CATALOG_EMBEDDINGS_KEY = "catalog/items/embeddings.parquet"  # item_id, tenant_id, model, text_sha256, embedding
 DATASETS_PREFIX = "datasets/ranker/"
 
 
