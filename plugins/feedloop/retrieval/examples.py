@@ -47,6 +47,23 @@ def positives(events, *, start: date, end: date, cutoff: datetime, event_types: 
     return table.cast(POSITIVES_SCHEMA)
 
 
+def impressions(events, *, start: date, end: date, cutoff: datetime) -> pa.Table:
+    """Impressions per item (item_id, impressions) of event days [start, end) arrived before `cutoff`: with the
+    positives, how often an item was engaged with when shown (its quality, as far as the logs tell)."""
+    import duckdb  # lazy: DuckDB loads only where examples are read
+
+    con = duckdb.connect(config={"threads": 2})
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("ev", events)
+        return con.execute("""
+            SELECT item_id, count(*) AS impressions FROM ev
+            WHERE event_type = 'impression' AND ingest_ts < ? AND event_ts >= ? AND event_ts < ? AND item_id IS NOT NULL
+            GROUP BY ALL ORDER BY ALL""", [cutoff, _midnight(start), _midnight(end)]).fetch_arrow_table()
+    finally:
+        con.close()
+
+
 def lake_events(settings: Settings, store: ObjectStore, *, start: date, end: date):
     """A pyarrow dataset over the events objects of event days [start, end) (the lake's dt= folders)."""
     import pyarrow.dataset as ds
@@ -67,11 +84,12 @@ def lake_events(settings: Settings, store: ObjectStore, *, start: date, end: dat
     return ds.dataset(keys, schema=LAKE_SCHEMA, format="parquet", filesystem=filesystem)  # older objects: nulls
 
 
-def lake_positives(settings: Settings, store: ObjectStore, *, start: date, end: date) -> pa.Table:
-    """The positives of [start, end) that had arrived by the window's end."""
+def lake_window(settings: Settings, store: ObjectStore, *, start: date, end: date) -> tuple[pa.Table, pa.Table]:
+    """The positives and the impressions per item of [start, end) that had arrived by the window's end."""
     events = lake_events(settings, store, start=start, end=end)
-    return positives(events, start=start, end=end, cutoff=_midnight(end),
-                     event_types=settings.retrieval.positive_events)
+    return (positives(events, start=start, end=end, cutoff=_midnight(end),
+                      event_types=settings.retrieval.positive_events),
+            impressions(events, start=start, end=end, cutoff=_midnight(end)))
 
 
 def _midnight(day: date) -> datetime:

@@ -4,8 +4,12 @@ Why vocabularies rather than hashing: the catalog and the user base of a window 
 list, a vocabulary has no collisions, and it is saved with the version, so a pod maps ids exactly as training
 did. Anything unseen (a new user, an item with too few positives) shares row 0 and is placed by its features.
 
-Query tower: user id, [log1p(positives), topic shares of the positives], content profile (mean content vector
-of the positives). Item tower: item id, topic id, author id, [log1p(positives)], content vector.
+Query tower: user id, [log1p(positives), topic shares of the positives], content profile (mean content
+vector of the positives). Item tower: item id, topic id, author id, [log1p(positives),
+log1p(impressions)], content vector. Why shares: they say what a user engages with in terms every item has,
+so a user's tastes carry over to items they never saw (on the bench, id embeddings memorised the window and
+lost recall on the next day; author shares as well, so they are not used). Why impressions beside positives: together they tell
+how often an item was taken when shown, its quality as far as the logs go, not only how much it was shown.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import pyarrow as pa
 from feedloop.retrieval.items import Catalog
 
 OOV = 0
+ITEM_FEATS = 2  # log1p(positives), log1p(impressions) in the window
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ class Vocabs:
 @dataclass(frozen=True)
 class QueryInputs:
     user: np.ndarray      # [N] int64
-    feats: np.ndarray     # [N, 1 + topics.size] float32
+    feats: np.ndarray     # [N, query_feats(vocabs)] float32
     profile: np.ndarray   # [N, C] float32
 
     def take(self, rows: np.ndarray) -> QueryInputs:
@@ -70,7 +75,7 @@ class ItemInputs:
     item: np.ndarray      # [N] int64
     topic: np.ndarray     # [N] int64
     author: np.ndarray    # [N] int64
-    feats: np.ndarray     # [N, 1] float32
+    feats: np.ndarray     # [N, ITEM_FEATS] float32
     content: np.ndarray   # [N, C] float32
 
     def take(self, rows: np.ndarray) -> ItemInputs:
@@ -86,6 +91,7 @@ class Features:
     user_ids: np.ndarray           # [U] str, users with positives in the window
     users: QueryInputs             # [U]
     item_positives: dict[str, int]
+    item_impressions: dict[str, int]
 
     def queries(self, user_ids) -> QueryInputs:
         """Query inputs for any users; one with no positives in the window gets zero features."""
@@ -109,32 +115,41 @@ class Features:
         authors = np.where(known, cat.authors[found], "")
         content = np.zeros((len(found), cat.content_dim), np.float32)
         content[known] = cat.content[found[known]]
-        counts = np.array([self.item_positives.get(i, 0) for i in item_ids], dtype=np.float32)
+        counts = np.array([[self.item_positives.get(i, 0), self.item_impressions.get(i, 0)] for i in item_ids],
+                          dtype=np.float32).reshape(-1, ITEM_FEATS)
         v = self.vocabs
         return ItemInputs(v.items.index(item_ids), v.topics.index(topics), v.authors.index(authors),
-                          np.log1p(counts)[:, None], content)
+                          np.log1p(counts), content)
 
 
-def build(positives: pa.Table, catalog: Catalog, *, min_user_positives: int = 1,
+def query_feats(vocabs: Vocabs) -> int:
+    """log1p(positives) and the topic shares (unknown topic: row 0)."""
+    return 1 + vocabs.topics.size
+
+
+def build(positives: pa.Table, catalog: Catalog, impressions: pa.Table | None = None, *, min_user_positives: int = 1,
           min_item_positives: int = 1) -> Features:
-    """Vocabularies and per-user inputs from the window's positives (tenant_id, user_id, item_id, d)."""
+    """Vocabularies and per-user inputs from the window's positives (tenant_id, user_id, item_id, d) and its
+    impressions per item (item_id, impressions; None: unknown, zeros)."""
     users = np.array(positives["user_id"].to_pylist(), dtype=object)
     items = np.array(positives["item_id"].to_pylist(), dtype=object)
     vocabs = Vocabs(Vocab.of(Counter(users.tolist()), min_user_positives),
                     Vocab.of(Counter(items.tolist()), min_item_positives),
                     Vocab.of(Counter(catalog.topics.tolist())), Vocab.of(Counter(catalog.authors.tolist())))
+    shown = {} if impressions is None else dict(zip(impressions["item_id"].to_pylist(),
+                                                    impressions["impressions"].to_pylist()))
     partial = Features(vocabs, catalog, np.zeros(0, dtype=object),
-                       QueryInputs(np.zeros(0, np.int64), np.zeros((0, 1 + vocabs.topics.size), np.float32),
+                       QueryInputs(np.zeros(0, np.int64), np.zeros((0, query_feats(vocabs)), np.float32),
                                    np.zeros((0, catalog.content_dim), np.float32)),
-                       dict(Counter(items.tolist())))
+                       dict(Counter(items.tolist())), shown)
     user_ids, user_row = np.unique(users, return_inverse=True)
     per_item = partial.items(items)
     n = np.bincount(user_row, minlength=len(user_ids)).astype(np.float32)
-    shares = np.zeros((len(user_ids), vocabs.topics.size), np.float32)
-    np.add.at(shares, (user_row, per_item.topic), 1.0)
+    topics = np.zeros((len(user_ids), vocabs.topics.size), np.float32)
+    np.add.at(topics, (user_row, per_item.topic), 1.0)
     profile = np.zeros((len(user_ids), catalog.content_dim), np.float32)
     np.add.at(profile, user_row, per_item.content)
-    feats = np.concatenate([np.log1p(n)[:, None], shares / n[:, None]], axis=1).astype(np.float32)
-    return Features(vocabs, catalog, user_ids, QueryInputs(vocabs.users.index(user_ids), feats,
+    feats = np.concatenate([np.log1p(n)[:, None], topics / n[:, None]], axis=1)
+    return Features(vocabs, catalog, user_ids, QueryInputs(vocabs.users.index(user_ids), feats.astype(np.float32),
                                                            (profile / n[:, None]).astype(np.float32)),
-                    partial.item_positives)
+                    partial.item_positives, shown)

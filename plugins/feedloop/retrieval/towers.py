@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from feedloop.retrieval.inputs import ItemInputs, QueryInputs, Vocabs
+from feedloop.retrieval.inputs import ITEM_FEATS, ItemInputs, QueryInputs, Vocabs, query_feats
 
 NORM_EPS = 1e-12
 
@@ -35,7 +35,7 @@ class Shape:
     @classmethod
     def of(cls, vocabs: Vocabs, *, content: int, id_dim: int, hidden: int, out_dim: int) -> Shape:
         return cls(vocabs.users.size, vocabs.items.size, vocabs.topics.size, vocabs.authors.size,
-                   1 + vocabs.topics.size, 1, content, id_dim, hidden, out_dim)
+                   query_feats(vocabs), ITEM_FEATS, content, id_dim, hidden, out_dim)
 
     @property
     def query_width(self) -> int:

@@ -11,6 +11,7 @@ on CPU).
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -60,14 +61,14 @@ def in_batch_loss(q, i, log_q, tenant, item, temperature: float):
     return jnp.mean(logsumexp(logits, axis=1) - jnp.diagonal(logits))
 
 
-def train(positives: pa.Table, catalog: Catalog, cfg: RetrievalSettings) -> Retriever:
-    """Towers trained on every positive (tenant_id, user_id, item_id, d) of the window."""
-    import jax  # lazy: JAX loads only where a retriever is trained
-    import jax.numpy as jnp
-    import optax
+def train(positives: pa.Table, catalog: Catalog, cfg: RetrievalSettings, impressions: pa.Table | None = None
+          ) -> Retriever:
+    """Towers trained on every positive (tenant_id, user_id, item_id, d) of the window; `impressions` per item
+    (item_id, impressions) of the same window feed the item tower (None: zeros)."""
+    import jax.numpy as jnp  # lazy: JAX loads only where a retriever is trained
 
     t0 = time.perf_counter()
-    features = retrieval_inputs.build(positives, catalog, min_user_positives=cfg.min_user_positives,
+    features = retrieval_inputs.build(positives, catalog, impressions, min_user_positives=cfg.min_user_positives,
                                       min_item_positives=cfg.min_item_positives)
     shape = towers.Shape.of(features.vocabs, content=catalog.content_dim, id_dim=cfg.id_dim, hidden=cfg.hidden,
                             out_dim=cfg.out_dim)
@@ -75,23 +76,11 @@ def train(positives: pa.Table, catalog: Catalog, cfg: RetrievalSettings) -> Retr
     items = np.array(positives["item_id"].to_pylist(), dtype=object)
     _, tenant = np.unique(np.array(positives["tenant_id"].to_pylist(), dtype=object), return_inverse=True)
     item_ids, item_row = np.unique(items, return_inverse=True)
-    log_q = np.log(np.bincount(item_row) / len(item_row)).astype(np.float32)[item_row]
+    log_q = _log_q(np.bincount(item_row), features.items(item_ids).feats[:, 1], cfg.log_q)[item_row]
     query_x = features.queries(users)
     item_x = features.items(item_ids).take(item_row)
 
-    optimizer = optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay)
-
-    def loss_of(params, q_arrays, i_arrays, lq, t, it):
-        q = towers.query_tower(params, QueryInputs(*q_arrays), jnp)
-        i = towers.item_tower(params, ItemInputs(*i_arrays), jnp)
-        return in_batch_loss(q, i, lq, t, it, cfg.temperature)
-
-    @jax.jit
-    def step(params, state, q_arrays, i_arrays, lq, t, it):
-        loss, grads = jax.value_and_grad(loss_of)(params, q_arrays, i_arrays, lq, t, it)
-        updates, state = optimizer.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
-
+    optimizer, step = _step(cfg.learning_rate, cfg.weight_decay, cfg.temperature)
     params = {k: jnp.asarray(v) for k, v in towers.init(shape, cfg.seed).items()}
     state = optimizer.init(params)
     rng = np.random.default_rng(cfg.seed + 1)
@@ -107,6 +96,42 @@ def train(positives: pa.Table, catalog: Catalog, cfg: RetrievalSettings) -> Retr
         losses.append(float(np.mean(batch_losses)))
     return Retriever(shape, {k: np.asarray(v) for k, v in params.items()}, features, tuple(losses), len(users),
                      round(time.perf_counter() - t0, 2))
+
+
+@functools.lru_cache(maxsize=8)
+def _step(learning_rate: float, weight_decay: float, temperature: float):
+    """The optimizer and the jit-compiled training step, one per setting: JAX caches the compiled step per
+    input shape, so a second training with the same shapes (tests, a re-run) skips the compile."""
+    import jax  # lazy: JAX loads only where a retriever is trained
+    import jax.numpy as jnp
+    import optax
+
+    optimizer = optax.adamw(learning_rate, weight_decay=weight_decay)
+
+    def loss_of(params, q_arrays, i_arrays, lq, t, it):
+        q = towers.query_tower(params, QueryInputs(*q_arrays), jnp)
+        i = towers.item_tower(params, ItemInputs(*i_arrays), jnp)
+        return in_batch_loss(q, i, lq, t, it, temperature)
+
+    @jax.jit
+    def step(params, state, q_arrays, i_arrays, lq, t, it):
+        loss, grads = jax.value_and_grad(loss_of)(params, q_arrays, i_arrays, lq, t, it)
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    return optimizer, step
+
+
+def _log_q(positives: np.ndarray, log1p_impressions: np.ndarray, kind: str) -> np.ndarray:
+    """Per item, what is subtracted from its logits. "sampling": log of its share of the positives (how often it
+    is an in-batch negative): the towers then learn log p(item | user), exposure included. "exposure": that
+    minus log of its share of the impressions (+1 each): the towers learn how likely the user is to take the
+    item when shown, with what the logged policy chose to show divided out."""
+    log_q = np.log(positives / positives.sum())
+    if kind == "exposure":
+        shown = np.expm1(log1p_impressions) + 1.0
+        log_q -= np.log(shown / shown.sum())
+    return log_q.astype(np.float32)
 
 
 def _batches(order: np.ndarray, size: int) -> list[np.ndarray]:
