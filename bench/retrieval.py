@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "plugins"))
 
 from feedloop.core.config import Settings, load_settings  # noqa: E402
 from feedloop.ops.simulate import SimulationReport, Simulator  # noqa: E402
-from feedloop.retrieval import evaluate, examples, items  # noqa: E402
+from feedloop.retrieval import evaluate, examples, export, items  # noqa: E402
 from feedloop.retrieval.index import TenantIndex  # noqa: E402
 from feedloop.retrieval.train import train  # noqa: E402
 
@@ -101,6 +101,9 @@ def run(settings: Settings, *, days: int, truth_k: int) -> dict:
     engaged = evaluate.holdout(models=models, train_positives=train_pos, holdout_positives=hold_pos,
                                catalog=catalog, ks=cfg.recall_at)
     relevant, user_tenant = evaluate.engaged(hold_pos)
+    sample_users, sample_items = sorted(user_tenant)[:1000], catalog.item_ids[:1000]
+    parity = export.parity(model.params, model.shape, model.features.queries(sample_users),
+                           model.features.items(sample_items), threshold=cfg.parity_max_abs_diff)
     best = truth(sim, user_tenant, catalog, truth_k)
     k = max(cfg.recall_at)
     truth_results = [evaluate.score(name, evaluate.retrieve(vectors, index, user_tenant, k), best, user_tenant,
@@ -115,7 +118,7 @@ def run(settings: Settings, *, days: int, truth_k: int) -> dict:
         "train": {"positives": train_pos.num_rows, "users": model.features.vocabs.users.size - 1,
                   "items": model.features.vocabs.items.size - 1, "seconds": model.seconds,
                   "epoch_losses": [round(x, 4) for x in model.epoch_losses]},
-        "holdout_positives": hold_pos.num_rows, "index_seconds": round(index_s, 2), "simulate_seconds": round(sim_s, 1),
+        "onnx_parity": parity.to_dict(), "holdout_positives": hold_pos.num_rows, "index_seconds": round(index_s, 2), "simulate_seconds": round(sim_s, 1),
         "retrieval": cfg.model_dump(mode="json"),
         "truth": [r.to_dict() for r in truth_results], "engaged": [r.to_dict() for r in engaged],
         # The Must: recall@100 of the truly relevant items at least 2x popularity's (configured model).
@@ -159,6 +162,8 @@ def main() -> None:
     result = run(settings, days=args.days, truth_k=args.truth_k)
     print(table(result))
     print(f"truth recall@100, configured two-tower / popularity: {result['truth_recall_at_100_vs_popularity']}x")
+    print(f"ONNX parity (both towers, {result['onnx_parity']['rows']} rows): max |diff| "
+          f"{result['onnx_parity']['max_abs_diff']:.2e}")
     print(f"train {result['train']['seconds']} s on {result['train']['positives']} positives, index "
           f"{result['index_seconds']} s, peak RSS {result['peak_rss_mb']} MB, load {result['load_average']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
