@@ -118,7 +118,8 @@ def run(settings: Settings, *, days: int, truth_k: int) -> dict:
         "train": {"positives": train_pos.num_rows, "users": model.features.vocabs.users.size - 1,
                   "items": model.features.vocabs.items.size - 1, "seconds": model.seconds,
                   "epoch_losses": [round(x, 4) for x in model.epoch_losses]},
-        "onnx_parity": parity.to_dict(), "holdout_positives": hold_pos.num_rows, "index_seconds": round(index_s, 2), "simulate_seconds": round(sim_s, 1),
+        "onnx_parity": parity.to_dict(), "holdout_positives": hold_pos.num_rows, "index_seconds": round(index_s, 2),
+        "simulate_seconds": round(sim_s, 1),
         "retrieval": cfg.model_dump(mode="json"),
         "truth": [r.to_dict() for r in truth_results], "engaged": [r.to_dict() for r in engaged],
         # The Must: recall@100 of the truly relevant items at least 2x popularity's (configured model).

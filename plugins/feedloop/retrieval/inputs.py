@@ -8,8 +8,9 @@ Query tower: user id, [log1p(positives), topic shares of the positives], content
 vector of the positives). Item tower: item id, topic id, author id, [log1p(positives),
 log1p(impressions)], content vector. Why shares: they say what a user engages with in terms every item has,
 so a user's tastes carry over to items they never saw (on the bench, id embeddings memorised the window and
-lost recall on the next day; author shares as well, so they are not used). Why impressions beside positives: together they tell
-how often an item was taken when shown, its quality as far as the logs go, not only how much it was shown.
+lost recall on the next day; author shares as well, so they are not used). Why impressions beside positives:
+together they tell how often an item was taken when shown, its quality as far as the logs go, not only how
+much it was shown.
 """
 
 from __future__ import annotations
