@@ -301,6 +301,33 @@ class ServingSettings(_Section):
     cache_keep_versions: int = Field(3, ge=1)       # versions kept there (the most recently saved + the live one)
 
 
+class RetrievalSettings(_Section):
+    """The two-tower retrieval model (feedloop.retrieval): towers, training, ANN index, evaluation."""
+
+    positive_events: tuple[str, ...] = ("click", "like", "share")  # what counts as a positive (user, item) pair
+    min_user_positives: int = Field(20, ge=1)       # fewer in the window: the user shares the out-of-vocabulary row
+    min_item_positives: int = Field(20, ge=1)       # the same for items (a cold item is reached by its features)
+    id_dim: int = Field(32, ge=1)                   # id embedding width (users, items, topics, authors)
+    hidden: int = Field(64, ge=1)                   # each tower: concat -> Dense(hidden) -> ReLU -> Dense(out_dim)
+    out_dim: int = Field(32, ge=1)                  # the L2-normalised vectors compared by inner product
+    epochs: int = Field(3, ge=1)                    # more overfit on the bench (recall fell from epoch 3 on)
+    batch_size: int = Field(512, ge=2)              # in-batch negatives: the other positives of the same tenant
+    temperature: float = Field(0.1, gt=0)
+    log_q: Literal["sampling", "exposure"] = "exposure"  # feedloop.retrieval.train._log_q: what the logits lose
+    learning_rate: float = Field(0.003, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)         # AdamW on every parameter
+    seed: int = 7
+    hnsw_m: int = Field(32, ge=4)                   # faiss IndexHNSWFlat links per node
+    ef_construction: int = Field(200, ge=8)
+    ef_search: int = Field(256, ge=8)               # raised to k when a search asks for more
+    recall_at: tuple[int, ...] = Field((100, 500), min_length=1)
+    parity_max_abs_diff: float = Field(1e-4, gt=0)  # ONNX towers vs the JAX forward, on L2-normalised vectors
+    gate_k: int = Field(100, ge=1)                  # the recall@k the gate compares (one of recall_at)
+    gate_min_vs_popularity: float = Field(1.0, ge=0)  # candidate recall >= this x the popularity baseline's
+    gate_tolerance: float = Field(0.01, ge=0)       # and >= the live retriever's minus this (absolute)
+    gate_min_users: int = Field(50, ge=1)           # fewer holdout users with engagement: held (too little to judge)
+
+
 class Settings(_Section):
     state_dir: Path = Path(".feedloop")
     s3: S3Settings = S3Settings()
@@ -318,6 +345,7 @@ class Settings(_Section):
     train: TrainSettings = TrainSettings()
     promotion: PromotionSettings = PromotionSettings()
     serving: ServingSettings = ServingSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
 
     @property
     def state_path(self) -> Path:

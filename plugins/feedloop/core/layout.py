@@ -13,6 +13,7 @@ datasets/ranker/YYYY-MM-DD/split=train|valid|holdout/*.parquet, snapshot/*.parqu
 And in the models bucket, the ranker's registry (feedloop.promotion.registry):
 ranker/versions/<version>/                                   (one immutable folder per registered version)
 ranker/live.json                                             (the live pointer, core.pointer.CasPointer under ranker/)
+retriever/versions/<version>/, retriever/live.json           (the two-tower retriever: a kind of its own, ModelKind)
 """
 
 from __future__ import annotations
@@ -38,19 +39,47 @@ def dataset_prefix(day: date) -> str:
     return f"{DATASETS_PREFIX}{day.isoformat()}/"
 
 
-RANKER_PREFIX = "ranker/"  # models bucket
-RANKER_VERSIONS_PREFIX = f"{RANKER_PREFIX}versions/"
+@dataclass(frozen=True)
+class ModelKind:
+    """A family of models in the models bucket: <name>/versions/<version>/, <name>/live.json, <name>/history/.
+    Each kind has its own versions, live pointer and history, flipped by the same conditional PUT."""
+
+    name: str
+    identity_file: str  # the bytes that identify a version: the same id with other bytes is a conflict
+    served_file: str    # what the pods load; the live pointer carries its sha256
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.name}/"
+
+    @property
+    def versions_prefix(self) -> str:
+        return f"{self.prefix}versions/"
+
+    def version_key(self, version: str, name: str = "") -> str:
+        """A registered version's folder ("") or one of its files, in the models bucket."""
+        return f"{self.versions_prefix}{version}/{name}"
+
+    def version_uri(self, models_bucket: str, version: str) -> str:
+        """The S3 URI of a registered version's folder."""
+        return f"s3://{models_bucket}/{self.version_key(version)}"
+
+
+RANKER = ModelKind("ranker", identity_file="model.txt", served_file="model.onnx")
+RETRIEVER = ModelKind("retriever", identity_file="query.onnx", served_file="query.onnx")  # feedloop.retrieval
+RANKER_PREFIX = RANKER.prefix  # models bucket
+RANKER_VERSIONS_PREFIX = RANKER.versions_prefix
 RANKER_LIVE_KEY = f"{RANKER_PREFIX}live.json"
 
 
 def version_key(version: str, name: str = "") -> str:
-    """A registered version's folder ("") or one of its files, in the models bucket."""
-    return f"{RANKER_VERSIONS_PREFIX}{version}/{name}"
+    """A registered ranker version's folder ("") or one of its files, in the models bucket."""
+    return RANKER.version_key(version, name)
 
 
 def version_uri(models_bucket: str, version: str) -> str:
-    """The S3 URI of a registered version's folder."""
-    return f"s3://{models_bucket}/{version_key(version)}"
+    """The S3 URI of a registered ranker version's folder."""
+    return RANKER.version_uri(models_bucket, version)
 
 
 _OBJECT_RE = re.compile(r"(?P<topic>[^/+]+)\+(?P<partition>\d+)\+(?P<start>\d{20})(?:\.g(?P<gen>\d+))?\.parquet$")

@@ -171,7 +171,7 @@ def canary_at(current: Live | None, *, version: str, uri: str, manifest: Mapping
                              f"or abort it (feedloop model abort-canary) before starting a canary of {version}")
     if running and running["percent"] == percent:
         raise RegistryError(f"{canary_text(running)} is already running: nothing to change")
-    record = running or {"version": version, "uri": uri, "sha256": manifest["artifacts"]["model.onnx"]["sha256"],
+    record = running or {"version": version, "uri": uri, "sha256": served_sha256(manifest),
                          "started_at": _now(), "started_by": by, "reason": reason}
     return amend(current, by=by, reason=reason, action="canary", canary={**record, "percent": percent})
 
@@ -192,7 +192,7 @@ def point_to(current: Live | None, *, version: str, uri: str, manifest: Mapping[
         "seq": (current.pointer.get("seq", 0) + 1) if current else 1,
         "version": version,
         "uri": uri,
-        "sha256": manifest["artifacts"]["model.onnx"]["sha256"],
+        "sha256": served_sha256(manifest),
         "promoted_at": _now(),
         "promoted_by": by,
         "previous": current.version if current else None,
@@ -203,6 +203,11 @@ def point_to(current: Live | None, *, version: str, uri: str, manifest: Mapping[
     if logical_date is not None:
         pointer["logical_date"] = logical_date
     return FlipPlan(current, pointer)
+
+
+def served_sha256(manifest: Mapping[str, Any]) -> str:
+    """The sha256 the pointer carries: of the file the pods load (model.onnx unless the manifest names another)."""
+    return manifest["artifacts"][manifest.get("served_file", "model.onnx")]["sha256"]
 
 
 def amend(current: Live, *, by: str, reason: str, action: str, canary: dict[str, Any] | None) -> FlipPlan:

@@ -4,6 +4,8 @@ s3://<models>/ranker/versions/<version>/   model.txt model.onnx metrics.json gat
                                            manifest.json (written last: a version exists iff it does)
 s3://<models>/ranker/live.json             the pointer the serving pods follow
 s3://<models>/ranker/history/<seq>.json    one immutable copy of every pointer ever written
+s3://<models>/retriever/...                the same for the two-tower retriever (Registry(..., kind=RETRIEVER)):
+                                           its own versions, pointer and history; query.onnx identifies a version
 
 Why this shape (MLflow aliases, but on S3 alone): every object is written once (If-None-Match: *),
 so a version can never change under a pod that verified it; the pointer is replaced only by a PUT
@@ -41,39 +43,43 @@ def sha256(data: bytes) -> str:
 
 
 class Registry:
-    def __init__(self, store: ObjectStore, bucket: str):
-        self.store, self.bucket, self.prefix = store, bucket, layout.RANKER_PREFIX
-        self._pointer = CasPointer(store, bucket, layout.RANKER_PREFIX)
+    def __init__(self, store: ObjectStore, bucket: str, kind: layout.ModelKind = layout.RANKER):
+        self.store, self.bucket, self.kind, self.prefix = store, bucket, kind, kind.prefix
+        self._pointer = CasPointer(store, bucket, kind.prefix)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Registry:
-        return cls(ObjectStore.from_settings(settings), settings.s3.models_bucket)
+    def from_settings(cls, settings: Settings, kind: layout.ModelKind = layout.RANKER) -> Registry:
+        return cls(ObjectStore.from_settings(settings), settings.s3.models_bucket, kind)
 
     # ---- versions -------------------------------------------------------------------------------
 
     def version_key(self, version: str, name: str = "") -> str:
-        return layout.version_key(version, name)
+        return self.kind.version_key(version, name)
 
     def version_uri(self, version: str) -> str:
-        return layout.version_uri(self.bucket, version)
+        return self.kind.version_uri(self.bucket, version)
 
     def register(self, *, version: str, files: Mapping[str, bytes], manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Write a version once: every file with If-None-Match, then manifest.json with their sha256.
 
         files maps names under the version folder (e.g. "model.onnx", "features/items.parquet") to
-        bytes and must hold model.txt. Registering the same identity again returns the stored
-        manifest; a different model under a taken id raises VersionConflict. Files left by an
-        interrupted attempt are kept (immutable) and their stored hashes recorded.
+        bytes and must hold the kind's identity and served files (a ranker: model.txt and model.onnx).
+        Registering the same identity again returns the stored manifest; a different model under a taken
+        id raises VersionConflict. Files left by an interrupted attempt are kept (immutable) and their
+        stored hashes recorded.
         """
-        if "model.txt" not in files or "model.onnx" not in files:
-            raise ValueError("a version needs model.txt and model.onnx")
-        new = {**manifest, "version": version, "model_sha256": sha256(files["model.txt"])}
+        identity, served = self.kind.identity_file, self.kind.served_file
+        if identity not in files or served not in files:
+            raise ValueError(f"a {self.kind.name} version needs {identity} and {served}")
+        new = {**manifest, "version": version, "model_sha256": sha256(files[identity])}
+        if served != layout.RANKER.served_file:  # a ranker's manifest stays as it always was
+            new["served_file"] = served
         existing = self.manifest(version)
         if existing is not None:
             return self.verify_identity(existing, new)
         artifacts = {}
         for name, body in sorted(files.items()):
-            artifacts[name] = self._put_once(self.version_key(version, name), body, identity=name == "model.txt")
+            artifacts[name] = self._put_once(self.version_key(version, name), body, identity=name == identity)
         new["artifacts"] = artifacts
         try:
             self.store.put_json(self.bucket, self.version_key(version, MANIFEST), new, if_none_match=True)
@@ -95,7 +101,7 @@ class Registry:
 
     def versions(self) -> list[str]:
         """Registered versions (those with a manifest), oldest first (ids sort by logical date)."""
-        root = layout.RANKER_VERSIONS_PREFIX
+        root = self.kind.versions_prefix
         return sorted(k[len(root):-len(MANIFEST) - 1] for k in self.store.list_keys(self.bucket, root)
                       if k.endswith("/" + MANIFEST) and k.count("/") == root.count("/") + 1)
 

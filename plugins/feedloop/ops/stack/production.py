@@ -152,6 +152,8 @@ def production_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(settings.stack.airflow_port + 2),
     })
     env.pop("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT", None)  # set per worker
+    for name in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC"):
+        env.pop(name)  # SQLite's busy timeout: PostgreSQL's drivers take other arguments
     return env
 
 

@@ -71,6 +71,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__API_AUTH__JWT_SECRET": _local_secret(home / ".jwt_secret"),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port + 1),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(port + 2),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "feedloop.airflow.sqlite_connect.SYNC",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "feedloop.airflow.sqlite_connect.ASYNC",
         f"AIRFLOW_CONN_{settings.s3.airflow_conn_id.upper()}": orjson.dumps(s3_conn).decode(),
         f"AIRFLOW_CONN_{settings.kafka.airflow_conn_id.upper()}": orjson.dumps(kafka_conn).decode(),
         "FEEDLOOP_HOME": str(root),
