@@ -195,7 +195,7 @@ def in_process(model, requests: list[dict], cfg, rounds: int) -> dict:
 
     from feedloop.training import export
     from feedloop.features import definitions as features
-    from feedloop.serving import app as pod_app
+    from feedloop.serving import ranking
     from feedloop.serving.rank_request import RequestLimits, parse
 
     encoded = [orjson.dumps(b) for b in requests]
@@ -215,8 +215,8 @@ def in_process(model, requests: list[dict], cfg, rounds: int) -> dict:
         "features": lambda i: matrix(parsed[i]),
         "session.run": lambda i: model.session.run(None, {export.INPUT_NAME: matrices[i]}),
         # the whole handler body as app.rank runs it: parse, features, score, order, response bytes
-        "handler": lambda i: orjson.dumps(pod_app._rank(model, parse(encoded[i], limits=limits, now_ms=0),
-                                                        cfg.exploration_share, now_ms=0, simulated_time=True).body),
+        "handler": lambda i: orjson.dumps(ranking.rank(model, parse(encoded[i], limits=limits, now_ms=0),
+                                                       cfg.exploration_share, now_ms=0, simulated_time=True).body),
     }
     wall: dict[str, list[float]] = {name: [] for name in steps}
     cpu: dict[str, list[float]] = {name: [] for name in steps}

@@ -43,11 +43,16 @@ def version_files(model: Retriever, index: TenantIndex) -> dict[str, bytes]:
 class QueryEncoder:
     """The query side of a registered version: user ids -> unit vectors, with onnxruntime only."""
 
-    def __init__(self, files: dict[str, bytes], shape: Shape):
+    def __init__(self, files: dict[str, bytes], shape: Shape, *, threads: int | None = None):
+        """threads: onnxruntime's intra-op threads (a pod runs 1, as its ranker; None: onnxruntime's default)."""
         import onnxruntime as ort  # lazy: onnxruntime loads only where a version is served or checked
 
         self.shape = shape
-        self.session = ort.InferenceSession(files["query.onnx"], providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(files["query.onnx"], sess_options=options,
+                                            providers=["CPUExecutionProvider"])
         self.users = Vocab(tuple(orjson.loads(files["vocabs.json"])["users"]))
         table = pq.read_table(io.BytesIO(files["users.parquet"]))
         self.row = {u: k for k, u in enumerate(table["user_id"].to_pylist())}
