@@ -54,6 +54,9 @@ class LoadedRetriever:
     def candidates(self, tenant_id: str, user_id: str, k: int) -> list[str]:
         """The tenant's top k items for the user, best first (an unknown user: the out-of-vocabulary row and
         zero features, as in training; an unknown tenant: none)."""
+        import faiss  # already loaded by build
+
+        faiss.omp_set_num_threads(1)  # OpenMP's thread count is per thread: the request's, not the watcher's
         ids, _ = self.index.search(tenant_id, self.encoder.vectors([user_id]), k)
         return ids[0]
 
@@ -118,8 +121,6 @@ def tenants(target: Target, ids_body: bytes) -> list[str]:
 def build(target: Target, manifest: dict[str, Any], shape: Shape, files: Mapping[str, bytes], *, onnx_threads: int,
           warmup_k: int) -> LoadedRetriever:
     """Hash check of every file, encoder, index, shape checks and warm-up: a LoadedRetriever or SwapRefused."""
-    import faiss  # lazy: faiss loads only where a retriever is served
-
     t0 = time.perf_counter()
     for name, body in files.items():
         verify_file(target, manifest, name, body)
@@ -128,7 +129,6 @@ def build(target: Target, manifest: dict[str, Any], shape: Shape, files: Mapping
     except Exception as exc:  # noqa: BLE001 - onnxruntime, orjson and pyarrow each raise their own types
         raise SwapRefused("invalid_onnx", f"{target.version}: the query tower does not load ({first_line(exc)})"
                           ) from None
-    faiss.omp_set_num_threads(1)  # a pod's request runs on one core, as its ranker
     try:
         index = TenantIndex.from_files(dict(files))
     except Exception as exc:  # noqa: BLE001 - faiss raises RuntimeError for a corrupt index, KeyError for a gap

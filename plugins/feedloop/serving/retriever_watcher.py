@@ -88,8 +88,10 @@ class RetrieverWatcher:
 
     def missing(self) -> str:
         """Why there is no retriever to serve, for a 503 and /readyz."""
-        return self.last_error or (self._refusals.describe() and f"every retriever version was refused: "
-                                   f"{self._refusals.describe()}") or "no retriever loaded yet"
+        if self.last_error:
+            return self.last_error
+        refused = self._refusals.describe()
+        return f"refused: {refused}" if refused else "no retriever loaded yet"
 
     def _poll(self) -> None:
         try:
