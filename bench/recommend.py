@@ -56,7 +56,8 @@ def in_process(model, retriever_files: dict, manifest: dict, rank_bodies: list[d
     from feedloop.serving.retriever import build, parse_manifest
     from feedloop.training import export
 
-    target = Target(manifest["version"], "s3://bench/retriever/versions/x/", manifest["artifacts"]["query.onnx"]["sha256"])
+    target = Target(manifest["version"], "s3://bench/retriever/versions/x/",
+                    manifest["artifacts"]["query.onnx"]["sha256"])
     manifest, shape = parse_manifest(target, orjson.dumps(manifest))
     retriever = build(target, manifest, shape, retriever_files, onnx_threads=cfg.onnx_threads, warmup_k=RETRIEVED)
     limits = RequestLimits.from_settings(cfg.model_copy(update={"simulated_time": True}))
