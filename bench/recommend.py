@@ -130,7 +130,7 @@ def run(args, echo) -> dict:
                                                  root=ROOT / "bench" / "results" / "serve-models")
     echo(f"ranker {ranker.version}: {'cached' if cached else 'trained'}; building the {CATALOG:,}-item retriever ...")
     t0 = time.perf_counter()
-    retriever = retriever_version("2026-11-24-rec01")
+    retriever = retriever_version("2026-11-24-ec01")
     build_s = time.perf_counter() - t0
     stack.up(settings, echo=echo)
     pods = None
