@@ -1,6 +1,7 @@
 """Serving benchmark (issue 8): POST /rank latency over real HTTP, hot swaps under load, pod memory across swaps.
 
     .venv/bin/python bench/serve.py [--quick] [--seconds 15] [--flips 10] [--swaps 200] [--poll 0.2]
+    .venv/bin/python bench/serve.py --recommend [--quick] [--seconds 15]   (bench/recommend.py: POST /recommend)
 
 Starts its own embedded S3 + Kafka on free ports (a temporary state folder) and real pods
 (feedloop.serving.pods.Pods: `feedloop serve` processes, uvicorn with 1 worker each, impressions
@@ -195,7 +196,7 @@ def in_process(model, requests: list[dict], cfg, rounds: int) -> dict:
 
     from feedloop.training import export
     from feedloop.features import definitions as features
-    from feedloop.serving import app as pod_app
+    from feedloop.serving import ranking
     from feedloop.serving.rank_request import RequestLimits, parse
 
     encoded = [orjson.dumps(b) for b in requests]
@@ -215,8 +216,8 @@ def in_process(model, requests: list[dict], cfg, rounds: int) -> dict:
         "features": lambda i: matrix(parsed[i]),
         "session.run": lambda i: model.session.run(None, {export.INPUT_NAME: matrices[i]}),
         # the whole handler body as app.rank runs it: parse, features, score, order, response bytes
-        "handler": lambda i: orjson.dumps(pod_app._rank(model, parse(encoded[i], limits=limits, now_ms=0),
-                                                        cfg.exploration_share, now_ms=0, simulated_time=True).body),
+        "handler": lambda i: orjson.dumps(ranking.rank(model, parse(encoded[i], limits=limits, now_ms=0),
+                                                       cfg.exploration_share, now_ms=0, simulated_time=True).body),
     }
     wall: dict[str, list[float]] = {name: [] for name in steps}
     cpu: dict[str, list[float]] = {name: [] for name in steps}
@@ -447,7 +448,14 @@ def main() -> None:
     parser.add_argument("--memory-rate", type=float, default=10.0, help="requests/s during the memory phase")
     parser.add_argument("--impressions", choices=("on", "off"), default="on",
                         help="impression logging of the pods in the swap and memory phases (on: as in production)")
+    parser.add_argument("--recommend", action="store_true",
+                        help="only the POST /recommend scenario (bench/recommend.py) beside /rank and session.run")
     args = parser.parse_args()
+    if args.recommend:
+        from bench import recommend
+
+        recommend.run(args, echo=lambda msg: print(msg, file=sys.stderr, flush=True))
+        return
     if args.quick:
         args.seconds, args.swaps = 5.0, 50
 

@@ -9,7 +9,9 @@ producer may send either.
 
 Wire (JSON, one line): {"record_type": "impression_list", "schema_version", "request_id", "event_ts",
 "tenant_id", "user_id", "surface", "device", "query", "explore", "model_version", "items": [item_id, ...],
-"authors": [author_id, ...]}. A list breaking the contract is dead-lettered whole, with the reason.
+"authors": [author_id, ...]}, plus "retriever_version" on a list whose candidates the pod retrieved (POST
+/recommend; optional, absent on /rank lists: readers ignore it, and the lake has no column for it yet). A list
+breaking the contract is dead-lettered whole, with the reason.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from feedloop.contract.events import (ARROW_SCHEMA, POSITION_MAX, SCHEMA_VERSION
 
 RECORD_TYPE = "impression_list"
 MARKER = b'"record_type"'  # bytes every list record holds; a plain event holds it only with an extra field
+RETRIEVER_KEY = '"retriever_version":,'  # the optional key as it appears in a record (for size estimates)
 SHARED = ("request_id", "event_ts", "tenant_id", "user_id", "surface", "device", "query", "explore", "model_version",
           "schema_version")
 
@@ -36,12 +39,15 @@ def event_id(request_id: str, position: int) -> str:
 
 def encode(*, request_id: str, event_ts: str, tenant_id: str, user_id: str, surface: str, device: str,
            query: str | None, explore: bool, model_version: str | None, item_ids: Sequence[str],
-           author_ids: Sequence[str | None]) -> bytes:
+           author_ids: Sequence[str | None], retriever_version: str | None = None) -> bytes:
     """One list's wire record (authors unknown to the pod as "unknown", as in its impression events)."""
-    return orjson.dumps({"record_type": RECORD_TYPE, "schema_version": SCHEMA_VERSION, "request_id": request_id,
-                         "event_ts": event_ts, "tenant_id": tenant_id, "user_id": user_id, "surface": surface,
-                         "device": device, "query": query, "explore": explore, "model_version": model_version,
-                         "items": list(item_ids), "authors": [a or "unknown" for a in author_ids]})
+    record = {"record_type": RECORD_TYPE, "schema_version": SCHEMA_VERSION, "request_id": request_id,
+              "event_ts": event_ts, "tenant_id": tenant_id, "user_id": user_id, "surface": surface,
+              "device": device, "query": query, "explore": explore, "model_version": model_version,
+              "items": list(item_ids), "authors": [a or "unknown" for a in author_ids]}
+    if retriever_version is not None:
+        record["retriever_version"] = retriever_version
+    return orjson.dumps(record)
 
 
 def parse(raw: bytes) -> dict[str, Any] | None:

@@ -297,6 +297,7 @@ class ServingSettings(_Section):
     impression_buffer_bytes: int = Field(64 * 1024 * 1024, ge=1_048_576)  # and at most these bytes of them, twice:
                                                     # waiting for the log thread, then in librdkafka's queue
     impression_batch: int = Field(500, ge=1)
+    recommend_candidates: int = Field(500, ge=1)    # POST /recommend: items retrieved, then ranked
     cache_dir: Path = Path("serving-cache")         # last-known-good models (relative to state_dir)
     cache_keep_versions: int = Field(3, ge=1)       # versions kept there (the most recently saved + the live one)
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from feedloop.retrieval import export
 from feedloop.retrieval.index import TenantIndex
-from feedloop.retrieval.inputs import QueryInputs, Vocab
+from feedloop.retrieval.inputs import OOV, QueryInputs
 from feedloop.retrieval.towers import Shape
 from feedloop.retrieval.train import Retriever
 
@@ -43,12 +43,18 @@ def version_files(model: Retriever, index: TenantIndex) -> dict[str, bytes]:
 class QueryEncoder:
     """The query side of a registered version: user ids -> unit vectors, with onnxruntime only."""
 
-    def __init__(self, files: dict[str, bytes], shape: Shape):
+    def __init__(self, files: dict[str, bytes], shape: Shape, *, threads: int | None = None):
+        """threads: onnxruntime's intra-op threads (a pod runs 1, as its ranker; None: onnxruntime's default)."""
         import onnxruntime as ort  # lazy: onnxruntime loads only where a version is served or checked
 
         self.shape = shape
-        self.session = ort.InferenceSession(files["query.onnx"], providers=["CPUExecutionProvider"])
-        self.users = Vocab(tuple(orjson.loads(files["vocabs.json"])["users"]))
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(files["query.onnx"], sess_options=options,
+                                            providers=["CPUExecutionProvider"])
+        # id -> vocabulary row, built once: Vocab.index builds its map per call, too slow per request in a pod
+        self.user_rows = {u: k + 1 for k, u in enumerate(orjson.loads(files["vocabs.json"])["users"])}
         table = pq.read_table(io.BytesIO(files["users.parquet"]))
         self.row = {u: k for k, u in enumerate(table["user_id"].to_pylist())}
         self.feats = _matrix(table["feats"], shape.query_feats)
@@ -61,7 +67,8 @@ class QueryEncoder:
         feats = np.zeros((len(found), self.shape.query_feats), np.float32)
         profile = np.zeros((len(found), self.shape.content), np.float32)
         feats[known], profile[known] = self.feats[found[known]], self.profile[found[known]]
-        x = QueryInputs(self.users.index(user_ids), feats, profile)
+        users = np.fromiter((self.user_rows.get(u, OOV) for u in user_ids), dtype=np.int64, count=len(user_ids))
+        x = QueryInputs(users, feats, profile)
         return self.session.run([export.OUTPUT], export.query_feeds(x, self.shape))[0]
 
 

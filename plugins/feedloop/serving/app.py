@@ -1,42 +1,44 @@
-"""The ranking pod's HTTP service: POST /rank, /healthz, /readyz, /version, /metrics.
+"""The ranking pod's HTTP service: POST /rank, POST /recommend, /healthz, /readyz, /version, /metrics.
 
 Started by `feedloop serve` (uvicorn, factory `feedloop.serving.app:create_app`). Every response
 carries X-Model-Version; /rank answers with the version that scored it (the canary's for users in
-the canary share). A request never waits on S3 or Kafka: the watcher and the impression log run
+the canary share). /recommend retrieves the candidates with the live retriever (X-Retriever-Version) and
+ranks them as /rank does. A request never waits on S3 or Kafka: the watchers and the impression log run
 in their own threads.
+
+Readiness (/readyz) is the ranker's: a pod with a ranker serves /rank, so it takes traffic; until it has a
+retriever, /recommend answers 503 naming what is missing, and /readyz and /version say so.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-import uuid
 from contextlib import asynccontextmanager
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from feedloop.features import definitions as features
 from feedloop.core.config import Settings, load_settings
 from feedloop.features.snapshots import PREFIX as FEATURES_PREFIX
 from feedloop.features.snapshots import SNAPSHOTS
 from feedloop.core.layout import RANKER_PREFIX as PREFIX, RANKER_VERSIONS_PREFIX as VERSIONS
-from feedloop.serving import metrics
-from feedloop.serving.impressions import ImpressionLog, ServedList
+from feedloop.serving import metrics, ranking, recommend_request
+from feedloop.serving.impressions import ImpressionLog
 from feedloop.serving.model import Root
 from feedloop.serving.published_features import FeatureFollower
-from feedloop.serving.rank_request import RankRequest, RequestError, RequestLimits, parse
+from feedloop.serving.rank_request import RequestError, RequestLimits, parse
 from feedloop.serving.local_cache import LocalCache
+from feedloop.serving.retriever_watcher import RetrieverWatcher
 from feedloop.serving.watcher import Watcher
 from feedloop.core.storage import ObjectStore
 
 log = logging.getLogger("feedloop.serving")
-ROUTES = ("/rank", "/healthz", "/readyz", "/version", "/metrics")
+ROUTES = ("/rank", "/recommend", "/healthz", "/readyz", "/version", "/metrics")
 VERSION_HEADER = "x-model-version"
+RETRIEVER_HEADER = "x-retriever-version"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,16 +54,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                cfg=cfg)
     watcher = Watcher(store=store, bucket=bucket, key=f"{PREFIX}live.json", versions=versions, cfg=cfg,
                       cache=LocalCache(cache_dir, versions, keep=cfg.cache_keep_versions), features=followed)
+    retrievers = RetrieverWatcher(store=store, bucket=bucket, cfg=cfg)
     impressions = ImpressionLog(settings.kafka, cfg) if cfg.log_impressions else None
     limits = RequestLimits.from_settings(cfg)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         watcher.start()
+        retrievers.start()
         if impressions is not None:
             impressions.start()
         yield
         watcher.stop()
+        retrievers.stop()
         if impressions is not None:
             impressions.stop()
 
@@ -80,10 +85,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if model is None:
             return _json({"detail": "no model loaded yet: this pod is not ready (see GET /version)"}, 503)
         metrics.CANDIDATES.observe(len(req.item_ids))
-        result = _rank(model, req, cfg.exploration_share, now_ms=now_ms, simulated_time=cfg.simulated_time)
+        result = ranking.rank(model, req, cfg.exploration_share, now_ms=now_ms, simulated_time=cfg.simulated_time)
         if impressions is not None:
             impressions.submit(result.served)
         return _json(result.body, 200, version=model.version)
+
+    @app.post("/recommend")
+    async def recommend(request: Request) -> Response:
+        try:
+            body = await _read_body(request, cfg.max_body_bytes)
+            now_ms = int(time.time() * 1000)
+            req = recommend_request.parse(body, limits=limits, max_limit=cfg.recommend_candidates, now_ms=now_ms)
+        except RequestError as exc:
+            return _json({"detail": exc.errors}, exc.status)
+        model, retriever = watcher.state.pick(req.user_id), retrievers.state.live
+        missing = ([] if model is not None else ["no ranker loaded yet"]) + (
+            [] if retriever is not None else [f"no retriever: {retrievers.missing()}"])
+        if missing:
+            return _json({"detail": f"cannot recommend: {'; '.join(missing)} (see GET /version)"}, 503)
+        result = ranking.recommend(model, retriever, req, cfg.recommend_candidates, cfg.exploration_share,
+                                   now_ms=now_ms, simulated_time=cfg.simulated_time)
+        if result is None:
+            return _json({"detail": [{"loc": ["body", "tenant_id"], "type": "not_found",
+                                      "msg": f"{req.tenant_id!r} has no items in retriever {retriever.version}"}]},
+                         404, version=model.version, retriever=retriever.version)
+        metrics.CANDIDATES.observe(result.candidates)
+        if impressions is not None:
+            impressions.submit(result.served)
+        return _json(result.body, 200, version=model.version, retriever=retriever.version)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -91,14 +120,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        live = watcher.state.live
+        live, retriever = watcher.state.live, retrievers.state.live
+        recommend = ({"retriever_version": retriever.version} if retriever is not None
+                     else {"recommend": f"503 until a retriever is loaded: {retrievers.missing()}"})
         if live is None:
-            return _json({"ready": False, "reason": watcher.status.last_error or "no model loaded yet"}, 503)
-        return _json({"ready": True, "version": live.version, "staleness_seconds": watcher.staleness()}, 200)
+            return _json({"ready": False, "reason": watcher.status.last_error or "no model loaded yet", **recommend},
+                         503)
+        return _json({"ready": True, "version": live.version, "staleness_seconds": watcher.staleness(), **recommend},
+                     200)
 
     @app.get("/version")
     async def version() -> Response:
         body = watcher.describe()
+        body["retriever"] = retrievers.describe()
         if impressions is not None:
             body["impressions"] = {"pending": impressions.pending(), "last_error": impressions.last_error}
         return _json(body, 200)
@@ -117,54 +151,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return _Observed(app, watcher)
 
 
-class _Ranked:
-    def __init__(self, body: dict[str, Any], served: ServedList):
-        self.body, self.served = body, served
-
-
-def _rank(model, req: RankRequest, exploration_share: float, *, now_ms: int, simulated_time: bool) -> _Ranked:
-    """Score and order; the impressions' Kafka record gets the pod's clock, or `ts` in a simulation (so a
-    simulated day's impressions arrive on that day, as its outcomes do)."""
-    ts_ms = req.ts_ms if req.ts_ms is not None else now_ms
-    request_id = req.request_id or uuid.uuid4().hex
-    authors = model.snapshot.authors(req.item_ids, req.author_ids)
-    inputs = model.snapshot.inputs(tenant_id=req.tenant_id, user_id=req.user_id, surface=req.surface,
-                                   device=req.device, request_ts=ts_ms / 1000.0, item_ids=req.item_ids,
-                                   author_ids=authors)
-    scores = model.score(features.derive(inputs, model.categories))
-    explore = _explores(request_id, exploration_share)
-    order = shown_order(scores, req.limit, explore=explore, request_id=request_id)
-    items = [{"item_id": req.item_ids[i], "author_id": authors[i], "score": float(scores[i]), "position": p}
-             for p, i in enumerate(order.tolist(), start=1)]
-    served = ServedList(request_id=request_id, tenant_id=req.tenant_id, user_id=req.user_id, surface=req.surface,
-                        device=req.device, query=req.query, ts_ms=ts_ms, logged_ms=ts_ms if simulated_time else now_ms,
-                        model_version=model.version, explore=explore,
-                        item_ids=[it["item_id"] for it in items], author_ids=[it["author_id"] for it in items])
-    body = {"request_id": request_id, "model_version": model.version, "explore": explore, "items": items}
-    return _Ranked(body, served)
-
-
-def shown_order(scores: np.ndarray, limit: int, *, explore: bool, request_id: str) -> np.ndarray:
-    """The candidates' indices in the order shown: the top `limit` by score, or on an exploration request a
-    random `limit` of ALL candidates in random order (seeded by request_id: a retry gets the same list)."""
-    if explore:
-        return np.random.default_rng(_seed(request_id)).permutation(len(scores))[:limit]
-    return np.argsort(-scores, kind="stable")[:limit]
-
-
-def _seed(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
-
-
-def _explores(request_id: str, share: float) -> bool:
-    """A stable share of requests (by request_id, so a retried request gets the same answer) is exploration:
-    a uniformly random subset of the candidates, shown in random order. Neither which items are shown nor
-    where depends on any model, so on these lists any two models can be compared without the live one's
-    selection bias (shuffling only its own top items would still judge challengers on its choice), and
-    their clicks by position measure the examination curve."""
-    return share > 0 and (_seed("explore:" + request_id) % 1_000_000) < share * 1_000_000
-
-
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -180,8 +166,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _json(body: Any, status: int, *, version: str | None = None) -> Response:
-    headers = {VERSION_HEADER: version} if version else None
+def _json(body: Any, status: int, *, version: str | None = None, retriever: str | None = None) -> Response:
+    headers = {VERSION_HEADER: version} if version else {}
+    if retriever:
+        headers[RETRIEVER_HEADER] = retriever
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 

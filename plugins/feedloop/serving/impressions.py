@@ -49,20 +49,23 @@ class ServedList:
     explore: bool
     item_ids: Sequence[str]
     author_ids: Sequence[str | None]
+    retriever_version: str | None = None  # /recommend: the retriever that chose the candidates
 
     def record(self) -> bytes:
         """The list's wire record (feedloop.contract.impression_lists)."""
         return impression_lists.encode(
             request_id=self.request_id, event_ts=format_ts(datetime.fromtimestamp(self.ts_ms / 1000, timezone.utc)),
             tenant_id=self.tenant_id, user_id=self.user_id, surface=self.surface, device=self.device, query=self.query,
-            explore=self.explore, model_version=self.model_version, item_ids=self.item_ids, author_ids=self.author_ids)
+            explore=self.explore, model_version=self.model_version, item_ids=self.item_ids, author_ids=self.author_ids,
+            retriever_version=self.retriever_version)
 
     def wire_bytes(self) -> int:
         """Its record's size on the wire, at most, without encoding it (this runs on the request path): the
         strings' JSON plus a fixed envelope."""
         shared = orjson.dumps([self.tenant_id, self.user_id, self.request_id, self.surface, self.device, self.query,
-                               self.model_version])
-        return (RECORD_ENVELOPE_BYTES + len(shared) + len(orjson.dumps(self.item_ids))
+                               self.model_version, self.retriever_version])
+        retriever_key = len(impression_lists.RETRIEVER_KEY) if self.retriever_version is not None else 0
+        return (RECORD_ENVELOPE_BYTES + retriever_key + len(shared) + len(orjson.dumps(self.item_ids))
                 + len(orjson.dumps([a or "unknown" for a in self.author_ids])))
 
 

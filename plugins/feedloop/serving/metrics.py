@@ -24,6 +24,9 @@ SWAP_SECONDS = Histogram("feedloop_swap_seconds", "Download, verification and wa
 SWAPS = Counter("feedloop_swaps_total", "Models swapped in, by role", ["role"])
 SWAP_FAILURES = Counter("feedloop_swap_failures_total", "Refused or failed model loads (the old model keeps serving)",
                         ["reason"])
+RETRIEVER_SWAPS = Counter("feedloop_retriever_swaps_total", "Retriever versions swapped in")
+RETRIEVER_SWAP_FAILURES = Counter("feedloop_retriever_swap_failures_total",
+                                  "Refused or failed retriever loads (the old retriever keeps serving)", ["reason"])
 POLL_ERRORS = Counter("feedloop_poll_errors_total",
                       "Pointer checks (ranker/live.json, features/live.json) that failed (S3 unreachable or erroring)")
 FEATURE_SNAPSHOT = Gauge("feedloop_feature_snapshot",

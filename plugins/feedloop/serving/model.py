@@ -37,7 +37,8 @@ FEATURES_DIR = "features/"
 ARTIFACTS = (MODEL, *(FEATURES_DIR + name for name in SNAPSHOT_FILES))  # every file a pod downloads
 WARMUP_ROWS = 512
 REASONS = ("bad_pointer", "missing_artifact", "bad_manifest", "truncated", "sha256_mismatch", "invalid_onnx",
-           "signature_mismatch", "bad_snapshot", "nan_scores", "sample_mismatch", "s3_error", "unexpected_error")
+           "signature_mismatch", "bad_snapshot", "nan_scores", "sample_mismatch", "s3_error", "unexpected_error",
+           "bad_index")  # bad_index: a retriever's ANN index that does not load or does not fit its towers
 # Folder names a pointer may use: version ids, and feature snapshot ids ("<as_of>-<hex>", the same shape).
 FOLDER_NAME = re.compile(VERSION_PATTERN)
 SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -68,29 +68,14 @@ def parse(body: bytes, *, limits: RequestLimits, now_ms: int) -> RankRequest:
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise RequestError(422, [_err((), f"the body is not valid JSON ({exc})", "json_invalid")]) from None
+        raise RequestError(422, [error((), f"the body is not valid JSON ({exc})", "json_invalid")]) from None
     if not isinstance(obj, dict):
-        raise RequestError(422, [_err((), "expected a JSON object", "object_type")])
+        raise RequestError(422, [error((), "expected a JSON object", "object_type")])
     errors: list[dict[str, Any]] = []
-    ids = (limits.max_id_chars, "serving.max_id_chars")
-    for name in ("tenant_id", "user_id"):
-        _string(obj.get(name), (name,), errors, required=True, limit=ids)
-    for name, allowed in (("surface", SURFACES), ("device", DEVICES)):
-        if obj.get(name) not in allowed:
-            got = "missing" if obj.get(name) is None else f"{_show(obj.get(name))} is not allowed"
-            errors.append(_err((name,), f"{got}; expected one of {', '.join(allowed)}", "enum"))
-    _string(obj.get("query"), ("query",), errors, required=False, limit=(limits.max_query_chars,
-                                                                          "serving.max_query_chars"))
-    _string(obj.get("request_id"), ("request_id",), errors, required=False, limit=ids)
-    ts_ms = None
-    if obj.get("ts") is not None:
-        try:
-            ts_ms = _ts_ms(obj["ts"], now_ms=now_ms, skew_ms=limits.clock_skew_ms)
-        except ValueError as exc:
-            errors.append(_err(("ts",), str(exc), "datetime"))
+    ts_ms = shared_fields(obj, limits=limits, now_ms=now_ms, errors=errors)
     limit = obj.get("limit")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        errors.append(_err(("limit",), f"expected an integer >= 1, got {_show(limit)}", "int"))
+        errors.append(error(("limit",), f"expected an integer >= 1, got {show(limit)}", "int"))
     items, authors = _candidates(obj.get("candidates"), limits, errors)
     if errors:
         raise RequestError(422, errors[:MAX_ERRORS])
@@ -99,14 +84,36 @@ def parse(body: bytes, *, limits: RequestLimits, now_ms: int) -> RankRequest:
                        limit=limit, item_ids=items, author_ids=authors)
 
 
+def shared_fields(obj: dict[str, Any], *, limits: RequestLimits, now_ms: int, errors: list) -> int | None:
+    """Check what /rank and /recommend share (tenant_id, user_id, surface, device, query, request_id, ts),
+    adding one error per bad field; the request time in ms (None: now)."""
+    ids = (limits.max_id_chars, "serving.max_id_chars")
+    for name in ("tenant_id", "user_id"):
+        _string(obj.get(name), (name,), errors, required=True, limit=ids)
+    for name, allowed in (("surface", SURFACES), ("device", DEVICES)):
+        if obj.get(name) not in allowed:
+            got = "missing" if obj.get(name) is None else f"{show(obj.get(name))} is not allowed"
+            errors.append(error((name,), f"{got}; expected one of {', '.join(allowed)}", "enum"))
+    _string(obj.get("query"), ("query",), errors, required=False, limit=(limits.max_query_chars,
+                                                                          "serving.max_query_chars"))
+    _string(obj.get("request_id"), ("request_id",), errors, required=False, limit=ids)
+    ts_ms = None
+    if obj.get("ts") is not None:
+        try:
+            ts_ms = _ts_ms(obj["ts"], now_ms=now_ms, skew_ms=limits.clock_skew_ms)
+        except ValueError as exc:
+            errors.append(error(("ts",), str(exc), "datetime"))
+    return ts_ms
+
+
 def _candidates(candidates: Any, limits: RequestLimits, errors: list) -> tuple[list[str], list[str | None]]:
     items: list[str] = []
     authors: list[str | None] = []
     if not isinstance(candidates, list) or not candidates:
-        errors.append(_err(("candidates",), "expected a non-empty list of {item_id, author_id?}", "list"))
+        errors.append(error(("candidates",), "expected a non-empty list of {item_id, author_id?}", "list"))
         return items, authors
     if len(candidates) > limits.max_candidates:
-        raise RequestError(413, [_err(("candidates",), f"{len(candidates)} candidates; at most "
+        raise RequestError(413, [error(("candidates",), f"{len(candidates)} candidates; at most "
                                       f"{limits.max_candidates} per request (serving.max_candidates)", "too_long")])
     ids = (limits.max_id_chars, "serving.max_id_chars")
     seen: set[str] = set()
@@ -115,7 +122,7 @@ def _candidates(candidates: Any, limits: RequestLimits, errors: list) -> tuple[l
         author = c.get("author_id") if isinstance(c, dict) else None
         if _string(item, ("candidates", i, "item_id"), errors, required=True, limit=ids):
             if item in seen:
-                errors.append(_err(("candidates", i, "item_id"), f"{_show(item)} appears twice in one request",
+                errors.append(error(("candidates", i, "item_id"), f"{show(item)} appears twice in one request",
                                    "unique"))
             seen.add(item)
             items.append(item)
@@ -131,12 +138,12 @@ def _string(value: Any, loc: tuple, errors: list, *, required: bool, limit: tupl
     max_chars, setting = limit
     if value is None:
         if required:
-            errors.append(_err(loc, "missing (required non-empty string)", "missing"))
+            errors.append(error(loc, "missing (required non-empty string)", "missing"))
     elif not isinstance(value, str) or not value:
-        errors.append(_err(loc, f"expected a non-empty string{'' if required else ' or null'}, got {_show(value)}",
+        errors.append(error(loc, f"expected a non-empty string{'' if required else ' or null'}, got {show(value)}",
                            "string"))
     elif len(value) > max_chars:
-        errors.append(_err(loc, f"{len(value)} characters; at most {max_chars} ({setting})", "string_too_long"))
+        errors.append(error(loc, f"{len(value)} characters; at most {max_chars} ({setting})", "string_too_long"))
     else:
         return True
     return False
@@ -157,7 +164,7 @@ def _ts_ms(value: Any, *, now_ms: int, skew_ms: int | None) -> int:
     return ts_ms
 
 
-def _show(value: Any, width: int = 60) -> str:
+def show(value: Any, width: int = 60) -> str:
     """A value for an error message, cut short: the error names a bad value, it does not echo a megabyte."""
     if isinstance(value, (list, dict)):  # not repr: nested 1,000 deep it raises RecursionError
         return f"a JSON {'array' if isinstance(value, list) else 'object'} of {len(value)} entries"
@@ -165,5 +172,5 @@ def _show(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else f"{text[:width]}... ({len(text)} characters)"
 
 
-def _err(loc: tuple, msg: str, kind: str) -> dict[str, Any]:
+def error(loc: tuple, msg: str, kind: str) -> dict[str, Any]:
     return {"loc": ["body", *loc], "msg": msg, "type": kind}

@@ -77,3 +77,15 @@ def test_a_block_of_plain_events_decodes_exactly_as_before():
     raws = [orjson.dumps(e | {"event_id": f"e{i}"}) for i, e in enumerate(impression_lists.to_events(_record(5)))]
     ours, theirs = impression_lists.decode_records(raws), decode_batch(raws)
     assert ours.table.equals(theirs.table) and ours.kept.equals(theirs.kept) and ours.rejected == theirs.rejected
+
+
+def test_a_recommended_lists_retriever_version_is_carried_and_the_sink_expands_it_as_any_list():
+    raw = impression_lists.encode(
+        request_id="req-9", event_ts="2026-12-04T10:00:00.123Z", tenant_id="acme", user_id="acme-u1", surface="feed",
+        device="ios", query=None, explore=False, model_version="2026-12-03-ab12", item_ids=["acme-i0", "acme-i1"],
+        author_ids=["acme-a0", None], retriever_version="2026-12-03-cd34")
+    record = impression_lists.parse(raw)
+    assert record["retriever_version"] == "2026-12-03-cd34" and not impression_lists.problems(record)
+    without = {k: v for k, v in record.items() if k != "retriever_version"}
+    assert impression_lists.expand([record])[0].equals(impression_lists.expand([without])[0])
+    assert "retriever_version" not in _record(2)  # a /rank list's record is unchanged

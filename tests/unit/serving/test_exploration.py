@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from feedloop.serving.app import shown_order
+from feedloop.serving.ranking import shown_order
 
 SCORES = np.arange(36, dtype=np.float64)[::-1].copy()  # candidate i scores 35 - i: the top 12 are 0..11
 

@@ -12,10 +12,12 @@ from feedloop.core.config import KafkaSettings, ServingSettings
 from feedloop.serving.impressions import ImpressionLog, ServedList
 
 
-def _served(n: int, *, query: str | None = None, item: str = "acme-i{}", author: str | None = "acme-a1") -> ServedList:
+def _served(n: int, *, query: str | None = None, item: str = "acme-i{}", author: str | None = "acme-a1",
+            retriever: str | None = None) -> ServedList:
     return ServedList(request_id="req-1", tenant_id="acme", user_id="acme-u001", surface="search", device="web",
                       query=query, ts_ms=1_796_385_600_000, logged_ms=1_796_385_600_000, model_version="2026-12-04-ab12",
-                      explore=False, item_ids=[item.format(i) for i in range(n)], author_ids=[author] * n)
+                      explore=False, item_ids=[item.format(i) for i in range(n)], author_ids=[author] * n,
+                      retriever_version=retriever)
 
 
 @pytest.mark.parametrize("served", [
@@ -23,6 +25,7 @@ def _served(n: int, *, query: str | None = None, item: str = "acme-i{}", author:
     pytest.param(_served(1000), id="1000-items"),
     pytest.param(_served(20, query="q" * 512, author=None), id="long-query-no-authors"),
     pytest.param(_served(20, item="é\u2603\U0001F600\x00\"{}"), id="non-ascii-and-escaped-ids"),
+    pytest.param(_served(1, retriever="2026-12-04-cd34"), id="recommended-list-with-its-retriever"),
 ])
 def test_wire_bytes_bounds_the_real_record_from_above_and_closely(served):
     real = len(served.record())
