@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from feedloop.features import dataset
+from feedloop.features import content_profile, dataset
 from feedloop.contract import events
 from feedloop.features import definitions as features
 from feedloop.contract.lake import LAKE_SCHEMA
@@ -98,6 +98,21 @@ def write_catalog(store: ObjectStore, settings, items: dict[str, tuple[str, str,
     buf = io.BytesIO()
     pq.write_table(table, buf)
     store.put(settings.s3.lake_bucket, lake.CATALOG_ITEMS_KEY, buf.getvalue())
+
+
+def write_embeddings(store: ObjectStore, settings, vectors: dict[str, list[float]], *, model: str = "test-model",
+                     embedded_at: datetime = datetime(2031, 1, 1, tzinfo=timezone.utc)) -> None:
+    """catalog/items/embeddings.parquet in the content package's shape (feedloop.features.content_profile)."""
+    dim = len(next(iter(vectors.values())))
+    table = pa.table({
+        "item_id": list(vectors), "tenant_id": [i.split("-")[0] for i in vectors], "model": [model] * len(vectors),
+        "text_sha256": ["0" * 64] * len(vectors),
+        "embedding": pa.array([list(map(float, v)) for v in vectors.values()], pa.list_(pa.float32(), dim)),
+        "embedded_at": pa.array([embedded_at] * len(vectors), pa.timestamp("ms", tz="UTC")),
+    })
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    store.put(settings.s3.lake_bucket, content_profile.EMBEDDINGS_KEY, buf.getvalue())
 
 
 def read_split(store: ObjectStore, settings, day: date, split: str) -> pa.Table:

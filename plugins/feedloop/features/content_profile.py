@@ -1,0 +1,235 @@
+"""Content-similarity inputs: user profiles from item embeddings, point in time, for training and serving alike.
+
+A user's profile as of the start of day d is the recency-weighted mean of the embeddings of the distinct items
+they engaged with positively (definitions.CONTENT.events) in engagements that ARRIVED (ingest_ts) on days
+[d - window_days, d): the count features' rule, so an engagement arriving on day d never counts for d. Each item
+weighs 2^(-age / half-life), age = start of d minus its latest such arrival. The user's recent positives are the
+K items with the latest arrivals (ties by item id).
+
+Where the vectors live: training computes a profile per (user, impression day) of the window into a
+ContentTable (numpy), and the rows look theirs up by index; the build's snapshot "as of D + 1" carries the same
+computation for (user, D + 1) as columns of user.parquet (content_profile, recent_positives: item ids) and the
+embeddings as a column of items.parquet (embedding). A pod builds a ContentTable from those columns, and both
+sides score candidates with ContentTable.similarities: the same code on the same float32 numbers.
+
+Embeddings: s3://<lake>/catalog/items/embeddings.parquet (item_id, tenant_id, model, text_sha256, embedding
+L2-normalised float32, embedded_at), written by feedloop.content. Only the newest model's vectors are used (the
+model of the latest embedded_at; one vector per item, its latest), and only for catalog items. Missing object:
+no profile and no item vector, so both features take their declared default (NaN).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import numpy as np
+import pyarrow as pa
+
+from feedloop.core.storage import ObjectStore
+from feedloop.features import definitions as features
+
+log = logging.getLogger(__name__)
+
+# The content package's key (core.layout.CATALOG_EMBEDDINGS_KEY once that branch is merged: use it from there).
+EMBEDDINGS_KEY = "catalog/items/embeddings.parquet"
+CHUNK_VALUES = 1 << 22     # float64 values per gathered block when scoring rows: bounds memory at any dimension
+
+
+def similarities(profile: np.ndarray, item: np.ndarray, recent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine of profile and item, max cosine of item and the recent positives), NaN where a side is unknown.
+
+    profile, item: [n, dim]; recent: [n, K, dim]; NaN rows stand for unknown vectors (padding included)."""
+    p, e, r = (_unit(np.asarray(a, dtype=np.float64)) for a in (profile, item, recent))
+    cos = np.sum(p * e, axis=-1)
+    pairs = np.sum(r * e[:, None, :], axis=-1)
+    best = np.max(np.where(np.isnan(pairs), -np.inf, pairs), axis=-1, initial=-np.inf)
+    return cos, np.where(np.isinf(best), np.nan, best)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = np.sqrt(np.sum(v * v, axis=-1, keepdims=True))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, v / norm, np.nan)
+
+
+@dataclass(frozen=True)
+class ContentTable:
+    """Profiles and recent positives per profile row, and item embeddings; the last row of each is the unknown one."""
+
+    profiles: np.ndarray     # float32 [profiles + 1, dim], last row NaN
+    recent: np.ndarray       # int64 [profiles + 1, K]: rows of `embeddings`, padded with its last (NaN) row
+    embeddings: np.ndarray   # float32 [items + 1, dim], last row NaN
+
+    @classmethod
+    def empty(cls) -> ContentTable:
+        return cls(np.full((1, 1), np.nan, np.float32), np.zeros((1, 0), np.int64), np.full((1, 1), np.nan, np.float32))
+
+    def inputs(self, profile_rows: np.ndarray, item_rows: np.ndarray) -> dict[str, np.ndarray]:
+        """features.CONTENT_COLUMNS for rows given as profile and item rows (-1: unknown), in bounded blocks."""
+        p = np.where(profile_rows < 0, len(self.profiles) - 1, profile_rows)
+        i = np.where(item_rows < 0, len(self.embeddings) - 1, item_rows)
+        n, width = len(p), self.embeddings.shape[1] * (self.recent.shape[1] + 2)
+        cos, best = np.empty(n), np.empty(n)
+        step = max(1, CHUNK_VALUES // width)
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            cos[a:b], best[a:b] = similarities(self.profiles[p[a:b]], self.embeddings[i[a:b]],
+                                               self.embeddings[self.recent[p[a:b]]])
+        return dict(zip(features.CONTENT_COLUMNS, (cos, best)))
+
+
+# ---- reading the embeddings ----------------------------------------------------------------------------------
+
+def item_embeddings(store: ObjectStore, bucket: str, catalog_ids: set[str]) -> tuple[list[str], np.ndarray]:
+    """(item ids sorted, float32 [items, dim]) of the newest embedding model, for catalog items; empty if none."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    found = store.get(bucket, EMBEDDINGS_KEY)
+    if found is None:
+        log.warning("no item embeddings at s3://%s/%s: the content-similarity features are NaN", bucket,
+                    EMBEDDINGS_KEY)
+        return [], np.zeros((0, 1), np.float32)
+    table = pq.read_table(io.BytesIO(found.body), columns=["item_id", "model", "embedding", "embedded_at"])
+    if table.num_rows == 0:
+        return [], np.zeros((0, 1), np.float32)
+    newest = table.filter(pc.equal(table["embedded_at"], pc.max(table["embedded_at"])))
+    model = sorted(set(newest["model"].to_pylist()))[-1]
+    table = table.filter(pc.and_(pc.equal(table["model"], model),
+                                 pc.is_in(table["item_id"], value_set=pa.array(sorted(catalog_ids), pa.string()))))
+    table = table.sort_by([("item_id", "ascending"), ("embedded_at", "ascending")])
+    items = np.asarray(table["item_id"].to_pylist(), dtype=object)
+    last = np.flatnonzero(np.r_[items[1:] != items[:-1], True]) if len(items) else np.zeros(0, np.int64)
+    ids = items[last].tolist()
+    vectors = _matrix(table["embedding"].take(pa.array(last, pa.int64())))
+    log.info("item embeddings: %d catalog items, model %s, dimension %d", len(ids), model, vectors.shape[1])
+    return ids, vectors
+
+
+def _matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A (fixed-size) list column of equal-length float vectors as float32 [rows, dim]; null rows NaN."""
+    import pyarrow.compute as pc
+
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(arr) == 0:
+        return np.zeros((0, 1), np.float32)
+    lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
+    dim = int(lengths.max()) or 1
+    if np.any((lengths != dim) & (lengths != 0)):
+        raise ValueError(f"embeddings of different lengths ({sorted(set(lengths.tolist()))}): one model's vectors only")
+    out = np.full((len(arr), dim), np.nan, np.float32)
+    valid = lengths == dim
+    out[valid] = pc.list_flatten(arr.filter(pa.array(valid))).to_numpy(zero_copy_only=False).reshape(-1, dim)
+    return out
+
+
+# ---- training: the build's tables ----------------------------------------------------------------------------
+
+def stage_items(con, store: ObjectStore, bucket: str) -> np.ndarray:
+    """Table citem (item_id, item_row) in the connection; the embeddings [items + 1, dim] (last row NaN)."""
+    catalog = {r[0] for r in con.execute("SELECT item_id FROM catalog").fetchall()}
+    ids, vectors = item_embeddings(store, bucket, catalog)
+    con.register("citem_ids", pa.table({"item_id": pa.array(ids, pa.string()),
+                                        "item_row": pa.array(np.arange(len(ids)), pa.int64())}))
+    con.execute("CREATE TABLE citem AS SELECT * FROM citem_ids")
+    con.unregister("citem_ids")
+    return np.vstack([vectors, np.full((1, vectors.shape[1]), np.nan, np.float32)])
+
+
+def stage_positives(con, end_ts: datetime) -> None:
+    """Table cpos: per user, positive item and arrival day, the latest arrival (read before `ev` is dropped)."""
+    kinds = ", ".join(f"'{k}'" for k in features.CONTENT.events)
+    con.execute(f"""
+        CREATE TABLE cpos AS
+        SELECT e.user_id, c.item_row, CAST(e.ingest_ts AS DATE) AS d, epoch(max(e.ingest_ts)) AS arrived
+        FROM ev e JOIN citem c USING (item_id)
+        WHERE e.event_type IN ({kinds}) AND e.ingest_ts < ? AND e.user_id IS NOT NULL
+        GROUP BY ALL""", [end_ts])
+
+
+def profiles(con, embeddings: np.ndarray, as_of: date) -> ContentTable:
+    """Table cpair (user_id, d, pair_row): a profile per (user, impression day) and per (user, as_of) for the
+    snapshot; their ContentTable. Needs imp and cpos."""
+    spec = features.CONTENT
+    con.execute(f"""
+        CREATE TABLE cpair AS
+        SELECT user_id, d, (row_number() OVER (ORDER BY user_id, d) - 1)::BIGINT AS pair_row
+        FROM (SELECT DISTINCT user_id, d FROM imp SEMI JOIN cpos USING (user_id)
+              UNION SELECT DISTINCT user_id, DATE '{as_of.isoformat()}' FROM cpos
+                    WHERE d >= DATE '{as_of.isoformat()}' - {spec.window_days})""")
+    pairs = con.execute("SELECT count(*) FROM cpair").fetchone()[0]
+    joined = con.execute(f"""
+        SELECT p.pair_row, x.item_row, epoch(p.d::TIMESTAMP) - max(x.arrived) AS age
+        FROM cpair p JOIN cpos x ON x.user_id = p.user_id AND x.d < p.d AND x.d >= p.d - {spec.window_days}
+        GROUP BY p.pair_row, p.d, x.item_row
+        ORDER BY p.pair_row, age, x.item_row""").fetchnumpy()
+    return from_positives(pairs, joined["pair_row"], joined["item_row"], joined["age"], embeddings)
+
+
+def from_positives(pairs: int, pair_row: np.ndarray, item_row: np.ndarray, age_s: np.ndarray,
+                   embeddings: np.ndarray) -> ContentTable:
+    """The ContentTable of `pairs` profile rows from their positives, sorted by (pair_row, age, item_row)."""
+    spec, dim = features.CONTENT, embeddings.shape[1]
+    prof = np.full((pairs + 1, dim), np.nan, np.float32)
+    recent = np.full((pairs + 1, spec.recent_k), len(embeddings) - 1, np.int64)
+    if len(pair_row):
+        pair_row, item_row = np.asarray(pair_row, np.int64), np.asarray(item_row, np.int64)
+        starts = np.flatnonzero(np.r_[True, pair_row[1:] != pair_row[:-1]])
+        weight = np.exp2(-np.asarray(age_s, np.float64) / (spec.half_life_days * 86_400.0))
+        sums = np.add.reduceat(weight[:, None] * embeddings[item_row].astype(np.float64), starts, axis=0)
+        prof[pair_row[starts]] = sums / np.add.reduceat(weight, starts)[:, None]
+        rank = np.arange(len(pair_row)) - np.repeat(starts, np.diff(np.r_[starts, len(pair_row)]))
+        keep = rank < spec.recent_k
+        recent[pair_row[keep], rank[keep]] = item_row[keep]
+    return ContentTable(prof, recent, embeddings)
+
+
+def snapshot_tables(con, table: ContentTable, as_of: date) -> None:
+    """Register cuser (user_id, content_profile, recent_positives) and cvec (item_id, embedding) for the snapshot."""
+    rows = con.execute(f"SELECT user_id, pair_row FROM cpair WHERE d = DATE '{as_of.isoformat()}' "
+                       "ORDER BY user_id").fetchnumpy()
+    ids = con.execute("SELECT item_id FROM citem ORDER BY item_row").fetchnumpy()["item_id"]
+    item_ids = np.append(np.asarray(ids, dtype=object), None)
+    prof = table.profiles[rows["pair_row"]]
+    known = ~np.isnan(prof).any(axis=1)
+    recent = table.recent[rows["pair_row"][known]]
+    con.register("cuser", pa.table({
+        "user_id": pa.array(np.asarray(rows["user_id"], dtype=object)[known], pa.string()),
+        "content_profile": _lists(prof[known]),
+        "recent_positives": pa.array([[i for i in item_ids[r] if i is not None] for r in recent],
+                                     pa.list_(pa.string()))}))
+    con.register("cvec", pa.table({"item_id": pa.array(item_ids[:-1], pa.string()),
+                                   "embedding": _lists(table.embeddings[:-1])}))
+
+
+def _lists(matrix: np.ndarray) -> pa.ListArray:
+    flat = pa.array(np.ascontiguousarray(matrix, np.float32).ravel(), pa.float32())
+    return pa.ListArray.from_arrays(pa.array(np.arange(len(matrix) + 1) * matrix.shape[1], pa.int32()), flat)
+
+
+# ---- serving: the snapshot's columns -------------------------------------------------------------------------
+
+def from_snapshot(users: pa.Table, items: pa.Table) -> tuple[dict[str, int], dict[str, int], ContentTable]:
+    """(user -> profile row, item -> embedding row, table) from user.parquet and items.parquet.
+
+    A snapshot without the columns (one registered before these features) gives an empty table: NaN features."""
+    if "content_profile" not in users.column_names or "embedding" not in items.column_names:
+        return {}, {}, ContentTable.empty()
+    embeddings = _matrix(items["embedding"])
+    has = ~np.isnan(embeddings).any(axis=1)
+    item_ids = [i for i, ok in zip(items["item_id"].to_pylist(), has) if ok]
+    item_index = {item: row for row, item in enumerate(item_ids)}
+    embeddings = np.vstack([embeddings[has], np.full((1, embeddings.shape[1]), np.nan, np.float32)])
+    prof = _matrix(users["content_profile"])
+    known = ~np.isnan(prof).any(axis=1)
+    user_ids = [u for u, ok in zip(users["user_id"].to_pylist(), known) if ok]
+    k = max([features.CONTENT.recent_k] + [len(r or []) for r in users["recent_positives"].to_pylist()])
+    recent = np.full((len(user_ids) + 1, k), len(embeddings) - 1, np.int64)
+    for row, ids in enumerate(r for r, ok in zip(users["recent_positives"].to_pylist(), known) if ok):
+        rows = [item_index[i] for i in ids or [] if i in item_index]
+        recent[row, :len(rows)] = rows
+    profiles = np.vstack([prof[known], np.full((1, prof.shape[1]), np.nan, np.float32)])
+    return {u: i for i, u in enumerate(user_ids)}, item_index, ContentTable(profiles, recent, embeddings)
