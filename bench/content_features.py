@@ -170,13 +170,15 @@ def quality(n: int, days: int, users: int, items: int, dim: int, noise: float, s
             matrix = np.column_stack([holdout[features.column(f)].to_numpy(zero_copy_only=False)
                                       for f in names]).astype(np.float32)
             score = booster.predict(matrix, num_iteration=booster.best_iteration)
-            row = {"seed": seed, "best_iteration": booster.best_iteration, "train_s": round(time.perf_counter() - t0, 1)}
+            row = {"seed": seed, "best_iteration": booster.best_iteration,
+                   "train_s": round(time.perf_counter() - t0, 1)}
             for part, mask in (("all", np.ones(len(score), bool)), ("explore", explore)):
                 m = evaluate.ranking_metrics(label=holdout["label"].to_numpy()[mask],
                                              binary=holdout["label_binary"].to_numpy()[mask], score=score[mask],
                                              group=request[mask])
                 g = np.unique(gid[mask], return_inverse=True)[1]
-                gt = evaluate.per_list(gain=truth[mask], binary=None, score=score[mask], gid=g, n_lists=int(g.max()) + 1)
+                gt = evaluate.per_list(gain=truth[mask], binary=None, score=score[mask], gid=g,
+                                       n_lists=int(g.max()) + 1)
                 row[part] = {"ndcg@10": round(m["ndcg@10"], 4), "lists": m["groups"],
                              "truth_ndcg@10": round(float(np.nanmean(gt["ndcg@10"])), 4)}
             if name == "with":

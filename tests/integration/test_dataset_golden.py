@@ -6,7 +6,8 @@ tenants and one unknown, late arrivals across day boundaries (some after the lab
 and after the attribution window, explore lists, duplicated impressions (same day and across midnight), new users
 and items missing from the catalog. Rewritten on purpose since: exploration lists of every day moved to the
 holdout split (2026-12-05); the content-similarity features (2026-12-05: item embeddings added to the lake, two
-feature columns and the snapshot's profile and embedding columns new, every other column unchanged). Regenerate the golden files only on purpose, for a change of semantics:
+feature columns and the snapshot's profile and embedding columns new, every other column unchanged). Regenerate
+the golden files only on purpose, for a change of semantics:
 WRITE_GOLDEN_DATASET=1 .venv/bin/python -m pytest tests/integration/test_dataset_golden.py
 """
 
