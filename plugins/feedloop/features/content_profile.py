@@ -179,8 +179,14 @@ def from_positives(pairs: int, pair_row: np.ndarray, item_row: np.ndarray, age_s
         pair_row, item_row = np.asarray(pair_row, np.int64), np.asarray(item_row, np.int64)
         starts = np.flatnonzero(np.r_[True, pair_row[1:] != pair_row[:-1]])
         weight = np.exp2(-np.asarray(age_s, np.float64) / (spec.half_life_days * 86_400.0))
-        sums = np.add.reduceat(weight[:, None] * embeddings[item_row].astype(np.float64), starts, axis=0)
-        prof[pair_row[starts]] = sums / np.add.reduceat(weight, starts)[:, None]
+        a = 0
+        while a < len(starts):   # whole profiles at a time, about CHUNK_VALUES gathered values each
+            b = max(a + 1, int(np.searchsorted(starts, starts[a] + CHUNK_VALUES // dim, side="right")))
+            lo, hi = starts[a], starts[b] if b < len(starts) else len(pair_row)
+            local = starts[a:b] - lo
+            sums = np.add.reduceat(weight[lo:hi, None] * embeddings[item_row[lo:hi]].astype(np.float64), local, axis=0)
+            prof[pair_row[starts[a:b]]] = sums / np.add.reduceat(weight[lo:hi], local)[:, None]
+            a = b
         rank = np.arange(len(pair_row)) - np.repeat(starts, np.diff(np.r_[starts, len(pair_row)]))
         keep = rank < spec.recent_k
         recent[pair_row[keep], rank[keep]] = item_row[keep]

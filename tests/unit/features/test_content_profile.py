@@ -103,3 +103,16 @@ def test_the_table_gives_the_same_values_in_any_block_size(monkeypatch):
     for name in features.CONTENT_COLUMNS:
         assert np.array_equal(whole[name], blocks[name], equal_nan=True)
         assert np.array_equal(whole[name][::97], np.concatenate([o[name] for o in one]), equal_nan=True)
+
+
+def test_profiles_are_the_same_computed_in_any_block_size(monkeypatch):
+    rng = np.random.default_rng(4)
+    pair_row = np.sort(rng.integers(0, 40, 600))
+    item_row, age = rng.integers(0, 8, 600), rng.uniform(0, 28 * DAY, 600)
+    order = np.lexsort((item_row, age, pair_row))
+    args = (40, pair_row[order], item_row[order], age[order], EMB)
+    whole = cp.from_positives(*args)
+    monkeypatch.setattr(cp, "CHUNK_VALUES", 8 * 5)           # about five positives per block
+    blocks = cp.from_positives(*args)
+    assert np.array_equal(whole.profiles, blocks.profiles, equal_nan=True)
+    assert np.array_equal(whole.recent, blocks.recent)
