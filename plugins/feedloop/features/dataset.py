@@ -110,8 +110,7 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None,
         result.propensity_method = "+".join(sorted(set(methods.values())))
         written, rows, digest = _write_rows(con, settings, store, prefix, curves, content, start, end, Path(tmp))
         result.rows, result.content_hash = rows, digest
-        content_profile.snapshot_tables(con, content, end)
-        result.files = written + _write_snapshot(con, settings, store, prefix, end, Path(tmp))
+        result.files = written + _write_snapshot(con, settings, store, prefix, end, content, Path(tmp))
         con.close()
     _remove_stale(store, bucket, prefix, keep=set(result.files))
     store.put_json(bucket, prefix + "propensity.json", {"method": result.propensity_method, "methods": methods,
@@ -221,7 +220,7 @@ def _upload(store: ObjectStore, path: Path, bucket: str, key: str) -> None:
 
 
 def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves,
-                content: content_profile.ContentTable, start: date, end: date, tmp: Path):
+                content: content_profile.Profiles, start: date, end: date, tmp: Path):
     """Stream the joined rows batch by batch: derive features, weights and split, write Parquet to S3."""
     cats = features.categories(settings.events.tenants)
     holdout_day, valid_day = end - timedelta(days=1), end - timedelta(days=2)
@@ -239,7 +238,7 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
             explore = table["explore"].to_numpy(zero_copy_only=False).astype(bool)
             split = np.where((days == np.datetime64(holdout_day)) | explore, "holdout",
                              np.where(days == np.datetime64(valid_day), "valid", "train"))
-            out = _rows_out(table, curves, cats, content, settings)
+            out = _rows_out(table, curves, cats, content.table, settings)
             for name in SPLITS:
                 mask = split == name
                 if mask.any():
@@ -297,7 +296,8 @@ def _ipc_bytes(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def _write_snapshot(con, settings: Settings, store: ObjectStore, prefix: str, as_of: date, tmp: Path) -> list[str]:
+def _write_snapshot(con, settings: Settings, store: ObjectStore, prefix: str, as_of: date,
+                    content: content_profile.Profiles, tmp: Path) -> list[str]:
     """Latest windowed counts per entity as of `as_of`: what a pod serving this model looks up.
 
     Written to local files and uploaded together: DuckDB's COPY to s3:// took a round of requests per file."""
@@ -306,17 +306,16 @@ def _write_snapshot(con, settings: Settings, store: ObjectStore, prefix: str, as
         SELECT {', '.join('x.' + k for k in e.keys)}, {staging.snapshot_sums(e, day)}
         FROM daily_{e.name} x WHERE x.d < {day} AND x.d >= {day} - {max(e.windows)}
         GROUP BY ALL ORDER BY ALL""" for e in features.ENTITIES}
-    # content_profile.snapshot_tables registered cuser and cvec: the profiles as of `as_of` and the embeddings
+    content_profile.snapshot_tables(con, content, as_of)   # registers cuser: the profiles as of `as_of`
     queries["user"] = f"SELECT q.*, c.content_profile, c.recent_positives FROM ({queries['user']}) q " \
                       "LEFT JOIN cuser c USING (user_id) ORDER BY q.user_id"
-    queries["items"] = ("SELECT c.item_id, c.topic, c.created_at, c.catalog_author_id AS author_id, v.embedding "
-                        "FROM catalog c LEFT JOIN cvec v USING (item_id) ORDER BY c.item_id")
     files = {}
     for name, query in queries.items():
         path = tmp / f"snapshot-{name}.parquet"
-        options = "FORMAT parquet" + (", COMPRESSION zstd" if name != "items" else "")
-        con.execute(f"COPY ({query}) TO '{path}' ({options})")
+        con.execute(f"COPY ({query}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
         files[f"{prefix}snapshot/{name}.parquet"] = path
+    content_profile.write_items(con, content, str(tmp / "snapshot-items.parquet"))
+    files[f"{prefix}snapshot/items.parquet"] = tmp / "snapshot-items.parquet"
     with ThreadPoolExecutor(UPLOAD_THREADS) as uploads:
         list(uploads.map(lambda item: _upload(store, item[1], settings.s3.lake_bucket, item[0]), files.items()))
     return list(files)

@@ -50,7 +50,7 @@ COUNT_EXPR = {"impr": "event_type = 'impression'", "click": "event_type = 'click
 
 
 def stage(con, settings: Settings, store: ObjectStore, inputs: dict[str, str], start: date, end: date,
-          folder: Path) -> content_profile.ContentTable:
+          folder: Path) -> content_profile.Profiles:
     """Every table the rows and the snapshot are built from (see the module docstring); copies go to `folder`.
     Returns the content profiles of every (user, impression day) and (user, end)."""
     bucket = settings.s3.lake_bucket

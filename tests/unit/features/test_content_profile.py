@@ -21,7 +21,7 @@ EMB = np.vstack([np.eye(8, dtype=np.float32), np.full((1, 8), np.nan, np.float32
 
 
 def _profiles(events: list[tuple[str, str, str, datetime]], *, days=(D,), as_of=D + timedelta(days=1)):
-    """(ContentTable, {(user, day): profile row}) from (user, item, event_type, arrival) events."""
+    """(Profiles, {(user, day): profile row}) from (user, item, event_type, arrival) events."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("items", pa.table({"item_id": ITEMS, "item_row": list(range(len(ITEMS)))}))
@@ -75,7 +75,7 @@ def test_recent_positives_are_the_k_latest_distinct_items():
 def test_a_user_without_positives_in_the_window_has_no_profile():
     table, rows = _profiles([("u", "i0", "click", _at(40))])
     assert ("u", D) not in rows or np.isnan(table.profiles[rows[("u", D)]]).all()
-    got = table.inputs(np.array([-1]), np.array([0]))
+    got = table.table.inputs(np.array([-1]), np.array([0]))
     assert np.isnan(got["user_item_content_cos"]).all() and np.isnan(got["recent_positive_content_sim"]).all()
 
 
@@ -85,19 +85,21 @@ def test_similarities_hand_checked_and_nan_where_unknown():
     item = np.array([[s, s], [1.0, 0.0], [1.0, 0.0], [np.nan, np.nan]])
     recent = np.array([[[0.0, 1.0], [1.0, 0.0]], [[-1.0, 0.0], [np.nan, np.nan]],
                        [[np.nan, np.nan], [np.nan, np.nan]], [[1.0, 0.0], [0.0, 1.0]]])
-    cos, best = cp.similarities(profile, item, recent)
+    cos, best = cp.similarities(cp.unit(profile), cp.unit(item), cp.unit(recent.reshape(-1, 2)).reshape(4, 2, 2))
     np.testing.assert_allclose(cos[:2], [s, s])                 # profiles are normalised: length does not matter
     np.testing.assert_allclose(best[:2], [s, -1.0])             # padding (NaN) ignored
     assert np.isnan(cos[2:]).all() and np.isnan(best[2:]).all()
 
 
-def test_the_table_gives_the_same_values_in_any_block_size(monkeypatch):
+@pytest.mark.parametrize("dim", [3, 16, 64, 384])
+def test_the_table_gives_the_same_values_in_any_block_size(monkeypatch, dim):
+    """What lets a pod's request of 500 candidates equal the training set's block of thousands of rows."""
     rng = np.random.default_rng(3)
-    emb = np.vstack([rng.normal(size=(50, 16)).astype(np.float32), np.full((1, 16), np.nan, np.float32)])
-    table = cp.ContentTable(rng.normal(size=(21, 16)).astype(np.float32), rng.integers(0, 51, (21, 5)), emb)
+    emb = np.vstack([rng.normal(size=(50, dim)).astype(np.float32), np.full((1, dim), np.nan, np.float32)])
+    table = cp.ContentTable.of(rng.normal(size=(21, dim)).astype(np.float32), rng.integers(0, 51, (21, 5)), emb)
     pairs, items = rng.integers(-1, 21, 1000), rng.integers(-1, 50, 1000)
     whole = table.inputs(pairs, items)
-    monkeypatch.setattr(cp, "CHUNK_VALUES", 7 * 16 * 7)        # blocks of 7 rows
+    monkeypatch.setattr(cp, "CHUNK_VALUES", 7 * dim * 7)       # blocks of 7 rows
     blocks = table.inputs(pairs, items)
     one = [table.inputs(pairs[k:k + 1], items[k:k + 1]) for k in range(0, 1000, 97)]
     for name in features.CONTENT_COLUMNS:
