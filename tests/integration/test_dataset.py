@@ -236,8 +236,12 @@ def _build_target_rows(embedded, store, evs) -> dict[tuple, dict[str, Any]]:
 
 def test_features_are_exact_and_tempting_later_arrivals_change_none_of_them(embedded, store):
     write_catalog(store, embedded, CATALOG)
-    clean, clean_snapshot = _build_target_rows(embedded, store, _history() + _target())
-    tempted, tempted_snapshot = _build_target_rows(embedded, store, _history() + _target() + _tempting())
+    write_embeddings(store, embedded, {I1: [1.0, 0.0, 0.0], I2: [0.6, 0.8, 0.0], I3: [0.0, 0.0, 1.0]})
+    try:
+        clean, clean_snapshot = _build_target_rows(embedded, store, _history() + _target())
+        tempted, tempted_snapshot = _build_target_rows(embedded, store, _history() + _target() + _tempting())
+    finally:
+        store.delete(embedded.s3.lake_bucket, content_profile.EMBEDDINGS_KEY)
     # The tempting events were read: the serving snapshot as of E+1 (arrival days [E-6, E+1)) counts them.
     # clean: h1 (2), h2, h8, R (2) = 6; tempted: + ta (40), tb (20), tc on E (10), td (1) = 77
     assert (clean_snapshot["user_impr_7d"], tempted_snapshot["user_impr_7d"]) == (6, 77)
@@ -245,8 +249,10 @@ def test_features_are_exact_and_tempting_later_arrivals_change_none_of_them(embe
     expected = _expected_target_features()
     assert set(clean) == {("R", I1), ("R", I2)}
     for (_, item), row in clean.items():
-        got = {n: row[features.column(n)] for n in features.FEATURE_NAMES}
+        got = {n: row[features.column(n)] for n in features.FEATURE_NAMES if n not in features.CONTENT_COLUMNS}
         assert got == {n: float(np.float32(v)) for n, v in expected[item].items()}, item
+        # by value in tests/unit/features/test_content_profile.py; here: known, and unmoved by the tempting events
+        assert all(np.isfinite(row[features.column(n)]) for n in features.CONTENT_COLUMNS), item
         assert row["item_popularity"] == expected[item]["item_impr_7d"]
     assert (clean["R", I1]["label"], clean["R", I2]["label"]) == (1, 0)
 
