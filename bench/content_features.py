@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import train as lakegen  # noqa: E402  bench/train.py: the synthetic lake
 
-RESULTS = ROOT / "bench" / "results" / "content_features.json"
+RESULTS = ROOT / "bench" / "results" / os.environ.get("BENCH_RESULT_NAME", "content_features.json")
 
 
 def cpu_s() -> float:
@@ -195,7 +195,7 @@ def quality(n: int, days: int, users: int, items: int, dim: int, noise: float, s
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--impressions", type=int, default=1_000_000)
+    parser.add_argument("--impressions", type=int, default=1_000_000, help="0: skip the with / without training")
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--items", type=int, default=20_000)
@@ -222,8 +222,9 @@ def main() -> None:
                                         args.noise)
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps({**result, "partial": True}, indent=2))
-        result["quality"] = quality(args.impressions, args.days, args.users, args.items, args.dim, args.noise,
-                                    [int(s) for s in args.seeds.split(",")])
+        if args.impressions:
+            result["quality"] = quality(args.impressions, args.days, args.users, args.items, args.dim, args.noise,
+                                        [int(s) for s in args.seeds.split(",")])
     finally:
         stack.down(settings, echo=lambda m: None)
     result["load_after"] = os.getloadavg()

@@ -52,10 +52,10 @@ def similarities(profile: np.ndarray, item: np.ndarray, recent: np.ndarray) -> t
 
 def unit(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (float32); zero or NaN rows NaN. Both sides normalise the snapshot's raw vectors."""
-    v = np.asarray(vectors, dtype=np.float64)
-    norm = np.sqrt(np.einsum("nd,nd->n", v, v))[:, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norm > 0, v / norm, np.nan).astype(np.float32)
+    v = np.asarray(vectors, dtype=np.float32)
+    norm = np.sqrt(np.einsum("nd,nd->n", v, v))
+    out = v / np.where(norm > 0, norm, np.nan)[:, None]
+    return out
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def item_embeddings(store: ObjectStore, bucket: str, catalog_ids: set[str]) -> t
     items = np.asarray(small["item_id"].to_pylist(), dtype=object)
     last = np.flatnonzero(np.r_[items[1:] != items[:-1], True]) if len(items) else np.zeros(0, np.int64)
     ids = items[last].tolist()
-    vectors = _matrix(table["embedding"].take(small["row"].take(pa.array(last, pa.int64()))))
+    vectors = _matrix(table["embedding"])[small["row"].to_numpy()[last]]
     log.info("item embeddings: %d catalog items, model %s, dimension %d", len(ids), model, vectors.shape[1])
     return ids, vectors
 
