@@ -14,6 +14,9 @@ item is on the user's favourite topic), generated in this process. (a) uses a sm
 this world): each item's vector is a one-hot of its topic over the first dimensions plus N(0, --noise) on every
 dimension, L2-normalised, written to catalog/items/embeddings.parquet as that package writes it. So the embeddings
 know the topic and nothing else, which the user x topic count features also see: a modest gain is what to expect.
+--catalog-topics N rewrites the catalog with a coarser taxonomy (world topic t -> "topic-<t * N // TOPICS>") while
+the embeddings keep the world's fine topics: the case content embeddings are for (a taxonomy coarser than what
+the text says); clicks still follow the fine topic.
 """
 
 from __future__ import annotations
@@ -127,7 +130,23 @@ def _truth(world, holdout) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(util - 1.0)))
 
 
-def quality(n: int, days: int, users: int, items: int, dim: int, noise: float, seeds: list[int]) -> dict:
+def coarse_catalog(store, bucket: str, world, topics: int) -> None:
+    """The world's catalog with topic t shown as "topic-<t * topics // TOPICS>"."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from feedloop.core import layout as lake
+
+    catalog = world.catalog()
+    coarse = pa.array([f"topic-{t * topics // lakegen.TOPICS}" for t in world.item_topic])
+    catalog = catalog.set_column(catalog.schema.get_field_index("topic"), "topic", coarse)
+    buf = io.BytesIO()
+    pq.write_table(catalog, buf, compression="zstd")
+    store.put(bucket, lake.CATALOG_ITEMS_KEY, buf.getvalue())
+
+
+def quality(n: int, days: int, users: int, items: int, dim: int, noise: float, seeds: list[int],
+            catalog_topics: int) -> dict:
     """Build once with embeddings; train with and without the two features on the same rows; score the holdout."""
     from feedloop.core.config import load_settings
     from feedloop.core.storage import ObjectStore
@@ -136,12 +155,14 @@ def quality(n: int, days: int, users: int, items: int, dim: int, noise: float, s
     from feedloop.training import evaluate, export, selection, train
 
     lakegen.USERS, lakegen.ITEMS, lakegen.AUTHORS = users, items, max(30, items // 10)
-    lakegen.topic_name = lambda size: f"bench-content-quality-{size}"
+    lakegen.topic_name = lambda size: f"bench-content-quality-{size}-{catalog_topics}"
     gen = lakegen.generate(n, days)
     settings = lakegen.bench_settings(n, days, 300)
     settings = settings.model_copy(update={"train": load_settings().train})      # the configured early stopping
     world = lakegen.World(list(settings.events.tenants))
     write_embeddings(ObjectStore.from_settings(settings), settings.s3.lake_bucket, world, dim, noise)
+    if catalog_topics:
+        coarse_catalog(ObjectStore.from_settings(settings), settings.s3.lake_bucket, world, catalog_topics)
     end = lakegen.START + timedelta(days=days)
     build = timed_build(settings, end)
     day = end - timedelta(days=1)
@@ -202,6 +223,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--noise", type=float, default=0.1, help="per-dimension N(0, noise) added to the one-hot")
     parser.add_argument("--seeds", default="7,8", help="LightGBM seeds, each variant trained once per seed")
+    parser.add_argument("--catalog-topics", type=int, default=0, help="a coarser catalog taxonomy (0: the world's)")
     parser.add_argument("--cost-impressions", type=int, default=1_000_000, help="0: skip the build-cost runs")
     parser.add_argument("--cost-dims", default="64,384")
     args = parser.parse_args()
@@ -224,7 +246,7 @@ def main() -> None:
             RESULTS.write_text(json.dumps({**result, "partial": True}, indent=2))
         if args.impressions:
             result["quality"] = quality(args.impressions, args.days, args.users, args.items, args.dim, args.noise,
-                                        [int(s) for s in args.seeds.split(",")])
+                                        [int(s) for s in args.seeds.split(",")], args.catalog_topics)
     finally:
         stack.down(settings, echo=lambda m: None)
     result["load_after"] = os.getloadavg()
