@@ -6,11 +6,11 @@ they engaged with positively (definitions.CONTENT.events) in engagements that AR
 weighs 2^(-age / half-life), age = start of d minus its latest such arrival. The user's recent positives are the
 K items with the latest arrivals (ties by item id).
 
-Where the vectors live: training computes a profile per (user, impression day) of the window into a
-ContentTable (numpy), and the rows look theirs up by index; the build's snapshot "as of D + 1" carries the same
-computation for (user, D + 1) as columns of user.parquet (content_profile, recent_positives: item ids) and the
-embeddings as a column of items.parquet (embedding). A pod builds a ContentTable from those columns, and both
-sides score candidates with ContentTable.similarities: the same code on the same float32 numbers.
+Where the vectors live: training computes a profile per (user, impression day) of the window (Profiles, numpy),
+and the rows look theirs up by index; the build's snapshot "as of D + 1" carries the same computation for
+(user, D + 1) as columns of user.parquet (content_profile, recent_positives: item ids) and the embeddings as a
+column of items.parquet (embedding). Both sides build a ContentTable from those raw float32 vectors and score
+candidates with ContentTable.inputs: the same code on the same numbers, so the same bits.
 
 Embeddings: s3://<lake>/catalog/items/embeddings.parquet (item_id, tenant_id, model, text_sha256, embedding
 L2-normalised float32, embedded_at), written by feedloop.content. Only the newest model's vectors are used (the
@@ -176,8 +176,8 @@ def stage_positives(con, end_ts: datetime) -> None:
 
 
 def profiles(con, embeddings: np.ndarray, as_of: date) -> Profiles:
-    """Table cpair (user_id, d, pair_row): a profile per (user, impression day) and per (user, as_of) for the
-    snapshot; their ContentTable. Needs imp and cpos."""
+    """Table cpair (user_id, d, pair_row): a profile row per (user, impression day) and per (user, as_of) for the
+    snapshot; and the profiles. Needs imp and cpos."""
     spec = features.CONTENT
     con.execute(f"""
         CREATE TABLE cpair AS
@@ -234,7 +234,8 @@ def snapshot_tables(con, built: Profiles, as_of: date) -> None:
 def write_items(con, built: Profiles, path: str) -> None:
     """items.parquet: the catalog's columns and each item's embedding as read (null without one).
 
-    Written with pyarrow: DuckDB's COPY of a list column took 5.9 s for 200k 384-d vectors, pyarrow 2.0 s."""
+    Written with pyarrow: DuckDB's COPY of a list column took 5.9 CPU-s for 200k 384-d vectors, pyarrow 2.0
+    (measured 2026-12-05 under load)."""
     import pyarrow.parquet as pq
 
     items = con.execute("SELECT item_id, topic, created_at, catalog_author_id AS author_id FROM catalog "
