@@ -126,7 +126,7 @@ def _truth(world, holdout) -> np.ndarray:
     """The world's click probability without position bias: the ground-truth gain of a shown item."""
     user = np.array([int(u.rsplit("-u", 1)[1]) for u in holdout["user_id"].to_pylist()])
     item = np.array([int(i.rsplit("-i", 1)[1]) for i in holdout["item_id"].to_pylist()])
-    util = world.item_quality[item] + 1.0 * (world.item_topic[item] == world.user_fav_topic[user])
+    util = world.item_quality[item] + lakegen.TASTE * (world.item_topic[item] == world.user_fav_topic[user])
     return 1.0 / (1.0 + np.exp(-(util - 1.0)))
 
 
@@ -146,7 +146,7 @@ def coarse_catalog(store, bucket: str, world, topics: int) -> None:
 
 
 def quality(n: int, days: int, users: int, items: int, dim: int, noise: float, seeds: list[int],
-            catalog_topics: int) -> dict:
+            catalog_topics: int, topics: int, taste: float) -> dict:
     """Build once with embeddings; train with and without the two features on the same rows; score the holdout."""
     from feedloop.core.config import load_settings
     from feedloop.core.storage import ObjectStore
@@ -155,6 +155,7 @@ def quality(n: int, days: int, users: int, items: int, dim: int, noise: float, s
     from feedloop.training import evaluate, export, selection, train
 
     lakegen.USERS, lakegen.ITEMS, lakegen.AUTHORS = users, items, max(30, items // 10)
+    lakegen.TOPICS, lakegen.TASTE = topics, taste
     lakegen.topic_name = lambda size: f"bench-content-quality-{size}-{catalog_topics}"
     gen = lakegen.generate(n, days)
     settings = lakegen.bench_settings(n, days, 300)
@@ -224,6 +225,9 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.1, help="per-dimension N(0, noise) added to the one-hot")
     parser.add_argument("--seeds", default="7,8", help="LightGBM seeds, each variant trained once per seed")
     parser.add_argument("--catalog-topics", type=int, default=0, help="a coarser catalog taxonomy (0: the world's)")
+    parser.add_argument("--topics", type=int, default=50, help="the world's topics (bench/train.py: 50)")
+    parser.add_argument("--taste", type=float, default=1.0,
+                        help="utility of a favourite-topic item (bench/train.py: 1.0)")
     parser.add_argument("--cost-impressions", type=int, default=1_000_000, help="0: skip the build-cost runs")
     parser.add_argument("--cost-dims", default="64,384")
     args = parser.parse_args()
@@ -246,7 +250,8 @@ def main() -> None:
             RESULTS.write_text(json.dumps({**result, "partial": True}, indent=2))
         if args.impressions:
             result["quality"] = quality(args.impressions, args.days, args.users, args.items, args.dim, args.noise,
-                                        [int(s) for s in args.seeds.split(",")], args.catalog_topics)
+                                        [int(s) for s in args.seeds.split(",")], args.catalog_topics, args.topics,
+                                        args.taste)
     finally:
         stack.down(settings, echo=lambda m: None)
     result["load_after"] = os.getloadavg()
