@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 START = date(2026, 10, 1)
 USERS, ITEMS, AUTHORS, TOPICS = 500_000, 200_000, 20_000, 50
+TASTE = 1.0               # utility added by an item on the user's favourite topic (bench/content_features.py varies it)
 LIST_SIZE = 25
 PARTITIONS = 4
 CLICK_RATE = 0.10
@@ -154,7 +155,7 @@ def _day_events(w: World, rng, day: int, n_impressions: int) -> dict:
     items = ranks * len(w.tenants) + tenant[:, None]
     items = np.minimum(items, ITEMS - 1)
     pos = np.broadcast_to(np.arange(1, LIST_SIZE + 1), items.shape)
-    util = w.item_quality[items] + 1.0 * (w.item_topic[items] == w.user_fav_topic[users][:, None])
+    util = w.item_quality[items] + TASTE * (w.item_topic[items] == w.user_fav_topic[users][:, None])
     exam = (1.0 / pos) ** 0.8
     base = exam / (1.0 + np.exp(-(util - 1.0)))
     p_click = np.minimum(1.0, base * (CLICK_RATE / base.mean()))

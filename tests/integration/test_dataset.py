@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from feedloop.features import dataset
+from feedloop.features import content_profile, dataset
 from feedloop.contract import events
 from feedloop.features import definitions as features
 from feedloop.contract.lake import LAKE_SCHEMA
@@ -98,6 +98,21 @@ def write_catalog(store: ObjectStore, settings, items: dict[str, tuple[str, str,
     buf = io.BytesIO()
     pq.write_table(table, buf)
     store.put(settings.s3.lake_bucket, lake.CATALOG_ITEMS_KEY, buf.getvalue())
+
+
+def write_embeddings(store: ObjectStore, settings, vectors: dict[str, list[float]], *, model: str = "test-model",
+                     embedded_at: datetime = datetime(2031, 1, 1, tzinfo=timezone.utc)) -> None:
+    """catalog/items/embeddings.parquet in the content package's shape (feedloop.features.content_profile)."""
+    dim = len(next(iter(vectors.values())))
+    table = pa.table({
+        "item_id": list(vectors), "tenant_id": [i.split("-")[0] for i in vectors], "model": [model] * len(vectors),
+        "text_sha256": ["0" * 64] * len(vectors),
+        "embedding": pa.array([list(map(float, v)) for v in vectors.values()], pa.list_(pa.float32(), dim)),
+        "embedded_at": pa.array([embedded_at] * len(vectors), pa.timestamp("ms", tz="UTC")),
+    })
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    store.put(settings.s3.lake_bucket, content_profile.EMBEDDINGS_KEY, buf.getvalue())
 
 
 def read_split(store: ObjectStore, settings, day: date, split: str) -> pa.Table:
@@ -221,8 +236,12 @@ def _build_target_rows(embedded, store, evs) -> dict[tuple, dict[str, Any]]:
 
 def test_features_are_exact_and_tempting_later_arrivals_change_none_of_them(embedded, store):
     write_catalog(store, embedded, CATALOG)
-    clean, clean_snapshot = _build_target_rows(embedded, store, _history() + _target())
-    tempted, tempted_snapshot = _build_target_rows(embedded, store, _history() + _target() + _tempting())
+    write_embeddings(store, embedded, {I1: [1.0, 0.0, 0.0], I2: [0.6, 0.8, 0.0], I3: [0.0, 0.0, 1.0]})
+    try:
+        clean, clean_snapshot = _build_target_rows(embedded, store, _history() + _target())
+        tempted, tempted_snapshot = _build_target_rows(embedded, store, _history() + _target() + _tempting())
+    finally:
+        store.delete(embedded.s3.lake_bucket, content_profile.EMBEDDINGS_KEY)
     # The tempting events were read: the serving snapshot as of E+1 (arrival days [E-6, E+1)) counts them.
     # clean: h1 (2), h2, h8, R (2) = 6; tempted: + ta (40), tb (20), tc on E (10), td (1) = 77
     assert (clean_snapshot["user_impr_7d"], tempted_snapshot["user_impr_7d"]) == (6, 77)
@@ -230,8 +249,10 @@ def test_features_are_exact_and_tempting_later_arrivals_change_none_of_them(embe
     expected = _expected_target_features()
     assert set(clean) == {("R", I1), ("R", I2)}
     for (_, item), row in clean.items():
-        got = {n: row[features.column(n)] for n in features.FEATURE_NAMES}
+        got = {n: row[features.column(n)] for n in features.FEATURE_NAMES if n not in features.CONTENT_COLUMNS}
         assert got == {n: float(np.float32(v)) for n, v in expected[item].items()}, item
+        # by value in tests/unit/features/test_content_profile.py; here: known, and unmoved by the tempting events
+        assert all(np.isfinite(row[features.column(n)]) for n in features.CONTENT_COLUMNS), item
         assert row["item_popularity"] == expected[item]["item_impr_7d"]
     assert (clean["R", I1]["label"], clean["R", I2]["label"]) == (1, 0)
 

@@ -4,8 +4,10 @@ hash and the lineage equal the golden files written by the builder of 2026-12 (b
 The lake is generated here, deterministically: six event days plus the day after the window, three configured
 tenants and one unknown, late arrivals across day boundaries (some after the label cutoff), outcomes before, inside
 and after the attribution window, explore lists, duplicated impressions (same day and across midnight), new users
-and items missing from the catalog. Rewritten once on purpose since: exploration lists of every day moved to the
-holdout split (2026-12-05). Regenerate the golden files only on purpose, for a change of semantics:
+and items missing from the catalog. Rewritten on purpose since: exploration lists of every day moved to the
+holdout split (2026-12-05); the content-similarity features (2026-12-05: item embeddings added to the lake, two
+feature columns and the snapshot's profile and embedding columns new, every other column unchanged). Regenerate
+the golden files only on purpose, for a change of semantics:
 WRITE_GOLDEN_DATASET=1 .venv/bin/python -m pytest tests/integration/test_dataset_golden.py
 """
 
@@ -25,9 +27,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from feedloop.contract import events
-from feedloop.features import dataset
+from feedloop.features import content_profile, dataset
 from feedloop.features import definitions as features
-from tests.integration.test_dataset import read_split, write_catalog, write_events
+from tests.integration.test_dataset import read_split, write_catalog, write_embeddings, write_events
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +96,21 @@ def _lake() -> tuple[list[dict[str, Any]], dict[str, tuple[str, str, datetime]]]
     return out, catalog
 
 
+def _embeddings(catalog: dict[str, tuple[str, str, datetime]]) -> dict[str, list[float]]:
+    """Topic one-hot plus noise, L2-normalised, for catalog items 0-8 (9 and 10 have none) and new item 12 (not
+    in the catalog: never used)."""
+    rng = np.random.default_rng(19)
+    out = {}
+    for item in sorted(catalog) + [f"{t}-i12" for t in TENANTS]:
+        if int(item[-2:]) in (9, 10):
+            continue
+        v = np.zeros(6)
+        v[int(item[-2:]) % 5] = 1.0
+        v += rng.normal(0, 0.3, 6)
+        out[item] = (v / np.linalg.norm(v)).tolist()
+    return out
+
+
 def _settings(embedded):
     return embedded.model_copy(update={
         "kafka": embedded.kafka.model_copy(update={"topic": TOPIC}),
@@ -107,8 +124,12 @@ def _built(embedded, store) -> dict[str, Any]:
     settings = _settings(embedded)
     evs, catalog = _lake()
     write_catalog(store, settings, catalog)
+    write_embeddings(store, settings, _embeddings(catalog))
     write_events(store, settings, evs)
-    result = dataset.build(settings, end=END, store=store)
+    try:
+        result = dataset.build(settings, end=END, store=store)
+    finally:
+        store.delete(settings.s3.lake_bucket, content_profile.EMBEDDINGS_KEY)   # other tests' lakes have none
     bucket, prefix = settings.s3.lake_bucket, result.uri.split("/", 3)[3]
     lineage = store.get_json(bucket, prefix + "lineage.json")
     lineage["inputs"] = sorted(lineage["inputs"])          # keys only: ETags follow the Parquet writer's version

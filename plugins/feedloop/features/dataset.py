@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from feedloop.features import definitions as features
 from feedloop.core import layout as lake
-from feedloop.features import propensity, staging
+from feedloop.features import content_profile, propensity, staging
 from feedloop.core.config import Settings
 from feedloop.quality.status import label
 from feedloop.core.storage import ObjectStore
@@ -105,12 +105,12 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None,
     with tempfile.TemporaryDirectory(prefix="feedloop-dataset-") as tmp:
         con = duck.connect(settings, memory_limit=settings.dataset.duckdb_memory_limit,
                            threads=settings.dataset.duckdb_threads, temp_dir=Path(tmp) / "duckdb")
-        staging.stage(con, settings, store, inputs, start, end, Path(tmp) / "lake")
+        content = staging.stage(con, settings, store, inputs, start, end, Path(tmp) / "lake")
         curves, methods = _propensities(con, settings)
         result.propensity_method = "+".join(sorted(set(methods.values())))
-        written, rows, digest = _write_rows(con, settings, store, prefix, curves, start, end, Path(tmp))
+        written, rows, digest = _write_rows(con, settings, store, prefix, curves, content, start, end, Path(tmp))
         result.rows, result.content_hash = rows, digest
-        result.files = written + _write_snapshot(con, settings, store, prefix, end, Path(tmp))
+        result.files = written + _write_snapshot(con, settings, store, prefix, end, content, Path(tmp))
         con.close()
     _remove_stale(store, bucket, prefix, keep=set(result.files))
     store.put_json(bucket, prefix + "propensity.json", {"method": result.propensity_method, "methods": methods,
@@ -174,8 +174,9 @@ def _row_query(day: date) -> str:
     return f"""
         SELECT i.request_id, i.user_id, i.item_id, i.author_id, i.tenant_id, i.surface, i.device, i.position,
                i.explore, i.model_version, i.d, i.request_ts, i.item_created_at, coalesce(l.label, 0) AS label,
-               {', '.join(cols)}
+               {', '.join(cols)}, coalesce(cp.pair_row, -1) AS pair_row, coalesce(ci.item_row, -1) AS item_row
         FROM imp i LEFT JOIN lab l USING (request_id, item_id) {''.join(joins)}
+        LEFT JOIN cpair cp ON cp.user_id = i.user_id AND cp.d = i.d LEFT JOIN citem ci ON ci.item_id = i.item_id
         WHERE i.{on_day}
         ORDER BY i.request_id, i.position, i.item_id"""
 
@@ -218,8 +219,8 @@ def _upload(store: ObjectStore, path: Path, bucket: str, key: str) -> None:
     path.unlink()
 
 
-def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves, start: date, end: date,
-                tmp: Path):
+def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves,
+                content: content_profile.Profiles, start: date, end: date, tmp: Path):
     """Stream the joined rows batch by batch: derive features, weights and split, write Parquet to S3."""
     cats = features.categories(settings.events.tenants)
     holdout_day, valid_day = end - timedelta(days=1), end - timedelta(days=2)
@@ -237,7 +238,7 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
             explore = table["explore"].to_numpy(zero_copy_only=False).astype(bool)
             split = np.where((days == np.datetime64(holdout_day)) | explore, "holdout",
                              np.where(days == np.datetime64(valid_day), "valid", "train"))
-            out = _rows_out(table, curves, cats, settings)
+            out = _rows_out(table, curves, cats, content.table, settings)
             for name in SPLITS:
                 mask = split == name
                 if mask.any():
@@ -255,8 +256,9 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
     return [k for files in outputs.values() for k in files.keys], rows, digest.hexdigest()
 
 
-def _rows_out(table: pa.Table, curves, cats, settings: Settings) -> pa.Table:
+def _rows_out(table: pa.Table, curves, cats, content: content_profile.ContentTable, settings: Settings) -> pa.Table:
     inputs = {c: table[c].to_numpy(zero_copy_only=False) for c in features.COUNT_COLUMNS}
+    inputs.update(content.inputs(table["pair_row"].to_numpy(), table["item_row"].to_numpy()))
     inputs["request_ts"] = table["request_ts"].to_numpy(zero_copy_only=False).astype(np.float64)
     inputs["item_created_at"] = pc.fill_null(table["item_created_at"], float("nan")).to_numpy(
         zero_copy_only=False).astype(np.float64)
@@ -294,7 +296,8 @@ def _ipc_bytes(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def _write_snapshot(con, settings: Settings, store: ObjectStore, prefix: str, as_of: date, tmp: Path) -> list[str]:
+def _write_snapshot(con, settings: Settings, store: ObjectStore, prefix: str, as_of: date,
+                    content: content_profile.Profiles, tmp: Path) -> list[str]:
     """Latest windowed counts per entity as of `as_of`: what a pod serving this model looks up.
 
     Written to local files and uploaded together: DuckDB's COPY to s3:// took a round of requests per file."""
@@ -303,13 +306,16 @@ def _write_snapshot(con, settings: Settings, store: ObjectStore, prefix: str, as
         SELECT {', '.join('x.' + k for k in e.keys)}, {staging.snapshot_sums(e, day)}
         FROM daily_{e.name} x WHERE x.d < {day} AND x.d >= {day} - {max(e.windows)}
         GROUP BY ALL ORDER BY ALL""" for e in features.ENTITIES}
-    queries["items"] = "SELECT item_id, topic, created_at, catalog_author_id AS author_id FROM catalog ORDER BY item_id"
+    content_profile.snapshot_tables(con, content, as_of)   # registers cuser: the profiles as of `as_of`
+    queries["user"] = f"SELECT q.*, c.content_profile, c.recent_positives FROM ({queries['user']}) q " \
+                      "LEFT JOIN cuser c USING (user_id) ORDER BY q.user_id"
     files = {}
     for name, query in queries.items():
         path = tmp / f"snapshot-{name}.parquet"
-        options = "FORMAT parquet" + (", COMPRESSION zstd" if name != "items" else "")
-        con.execute(f"COPY ({query}) TO '{path}' ({options})")
+        con.execute(f"COPY ({query}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
         files[f"{prefix}snapshot/{name}.parquet"] = path
+    content_profile.write_items(con, content, str(tmp / "snapshot-items.parquet"))
+    files[f"{prefix}snapshot/items.parquet"] = tmp / "snapshot-items.parquet"
     with ThreadPoolExecutor(UPLOAD_THREADS) as uploads:
         list(uploads.map(lambda item: _upload(store, item[1], settings.s3.lake_bucket, item[0]), files.items()))
     return list(files)

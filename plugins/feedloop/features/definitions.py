@@ -6,12 +6,15 @@ the model was trained for), plus request context. `derive` turns those inputs in
 feature matrix, so the training set and the serving pods cannot drift apart.
 
 Counts are by ARRIVAL day (the sink's ingest_ts): an event the platform had not received by the
-start of the impression's day never contributes, however early its event_ts claims to be.
+start of the impression's day never contributes, however early its event_ts claims to be. The content
+profile (feedloop.features.content_profile) follows the same rule: a user's engagements count for day d
+only if they arrived before d.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -53,6 +56,31 @@ ENTITIES: tuple[Entity, ...] = (
 MAX_WINDOW = max(w for e in ENTITIES for w in e.windows)
 COUNT_COLUMNS = tuple(c for e in ENTITIES for c in e.columns())
 CONTEXT_COLUMNS = ("request_ts", "item_created_at", "tenant_id", "surface", "device")
+
+
+@dataclass(frozen=True)
+class ContentProfile:
+    """A user's content profile as of the start of day d, from item embeddings (feedloop.features.content_profile).
+
+    Why declared here and not in the config: the half-life and K decide what a snapshot's profile vectors and
+    recent-positive lists hold, so they are part of the definitions a model was trained with; the manifest records
+    them and definition_version hashes them, so a model never binds to a snapshot built with other values.
+    Dwell is not a positive: every dwell event follows a click of the same impression (the click already counts),
+    and a short dwell is closer to a bounce than to interest.
+    """
+
+    events: tuple[str, ...]        # engagements that make an item a positive of the user
+    window_days: int               # arrival days [d - window_days, d) count
+    half_life_days: float          # exponential decay by arrival time, relative to the start of d
+    recent_k: int                  # the K most recent distinct positive items
+
+    def describe(self) -> dict[str, Any]:
+        return {"events": list(self.events), "window_days": self.window_days,
+                "half_life_days": self.half_life_days, "recent_k": self.recent_k}
+
+
+CONTENT = ContentProfile(events=("click", "like", "share"), window_days=MAX_WINDOW, half_life_days=7.0, recent_k=5)
+CONTENT_COLUMNS = ("user_item_content_cos", "recent_positive_content_sim")   # inputs, computed by content_profile
 
 
 def smoothed_rate(events: np.ndarray, impressions: np.ndarray) -> np.ndarray:
@@ -98,8 +126,13 @@ FEATURES: tuple[Feature, ...] = (
     Feature("tenant_id", "categorical", lambda x: x["tenant_id"]),
     Feature("surface", "categorical", lambda x: x["surface"]),
     Feature("device", "categorical", lambda x: x["device"]),
+    # Last, so a model trained before them has the leading columns. NaN when the user has no profile or the item no
+    # embedding: LightGBM and onnxruntime route it as missing.
+    Feature("user_item_content_cos", "numeric", lambda x: x["user_item_content_cos"], default=math.nan),
+    Feature("recent_positive_content_sim", "numeric", lambda x: x["recent_positive_content_sim"], default=math.nan),
 )
 FEATURE_NAMES = tuple(f.name for f in FEATURES)
+BY_NAME = {f.name: f for f in FEATURES}
 
 
 def categories(tenants: Sequence[str]) -> dict[str, list[str]]:
@@ -107,11 +140,14 @@ def categories(tenants: Sequence[str]) -> dict[str, list[str]]:
     return {"tenant_id": list(tenants), "surface": list(SURFACES), "device": list(DEVICES)}
 
 
-def derive(inputs: Inputs, cats: Mapping[str, Sequence[str]]) -> np.ndarray:
-    """The model's float32 matrix [rows, features]; categoricals as codes, unseen values NaN."""
+def derive(inputs: Inputs, cats: Mapping[str, Sequence[str]], names: Sequence[str] = FEATURE_NAMES) -> np.ndarray:
+    """The model's float32 matrix [rows, features]; categoricals as codes, unseen values NaN.
+
+    names: the features a model was trained on, in its order (its manifest's): a model registered before a
+    feature was added keeps being served the columns it knows."""
     n = len(next(iter(inputs.values())))
-    out = np.empty((n, len(FEATURES)), dtype=np.float32)
-    for j, feature in enumerate(FEATURES):
+    out = np.empty((n, len(names)), dtype=np.float32)
+    for j, feature in enumerate(BY_NAME[name] for name in names):
         values = feature.compute(inputs)
         if feature.kind == "categorical":
             out[:, j] = encode(values, cats[feature.name])
@@ -143,12 +179,14 @@ def manifest(tenants: Sequence[str], *, objective: str) -> dict:
         "binary_label": "label_binary",
         "group": "request_id",
         "features": [
-            {"name": f.name, "column": column(f.name), "kind": f.kind, "dtype": "float32", "default": f.default,
+            {"name": f.name, "column": column(f.name), "kind": f.kind, "dtype": "float32",
+             "default": None if math.isnan(f.default) else f.default,
              **({"categories": cats[f.name]} if f.kind == "categorical" else {})}
             for f in FEATURES
         ],
         "entities": [{"name": e.name, "keys": list(e.keys), "windows": list(e.windows), "counts": list(e.counts)}
                      for e in ENTITIES],
+        "content": CONTENT.describe(),
     }
 
 
@@ -159,11 +197,14 @@ def definition_version(feature_manifest: Mapping[str, Any]) -> str:
     Why from the manifest: a model carries its manifest, so a pod can tell which published snapshots
     that model may be served with; objective, labels and defaults are left out (they do not change
     what a snapshot holds). A manifest from before entities were recorded hashes differently, so such
-    a model keeps its own registered snapshot.
+    a model keeps its own registered snapshot. The content profile's parameters are hashed only when the
+    manifest has them: a manifest from before them keeps its hash, so its model keeps the published
+    snapshots of its own definitions.
     """
     defined = {
         "features": [{"name": f["name"], "kind": f["kind"], "categories": f.get("categories")}
                      for f in feature_manifest.get("features", [])],
         "entities": feature_manifest.get("entities"),
+        **({"content": feature_manifest["content"]} if "content" in feature_manifest else {}),
     }
     return hashlib.sha256(orjson.dumps(defined, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]

@@ -20,6 +20,8 @@ Tables left in the connection:
   imp            the window's impressions, one per (request_id, item_id) and event day
   lab            the graded label of each impression with outcomes inside the attribution window
   feat_<name>    windowed counts per entity key and impression day d, over arrival days [d - w, d)
+  citem, cpos,   item embedding rows, users' positives by arrival day, and a content profile row per (user, d)
+  cpair          (feedloop.features.content_profile; the vectors are in the ContentTable `stage` returns)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pathlib import Path
 from feedloop.core import layout as lake
 from feedloop.core.config import Settings
 from feedloop.core.storage import ObjectStore
+from feedloop.features import content_profile
 from feedloop.features import definitions as features
 
 log = logging.getLogger(__name__)
@@ -47,12 +50,14 @@ COUNT_EXPR = {"impr": "event_type = 'impression'", "click": "event_type = 'click
 
 
 def stage(con, settings: Settings, store: ObjectStore, inputs: dict[str, str], start: date, end: date,
-          folder: Path) -> None:
-    """Every table the rows and the snapshot are built from (see the module docstring); copies go to `folder`."""
+          folder: Path) -> content_profile.Profiles:
+    """Every table the rows and the snapshot are built from (see the module docstring); copies go to `folder`.
+    Returns the content profiles of every (user, impression day) and (user, end)."""
     bucket = settings.s3.lake_bucket
     end_ts = datetime(end.year, end.month, end.day, tzinfo=timezone.utc)
     label_cutoff = end_ts + timedelta(minutes=settings.dataset.attribution_minutes)
     _catalog(con, store, bucket)
+    embeddings = content_profile.stage_items(con, store, bucket)
     _events(con, mirror(store, bucket, list(inputs), folder), label_cutoff)
     # The copies are read: delete them while the tables are built (about a millisecond per file on this disk).
     removal = threading.Thread(target=shutil.rmtree, args=(folder,), name="remove-lake-copies")
@@ -62,11 +67,13 @@ def stage(con, settings: Settings, store: ObjectStore, inputs: dict[str, str], s
             _daily(con, entity, end_ts)
         _impressions(con, start, end)
         _labels(con, settings)
+        content_profile.stage_positives(con, end_ts)
         con.execute("DROP TABLE ev")  # every later step reads the smaller tables; free its memory for the joins
         impressions = con.execute("SELECT count(*) FROM imp").fetchone()[0]
         parts = key_partitions(impressions, settings.dataset.duckdb_memory_limit)
         for entity in features.ENTITIES:
             _counts_by_day(con, entity, parts)
+        return content_profile.profiles(con, embeddings, end)
     finally:
         removal.join()
 

@@ -188,6 +188,11 @@ class LoadedModel:
     def version(self) -> str:
         return self.target.version
 
+    @property
+    def feature_names(self) -> list[str]:
+        """The features the model was trained on, in its order: what `features.derive` computes for it."""
+        return feature_names(self.manifest)
+
     def with_snapshot(self, snapshot: Snapshot, ref: SnapshotRef) -> LoadedModel:
         """The same session scoring with another snapshot: a new object, so a request keeps the one it read."""
         return replace(self, snapshot=snapshot, snapshot_ref=ref)
@@ -331,11 +336,13 @@ def feature_names(manifest: Mapping[str, Any]) -> list[str]:
 
 
 def check_feature_contract(target: Target, manifest: Mapping[str, Any]) -> None:
-    """This pod computes features.FEATURES; a version trained on other features cannot be served by it."""
-    names = feature_names(manifest)
-    if names != list(features.FEATURE_NAMES):
-        raise SwapRefused("signature_mismatch", f"{target.version} was trained on features {names}, this pod computes "
-                                                f"{list(features.FEATURE_NAMES)}: deploy the matching feedloop version")
+    """This pod computes features.FEATURES; a version trained on a feature it does not know cannot be served by it.
+    One trained on fewer (registered before a feature was added) is served the columns it was trained on."""
+    unknown = [n for n in feature_names(manifest) if n not in features.BY_NAME]
+    if unknown:
+        raise SwapRefused("signature_mismatch", f"{target.version} was trained on features {unknown} this pod does not "
+                                                f"compute (it computes {list(features.FEATURE_NAMES)}): deploy the "
+                                                "matching feedloop version")
 
 
 def _check_signature(target: Target, session, n_features: int) -> None:

@@ -170,7 +170,7 @@ def warm_up(model: LoadedModel, published: PublishedSnapshot) -> None:
             inputs = published.snapshot.inputs(tenant_id=r["tenant_id"], user_id=r["user_id"], surface=r["surface"],
                                                device=r["device"], request_ts=float(r["request_ts"]), item_ids=items,
                                                author_ids=authors)
-            scores = model.score(features.derive(inputs, model.categories))
+            scores = model.score(features.derive(inputs, model.categories, model.feature_names))
             if not np.all(np.isfinite(scores)):
                 raise SwapRefused("nan_scores", f"{published.ref.id}: {model.version} scored a sample request NaN or "
                                                 "infinity with it")

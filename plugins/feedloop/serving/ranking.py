@@ -38,7 +38,7 @@ def rank(model, req: RankRequest, exploration_share: float, *, now_ms: int, simu
     inputs = model.snapshot.inputs(tenant_id=req.tenant_id, user_id=req.user_id, surface=req.surface,
                                    device=req.device, request_ts=ts_ms / 1000.0, item_ids=req.item_ids,
                                    author_ids=authors)
-    scores = model.score(features.derive(inputs, model.categories))
+    scores = model.score(features.derive(inputs, model.categories, model.feature_names))
     explore = _explores(request_id, exploration_share)
     order = shown_order(scores, req.limit, explore=explore, request_id=request_id)
     items = [{"item_id": req.item_ids[i], "author_id": authors[i], "score": float(scores[i]), "position": p}

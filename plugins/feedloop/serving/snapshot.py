@@ -4,7 +4,9 @@ Why: the training set computed every feature from windowed counts "as of the sta
 version carries the same counts as of the day after its training window (features/*.parquet), so
 a pod builds the exact inputs the training rows of that day would have, through the same
 `feedloop.features.definitions` code. Unknown keys get zero counts, which `derive` turns into the manifest's
-defaults (the smoothed-rate prior).
+defaults (the smoothed-rate prior). The content-similarity inputs come from the user profiles and item
+embeddings in user.parquet and items.parquet, through the training set's own code
+(feedloop.features.content_profile.ContentTable); a snapshot without those columns gives NaN.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from feedloop.features import content_profile
 from feedloop.features import definitions as features
 
 _UNKNOWN_ITEM = (None, np.nan, None)  # not in the catalog: no topic, unknown age, no author
@@ -42,18 +45,20 @@ class _Table:
 class Snapshot:
     """Everything a pod needs besides the model to score a request."""
 
-    def __init__(self, entities: Mapping[str, _Table], catalog: Mapping[str, tuple[str | None, float, str | None]]):
+    def __init__(self, entities: Mapping[str, _Table], catalog: Mapping[str, tuple[str | None, float, str | None]],
+                 content: tuple[dict[str, int], dict[str, int], content_profile.ContentTable] | None = None):
         self._entities = entities
         self._catalog = catalog
+        self._users, self._items, self._content = content or ({}, {}, content_profile.ContentTable.empty())
 
     @classmethod
     def from_parquet(cls, files: Mapping[str, bytes]) -> Snapshot:
         """files: "<entity>.parquet" (one per features.ENTITIES) and "items.parquet" -> bytes."""
         import pyarrow.parquet as pq
 
-        entities = {}
+        entities, tables = {}, {}
         for entity in features.ENTITIES:
-            table = pq.read_table(io.BytesIO(_file(files, entity.name)))
+            table = tables[entity.name] = pq.read_table(io.BytesIO(_file(files, entity.name)))
             missing = [c for c in (*entity.keys, *entity.columns()) if c not in table.column_names]
             if missing:
                 raise SnapshotError(f"snapshot {entity.name}.parquet lacks column(s) {', '.join(missing)}")
@@ -71,7 +76,7 @@ class Snapshot:
         authors = items["author_id"].to_pylist() if "author_id" in items.column_names else [None] * items.num_rows
         catalog = {item: (topic, float(c), author) for item, topic, c, author
                    in zip(items["item_id"].to_pylist(), items["topic"].to_pylist(), created, authors)}
-        return cls(entities, catalog)
+        return cls(entities, catalog, content_profile.from_snapshot(tables["user"], items))
 
     def inputs(self, *, tenant_id: str, user_id: str, surface: str, device: str, request_ts: float,
                item_ids: Sequence[str], author_ids: Sequence[str | None]) -> dict[str, np.ndarray]:
@@ -93,6 +98,9 @@ class Snapshot:
             block = table.counts[table.rows(keys[entity.name])]
             for j, c in enumerate(entity.columns()):
                 out[c] = block[:, j]
+        user_row = np.full(n, self._users.get(user_id, -1), dtype=np.int64)
+        item_rows = np.fromiter((self._items.get(i, -1) for i in item_ids), dtype=np.int64, count=n)
+        out.update(self._content.inputs(user_row, item_rows))
         out["request_ts"] = np.full(n, request_ts, dtype=np.float64)
         out["item_created_at"] = np.fromiter((m[1] for m in meta), dtype=np.float64, count=n)
         for name, value in (("tenant_id", tenant_id), ("surface", surface), ("device", device)):
@@ -104,7 +112,8 @@ class Snapshot:
         return [a if a is not None else self._catalog.get(i, _UNKNOWN_ITEM)[2] for i, a in zip(item_ids, author_ids)]
 
     def sizes(self) -> dict[str, int]:
-        return {**{name: len(t.index) for name, t in self._entities.items()}, ITEMS: len(self._catalog)}
+        return {**{name: len(t.index) for name, t in self._entities.items()}, ITEMS: len(self._catalog),
+                "content_profiles": len(self._users), "item_embeddings": len(self._items)}
 
 
 def _epoch_seconds(column) -> np.ndarray:

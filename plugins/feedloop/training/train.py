@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -66,11 +67,13 @@ def lgb_params(cfg: TrainSettings, objective: str) -> dict:
     return params
 
 
-def load_split(settings: Settings, day: date, split: str, *, where: str = "true") -> pa.Table:
-    """One split of the training set as Arrow, in file order (requests contiguous); `where`: a DuckDB filter."""
+def load_split(settings: Settings, day: date, split: str, *, where: str = "true",
+               names: Sequence[str] = features.FEATURE_NAMES) -> pa.Table:
+    """One split of the training set as Arrow, in file order (requests contiguous); `where`: a DuckDB filter;
+    `names`: the features to read (bench/content_features.py trains without some on the same rows)."""
     from feedloop.core import duck  # lazy: DuckDB loads only where a training set is built or read
 
-    cols = ", ".join(["request_id", "label", "label_binary", "weight"] + [features.column(n) for n in features.FEATURE_NAMES])
+    cols = ", ".join(["request_id", "label", "label_binary", "weight"] + [features.column(n) for n in names])
     url = f"s3://{settings.s3.lake_bucket}/{lake.dataset_prefix(day)}split={split}/*.parquet"
     con = duck.connect(settings, memory_limit=settings.dataset.duckdb_memory_limit, threads=2)
     try:
@@ -90,14 +93,15 @@ def group_sizes(request_ids: pa.ChunkedArray) -> np.ndarray:
 
 
 def to_lgb_dataset(table: pa.Table, objective: str, *, reference=None, max_bin: int = 63,
-                   groups: np.ndarray | None = None):
-    """LightGBM Dataset straight from the Arrow table; `groups`: the request_ids' group_sizes if already known."""
+                   groups: np.ndarray | None = None, names: Sequence[str] = features.FEATURE_NAMES):
+    """LightGBM Dataset straight from the Arrow table; `groups`: the request_ids' group_sizes if already known;
+    `names`: the features it holds, in order."""
     import lightgbm as lgb
 
-    names = list(features.FEATURE_NAMES)
+    names = list(names)
     matrix = table.select([features.column(n) for n in names]).rename_columns(names)
     label_col = "label" if objective == "lambdarank" else "label_binary"
-    cat_idx = [i for i, f in enumerate(features.FEATURES) if f.kind == "categorical"]
+    cat_idx = [i for i, n in enumerate(names) if features.BY_NAME[n].kind == "categorical"]
     if objective == "lambdarank" and groups is None:
         groups = group_sizes(table["request_id"])
     return lgb.Dataset(

@@ -23,6 +23,8 @@ def _inputs(**rows: list) -> dict[str, np.ndarray]:
     out["tenant_id"] = np.array(["globex", "umbrella"], dtype=object)
     out["surface"] = np.array(["search", "feed"], dtype=object)
     out["device"] = np.array(["web", "ios"], dtype=object)
+    out["user_item_content_cos"] = np.array([0.25, np.nan])
+    out["recent_positive_content_sim"] = np.array([0.5, np.nan])
     for name, values in rows.items():
         out[name] = np.asarray(values, dtype=out[name].dtype)
     return out
@@ -50,6 +52,7 @@ def test_derive_exact_values_counts_smoothed_rates_age_and_codes():
         "user_topic_impr_28d": 20, "user_topic_click_28d": 19, "user_topic_ctr_28d": 20 / 40,
         "item_age_hours": 2.0,                       # 7200 s between creation and request
         "tenant_id": 1.0, "surface": 1.0, "device": 2.0,   # globex, search, web
+        "user_item_content_cos": 0.25, "recent_positive_content_sim": 0.5,   # computed by content_profile
     }
     assert set(expected) == set(features.FEATURE_NAMES)
     assert _row(m, 0) == {k: float(np.float32(v)) for k, v in expected.items()}
@@ -88,21 +91,26 @@ def test_manifest_structure():
         "objective": "lambdarank", "label": "label", "binary_label": "label_binary", "group": "request_id"}
     assert [f["name"] for f in m["features"]] == list(features.FEATURE_NAMES)
     assert [f["column"] for f in m["features"]] == ["f_" + n for n in features.FEATURE_NAMES]
-    assert all(f["dtype"] == "float32" and math.isfinite(f["default"]) for f in m["features"])
+    # a NaN default (unknown content similarity) is written as null: JSON has no NaN
+    assert all(f["dtype"] == "float32" and (f["default"] is None or math.isfinite(f["default"])) for f in m["features"])
     assert {f["name"]: f["categories"] for f in m["features"] if f["kind"] == "categorical"} == {
         "tenant_id": list(TENANTS), "surface": list(SURFACES), "device": list(DEVICES)}
     assert all("categories" not in f for f in m["features"] if f["kind"] == "numeric")
     assert {f["kind"] for f in m["features"]} == {"numeric", "categorical"}
     defaults = {f["name"]: f["default"] for f in m["features"]}
     assert defaults["user_ctr_7d"] == features.CTR_PRIOR and defaults["user_impr_7d"] == 0.0
+    assert defaults["user_item_content_cos"] is None and defaults["recent_positive_content_sim"] is None
+    assert m["content"] == {"events": ["click", "like", "share"], "window_days": 28, "half_life_days": 7.0,
+                            "recent_k": 5}
 
 
 def test_every_count_a_feature_reads_is_a_declared_snapshot_column():
-    """derive reads only COUNT_COLUMNS + CONTEXT_COLUMNS: what the snapshot and the request provide."""
-    x = {c: np.zeros(1) for c in features.COUNT_COLUMNS}
+    """derive reads only COUNT_COLUMNS + CONTEXT_COLUMNS + CONTENT_COLUMNS: what the snapshot and the request
+    provide."""
+    x = {c: np.zeros(1) for c in features.COUNT_COLUMNS + features.CONTENT_COLUMNS}
     x.update(request_ts=np.zeros(1), item_created_at=np.zeros(1), tenant_id=np.array(["acme"], dtype=object),
              surface=np.array(["feed"], dtype=object), device=np.array(["web"], dtype=object))
-    assert set(x) == set(features.COUNT_COLUMNS) | set(features.CONTEXT_COLUMNS)
+    assert set(x) == set(features.COUNT_COLUMNS) | set(features.CONTEXT_COLUMNS) | set(features.CONTENT_COLUMNS)
     features.derive(x, features.categories(TENANTS))   # no KeyError
     assert len(set(features.COUNT_COLUMNS)) == len(features.COUNT_COLUMNS)
     assert features.MAX_WINDOW == 28
