@@ -54,7 +54,7 @@ def write_embeddings(store, bucket: str, world, dim: int, noise: float, seed: in
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from feedloop.features import content_profile
+    from feedloop.core import layout
 
     rng = np.random.default_rng(seed)
     vectors = rng.normal(0, noise, (len(world.item_ids), dim)).astype(np.float32)
@@ -69,7 +69,7 @@ def write_embeddings(store, bucket: str, world, dim: int, noise: float, seed: in
     })
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    store.put(bucket, content_profile.EMBEDDINGS_KEY, buf.getvalue())
+    store.put(bucket, layout.CATALOG_EMBEDDINGS_KEY, buf.getvalue())
 
 
 def timed_build(settings, end) -> dict:
@@ -85,7 +85,7 @@ def build_cost(n: int, days: int, dims: list[int], noise: float) -> dict:
     """The build on the same lake without an embeddings object, then with embeddings of each dimension, twice."""
     from feedloop.core.config import load_settings
     from feedloop.core.storage import ObjectStore
-    from feedloop.features import content_profile
+    from feedloop.core import layout
 
     lakegen.topic_name = lambda size: f"bench-content-cost-{size}"
     gen = lakegen.generate(n, days)
@@ -95,13 +95,13 @@ def build_cost(n: int, days: int, dims: list[int], noise: float) -> dict:
     end = lakegen.START + timedelta(days=days)
     runs: dict[str, list[dict]] = {"without": [], **{f"dim{d}": [] for d in dims}}
     for _ in range(2):
-        store.delete(bucket, content_profile.EMBEDDINGS_KEY)
+        store.delete(bucket, layout.CATALOG_EMBEDDINGS_KEY)
         runs["without"].append(timed_build(settings, end))
         for d in dims:
             write_embeddings(store, bucket, world, d, noise)
             runs[f"dim{d}"].append(timed_build(settings, end))
         print(f"[cost] {json.dumps({k: v[-1] for k, v in runs.items()})}", file=sys.stderr, flush=True)
-    store.delete(bucket, content_profile.EMBEDDINGS_KEY)
+    store.delete(bucket, layout.CATALOG_EMBEDDINGS_KEY)
     base = min(r["cpu_s"] for r in runs["without"])
     return {"impressions": gen["impressions"], "runs": runs,
             "added_cpu_s_per_1M": {k: round((min(r["cpu_s"] for r in v) - base) / (n / 1e6), 2)

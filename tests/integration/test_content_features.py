@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from feedloop.features import content_profile, dataset
+from feedloop.core import layout
+from feedloop.features import dataset
 from feedloop.features import definitions as features
 from feedloop.serving.snapshot import FILES, Snapshot
 from tests.integration.test_dataset import read_split, write_catalog, write_embeddings, write_events
@@ -41,7 +42,7 @@ def test_a_pod_computes_the_training_rows_content_features_from_the_snapshot_of_
         dataset.build(settings, end=END, store=store)             # rows of day END - 1, as of its start
         served = _snapshot(store, settings, dataset.build(settings, end=END - timedelta(days=1), store=store))
     finally:
-        store.delete(settings.s3.lake_bucket, content_profile.EMBEDDINGS_KEY)
+        store.delete(settings.s3.lake_bucket, layout.CATALOG_EMBEDDINGS_KEY)
     rows = read_split(store, settings, END - timedelta(days=1), "holdout")
     rows = rows.filter(np.asarray(rows["day"].to_pylist()) == END - timedelta(days=1))
     checked = known = 0

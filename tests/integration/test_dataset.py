@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from feedloop.features import content_profile, dataset
+from feedloop.features import dataset
 from feedloop.contract import events
 from feedloop.features import definitions as features
 from feedloop.contract.lake import LAKE_SCHEMA
@@ -112,7 +112,7 @@ def write_embeddings(store: ObjectStore, settings, vectors: dict[str, list[float
     })
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    store.put(settings.s3.lake_bucket, content_profile.EMBEDDINGS_KEY, buf.getvalue())
+    store.put(settings.s3.lake_bucket, lake.CATALOG_EMBEDDINGS_KEY, buf.getvalue())
 
 
 def read_split(store: ObjectStore, settings, day: date, split: str) -> pa.Table:
@@ -241,7 +241,7 @@ def test_features_are_exact_and_tempting_later_arrivals_change_none_of_them(embe
         clean, clean_snapshot = _build_target_rows(embedded, store, _history() + _target())
         tempted, tempted_snapshot = _build_target_rows(embedded, store, _history() + _target() + _tempting())
     finally:
-        store.delete(embedded.s3.lake_bucket, content_profile.EMBEDDINGS_KEY)
+        store.delete(embedded.s3.lake_bucket, lake.CATALOG_EMBEDDINGS_KEY)
     # The tempting events were read: the serving snapshot as of E+1 (arrival days [E-6, E+1)) counts them.
     # clean: h1 (2), h2, h8, R (2) = 6; tempted: + ta (40), tb (20), tc on E (10), td (1) = 77
     assert (clean_snapshot["user_impr_7d"], tempted_snapshot["user_impr_7d"]) == (6, 77)

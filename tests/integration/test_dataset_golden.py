@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from feedloop.contract import events
-from feedloop.features import content_profile, dataset
+from feedloop.core import layout
+from feedloop.features import dataset
 from feedloop.features import definitions as features
 from tests.integration.test_dataset import read_split, write_catalog, write_embeddings, write_events
 
@@ -129,7 +130,7 @@ def _built(embedded, store) -> dict[str, Any]:
     try:
         result = dataset.build(settings, end=END, store=store)
     finally:
-        store.delete(settings.s3.lake_bucket, content_profile.EMBEDDINGS_KEY)   # other tests' lakes have none
+        store.delete(settings.s3.lake_bucket, layout.CATALOG_EMBEDDINGS_KEY)   # other tests' lakes have none
     bucket, prefix = settings.s3.lake_bucket, result.uri.split("/", 3)[3]
     lineage = store.get_json(bucket, prefix + "lineage.json")
     lineage["inputs"] = sorted(lineage["inputs"])          # keys only: ETags follow the Parquet writer's version
