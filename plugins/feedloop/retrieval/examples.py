@@ -8,6 +8,7 @@ and the row groups it needs (projection and filter pushdown), with no copy of th
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date, datetime, timedelta, timezone
 
 import pyarrow as pa
@@ -17,6 +18,7 @@ from feedloop.core import layout as lake
 from feedloop.core.config import Settings
 from feedloop.core.credentials import resolve_s3
 from feedloop.core.storage import ObjectStore
+from feedloop.quality.status import label
 
 POSITIVES_SCHEMA = pa.schema([("tenant_id", pa.string()), ("user_id", pa.string()), ("item_id", pa.string()),
                               ("d", pa.date32())])
@@ -64,14 +66,16 @@ def impressions(events, *, start: date, end: date, cutoff: datetime) -> pa.Table
         con.close()
 
 
-def lake_events(settings: Settings, store: ObjectStore, *, start: date, end: date):
-    """A pyarrow dataset over the events objects of event days [start, end) (the lake's dt= folders)."""
+def lake_events(settings: Settings, store: ObjectStore, *, start: date, end: date,
+                excluded: Collection[str] = frozenset()):
+    """A pyarrow dataset over the events objects of event days [start, end) (the lake's dt= folders), without
+    those of the `excluded` hour partitions (dt=D/hour=HH: quarantined, as the ranker's training set leaves out)."""
     import pyarrow.dataset as ds
     from pyarrow import fs
 
     bucket = settings.s3.lake_bucket
     keys = [f"{bucket}/{key}" for day in _days(start, end) for key in store.list_keys(bucket, lake.day_prefix(day))
-            if lake.parse_key(key) is not None]
+            if (ref := lake.parse_key(key)) is not None and not (ref.hour and label(ref.hour) in excluded)]
     creds = resolve_s3(settings.s3)
     endpoint = creds.endpoint_url
     filesystem = fs.S3FileSystem(
@@ -84,9 +88,11 @@ def lake_events(settings: Settings, store: ObjectStore, *, start: date, end: dat
     return ds.dataset(keys, schema=LAKE_SCHEMA, format="parquet", filesystem=filesystem)  # older objects: nulls
 
 
-def lake_window(settings: Settings, store: ObjectStore, *, start: date, end: date) -> tuple[pa.Table, pa.Table]:
-    """The positives and the impressions per item of [start, end) that had arrived by the window's end."""
-    events = lake_events(settings, store, start=start, end=end)
+def lake_window(settings: Settings, store: ObjectStore, *, start: date, end: date,
+                excluded: Collection[str] = frozenset()) -> tuple[pa.Table, pa.Table]:
+    """The positives and the impressions per item of [start, end) that had arrived by the window's end, outside
+    the `excluded` hour partitions."""
+    events = lake_events(settings, store, start=start, end=end, excluded=excluded)
     return (positives(events, start=start, end=end, cutoff=_midnight(end),
                       event_types=settings.retrieval.positive_events),
             impressions(events, start=start, end=end, cutoff=_midnight(end)))
