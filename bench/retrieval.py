@@ -23,6 +23,7 @@ import os
 import resource
 import sys
 import time
+from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -153,12 +154,23 @@ def exposure_weighted(settings: Settings, events: pa.Table, models: dict, train_
     lists["popularity"] = evaluate.popularity(train_pos, catalog, user_tenant, k)
     first = next(iter(models))
     item_tenant = dict(zip(catalog.item_ids.tolist(), catalog.tenant_ids.tolist()))
-    out = {}
-    for clip in sorted({cfg.max_ipw, 100.0, 1e9}):
+    by_tenant: dict[str, list[str]] = {}
+    for item in shown["item_id"].to_pylist():
+        if item in item_tenant:
+            by_tenant.setdefault(item_tenant[item], []).append(item)
+    support = counterfactual.on_support(models=models, shown=by_tenant,
+                                        popularity=Counter(train_pos["item_id"].to_pylist()),
+                                        user_tenant=user_tenant, k=k)
+    out = {"support items": {t: len(v) for t, v in sorted(by_tenant.items())}}
+    for clip in sorted({cfg.max_ipw, 1e9}):
         weights = counterfactual.exposure_weights(shown, item_tenant, max_weight=clip)
-        out[f"clip {clip:g}"] = counterfactual.weighted_recall(
-            lists=lists, relevant=relevant, weights=weights, ks=cfg.recall_at, paired=[(first, "popularity")],
-            max_weight=clip, bootstrap=Bootstrap(seed=settings.promotion.bootstrap_seed)).to_dict()
+        for scope, scoped in (("catalog", lists), ("support", support)):
+            out[f"{scope} clip {clip:g}"] = counterfactual.weighted_recall(
+                lists=scoped, relevant=relevant, weights=weights, ks=cfg.recall_at, paired=[(first, "popularity")],
+                max_weight=clip, bootstrap=Bootstrap(seed=settings.promotion.bootstrap_seed)).to_dict()
+        out[f"support unweighted"] = counterfactual.weighted_recall(
+            lists=support, relevant=relevant, weights={}, ks=cfg.recall_at, paired=[(first, "popularity")],
+            max_weight=1.0, bootstrap=Bootstrap(seed=settings.promotion.bootstrap_seed)).to_dict()
     return out
 
 
@@ -171,8 +183,11 @@ def table(result: dict) -> str:
             lines.append(f"{kind:<10}{r['name']:<25}{r['users']:>7}" + "".join(f"{r[f'recall@{k}']:>9.3f}" for k in ks)
                          + "".join(f"{r.get(f'cold_recall@{k}', float('nan')):>10.3f}" for k in ks))
     for clip, w in result["exposure_weighted"].items():
+        if clip == "support items":
+            lines.append(f"support (items each tenant showed that day): {w}")
+            continue
         for name, by_k in (w["models"] | w["differences"]).items():
-            lines.append(f"{'ips ' + clip:<10}{name[:24]:<25}{w['users']:>7}" + "".join(
+            lines.append(f"{clip:<20}{name[:24]:<25}{w['users']:>7}" + "".join(
                 f"{by_k[f'recall@{k}']['value']:>9.3f} [{by_k[f'recall@{k}']['low']:.3f}, "
                 f"{by_k[f'recall@{k}']['high']:.3f}]" for k in ks))
     return "\n".join(lines)

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from feedloop.retrieval.evaluate import Lists, QueryVectors
+from feedloop.retrieval.index import TenantIndex
 from feedloop.training.counterfactual import Bootstrap, bootstrap_ratios
 
 ESTIMATOR = "snips-exposure"
@@ -104,3 +106,27 @@ def weighted_recall(*, lists: Mapping[str, Mapping[str, list[str]]], relevant: M
     models = {name: {k: stats[name, k] for k in ks} for name in lists}
     diffs = {f"{a}-{b}": {k: stats[f"{a}-{b}", k] for k in ks} for a, b in paired}
     return WeightedRecall(models, diffs, len(users), max_weight, bootstrap)
+
+
+def on_support(*, models: Mapping[str, tuple[QueryVectors, TenantIndex]], shown: Mapping[str, Sequence[str]],
+               popularity: Mapping[str, int], user_tenant: Mapping[str, str], k: int) -> dict[str, Lists]:
+    """Each model's and popularity's top k among the items its tenant SHOWED that day (`shown`: tenant -> items;
+    the logging policy's support), by exact inner product. Why: an item the logging policy never showed cannot
+    be engaged with, so no weight credits a model for retrieving it; on the support every item had a chance, and
+    the weights correct how unequal those chances were. What it cannot see: a model's gain outside it."""
+    lists: dict[str, Lists] = {name: {} for name in (*models, "popularity")}
+    for tenant in sorted(set(user_tenant.values())):
+        users = sorted(u for u, t in user_tenant.items() if t == tenant)
+        support = set(shown.get(tenant, ()))
+        for name, (query_vectors, index) in models.items():
+            ids = index.item_ids.get(tenant, [])
+            rows = np.array([r for r, i in enumerate(ids) if i in support], dtype=np.int64)
+            if not len(rows):
+                lists[name].update({u: [] for u in users})
+                continue
+            scores = query_vectors(users) @ index.vectors(tenant)[rows].T
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            lists[name].update({u: [ids[rows[c]] for c in cols] for u, cols in zip(users, top)})
+        ranked = sorted(support, key=lambda i: (-popularity.get(i, 0), i))[:k]
+        lists["popularity"].update({u: ranked for u in users})
+    return lists
