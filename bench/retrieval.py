@@ -46,7 +46,7 @@ START = date(2026, 11, 1)
 EVENTS = pa.schema([("event_type", pa.string()), ("event_ts", pa.timestamp("ms", tz="UTC")),
                     ("ingest_ts", pa.timestamp("ms", tz="UTC")), ("tenant_id", pa.string()),
                     ("user_id", pa.string()), ("item_id", pa.string()), ("request_id", pa.string()),
-                    ("explore", pa.bool_())])
+                    ("explore", pa.bool_()), ("surface", pa.string()), ("position", pa.int64())])
 
 
 def simulate(settings: Settings, days: int) -> tuple[Simulator, pa.Table]:
@@ -58,6 +58,8 @@ def simulate(settings: Settings, days: int) -> tuple[Simulator, pa.Table]:
         for name in ("event_type", "tenant_id", "user_id", "item_id", "request_id"):
             rows[name].append(event[name])
         rows["explore"].append(event.get("explore"))  # impressions only
+        rows["surface"].append(event.get("surface"))
+        rows["position"].append(event.get("position"))
         rows["event_ts"].append(datetime.fromisoformat(event["event_ts"]))
         rows["ingest_ts"].append(datetime.fromtimestamp(record.arrival_ms / 1000, timezone.utc))
     return sim, pa.table(rows, schema=EVENTS)
@@ -150,6 +152,8 @@ def exposure_weighted(settings: Settings, events: pa.Table, models: dict, train_
     cfg, k = settings.retrieval, max(settings.retrieval.recall_at)
     after = day + timedelta(days=1)
     shown = examples.impressions(events, start=day, end=after, cutoff=_midnight(after + timedelta(days=1)))
+    counts = dict(zip(shown["item_id"].to_pylist(), shown["impressions"].to_pylist()))
+    mass = counterfactual.examined(_by_position(events, day, after), _curves(events, START, after))
     lists = {name: evaluate.retrieve(vectors, index, user_tenant, k) for name, (vectors, index) in models.items()}
     lists["popularity"] = evaluate.popularity(train_pos, catalog, user_tenant, k)
     first = next(iter(models))
@@ -163,15 +167,43 @@ def exposure_weighted(settings: Settings, events: pa.Table, models: dict, train_
                                         user_tenant=user_tenant, k=k)
     out = {"support items": {t: len(v) for t, v in sorted(by_tenant.items())}}
     for clip in sorted({cfg.max_ipw, 1e9}):
-        weights = counterfactual.exposure_weights(shown, item_tenant, max_weight=clip)
-        for scope, scoped in (("catalog", lists), ("support", support)):
-            out[f"{scope} clip {clip:g}"] = counterfactual.weighted_recall(
-                lists=scoped, relevant=relevant, weights=weights, ks=cfg.recall_at, paired=[(first, "popularity")],
-                max_weight=clip, bootstrap=Bootstrap(seed=settings.promotion.bootstrap_seed)).to_dict()
+        for what, exposure in (("imp", counts), ("exam", mass)):
+            weights = counterfactual.exposure_weights(exposure, item_tenant, max_weight=clip)
+            for scope, scoped in (("catalog", lists), ("support", support)):
+                out[f"{scope} {what} clip {clip:g}"] = counterfactual.weighted_recall(
+                    lists=scoped, relevant=relevant, weights=weights, ks=cfg.recall_at,
+                    paired=[(first, "popularity")], max_weight=clip,
+                    bootstrap=Bootstrap(seed=settings.promotion.bootstrap_seed)).to_dict()
         out[f"support unweighted"] = counterfactual.weighted_recall(
             lists=support, relevant=relevant, weights={}, ks=cfg.recall_at, paired=[(first, "popularity")],
             max_weight=1.0, bootstrap=Bootstrap(seed=settings.promotion.bootstrap_seed)).to_dict()
     return out
+
+
+def _by_position(events: pa.Table, start: date, end: date) -> pa.Table:
+    """Impressions of event days [start, end) per (item, surface, position)."""
+    ts = events["event_ts"]
+    imp = events.filter(pc.and_(pc.equal(events["event_type"], "impression"),
+                                pc.and_(pc.greater_equal(ts, pa.scalar(_midnight(start), ts.type)),
+                                        pc.less(ts, pa.scalar(_midnight(end), ts.type)))))
+    return imp.group_by(["item_id", "surface", "position"]).aggregate([("request_id", "count")]).rename_columns(
+        ["item_id", "surface", "position", "impressions"])
+
+
+def _curves(events: pa.Table, start: date, end: date) -> dict:
+    """The examination curves from the exploration impressions of [start, end) (as the ranker's dataset does)."""
+    from feedloop.features import propensity
+
+    explore = _by_position(events.filter(pc.equal(events["explore"], True)), start, end)
+    clicks = events.filter(pc.equal(events["event_type"], "click")).select(["request_id", "item_id"])
+    shown = events.filter(pc.equal(events["explore"], True)).select(["request_id", "item_id", "surface", "position"])
+    clicked = shown.join(clicks, ["request_id", "item_id"], join_type="inner")
+    by = clicked.group_by(["surface", "position"]).aggregate([("item_id", "count")])
+    n = explore.group_by(["surface", "position"]).aggregate([("impressions", "sum")])
+    rows = n.join(by, ["surface", "position"], join_type="left outer").to_pydict()
+    table = pa.table({"surface": rows["surface"], "position": rows["position"],
+                      "impressions": rows["impressions_sum"], "clicks": [c or 0 for c in rows["item_id_count"]]})
+    return propensity.from_exploration(table, min_impressions=1000)
 
 
 def table(result: dict) -> str:

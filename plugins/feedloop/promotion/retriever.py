@@ -57,10 +57,11 @@ class RetrieverDecision:
 
 def decide(candidate: Recall, popularity: Recall, champion: Recall | None, cfg: RetrievalSettings, *,
            weighted: WeightedRecall | None = None) -> RetrieverDecision:
-    """Promote iff enough users were judged, recall@gate_k reaches gate_min_vs_popularity x popularity's, and
-    (with a live retriever) it is not below the live one's by more than gate_tolerance: on the exposure-weighted
-    recall (retrieval.gate_on: exposure), unless the paired interval's upper end is below -gate_tolerance (the
-    ranker's rule: held only when clearly worse); on plain recall, by the point values.
+    """Promote iff enough users were judged and recall@gate_k is not below popularity's nor (with a live retriever)
+    the live one's by more than gate_tolerance. With retrieval.gate_on: exposure, on the exposure-weighted recall,
+    where "below" means the paired bootstrap interval of the difference lies entirely under -gate_tolerance (the
+    ranker's rule: held only when clearly worse; the bench's ties are too close to call on point values). With
+    engaged, on plain recall by point values, popularity's scaled by gate_min_vs_popularity.
     weighted: the exposure-weighted recall of "candidate", "popularity" and "live" with the differences
     "candidate-popularity" and "candidate-live"; needed with gate_on: exposure."""
     k = cfg.gate_k
@@ -80,7 +81,10 @@ def decide(candidate: Recall, popularity: Recall, champion: Recall | None, cfg: 
     failed = []
     if candidate.users < cfg.gate_min_users:
         failed.append(f"{candidate.users} users with engagement < gate_min_users {cfg.gate_min_users}")
-    if ours < cfg.gate_min_vs_popularity * popular:
+    if vs_popularity is not None and vs_popularity.high < -cfg.gate_tolerance:
+        failed.append(f"below popularity by more than {cfg.gate_tolerance} (interval [{vs_popularity.low:+.4f}, "
+                      f"{vs_popularity.high:+.4f}])")
+    elif vs_popularity is None and ours < cfg.gate_min_vs_popularity * popular:
         failed.append(f"below {cfg.gate_min_vs_popularity} x popularity ({cfg.gate_min_vs_popularity * popular:.4f})")
     worse = (vs_live.high < -cfg.gate_tolerance) if vs_live is not None else \
         (live is not None and ours < live - cfg.gate_tolerance)

@@ -62,20 +62,33 @@ class WeightedRecall:
                 "differences": block(self.differences)}
 
 
-def exposure_weights(impressions: pa.Table, item_tenant: Mapping[str, str], *, max_weight: float) -> dict[str, float]:
-    """Per shown item: min(max_weight, mean impressions per shown item of its tenant / its impressions).
+def exposure_weights(exposure: Mapping[str, float], item_tenant: Mapping[str, str], *,
+                     max_weight: float) -> dict[str, float]:
+    """Per shown item: min(max_weight, mean exposure per shown item of its tenant / its exposure).
 
-    impressions: (item_id, impressions) of the holdout day; items with no known tenant are left out."""
-    counts: dict[str, dict[str, int]] = {}
-    for item, n in zip(impressions["item_id"].to_pylist(), impressions["impressions"].to_pylist()):
+    exposure: item -> its impressions that day, or their examination mass (examined); items with no known
+    tenant are left out."""
+    by_tenant: dict[str, dict[str, float]] = {}
+    for item, mass in exposure.items():
         tenant = item_tenant.get(item)
-        if tenant is not None and n:
-            counts.setdefault(tenant, {})[item] = int(n)
+        if tenant is not None and mass > 0:
+            by_tenant.setdefault(tenant, {})[item] = float(mass)
     out: dict[str, float] = {}
-    for per_item in counts.values():
+    for per_item in by_tenant.values():
         mean = sum(per_item.values()) / len(per_item)
-        out.update({item: min(max_weight, mean / n) for item, n in per_item.items()})
+        out.update({item: min(max_weight, mean / mass) for item, mass in per_item.items()})
     return out
+
+
+def examined(shown: pa.Table, curves: Mapping[str, Mapping[int, float]]) -> dict[str, float]:
+    """item -> the sum over its impressions (shown: item_id, surface, position, impressions) of the examination
+    probability of their position (features.propensity curves; 1 on a surface or position with no curve)."""
+    mass: dict[str, float] = {}
+    for item, surface, position, n in zip(*(shown[c].to_pylist() for c in ("item_id", "surface", "position",
+                                                                             "impressions"))):
+        curve = curves.get(surface) or {}
+        mass[item] = mass.get(item, 0.0) + n * (curve.get(position, min(curve.values())) if curve else 1.0)
+    return mass
 
 
 def weighted_recall(*, lists: Mapping[str, Mapping[str, list[str]]], relevant: Mapping[str, set[str]],

@@ -35,9 +35,10 @@ def test_the_gate_names_every_failed_check(candidate, champion, failed):
     assert list(decision.failed) == failed and decision.promote == (not failed)
 
 
-def weighted(candidate: float, popularity: float, live: float | None, vs_live: tuple[float, float]) -> WeightedRecall:
+def weighted(candidate: float, popularity: float, live: float | None, vs_live: tuple[float, float],
+             vs_popularity: tuple[float, float] = (-1, 1)) -> WeightedRecall:
     at = {"candidate": candidate, "popularity": popularity} | ({} if live is None else {"live": live})
-    diffs = {"candidate-popularity": Estimate(candidate - popularity, -1, 1)}
+    diffs = {"candidate-popularity": Estimate(candidate - popularity, *vs_popularity)}
     if live is not None:
         diffs["candidate-live"] = Estimate(candidate - live, *vs_live)
     return WeightedRecall({n: {100: Estimate(v, v, v)} for n, v in at.items()},
@@ -46,7 +47,10 @@ def weighted(candidate: float, popularity: float, live: float | None, vs_live: t
 
 @pytest.mark.parametrize(("scores", "failed"), [
     pytest.param(weighted(0.12, 0.10, None, (0, 0)), [], id="first-retriever-above-popularity"),
-    pytest.param(weighted(0.08, 0.10, None, (0, 0)), ["below 1.0 x popularity (0.1000)"], id="below-popularity"),
+    pytest.param(weighted(0.093, 0.10, None, (0, 0), (-0.016, 0.002)), [],
+                 id="below-popularity-but-the-interval-reaches-zero"),
+    pytest.param(weighted(0.08, 0.10, None, (0, 0), (-0.03, -0.011)),
+                 ["below popularity by more than 0.01 (interval [-0.0300, -0.0110])"], id="clearly-below-popularity"),
     pytest.param(weighted(0.12, 0.10, 0.15, (-0.06, 0.002)), [], id="worse-point-but-the-interval-reaches-zero"),
     pytest.param(weighted(0.12, 0.10, 0.15, (-0.05, -0.02)), ["below the live retriever by more than 0.01"],
                  id="clearly-worse-than-live"),

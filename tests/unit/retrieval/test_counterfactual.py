@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
-from feedloop.retrieval.counterfactual import exposure_weights, weighted_recall
+from feedloop.retrieval.counterfactual import examined, exposure_weights, on_support, weighted_recall
+from feedloop.retrieval.index import TenantIndex
 from feedloop.training.counterfactual import Bootstrap
 
 TENANT = {"a": "t", "b": "t", "c": "t", "x": "s"}
-SHOWN = pa.table({"item_id": ["a", "b", "c", "x", "ghost"], "impressions": [8, 2, 2, 5, 3]})
+SHOWN = {"a": 8, "b": 2, "c": 2, "x": 5, "ghost": 3}
 RELEVANT = {"u1": {"a", "b"}, "u2": {"c"}}
 LISTS = {"model": {"u1": ["a", "z"], "u2": ["c"]}, "popularity": {"u1": ["b"], "u2": ["a"]}}
 
@@ -46,3 +48,20 @@ def test_the_same_seed_gives_the_same_interval():
                                paired=[("model", "popularity")], max_weight=10,
                                bootstrap=Bootstrap(resamples=300, seed=3)).to_dict()
     assert run() == run()
+
+
+def test_examination_mass_sums_the_examination_of_each_impressions_position():
+    shown = pa.table({"item_id": ["a", "a", "b", "c"], "surface": ["feed", "feed", "feed", "search"],
+                      "position": [1, 4, 9, 2], "impressions": [2, 1, 3, 5]})
+    curves = {"feed": {1: 1.0, 4: 0.5, 8: 0.2}}
+    # a: 2 x 1 + 1 x 0.5; b: position 9 beyond the curve takes its smallest value; c: no curve for search, 1 each
+    assert examined(shown, curves) == {"a": 2.5, "b": pytest.approx(0.6), "c": 5.0}
+
+
+def test_on_the_support_each_model_ranks_only_the_items_its_tenant_showed():
+    vectors = np.array([[1, 0], [0.8, 0.6], [0, 1], [0.6, 0.8]], dtype=np.float32)
+    index = TenantIndex.build(vectors, ["a", "b", "c", "d"], ["t"] * 4, m=4, ef_construction=8, ef_search=8)
+    query = lambda users: np.array([[0, 1]] * len(users), dtype=np.float32)  # noqa: E731  (prefers c, d, b, a)
+    lists = on_support(models={"m": (query, index)}, shown={"t": ["a", "b", "d"]}, popularity={"a": 5, "b": 9},
+                       user_tenant={"u": "t"}, k=2)
+    assert lists == {"m": {"u": ["d", "b"]}, "popularity": {"u": ["b", "a"]}}
