@@ -41,7 +41,8 @@ def settings(store, embedded):
         "s3": embedded.s3.model_copy(update={"lake_bucket": lake, "models_bucket": models}),
         "simulate": embedded.simulate.model_copy(update={"users": 600, "items": 1200, "authors": 60}),
         "dataset": embedded.dataset.model_copy(update={"window_days": 4}),
-        "retrieval": embedded.retrieval.model_copy(update={"gate_min_vs_popularity": 0.0, "gate_min_users": 1})})
+        "retrieval": embedded.retrieval.model_copy(update={"gate_min_vs_popularity": 0.0, "gate_min_users": 1,
+                                                          "gate_on": "engaged"})})  # the wiring, not the metric
     sim = Simulator(settings, start=START, days=DAYS, events_per_day=12_000)
     by_day = defaultdict(list)
     for offset, record in enumerate(sim.records(SimulationReport(start=START, days=DAYS))):
