@@ -26,7 +26,7 @@ from feedloop.core.storage import ObjectStore
 from feedloop.promotion import retriever as gate
 from feedloop.promotion.registry import Registry, version_day
 from feedloop.retrieval import evaluate, examples, export, items
-from feedloop.retrieval.counterfactual import WeightedRecall, exposure_weights, on_support, weighted_recall
+from feedloop.retrieval.counterfactual import WeightedRecall, examined, exposure_weights, on_support, weighted_recall
 from feedloop.retrieval.index import TenantIndex
 from feedloop.retrieval.package import QueryEncoder, version_files
 from feedloop.retrieval.towers import Shape
@@ -70,8 +70,8 @@ def run_day(settings: Settings, *, day: date, store: ObjectStore | None = None, 
         return _resume(registry, done[-1], by=by)
     start = day - timedelta(days=settings.dataset.window_days - 1)
     positives, shown = examples.lake_window(settings, store, start=start, end=day, excluded=excluded)
-    holdout, holdout_shown = examples.lake_window(settings, store, start=day, end=day + timedelta(days=1),
-                                                  excluded=excluded)
+    holdout, _ = examples.lake_window(settings, store, start=day, end=day + timedelta(days=1), excluded=excluded)
+    shown, curves = examples.lake_exposure(settings, store, start=start, day=day, excluded=excluded)
     catalog = items.load(store, settings.s3.lake_bucket)
     model = train(positives, catalog, cfg, shown)
     index = TenantIndex.build(model.item_vectors(catalog.item_ids), catalog.item_ids, catalog.tenant_ids,
@@ -88,7 +88,7 @@ def run_day(settings: Settings, *, day: date, store: ObjectStore | None = None, 
                                k=max(cfg.recall_at))
     results = evaluate.scored(lists, train_positives=positives, holdout_positives=holdout, catalog=catalog,
                               ks=cfg.recall_at)
-    weighted = _weighted(settings, models, relevant, user_tenant, positives, holdout_shown, catalog)
+    weighted = _weighted(settings, models, relevant, user_tenant, positives, examined(shown, curves), catalog)
     by_name = {r.name: r for r in results}
     decision = gate.decide(by_name["candidate"], by_name["popularity"], by_name.get("live"), cfg, weighted=weighted)
     files = version_files(model, index)
@@ -125,22 +125,22 @@ def _resume(registry: Registry, version: str, *, by: str) -> RetrieverRun:
 
 
 def _weighted(settings: Settings, models: dict[str, tuple[evaluate.QueryVectors, TenantIndex]],
-              relevant: dict[str, set[str]], user_tenant: dict[str, str], positives: pa.Table, shown: pa.Table,
-              catalog: items.Catalog) -> WeightedRecall:
+              relevant: dict[str, set[str]], user_tenant: dict[str, str], positives: pa.Table,
+              exposure: dict[str, float], catalog: items.Catalog) -> WeightedRecall:
     """The gate's exposure-weighted recall: every model's and popularity's top k among the items each tenant showed
-    on the day (retrieval.counterfactual.on_support), paired against popularity and the live retriever."""
+    on the day (retrieval.counterfactual.on_support), engaged items weighted by the inverse of their examination
+    mass that day (`exposure`), paired against popularity and the live retriever."""
     cfg, promotion = settings.retrieval, settings.promotion
     item_tenant = dict(zip(catalog.item_ids.tolist(), catalog.tenant_ids.tolist()))
-    impressions = dict(zip(shown["item_id"].to_pylist(), shown["impressions"].to_pylist()))
     support: dict[str, list[str]] = {}
-    for item in impressions:
+    for item in exposure:
         if item in item_tenant:
             support.setdefault(item_tenant[item], []).append(item)
     lists = on_support(models=models, shown=support, popularity=Counter(positives["item_id"].to_pylist()),
                        user_tenant=user_tenant, k=max(cfg.recall_at))
     paired = [("candidate", rival) for rival in ("popularity", "live") if rival in lists]
     return weighted_recall(lists=lists, relevant=relevant,
-                           weights=exposure_weights(impressions, item_tenant, max_weight=cfg.max_ipw),
+                           weights=exposure_weights(exposure, item_tenant, max_weight=cfg.max_ipw),
                            ks=cfg.recall_at, paired=paired, max_weight=cfg.max_ipw,
                            bootstrap=Bootstrap(promotion.bootstrap_resamples, promotion.confidence,
                                                promotion.bootstrap_seed))
