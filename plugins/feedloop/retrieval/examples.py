@@ -78,17 +78,17 @@ def exposure(events, *, start: date, end: date, cutoff: datetime) -> tuple[pa.Ta
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("ev", events)
-        con.execute("""CREATE TEMP VIEW imp AS SELECT request_id, item_id, surface, position, explore FROM ev
+        imp = """imp AS (SELECT request_id, item_id, surface, position, explore FROM ev
             WHERE event_type = 'impression' AND ingest_ts < ? AND event_ts >= ? AND event_ts < ?
-              AND item_id IS NOT NULL AND position IS NOT NULL""", window)
-        by_position = con.execute("SELECT item_id, surface, position, count(*) AS impressions FROM imp "
-                                  "GROUP BY ALL ORDER BY ALL").fetch_arrow_table()
-        explored = con.execute("""
-            WITH clk AS (SELECT DISTINCT request_id, item_id FROM ev
+              AND item_id IS NOT NULL AND position IS NOT NULL)"""
+        by_position = con.execute(f"WITH {imp} SELECT item_id, surface, position, count(*) AS impressions FROM imp "
+                                  "GROUP BY ALL ORDER BY ALL", window).fetch_arrow_table()
+        explored = con.execute(f"""
+            WITH {imp}, clk AS (SELECT DISTINCT request_id, item_id FROM ev
                          WHERE event_type = 'click' AND ingest_ts < ? AND event_ts >= ? AND event_ts < ?)
             SELECT surface, position, count(*) AS impressions, count(clk.item_id) AS clicks
             FROM imp LEFT JOIN clk USING (request_id, item_id) WHERE coalesce(explore, false)
-            GROUP BY ALL ORDER BY ALL""", window).fetch_arrow_table()
+            GROUP BY ALL ORDER BY ALL""", window + window).fetch_arrow_table()
     finally:
         con.close()
     return by_position, explored
