@@ -12,8 +12,9 @@ engaged on it, recall@100 / @500 of two relevant sets:
   users take when the logged policy did not choose what they saw,
 and the cold recall: the engaged items with no positive in the training window; then the retriever gate's
 exposure-weighted recall (feedloop.retrieval.counterfactual) with paired intervals, by weighting (impressions or
-examination mass), lists (whole catalog or the items shown that day) and clip, to check it against the truth. Two models are trained: the
-configured one (retrieval.log_q) and the same with the other log-Q correction, to show what the choice costs.
+examination mass), lists (whole catalog or the items shown that day) and clip, to check it against the truth.
+Two models are trained: the configured one (retrieval.log_q) and the same with the other log-Q correction, to
+show what the choice costs.
 Prints a table and writes bench/results/retrieval.json (training time, peak RSS, load average included).
 """
 
