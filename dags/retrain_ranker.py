@@ -44,6 +44,14 @@ For logical date D (the day that just ended), in order:
    Airflow UI; Reject or no answer within `promotion.approval_timeout_minutes` skips the flip and
    records why (`ranker/runs/D/candidates/<version>/approval.json`). Skipped, with the reason, otherwise.
 
+7. **retriever** (beside build_dataset .. flip, after validate) — the two-tower retriever of D: trained on
+   `[D + 1 - window_days, D)` without the quarantined hours, evaluated on D beside popularity and the
+   retriever live at the end of D (exposure-weighted recall with paired bootstrap intervals), ONNX parity,
+   registered in `s3://<models>/retriever/versions/`, `retriever/live.json` flipped if its gate passed.
+   A re-run or retry for D reuses the version registered for D (no second registration, no second flip).
+   Its failure fails only this task (alerted); the ranker's promotion goes on. Skipped with
+   `retrieval.enabled: false`, in dry-run, and while there are too few days of data.
+
 `promotion_mode`: **gate** (the gate decides), **force** (live despite the gate, with
 `force_reason`, recorded in the pointer; never past a failed ONNX parity) or **dry-run** (every
 step runs, nothing is registered and `live.json` is untouched; the report is staged).
@@ -59,7 +67,7 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from feedloop.airflow import notifier
-from feedloop.airflow import promotion_tasks, training_tasks
+from feedloop.airflow import promotion_tasks, retriever_tasks, training_tasks
 from feedloop.airflow.approval import PromotionApproval
 from feedloop.core.config import load_settings
 from feedloop.airflow.params import retrain as retrain_params
@@ -133,10 +141,16 @@ def retrain_ranker():
     def flip(decision: dict, *, ds: str, run_id: str, params: dict) -> dict:
         return promotion_tasks.flip(ds=ds, decision=decision, run_id=run_id, params=params)
 
+    @task
+    def retriever(*, ds: str, run_id: str, params: dict) -> dict:
+        return retriever_tasks.retriever(ds=ds, run_id=run_id, params=params)
+
     decision = gate()
     checked, built = check_params(), build_dataset()
-    checked >> validate() >> built
-    checked >> embed_catalog() >> built
+    validated, embedded = checked >> validate(), checked >> embed_catalog()
+    [validated, embedded] >> built
+    # its own branch: a failed or held retriever alerts but blocks none of the ranker's steps
+    [validated, embedded] >> retriever()
     built >> publish_features()  # beside train: a held candidate or a failed flip does not stop it
     built >> train() >> evaluate() >> export() >> decision >> refit() >> register() >> approve >> flip(decision)
 

@@ -25,6 +25,7 @@ from feedloop.ops import simulate
 from feedloop.training import train
 from feedloop.ingest import sink
 from feedloop.promotion.registry import Registry
+from feedloop.core import layout
 from feedloop.core.storage import ObjectStore
 from tests.support.kafka_helpers import deadletters, lake_rows
 
@@ -114,6 +115,14 @@ def test_the_daily_dag_validates_every_day_and_flips_the_pointer_on_a_good_candi
     twin = registry.manifest(manifest["evaluated_twin"])
     assert twin is not None and twin["gate"]["promotable"] and metrics["version"] == twin["version"]
     assert manifest["refit"]["rows"] > twin["lineage"]["rows"]["train"] and manifest["parity"]["passed"]
+    # The retriever task beside them: a version of each trained day in its own registry, live iff its gate passed.
+    retrievers = Registry.from_settings(settings, layout.RETRIEVER)
+    by_day = {v[:10]: v for v in retrievers.versions()}
+    assert sorted(by_day) == days[2:], {d: log[d][-3000:] for d in days[2:]}
+    flipped = {entry["version"] for entry in retrievers.history()}
+    for version in by_day.values():
+        assert (version in flipped) == retrievers.manifest(version)["gate"]["promote"]
+    assert retrievers.manifest(by_day[days[2]])["gate"]["estimate"] == "exposure"
 
 
 def test_a_candidate_trained_on_shuffled_labels_is_held_and_the_pointer_stays(ran):

@@ -19,6 +19,7 @@ from feedloop.core import layout
 from feedloop.ops.simulate import SimulationReport, Simulator
 from feedloop.promotion.registry import Registry
 from feedloop.promotion.retriever_daily import run_day
+from feedloop.retrieval import examples
 
 pytestmark = pytest.mark.integration
 DAYS = 5
@@ -40,7 +41,8 @@ def settings(store, embedded):
         "s3": embedded.s3.model_copy(update={"lake_bucket": lake, "models_bucket": models}),
         "simulate": embedded.simulate.model_copy(update={"users": 600, "items": 1200, "authors": 60}),
         "dataset": embedded.dataset.model_copy(update={"window_days": 4}),
-        "retrieval": embedded.retrieval.model_copy(update={"gate_min_vs_popularity": 0.0, "gate_min_users": 1})})
+        "retrieval": embedded.retrieval.model_copy(update={"gate_min_vs_popularity": 0.0, "gate_min_users": 1,
+                                                          "gate_on": "engaged"})})  # the wiring, not the metric
     sim = Simulator(settings, start=START, days=DAYS, events_per_day=12_000)
     by_day = defaultdict(list)
     for offset, record in enumerate(sim.records(SimulationReport(start=START, days=DAYS))):
@@ -71,3 +73,20 @@ def test_the_first_day_goes_live_and_the_next_is_judged_beside_it(settings, stor
     assert {r["name"] for r in second.recall} == {"candidate", "live", "popularity"}
     assert registry.versions() == [first.version, second.version]
     assert registry.live().version == (second.version if second.decision.promote else first.version)
+
+    again = run_day(settings, day=first_day + timedelta(days=1), store=store)  # an Airflow retry or a re-run of D
+
+    assert again.resumed and again.version == second.version and again.decision == second.decision
+    assert again.pointer is None and registry.versions() == [first.version, second.version]
+    assert len(registry.history()) == (2 if second.decision.promote else 1)  # no second flip
+    assert second.weighted["models"].keys() == {"candidate", "live", "popularity"}
+    assert set(second.weighted["differences"]) == {"candidate-popularity", "candidate-live"}
+
+
+def test_quarantined_hours_are_left_out_of_the_examples(settings, store):
+    day = START + timedelta(days=1)
+    whole, _ = examples.lake_window(settings, store, start=START, end=day + timedelta(days=1))
+    kept, _ = examples.lake_window(settings, store, start=START, end=day + timedelta(days=1),
+                                   excluded={f"dt={START.isoformat()}/hour=00"})
+
+    assert set(kept["d"].to_pylist()) == {day} and whole.num_rows > kept.num_rows > 0

@@ -29,7 +29,7 @@ from tests.support import lakedata
 START, DAYS = date(2026, 10, 1), 21
 EVENTS_PER_DAY = 8_000
 SEED = 11
-SKIPPED_STEPS = "^(publish_features|export|gate|refit|register|approve|flip)$"  # covered by test_retrain_dag
+SKIPPED_STEPS = "^(publish_features|export|gate|refit|register|approve|flip|retriever)$"  # covered by test_retrain_dag
 
 
 def _rename_a_field(table: pa.Table) -> pa.Table:

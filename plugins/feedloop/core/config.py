@@ -305,6 +305,7 @@ class ServingSettings(_Section):
 class RetrievalSettings(_Section):
     """The two-tower retrieval model (feedloop.retrieval): towers, training, ANN index, evaluation."""
 
+    enabled: bool = True                            # the retrain DAG's retriever task runs (false: skipped)
     positive_events: tuple[str, ...] = ("click", "like", "share")  # what counts as a positive (user, item) pair
     min_user_positives: int = Field(20, ge=1)       # fewer in the window: the user shares the out-of-vocabulary row
     min_item_positives: int = Field(20, ge=1)       # the same for items (a cold item is reached by its features)
@@ -324,8 +325,10 @@ class RetrievalSettings(_Section):
     recall_at: tuple[int, ...] = Field((100, 500), min_length=1)
     parity_max_abs_diff: float = Field(1e-4, gt=0)  # ONNX towers vs the JAX forward, on L2-normalised vectors
     gate_k: int = Field(100, ge=1)                  # the recall@k the gate compares (one of recall_at)
-    gate_min_vs_popularity: float = Field(1.0, ge=0)  # candidate recall >= this x the popularity baseline's
-    gate_tolerance: float = Field(0.01, ge=0)       # and >= the live retriever's minus this (absolute)
+    gate_on: Literal["exposure", "engaged"] = "exposure"  # exposure-weighted recall on the shown items, or plain
+    max_ipw: float = Field(10.0, ge=1)              # exposure weights clipped here (as dataset.max_ipw)
+    gate_min_vs_popularity: float = Field(1.0, ge=0)  # gate_on engaged: recall >= this x the popularity baseline's
+    gate_tolerance: float = Field(0.01, ge=0)       # held when below the live one (and, exposure: popularity) by more
     gate_min_users: int = Field(50, ge=1)           # fewer holdout users with engagement: held (too little to judge)
 
 

@@ -14,17 +14,23 @@ from typing import Any, Callable
 from feedloop.core.config import load_settings
 from feedloop.ops.cli_output import EXIT_ERROR, EXIT_OK, EXIT_USAGE, emit, log
 
+KINDS = ("ranker", "retriever")  # feedloop.core.layout's model kinds, by name
+
 
 def add_model_parser(sub: Any) -> None:
     """Register the `model` command group on the top-level subparsers."""
-    model = sub.add_parser("model", help="registered ranker versions, the live pointer, rollback, canary")
+    model = sub.add_parser("model", help="registered ranker (and retriever) versions, the live pointer, rollback, "
+                                         "canary")
     actions = model.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="every registered version, oldest first; * marks the live one, "
-                                    "the canary column the canary's share of users")
+    listing = actions.add_parser("list", help="every registered version, oldest first; * marks the live one, "
+                                              "the canary column the canary's share of users")
     show = actions.add_parser("show", help="one version: metrics, gate decision, artifacts")
     show.add_argument("version")
-    actions.add_parser("history", help="every pointer flip: when, old -> new, who, why")
+    history = actions.add_parser("history", help="every pointer flip: when, old -> new, who, why")
     rb = actions.add_parser("rollback", help="point live.json back (compare-and-swap)")
+    for parser in (listing, history, rb):
+        parser.add_argument("--kind", choices=KINDS, default="ranker",
+                            help="which model's registry: the ranker (default) or the two-tower retriever")
     rb.add_argument("--to", help="target version (default: the previous live version)")
     rb.add_argument("--reason", help="why (recorded in the pointer and its history; required unless --dry-run)")
     rb.add_argument("--dry-run", action="store_true", help="print the pointer diff, change nothing")
@@ -54,10 +60,17 @@ def cmd_model(args: argparse.Namespace) -> int:
     from feedloop.promotion.pointer_plan import RegistryError  # lazy: a command loads only its own subsystem
     from feedloop.promotion.registry import Registry  # lazy: a command loads only its own subsystem
 
+    from feedloop.core import layout  # lazy: a command loads only its own subsystem
+
     settings = load_settings()
-    registry = Registry.from_settings(settings)
+    retriever = getattr(args, "kind", "ranker") == "retriever"
+    registry = Registry.from_settings(settings, layout.RETRIEVER if retriever else layout.RANKER)
     try:
-        if args.action == "list":
+        if args.action == "list" and retriever:
+            rows = _list_retrievers(registry)
+            emit(args, rows, lambda: _table(rows, ("live", "version", "held_out", "estimate", "recall",
+                                                   "popularity", "promoted")))
+        elif args.action == "list":
             rows = _list(registry)
             columns = ("live", "canary", "version", "registered_at", "auc", "ndcg@10", "promotable")
             emit(args, rows, lambda: _table([{**r, "canary": _pct(r["canary"])} for r in rows], columns))
@@ -76,7 +89,7 @@ def cmd_model(args: argparse.Namespace) -> int:
             if problems:
                 log(f"feedloop model {args.action}: " + "; ".join(problems) + "; nothing was changed")
                 return EXIT_USAGE
-            result, text = _change_pointer(args, settings)
+            result, text = _change_pointer(args, settings, registry)
             emit(args, result, text)
     except RegistryError as exc:
         log(f"feedloop: {exc}")
@@ -95,15 +108,16 @@ def _pointer_change_problems(args: argparse.Namespace) -> list[str]:
     return [f"{flags[field]}: {why}" for field, why in pointer_change_problems(to=to, reason=reason)]
 
 
-def _change_pointer(args: argparse.Namespace, settings: Any) -> tuple[dict[str, Any], Callable[[], str]]:
-    """rollback and the canary actions: the same pointer change as the DAGs and the Models page make."""
+def _change_pointer(args: argparse.Namespace, settings: Any, registry: Any) -> tuple[dict[str, Any], Callable[[], str]]:
+    """rollback and the canary actions: the same pointer change as the DAGs and the Models page make (a rollback
+    of the retriever too, in its own registry)."""
     from feedloop.promotion.pointer_change import change_pointer  # lazy: a command loads only its own subsystem
 
     to = args.to if args.action == "rollback" else getattr(args, "version", None)
     result = change_pointer(args.action, to=to, percent=getattr(args, "percent", None),
                             reason=(args.reason or "(dry run)").strip(),
                             by=f"cli {getpass.getuser()}@{socket.gethostname()}", dry_run=args.dry_run,
-                            settings=settings).summary()
+                            settings=settings, registry=registry).summary()
     text = _rollback_text if args.action == "rollback" else _canary_text
     return result, lambda: text(result)
 
@@ -118,6 +132,21 @@ def _list(registry) -> list[dict[str, Any]]:
                      "canary": canary["percent"] if canary.get("version") == version else None, "version": version,
                      "registered_at": manifest.get("registered_at"), "auc": manifest["metrics"].get("auc"),
                      "ndcg@10": manifest["metrics"].get("ndcg@10"), "promotable": manifest["gate"]["promotable"],
+                     "uri": registry.version_uri(version)})
+    return rows
+
+
+def _list_retrievers(registry) -> list[dict[str, Any]]:
+    """The retriever's versions with the recall@k its gate compared (exposure-weighted or plain)."""
+    live = registry.live()
+    rows = []
+    for version in registry.versions():
+        manifest = registry.manifest(version)
+        gate = manifest.get("gate") or {}
+        rows.append({"live": "*" if live and live.version == version else "", "version": version,
+                     "held_out": (manifest.get("window") or [None, None])[1],
+                     "estimate": f"{gate.get('estimate', 'engaged')}@{gate.get('k')}", "recall": gate.get("candidate"),
+                     "popularity": gate.get("popularity"), "promoted": gate.get("promote"),
                      "uri": registry.version_uri(version)})
     return rows
 

@@ -3,8 +3,10 @@
 Why its own gate: a retriever is judged by whether the items a user goes on to take are among the few hundred it
 returns (recall@k on the holdout day), not by how it orders them; the ranker's debiased NDCG does not apply.
 Why against popularity as well as the live retriever: the tenant's most engaged items are what retrieval
-without a model returns, so a model below them is not worth serving even with no champion to beat. Why the
-numbers are all kept: as with the ranker's gate, an operator must see every number behind a decision.
+without a model returns, so a model below them is not worth serving even with no champion to beat. Why
+exposure-weighted by default: plain recall of the engaged items rewards predicting what the logging policy
+showed (feedloop.retrieval.counterfactual; README, "Retrieval"). Why the numbers are all kept: as with the
+ranker's gate, an operator must see every number behind a decision.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Mapping
 from feedloop.core import layout
 from feedloop.core.config import RetrievalSettings
 from feedloop.promotion.registry import Registry
+from feedloop.retrieval.counterfactual import Estimate, WeightedRecall
 from feedloop.retrieval.evaluate import Recall
 
 
@@ -22,39 +25,73 @@ from feedloop.retrieval.evaluate import Recall
 class RetrieverDecision:
     promote: bool
     k: int
+    estimate: str  # "exposure" (exposure-weighted recall) or "engaged" (plain recall of the engaged items)
     candidate: float
     popularity: float
     champion: float | None
     users: int
     failed: tuple[str, ...]  # why it was held, one line per failed check (empty: promoted)
+    vs_popularity: Estimate | None = None  # paired bootstrap interval of candidate - popularity (exposure only)
+    vs_champion: Estimate | None = None    # and of candidate - live retriever
 
     @property
     def reason(self) -> str:
         vs = "" if self.champion is None else f", live {self.champion:.4f}"
-        head = f"recall@{self.k} {self.candidate:.4f} (popularity {self.popularity:.4f}{vs}; {self.users} users)"
+        if self.vs_champion is not None:
+            vs += f", difference [{self.vs_champion.low:+.4f}, {self.vs_champion.high:+.4f}]"
+        what = "exposure-weighted recall" if self.estimate == "exposure" else "recall"
+        head = f"{what}@{self.k} {self.candidate:.4f} (popularity {self.popularity:.4f}{vs}; {self.users} users)"
         return head if self.promote else f"{head}: held, {'; '.join(self.failed)}"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "failed": list(self.failed), "reason": self.reason}
 
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> RetrieverDecision:
+        """The decision a registered version's manifest recorded (a re-run of its day reads it back)."""
+        fields = {"estimate": "engaged", **{k: v for k, v in doc.items() if k != "reason"}}  # older: plain recall
+        for name in ("vs_popularity", "vs_champion"):
+            fields[name] = None if fields.get(name) is None else Estimate(**fields[name])
+        return cls(**{**fields, "failed": tuple(fields["failed"])})
 
-def decide(candidate: Recall, popularity: Recall, champion: Recall | None, cfg: RetrievalSettings
-           ) -> RetrieverDecision:
-    """Promote iff enough users were judged, recall@gate_k reaches gate_min_vs_popularity x popularity's, and
-    (with a live retriever) it is no more than gate_tolerance below the live one's on the same day."""
+
+def decide(candidate: Recall, popularity: Recall, champion: Recall | None, cfg: RetrievalSettings, *,
+           weighted: WeightedRecall | None = None) -> RetrieverDecision:
+    """Promote iff enough users were judged and recall@gate_k is not below popularity's nor (with a live retriever)
+    the live one's by more than gate_tolerance. With retrieval.gate_on: exposure, on the exposure-weighted recall,
+    where "below" means the paired bootstrap interval of the difference lies entirely under -gate_tolerance (the
+    ranker's rule: held only when clearly worse; the bench's ties are too close to call on point values). With
+    engaged, on plain recall by point values, popularity's scaled by gate_min_vs_popularity.
+    weighted: the exposure-weighted recall of "candidate", "popularity" and "live" with the differences
+    "candidate-popularity" and "candidate-live"; needed with gate_on: exposure."""
     k = cfg.gate_k
     if k not in candidate.at:
         raise ValueError(f"retrieval.gate_k={k} is not among the evaluated recall_at {sorted(candidate.at)}")
-    ours, popular = candidate.at[k], popularity.at[k]
-    live = None if champion is None else champion.at[k]
+    if cfg.gate_on == "exposure":
+        if weighted is None:
+            raise ValueError("retrieval.gate_on=exposure needs the exposure-weighted recall")
+        at = {name: by_k[k].value for name, by_k in weighted.at.items()}
+        vs_popularity = weighted.differences["candidate-popularity"][k]
+        vs_live = weighted.differences["candidate-live"][k] if champion is not None else None
+    else:
+        at = {"candidate": candidate.at[k], "popularity": popularity.at[k]}
+        at.update({} if champion is None else {"live": champion.at[k]})
+        vs_popularity = vs_live = None
+    ours, popular, live = at["candidate"], at["popularity"], at.get("live")
     failed = []
     if candidate.users < cfg.gate_min_users:
         failed.append(f"{candidate.users} users with engagement < gate_min_users {cfg.gate_min_users}")
-    if ours < cfg.gate_min_vs_popularity * popular:
+    if vs_popularity is not None and vs_popularity.high < -cfg.gate_tolerance:
+        failed.append(f"below popularity by more than {cfg.gate_tolerance} (interval [{vs_popularity.low:+.4f}, "
+                      f"{vs_popularity.high:+.4f}])")
+    elif vs_popularity is None and ours < cfg.gate_min_vs_popularity * popular:
         failed.append(f"below {cfg.gate_min_vs_popularity} x popularity ({cfg.gate_min_vs_popularity * popular:.4f})")
-    if live is not None and ours < live - cfg.gate_tolerance:
+    worse = (vs_live.high < -cfg.gate_tolerance) if vs_live is not None else \
+        (live is not None and ours < live - cfg.gate_tolerance)
+    if worse:
         failed.append(f"below the live retriever by more than {cfg.gate_tolerance}")
-    return RetrieverDecision(not failed, k, ours, popular, live, candidate.users, tuple(failed))
+    return RetrieverDecision(not failed, k, cfg.gate_on, ours, popular, live, candidate.users, tuple(failed),
+                             vs_popularity, vs_live)
 
 
 def register_and_flip(registry: Registry, *, version: str, files: Mapping[str, bytes], manifest: Mapping[str, Any],

@@ -92,14 +92,26 @@ def engaged(holdout_positives: pa.Table) -> tuple[dict[str, set[str]], dict[str,
     return relevant, user_tenant
 
 
+def retrieved(*, models: Mapping[str, tuple[QueryVectors, TenantIndex]], train_positives: pa.Table, catalog: Catalog,
+              user_tenant: Mapping[str, str], k: int) -> dict[str, Lists]:
+    """Each named model's and popularity's top k for every user."""
+    lists = {name: retrieve(vectors, index, user_tenant, k) for name, (vectors, index) in models.items()}
+    lists["popularity"] = popularity(train_positives, catalog, user_tenant, k)
+    return lists
+
+
+def scored(lists: Mapping[str, Lists], *, train_positives: pa.Table, holdout_positives: pa.Table, catalog: Catalog,
+           ks) -> list[Recall]:
+    """Recall of each model's lists on the holdout day's engaged items (cold: not engaged with in training)."""
+    relevant, user_tenant = engaged(holdout_positives)
+    cold = set(catalog.item_ids.tolist()) - set(train_positives["item_id"].to_pylist())
+    return [score(name, by_user, relevant, user_tenant, ks, cold) for name, by_user in lists.items()]
+
+
 def holdout(*, models: Mapping[str, tuple[QueryVectors, TenantIndex]], train_positives: pa.Table,
             holdout_positives: pa.Table, catalog: Catalog, ks) -> list[Recall]:
     """Recall of each named model and of popularity on the holdout day's engaged items."""
-    relevant, user_tenant = engaged(holdout_positives)
-    cold = set(catalog.item_ids.tolist()) - set(train_positives["item_id"].to_pylist())
-    k = max(ks)
-    results = [score(name, retrieve(vectors, index, user_tenant, k), relevant, user_tenant, ks, cold)
-               for name, (vectors, index) in models.items()]
-    results.append(score("popularity", popularity(train_positives, catalog, user_tenant, k), relevant, user_tenant,
-                         ks, cold))
-    return results
+    _, user_tenant = engaged(holdout_positives)
+    lists = retrieved(models=models, train_positives=train_positives, catalog=catalog, user_tenant=user_tenant,
+                      k=max(ks))
+    return scored(lists, train_positives=train_positives, holdout_positives=holdout_positives, catalog=catalog, ks=ks)

@@ -56,6 +56,11 @@ class TenantIndex:
         ids = self.item_ids[tenant]
         return [[ids[r] for r in row if r >= 0] for row in rows], scores
 
+    def vectors(self, tenant: str) -> np.ndarray:
+        """The tenant's item vectors in row order (an HNSW-Flat index keeps them exactly); [0, 0] if unknown."""
+        index = self.indexes.get(tenant)
+        return np.zeros((0, 0), np.float32) if index is None else index.reconstruct_n(0, index.ntotal)
+
     def to_files(self) -> dict[str, bytes]:
         """index/<tenant>.faiss per tenant and index/items.json (tenant -> item id of every row, ef_search)."""
         import faiss  # lazy: faiss loads only where an index is built or searched

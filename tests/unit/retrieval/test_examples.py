@@ -54,3 +54,26 @@ def test_a_later_cutoff_sees_the_late_arrival():
 def test_impressions_are_counted_per_item_inside_the_window():
     got = examples.impressions(EVENTS, start=date(2026, 11, 1), end=date(2026, 11, 3), cutoff=_ts(3, 0))
     assert got.to_pylist() == [{"item_id": "b", "impressions": 2}]
+
+
+def test_exposure_counts_impressions_by_position_and_clicks_on_the_exploration_lists_only():
+    from feedloop.contract.lake import LAKE_SCHEMA
+
+    t = _ts(1, 5)
+    base = {"tenant_id": "t", "user_id": "u", "author_id": "x", "surface": "feed", "device": "ios",
+            "schema_version": 1, "kafka_topic": "e", "kafka_partition": 0, "ingest_ts": t, "event_ts": t}
+    rows = [{**base, "event_id": "1", "request_id": "r", "item_id": "a", "position": 1, "event_type": "impression",
+             "explore": True},
+            {**base, "event_id": "2", "request_id": "r", "item_id": "b", "position": 2, "event_type": "impression",
+             "explore": True},
+            {**base, "event_id": "3", "request_id": "s", "item_id": "b", "position": 1, "event_type": "impression"},
+            {**base, "event_id": "4", "request_id": "r", "item_id": "a", "position": 1, "event_type": "click"},
+            {**base, "event_id": "5", "request_id": "s", "item_id": "b", "position": 1, "event_type": "click"}]
+    events = pa.Table.from_pylist([{**r, "kafka_offset": k} for k, r in enumerate(rows)], LAKE_SCHEMA)
+    shown, explored = examples.exposure(events, start=date(2026, 11, 1), end=date(2026, 11, 2), cutoff=_ts(2, 0))
+    assert shown.to_pylist() == [{"item_id": "a", "surface": "feed", "position": 1, "impressions": 1},
+                                 {"item_id": "b", "surface": "feed", "position": 1, "impressions": 1},
+                                 {"item_id": "b", "surface": "feed", "position": 2, "impressions": 1}]
+    # the click on the non-exploration list s does not count
+    assert explored.to_pylist() == [{"surface": "feed", "position": 1, "impressions": 1, "clicks": 1},
+                                    {"surface": "feed", "position": 2, "impressions": 1, "clicks": 0}]

@@ -30,17 +30,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from feedloop.airflow import assets
 from feedloop.core.config import Settings, load_settings
-from feedloop.core.layout import HourPartition
+from feedloop.core.layout import RETRIEVER, HourPartition
 from feedloop.quality import overview
 from feedloop.promotion.pointer_plan import RegistryError
 from feedloop.promotion.registry import Registry
 from feedloop.core.storage import ObjectStore
 from feedloop.core import names
 from feedloop.ops.ui import airflow_db, csrf, datadocs, headers
-from feedloop.ops.ui.models import PAGE_SIZE, Catalog, change_pointer
+from feedloop.ops.ui.models import PAGE_SIZE, Catalog, change_pointer, retriever_summary
 from feedloop.ops.ui.runs import RunModel, run_model
 
 CATALOG = Catalog()
+RETRIEVERS = Catalog(retriever_summary)
 DEFAULT_DAYS, MAX_DAYS = 7, 62
 # the lake's days come from epoch timestamps; the far bound keeps the window arithmetic off date.max
 FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2999, 12, 31)
@@ -143,7 +144,13 @@ def _models_page(request: Request, user: Any, *, changed: int | None = None, err
     live_version = pointer["version"] if pointer else None
     done = next((row for row in history if row["seq"] == changed), None) if changed else None
     unservable = {v for v in ids if (s := CATALOG.cached(registry, v)) is not None and not s.servable}
+    retrievers = Registry(_store(), _settings().s3.models_bucket, RETRIEVER)
+    retriever_live = retrievers.live()
+    retriever_ids = RETRIEVERS.version_ids(retrievers)
     return _render(request, "models.html", status_code=status_code, pointer=pointer,
+                   retriever_pointer=retriever_live.pointer if retriever_live else None,
+                   retriever_total=len(retriever_ids),
+                   retriever_versions=RETRIEVERS.versions(retrievers, retriever_ids[:size]),
                    canary=(pointer or {}).get("canary"), versions=versions, history=history,
                    total=len(ids), page=page, pages=max(1, -(-len(ids) // size)),
                    history_total=history_total, history_page=history_page,

@@ -58,11 +58,30 @@ class VersionSummary:
         return _delta(self.ndcg, self.champion_ndcg)
 
 
-class Catalog:
-    """Summaries of versions and history entries of one registry, read once each (they never change)."""
+@dataclass(frozen=True)
+class RetrieverSummary:
+    """One registered retriever version as the view's retriever table shows it (its gate's recall@k)."""
 
-    def __init__(self) -> None:
-        self._versions: dict[tuple[str, str], VersionSummary] = {}
+    version: str
+    window: tuple[str | None, str | None]           # training days [start, end); end is the held-out day
+    estimate: str                                   # the recall the gate compared: exposure-weighted or plain
+    k: int | None
+    recall: float | None
+    popularity: float | None
+    champion: str | None
+    champion_recall: float | None
+    promoted: bool
+    reason: str
+    servable: bool
+
+
+class Catalog:
+    """Summaries of versions and history entries of one registry, read once each (they never change).
+    summarize: a version's summary from its registry (the ranker's by default; retriever_summary for the other)."""
+
+    def __init__(self, summarize: Callable[[Registry, str], Any] | None = None) -> None:
+        self._summarize = summarize or _summary
+        self._versions: dict[tuple[str, str], Any] = {}
         self._history: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -73,7 +92,7 @@ class Catalog:
 
     def versions(self, registry: Registry, ids: list[str]) -> list[VersionSummary]:
         """The summaries of `ids` in that order; a version still being registered (no manifest) is left out."""
-        found = self._fill(self._versions, registry, ids, lambda v: _summary(registry, v))
+        found = self._fill(self._versions, registry, ids, lambda v: self._summarize(registry, v))
         return [found[v] for v in ids if v in found]
 
     def cached(self, registry: Registry, version: str) -> VersionSummary | None:
@@ -142,6 +161,20 @@ def _summary(registry: Registry, version: str) -> VersionSummary | None:
         champion_ndcg=(champion.get("overall") or {}).get("ndcg@10"),
         promotable=bool(gate.get("promotable")), gate_summary=gate.get("summary") or "",
         servable=bool((manifest.get("parity") or {}).get("passed")), code_version=manifest.get("code_version"))
+
+
+def retriever_summary(registry: Registry, version: str) -> RetrieverSummary | None:
+    """None while the version is still being registered (its manifest is written last)."""
+    manifest = registry.manifest(version)
+    if manifest is None:
+        return None
+    gate = manifest.get("gate") or {}
+    window = manifest.get("window") or [None, None]
+    return RetrieverSummary(
+        version=version, window=(window[0], window[1]), estimate=gate.get("estimate", "engaged"), k=gate.get("k"),
+        recall=gate.get("candidate"), popularity=gate.get("popularity"), champion=manifest.get("champion"),
+        champion_recall=gate.get("champion"), promoted=bool(gate.get("promote")), reason=gate.get("reason") or "",
+        servable=bool((manifest.get("parity") or {}).get("passed")))
 
 
 def _metrics(registry: Registry, version: str) -> dict[str, Any]:
