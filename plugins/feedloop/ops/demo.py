@@ -230,11 +230,13 @@ def run(settings: Settings, *, days: int | None = None, seed: int | None = None,
     for s in services:
         for key, value in s.details.items():
             echo(f"   {s.title:<22} {key:<10} {value}")
-    echo(f"   serving pods           {', '.join(pods.urls)}  (POST /rank, GET /version, /metrics)")
+    echo(f"   serving pods           {', '.join(pods.urls)}  (POST /rank, POST /recommend, GET /version, /metrics)")
     echo(f"   ground truth           {settings.state_path / 'ground_truth.json'}")
     echo(f"   validation reports     s3://{settings.s3.lake_bucket}/validation/dt=<day>/index.html")
     echo(f"   model versions         s3://{settings.s3.models_bucket}/ranker/versions/ (report.html each); "
          "`feedloop model list`")
+    echo(f"   retriever versions     s3://{settings.s3.models_bucket}/retriever/versions/; "
+         "`feedloop model list --kind retriever`")
     echo("   stop everything with   make down")
     return {**result, "table_json": str(table_path), "learning_curve": str(curve_path)}
 
