@@ -90,3 +90,17 @@ def test_quarantined_hours_are_left_out_of_the_examples(settings, store):
                                    excluded={f"dt={START.isoformat()}/hour=00"})
 
     assert set(kept["d"].to_pylist()) == {day} and whole.num_rows > kept.num_rows > 0
+
+
+def test_the_dag_task_skips_a_lake_with_no_catalog_naming_what_to_publish(settings, store, monkeypatch):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from feedloop.airflow import retriever_tasks
+
+    store.delete(settings.s3.lake_bucket, layout.CATALOG_ITEMS_KEY)
+    run = settings.model_copy(update={"retrain": settings.retrain.model_copy(update={"start_date": START})})
+    monkeypatch.setattr(retriever_tasks, "run_settings", lambda params: run)
+    with pytest.raises(AirflowSkipException, match=f"no item catalog at s3://{settings.s3.lake_bucket}/"):
+        retriever_tasks.retriever(ds=(START + timedelta(days=DAYS - 1)).isoformat(), run_id="manual__1",
+                                  params={"promotion_mode": "gate"})
+    assert not list(store.list_keys(settings.s3.models_bucket, "retriever/"))

@@ -17,6 +17,8 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowSkipException
 
 from feedloop.airflow.training_tasks import run_settings
+from feedloop.core.layout import CATALOG_ITEMS_KEY
+from feedloop.core.storage import ObjectStore
 from feedloop.features import dataset
 from feedloop.promotion.retriever_daily import run_day
 from feedloop.quality.window import quarantined_hours
@@ -36,6 +38,13 @@ def retriever(*, ds: str, run_id: str, params: dict[str, Any]) -> dict[str, Any]
         dataset.window(settings, day + timedelta(days=1))  # the ranker's rule for "enough days of data yet"
     except dataset.NotEnoughData as exc:
         raise AirflowSkipException(str(exc)) from exc
+    bucket = settings.s3.lake_bucket
+    if CATALOG_ITEMS_KEY not in ObjectStore.from_settings(settings).list_keys(bucket, CATALOG_ITEMS_KEY):
+        # A lake fed by producers that publish no catalog (a replayed dataset) still trains and serves the ranker;
+        # failing this task every day would mark every run failed for a retriever that cannot exist yet.
+        raise AirflowSkipException(f"no item catalog at s3://{bucket}/{CATALOG_ITEMS_KEY}: the retriever indexes "
+                                   "the catalog's items; publish one there (item_id, tenant_id, topic, author_id, "
+                                   "created_at, and title / description for content) to train it")
     start = day - timedelta(days=settings.dataset.window_days - 1)
     excluded = quarantined_hours(settings, start, day + timedelta(days=1))
     for part, why in excluded.items():
