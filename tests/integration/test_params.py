@@ -170,6 +170,7 @@ def test_a_dry_run_runs_every_step_and_registers_nothing(af, first_runs):
     api, run = af.api, first_runs.dry
     assert first_runs.states[run] == "success", _why(api, run)
     states = _task_states(api, run)
+    assert states.pop("retriever") == "skipped", states  # the retriever registers and flips: a dry run skips it
     assert states.pop("approve") == "skipped" and set(states.values()) == {"success"}, states
     registered = api.xcom(RETRAIN, run, "register")
     assert registered["registered"] is False and registered["dry_run"] is True

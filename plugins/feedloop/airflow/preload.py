@@ -23,7 +23,7 @@ from airflow.providers.slack.hooks import slack_webhook  # noqa: E402,F401  (ale
 from airflow.providers.smtp.hooks import smtp  # noqa: E402,F401
 
 from feedloop.airflow import (  # noqa: E402,F401  (what the DAG files import)
-    approval, assets, ingest_tasks, notifier, params, promotion_tasks, quality_tasks, training_tasks,
+    approval, assets, ingest_tasks, notifier, params, promotion_tasks, quality_tasks, retriever_tasks, training_tasks,
 )
 
 gc.freeze()
