@@ -8,30 +8,15 @@ the window's own users and items. The content input exists only when the catalog
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
 from feedloop.retrieval import towers
 from feedloop.retrieval.inputs import ItemInputs, QueryInputs
+from feedloop.training.export import Parity  # the ranker's: same fields, same rule, JSON-safe
 
 OPSET = 17  # ReduceL2 takes its axes as an attribute up to 17
 IR_VERSION = 8
 OUTPUT = "vector"
-
-
-@dataclass(frozen=True)
-class Parity:
-    max_abs_diff: float
-    rows: int
-    threshold: float
-
-    @property
-    def passed(self) -> bool:
-        return bool(np.isfinite(self.max_abs_diff)) and self.max_abs_diff <= self.threshold
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
 
 
 def query_model(params: dict[str, np.ndarray], shape: towers.Shape) -> bytes:

@@ -63,14 +63,20 @@ class RankRequest:
     author_ids: list[str | None]
 
 
-def parse(body: bytes, *, limits: RequestLimits, now_ms: int) -> RankRequest:
-    """The request, or RequestError naming every bad field and its rule (`now_ms`: the pod's clock)."""
+def json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or the 422 that says it is not one (every request route starts here)."""
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise RequestError(422, [error((), f"the body is not valid JSON ({exc})", "json_invalid")]) from None
     if not isinstance(obj, dict):
         raise RequestError(422, [error((), "expected a JSON object", "object_type")])
+    return obj
+
+
+def parse(body: bytes, *, limits: RequestLimits, now_ms: int) -> RankRequest:
+    """The request, or RequestError naming every bad field and its rule (`now_ms`: the pod's clock)."""
+    obj = json_object(body)
     errors: list[dict[str, Any]] = []
     ts_ms = shared_fields(obj, limits=limits, now_ms=now_ms, errors=errors)
     limit = obj.get("limit")

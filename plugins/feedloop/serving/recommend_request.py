@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from feedloop.serving.rank_request import MAX_ERRORS, RequestError, RequestLimits, error, shared_fields, show
+from feedloop.serving.rank_request import (
+    MAX_ERRORS, RequestError, RequestLimits, error, json_object, shared_fields, show,
+)
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,7 @@ class RecommendRequest:
 
 def parse(body: bytes, *, limits: RequestLimits, max_limit: int, now_ms: int) -> RecommendRequest:
     """The request, or RequestError naming every bad field (max_limit: serving.recommend_candidates)."""
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(422, [error((), f"the body is not valid JSON ({exc})", "json_invalid")]) from None
-    if not isinstance(obj, dict):
-        raise RequestError(422, [error((), "expected a JSON object", "object_type")])
+    obj = json_object(body)
     errors: list[dict[str, Any]] = []
     ts_ms = shared_fields(obj, limits=limits, now_ms=now_ms, errors=errors)
     limit = obj.get("limit")
