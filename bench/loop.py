@@ -217,7 +217,7 @@ def summarize(rows: list[dict], extra: dict) -> dict:
     clear = [a for a in audits if a["agreement"] in ("agree", "disagree")]
     served = [r["stats"] for r in rows if r["stats"]["lists"]]
     last = served[-LAST_DAYS:]
-    lists = sum(s["lists"] for s in last)
+    lists = sum(loop_table.judged(s) for s in last)
     effects = served_effects(rows)
     refits = extra.get("refits") or []
     ceiling = extra["ceiling"]

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from feedloop.contract import events, impression_lists
+from feedloop.serving.client import RankingClient
 from tests.integration.test_serving import _consume, _publish, _request, world  # noqa: F401 - world is a fixture
 from tests.support import retrieverdata, servingdata
 
@@ -37,10 +38,13 @@ def _retriever_live(url: str, version: str, timeout: float = 30) -> dict:
     raise AssertionError(f"retriever {version} not live after {timeout}s: {described}")
 
 
+def _body() -> dict:
+    return {"tenant_id": "acme", "user_id": "acme-u001", "surface": "feed", "device": "ios",
+            "ts": "2026-11-24T10:00:00.000Z", "limit": 10}
+
+
 def _recommend(url: str, **changes) -> httpx.Response:
-    body = {"tenant_id": "acme", "user_id": "acme-u001", "surface": "feed", "device": "ios",
-            "ts": "2026-11-24T10:00:00.000Z", "limit": 10, **changes}
-    return httpx.post(f"{url}/recommend", json=body, timeout=10)
+    return httpx.post(f"{url}/recommend", json={**_body(), **changes}, timeout=10)
 
 
 def test_recommend_retrieves_the_tenants_items_ranks_them_and_logs_both_versions(world):
@@ -53,6 +57,8 @@ def test_recommend_retrieves_the_tenants_items_ranks_them_and_logs_both_versions
 
     missing = _recommend(url)
     assert missing.status_code == 503 and "no retriever" in missing.json()["detail"]
+    client = RankingClient([url])  # what the simulator's /recommend arm uses: None -> it asks /rank instead
+    assert client.recommend({**_body(), "request_id": "rec-client-503"}) is None
     assert "retriever/live.json does not exist yet" in missing.json()["detail"]
     assert httpx.post(f"{url}/rank", json=_request()).status_code == 200
     ready = httpx.get(f"{url}/readyz").json()
@@ -74,16 +80,20 @@ def test_recommend_retrieves_the_tenants_items_ranks_them_and_logs_both_versions
         assert all(it["author_id"] is not None for it in body["items"])  # from the ranker's catalog
         served.append(body)
     assert _recommend(url, tenant_id="initech").status_code == 404
+    listed = client.recommend({**_body(), "request_id": "rec-client-200"})
+    assert (listed.model_version, listed.retriever_version, len(listed.item_ids)) == (ranker.version, good.version, 10)
+    assert client.recommend({**_body(), "tenant_id": "initech", "request_id": "rec-client-404"}) is None
+    client.close()
     bad_limit = _recommend(url, limit=10_000)
     assert bad_limit.status_code == 422 and bad_limit.json()["detail"][0]["loc"] == ["body", "limit"]
 
     version = httpx.get(f"{url}/version").json()
     assert version["live"]["version"] == ranker.version and version["retriever"]["live"]["version"] == good.version
 
-    records = [impression_lists.parse(r.value) for r in _consume(world.settings.kafka, world.topic, expect=4,
+    records = [impression_lists.parse(r.value) for r in _consume(world.settings.kafka, world.topic, expect=5,
                                                                  timeout=30)]
     recommended = {r["request_id"]: r for r in records if r.get("request_id", "").startswith("rec")}
-    assert set(recommended) == {"rec0", "rec1", "rec2"}
+    assert {"rec0", "rec1", "rec2"} <= set(recommended) <= {"rec0", "rec1", "rec2", "rec-client-200"}
     for body in served:
         record = recommended[body["request_id"]]
         assert record["retriever_version"] == good.version and record["model_version"] == ranker.version

@@ -65,6 +65,9 @@ def _status_text(result) -> str:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from feedloop.ops import simulate  # lazy: a command loads only its own subsystem
 
+    if args.recommend and not args.via_serving:
+        log("feedloop simulate: --recommend asks the serving pods for lists; give them with --via-serving URL[,URL...]")
+        return EXIT_USAGE
     settings = load_settings()
     if args.traffic:
         traffic = settings.simulate.model_copy(update={"traffic": args.traffic})
@@ -79,6 +82,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         ground_truth=args.ground_truth,
         serving_urls=args.via_serving,
+        recommend=args.recommend,
     )
     emit(args, report, lambda: (
         f"simulated {report.days} day(s) of {cfg.traffic} traffic from {report.start}: {report.events:,} events in "
@@ -219,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--via-serving", type=urls_arg, metavar="URL[,URL...]",
                      help="closed loop: feeds come from these serving pods (round-robin), which log the impressions; "
                           "the legacy policy while they have no model (503)")
+    sim.add_argument("--recommend", action="store_true",
+                     help="with --via-serving: simulate.recommend_share of the requests ask POST /recommend (the pods "
+                          "choose from the whole catalog), the rest POST /rank; the table judges both against each "
+                          "user's best items of the catalog")
     sim.set_defaults(func=cmd_simulate)
 
     ing = sub.add_parser("ingest", help="run the Kafka -> S3 sink once, replay a range, or reset a checkpoint")

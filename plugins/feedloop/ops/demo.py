@@ -135,6 +135,9 @@ def simulate_day(settings: Settings, sim: simulate.Simulator, client: RankingCli
     echo(f"   {stats.lists:,} feeds served ({served}); {report.pod_impressions:,} impressions logged by the pods, "
          f"{sent:,} events by the simulator, in {time.perf_counter() - t0:.1f}s; online CTR {stats.ctr:.3f}, "
          f"true NDCG@10 {stats.ndcg:.3f}")
+    for name, arm in sorted(stats.arms.items()):
+        echo(f"   {name} arm: {arm.lists:,} lists; against each user's best 10 items of the catalog: true NDCG@10 "
+             f"{arm.catalog_ndcg:.3f}, best-10 recall {arm.best_recall:.3f}")
     if dropped:
         echo(f"   WARNING: the pods dropped {dropped:,} impression events (see feedloop_impressions_dropped_total); "
              "their outcomes have no impression and validation will flag them")
@@ -176,13 +179,18 @@ def run(settings: Settings, *, days: int | None = None, seed: int | None = None,
     pods.start()
     echo(f"   {', '.join(pods.urls)}: serving {pods.versions()} (None: no model yet -> 503, legacy policy)")
     client = RankingClient(pods.urls)
+    share = settings.simulate.recommend_share  # the two-stage arm: pods choose from the whole catalog
     sim = simulate.Simulator(settings, start=start, days=days, events_per_day=settings.simulate.events_per_day,
-                             seed=state.seed, ranker=client.rank)
+                             seed=state.seed, ranker=client.rank, recommender=client.recommend if share else None,
+                             recommend_share=share)
     simulate.write_catalog(settings, sim)
     sim.world.save(settings.state_path / "ground_truth.json", start=start, ids=sim.ids)
     registry = Registry.from_settings(settings)
     echo(f"== 3. closed loop, {days} days from {start}, world seed {state.seed}: serve -> ingest -> retrain "
          "(validate, build, train, evaluate, export, gate, register, flip) -> pods load the new model")
+    if share:
+        echo(f"   {share:.0%} of the requests ask POST /recommend (retriever + ranker over the whole catalog) once a "
+             "retriever is live, the rest POST /rank over the feed service's candidates (simulate.recommend_share)")
     rows = []
     try:
         for d in range(days):

@@ -64,18 +64,22 @@ def table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The per-day lines, then what the columns mean."""
     width = max([len(", ".join(r["stats"]["by_version"])) for r in rows] + [12])
     cand_width = max([len(r["audit"]["candidate"]) for r in rows if r.get("audit")] + [9])
+    arms = any(r["stats"].get("arms") for r in rows)
     lines = [f"{'day':<10}  {'model live (serving)':<{width}}  {'feeds':>6}  {'CTR':>6}  {'NDCG@10':>7}  "
-             f"{'legacy*':>7}  {'candidate':<{cand_width}}  {'decision':<15}  {'GT cand':>7}  {'GT champ':>8}  "
+             f"{'legacy*':>7}  " + (f"{simulate.ARM_HEAD}  " if arms else "")
+             + f"{'candidate':<{cand_width}}  {'decision':<15}  {'GT cand':>7}  {'GT champ':>8}  "
              f"{'gate estimate [interval]':<24}  {'verdict':<12}  truth"]
     for r in rows:
         s, audit = r["stats"], r.get("audit") or {}
         estimate, verdict = gate_estimate(r["retrain"])
         lines.append(
             f"{r['day']:<10}  {', '.join(s['by_version']):<{width}}  {s['lists']:>6,}  {s['ctr']:>6.3f}  "
-            f"{s['ndcg']:>7.3f}  {s['legacy_ndcg']:>7.3f}  {audit.get('candidate', '-'):<{cand_width}}  "
+            f"{s['ndcg']:>7.3f}  {s['legacy_ndcg']:>7.3f}  "
+            + (f"{simulate.arm_columns(s.get('arms') or {})}  " if arms else "")
+            + f"{audit.get('candidate', '-'):<{cand_width}}  "
             f"{decision(r['retrain']):<15}  {num(audit.get('candidate_ndcg')):>7}  "
             f"{num(audit.get('champion_ndcg')):>8}  {estimate:<24}  {verdict:<12}  {audit.get('agreement') or NA}")
-    lines += [
+    lines += ([simulate.ARM_NOTE] if arms else []) + [
         "CTR = clicks / impressions shown; NDCG@10 = ground truth (hidden utility) of what was served, over the best "
         "10 of each request's candidate pool; legacy* = the legacy policy's on the same requests",
         "GT cand / GT champ = ground-truth NDCG@10 of the top 10 the day's candidate / its champion picks from each "
@@ -95,7 +99,7 @@ def summary(rows: Sequence[Mapping[str, Any]]) -> str:
                 "no comparison (a model goes live after dataset.min_window_days days)")
 
     def pooled(days: list[Mapping[str, Any]]) -> tuple[float, float, float]:
-        lists, imps = sum(s["lists"] for s in days), sum(s["impressions"] for s in days)
+        lists, imps = sum(judged(s) for s in days), sum(s["impressions"] for s in days)
         return (sum(s["clicks"] for s in days) / imps, sum(s["ndcg_sum"] for s in days) / lists,
                 sum(s["legacy_ndcg_sum"] for s in days) / lists)
 
@@ -124,3 +128,8 @@ def curve_days(rows: Sequence[Mapping[str, Any]]) -> list[CurveDay]:
 
 def num(value: float | None) -> str:
     return NA if value is None else f"{value:.3f}"
+
+
+def judged(stats: Mapping[str, Any]) -> int:
+    """The day's lists judged in their candidate pools (all of them, unless /recommend served some)."""
+    return stats.get("judged", stats["lists"])

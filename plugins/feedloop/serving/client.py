@@ -1,4 +1,4 @@
-"""The ranking pods as a client sees them: POST /rank round-robin over the pods, and the impression drain.
+"""The ranking pods as a client sees them: POST /rank and /recommend round-robin over the pods, the impression drain.
 
 Why a client module: the closed-loop simulator (and anything else that asks the pods for feeds)
 must treat the pods as a black box behind HTTP, exactly like a feed service would: it learns the
@@ -27,6 +27,7 @@ class Ranked:
     item_ids: list[str]
     model_version: str
     explore: bool
+    retriever_version: str | None = None  # set on a /recommend list: the retriever that chose the candidates
 
 
 class RankingClient:
@@ -41,20 +42,35 @@ class RankingClient:
 
     def rank(self, body: dict[str, Any]) -> Ranked | None:
         """The pod's order for a POST /rank body; None when the pod has no model yet (503)."""
-        i = self._next
-        self._next = (i + 1) % len(self.urls)
-        url = self.urls[i]
-        try:
-            resp = self._http[i].post("/rank", content=orjson.dumps(body),
-                                      headers={"content-type": "application/json"})
-        except httpx.HTTPError as exc:
-            raise RankingError(f"serving pod {url}: {type(exc).__name__}: {exc}; is it running "
-                               "(`feedloop serve`, or the URL in --via-serving)?") from None
+        url, resp = self._post("/rank", body)
         if resp.status_code == 503:
             return None
         if resp.status_code != 200:
             raise RankingError(f"serving pod {url} answered POST /rank with {resp.status_code}: {resp.text[:300]}")
         return _ranked(url, orjson.loads(resp.content), body)
+
+    def recommend(self, body: dict[str, Any]) -> Ranked | None:
+        """The pod's list for a POST /recommend body (candidates from the whole catalog); None when the pod
+        cannot recommend for it yet: no ranker or retriever live (503), or no retriever items of the tenant (404
+        naming tenant_id). The caller shows its own candidates to /rank instead, as a feed service would."""
+        url, resp = self._post("/recommend", body)
+        if resp.status_code == 503 or (resp.status_code == 404 and "tenant_id" in resp.text):
+            return None
+        if resp.status_code != 200:
+            raise RankingError(f"serving pod {url} answered POST /recommend with {resp.status_code}: "
+                               f"{resp.text[:300]}")
+        return _recommended(url, orjson.loads(resp.content), body)
+
+    def _post(self, path: str, body: dict[str, Any]) -> tuple[str, httpx.Response]:
+        i = self._next
+        self._next = (i + 1) % len(self.urls)
+        url = self.urls[i]
+        try:
+            return url, self._http[i].post(path, content=orjson.dumps(body),
+                                           headers={"content-type": "application/json"})
+        except httpx.HTTPError as exc:
+            raise RankingError(f"serving pod {url}: {type(exc).__name__}: {exc}; is it running "
+                               "(`feedloop serve`, or the URL in --via-serving)?") from None
 
     def drain(self, *, timeout: float = 120.0) -> None:
         """Wait until every pod has handed its buffered impressions to Kafka.
@@ -84,23 +100,41 @@ class RankingClient:
 
 def _ranked(url: str, obj: Any, body: dict[str, Any]) -> Ranked:
     """Check the response against the request: a pod may only reorder (and cut) the candidates."""
+    ids, version, explore = _listed(url, obj, "/rank")
+    asked = {c["item_id"] for c in body["candidates"]}
+    limit = min(body.get("limit") or len(asked), len(asked))
+    if not set(ids) <= asked or len(ids) != limit:
+        raise RankingError(f"serving pod {url}: the /rank response is not an ordering of the top {limit} of the "
+                           f"{len(asked)} candidates sent (request {body.get('request_id')})")
+    return Ranked(ids, version, explore)
+
+
+def _recommended(url: str, obj: Any, body: dict[str, Any]) -> Ranked:
+    """Check a /recommend response: at most `limit` distinct items in positions 1..n, both versions named."""
+    ids, version, explore = _listed(url, obj, "/recommend")
+    retriever = obj.get("retriever_version")
+    if not ids or len(ids) > body["limit"] or not isinstance(retriever, str) or not retriever:
+        raise RankingError(f"serving pod {url}: the /recommend response for request {body.get('request_id')} "
+                           f"lists {len(ids)} items (limit {body['limit']}) with retriever_version {retriever!r}")
+    return Ranked(ids, version, explore, retriever)
+
+
+def _listed(url: str, obj: Any, path: str) -> tuple[list[str], str, bool]:
+    """The item ids, model version and explore flag of a list response, checked for shape."""
     try:
         items = obj["items"]
         ids = [it["item_id"] for it in items]
         positions = [it["position"] for it in items]
         version, explore = obj["model_version"], obj["explore"]
     except (KeyError, TypeError) as exc:
-        raise RankingError(f"serving pod {url}: a /rank response without {exc}: {str(obj)[:300]}") from None
-    asked = {c["item_id"] for c in body["candidates"]}
-    limit = min(body.get("limit") or len(asked), len(asked))
-    if positions != list(range(1, len(ids) + 1)) or len(set(ids)) != len(ids) or not set(ids) <= asked \
-            or len(ids) != limit:
-        raise RankingError(f"serving pod {url}: the /rank response is not an ordering of the top {limit} of the "
-                           f"{len(asked)} candidates sent (request {body.get('request_id')})")
+        raise RankingError(f"serving pod {url}: a {path} response without {exc}: {str(obj)[:300]}") from None
+    if positions != list(range(1, len(ids) + 1)) or len(set(ids)) != len(ids):
+        raise RankingError(f"serving pod {url}: the {path} response's positions are not 1..{len(ids)} over "
+                           "distinct items")
     if not isinstance(version, str) or not version or not isinstance(explore, bool):
-        raise RankingError(f"serving pod {url}: bad model_version / explore in the /rank response: "
+        raise RankingError(f"serving pod {url}: bad model_version / explore in the {path} response: "
                            f"{version!r}, {explore!r}")
-    return Ranked(ids, version, explore)
+    return ids, version, explore
 
 
 def _get_json(url: str, http: httpx.Client, path: str) -> dict[str, Any]:

@@ -53,17 +53,23 @@ def write_catalog(settings: Settings, sim: Simulator) -> str:
 
 def run(settings: Settings, *, start: date, days: int, events_per_day: int, seed: int | None = None,
         ground_truth: Path | None = None, progress: bool | None = None,
-        serving_urls: list[str] | None = None) -> SimulationReport:
+        serving_urls: list[str] | None = None, recommend: bool = False) -> SimulationReport:
     """Simulate `days` days from `start` and produce every event to Kafka.
 
     With `serving_urls` the users' feeds come from those pods (round-robin; the legacy policy while
-    they have no model) and the pods log the impressions they served.
+    they have no model) and the pods log the impressions they served. With `recommend` too, a
+    simulate.recommend_share of the requests ask the pods' POST /recommend (the whole catalog).
     """
     from tqdm import tqdm
 
+    if recommend and not (serving_urls and settings.simulate.recommend_share > 0):
+        raise ValueError("--recommend asks the serving pods for lists: give them with --via-serving URL[,URL...], "
+                         f"and a simulate.recommend_share above 0 (it is {settings.simulate.recommend_share})")
     client = RankingClient(serving_urls) if serving_urls else None
     sim = Simulator(settings, start=start, days=days, events_per_day=events_per_day, seed=seed,
-                    ranker=client.rank if client else None)
+                    ranker=client.rank if client else None,
+                    recommender=client.recommend if client and recommend else None,
+                    recommend_share=settings.simulate.recommend_share)
     report = SimulationReport(start=start, days=days)
     write_catalog(settings, sim)
     if ground_truth is not None:

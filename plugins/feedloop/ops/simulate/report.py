@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import date
+from typing import Any
+
+from feedloop.ops.simulate.arms import POOL, RECOMMEND, ArmStats
 
 LEGACY = "legacy"  # what the report calls the logged (pre-model) policy
 
@@ -17,22 +21,32 @@ class DayStats:
     by_version: dict[str, int] = field(default_factory=dict)  # lists per model version, "legacy" for the logged policy
     impressions: int = 0
     clicks: int = 0
-    ndcg_sum: float = 0.0                            # ground-truth NDCG@10 of what was shown, summed over lists
+    judged: int = 0                                  # lists chosen from the request's candidate pool (not /recommend)
+    ndcg_sum: float = 0.0                            # ground-truth NDCG@10 in its pool, summed over the judged lists
     legacy_ndcg_sum: float = 0.0                     # ... of what the legacy policy would have shown, same requests
     ctr: float = 0.0                                 # online CTR: clicks / impressions shown
-    ndcg: float = 0.0                                # mean ground-truth NDCG@10 of what was shown
+    ndcg: float = 0.0                                # mean ground-truth NDCG@10 of the judged lists in their pools
     legacy_ndcg: float = 0.0                         # mean NDCG@10 the legacy policy gets on the same requests
+    arms: dict[str, ArmStats] = field(default_factory=dict)  # with --recommend: each arm against the catalog
 
-    def add(self, *, version: str, impressions: int, clicks: int, ndcg: float, legacy_ndcg: float) -> None:
+    def add(self, *, version: str, impressions: int, clicks: int, ndcg: float | None,
+            legacy_ndcg: float | None) -> None:
+        """One list; ndcg None for a /recommend list, which had no pool (its arm judges it on the catalog)."""
         self.lists += 1
         self.by_version[version] = self.by_version.get(version, 0) + 1
         self.impressions += impressions
         self.clicks += clicks
+        self.ctr = self.clicks / self.impressions if self.impressions else 0.0
+        if ndcg is None or legacy_ndcg is None:
+            return
+        self.judged += 1
         self.ndcg_sum += ndcg
         self.legacy_ndcg_sum += legacy_ndcg
-        self.ctr = self.clicks / self.impressions if self.impressions else 0.0
-        self.ndcg = self.ndcg_sum / self.lists
-        self.legacy_ndcg = self.legacy_ndcg_sum / self.lists
+        self.ndcg = self.ndcg_sum / self.judged
+        self.legacy_ndcg = self.legacy_ndcg_sum / self.judged
+
+    def arm(self, name: str) -> ArmStats:
+        return self.arms.setdefault(name, ArmStats())
 
 
 @dataclass
@@ -58,9 +72,31 @@ class SimulationReport:
 
 
 def day_table(stats: list[DayStats]) -> list[str]:
-    """The per-day lines: who served, online CTR, ground-truth NDCG@10 served vs the legacy policy's."""
-    lines = [f"{'day':<10}  {'lists':>6}  {'CTR':>6}  {'NDCG@10':>7}  {'legacy':>7}  served by"]
+    """The per-day lines: who served, online CTR, ground-truth NDCG@10 served vs the legacy policy's (in the
+    requests' pools); with --recommend, each arm against the users' best items of the catalog."""
+    arms = any(s.arms for s in stats)
+    head = f"{'day':<10}  {'lists':>6}  {'CTR':>6}  {'NDCG@10':>7}  {'legacy':>7}" + (f"  {ARM_HEAD}" if arms else "")
+    lines = [head + "  served by"]
     for s in stats:
         served = ", ".join(f"{v} {n:,}" for v, n in sorted(s.by_version.items()))
-        lines.append(f"{s.day:<10}  {s.lists:>6,}  {s.ctr:>6.3f}  {s.ndcg:>7.3f}  {s.legacy_ndcg:>7.3f}  {served}")
-    return lines
+        line = f"{s.day:<10}  {s.lists:>6,}  {s.ctr:>6.3f}  {s.ndcg:>7.3f}  {s.legacy_ndcg:>7.3f}"
+        if arms:
+            line += "  " + arm_columns({name: asdict(a) for name, a in s.arms.items()})
+        lines.append(f"{line}  {served}")
+    return lines + ([ARM_NOTE] if arms else [])
+
+
+ARM_HEAD = f"{'recommend lists':>15}  {'catalog NDCG@10':>15}  {'best-10 recall':>14}"
+ARM_NOTE = ("catalog NDCG@10 / best-10 recall: /recommend vs the pool arm (/rank over the feed service's candidates, "
+            "or legacy), each list judged against the user's truly best 10 items of the tenant's catalog")
+
+
+def arm_columns(arms: Mapping[str, Mapping[str, Any]]) -> str:
+    """The /recommend lists, then '/recommend vs pool' for the catalog NDCG@10 and the best-10 recall (ArmStats
+    fields, as dicts: the demo keeps its days as JSON)."""
+    rec, pool = arms.get(RECOMMEND), arms.get(POOL)
+
+    def pair(name: str) -> str:
+        return " vs ".join(f"{a[name]:.3f}" if a and a["lists"] else "-" for a in (rec, pool))
+
+    return f"{rec['lists'] if rec else 0:>15,}  {pair('catalog_ndcg'):>15}  {pair('best_recall'):>14}"

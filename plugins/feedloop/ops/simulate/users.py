@@ -16,18 +16,20 @@ import numpy as np
 
 from feedloop.contract.events import SCHEMA_VERSION, format_ts, to_json
 from feedloop.core.config import Settings
+from feedloop.ops.simulate.arms import POOL, RECOMMEND, takes_recommend
 from feedloop.ops.simulate.pools import DayPools
 from feedloop.ops.simulate.report import LEGACY, SimulationReport
 from feedloop.ops.simulate.traffic import LATE_MAX_HOURS, DayTraffic, bursty_day, steady_day
 from feedloop.ops.simulate.world import Ids, World, ndcg_at_k, sigmoid, true_gain
-from feedloop.serving.client import Ranked
+from feedloop.serving.client import Ranked, RankingError
 
 SURFACE_SHARE = {"feed": 0.6, "search": 0.15, "related": 0.15, "notifications": 0.1}
 DEVICE_SHARE = {"ios": 0.4, "android": 0.4, "web": 0.2}
 # Examination probability at position p is (1/p) ** eta[surface]: search users scan less deeply.
 POSITION_BIAS_ETA = {"feed": 0.8, "search": 1.1, "related": 0.9, "notifications": 0.6}
 OUTCOMES_PER_IMPRESSION = 0.3  # rough, used only to size the number of requests per day
-# A ranker answers a POST /rank body with the order shown, or None (no model yet: the legacy policy shows it).
+# A ranker answers a POST /rank body with the order shown, or None (no model yet: the legacy policy shows it);
+# a recommender a POST /recommend body, or None (nothing to recommend with yet: the request goes to the ranker).
 Ranker = Callable[[dict], Ranked | None]
 
 
@@ -66,10 +68,15 @@ class Simulator:
     With a `ranker` (the serving pods), each request's candidates are ranked by it and the simulated
     users respond to that order; its impressions are the ranker's to log, so only the outcomes are
     produced here. While it has no model (None), the legacy policy ranks and its impressions are produced.
+    With a `recommender` too, a `recommend_share` of the requests (by request id) ask it for a list from the
+    whole catalog instead, falling back to the ranker when it answers None; every list is then also judged
+    against the catalog, per arm (arms.py).
     """
 
     def __init__(self, settings: Settings, *, start: date, days: int, events_per_day: int, seed: int | None = None,
-                 ranker: Ranker | None = None):
+                 ranker: Ranker | None = None, recommender: Ranker | None = None, recommend_share: float = 0.0):
+        if recommender is not None and not 0 < recommend_share <= 1:
+            raise ValueError(f"recommend_share must be in (0, 1] with a recommender, not {recommend_share}")
         cfg = settings.simulate if seed is None else settings.simulate.model_copy(update={"seed": seed})
         self.cfg = cfg
         self.start = start
@@ -84,6 +91,8 @@ class Simulator:
         self._items_by_tenant = [np.flatnonzero(self.world.item_tenant == t) for t in range(len(self.world.tenants))]
         self._activity = self.world.user_activity / self.world.user_activity.sum()
         self.ranker = ranker
+        self.recommender = recommender
+        self.recommend_share = recommend_share
         self._late_max_hours = LATE_MAX_HOURS[cfg.traffic]
         self._arrivals = ArrivalQueue()
         self.pools: dict[str, DayPools] = {}  # day -> every request's candidate pool (the ground-truth audit's input)
@@ -161,7 +170,8 @@ class Simulator:
             ts = day_start + timedelta(seconds=float(seconds[r]))
             pools.add(request_id=request_id, user=u, surface=surface, device=base["device"], ts=ts.timestamp(),
                       pool=cand)
-            ranked = self._rank(base, ts, cand, k)
+            recommended = self._recommend(base, ts, k)
+            ranked = recommended or self._rank(base, ts, cand, k)
             shown, version, shuffled = (legacy, None, bool(explore[r])) if ranked is None else ranked
             report.exploration_requests += shuffled
             k = len(shown)
@@ -171,8 +181,12 @@ class Simulator:
             p_click = examination(surface, positions) * gains * traffic.click_factor  # above 1: a sure click
             clicks = rng.random(k) < p_click
             pool_gains = true_gain(w, u, cand)
+            judged = recommended is None  # a /recommend list had no pool: its arm judges it on the catalog
             stats.add(version=version or LEGACY, impressions=k, clicks=int(clicks.sum()),
-                      ndcg=ndcg_at_k(gains, pool_gains), legacy_ndcg=ndcg_at_k(true_gain(w, u, legacy), pool_gains))
+                      ndcg=ndcg_at_k(gains, pool_gains) if judged else None,
+                      legacy_ndcg=ndcg_at_k(true_gain(w, u, legacy), pool_gains) if judged else None)
+            if self.recommender is not None:
+                stats.arm(POOL if judged else RECOMMEND).add(shown, gains, pool, true_gain(w, u, pool))
             for j, item in enumerate(shown):
                 item_base = {**base, "item_id": self.ids.item(int(item)),
                              "author_id": self.ids.author(int(w.item_author[item])), "position": j + 1}
@@ -211,6 +225,24 @@ class Simulator:
         if ranked is None:
             return None
         return np.array([ids.item_index[i] for i in ranked.item_ids]), ranked.model_version, ranked.explore
+
+    def _recommend(self, base: dict, ts: datetime, k: int) -> tuple[np.ndarray, str, bool] | None:
+        """Ask the recommender for k items of the whole catalog, if the request is in its arm: (items shown,
+        model version, explore), or None (not in the arm, or it has nothing to recommend with yet)."""
+        if self.recommender is None or not takes_recommend(base["request_id"], self.recommend_share):
+            return None
+        body = {key: base[key] for key in ("tenant_id", "user_id", "surface", "device", "request_id")}
+        if base["query"] is not None:
+            body["query"] = base["query"]
+        listed = self.recommender({**body, "ts": format_ts(ts), "limit": k})
+        if listed is None:
+            return None
+        index, tenant = self.ids.item_index, self.world.user_tenant[self.ids.user_index[base["user_id"]]]
+        unknown = [i for i in listed.item_ids if i not in index or self.world.item_tenant[index[i]] != tenant]
+        if unknown:
+            raise RankingError(f"/recommend for {base['user_id']} (request {base['request_id']}) listed items "
+                               f"that are not in the tenant's catalog: {unknown[:5]}")
+        return np.array([index[i] for i in listed.item_ids]), listed.model_version, listed.explore
 
     def _record(self, report: SimulationReport, item_base: dict, event_type: str, ts: datetime, n: int,
                 dwell_ms: int | None = None) -> Record:
