@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from feedloop.core.config import Settings, load_settings
 from feedloop.features.snapshots import PREFIX as FEATURES_PREFIX
 from feedloop.features.snapshots import SNAPSHOTS
-from feedloop.core.layout import RANKER_PREFIX as PREFIX, RANKER_VERSIONS_PREFIX as VERSIONS
+from feedloop.core.layout import RANKER_PREFIX as PREFIX, RANKER_VERSIONS_PREFIX as VERSIONS, RETRIEVER
 from feedloop.serving import metrics, ranking, recommend_request
 from feedloop.serving.impressions import ImpressionLog
 from feedloop.serving.model import Root
@@ -54,7 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                cfg=cfg)
     watcher = Watcher(store=store, bucket=bucket, key=f"{PREFIX}live.json", versions=versions, cfg=cfg,
                       cache=LocalCache(cache_dir, versions, keep=cfg.cache_keep_versions), features=followed)
-    retrievers = RetrieverWatcher(store=store, bucket=bucket, cfg=cfg)
+    retrievers = RetrieverWatcher(store=store, bucket=bucket, cfg=cfg, cache=LocalCache(
+        cache_dir / "retriever", Root(bucket, RETRIEVER.versions_prefix), keep=cfg.cache_keep_versions))
     impressions = ImpressionLog(settings.kafka, cfg) if cfg.log_impressions else None
     limits = RequestLimits.from_settings(cfg)
 

@@ -1,4 +1,4 @@
-"""A pod's local copy of every version it verified, and which one is live (last_good.json)."""
+"""A pod's local copy of every version it verified, and which one is live (last_good.json): one per model kind."""
 
 from __future__ import annotations
 
@@ -9,16 +9,18 @@ from pathlib import Path
 
 import orjson
 
-from feedloop.serving.model import ARTIFACTS, FOLDER_NAME, MANIFEST, Root, SwapRefused, Target, first_line
+from feedloop.serving.model import FOLDER_NAME, MANIFEST, Root, SwapRefused, Target, first_line
 
 log = logging.getLogger("feedloop.serving")
+LISTING = "cached_files.json"  # written last into a version's folder: the names saved, so a half-saved copy is none
 
 
 class LocalCache:
     """The live model's files on local disk: a cold start with S3 down can still serve what was live.
 
-    Every verified version's files go in a folder of its own (save); last_good.json names the live
-    one and is rewritten after every swap (mark_live), so it never names a model that was rolled back.
+    Every verified version's files go in a folder of its own (save), then the list of their names;
+    last_good.json names the live one and is rewritten after every swap (mark_live), so it never
+    names a model that was rolled back. The ranker and the retriever each have a cache of their own.
     A name read back is checked like a pointer's, and every path must resolve inside the cache.
     After each swap only the `keep` most recently saved versions and the live one stay: a pod that
     swaps daily for a year would otherwise fill its disk with 365 models. Recency, not "not live",
@@ -32,11 +34,13 @@ class LocalCache:
     def save(self, target: Target, manifest_body: bytes, files: dict[str, bytes]) -> None:
         for name, body in {MANIFEST: manifest_body, **files}.items():
             _write_atomic(self._path(target.version, name), body)
+        _write_atomic(self._path(target.version, LISTING), orjson.dumps(sorted(files)))
 
     def mark_live(self, target: Target | None) -> None:
-        """last_good.json names `target`, if its files are here; else it is removed (naming nothing beats a stale model)."""
+        """last_good.json names `target`, if its files are here; else it is removed (naming nothing beats a stale
+        model)."""
         pointer = self.root / "last_good.json"
-        if target is not None and all(self._path(target.version, n).is_file() for n in (MANIFEST, *ARTIFACTS)):
+        if target is not None and self._complete(target.version):
             _write_atomic(pointer, orjson.dumps(target.__dict__))
             self._prune(live=target.version)
             return
@@ -49,11 +53,24 @@ class LocalCache:
             target = Target.parse(orjson.loads((self.root / "last_good.json").read_bytes()), "last_good.json",
                                   self.versions)
             manifest_body = self._path(target.version, MANIFEST).read_bytes()
-            files = {name: self._path(target.version, name).read_bytes() for name in ARTIFACTS}
-        except (OSError, ValueError, SwapRefused) as exc:
+            files = {name: self._path(target.version, name).read_bytes() for name in self._listing(target.version)}
+        except (OSError, ValueError, TypeError, SwapRefused) as exc:
             log.warning("no usable last-known-good copy in %s (%s)", self.root, first_line(exc))
             return None
         return target, manifest_body, files
+
+    def _listing(self, version: str) -> list[str]:
+        """The file names saved for `version` (OSError before its listing was written; ValueError if it is bad)."""
+        names = orjson.loads(self._path(version, LISTING).read_bytes())
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{version}/{LISTING} is not a list of file names")
+        return names
+
+    def _complete(self, version: str) -> bool:
+        try:
+            return all(self._path(version, n).is_file() for n in (MANIFEST, *self._listing(version)))
+        except (OSError, ValueError):
+            return False
 
     def _prune(self, live: str) -> None:
         """Remove version folders beyond the `keep` most recently saved ones, never the live one."""

@@ -1,9 +1,9 @@
 """Follow retriever/live.json and swap verified retrievers in, atomically, independently of the ranker.
 
-Why a sibling of serving.watcher rather than the same class: the ranker's watcher binds feature snapshots, serves
-canaries and keeps a local last-known-good copy, none of which a retriever has yet; what they share is taken
-from there (Pointer and Target parsing against the pod's own bucket and prefix, verify_file, Refusals with
-per-version backoff). The rules are the same: requests read `state` once (one immutable RetrieverState), a swap
+Why a sibling of serving.watcher rather than the same class: the ranker's watcher binds feature snapshots and
+serves canaries, which a retriever does not yet; what they share is taken from there (Pointer and Target parsing
+against the pod's own bucket and prefix, verify_file, Refusals with per-version backoff, a LocalCache of its own
+so that a cold start with S3 down serves /recommend from the last live retriever, verified again). The rules are the same: requests read `state` once (one immutable RetrieverState), a swap
 is one assignment, anything that goes wrong loading a version leaves the current one serving and is a refusal
 (counted, shown in /version, retried with backoff, a new version in the pointer tried at once), and the
 previous version stays loaded so a rollback to it is an in-memory swap. A canary in retriever/live.json is not
@@ -23,6 +23,7 @@ from feedloop.core import layout
 from feedloop.core.config import ServingSettings
 from feedloop.core.storage import NOT_MODIFIED, ObjectStore
 from feedloop.serving import metrics
+from feedloop.serving.local_cache import LocalCache
 from feedloop.serving.model import MANIFEST, Pointer, Root, SwapRefused, Target, first_line, verify_file
 from feedloop.serving.refusals import Refusals
 from feedloop.serving.retriever import FIXED_FILES, LoadedRetriever, build, index_file, parse_manifest, tenants
@@ -42,10 +43,11 @@ class RetrieverState:
 
 
 class RetrieverWatcher:
-    def __init__(self, *, store: ObjectStore, bucket: str, cfg: ServingSettings,
+    def __init__(self, *, store: ObjectStore, bucket: str, cfg: ServingSettings, cache: LocalCache,
                  clock: Callable[[], float] = time.monotonic):
-        self.store, self.bucket, self.cfg, self.clock = store, bucket, cfg, clock
-        self.versions = Root(bucket, layout.RETRIEVER.versions_prefix)
+        self.store, self.bucket, self.cfg, self.cache, self.clock = store, bucket, cfg, cache, clock
+        self.versions = cache.versions
+        self._cache_tried = False
         self.state = RetrieverState()
         self.etag: str | None = None
         self.pending: Pointer | None = None
@@ -99,6 +101,8 @@ class RetrieverWatcher:
         except Exception as exc:  # noqa: BLE001 - S3 down, DNS, timeouts: keep serving
             metrics.POLL_ERRORS.inc()
             self.last_error = f"cannot read s3://{self.bucket}/{LIVE_KEY}: {first_line(exc)}"
+            if self.state.live is None and not self._cache_tried:
+                self._load_last_good()
             return
         self.last_ok, self.last_error = time.time(), None
         if found is None:
@@ -128,6 +132,10 @@ class RetrieverWatcher:
         self.state = RetrieverState(live=live, previous=previous, seq=pointer.seq)
         self.pending = None
         metrics.RETRIEVER_SWAPS.inc()
+        try:
+            self.cache.mark_live(live.target)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot record retriever %s as live in the local cache (%s)", live.version, exc)
         log.info("retriever %s live (previous %s)", live.version, previous.version if previous else None)
 
     def _obtain(self, target: Target) -> LoadedRetriever | None:
@@ -138,7 +146,8 @@ class RetrieverWatcher:
         if self._refusals.waiting(target):
             return None
         try:
-            manifest, shape = parse_manifest(target, self._get(target, MANIFEST))
+            manifest_body = self._get(target, MANIFEST)
+            manifest, shape = parse_manifest(target, manifest_body)
             files = {name: self._get(target, name) for name in FIXED_FILES}
             verify_file(target, manifest, IDS_FILE, files[IDS_FILE])  # before its tenants name files
             files |= {index_file(t): self._get(target, index_file(t)) for t in tenants(target, files[IDS_FILE])}
@@ -153,9 +162,33 @@ class RetrieverWatcher:
                 "unexpected_error", f"{target.version}: loading failed with {type(exc).__name__}: {first_line(exc)}"))
             return None
         self._refusals.clear(target)
+        try:
+            self.cache.save(target, manifest_body, files)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot keep a local copy of retriever %s (%s): a cold start with S3 down will not "
+                        "recommend with it", target.version, exc)
         log.info("loaded retriever %s in %.2fs (verified sha256 of %d files, warm-up)", target.version,
                  model.load_seconds, len(files))
         return model
+
+    def _load_last_good(self) -> None:
+        """S3 is unreachable and nothing is loaded: the last live retriever's local copy, verified like a download."""
+        self._cache_tried = True
+        cached = self.cache.load()
+        if cached is None:
+            log.warning("S3 is unreachable and no last-known-good retriever is cached: /recommend 503 until S3 answers")
+            return
+        target, manifest_body, files = cached
+        try:
+            manifest, shape = parse_manifest(target, manifest_body)
+            model = build(target, manifest, shape, files, onnx_threads=self.cfg.onnx_threads,
+                          warmup_k=self.cfg.recommend_candidates)
+        except SwapRefused as refused:
+            self._refuse(target, target.version, refused)
+            return
+        self.state = RetrieverState(live=model)
+        log.warning("S3 is unreachable: recommending with the last-known-good local copy of retriever %s",
+                    target.version)
 
     def _get(self, target: Target, name: str) -> bytes:
         try:

@@ -7,12 +7,15 @@ is refused with a reason, the one serving keeps serving, and a later good versio
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import orjson
 import pytest
 
 from feedloop.core.config import ServingSettings
 from feedloop.core.storage import NOT_MODIFIED, StoredObject
+from feedloop.serving.local_cache import LocalCache
+from feedloop.serving.model import Root
 from feedloop.serving.retriever_watcher import LIVE_KEY, RetrieverWatcher
 from tests.support import retrieverdata
 from tests.unit.ingest.fakestore import FakeStore
@@ -54,11 +57,25 @@ def versions():
     return [_version("2026-11-21-a1b1", 1), _version("2026-11-22-a2b2", 2), _version("2026-11-23-a3b3", 3)]
 
 
+CFG = ServingSettings(poll_interval_s=1.0, retry_initial_s=2.0, retry_max_s=8.0, recommend_candidates=20)
+
+
+def _watcher(store: PolledStore, clock: Clock, cache_dir: Path) -> RetrieverWatcher:
+    cache = LocalCache(cache_dir, Root(BUCKET, "retriever/versions/"), keep=2)
+    return RetrieverWatcher(store=store, bucket=BUCKET, cfg=CFG, cache=cache, clock=clock)
+
+
 @pytest.fixture
-def pod():
+def pod(tmp_path):
     store, clock = PolledStore(), Clock()
-    cfg = ServingSettings(poll_interval_s=1.0, retry_initial_s=2.0, retry_max_s=8.0, recommend_candidates=20)
-    return store, clock, RetrieverWatcher(store=store, bucket=BUCKET, cfg=cfg, clock=clock)
+    return store, clock, _watcher(store, clock, tmp_path / "cache")
+
+
+class DownStore(PolledStore):
+    """S3 unreachable: every call fails as a connection error would."""
+
+    def get(self, bucket: str, key: str) -> StoredObject | None:
+        raise ConnectionError("could not connect to the endpoint")
 
 
 def _step(clock: Clock, watcher: RetrieverWatcher, seconds: float = 1.0) -> None:
@@ -170,3 +187,33 @@ def test_a_pointer_that_is_not_json_is_refused_and_changes_nothing(pod, versions
     assert watcher.state.live.version == versions[0].version
     assert orjson.dumps(watcher.describe())  # /version can always render it
     assert watcher.describe()["refused"]["retriever/live.json"].startswith("bad_pointer")
+
+
+def test_a_cold_start_with_s3_down_recommends_with_the_last_live_retriever_verified_again(tmp_path, versions):
+    store, clock = PolledStore(), Clock()
+    first = _watcher(store, clock, tmp_path / "cache")
+    retrieverdata.publish(store, BUCKET, versions[0])
+    first.tick()
+    retrieverdata.publish(store, BUCKET, versions[1])
+    _step(clock, first)
+    assert first.state.live.version == versions[1].version
+
+    restarted = _watcher(DownStore(), Clock(), tmp_path / "cache")   # the pod restarts while S3 is down
+    restarted.tick()
+    live = restarted.state.live
+    assert live is not None and live.version == versions[1].version
+    assert live.candidates("acme", "u1", 20) == first.state.live.candidates("acme", "u1", 20)
+    assert restarted.last_error.startswith(f"cannot read s3://{BUCKET}/{LIVE_KEY}")
+
+    index = tmp_path / "cache" / versions[1].version / "index" / "acme.faiss"
+    index.write_bytes(index.read_bytes()[:-1] + b"\x00")                  # a disk that flipped a byte
+    tampered = _watcher(DownStore(), Clock(), tmp_path / "cache")
+    tampered.tick()
+    assert tampered.state.live is None
+    assert tampered.describe()["refused"][versions[1].version].startswith("sha256_mismatch")
+
+
+def test_with_nothing_cached_and_s3_down_the_pod_says_why_it_cannot_recommend(tmp_path):
+    watcher = _watcher(DownStore(), Clock(), tmp_path / "cache")
+    watcher.tick()
+    assert watcher.state.live is None and "cannot read s3://models/retriever/live.json" in watcher.missing()
