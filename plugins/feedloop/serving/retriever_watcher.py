@@ -2,9 +2,10 @@
 
 Why a sibling of serving.watcher rather than the same class: the ranker's watcher binds feature snapshots and
 serves canaries, which a retriever does not yet; what they share is taken from there (Pointer and Target parsing
-against the pod's own bucket and prefix, verify_file, Refusals with per-version backoff, a LocalCache of its own
-so that a cold start with S3 down serves /recommend from the last live retriever, verified again). The rules are the same: requests read `state` once (one immutable RetrieverState), a swap
-is one assignment, anything that goes wrong loading a version leaves the current one serving and is a refusal
+against the pod's own bucket and prefix, verify_file, Refusals with per-version backoff, the PollLoop thread, a
+LocalCache of their own, so that a cold start with S3 down serves /recommend from the last live retriever,
+verified again). The rules are the same: requests read `state` once (one immutable RetrieverState), a swap is
+one assignment, anything that goes wrong loading a version leaves the current one serving and is a refusal
 (counted, shown in /version, retried with backoff, a new version in the pointer tried at once), and the
 previous version stays loaded so a rollback to it is an in-memory swap. A canary in retriever/live.json is not
 served: the pod serves its live version and says so in /version.
@@ -13,7 +14,6 @@ served: the pod serves its live version and says so in /version.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ from feedloop.core.config import ServingSettings
 from feedloop.core.storage import NOT_MODIFIED, ObjectStore
 from feedloop.serving import metrics
 from feedloop.serving.local_cache import LocalCache
+from feedloop.serving.polling import PollLoop
 from feedloop.serving.model import MANIFEST, Pointer, Root, SwapRefused, Target, first_line, verify_file
 from feedloop.serving.refusals import Refusals
 from feedloop.serving.retriever import FIXED_FILES, LoadedRetriever, build, index_file, parse_manifest, tenants
@@ -57,28 +58,15 @@ class RetrieverWatcher:
         self._refusals = Refusals(cfg, clock)
         self._next_poll = 0.0
         self._next_attempt = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = PollLoop("retriever-watcher", tick=self.tick, clock=clock, retry_s=cfg.retry_initial_s,
+                              wake_at=lambda: self._next_poll if self.pending is None
+                              else min(self._next_poll, self._next_attempt))
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="retriever-watcher", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            floor = 0.05
-            try:
-                self.tick()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any bug in one tick, without spinning
-                log.exception("retriever watcher tick failed; retrying in %.1fs", self.cfg.retry_initial_s)
-                floor = self.cfg.retry_initial_s
-            wake = self._next_poll if self.pending is None else min(self._next_poll, self._next_attempt)
-            self._stop.wait(max(floor, wake - self.clock()))
+        self._loop.stop()
 
     def tick(self) -> None:
         """Poll the pointer if its interval is due, then (re)try a pending version if its backoff is due."""

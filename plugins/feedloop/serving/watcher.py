@@ -22,7 +22,6 @@ import ctypes
 import gc
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -34,6 +33,7 @@ from feedloop.serving import metrics
 from feedloop.serving.local_cache import LocalCache
 from feedloop.serving.model import (ARTIFACTS, MANIFEST, LoadedModel, Pointer, Root, SwapRefused, Target, build,
                                     first_line, parse_manifest)
+from feedloop.serving.polling import PollLoop
 from feedloop.serving.published_features import FeatureFollower
 from feedloop.serving.refusals import Refusal, Refusals
 
@@ -103,35 +103,25 @@ class Watcher:
         self._cache_tried = False
         self._gauges: set[tuple[str, str, str]] = set()
         self._snapshot_gauges: set[tuple[str, str, str, str]] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = PollLoop("model-watcher", tick=self.tick, wake_at=self._wake_at, clock=clock,
+                              retry_s=cfg.retry_initial_s)
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._loop.stop()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            floor = 0.05
-            try:
-                self.tick()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any bug in one tick, without spinning
-                log.exception("model watcher tick failed; retrying in %.1fs", self.cfg.retry_initial_s)
-                floor = self.cfg.retry_initial_s
-            now = self.clock()
-            wake = self._next_poll
-            if self.status.pending is not None:
-                wake = min(wake, self.status.next_attempt)
-            if self.features.status.dirty:
-                wake = min(wake, self.features.status.next_attempt)
-            self._stop.wait(max(floor, wake - now))
+    def _wake_at(self) -> float:
+        """When the next poll, pending retry or feature rebind is due."""
+        wake = self._next_poll
+        if self.status.pending is not None:
+            wake = min(wake, self.status.next_attempt)
+        if self.features.status.dirty:
+            wake = min(wake, self.features.status.next_attempt)
+        return wake
 
     # ---- one step -------------------------------------------------------------------------------
 

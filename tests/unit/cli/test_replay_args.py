@@ -1,4 +1,4 @@
-"""`feedloop ingest replay`: any text is a UTC time in range / an offset >= 0, or exit 2 with a message.
+"""`feedloop ingest replay` and `simulate`: a bad argument is exit 2 with a message naming it, never a traceback.
 
 Never a traceback: argparse's type function refuses the value, so the command exits 2 (usage) with
 "argument --start-time: ..." naming the rule, before it loads settings or touches Kafka and S3.
@@ -72,3 +72,11 @@ def test_a_negative_or_non_integer_offset_is_a_usage_error_naming_the_flag(flag,
     with pytest.raises(UsageError) as err:
         build_parser().parse_args(["ingest", "replay", *[x for kv in argv.items() for x in kv]])
     assert f"argument {flag}: {value!r} is not a whole number >= 0" in err.value.message, err.value.message
+
+
+def test_simulate_recommend_without_pods_exits_2_naming_via_serving():
+    done = subprocess.run([sys.executable, "-m", "feedloop.ops.cli", "simulate", "--recommend", "--days", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "--recommend asks the serving pods for lists; give them with --via-serving" in done.stderr
+    assert "Traceback" not in done.stderr
