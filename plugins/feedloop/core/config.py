@@ -104,6 +104,7 @@ class SimulateSettings(_Section):
     exploration_share: float = Field(0.05, ge=0, le=1)
     late_share: float = Field(0.01, ge=0, le=1)
     traffic: Traffic = "steady"  # bursty: heavy-tailed and empty hours, daily CTR swings, events up to 48 h late
+    catalog_categories: int = Field(0, ge=0)  # the catalog's `topic` column: 0 the exact topics, N > 0 N coarse ones
 
 
 class IngestSettings(_Section):
