@@ -17,6 +17,18 @@ know the topic and nothing else, which the user x topic count features also see:
 --catalog-topics N rewrites the catalog with a coarser taxonomy (world topic t -> "topic-<t * N // TOPICS>") while
 the embeddings keep the world's fine topics: the case content embeddings are for (a taxonomy coarser than what
 the text says); clicks still follow the fine topic.
+
+--world simulator measures (a) on the closed-loop simulator's own traffic (feedloop.ops.simulate, legacy policy,
+in process; bench/simlake.py writes its events straight into the lake) with the REAL content pipeline: the
+catalog's titles and descriptions embedded by feedloop.content (the configured wordllama model and dim), the
+training set by features.dataset.build over the configured window (the last of --sim-days is held out). Ground
+truth is the simulator's hidden utility (simulate.true_gain). The events are simulated once per --world-seeds
+seed; each --categories value is published as the catalog (simulate.catalog_categories) over the same events.
+
+    .venv/bin/python bench/content_features.py --world simulator [--sim-days 21] [--events-per-day 40000]
+                                               [--world-seeds 7,8] [--categories 0,4,2] [--seeds 7,8,9]
+
+Writes bench/results/content_features_simulator.json and prints a table.
 """
 
 from __future__ import annotations
@@ -29,7 +41,7 @@ import resource
 import sys
 import tempfile
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +51,11 @@ sys.path.insert(0, str(ROOT / "plugins"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import simlake  # noqa: E402  bench/simlake.py: the simulator's traffic as a lake
 import train as lakegen  # noqa: E402  bench/train.py: the synthetic lake
 
-RESULTS = ROOT / "bench" / "results" / os.environ.get("BENCH_RESULT_NAME", "content_features.json")
+RESULTS = ROOT / "bench" / "results"
+SIM_START = date(2026, 11, 1)
 
 
 def cpu_s() -> float:
@@ -147,12 +161,9 @@ def coarse_catalog(store, bucket: str, world, topics: int) -> None:
 
 def quality(n: int, days: int, users: int, items: int, dim: int, noise: float, seeds: list[int],
             catalog_topics: int, topics: int, taste: float) -> dict:
-    """Build once with embeddings; train with and without the two features on the same rows; score the holdout."""
+    """bench/train.py's world with synthetic embeddings: build once, then compare() the two variants."""
     from feedloop.core.config import load_settings
     from feedloop.core.storage import ObjectStore
-    from feedloop.features import dataset
-    from feedloop.features import definitions as features
-    from feedloop.training import evaluate, export, selection, train
 
     lakegen.USERS, lakegen.ITEMS, lakegen.AUTHORS = users, items, max(30, items // 10)
     lakegen.TOPICS, lakegen.TASTE = topics, taste
@@ -166,17 +177,26 @@ def quality(n: int, days: int, users: int, items: int, dim: int, noise: float, s
         coarse_catalog(ObjectStore.from_settings(settings), settings.s3.lake_bucket, world, catalog_topics)
     end = lakegen.START + timedelta(days=days)
     build = timed_build(settings, end)
-    day = end - timedelta(days=1)
+    return {"impressions": gen["impressions"], "build": build,
+            **compare(settings, end - timedelta(days=1), lambda holdout: _truth(world, holdout), seeds)}
+
+
+def compare(settings, day, truth_of, seeds: list[int]) -> dict:
+    """Train with and without the two content features on the same rows of day's training set, once per seed;
+    score the holdout: NDCG@10 from the logged labels and from `truth_of(holdout)`, all lists and exploration ones."""
+    from feedloop.features import definitions as features
+    from feedloop.training import evaluate, export, selection, train
+
     holdout = _holdout(settings, day)
-    truth = _truth(world, holdout)
+    truth = truth_of(holdout)
     explore = np.asarray(holdout["explore"].to_numpy(zero_copy_only=False), bool)
     request = np.asarray(holdout["request_id"].to_numpy(zero_copy_only=False))
     _, gid = np.unique(request, return_inverse=True)
     content = holdout[features.column("user_item_content_cos")].to_numpy(zero_copy_only=False)
     variants = {"without": [f for f in features.FEATURE_NAMES if f not in features.CONTENT_COLUMNS],
                 "with": list(features.FEATURE_NAMES)}
-    out: dict = {"impressions": gen["impressions"], "build": build, "holdout_rows": holdout.num_rows,
-                 "holdout_rows_with_content_cos": int(np.isfinite(content).sum()), "variants": {}}
+    out: dict = {"holdout_rows": holdout.num_rows, "holdout_rows_with_content_cos": int(np.isfinite(content).sum()),
+                 "variants": {}}
     for seed in seeds:
         cfg = settings.train.model_copy(update={"seed": seed})
         for name, names in variants.items():
@@ -192,7 +212,7 @@ def quality(n: int, days: int, users: int, items: int, dim: int, noise: float, s
             matrix = np.column_stack([holdout[features.column(f)].to_numpy(zero_copy_only=False)
                                       for f in names]).astype(np.float32)
             score = booster.predict(matrix, num_iteration=booster.best_iteration)
-            row = {"seed": seed, "best_iteration": booster.best_iteration,
+            row = {"seed": seed, "best_iteration": booster.best_iteration, "train_rows": tr.num_rows,
                    "train_s": round(time.perf_counter() - t0, 1)}
             for part, mask in (("all", np.ones(len(score), bool)), ("explore", explore)):
                 m = evaluate.ranking_metrics(label=holdout["label"].to_numpy()[mask],
@@ -215,6 +235,78 @@ def quality(n: int, days: int, users: int, items: int, dim: int, noise: float, s
     return out
 
 
+def simulator_quality(*, world_seed: int, days: int, events_per_day: int, categories: list[int],
+                      seeds: list[int]) -> dict:
+    """The closed-loop simulator's own traffic (legacy policy, in process) with the real content pipeline: the
+    catalog's titles and descriptions embedded by feedloop.content, the training set by features.dataset.build.
+    The events are simulated once; each catalog taxonomy (simulate.catalog_categories) is published over them in
+    turn, embedded (an unchanged text is not embedded again), built and compared."""
+    from feedloop.content import item_embeddings
+    from feedloop.content.embedder import load_embedder
+    from feedloop.core import layout
+    from feedloop.core.config import load_settings
+    from feedloop.core.storage import ObjectStore
+    from feedloop.ops.simulate import Simulator, write_catalog
+
+    base, lake = load_settings(), f"bench-content-sim-{world_seed}"
+
+    def configured(c: int):
+        return base.model_copy(update={
+            "s3": base.s3.model_copy(update={"lake_bucket": lake}),
+            "retrain": base.retrain.model_copy(update={"start_date": SIM_START}),
+            "simulate": base.simulate.model_copy(update={"seed": world_seed, "catalog_categories": c})})
+
+    store = ObjectStore.from_settings(base)
+    store.ensure_bucket(lake)
+    t0 = time.perf_counter()
+    report = simlake.write_events(configured(0), store, Simulator(configured(0), start=SIM_START, days=days,
+                                                                   events_per_day=events_per_day))
+    out: dict = {"world_seed": world_seed, "events": report.events, "requests": report.requests,
+                 "by_type": report.by_type, "simulate_and_write_s": round(time.perf_counter() - t0, 1),
+                 "catalogs": {}}
+    end = SIM_START + timedelta(days=days)
+    day, embedder = end - timedelta(days=1), load_embedder(base.content)
+    for c in categories:
+        settings = configured(c)
+        sim = Simulator(settings, start=SIM_START, days=days, events_per_day=events_per_day)  # the same world
+        write_catalog(settings, sim)
+        embedded = item_embeddings.embed_catalog(store, lake, embedder)
+        for key in list(store.list_keys(lake, layout.dataset_prefix(day))):  # the previous catalog's build
+            store.delete(lake, key)
+        build = timed_build(settings, end)
+
+        def truth(holdout, sim=sim):
+            return simlake.gains(sim.world, sim.ids, holdout["user_id"].to_pylist(), holdout["item_id"].to_pylist())
+
+        out["catalogs"][str(c)] = {
+            "catalog_topics": len({sim.world.catalog_topic(int(t)) for t in sim.world.item_topic}),
+            "embed": {"status": embedded.status, "embedded": embedded.embedded, "model": embedded.model,
+                      "seconds": round(embedded.seconds, 1)},
+            "build": build, **compare(settings, day, truth, seeds)}
+    return out
+
+
+METRICS = (("holdout", "all", "ndcg@10"), ("explore", "explore", "ndcg@10"),
+           ("truth", "all", "truth_ndcg@10"), ("truth explore", "explore", "truth_ndcg@10"))
+
+
+def table(worlds: list[dict]) -> str:
+    """Mean NDCG@10 over the LightGBM seeds without / with the content features, the mean paired difference
+    (same seed, same rows) and its range over the seeds; one line per catalog taxonomy, world seed and metric."""
+    lines = ["| catalog | world seed | metric | without | with | with - without | per LightGBM seed |",
+             "|---|---|---|---|---|---|---|"]
+    for c in worlds[0]["catalogs"]:
+        for metric, part, key in METRICS:
+            for w in worlds:
+                v = w["catalogs"][c]["variants"]
+                wo, wi = ([r[part][key] for r in v[name]] for name in ("without", "with"))
+                diff = [b - a for a, b in zip(wo, wi)]
+                label = "exact topics" if c == "0" else f"{w['catalogs'][c]['catalog_topics']} categories"
+                lines.append(f"| {label} | {w['world_seed']} | {metric} | {np.mean(wo):.4f} | {np.mean(wi):.4f} | "
+                             f"{np.mean(diff):+.4f} | {', '.join(f'{d:+.4f}' for d in diff)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--impressions", type=int, default=1_000_000, help="0: skip the with / without training")
@@ -230,7 +322,16 @@ def main() -> None:
                         help="utility of a favourite-topic item (bench/train.py: 1.0)")
     parser.add_argument("--cost-impressions", type=int, default=1_000_000, help="0: skip the build-cost runs")
     parser.add_argument("--cost-dims", default="64,384")
+    parser.add_argument("--world", choices=("synthetic", "simulator"), default="synthetic",
+                        help="simulator: the closed-loop simulator's traffic and the real content pipeline")
+    parser.add_argument("--sim-days", type=int, default=21, help="simulator: days simulated (the last is held out)")
+    parser.add_argument("--events-per-day", type=int, default=40_000, help="simulator: events a day")
+    parser.add_argument("--world-seeds", default="7,8", help="simulator: simulate.seed of each world")
+    parser.add_argument("--categories", default="0,4,2",
+                        help="simulator: simulate.catalog_categories of each catalog published (0: exact topics)")
     args = parser.parse_args()
+    out = RESULTS / os.environ.get("BENCH_RESULT_NAME", f"content_features{'_simulator' * (args.world != 'synthetic')}"
+                                                         ".json")
 
     from feedloop.core.config import load_settings
     from feedloop.ops import stack
@@ -243,21 +344,29 @@ def main() -> None:
     stack.up(settings, echo=lambda m: print(m, file=sys.stderr))
     result: dict = {"args": vars(args), "load_before": os.getloadavg(), "cpus": os.cpu_count()}
     try:
-        if args.cost_impressions:
+        if args.world == "simulator":
+            result["simulator"] = [simulator_quality(world_seed=int(w), days=args.sim_days,
+                                                     events_per_day=args.events_per_day,
+                                                     categories=[int(c) for c in args.categories.split(",")],
+                                                     seeds=[int(s) for s in args.seeds.split(",")])
+                                   for w in args.world_seeds.split(",")]
+        elif args.cost_impressions:
             result["cost"] = build_cost(args.cost_impressions, args.days, [int(d) for d in args.cost_dims.split(",")],
                                         args.noise)
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps({**result, "partial": True}, indent=2))
-        if args.impressions:
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({**result, "partial": True}, indent=2))
+        if args.impressions and args.world == "synthetic":
             result["quality"] = quality(args.impressions, args.days, args.users, args.items, args.dim, args.noise,
                                         [int(s) for s in args.seeds.split(",")], args.catalog_topics, args.topics,
                                         args.taste)
     finally:
         stack.down(settings, echo=lambda m: None)
     result["load_after"] = os.getloadavg()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+    if "simulator" in result:
+        print(table(result["simulator"]))
 
 
 if __name__ == "__main__":

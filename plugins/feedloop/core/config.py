@@ -105,6 +105,7 @@ class SimulateSettings(_Section):
     late_share: float = Field(0.01, ge=0, le=1)
     traffic: Traffic = "steady"  # bursty: heavy-tailed and empty hours, daily CTR swings, events up to 48 h late
     recommend_share: float = Field(0.5, ge=0, le=1)  # requests sent to POST /recommend (demo; simulate --recommend)
+    catalog_categories: int = Field(4, ge=0)  # the catalog's `topic` column: N coarse categories; 0 the exact topics
 
 
 class IngestSettings(_Section):

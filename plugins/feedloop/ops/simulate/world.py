@@ -39,9 +39,13 @@ class World:
     author_tenant: np.ndarray     # [A]
     author_quality: np.ndarray    # [A]
     follows: np.ndarray           # [U, A] bool
+    catalog_categories: int = 0   # what the catalog publishes as `topic`: 0 the exact topic, N > 0 N coarse categories
 
     @classmethod
     def build(cls, cfg: SimulateSettings, tenants: tuple[str, ...], days: int) -> World:
+        if cfg.catalog_categories > cfg.topics:
+            raise ValueError(f"simulate.catalog_categories={cfg.catalog_categories} is more than simulate.topics="
+                             f"{cfg.topics}: a catalog's categories are coarser than the world's topics, or 0")
         rng = np.random.default_rng(cfg.seed)
         n_t = len(tenants)
         user_tenant = rng.integers(0, n_t, cfg.users)
@@ -82,6 +86,7 @@ class World:
             author_tenant=author_tenant,
             author_quality=rng.normal(0, 0.5, cfg.authors),
             follows=follows,
+            catalog_categories=cfg.catalog_categories,
         )
 
     def utility(self, user: int, items: np.ndarray) -> np.ndarray:
@@ -96,9 +101,16 @@ class World:
             + 0.8 * followed
         )
 
+    def catalog_topic(self, topic: int) -> str:
+        """The catalog's name for a world topic: itself, or with `catalog_categories` N the coarse category
+        t * N // topics (consecutive topics share one), as real taxonomies are coarser than what an item's text says."""
+        n = self.catalog_categories
+        return f"topic-{topic * n // self.user_prefs.shape[1] if n else topic}"
+
     def catalog(self, *, start: date, ids: Ids):
-        """The item catalog a real platform would have: author, tenant, topic, creation time, and the item's
-        title and description (feedloop.ops.simulate.text: the topic shows through the words, not the ids)."""
+        """The item catalog a real platform would have: author, tenant, topic (see catalog_topic), creation time,
+        and the item's title and description (feedloop.ops.simulate.text: the exact topic shows through the words,
+        not the ids)."""
         import pyarrow as pa
 
         t0 = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
@@ -108,7 +120,7 @@ class World:
             "item_id": [ids.item(i) for i in range(n)],
             "author_id": [ids.author(int(self.item_author[i])) for i in range(n)],
             "tenant_id": [self.tenants[self.item_tenant[i]] for i in range(n)],
-            "topic": [f"topic-{int(t)}" for t in self.item_topic],
+            "topic": [self.catalog_topic(int(t)) for t in self.item_topic],
             "created_at": pa.array([t0 + timedelta(seconds=float(s)) for s in self.item_created],
                                    pa.timestamp("ms", tz="UTC")),
             "title": [title for title, _ in texts],
@@ -139,6 +151,8 @@ class World:
                                         "quality": float(self.author_quality[a])}
                         for a in range(len(self.author_quality))},
         }
+        if self.catalog_categories:  # only when set: the default world's file stays what it always was
+            doc["catalog_categories"] = self.catalog_categories
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(orjson.dumps(doc))
 
@@ -169,6 +183,7 @@ class World:
             author_tenant=np.array([tenant[a["tenant"]] for a in authors]),
             author_quality=np.array([a["quality"] for a in authors]),
             follows=follows,
+            catalog_categories=doc.get("catalog_categories", 0),
         )
 
 
