@@ -86,7 +86,19 @@ def truth(sim: Simulator, user_tenant: dict[str, str], catalog: items.Catalog, k
     return out
 
 
-def run(settings: Settings, *, days: int, truth_k: int) -> dict:
+def embedded(settings: Settings, catalog: pa.Table) -> pa.Table:
+    """The catalog's titles and descriptions embedded by the content package's model (what the daily
+    embed_catalog stores beside the catalog, here in memory): the item tower's content input."""
+    from feedloop.content.embedder import load_embedder
+    from feedloop.content.item_embeddings import item_text
+
+    texts = [item_text(t, d) for t, d in zip(catalog["title"].to_pylist(), catalog["description"].to_pylist())]
+    vectors = load_embedder(settings.content).embed(texts)
+    return pa.table({"item_id": catalog["item_id"],
+                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])})
+
+
+def run(settings: Settings, *, days: int, truth_k: int, content: bool = True) -> dict:
     cfg = settings.retrieval
     t0 = time.perf_counter()
     sim, events = simulate(settings, days + 1)
@@ -100,7 +112,8 @@ def run(settings: Settings, *, days: int, truth_k: int) -> dict:
     explored = pc.is_in(events["request_id"], events.filter(pc.equal(events["explore"], True))["request_id"])
     hold_explore = day_positives(settings, events.filter(explored), holdout_day, after,
                                  _midnight(after + timedelta(days=1)))
-    catalog = items.from_tables(sim.world.catalog(start=START, ids=sim.ids))
+    published = sim.world.catalog(start=START, ids=sim.ids)
+    catalog = items.from_tables(published, embedded(settings, published) if content else None)
     catalog = catalog.existing(_midnight(after).timestamp())
     # The configured model, and the same with the other log-Q correction (what the choice costs on each set).
     other = "sampling" if cfg.log_q == "exposure" else "exposure"
@@ -129,7 +142,8 @@ def run(settings: Settings, *, days: int, truth_k: int) -> dict:
                                         user_tenant, cfg.recall_at))
     weighted = exposure_weighted(settings, events, models, train_pos, relevant, user_tenant, catalog, holdout_day)
     return {
-        "days": days, "holdout_day": holdout_day.isoformat(), "truth_k": truth_k,
+        "days": days, "holdout_day": holdout_day.isoformat(), "truth_k": truth_k, "content_embeddings": content,
+        "catalog_categories": settings.simulate.catalog_categories,
         "world": {"users": settings.simulate.users, "items": settings.simulate.items,
                   "events_per_day": settings.simulate.events_per_day, "seed": settings.simulate.seed,
                   "catalog_items_at_holdout": len(catalog.item_ids), "events": events.num_rows},
@@ -242,12 +256,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--truth-k", type=int, default=50)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "retrieval.json")
+    parser.add_argument("--no-content", dest="content", action="store_false",
+                        help="train the item tower without the items' text embeddings")
     args = parser.parse_args()
     base = load_settings()
     settings = base.model_copy(update={"simulate": base.simulate.model_copy(update={
         "users": args.users, "items": args.items, "authors": args.authors, "events_per_day": args.events_per_day,
         "seed": args.seed})})
-    result = run(settings, days=args.days, truth_k=args.truth_k)
+    result = run(settings, days=args.days, truth_k=args.truth_k, content=args.content)
     print(table(result))
     print(f"truth recall@100, configured two-tower / popularity: {result['truth_recall_at_100_vs_popularity']}x")
     print(f"ONNX parity (both towers, {result['onnx_parity']['rows']} rows): max |diff| "
