@@ -307,11 +307,13 @@ def build(target: Target, manifest: dict[str, Any], files: Mapping[str, bytes], 
     try:
         session = ort.InferenceSession(files[MODEL], sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types for a bad graph
-        raise SwapRefused("invalid_onnx", f"{target.uri}{MODEL} is not a loadable ONNX model ({first_line(exc)})") from None
+        raise SwapRefused("invalid_onnx",
+                          f"{target.uri}{MODEL} is not a loadable ONNX model ({first_line(exc)})") from None
     n_features = len(manifest["feature_manifest"]["features"])
     _check_signature(target, session, n_features)
     try:
-        snapshot = Snapshot.from_parquet({n[len(FEATURES_DIR):]: b for n, b in files.items() if n.startswith(FEATURES_DIR)})
+        snapshot = Snapshot.from_parquet({n[len(FEATURES_DIR):]: b for n, b in files.items()
+                                          if n.startswith(FEATURES_DIR)})
     except (SnapshotError, OSError, ValueError) as exc:
         raise SwapRefused("bad_snapshot", f"{target.version}: {exc}") from None
     categories = {f["name"]: f["categories"] for f in manifest["feature_manifest"]["features"] if "categories" in f}
@@ -355,7 +357,8 @@ def _check_signature(target: Target, session, n_features: int) -> None:
     if not outputs:
         problems.append("no outputs")
     if problems:
-        raise SwapRefused("signature_mismatch", f"{target.uri}{MODEL} does not match its manifest: {'; '.join(problems)}")
+        raise SwapRefused("signature_mismatch",
+                          f"{target.uri}{MODEL} does not match its manifest: {'; '.join(problems)}")
 
 
 def _warm_up(model: LoadedModel, n_features: int, tolerance: float) -> None:
@@ -371,7 +374,8 @@ def _warm_up(model: LoadedModel, n_features: int, tolerance: float) -> None:
     if not (np.all(np.isfinite(got)) and np.all(np.isfinite(warm))):
         raise SwapRefused("nan_scores", f"{model.version}: the warm-up batch scored NaN or infinity")
     if got.shape != expected.shape:
-        raise SwapRefused("sample_mismatch", f"{model.version}: {got.shape[0]} sample scores, {expected.shape[0]} registered")
+        raise SwapRefused("sample_mismatch",
+                          f"{model.version}: {got.shape[0]} sample scores, {expected.shape[0]} registered")
     diff = float(np.max(np.abs(got - expected))) if len(got) else 0.0
     if diff > tolerance:
         raise SwapRefused("sample_mismatch", f"{model.version}: scores the registered sample rows {diff:.3g} away from "

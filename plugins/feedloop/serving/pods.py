@@ -41,8 +41,8 @@ def run_pod(settings: Settings, *, host: str, port: int, workers: int) -> None:
 
 def run_replicas(settings: Settings, *, host: str, port: int, workers: int, replicas: int) -> int:
     """`replicas` pods on port, port+1, ... in the foreground; Ctrl-C / SIGTERM stops them all."""
-    procs = [subprocess.Popen([sys.executable, "-m", "feedloop.ops.cli", "serve", "--host", host, "--port", str(port + i),
-                               "--workers", str(workers), "--replicas", "1"])
+    procs = [subprocess.Popen([sys.executable, "-m", "feedloop.ops.cli", "serve", "--host", host,
+                               "--port", str(port + i), "--workers", str(workers), "--replicas", "1"])
              for i in range(replicas)]
 
     def stop(*_):

@@ -124,7 +124,8 @@ def _manifest(target: SnapshotTarget, body: bytes) -> dict[str, Any]:
         raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
         raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} is not a JSON object")
-    missing = [k for k in ("snapshot_id", "as_of", "definition_version", "files", "sample_requests") if k not in manifest]
+    missing = [k for k in ("snapshot_id", "as_of", "definition_version", "files", "sample_requests")
+               if k not in manifest]
     if missing:
         raise SwapRefused("bad_manifest", f"{target.uri}{MANIFEST} lacks {', '.join(missing)}")
     said = {"snapshot_id": target.id, "as_of": target.as_of, "definition_version": target.definition_version}
@@ -157,7 +158,8 @@ def _verified(target: SnapshotTarget, name: str, body: bytes, expected: Mapping[
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
         raise SwapRefused("bad_snapshot", f"{target.uri}{name} is not a Parquet file ({first_line(exc)})") from None
     if rows != expected.get("rows"):
-        raise SwapRefused("bad_snapshot", f"{target.uri}{name} holds {rows} rows, the manifest says {expected.get('rows')}")
+        raise SwapRefused("bad_snapshot",
+                          f"{target.uri}{name} holds {rows} rows, the manifest says {expected.get('rows')}")
     return body
 
 
@@ -175,7 +177,8 @@ def warm_up(model: LoadedModel, published: PublishedSnapshot) -> None:
                 raise SwapRefused("nan_scores", f"{published.ref.id}: {model.version} scored a sample request NaN or "
                                                 "infinity with it")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise SwapRefused("bad_manifest", f"{published.ref.id}: a sample request is malformed ({first_line(exc)})") from None
+        raise SwapRefused("bad_manifest",
+                          f"{published.ref.id}: a sample request is malformed ({first_line(exc)})") from None
 
 
 @dataclass
@@ -196,7 +199,8 @@ class FeatureFollower:
 
     def __init__(self, *, store: ObjectStore, bucket: str, key: str, snapshots: Root, cfg: ServingSettings,
                  clock: Callable[[], float] = time.monotonic):
-        self.store, self.bucket, self.key, self.snapshots, self.cfg, self.clock = store, bucket, key, snapshots, cfg, clock
+        self.store, self.bucket, self.key = store, bucket, key
+        self.snapshots, self.cfg, self.clock = snapshots, cfg, clock
         self.status = FeatureStatus()
         self._backoff = cfg.retry_initial_s
         self._loaded: dict[str, PublishedSnapshot] = {}

@@ -302,8 +302,8 @@ class Watcher:
                   self._serving_text(), self._refusals.backoff(refusal.attempts))
 
     def _set_gauges(self) -> None:
-        now = {(m.version, m.target.sha256, role) for role, m in (("live", self.state.live), ("canary", self.state.canary))
-               if m is not None}
+        now = {(m.version, m.target.sha256, role)
+               for role, m in (("live", self.state.live), ("canary", self.state.canary)) if m is not None}
         for labels in self._gauges - now:
             metrics.LIVE_MODEL.labels(*labels).set(0)
         for labels in now:
@@ -331,7 +331,8 @@ class Watcher:
             "live": s.live.describe() if s.live else None,
             "previous": s.previous.describe() if s.previous else None,
             "canary": {**s.canary.describe(), "percent": s.canary_percent} if s.canary else None,
-            "pointer": {"etag": st.etag, "seq": st.seq, "applied_seq": s.seq, "staleness_seconds": _round(self.staleness()),
+            "pointer": {"etag": st.etag, "seq": st.seq, "applied_seq": s.seq,
+                        "staleness_seconds": _round(self.staleness()),
                         "last_error": st.last_error,
                         "pending": st.pending.live.version if st.pending else None,
                         "retry_in_seconds": _round(max(0.0, st.next_attempt - self.clock())) if st.pending else None},

@@ -152,7 +152,8 @@ class Simulator:
             k = min(cfg.list_size, len(pool))
             cand = rng.choice(pool, min(len(pool), 3 * k), replace=False)
             # The logged (production) policy: popularity with noise, a weak topic hint.
-            logged = np.log(w.item_popularity[cand]) + 0.3 * w.user_prefs[u, w.item_topic[cand]] + rng.normal(0, 0.5, len(cand))
+            logged = (np.log(w.item_popularity[cand]) + 0.3 * w.user_prefs[u, w.item_topic[cand]]
+                      + rng.normal(0, 0.5, len(cand)))
             legacy = cand[np.argsort(-logged)][:k]
             if explore[r]:  # as the pods explore: a random k of the candidates, in random order
                 legacy = rng.permutation(cand)[:k]
