@@ -2,7 +2,7 @@
 
 Why: a bench that measures what the training set and the ranker make of simulated traffic needs the lake that
 ingest would have written (LAKE_SCHEMA, event-day partitions, arrival time as ingest_ts) and the world that
-generated it, without running the services; tests/integration/test_retriever_daily.py writes it the same way.
+generated it, without running the services (tests/integration/test_retriever_daily.py fills its lake with it too).
 """
 
 from __future__ import annotations

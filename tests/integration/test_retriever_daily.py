@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench import simlake
 from bench.retrieval import START
-from feedloop.contract.lake import LAKE_SCHEMA
 from feedloop.core import layout
-from feedloop.ops.simulate import SimulationReport, Simulator
+from feedloop.ops.simulate import Simulator
 from feedloop.promotion.registry import Registry
 from feedloop.promotion.retriever_daily import run_day
 from feedloop.retrieval import examples
@@ -44,16 +42,7 @@ def settings(store, embedded):
         "retrieval": embedded.retrieval.model_copy(update={"gate_min_vs_popularity": 0.0, "gate_min_users": 1,
                                                           "gate_on": "engaged"})})  # the wiring, not the metric
     sim = Simulator(settings, start=START, days=DAYS, events_per_day=12_000)
-    by_day = defaultdict(list)
-    for offset, record in enumerate(sim.records(SimulationReport(start=START, days=DAYS))):
-        event = orjson.loads(record.value)
-        event["event_ts"] = datetime.fromisoformat(event["event_ts"])
-        by_day[event["event_ts"].date()].append({**event, "kafka_topic": "engagement", "kafka_partition": 0,
-                                                 "kafka_offset": offset, "ingest_ts": datetime.fromtimestamp(
-                                                     record.arrival_ms / 1000, timezone.utc)})
-    for day, rows in by_day.items():
-        key = layout.events_key(layout.HourPartition(day, 0), "engagement", 0, rows[0]["kafka_offset"])
-        store.put(lake, key, _parquet(pa.Table.from_pylist(rows, LAKE_SCHEMA)))
+    simlake.write_events(settings, store, sim)
     store.put(lake, layout.CATALOG_ITEMS_KEY, _parquet(sim.world.catalog(start=START, ids=sim.ids)))
     return settings
 

@@ -32,19 +32,29 @@ class LocalCache:
         self.root, self.versions, self.keep = root, versions, keep
 
     def save(self, target: Target, manifest_body: bytes, files: dict[str, bytes]) -> None:
-        for name, body in {MANIFEST: manifest_body, **files}.items():
-            _write_atomic(self._path(target.version, name), body)
-        _write_atomic(self._path(target.version, LISTING), orjson.dumps(sorted(files)))
+        """Keep a verified version's files; a full or read-only disk is logged, never raised: the pod serves on."""
+        try:
+            for name, body in {MANIFEST: manifest_body, **files}.items():
+                _write_atomic(self._path(target.version, name), body)
+            _write_atomic(self._path(target.version, LISTING), orjson.dumps(sorted(files)))
+        except (OSError, ValueError) as exc:
+            log.warning("cannot keep a local copy of %s in %s (%s): a cold start with S3 down will not serve it",
+                        target.version, self.root, first_line(exc))
 
     def mark_live(self, target: Target | None) -> None:
         """last_good.json names `target`, if its files are here; else it is removed (naming nothing beats a stale
-        model)."""
+        model). Like save, a disk that refuses is logged, never raised."""
         pointer = self.root / "last_good.json"
-        if target is not None and self._complete(target.version):
-            _write_atomic(pointer, orjson.dumps(target.__dict__))
-            self._prune(live=target.version)
+        try:
+            if target is not None and self._complete(target.version):
+                _write_atomic(pointer, orjson.dumps(target.__dict__))
+                self._prune(live=target.version)
+                return
+            pointer.unlink(missing_ok=True)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot record %s as live in %s (%s)", target.version if target else None, self.root,
+                        first_line(exc))
             return
-        pointer.unlink(missing_ok=True)
         if target is not None:
             log.warning("no local copy of live model %s: a cold start with S3 down will not serve", target.version)
 

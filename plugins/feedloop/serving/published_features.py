@@ -18,6 +18,7 @@ import io
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -26,8 +27,9 @@ import orjson
 from feedloop.features import definitions as features
 from feedloop.core.config import ServingSettings
 from feedloop.serving import metrics
-from feedloop.serving.model import (LoadedModel, Root, SnapshotRef, SwapRefused, first_line, folder_bucket, folder_key,
-                                    pointer_entry)
+from feedloop.serving.model import (LoadedModel, Root, SnapshotRef, SwapRefused, first_line, folder_bucket,
+                                    folder_key, pointer_entry)
+from feedloop.serving.refusals import download
 from feedloop.serving.snapshot import FILES, Snapshot, SnapshotError
 from feedloop.core.storage import NOT_MODIFIED, ObjectStore
 
@@ -283,21 +285,12 @@ class FeatureFollower:
         if target.id in self._loaded:
             return self._loaded[target.id]
         t0 = time.perf_counter()
-        published = load(target, self._get)
+        published = load(target, partial(download, self.store))
         self._loaded[target.id] = published
         metrics.FEATURE_SNAPSHOT_SWAPS.inc()
         log.info("loaded feature snapshot %s (as of %s) in %.2fs (verified sha256, sizes, columns, rows)", target.id,
                  target.as_of, time.perf_counter() - t0)
         return published
-
-    def _get(self, bucket: str, key: str) -> bytes:
-        try:
-            found = self.store.get(bucket, key)
-        except Exception as exc:  # noqa: BLE001 - transient S3 trouble: retried with backoff
-            raise SwapRefused("s3_error", f"cannot download s3://{bucket}/{key}: {first_line(exc)}") from None
-        if found is None:
-            raise SwapRefused("missing_artifact", f"s3://{bucket}/{key} does not exist")
-        return found.body
 
     def _refused(self, what: str, refused: SwapRefused, *, model: str | None = None) -> None:
         metrics.FEATURE_SNAPSHOT_REFUSALS.labels(refused.reason).inc()

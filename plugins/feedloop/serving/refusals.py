@@ -15,9 +15,22 @@ from datetime import datetime, timezone
 from typing import Any
 
 from feedloop.core.config import ServingSettings
-from feedloop.serving.model import SwapRefused, Target
+from feedloop.core.storage import ObjectStore
+from feedloop.serving.model import SwapRefused, Target, first_line
 
 REMEMBERED_REFUSALS = 32   # versions whose refusal (and backoff) a pod remembers; older ones are tried afresh
+
+
+def download(store: ObjectStore, bucket: str, key: str) -> bytes:
+    """One file a pod needs to load a version or a snapshot; S3 trouble and a missing file are refusals (retried
+    with backoff by the caller), never an exception that stops its watcher."""
+    try:
+        found = store.get(bucket, key)
+    except Exception as exc:  # noqa: BLE001 - transient S3 trouble: retried with backoff
+        raise SwapRefused("s3_error", f"cannot download s3://{bucket}/{key}: {first_line(exc)}") from None
+    if found is None:
+        raise SwapRefused("missing_artifact", f"s3://{bucket}/{key} does not exist")
+    return found.body
 
 
 @dataclass(frozen=True)

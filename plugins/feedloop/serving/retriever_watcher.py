@@ -25,8 +25,8 @@ from feedloop.core.storage import NOT_MODIFIED, ObjectStore
 from feedloop.serving import metrics
 from feedloop.serving.local_cache import LocalCache
 from feedloop.serving.polling import PollLoop
-from feedloop.serving.model import MANIFEST, Pointer, Root, SwapRefused, Target, first_line, verify_file
-from feedloop.serving.refusals import Refusals
+from feedloop.serving.model import MANIFEST, Pointer, SwapRefused, Target, first_line, verify_file
+from feedloop.serving.refusals import Refusals, download
 from feedloop.serving.retriever import FIXED_FILES, LoadedRetriever, build, index_file, parse_manifest, tenants
 from feedloop.retrieval.index import IDS_FILE
 
@@ -120,10 +120,7 @@ class RetrieverWatcher:
         self.state = RetrieverState(live=live, previous=previous, seq=pointer.seq)
         self.pending = None
         metrics.RETRIEVER_SWAPS.inc()
-        try:
-            self.cache.mark_live(live.target)
-        except (OSError, ValueError) as exc:
-            log.warning("cannot record retriever %s as live in the local cache (%s)", live.version, exc)
+        self.cache.mark_live(live.target)
         log.info("retriever %s live (previous %s)", live.version, previous.version if previous else None)
 
     def _obtain(self, target: Target) -> LoadedRetriever | None:
@@ -150,11 +147,7 @@ class RetrieverWatcher:
                 "unexpected_error", f"{target.version}: loading failed with {type(exc).__name__}: {first_line(exc)}"))
             return None
         self._refusals.clear(target)
-        try:
-            self.cache.save(target, manifest_body, files)
-        except (OSError, ValueError) as exc:
-            log.warning("cannot keep a local copy of retriever %s (%s): a cold start with S3 down will not "
-                        "recommend with it", target.version, exc)
+        self.cache.save(target, manifest_body, files)
         log.info("loaded retriever %s in %.2fs (verified sha256 of %d files, warm-up)", target.version,
                  model.load_seconds, len(files))
         return model
@@ -179,13 +172,7 @@ class RetrieverWatcher:
                     target.version)
 
     def _get(self, target: Target, name: str) -> bytes:
-        try:
-            found = self.store.get(target.bucket, target.key(name))
-        except Exception as exc:  # noqa: BLE001 - transient S3 trouble: retried with backoff
-            raise SwapRefused("s3_error", f"cannot download {target.uri}{name}: {first_line(exc)}") from None
-        if found is None:
-            raise SwapRefused("missing_artifact", f"{target.uri}{name} does not exist")
-        return found.body
+        return download(self.store, target.bucket, target.key(name))
 
     def _refuse(self, key: Target | str, version: str, refused: SwapRefused) -> None:
         refusal = self._refusals.record(key, version, refused)

@@ -35,7 +35,7 @@ from feedloop.serving.model import (ARTIFACTS, MANIFEST, LoadedModel, Pointer, R
                                     first_line, parse_manifest)
 from feedloop.serving.polling import PollLoop
 from feedloop.serving.published_features import FeatureFollower
-from feedloop.serving.refusals import Refusal, Refusals
+from feedloop.serving.refusals import Refusal, Refusals, download
 
 log = logging.getLogger("feedloop.serving")
 
@@ -194,7 +194,7 @@ class Watcher:
         self.state = Serving(live=new_live, canary=canary, canary_percent=pointer.canary_percent if canary else 0.0,
                              previous=previous, seq=pointer.seq if done else old.seq)
         if new_live is not None and (old.live is None or new_live.target != old.live.target):
-            self._mark_live(new_live.target)
+            self.cache.mark_live(new_live.target)
         kept = {id(m) for m in (self.state.live, self.state.canary, self.state.previous)}
         dropped = any(m is not None and id(m) not in kept for m in (old.live, old.canary, old.previous))
         del old, live, canary, new_live, previous
@@ -247,11 +247,7 @@ class Watcher:
         metrics.SWAP_SECONDS.observe(time.perf_counter() - t0)
         metrics.SWAPS.labels(role).inc()
         self._refusals.clear(target)
-        try:
-            self.cache.save(target, manifest_body, files)
-        except (OSError, ValueError) as exc:
-            log.warning("cannot keep a local copy of %s (%s): a cold start with S3 down will not serve it",
-                        target.version, exc)
+        self.cache.save(target, manifest_body, files)
         log.info("loaded %s as %s in %.2fs (verified sha256, signature, sample scores)", target.version, role,
                  model.load_seconds)
         return model
@@ -262,13 +258,7 @@ class Watcher:
         return manifest_body, manifest, {name: self._get(target, name) for name in ARTIFACTS}
 
     def _get(self, target: Target, name: str) -> bytes:
-        try:
-            found = self.store.get(target.bucket, target.key(name))
-        except Exception as exc:  # noqa: BLE001 - transient S3 trouble: retried with backoff
-            raise SwapRefused("s3_error", f"cannot download {target.uri}{name}: {first_line(exc)}") from None
-        if found is None:
-            raise SwapRefused("missing_artifact", f"{target.uri}{name} does not exist")
-        return found.body
+        return download(self.store, target.bucket, target.key(name))
 
     def _load_last_good(self) -> None:
         self._cache_tried = True
@@ -286,12 +276,6 @@ class Watcher:
         self.state = Serving(live=model)
         self._set_gauges()
         log.warning("S3 is unreachable: serving the last-known-good local copy of %s", target.version)
-
-    def _mark_live(self, target: Target) -> None:
-        try:
-            self.cache.mark_live(target)
-        except (OSError, ValueError) as exc:
-            log.warning("cannot record %s as live in the local cache (%s)", target.version, exc)
 
     def _refuse(self, key: Target | str, version: str, refused: SwapRefused) -> None:
         """Count, remember and log a refusal; the next attempt of `key` waits out its backoff."""

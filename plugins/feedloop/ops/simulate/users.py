@@ -216,12 +216,9 @@ class Simulator:
         if self.ranker is None:
             return None
         w, ids = self.world, self.ids
-        body = {key: base[key] for key in ("tenant_id", "user_id", "surface", "device", "request_id")}
-        if base["query"] is not None:
-            body["query"] = base["query"]
-        body.update(ts=format_ts(ts), limit=k,
-                    candidates=[{"item_id": ids.item(int(i)), "author_id": ids.author(int(w.item_author[i]))}
-                                for i in cand])
+        body = _request_body(base, ts, k)
+        body["candidates"] = [{"item_id": ids.item(int(i)), "author_id": ids.author(int(w.item_author[i]))}
+                              for i in cand]
         ranked = self.ranker(body)
         if ranked is None:
             return None
@@ -232,10 +229,7 @@ class Simulator:
         model version, explore), or None (not in the arm, or it has nothing to recommend with yet)."""
         if self.recommender is None or not takes_recommend(base["request_id"], self.recommend_share):
             return None
-        body = {key: base[key] for key in ("tenant_id", "user_id", "surface", "device", "request_id")}
-        if base["query"] is not None:
-            body["query"] = base["query"]
-        listed = self.recommender({**body, "ts": format_ts(ts), "limit": k})
+        listed = self.recommender(_request_body(base, ts, k))
         if listed is None:
             return None
         index, tenant = self.ids.item_index, self.world.user_tenant[self.ids.user_index[base["user_id"]]]
@@ -263,3 +257,10 @@ class Simulator:
         arrival = int(ts.timestamp() * 1000) + delay_ms
         return Record(arrival, item_base["user_id"].encode(), to_json(event))
 
+
+def _request_body(base: dict, ts: datetime, k: int) -> dict:
+    """What a feed service sends the pods for a request, /rank and /recommend alike (before any candidates)."""
+    body = {key: base[key] for key in ("tenant_id", "user_id", "surface", "device", "request_id")}
+    if base["query"] is not None:
+        body["query"] = base["query"]
+    return body | {"ts": format_ts(ts), "limit": k}
