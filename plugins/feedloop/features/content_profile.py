@@ -260,24 +260,33 @@ def _lists(matrix: np.ndarray) -> pa.ListArray:
 
 # ---- serving: the snapshot's columns -------------------------------------------------------------------------
 
-def from_snapshot(users: pa.Table, items: pa.Table) -> tuple[dict[str, int], dict[str, int], ContentTable]:
-    """(user -> profile row, item -> embedding row, table) from user.parquet and items.parquet.
+def from_snapshot(users: pa.Table, items: pa.Table) -> tuple[pa.Array, pa.Array, ContentTable]:
+    """(user id of each profile row, item id of each embedding row, table) from user.parquet and items.parquet.
 
-    A snapshot without the columns (one registered before these features) gives an empty table: NaN features."""
+    Vectorised (no Python object per user or item): a pod builds this while it serves, and Python loops here
+    held the GIL that its requests need. A snapshot without the columns (one registered before these
+    features) gives an empty table: NaN features."""
+    import pyarrow.compute as pc
+
     if "content_profile" not in users.column_names or "embedding" not in items.column_names:
-        return {}, {}, ContentTable.empty()
+        return pa.array([], pa.string()), pa.array([], pa.string()), ContentTable.empty()
     embeddings = _matrix(items["embedding"])
     has = ~np.isnan(embeddings).any(axis=1)
-    item_ids = [i for i, ok in zip(items["item_id"].to_pylist(), has) if ok]
-    item_index = {item: row for row, item in enumerate(item_ids)}
+    item_ids = items["item_id"].combine_chunks().filter(pa.array(has))
     embeddings = np.vstack([embeddings[has], np.full((1, embeddings.shape[1]), np.nan, np.float32)])
     prof = _matrix(users["content_profile"])
     known = ~np.isnan(prof).any(axis=1)
-    user_ids = [u for u, ok in zip(users["user_id"].to_pylist(), known) if ok]
-    k = max([features.CONTENT.recent_k] + [len(r or []) for r in users["recent_positives"].to_pylist()])
-    recent = np.full((len(user_ids) + 1, k), len(embeddings) - 1, np.int64)
-    for row, ids in enumerate(r for r, ok in zip(users["recent_positives"].to_pylist(), known) if ok):
-        rows = [item_index[i] for i in ids or [] if i in item_index]
-        recent[row, :len(rows)] = rows
+    lists = users["recent_positives"].combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    k = max(features.CONTENT.recent_k, int(lengths.max(initial=0)))
+    lists = lists.filter(pa.array(known))
+    row_of = pc.index_in(pc.list_flatten(lists), value_set=item_ids).to_numpy(zero_copy_only=False)
+    parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+    kept = ~np.isnan(row_of) if row_of.dtype.kind == "f" else np.ones(len(row_of), bool)
+    parent, row_of = parent[kept], row_of[kept].astype(np.int64)
+    slot = np.arange(len(parent)) - np.searchsorted(parent, parent, side="left")
+    recent = np.full((int(known.sum()) + 1, k), len(embeddings) - 1, np.int64)
+    recent[parent, slot] = row_of
     profiles = np.vstack([prof[known], np.full((1, prof.shape[1]), np.nan, np.float32)])
-    return {u: i for i, u in enumerate(user_ids)}, item_index, ContentTable.of(profiles, recent, embeddings)
+    user_ids = users["user_id"].combine_chunks().filter(pa.array(known))
+    return user_ids, item_ids, ContentTable.of(profiles, recent, embeddings)

@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
 
+from feedloop.core.vocabulary import UNKNOWN, Vocabulary
 from feedloop.features import content_profile
 from feedloop.features import definitions as features
 
-_UNKNOWN_ITEM = (None, np.nan, None)  # not in the catalog: no topic, unknown age, no author
 ITEMS = "items"  # the catalog: item_id -> topic, created_at (and author_id when the catalog has it)
 # Every file a snapshot has, named by the feature definitions (never by a manifest or a pointer).
 FILES = tuple(f"{e.name}.parquet" for e in features.ENTITIES) + (f"{ITEMS}.parquet",)
+# The vocabulary each key column draws its codes from.
+_KINDS = {"user_id": "user", "item_id": "item", "author_id": "author", "topic": "topic"}
 
 
 class SnapshotError(ValueError):
@@ -31,89 +34,149 @@ class SnapshotError(ValueError):
 
 
 @dataclass(frozen=True)
-class _Table:
-    """Counts of one entity: a key -> row index, and a float64 matrix with a zero row at the end."""
+class _Counts:
+    """One entity's counts by key codes: float64 [rows + 1, columns] whose last row is all zeros (unknown).
 
-    index: dict
-    counts: np.ndarray  # [rows + 1, columns]; row -1 is all zeros (an unknown key)
+    One key: row = the key's code (dense over its vocabulary). Two keys: rows sorted by a combined int64
+    code (first * radix + second), found by bisection."""
 
-    def rows(self, keys: Sequence) -> np.ndarray:
-        get = self.index.get
-        return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+    counts: np.ndarray
+    size: int                          # keys with counts
+    pairs: np.ndarray | None = None
+    radix: int = 0
+
+    def pair_rows(self, first: int, seconds: np.ndarray) -> np.ndarray:
+        if first == UNKNOWN or self.pairs is None or not len(self.pairs):
+            return np.full(len(seconds), UNKNOWN, np.int64)
+        wanted = first * self.radix + seconds
+        pos = np.searchsorted(self.pairs, wanted)
+        hit = (self.pairs[np.minimum(pos, len(self.pairs) - 1)] == wanted) & (seconds != UNKNOWN)
+        return np.where(hit, pos, UNKNOWN)
+
+
+@dataclass(frozen=True)
+class _Catalog:
+    """Per item code (last entry: unknown item): topic code, created_at (epoch s, NaN unknown) and author."""
+
+    topic: np.ndarray          # int64
+    created: np.ndarray        # float64
+    author: np.ndarray         # object: the author id, or None
+    size: int                  # items listed
 
 
 class Snapshot:
-    """Everything a pod needs besides the model to score a request."""
+    """Everything a pod needs besides the model to score a request, keyed by vocabulary codes."""
 
-    def __init__(self, entities: Mapping[str, _Table], catalog: Mapping[str, tuple[str | None, float, str | None]],
-                 content: tuple[dict[str, int], dict[str, int], content_profile.ContentTable] | None = None):
-        self._entities = entities
-        self._catalog = catalog
-        self._users, self._items, self._content = content or ({}, {}, content_profile.ContentTable.empty())
+    def __init__(self, vocab: Mapping[str, Vocabulary], entities: Mapping[str, _Counts], catalog: _Catalog,
+                 content_rows: tuple[np.ndarray, np.ndarray], content: content_profile.ContentTable):
+        self._vocab, self._entities, self._catalog = vocab, entities, catalog
+        self._profile_row, self._embedding_row = content_rows
+        self._content = content
 
     @classmethod
     def from_parquet(cls, files: Mapping[str, bytes]) -> Snapshot:
         """files: "<entity>.parquet" (one per features.ENTITIES) and "items.parquet" -> bytes."""
         import pyarrow.parquet as pq
 
-        entities, tables = {}, {}
+        tables = {}
         for entity in features.ENTITIES:
             table = tables[entity.name] = pq.read_table(io.BytesIO(_file(files, entity.name)))
             missing = [c for c in (*entity.keys, *entity.columns()) if c not in table.column_names]
             if missing:
                 raise SnapshotError(f"snapshot {entity.name}.parquet lacks column(s) {', '.join(missing)}")
-            keys = [table[k].to_pylist() for k in entity.keys]
-            index = {k: i for i, k in enumerate(keys[0] if len(keys) == 1 else zip(*keys))}
-            counts = np.zeros((table.num_rows + 1, len(entity.columns())), dtype=np.float64)
-            for j, c in enumerate(entity.columns()):
-                counts[:-1, j] = table[c].to_numpy(zero_copy_only=False)
-            entities[entity.name] = _Table(index, counts)
         items = pq.read_table(io.BytesIO(_file(files, ITEMS)))
         missing = [c for c in ("item_id", "topic", "created_at") if c not in items.column_names]
         if missing:
             raise SnapshotError(f"snapshot {ITEMS}.parquet lacks column(s) {', '.join(missing)}")
-        created = _epoch_seconds(items["created_at"])
-        authors = items["author_id"].to_pylist() if "author_id" in items.column_names else [None] * items.num_rows
-        catalog = {item: (topic, float(c), author) for item, topic, c, author
-                   in zip(items["item_id"].to_pylist(), items["topic"].to_pylist(), created, authors)}
-        return cls(entities, catalog, content_profile.from_snapshot(tables["user"], items))
+        authors = items["author_id"] if "author_id" in items.column_names else pa.nulls(items.num_rows, pa.string())
+        profile_users, embedded_items, content = content_profile.from_snapshot(tables["user"], items)
+        columns: dict[str, list] = {kind: [] for kind in _KINDS.values()}
+        for entity in features.ENTITIES:
+            for key in entity.keys:
+                columns[_KINDS[key]].append(tables[entity.name][key])
+        columns["item"] += [items["item_id"], embedded_items]
+        columns["topic"].append(items["topic"])
+        columns["author"].append(authors)
+        columns["user"].append(profile_users)
+        vocab = {kind: Vocabulary.of(*cols) for kind, cols in columns.items()}
+        entities = {e.name: _counts(tables[e.name], e, vocab) for e in features.ENTITIES}
+        catalog = _catalog(vocab, items["item_id"], items["topic"], _epoch_seconds(items["created_at"]), authors)
+        rows = (_rows_by_code(vocab["user"].codes(profile_users), len(vocab["user"])),
+                _rows_by_code(vocab["item"].codes(embedded_items), len(vocab["item"])))
+        return cls(vocab, entities, catalog, rows, content)
 
     def inputs(self, *, tenant_id: str, user_id: str, surface: str, device: str, request_ts: float,
                item_ids: Sequence[str], author_ids: Sequence[str | None]) -> dict[str, np.ndarray]:
         """The raw inputs of `features.derive` for one request's candidates (authors as from `authors`)."""
         n = len(item_ids)
-        meta = [self._catalog.get(i, _UNKNOWN_ITEM) for i in item_ids]
-        topics = [m[0] for m in meta]
-        authors = author_ids
-        keys = {
-            "user": [user_id] * n,
-            "item": item_ids,
-            "author": authors,
-            "user_author": [(user_id, a) for a in authors],
-            "user_topic": [(user_id, t) for t in topics],
+        user = int(self._vocab["user"].lookup([user_id])[0])
+        items = self._vocab["item"].lookup(item_ids)
+        authors = self._vocab["author"].lookup(author_ids)
+        topics = self._catalog.topic[items]
+        blocks = {
+            "user": self._entities["user"].counts[np.full(n, user, np.int64)],
+            "item": self._entities["item"].counts[items],
+            "author": self._entities["author"].counts[authors],
+            "user_author": self._entities["user_author"].counts[self._entities["user_author"].pair_rows(user, authors)],
+            "user_topic": self._entities["user_topic"].counts[self._entities["user_topic"].pair_rows(user, topics)],
         }
         out: dict[str, np.ndarray] = {}
         for entity in features.ENTITIES:
-            table = self._entities[entity.name]
-            block = table.counts[table.rows(keys[entity.name])]
             for j, c in enumerate(entity.columns()):
-                out[c] = block[:, j]
-        user_row = np.full(n, self._users.get(user_id, -1), dtype=np.int64)
-        item_rows = np.fromiter((self._items.get(i, -1) for i in item_ids), dtype=np.int64, count=n)
-        out.update(self._content.inputs(user_row, item_rows))
+                out[c] = blocks[entity.name][:, j]
+        out.update(self._content.inputs(np.full(n, self._profile_row[user], np.int64), self._embedding_row[items]))
         out["request_ts"] = np.full(n, request_ts, dtype=np.float64)
-        out["item_created_at"] = np.fromiter((m[1] for m in meta), dtype=np.float64, count=n)
+        out["item_created_at"] = self._catalog.created[items]
         for name, value in (("tenant_id", tenant_id), ("surface", surface), ("device", device)):
             out[name] = np.full(n, value, dtype=object)
         return out
 
     def authors(self, item_ids: Sequence[str], author_ids: Sequence[str | None]) -> list[str | None]:
         """The request's author of each item, else the catalog's (None when neither knows it)."""
-        return [a if a is not None else self._catalog.get(i, _UNKNOWN_ITEM)[2] for i, a in zip(item_ids, author_ids)]
+        catalog = self._catalog.author[self._vocab["item"].lookup(item_ids)]
+        return [a if a is not None else c for a, c in zip(author_ids, catalog.tolist())]
 
     def sizes(self) -> dict[str, int]:
-        return {**{name: len(t.index) for name, t in self._entities.items()}, ITEMS: len(self._catalog),
-                "content_profiles": len(self._users), "item_embeddings": len(self._items)}
+        return {**{name: t.size for name, t in self._entities.items()}, ITEMS: self._catalog.size, "content_profiles": int((self._profile_row >= 0).sum()),
+                "item_embeddings": int((self._embedding_row >= 0).sum())}
+
+
+def _counts(table: pa.Table, entity: features.Entity, vocab: Mapping[str, Vocabulary]) -> _Counts:
+    """An entity's counts indexed by its keys' codes (rows with a null key are never found, as before)."""
+    values = np.column_stack([table[c].to_numpy(zero_copy_only=False).astype(np.float64)
+                              for c in entity.columns()]) if table.num_rows else np.zeros((0, len(entity.columns())))
+    codes = [vocab[_KINDS[k]].codes(table[k]) for k in entity.keys]
+    if len(codes) == 1:
+        dense = np.zeros((len(vocab[_KINDS[entity.keys[0]]]) + 1, values.shape[1]))
+        known = codes[0] != UNKNOWN
+        dense[codes[0][known]] = values[known]
+        return _Counts(dense, int(known.sum()))
+    radix = len(vocab[_KINDS[entity.keys[1]]]) + 1
+    known = (codes[0] != UNKNOWN) & (codes[1] != UNKNOWN)
+    combined = codes[0][known] * radix + codes[1][known]
+    order = np.argsort(combined, kind="stable")
+    return _Counts(np.vstack([values[known][order], np.zeros((1, values.shape[1]))]), len(order), combined[order], radix)
+
+
+def _catalog(vocab: Mapping[str, Vocabulary], item_ids, topics, created: np.ndarray, authors) -> _Catalog:
+    """Dense per item code; an item listed twice keeps its last row (as the dict before did)."""
+    size = len(vocab["item"]) + 1
+    codes = vocab["item"].codes(item_ids)
+    topic, when, author = np.full(size, UNKNOWN, np.int64), np.full(size, np.nan), np.full(size, None, object)
+    last = len(codes) - 1 - np.unique(codes[::-1], return_index=True)[1]
+    last = last[codes[last] != UNKNOWN]
+    topic[codes[last]] = vocab["topic"].codes(topics)[last]
+    when[codes[last]] = created[last]
+    author[codes[last]] = np.asarray(authors.to_numpy(zero_copy_only=False), dtype=object)[last]
+    return _Catalog(topic, when, author, len(last))
+
+
+def _rows_by_code(codes: np.ndarray, size: int) -> np.ndarray:
+    """Row r of a table whose r-th id has code codes[r], by code; UNKNOWN elsewhere and at the end."""
+    rows = np.full(size + 1, UNKNOWN, np.int64)
+    known = codes != UNKNOWN
+    rows[codes[known]] = np.arange(len(codes))[known]
+    return rows
 
 
 def _epoch_seconds(column) -> np.ndarray:

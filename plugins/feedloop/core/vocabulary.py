@@ -1,0 +1,108 @@
+"""Ids as codes: a sorted vocabulary of fixed-width UTF-8 bytes, built and searched by numpy and pyarrow.
+
+Why not a dict: a feature snapshot has 10^5-10^6 keys, and as dicts of str and tuple keys they were
+millions of Python objects. Building them held the GIL in long C calls and every full garbage collection
+walked them (40-90 ms with the GIL held), so a pod's requests stalled while it loaded a new model
+(bench/serve.py, p99 during swaps). Here a vocabulary is one bytes array, built from the Parquet column's
+own buffers and searched by bisection, and the tables keyed by it are numpy arrays indexed by code.
+
+Every key is its UTF-8 bytes plus a 0x01 end byte, so numpy's NUL padding cannot make two ids equal ("a"
+and "a\\0"). Keys longer than LONG_KEY bytes would make the array as wide as the longest one (a producer's
+1 MB id times 10^5 keys): they get codes after the array's and live in a small dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+END = b"\x01"
+LONG_KEY = 256                 # bytes with the end byte; longer keys go to the dict
+UNKNOWN = -1                   # the code of an id the vocabulary does not hold (and of a null)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Distinct non-null ids; code = position in `ordered`, or len(ordered) + j for the j-th long id."""
+
+    ordered: np.ndarray        # S<width>: the encoded short ids, ascending
+    long: dict[bytes, int]     # encoded long id -> code
+    distinct: pa.Array         # the ids, in pyarrow's order (hashed by `codes`)
+    code_of: np.ndarray        # int64: code of distinct[i]
+
+    @classmethod
+    def of(cls, *columns: pa.Array | pa.ChunkedArray) -> Vocabulary:
+        """The distinct non-null strings of all `columns`."""
+        values = pa.chunked_array([c for col in columns for c in _chunks(col)], pa.large_string())
+        distinct = pc.unique(values).drop_null()
+        fixed, long_rows = _encode(distinct)
+        short = np.flatnonzero(~long_rows)
+        order = short[np.argsort(fixed[short], kind="stable")]
+        long_rows = np.flatnonzero(long_rows)
+        code_of = np.empty(len(distinct), np.int64)
+        code_of[order] = np.arange(len(order))
+        code_of[long_rows] = len(order) + np.arange(len(long_rows))
+        long = {distinct[int(r)].as_py().encode("utf-8") + END: int(code_of[r]) for r in long_rows}
+        return cls(fixed[order], long, distinct, code_of)
+
+    def __len__(self) -> int:
+        return len(self.ordered) + len(self.long)
+
+    def codes(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Codes of a column's values (UNKNOWN for nulls and for ids not in the vocabulary), by pyarrow's hashing."""
+        values = pa.chunked_array(_chunks(column), pa.large_string())
+        found = pc.fill_null(pc.index_in(values, value_set=self.distinct), -1).to_numpy().astype(np.int64)
+        return np.where(found >= 0, self.code_of[found], UNKNOWN)
+
+    def lookup(self, ids: Sequence[str | None]) -> np.ndarray:
+        """Codes of a request's ids (UNKNOWN for None and unknown ids)."""
+        width = self.ordered.dtype.itemsize
+        encoded = [b"" if i is None else i.encode("utf-8", "surrogatepass") + END for i in ids]
+        fixed = np.array(encoded, dtype=f"S{width}") if encoded else np.zeros(0, f"S{width}")
+        codes = self._search(fixed)
+        if max(map(len, encoded), default=0) > width:     # too wide for the array: the dict, or unknown
+            for row, e in enumerate(encoded):
+                if len(e) > width:
+                    codes[row] = self.long.get(e, UNKNOWN)
+        return codes
+
+    def _search(self, fixed: np.ndarray) -> np.ndarray:
+        """Positions of exact matches in `ordered` (UNKNOWN otherwise); b"" (no id) never matches."""
+        if not len(self.ordered):
+            return np.full(len(fixed), UNKNOWN, np.int64)
+        pos = np.searchsorted(self.ordered, fixed).astype(np.int64)
+        hit = self.ordered[np.minimum(pos, len(self.ordered) - 1)] == fixed
+        return np.where(hit & (fixed != b""), pos, UNKNOWN)
+
+
+def _chunks(column: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    return [c.cast(pa.large_string()) for c in chunks]
+
+
+def _encode(values: pa.Array, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(S<width> array of UTF-8 + END, mask of values too long for it); nulls and long values give b"".
+
+    Built from the array's offsets and data buffers with numpy: no Python object per value."""
+    n = len(values)
+    validity = np.asarray(values.is_valid()) if n else np.zeros(0, bool)
+    offsets = np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + n + 1] if n else np.zeros(1, np.int64)
+    data = values.buffers()[2]
+    data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    lengths = np.where(validity, np.diff(offsets), 0)
+    long_rows = lengths + 1 > LONG_KEY if width is None else lengths + 1 > width
+    short = np.where(long_rows | ~validity, 0, lengths)
+    if width is None:
+        width = int(short.max(initial=0)) + 1
+    matrix = np.zeros((n, width), np.uint8)
+    total = int(short.sum())
+    rows = np.repeat(np.arange(n), short)
+    within = np.arange(total) - np.repeat(np.cumsum(short) - short, short)
+    matrix[rows, within] = data[np.repeat(offsets[:-1], short) + within]
+    ends = np.flatnonzero(validity & ~long_rows)
+    matrix[ends, short[ends]] = END[0]
+    return matrix.view(f"S{width}").ravel(), long_rows & validity
