@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -162,7 +163,8 @@ def encode(values: Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray, leve
         codes = pc.index_in(values, value_set=pa.array(list(levels), type=values.type))
         return pc.fill_null(codes.cast(pa.float32()), np.nan).to_numpy(zero_copy_only=False)
     lookup = {v: float(i) for i, v in enumerate(levels)}
-    return np.fromiter((lookup.get(v, np.nan) for v in values), dtype=np.float32, count=len(values))
+    # map() over dict.get, not a generator: a pod encodes three 500-long columns per request
+    return np.fromiter(map(lookup.get, values, repeat(np.nan)), dtype=np.float32, count=len(values))
 
 
 def column(name: str) -> str:
