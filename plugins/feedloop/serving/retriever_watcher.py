@@ -60,7 +60,7 @@ class RetrieverWatcher:
         self._next_attempt = 0.0
         self._loop = PollLoop("retriever-watcher", tick=self.tick, clock=clock, retry_s=cfg.retry_initial_s,
                               wake_at=lambda: self._next_poll if self.pending is None
-                              else min(self._next_poll, self._next_attempt))
+                              else min(self._next_poll, self._next_attempt), nice=cfg.loader_nice)
 
     def start(self) -> None:
         self._loop.start()

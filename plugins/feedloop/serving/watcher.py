@@ -104,7 +104,7 @@ class Watcher:
         self._gauges: set[tuple[str, str, str]] = set()
         self._snapshot_gauges: set[tuple[str, str, str, str]] = set()
         self._loop = PollLoop("model-watcher", tick=self.tick, wake_at=self._wake_at, clock=clock,
-                              retry_s=cfg.retry_initial_s)
+                              retry_s=cfg.retry_initial_s, nice=cfg.loader_nice)
 
     # ---- lifecycle ------------------------------------------------------------------------------
 

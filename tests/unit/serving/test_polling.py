@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
+
+import pytest
 
 from feedloop.serving.polling import MIN_SLEEP_S, PollLoop
 
@@ -41,3 +46,16 @@ def test_it_sleeps_until_the_next_thing_is_due():
                     clock=time.monotonic, retry_s=5.0)
     _run_for(loop, 0.5)
     assert len(ticks) == 2 and ticks[1] - ticks[0] >= 0.29
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread has its own nice value on Linux only")
+def test_the_loop_runs_at_its_nice_and_the_rest_of_the_pod_does_not():
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    if base > 19 - 7:
+        pytest.skip(f"the tests already run at nice {base}")
+    seen = []
+    loop = PollLoop("test", tick=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())),
+                    wake_at=lambda: time.monotonic() + 5, clock=time.monotonic, retry_s=5.0, nice=base + 7)
+    _run_for(loop, 0.2)
+    assert seen == [base + 7]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
