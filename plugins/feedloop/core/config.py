@@ -293,7 +293,7 @@ class ServingSettings(_Section):
     simulated_time: bool = False                    # simulations only: any `ts` is the time and stamps the Kafka record
     sample_max_abs_diff: float = Field(1e-5, gt=0)  # a loaded model must reproduce the registered sample scores
     onnx_threads: int = Field(1, ge=1)              # intra-op threads per session (2 cores: 1 is fastest)
-    loader_nice: int = Field(10, ge=0, le=19)       # the watchers' threads (download, verify, load) yield the cores to requests
+    loader_nice: int = Field(10, ge=0, le=19)       # the watchers' threads (download, verify, load) yield to requests
     exploration_share: float = Field(0.05, ge=0, le=1)  # lists shown shuffled (explore=true): position bias
     log_impressions: bool = True                    # produce every served list to Kafka as impression events
     impression_buffer: int = Field(20_000, ge=1)    # events held for Kafka; beyond it they are dropped (counted)

@@ -62,7 +62,7 @@ class Vocabulary:
         """Codes of a request's ids (UNKNOWN for None and unknown ids)."""
         width = self.ordered.dtype.itemsize
         encoded = [b"" if i is None else i.encode("utf-8", "surrogatepass") + END for i in ids]
-        fixed = np.array(encoded, dtype=f"S{width}") if encoded else np.zeros(0, f"S{width}")
+        fixed = np.array(encoded, dtype=f"S{width}")
         codes = self._search(fixed)
         if max(map(len, encoded), default=0) > width:     # too wide for the array: the dict, or unknown
             for row, e in enumerate(encoded):
@@ -84,20 +84,20 @@ def _chunks(column: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
     return [c.cast(pa.large_string()) for c in chunks]
 
 
-def _encode(values: pa.Array, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(S<width> array of UTF-8 + END, mask of values too long for it); nulls and long values give b"".
+def _encode(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(S<width> array of UTF-8 + END, mask of values over LONG_KEY bytes); nulls and long values give b"".
 
     Built from the array's offsets and data buffers with numpy: no Python object per value."""
     n = len(values)
     validity = np.asarray(values.is_valid()) if n else np.zeros(0, bool)
-    offsets = np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + n + 1] if n else np.zeros(1, np.int64)
+    offsets = (np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + n + 1] if n
+               else np.zeros(1, np.int64))
     data = values.buffers()[2]
     data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
     lengths = np.where(validity, np.diff(offsets), 0)
-    long_rows = lengths + 1 > LONG_KEY if width is None else lengths + 1 > width
+    long_rows = lengths + 1 > LONG_KEY
     short = np.where(long_rows | ~validity, 0, lengths)
-    if width is None:
-        width = int(short.max(initial=0)) + 1
+    width = int(short.max(initial=0)) + 1
     matrix = np.zeros((n, width), np.uint8)
     total = int(short.sum())
     rows = np.repeat(np.arange(n), short)

@@ -137,7 +137,8 @@ class Snapshot:
         return [a if a is not None else c for a, c in zip(author_ids, catalog.tolist())]
 
     def sizes(self) -> dict[str, int]:
-        return {**{name: t.size for name, t in self._entities.items()}, ITEMS: self._catalog.size, "content_profiles": int((self._profile_row >= 0).sum()),
+        return {**{name: t.size for name, t in self._entities.items()}, ITEMS: self._catalog.size,
+                "content_profiles": int((self._profile_row >= 0).sum()),
                 "item_embeddings": int((self._embedding_row >= 0).sum())}
 
 
@@ -155,7 +156,8 @@ def _counts(table: pa.Table, entity: features.Entity, vocab: Mapping[str, Vocabu
     known = (codes[0] != UNKNOWN) & (codes[1] != UNKNOWN)
     combined = codes[0][known] * radix + codes[1][known]
     order = np.argsort(combined, kind="stable")
-    return _Counts(np.vstack([values[known][order], np.zeros((1, values.shape[1]))]), len(order), combined[order], radix)
+    counts = np.vstack([values[known][order], np.zeros((1, values.shape[1]))])
+    return _Counts(counts, len(order), combined[order], radix)
 
 
 def _catalog(vocab: Mapping[str, Vocabulary], item_ids, topics, created: np.ndarray, authors) -> _Catalog:
