@@ -7,6 +7,9 @@ a pod builds the exact inputs the training rows of that day would have, through 
 defaults (the smoothed-rate prior). The content-similarity inputs come from the user profiles and item
 embeddings in user.parquet and items.parquet, through the training set's own code
 (feedloop.features.content_profile.ContentTable); a snapshot without those columns gives NaN.
+Keys are vocabulary codes (feedloop.core.vocabulary), never a Python object per key: a pod builds this
+while it serves, and dicts of ~10^6 keys held the GIL its requests need, while loading and at every
+garbage collection after.
 """
 
 from __future__ import annotations
