@@ -38,6 +38,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from datetime import date, timedelta
@@ -289,6 +290,9 @@ def main() -> None:
         print_summary(saved["results"], saved["days"], args.report)
         return
     seeds = [int(s) for s in args.seeds.split(",")]
+    # `kill` (SIGTERM) ends the run like Ctrl-C: run_seed's `finally` stops the seed's stack, which
+    # otherwise keeps its Airflow, Kafka, S3 and pods running on the default ports
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = []
     for seed in seeds:
         results.append(run_seed(seed, args.days, ROOT / ".feedloop-bench" / f"loop-{seed}"))
