@@ -280,10 +280,10 @@ def from_snapshot(users: pa.Table, items: pa.Table) -> tuple[pa.Array, pa.Array,
     lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
     k = max(features.CONTENT.recent_k, int(lengths.max(initial=0)))
     lists = lists.filter(pa.array(known))
-    row_of = pc.index_in(pc.list_flatten(lists), value_set=item_ids).to_numpy(zero_copy_only=False)
+    row_of = pc.fill_null(pc.index_in(pc.list_flatten(lists), value_set=item_ids), -1).to_numpy().astype(np.int64)
     parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
-    kept = ~np.isnan(row_of) if row_of.dtype.kind == "f" else np.ones(len(row_of), bool)
-    parent, row_of = parent[kept], row_of[kept].astype(np.int64)
+    kept = row_of >= 0
+    parent, row_of = parent[kept], row_of[kept]
     slot = np.arange(len(parent)) - np.searchsorted(parent, parent, side="left")
     recent = np.full((int(known.sum()) + 1, k), len(embeddings) - 1, np.int64)
     recent[parent, slot] = row_of

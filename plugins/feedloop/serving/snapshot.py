@@ -152,9 +152,9 @@ def _counts(table: pa.Table, entity: features.Entity, vocab: Mapping[str, Vocabu
     codes = [vocab[_KINDS[k]].codes(table[k]) for k in entity.keys]
     if len(codes) == 1:
         dense = np.zeros((len(vocab[_KINDS[entity.keys[0]]]) + 1, values.shape[1]))
-        known = codes[0] != UNKNOWN
-        dense[codes[0][known]] = values[known]
-        return _Counts(dense, int(known.sum()))
+        last = _last_rows(codes[0])
+        dense[codes[0][last]] = values[last]
+        return _Counts(dense, len(last))
     radix = len(vocab[_KINDS[entity.keys[1]]]) + 1
     known = (codes[0] != UNKNOWN) & (codes[1] != UNKNOWN)
     combined = codes[0][known] * radix + codes[1][known]
@@ -164,12 +164,11 @@ def _counts(table: pa.Table, entity: features.Entity, vocab: Mapping[str, Vocabu
 
 
 def _catalog(vocab: Mapping[str, Vocabulary], item_ids, topics, created: np.ndarray, authors) -> _Catalog:
-    """Dense per item code; an item listed twice keeps its last row (as the dict before did)."""
+    """Dense per item code."""
     size = len(vocab["item"]) + 1
     codes = vocab["item"].codes(item_ids)
     topic, when, author = np.full(size, UNKNOWN, np.int64), np.full(size, np.nan), np.full(size, None, object)
-    last = len(codes) - 1 - np.unique(codes[::-1], return_index=True)[1]
-    last = last[codes[last] != UNKNOWN]
+    last = _last_rows(codes)
     topic[codes[last]] = vocab["topic"].codes(topics)[last]
     when[codes[last]] = created[last]
     author[codes[last]] = np.asarray(authors.to_numpy(zero_copy_only=False), dtype=object)[last]
@@ -179,9 +178,16 @@ def _catalog(vocab: Mapping[str, Vocabulary], item_ids, topics, created: np.ndar
 def _rows_by_code(codes: np.ndarray, size: int) -> np.ndarray:
     """Row r of a table whose r-th id has code codes[r], by code; UNKNOWN elsewhere and at the end."""
     rows = np.full(size + 1, UNKNOWN, np.int64)
-    known = codes != UNKNOWN
-    rows[codes[known]] = np.arange(len(codes))[known]
+    last = _last_rows(codes)
+    rows[codes[last]] = last
     return rows
+
+
+def _last_rows(codes: np.ndarray) -> np.ndarray:
+    """The row of each known code's last occurrence: an id listed twice keeps its last row, as a dict did
+    (numpy's own assignment does not promise which of repeated indices wins)."""
+    last = len(codes) - 1 - np.unique(codes[::-1], return_index=True)[1]
+    return last[codes[last] != UNKNOWN]
 
 
 def _epoch_seconds(column) -> np.ndarray:
