@@ -45,6 +45,15 @@ def connect(settings: Settings, *, memory_limit: str = "2GB", threads: int = 2, 
     return con
 
 
+def utc_day(column: str) -> str:
+    """SQL for the UTC day (DATE) of a TIMESTAMPTZ column, by integer arithmetic on its microseconds.
+
+    Why not CAST(column AS DATE): that goes through ICU's calendar, 2.0 s per 12M rows on this machine kind
+    against 0.24 s (measured 2026-12-05); the flooring keeps days before 1970 right (DuckDB's // truncates)."""
+    us, day = f"epoch_us({column})", 86_400_000_000
+    return f"(DATE '1970-01-01' + CAST(({us} - (({us} % {day}) + {day}) % {day}) // {day} AS INTEGER))"
+
+
 def _create_s3_secret(con, creds: S3Credentials) -> None:
     """DuckDB's S3 secret from the resolved credentials (the same boto3 uses), session token included.
 

@@ -53,10 +53,28 @@ class Vocabulary:
         return len(self.ordered) + len(self.long)
 
     def codes(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """Codes of a column's values (UNKNOWN for nulls and for ids not in the vocabulary), by pyarrow's hashing."""
+        """Codes of a column's values (UNKNOWN for nulls and for ids not in the vocabulary).
+
+        pyarrow's index_in hashes the whole vocabulary on every call: a column shorter than the vocabulary (a
+        training set's batch of rows against 500k users) is hashed instead, and its distinct values are bisected."""
         values = pa.chunked_array(_chunks(column), pa.large_string())
-        found = pc.fill_null(pc.index_in(values, value_set=self.distinct), -1).to_numpy().astype(np.int64)
-        return np.where(found >= 0, self.code_of[found], UNKNOWN)
+        if len(values) < len(self):
+            encoded = pc.dictionary_encode(values.combine_chunks())
+            known = self._codes_of(encoded.dictionary)
+            return np.append(known, UNKNOWN)[pc.fill_null(encoded.indices, len(known)).to_numpy()]
+        found = pc.fill_null(pc.index_in(values, value_set=self.distinct), -1).to_numpy()
+        return np.append(self.code_of, UNKNOWN)[found]   # -1 (not found, null) takes the appended UNKNOWN
+
+    def _codes_of(self, distinct: pa.Array) -> np.ndarray:
+        """Codes of distinct non-null strings, by bisection (long ones by the dict)."""
+        fixed, long_rows = _encode(distinct)
+        width = self.ordered.dtype.itemsize
+        fits = pc.binary_length(distinct).to_numpy(zero_copy_only=False) + len(END) <= width
+        codes = np.full(len(distinct), UNKNOWN, np.int64)
+        codes[fits] = self._search(fixed[fits].astype(f"S{max(width, 1)}"))
+        for row in np.flatnonzero(long_rows):
+            codes[row] = self.long.get(distinct[int(row)].as_py().encode("utf-8") + END, UNKNOWN)
+        return codes
 
     def lookup(self, ids: Sequence[str | None]) -> np.ndarray:
         """Codes of a request's ids (UNKNOWN for None and unknown ids)."""

@@ -28,7 +28,7 @@ from datetime import date, datetime
 import numpy as np
 import pyarrow as pa
 
-from feedloop.core import layout
+from feedloop.core import duck, layout
 from feedloop.core.storage import ObjectStore
 from feedloop.features import definitions as features
 
@@ -168,7 +168,7 @@ def stage_positives(con, end_ts: datetime) -> None:
     kinds = ", ".join(f"'{k}'" for k in features.CONTENT.events)
     con.execute(f"""
         CREATE TABLE cpos AS
-        SELECT e.user_id, c.item_row, CAST(e.ingest_ts AS DATE) AS d, epoch(max(e.ingest_ts)) AS arrived
+        SELECT e.user_id, c.item_row, {duck.utc_day('e.ingest_ts')} AS d, epoch(max(e.ingest_ts)) AS arrived
         FROM ev e JOIN citem c USING (item_id)
         WHERE e.event_type IN ({kinds}) AND e.ingest_ts < ? AND e.user_id IS NOT NULL
         GROUP BY ALL""", [end_ts])

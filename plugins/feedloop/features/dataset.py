@@ -18,6 +18,7 @@ import logging
 import math
 import tempfile
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
@@ -30,6 +31,7 @@ import pyarrow.compute as pc
 from feedloop.features import definitions as features
 from feedloop.core import layout as lake
 from feedloop.features import content_profile, propensity, staging
+from feedloop.features.windowed_counts import DayCounts, WindowedCounts
 from feedloop.core.config import Settings
 from feedloop.quality.status import label
 from feedloop.core.storage import ObjectStore
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "holdout")
 UPLOAD_THREADS = 4   # part files in flight to S3 while the next ones are computed
+WRITES_IN_FLIGHT = 3   # batch parts queued to the writer thread (bounds the rows held in memory)
 ID_COLUMNS = ("request_id", "user_id", "item_id", "author_id", "tenant_id", "surface", "device")
 
 
@@ -108,9 +111,11 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None,
         content = staging.stage(con, settings, store, inputs, start, end, Path(tmp) / "lake")
         curves, methods = _propensities(con, settings)
         result.propensity_method = "+".join(sorted(set(methods.values())))
-        written, rows, digest = _write_rows(con, settings, store, prefix, curves, content, start, end, Path(tmp))
+        counts = _windowed_counts(con)
+        written, rows, digest = _write_rows(con, settings, store, prefix, curves, content, counts, start, end,
+                                            Path(tmp))
         result.rows, result.content_hash = rows, digest
-        result.files = written + _write_snapshot(con, settings, store, prefix, end, content, Path(tmp))
+        result.files = written + _write_snapshot(con, settings, store, prefix, counts.as_of(end), content, Path(tmp))
         con.close()
     _remove_stale(store, bucket, prefix, keep=set(result.files))
     store.put_json(bucket, prefix + "propensity.json", {"method": result.propensity_method, "methods": methods,
@@ -164,20 +169,16 @@ def _propensities(con, settings: Settings) -> tuple[dict[str, dict[int, float]],
 
 
 def _row_query(day: date) -> str:
-    """One impression day's rows with their features (days are streamed in order, bounding memory)."""
-    on_day = f"d = DATE '{day.isoformat()}'"
-    joins, cols = [], []
-    for e in features.ENTITIES:
-        on = " AND ".join(f"s_{e.name}.{k} = i.{k}" for k in e.keys)
-        joins.append(f"\n        LEFT JOIN (SELECT * FROM feat_{e.name} WHERE {on_day}) s_{e.name} ON {on}")
-        cols += [f"coalesce(s_{e.name}.{c}, 0) AS {c}" for c in e.columns()]
+    """One impression day's rows with their label and content rows (days are streamed in order, bounding memory);
+    the windowed counts are added per batch (feedloop.features.windowed_counts)."""
     return f"""
-        SELECT i.request_id, i.user_id, i.item_id, i.author_id, i.tenant_id, i.surface, i.device, i.position,
-               i.explore, i.model_version, i.d, i.request_ts, i.item_created_at, coalesce(l.label, 0) AS label,
-               {', '.join(cols)}, coalesce(cp.pair_row, -1) AS pair_row, coalesce(ci.item_row, -1) AS item_row
-        FROM imp i LEFT JOIN lab l USING (request_id, item_id) {''.join(joins)}
+        SELECT i.request_id, i.user_id, i.item_id, i.author_id, i.topic, i.tenant_id, i.surface, i.device,
+               i.position, i.explore, i.model_version, i.d, i.request_ts, i.item_created_at,
+               coalesce(l.label, 0) AS label, coalesce(cp.pair_row, -1) AS pair_row,
+               coalesce(ci.item_row, -1) AS item_row
+        FROM imp i LEFT JOIN lab l USING (request_id, item_id)
         LEFT JOIN cpair cp ON cp.user_id = i.user_id AND cp.d = i.d LEFT JOIN citem ci ON ci.item_id = i.item_id
-        WHERE i.{on_day}
+        WHERE i.d = DATE '{day.isoformat()}'
         ORDER BY i.request_id, i.position, i.item_id"""
 
 
@@ -219,8 +220,17 @@ def _upload(store: ObjectStore, path: Path, bucket: str, key: str) -> None:
     path.unlink()
 
 
-def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves,
-                content: content_profile.Profiles, start: date, end: date, tmp: Path):
+def _windowed_counts(con) -> WindowedCounts:
+    """The daily count tables moved out of DuckDB (which no longer needs them) into WindowedCounts."""
+    tables = {}
+    for e in features.ENTITIES:
+        tables[e.name] = con.execute(f"SELECT * FROM daily_{e.name}").fetch_arrow_table()
+        con.execute(f"DROP TABLE daily_{e.name}")
+    return WindowedCounts(tables)
+
+
+def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves, content: content_profile.Profiles,
+                counts: WindowedCounts, start: date, end: date, tmp: Path):
     """Stream the joined rows batch by batch: derive features, weights and split, write Parquet to S3."""
     cats = features.categories(settings.events.tenants)
     holdout_day, valid_day = end - timedelta(days=1), end - timedelta(days=2)
@@ -229,35 +239,49 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
                for s in SPLITS}
     rows = {s: 0 for s in SPLITS}
     digest = hashlib.sha256()
-    batches = (batch for day in _days(start, end)
+    writer = ThreadPoolExecutor(1, thread_name_prefix="dataset-writer")   # one thread: parts hashed in order
+    writes: deque[Future] = deque()
+    batches = ((day_counts, batch) for day in _days(start, end) for day_counts in [counts.as_of(day)]
                for batch in con.execute(_row_query(day)).fetch_record_batch(settings.dataset.batch_rows))
     try:
-        for batch in batches:
+        for day_counts, batch in batches:
             table = pa.Table.from_batches([batch])
             days = table["d"].to_numpy(zero_copy_only=False)
             explore = table["explore"].to_numpy(zero_copy_only=False).astype(bool)
             split = np.where((days == np.datetime64(holdout_day)) | explore, "holdout",
                              np.where(days == np.datetime64(valid_day), "valid", "train"))
-            out = _rows_out(table, curves, cats, content.table, settings)
+            out = _rows_out(table, day_counts.rows(table), curves, cats, content.table, settings)
             for name in SPLITS:
                 mask = split == name
                 if mask.any():
                     part = out.filter(pa.array(mask))
-                    digest.update(name.encode())
-                    digest.update(_ipc_bytes(part))
-                    outputs[name].write(part)
+                    writes.append(writer.submit(_write_part, digest, outputs[name], part))
                     rows[name] += part.num_rows
+            while len(writes) > WRITES_IN_FLIGHT:
+                writes.popleft().result()
     finally:
+        writer.shutdown(wait=True)
         for files in outputs.values():
             files.close()
         uploads.shutdown(wait=True)
+    for done in writes:
+        done.result()     # a failed write fails the build
     for upload in (u for files in outputs.values() for u in files.pending):
-        upload.result()  # a failed upload fails the build
+        upload.result()   # so does a failed upload
     return [k for files in outputs.values() for k in files.keys], rows, digest.hexdigest()
 
 
-def _rows_out(table: pa.Table, curves, cats, content: content_profile.ContentTable, settings: Settings) -> pa.Table:
-    inputs = {c: table[c].to_numpy(zero_copy_only=False) for c in features.COUNT_COLUMNS}
+def _write_part(digest, files: _SplitFiles, part: pa.Table) -> None:
+    """Hash and write one split's part of a batch (on the writer thread: Arrow encodes and hashlib hashes
+    without the GIL, while the main thread computes the next batch)."""
+    digest.update(files.split.encode())
+    digest.update(_ipc_bytes(part))
+    files.write(part)
+
+
+def _rows_out(table: pa.Table, counts: dict[str, np.ndarray], curves, cats, content: content_profile.ContentTable,
+              settings: Settings) -> pa.Table:
+    inputs = dict(counts)
     inputs.update(content.inputs(table["pair_row"].to_numpy(), table["item_row"].to_numpy()))
     inputs["request_ts"] = table["request_ts"].to_numpy(zero_copy_only=False).astype(np.float64)
     inputs["item_created_at"] = pc.fill_null(table["item_created_at"], float("nan")).to_numpy(
@@ -274,7 +298,7 @@ def _rows_out(table: pa.Table, curves, cats, content: content_profile.ContentTab
         "position": pa.array(position), "explore": table["explore"],
         "model_version": table["model_version"], "day": table["d"],
         "label": pa.array(label), "label_binary": pa.array((label >= 1).astype(np.int32)),
-        "weight": pa.array(weight), "item_popularity": table["item_impr_7d"].cast(pa.float32()),
+        "weight": pa.array(weight), "item_popularity": pa.array(counts["item_impr_7d"].astype(np.float32)),
     })
     for j, name in enumerate(features.FEATURE_NAMES):
         cols[features.column(name)] = pa.array(matrix[:, j])
@@ -296,17 +320,16 @@ def _ipc_bytes(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def _write_snapshot(con, settings: Settings, store: ObjectStore, prefix: str, as_of: date,
+def _write_snapshot(con, settings: Settings, store: ObjectStore, prefix: str, counts: DayCounts,
                     content: content_profile.Profiles, tmp: Path) -> list[str]:
-    """Latest windowed counts per entity as of `as_of`: what a pod serving this model looks up.
+    """Latest windowed counts per entity as of the window's end: what a pod serving this model looks up.
 
     Written to local files and uploaded together: DuckDB's COPY to s3:// took a round of requests per file."""
-    day = f"DATE '{as_of.isoformat()}'"
-    queries = {e.name: f"""
-        SELECT {', '.join('x.' + k for k in e.keys)}, {staging.snapshot_sums(e, day)}
-        FROM daily_{e.name} x WHERE x.d < {day} AND x.d >= {day} - {max(e.windows)}
-        GROUP BY ALL ORDER BY ALL""" for e in features.ENTITIES}
-    content_profile.snapshot_tables(con, content, as_of)   # registers cuser: the profiles as of `as_of`
+    queries = {}
+    for e in features.ENTITIES:
+        con.register(f"snapshot_{e.name}", counts.snapshot(e.name))
+        queries[e.name] = f"SELECT * FROM snapshot_{e.name} ORDER BY ALL"
+    content_profile.snapshot_tables(con, content, date.fromordinal(counts.day))   # registers cuser: profiles then
     queries["user"] = f"SELECT q.*, c.content_profile, c.recent_positives FROM ({queries['user']}) q " \
                       "LEFT JOIN cuser c USING (user_id) ORDER BY q.user_id"
     files = {}

@@ -8,18 +8,17 @@ scanned ONCE into a table, and every later step reads that table.
 
 The tables are in memory, paged out to the build's temp folder beyond dataset.duckdb_memory_limit. Why not a
 database file: writing a table to one compresses it, and that was 3-4x the CPU of the query that filled it
-(measured 2026-12-05). An earlier in-memory build ran out of the limit at 10M; the steps that had outgrown it
-(the all-days dedup and feature joins) are now bounded (see _impressions and _counts_by_day), and the 1M bench
-build held under a tenth of the limit (200MB), standing in for 10M under 2GB (10M itself not yet re-measured).
+(measured 2026-12-05). The steps that outgrew the limit at 10M are bounded (the all-days dedup, see
+_impressions) or left SQL (the windowed counts and their joins: feedloop.features.windowed_counts).
 
 Tables left in the connection:
-  ev             every event that ARRIVED before the label cutoff, with its object's event day (dt) and catalog
-                 data (dropped once the labels are built)
+  ev             every event that ARRIVED before the label cutoff, with its object's event day (dt), its arrival
+                 day and catalog data (dropped once the labels are built)
   catalog        item_id, topic, created_at, catalog_author_id
-  daily_<name>   counts per entity key and ARRIVAL day (ingest_ts) before the window's end
+  daily_<name>   counts per entity key and ARRIVAL day (ingest_ts) before the window's end (the build moves them
+                 into feedloop.features.windowed_counts, which sums the windows)
   imp            the window's impressions, one per (request_id, item_id) and event day
   lab            the graded label of each impression with outcomes inside the attribution window
-  feat_<name>    windowed counts per entity key and impression day d, over arrival days [d - w, d)
   citem, cpos,   item embedding rows, users' positives by arrival day, and a content profile row per (user, d)
   cpair          (feedloop.features.content_profile; the vectors are in the ContentTable `stage` returns)
 """
@@ -27,14 +26,13 @@ Tables left in the connection:
 from __future__ import annotations
 
 import logging
-import math
-import re
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from feedloop.core import duck
 from feedloop.core import layout as lake
 from feedloop.core.config import Settings
 from feedloop.core.storage import ObjectStore
@@ -44,7 +42,6 @@ from feedloop.features import definitions as features
 log = logging.getLogger(__name__)
 
 DOWNLOAD_THREADS = 8   # GETs in flight (botocore pools 10 connections): the copy waits on the network, not the CPU
-PART_ROWS_PER_GB = 1_000_000   # impressions per key partition of the feat_<name> joins, per GB of memory limit
 COUNT_EXPR = {"impr": "event_type = 'impression'", "click": "event_type = 'click'",
               "like": "event_type = 'like'", "share": "event_type = 'share'"}
 
@@ -69,31 +66,9 @@ def stage(con, settings: Settings, store: ObjectStore, inputs: dict[str, str], s
         _labels(con, settings)
         content_profile.stage_positives(con, end_ts)
         con.execute("DROP TABLE ev")  # every later step reads the smaller tables; free its memory for the joins
-        impressions = con.execute("SELECT count(*) FROM imp").fetchone()[0]
-        parts = key_partitions(impressions, settings.dataset.duckdb_memory_limit)
-        for entity in features.ENTITIES:
-            _counts_by_day(con, entity, parts)
         return content_profile.profiles(con, embeddings, end)
     finally:
         removal.join()
-
-
-def snapshot_sums(entity: features.Entity, as_of: str) -> str:
-    """Windowed counts per key over arrival days [as_of - w, as_of): SQL shared by training and serving."""
-    return ", ".join(
-        f"coalesce(sum(x.{c}) FILTER (WHERE x.d >= {as_of} - {w}), 0)::DOUBLE "
-        f"AS {features.count_column(entity.name, c, w)}"
-        for w in entity.windows for c in entity.counts)
-
-
-def key_partitions(impressions: int, memory_limit: str) -> int:
-    """How many key partitions the feature joins take so that each fits the memory limit (e.g. "2GB")."""
-    size = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)(i?)B\s*", memory_limit, re.IGNORECASE)
-    if size is None:
-        raise ValueError(f"dataset.duckdb_memory_limit={memory_limit!r}: expected a size such as 2GB or 512MiB")
-    power = " KMGT".index(size[2].upper() or " ")
-    gigabytes = float(size[1]) * (1024 if size[3] else 1000) ** power / 1e9
-    return max(1, math.ceil(impressions / (PART_ROWS_PER_GB * gigabytes)))
 
 
 def mirror(store: ObjectStore, bucket: str, keys: list[str], folder: Path) -> list[str]:
@@ -125,14 +100,16 @@ def _catalog(con, store: ObjectStore, bucket: str) -> None:
 
 
 def _events(con, files: list[str], label_cutoff: datetime) -> None:
-    """The one scan of the lake. dt is the object's event day (its dt= folder): impressions are taken per dt."""
+    """The one scan of the lake. dt is the object's event day (its dt= folder, read once per file as a hive
+    partition: a regular expression over every row's file name was 3.8 s of 12M rows): impressions are taken
+    per dt. arrival_day is the UTC day of ingest_ts, computed once for every count that needs it."""
     con.execute(f"""
         CREATE TABLE ev AS
-        SELECT CAST(regexp_extract(e.filename, '/dt=([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})/', 1) AS DATE) AS dt,
-               e.event_id, e.event_type, e.event_ts, e.ingest_ts, e.request_id, e.user_id, e.item_id, e.author_id,
-               e.tenant_id, e.surface, e.device, e.position, e.explore, e.model_version, e.dwell_ms,
-               c.topic, c.created_at
-        FROM read_parquet([{_sql_list(files)}], union_by_name = true, filename = true) e
+        SELECT e.dt, e.event_id, e.event_type, e.event_ts, e.ingest_ts, {duck.utc_day('e.ingest_ts')} AS arrival_day,
+               e.request_id, e.user_id, e.item_id, e.author_id, e.tenant_id, e.surface, e.device, e.position,
+               e.explore, e.model_version, e.dwell_ms, c.topic, c.created_at
+        FROM read_parquet([{_sql_list(files)}], union_by_name = true, hive_partitioning = true,
+                          hive_types = {{'dt': DATE, 'hour': INTEGER}}) e
         LEFT JOIN catalog c USING (item_id)
         WHERE e.ingest_ts < ?""", [label_cutoff])
 
@@ -141,7 +118,7 @@ def _daily(con, entity: features.Entity, end_ts: datetime) -> None:
     counts = ", ".join(f"count(*) FILTER (WHERE {COUNT_EXPR[c]}) AS {c}" for c in entity.counts)
     con.execute(f"""
         CREATE TABLE daily_{entity.name} AS
-        SELECT {', '.join(entity.keys)}, CAST(ingest_ts AS DATE) AS d, {counts}
+        SELECT {', '.join(entity.keys)}, arrival_day AS d, {counts}
         FROM ev
         WHERE ingest_ts < ? AND {' AND '.join(f'{k} IS NOT NULL' for k in entity.keys)}
         GROUP BY ALL""", [end_ts])
@@ -158,7 +135,7 @@ def _impressions(con, start: date, end: date) -> None:
                           tenant_id VARCHAR, surface VARCHAR, device VARCHAR, position INTEGER, explore BOOLEAN,
                           model_version VARCHAR, event_ts TIMESTAMPTZ, d DATE, request_ts DOUBLE,
                           item_created_at DOUBLE)""")
-    con.execute("""
+    con.execute(f"""
         INSERT INTO imp
         WITH shown AS NOT MATERIALIZED (
             SELECT dt, request_id, user_id, item_id, author_id, topic, tenant_id, surface, device, position,
@@ -171,7 +148,7 @@ def _impressions(con, start: date, end: date) -> None:
             (SELECT * FROM shown SEMI JOIN repeated USING (request_id, item_id, dt)
              QUALIFY row_number() OVER (PARTITION BY request_id, item_id, dt ORDER BY event_ts, event_id) = 1))
         SELECT request_id, user_id, item_id, author_id, topic, tenant_id, surface, device, position, explore,
-               model_version, event_ts, CAST(event_ts AS DATE), epoch(event_ts), epoch(created_at)
+               model_version, event_ts, {duck.utc_day('event_ts')}, epoch(event_ts), epoch(created_at)
         FROM kept""", [start, end])
 
 
@@ -190,24 +167,6 @@ def _labels(con, settings: Settings) -> None:
          AND o.event_type <> 'impression' AND o.event_ts >= i.event_ts
          AND o.event_ts < i.event_ts + INTERVAL {cfg.attribution_minutes} MINUTE
         GROUP BY ALL""")
-
-
-def _counts_by_day(con, e: features.Entity, parts: int) -> None:
-    """feat_<name>: the windowed counts of every (key, impression day) of the window, over arrival days [d - w, d).
-
-    Why all days at once: joining each day's rows to the whole daily table rebuilt its hash table once per day.
-    Why in key partitions: one join and aggregate of every key at once ran out of the memory limit at 10M (2GB),
-    and at 1M under 200MB; partitions of PART_ROWS_PER_GB impressions per GB of the limit held there."""
-    notnull = " AND ".join(f"{k} IS NOT NULL" for k in e.keys)
-    for part in range(parts):
-        mine = f"hash({e.keys[0]}) % {parts} = {part}"
-        con.execute(f"""
-            {'INSERT INTO' if part else 'CREATE TABLE'} feat_{e.name} {'' if part else 'AS'}
-            SELECT p.{', p.'.join(e.keys)}, p.d, {snapshot_sums(e, 'p.d')}
-            FROM (SELECT DISTINCT {', '.join(e.keys)}, d FROM imp WHERE {notnull} AND {mine}) p
-            LEFT JOIN (SELECT * FROM daily_{e.name} WHERE {mine}) x
-                   ON {' AND '.join(f'p.{k} = x.{k}' for k in e.keys)} AND x.d < p.d AND x.d >= p.d - {max(e.windows)}
-            GROUP BY ALL""")
 
 
 def _sql_list(files: list[str]) -> str:

@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta, timezone
 import pyarrow as pa
 
 from feedloop.contract.lake import LAKE_SCHEMA
+from feedloop.core import duck
 from feedloop.core import layout as lake
 from feedloop.core.config import Settings
 from feedloop.core.credentials import resolve_s3
@@ -37,8 +38,8 @@ def positives(events, *, start: date, end: date, cutoff: datetime, event_types: 
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("ev", events)
-        table = con.execute("""
-            SELECT tenant_id, user_id, item_id, CAST(event_ts AS DATE) AS d
+        table = con.execute(f"""
+            SELECT tenant_id, user_id, item_id, {duck.utc_day('event_ts')} AS d
             FROM ev
             WHERE list_contains(?::VARCHAR[], event_type) AND ingest_ts < ?
               AND event_ts >= ? AND event_ts < ?
