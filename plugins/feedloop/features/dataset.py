@@ -19,6 +19,7 @@ import math
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
@@ -111,7 +112,7 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None,
         content = staging.stage(con, settings, store, inputs, start, end, Path(tmp) / "lake")
         curves, methods = _propensities(con, settings)
         result.propensity_method = "+".join(sorted(set(methods.values())))
-        counts = _windowed_counts(con)
+        counts = _windowed_counts(con, settings.dataset.batch_rows)
         written, rows, digest = _write_rows(con, settings, store, prefix, curves, content, counts, start, end,
                                             Path(tmp))
         result.rows, result.content_hash = rows, digest
@@ -220,13 +221,21 @@ def _upload(store: ObjectStore, path: Path, bucket: str, key: str) -> None:
     path.unlink()
 
 
-def _windowed_counts(con) -> WindowedCounts:
-    """The daily count tables moved out of DuckDB (which no longer needs them) into WindowedCounts."""
-    tables = {}
+def _windowed_counts(con, batch_rows: int) -> WindowedCounts:
+    """The daily count tables moved out of DuckDB (which no longer needs them) into WindowedCounts, batch by batch."""
+    distinct = {k: con.execute(" UNION ".join(f"SELECT {k} FROM daily_{e.name}" for e in features.ENTITIES
+                                              if k in e.keys)).fetch_arrow_table()[k]
+                for k in sorted({k for e in features.ENTITIES for k in e.keys})}
+    counts = WindowedCounts(distinct, {e.name: _batches(con, f"SELECT * FROM daily_{e.name}", batch_rows)
+                                       for e in features.ENTITIES})
     for e in features.ENTITIES:
-        tables[e.name] = con.execute(f"SELECT * FROM daily_{e.name}").fetch_arrow_table()
         con.execute(f"DROP TABLE daily_{e.name}")
-    return WindowedCounts(tables)
+    return counts
+
+
+def _batches(con, query: str, rows: int) -> Iterator[pa.RecordBatch]:
+    """The query's result in record batches, run when first iterated (a connection streams one result at a time)."""
+    yield from con.execute(query).fetch_record_batch(rows)
 
 
 def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves, content: content_profile.Profiles,

@@ -10,6 +10,7 @@ item with no arrived event) counts 0, as the SQL's LEFT JOIN and coalesce gave.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
@@ -26,8 +27,8 @@ class _EntityDaily:
 
     entity: features.Entity
     keys: np.ndarray                 # int64, ascending: the composite code of every distinct key (its slot's)
-    slot: np.ndarray                 # int64: the slot of each entry
-    day: np.ndarray                  # int64 day ordinals, ascending
+    slot: np.ndarray                 # int32: the slot of each entry
+    day: np.ndarray                  # int32 day ordinals, ascending
     counts: dict[str, np.ndarray]    # count name -> float64 per entry
 
     def window(self, first: int, end: int) -> slice:
@@ -38,22 +39,28 @@ class _EntityDaily:
 class WindowedCounts:
     """Every entity's daily counts (the staging tables daily_<name>), by code, ready to be summed as of any day."""
 
-    def __init__(self, daily_tables: dict[str, pa.Table]):
-        key_columns = sorted({k for e in features.ENTITIES for k in e.keys})
-        self.vocabularies = {k: Vocabulary.of(*(daily_tables[e.name][k] for e in features.ENTITIES if k in e.keys))
-                             for k in key_columns}
-        self.entities = {e.name: self._entity(e, daily_tables[e.name]) for e in features.ENTITIES}
+    def __init__(self, distinct: dict[str, pa.Array], daily: dict[str, Iterable[pa.RecordBatch]]):
+        """distinct: every key column's distinct ids; daily: each entity's daily counts (its keys, arrival day d, its
+        counts) in batches, encoded one by one so that no table of string ids is held (10M: 19M daily rows)."""
+        self.vocabularies = {k: Vocabulary.of(ids) for k, ids in distinct.items()}
+        self.entities = {e.name: self._entity(e, daily[e.name]) for e in features.ENTITIES}
 
-    def codes(self, table: pa.Table) -> dict[str, np.ndarray]:
+    def codes(self, table: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:
         """The code of every key column of `table` that it has (UNKNOWN for nulls and unseen ids)."""
         return {k: v.codes(table[k]) for k, v in self.vocabularies.items() if k in table.column_names}
 
-    def _entity(self, e: features.Entity, table: pa.Table) -> _EntityDaily:
-        composite = self.composite(e, self.codes(table))
-        order = np.argsort(_days(table["d"]), kind="stable")
-        keys, slot = np.unique(composite[order], return_inverse=True)
-        counts = {c: table[c].to_numpy().astype(np.float64)[order] for c in e.counts}
-        return _EntityDaily(e, keys, slot.astype(np.int64), _days(table["d"])[order], counts)
+    def _entity(self, e: features.Entity, batches: Iterable[pa.RecordBatch]) -> _EntityDaily:
+        composite, days, counts = [np.zeros(0, np.int64)], [np.zeros(0, np.int32)], {c: [np.zeros(0)] for c in e.counts}
+        for batch in batches:
+            composite.append(self.composite(e, self.codes(batch)))
+            days.append(_days(batch["d"]))
+            for c in e.counts:
+                counts[c].append(batch[c].to_numpy().astype(np.float64))
+        day = np.concatenate(days)
+        order = np.argsort(day, kind="stable")
+        keys, slot = np.unique(np.concatenate(composite)[order], return_inverse=True)
+        return _EntityDaily(e, keys, slot.astype(np.int32), day[order],
+                            {c: np.concatenate(parts)[order] for c, parts in counts.items()})
 
     def composite(self, e: features.Entity, codes: dict[str, np.ndarray]) -> np.ndarray:
         """One int64 per row for the entity's key: code of the first key, then of the second in radix; UNKNOWN
@@ -71,7 +78,8 @@ class WindowedCounts:
 
 
 class DayCounts:
-    """The windowed counts as of the start of one day, as float64 arrays indexed by key slot."""
+    """The windowed counts as of the start of one day, as float64 arrays indexed by key slot (UNKNOWN, -1, reads
+    the 0 after the last slot)."""
 
     def __init__(self, counts: WindowedCounts, day: int):
         self.counts, self.day = counts, day
@@ -81,8 +89,8 @@ class DayCounts:
             for w in daily.entity.windows:
                 entries = daily.window(day - w, day)
                 for c in daily.entity.counts:
-                    self.sums[name][features.count_column(name, c, w)] = np.bincount(
-                        daily.slot[entries], weights=daily.counts[c][entries], minlength=len(daily.keys))
+                    self.sums[name][features.count_column(name, c, w)] = np.bincount(   # + a 0 for UNKNOWN (-1)
+                        daily.slot[entries], weights=daily.counts[c][entries], minlength=len(daily.keys) + 1)
 
     def rows(self, table: pa.Table) -> dict[str, np.ndarray]:
         """Every count column for the impression rows of `table` (its key columns), 0 for keys never counted."""
@@ -90,10 +98,8 @@ class DayCounts:
         codes = self.counts.codes(table)
         for name, daily in self.counts.entities.items():
             slots = _slots(daily.keys, self.counts.composite(daily.entity, codes))
-            known = slots != UNKNOWN
             for column, sums in self.sums[name].items():
-                out[column] = np.where(known, sums[np.where(known, slots, 0)], 0.0) if len(sums) else \
-                    np.zeros(len(slots))
+                out[column] = sums[slots]
         return out
 
     def snapshot(self, name: str) -> pa.Table:
@@ -111,9 +117,9 @@ class DayCounts:
                          **{column: pa.array(sums[slots]) for column, sums in self.sums[name].items()}})
 
 
-def _days(column: pa.ChunkedArray) -> np.ndarray:
-    """Day ordinals (date.toordinal()) of a DATE column."""
-    return column.cast(pa.int32()).to_numpy().astype(np.int64) + date(1970, 1, 1).toordinal()
+def _days(column: pa.Array) -> np.ndarray:
+    """Day ordinals (date.toordinal()) of a DATE column, as int32."""
+    return column.cast(pa.int32()).to_numpy() + np.int32(date(1970, 1, 1).toordinal())
 
 
 def _slots(keys: np.ndarray, composite: np.ndarray) -> np.ndarray:
