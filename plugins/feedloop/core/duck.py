@@ -45,6 +45,16 @@ def connect(settings: Settings, *, memory_limit: str = "2GB", threads: int = 2, 
     return con
 
 
+def release_memory(con) -> None:
+    """Hand the memory of dropped tables back to the OS.
+
+    Why: DuckDB's allocator keeps freed blocks cached; after the training-set build dropped its events table the
+    process held 2.2 GB for 0.9 GB of tables (measured 2026-12-06), on top of which the build's numpy steps run.
+    Setting the memory limit again (to its own value) flushes that cache: 2.2 -> 1.2 GB."""
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    con.execute(f"SET memory_limit = '{limit}'")
+
+
 def utc_day(column: str) -> str:
     """SQL for the UTC day (DATE) of a TIMESTAMPTZ column, by integer arithmetic on its microseconds.
 

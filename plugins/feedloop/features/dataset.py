@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedloop.features import definitions as features
+from feedloop.core import duck
 from feedloop.core import layout as lake
 from feedloop.features import content_profile, propensity, staging
 from feedloop.features.windowed_counts import DayCounts, WindowedCounts
@@ -92,8 +93,6 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None,
     `excluded` ({dt=D/hour=HH: why}, from quality.training_window) names hour partitions whose
     objects are left out entirely (labels, features and impressions); the lineage records them.
     """
-    from feedloop.core import duck  # lazy: DuckDB loads only where a training set is built or read
-
     t0 = time.perf_counter()
     store = store or ObjectStore.from_settings(settings)
     start, end = window(settings, end)
@@ -230,6 +229,7 @@ def _windowed_counts(con, batch_rows: int) -> WindowedCounts:
                                        for e in features.ENTITIES})
     for e in features.ENTITIES:
         con.execute(f"DROP TABLE daily_{e.name}")
+    duck.release_memory(con)
     return counts
 
 

@@ -65,7 +65,8 @@ def stage(con, settings: Settings, store: ObjectStore, inputs: dict[str, str], s
         _impressions(con, start, end)
         _labels(con, settings)
         content_profile.stage_positives(con, end_ts)
-        con.execute("DROP TABLE ev")  # every later step reads the smaller tables; free its memory for the joins
+        con.execute("DROP TABLE ev")  # every later step reads the smaller tables
+        duck.release_memory(con)      # and the numpy steps after it need the memory ev held
         return content_profile.profiles(con, embeddings, end)
     finally:
         removal.join()
