@@ -515,7 +515,8 @@ def main() -> None:
         if r["n"] == 10_000_000:
             verdict["dataset_10m_configured"] = "error" not in d
             verdict["dataset_10m_seconds"] = "error" not in d and d["seconds"] <= targets["dataset_10m_seconds"]
-            verdict["dataset_10m_peak_rss"] = "error" not in d and d["peak_rss_mb"] <= targets["dataset_10m_peak_rss_mb"]
+            verdict["dataset_10m_peak_rss"] = ("error" not in d
+                                               and d["peak_rss_mb"] <= targets["dataset_10m_peak_rss_mb"])
         if r["n"] == 30_000_000:
             verdict["dataset_30m_seconds"] = "error" not in d and d["seconds"] <= targets["dataset_30m_seconds"]
         if "overhead_ratio" in r.get("train", {}):

@@ -29,7 +29,7 @@ class _EntityDaily:
     keys: np.ndarray                 # int64, ascending: the composite code of every distinct key (its slot's)
     slot: np.ndarray                 # int32: the slot of each entry
     day: np.ndarray                  # int32 day ordinals, ascending
-    counts: dict[str, np.ndarray]    # count name -> float64 per entry
+    counts: dict[str, np.ndarray]    # count name -> int32 per entry (np.bincount sums them as float64)
 
     def window(self, first: int, end: int) -> slice:
         """The entries of arrival days [first, end)."""
@@ -50,15 +50,17 @@ class WindowedCounts:
         return {k: v.codes(table[k]) for k, v in self.vocabularies.items() if k in table.column_names}
 
     def _entity(self, e: features.Entity, batches: Iterable[pa.RecordBatch]) -> _EntityDaily:
-        composite, days, counts = [np.zeros(0, np.int64)], [np.zeros(0, np.int32)], {c: [np.zeros(0)] for c in e.counts}
+        composite, days = [np.zeros(0, np.int64)], [np.zeros(0, np.int32)]
+        counts = {c: [np.zeros(0, np.int32)] for c in e.counts}
         for batch in batches:
             composite.append(self.composite(e, self.codes(batch)))
             days.append(_days(batch["d"]))
             for c in e.counts:
-                counts[c].append(batch[c].to_numpy().astype(np.float64))
-        day = np.concatenate(days)
+                counts[c].append(batch[c].to_numpy().astype(np.int32))
+        day, composite = np.concatenate(days), np.concatenate(composite)
         order = np.argsort(day, kind="stable")
-        keys, slot = np.unique(np.concatenate(composite)[order], return_inverse=True)
+        order = order[composite[order] != UNKNOWN]   # a key outside the vocabularies (none by construction)
+        keys, slot = np.unique(composite[order], return_inverse=True)
         return _EntityDaily(e, keys, slot.astype(np.int32), day[order],
                             {c: np.concatenate(parts)[order] for c, parts in counts.items()})
 
