@@ -237,6 +237,7 @@ def _windowed_counts(con, batch_rows: int) -> WindowedCounts:
     duck.release_memory(con)
     return counts
 
+
 def _batches(con, query: str, rows: int) -> Iterator[pa.RecordBatch]:
     """The query's result in record batches, run when first iterated (a connection streams one result at a time);
     then the memory it took is handed back (the next step may be numpy's, outside DuckDB's limit)."""
