@@ -52,6 +52,12 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.ordered) + len(self.long)
 
+    def ids(self) -> pa.Array:
+        """The ids indexed by code (what a code table written back out as ids needs)."""
+        by_code = np.empty(len(self.code_of), np.int64)
+        by_code[self.code_of] = np.arange(len(self.code_of))
+        return self.distinct.take(pa.array(by_code)).cast(pa.string())
+
     def codes(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Codes of a column's values (UNKNOWN for nulls and for ids not in the vocabulary).
 

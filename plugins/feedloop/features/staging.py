@@ -103,7 +103,7 @@ def _catalog(con, store: ObjectStore, bucket: str) -> None:
 def _events(con, files: list[str], label_cutoff: datetime) -> None:
     """The one scan of the lake. dt is the object's event day (its dt= folder, read once per file as a hive
     partition: a regular expression over every row's file name was 3.8 s of 12M rows): impressions are taken
-    per dt. arrival_day is the UTC day of ingest_ts, computed once for every count that needs it."""
+    per dt. arrival_day is the UTC day of ingest_ts, computed once for the five daily count tables."""
     con.execute(f"""
         CREATE TABLE ev AS
         SELECT e.dt, e.event_id, e.event_type, e.event_ts, e.ingest_ts, {duck.utc_day('e.ingest_ts')} AS arrival_day,

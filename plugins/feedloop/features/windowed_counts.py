@@ -113,7 +113,7 @@ class DayCounts:
         ids: dict[str, pa.Array] = {}
         for k in reversed(daily.entity.keys):
             vocabulary = self.counts.vocabularies[k]
-            ids[k] = _ids(vocabulary).take(pa.array(composite % len(vocabulary)))
+            ids[k] = vocabulary.ids().take(pa.array(composite % len(vocabulary)))
             composite = composite // len(vocabulary)
         return pa.table({**{k: ids[k] for k in daily.entity.keys},
                          **{column: pa.array(sums[slots]) for column, sums in self.sums[name].items()}})
@@ -139,10 +139,3 @@ def _slots(keys: np.ndarray, composite: np.ndarray) -> np.ndarray:
     slots = np.empty(len(composite), np.int64)
     slots[order] = np.where(hit, found, UNKNOWN)
     return slots
-
-
-def _ids(vocabulary: Vocabulary) -> pa.Array:
-    """The vocabulary's ids indexed by code."""
-    by_code = np.empty(len(vocabulary.code_of), np.int64)
-    by_code[vocabulary.code_of] = np.arange(len(vocabulary.code_of))
-    return vocabulary.distinct.take(pa.array(by_code)).cast(pa.string())
