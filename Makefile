@@ -18,18 +18,10 @@ install: $(STAMP)
 demo: install
 	$(BIN)/feedloop demo
 
-# The tests that need no service run in a second pytest beside the ones that do: those mostly wait on
-# Airflow's scheduling with one core idle. Their output follows when both are done.
-FAST := not integration and not airflow and not browser
-
+# One pytest on both cores: most tests with services wait on Airflow's scheduling with a core idle.
+# tests/conftest.py keeps each module (and the browser package, one Airflow) on one worker.
 test: install
-	@mkdir -p test-artifacts; \
-	$(BIN)/python -m pytest -m "$(FAST)" > test-artifacts/fast-tests.log 2>&1 & fast=$$!; \
-	echo "tests without services: in the background (test-artifacts/fast-tests.log); tests with services:"; \
-	$(BIN)/python -m pytest -m "integration or airflow or browser"; services=$$?; \
-	wait $$fast; fast_rc=$$?; echo "== tests without services (exit $$fast_rc)"; cat test-artifacts/fast-tests.log; \
-	echo "== exit: tests with services $$services, without $$fast_rc"; \
-	test $$services -eq 0 && test $$fast_rc -eq 0
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit tests/dags

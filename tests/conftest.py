@@ -18,6 +18,32 @@ from feedloop.core.config import Settings, load_settings
 from feedloop.core.process import port_in_use
 
 
+def _cost_rank(items: list[pytest.Item]) -> int:
+    """0 for a module that runs Airflow or the browser, 1 for one on the embedded stack, 2 for the rest."""
+    marks = {m.name for item in items for m in item.iter_markers()}
+    return 0 if marks & {"airflow", "browser"} else 1 if "integration" in marks else 2
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order and group the suite for `make test`'s workers (`pytest -n 2 --dist loadgroup`).
+
+    A module is one xdist group, so its module fixtures (a real DAG run, a pod) are built once; the
+    browser package is one group, as its tests share one Airflow. The modules that run Airflow go out
+    first: handed out last, one of them would keep a worker busy while the other idles.
+    """
+    def group(item: pytest.Item) -> str:
+        path = item.nodeid.split("::")[0]
+        return "tests/browser" if path.startswith("tests/browser/") else path
+
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(group(item), []).append(item)
+    ranked = sorted(modules.values(), key=_cost_rank)  # stable: collection order within a rank
+    items[:] = [item for module in ranked for item in module]
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+
+
 def _free_block(size: int, *, extra_offset: int = 10_000) -> int:
     """A base port such that base..base+size and base+8+extra_offset are all free."""
     rng = random.Random(os.getpid())
