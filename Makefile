@@ -19,9 +19,9 @@ demo: install
 	$(BIN)/feedloop demo
 
 # One pytest on both cores: most tests with services wait on Airflow's scheduling with a core idle.
-# tests/conftest.py keeps each module (and the browser package, one Airflow) on one worker.
+# tests/conftest.py keeps each module (and the browser package: one Airflow) on one worker.
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit tests/dags

@@ -18,30 +18,43 @@ from feedloop.core.config import Settings, load_settings
 from feedloop.core.process import port_in_use
 
 
+def _group(nodeid: str) -> str:
+    """What runs on one worker under `pytest -n`: a module (its module fixtures, such as a real DAG run, are
+    built once), or the browser package (its tests share one Airflow)."""
+    path = nodeid.split("::")[0]
+    return "tests/browser" if path.startswith("tests/browser/") else path
+
+
 def _cost_rank(items: list[pytest.Item]) -> int:
-    """0 for a module that runs Airflow or the browser, 1 for one on the embedded stack, 2 for the rest."""
+    """0 for a group that runs Airflow or the browser, 1 for one on the embedded stack, 2 for the rest."""
     marks = {m.name for item in items for m in item.iter_markers()}
     return 0 if marks & {"airflow", "browser"} else 1 if "integration" in marks else 2
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Order and group the suite for `make test`'s workers (`pytest -n 2 --dist loadgroup`).
-
-    A module is one xdist group, so its module fixtures (a real DAG run, a pod) are built once; the
-    browser package is one group, as its tests share one Airflow. The modules that run Airflow go out
-    first: handed out last, one of them would keep a worker busy while the other idles.
-    """
-    def group(item: pytest.Item) -> str:
-        path = item.nodeid.split("::")[0]
-        return "tests/browser" if path.startswith("tests/browser/") else path
-
-    modules: dict[str, list[pytest.Item]] = {}
+    """The groups that run Airflow first: handed out last, one of them would keep a worker busy while the
+    other idles (`make test` runs `pytest -n 2`)."""
+    groups: dict[str, list[pytest.Item]] = {}
     for item in items:
-        modules.setdefault(group(item), []).append(item)
-    ranked = sorted(modules.values(), key=_cost_rank)  # stable: collection order within a rank
-    items[:] = [item for module in ranked for item in module]
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
+        groups.setdefault(_group(item.nodeid), []).append(item)
+    items[:] = [item for group in sorted(groups.values(), key=_cost_rank) for item in group]   # a stable sort
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """pytest-xdist's scheduling by scope, with `_group` as the scope, in the order collected.
+
+    Why not `--dist loadgroup` with xdist_group marks: pytest 9 keeps the node id where xdist 3.8 no longer
+    writes the group into it, so every test became its own group (seen: two workers each ran the production
+    profile's fixtures)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    config.option.loadscopereorder = False   # keep the order above, not the most tests first
+    return GroupScheduling(config, log)
 
 
 def _free_block(size: int, *, extra_offset: int = 10_000) -> int:
