@@ -55,6 +55,20 @@ def release_memory(con) -> None:
     con.execute(f"SET memory_limit = '{limit}'")
 
 
+def set_memory_limit(con, limit: str | int) -> None:
+    """DuckDB's memory limit: a size as the settings write it ("2GB", "1536MiB") or bytes. Setting it also
+    hands back DuckDB's cached memory, as release_memory does."""
+    con.execute(f"SET memory_limit = '{size_bytes(limit)} bytes'")
+
+
+def size_bytes(size: str | int) -> int:
+    """A size as DuckDB's settings write it, in bytes (pydantic reads the units as DuckDB does: GB = 10^9,
+    GiB = 2^30)."""
+    from pydantic import ByteSize, TypeAdapter
+
+    return int(TypeAdapter(ByteSize).validate_python(size))
+
+
 def utc_day(column: str) -> str:
     """SQL for the UTC day (DATE) of a TIMESTAMPTZ column, by integer arithmetic on its microseconds.
 

@@ -52,6 +52,10 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.ordered) + len(self.long)
 
+    @property
+    def nbytes(self) -> int:
+        return self.ordered.nbytes + self.distinct.nbytes + self.code_of.nbytes
+
     def ids(self) -> pa.Array:
         """The ids indexed by code (what a code table written back out as ids needs)."""
         by_code = np.empty(len(self.code_of), np.int64)

@@ -31,6 +31,10 @@ class _EntityDaily:
     day: np.ndarray                  # int32 day ordinals, ascending
     counts: dict[str, np.ndarray]    # count name -> int32 per entry (np.bincount sums them as float64)
 
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.slot.nbytes + self.day.nbytes + sum(c.nbytes for c in self.counts.values())
+
     def window(self, first: int, end: int) -> slice:
         """The entries of arrival days [first, end)."""
         return slice(int(np.searchsorted(self.day, first)), int(np.searchsorted(self.day, end)))
@@ -44,6 +48,11 @@ class WindowedCounts:
         counts) in batches, encoded one by one so that no table of string ids is held (10M: 19M daily rows)."""
         self.vocabularies = {k: Vocabulary.of(ids) for k, ids in distinct.items()}
         self.entities = {e.name: self._entity(e, daily[e.name]) for e in features.ENTITIES}
+
+    @property
+    def nbytes(self) -> int:
+        """What its arrays hold: memory outside DuckDB's limit (the build gives DuckDB that much less)."""
+        return sum(v.nbytes for v in self.vocabularies.values()) + sum(e.nbytes for e in self.entities.values())
 
     def codes(self, table: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:
         """The code of every key column of `table` that it has (UNKNOWN for nulls and unseen ids)."""
