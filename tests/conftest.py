@@ -1,4 +1,5 @@
-"""Session fixtures: one real embedded S3 (SeaweedFS) and Kafka (Tansu) for the whole test run.
+"""Session fixtures: one real embedded S3 (SeaweedFS) and Kafka (Tansu) per pytest process (each of
+`make test`'s two xdist workers has its own), and how the suite is split between those workers.
 
 They start on free ports under a temporary state folder, so a developer's own `make demo`
 stack on the default ports is never touched.
