@@ -55,10 +55,9 @@ def release_memory(con) -> None:
     con.execute(f"SET memory_limit = '{limit}'")
 
 
-def set_memory_limit(con, limit: str | int) -> None:
-    """DuckDB's memory limit: a size as the settings write it ("2GB", "1536MiB") or bytes. Setting it also
-    hands back DuckDB's cached memory, as release_memory does."""
-    con.execute(f"SET memory_limit = '{size_bytes(limit)} bytes'")
+def set_memory_limit(con, limit_bytes: int) -> None:
+    """DuckDB's memory limit in bytes. Setting it also hands back DuckDB's cached memory, as release_memory does."""
+    con.execute(f"SET memory_limit = '{int(limit_bytes)} bytes'")
 
 
 def size_bytes(size: str | int) -> int:

@@ -89,14 +89,13 @@ def group_sizes(request_ids: pa.ChunkedArray) -> np.ndarray:
 
     Compared by Arrow on the string buffers, chunk by chunk: as numpy objects, 8M ids (lists of 25, the train
     split of 10M impressions) took 0.84 s, which bare LightGBM does not pay; 0.10 s here (measured 2026-12-06)."""
-    ids = pa.chunked_array([request_ids]) if isinstance(request_ids, pa.Array) else request_ids
-    if len(ids) == 0:
+    if len(request_ids) == 0:
         return np.zeros(0, dtype=np.int32)
-    current, previous = ids.slice(1), ids.slice(0, len(ids) - 1)
+    current, previous = request_ids.slice(1), request_ids.slice(0, len(request_ids) - 1)
     both_null = pc.and_(pc.is_null(current), pc.is_null(previous))
     changed = pc.if_else(both_null, False, pc.fill_null(pc.not_equal(current, previous), True))
     starts = np.flatnonzero(np.r_[True, changed.to_numpy(zero_copy_only=False)])
-    return np.diff(np.r_[starts, len(ids)]).astype(np.int32)
+    return np.diff(np.r_[starts, len(request_ids)]).astype(np.int32)
 
 
 def to_lgb_dataset(table: pa.Table, objective: str, *, reference=None, max_bin: int = 63,
