@@ -204,11 +204,10 @@ def in_process(model, requests: list[dict], cfg, rounds: int) -> dict:
     parsed = [parse(b, limits=limits, now_ms=0) for b in encoded]
 
     def matrix(req):
-        authors = model.snapshot.authors(req.item_ids, req.author_ids)
-        inputs = model.snapshot.inputs(tenant_id=req.tenant_id, user_id=req.user_id, surface=req.surface,
-                                       device=req.device, request_ts=req.ts_ms / 1000.0, item_ids=req.item_ids,
-                                       author_ids=authors)
-        return features.derive(inputs, model.categories)
+        _, inputs = model.snapshot.request(tenant_id=req.tenant_id, user_id=req.user_id, surface=req.surface,
+                                           device=req.device, request_ts=req.ts_ms / 1000.0, item_ids=req.item_ids,
+                                           author_ids=req.author_ids)
+        return features.derive(inputs, model.categories, model.feature_names)
 
     matrices = [matrix(req) for req in parsed]
     steps = {
@@ -374,10 +373,10 @@ def verdicts(r: dict) -> list[tuple[str, str, str, str, str]]:
     for kind in ("on", "off"):
         c1, c8 = lat[f"impressions_{kind}_c1"], lat[f"impressions_{kind}_c8"]
         tag = f"[impressions {kind}]"
-        row(f"POST /rank c=1 p50 {tag}", f"{c1['p50_ms']} ms", "<= 5 ms", "", c1["p50_ms"] <= 5)
-        row(f"POST /rank c=1 p99 {tag}", f"{c1['p99_ms']} ms", "<= 15 ms", "", c1["p99_ms"] <= 15)
-        row(f"POST /rank c=1 p50 / bare session.run p50 {tag}", f"{c1['p50_ms'] / bare['p50_ms']:.2f}x", "<= 2x",
-            f"session.run p50 {bare['p50_ms']} ms", c1["p50_ms"] <= 2 * bare["p50_ms"])
+        row(f"POST /rank c=1 p50 {tag}", f"{c1['p50_ms']} ms", "", "", None)
+        row(f"POST /rank c=1 p99 {tag}", f"{c1['p99_ms']} ms", "<= 10 ms", "", c1["p99_ms"] <= 10)
+        row(f"POST /rank c=1 p50 / bare session.run p50 {tag}", f"{c1['p50_ms'] / bare['p50_ms']:.2f}x", "<= 1.3x",
+            f"session.run p50 {bare['p50_ms']} ms", c1["p50_ms"] <= 1.3 * bare["p50_ms"])
         row(f"POST /rank c=1 req/s, pod CPU per request {tag}",
             f"{c1['requests_per_s']}/s, {c1['pod_cpu_ms_per_request']} ms", "", "", None)
         row(f"POST /rank c=8 p50 / p99 {tag}", f"{c8['p50_ms']} / {c8['p99_ms']} ms", "", "", None)
@@ -400,8 +399,8 @@ def verdicts(r: dict) -> list[tuple[str, str, str, str, str]]:
     row(f"failed requests across {len(swap['flips'])} flips", f"{swap['non_2xx_or_errors']} of {swap['requests']}",
         "0", "", swap["non_2xx_or_errors"] == 0)
     steady, during = swap["steady"], swap["during_swaps"]
-    row("p99 during swaps", f"{during['p99_ms']} ms", "<= 1.2x steady", f"steady p99 {steady['p99_ms']} ms",
-        during["p99_ms"] <= 1.2 * steady["p99_ms"])
+    row("p99 during swaps", f"{during['p99_ms']} ms ({during['p99_ms'] / steady['p99_ms']:.1f}x)", "<= 1.5x steady",
+        f"steady p99 {steady['p99_ms']} ms", during["p99_ms"] <= 1.5 * steady["p99_ms"])
     row("p99 over the whole flip period", f"{swap['whole_flip_period']['p99_ms']} ms", "",
         f"steady p99 {steady['p99_ms']} ms", None)
     row("pod RSS after its cold load (1 model)", f"{mem['cold_load']['VmRSS']} MB", "", "", None)

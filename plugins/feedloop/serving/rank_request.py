@@ -121,6 +121,9 @@ def _candidates(candidates: Any, limits: RequestLimits, errors: list) -> tuple[l
     if len(candidates) > limits.max_candidates:
         raise RequestError(413, [error(("candidates",), f"{len(candidates)} candidates; at most "
                                       f"{limits.max_candidates} per request (serving.max_candidates)", "too_long")])
+    fast = _well_formed(candidates, limits.max_id_chars)
+    if fast is not None:
+        return fast
     ids = (limits.max_id_chars, "serving.max_id_chars")
     seen: set[str] = set()
     for i, c in enumerate(candidates):
@@ -136,6 +139,25 @@ def _candidates(candidates: Any, limits: RequestLimits, errors: list) -> tuple[l
         authors.append(author if isinstance(author, str) and author else None)
         if len(errors) >= MAX_ERRORS:
             break
+    return items, authors
+
+
+def _well_formed(candidates: list, max_chars: int) -> tuple[list[str], list[str | None]] | None:
+    """(items, authors) when every candidate is good, checked by whole-list passes; None sends the list to the
+    field-by-field check that names each error. Why: that check's Python calls per candidate cost a pod more than
+    its feature lookups (500 candidates, bench/serve.py), and nearly every request is well formed."""
+    if set(map(type, candidates)) != {dict}:
+        return None
+    items = [c.get("item_id") for c in candidates]
+    if set(map(type, items)) != {str} or not 0 < min(map(len, items)) <= max(map(len, items)) <= max_chars:
+        return None
+    if len(set(items)) != len(items):
+        return None
+    authors = [c.get("author_id") for c in candidates]
+    present = [a for a in authors if a is not None]
+    if present and (set(map(type, present)) != {str}
+                    or not 0 < min(map(len, present)) <= max(map(len, present)) <= max_chars):
+        return None
     return items, authors
 
 

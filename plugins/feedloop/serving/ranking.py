@@ -34,19 +34,19 @@ def rank(model, req: RankRequest, exploration_share: float, *, now_ms: int, simu
     simulated day's impressions arrive on that day, as its outcomes do)."""
     ts_ms = req.ts_ms if req.ts_ms is not None else now_ms
     request_id = req.request_id or uuid.uuid4().hex
-    authors = model.snapshot.authors(req.item_ids, req.author_ids)
-    inputs = model.snapshot.inputs(tenant_id=req.tenant_id, user_id=req.user_id, surface=req.surface,
-                                   device=req.device, request_ts=ts_ms / 1000.0, item_ids=req.item_ids,
-                                   author_ids=authors)
+    authors, inputs = model.snapshot.request(tenant_id=req.tenant_id, user_id=req.user_id, surface=req.surface,
+                                             device=req.device, request_ts=ts_ms / 1000.0, item_ids=req.item_ids,
+                                             author_ids=req.author_ids)
     scores = model.score(features.derive(inputs, model.categories, model.feature_names))
     explore = _explores(request_id, exploration_share)
-    order = shown_order(scores, req.limit, explore=explore, request_id=request_id)
-    items = [{"item_id": req.item_ids[i], "author_id": authors[i], "score": float(scores[i]), "position": p}
-             for p, i in enumerate(order.tolist(), start=1)]
+    order = shown_order(scores, req.limit, explore=explore, request_id=request_id).tolist()
+    item_ids, author_ids = [req.item_ids[i] for i in order], [authors[i] for i in order]
+    items = [{"item_id": item, "author_id": author, "score": score, "position": p}
+             for p, (item, author, score) in enumerate(zip(item_ids, author_ids, scores[order].tolist()), start=1)]
     served = ServedList(request_id=request_id, tenant_id=req.tenant_id, user_id=req.user_id, surface=req.surface,
                         device=req.device, query=req.query, ts_ms=ts_ms, logged_ms=ts_ms if simulated_time else now_ms,
                         model_version=model.version, explore=explore,
-                        item_ids=[it["item_id"] for it in items], author_ids=[it["author_id"] for it in items],
+                        item_ids=item_ids, author_ids=author_ids,
                         retriever_version=retriever_version)
     body = {"request_id": request_id, "model_version": model.version, "explore": explore, "items": items}
     if retriever_version is not None:

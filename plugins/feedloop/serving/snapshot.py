@@ -59,11 +59,13 @@ class _Counts:
 
 @dataclass(frozen=True)
 class _Catalog:
-    """Per item code (last entry: unknown item): topic code, created_at (epoch s, NaN unknown) and author."""
+    """Per item code (last entry: unknown item): topic code, created_at (epoch s, NaN unknown) and author (its id
+    and its author code)."""
 
     topic: np.ndarray          # int64
     created: np.ndarray        # float64
     author: np.ndarray         # object: the author id, or None
+    author_code: np.ndarray    # int64: the author's code (UNKNOWN: none)
     size: int                  # items listed
 
 
@@ -102,6 +104,8 @@ class Snapshot:
         columns["author"].append(authors)
         columns["user"].append(profile_users)
         vocab = {kind: Vocabulary.of(*cols) for kind, cols in columns.items()}
+        for kind in ("user", "item", "author"):     # what requests look up: indexed here, in the loader's thread
+            vocab[kind].build_index()
         entities = {e.name: _counts(tables[e.name], e, vocab) for e in features.ENTITIES}
         catalog = _catalog(vocab, items["item_id"], items["topic"], _epoch_seconds(items["created_at"]), authors)
         rows = (_rows_by_code(vocab["user"].codes(profile_users), len(vocab["user"])),
@@ -111,10 +115,34 @@ class Snapshot:
     def inputs(self, *, tenant_id: str, user_id: str, surface: str, device: str, request_ts: float,
                item_ids: Sequence[str], author_ids: Sequence[str | None]) -> dict[str, np.ndarray]:
         """The raw inputs of `features.derive` for one request's candidates (authors as from `authors`)."""
-        n = len(item_ids)
-        user = int(self._vocab["user"].lookup([user_id])[0])
+        return self._inputs(tenant_id=tenant_id, user_id=user_id, surface=surface, device=device,
+                            request_ts=request_ts, items=self._vocab["item"].lookup(item_ids),
+                            authors=self._vocab["author"].lookup(author_ids))
+
+    def authors(self, item_ids: Sequence[str], author_ids: Sequence[str | None]) -> list[str | None]:
+        """The request's author of each item, else the catalog's (None when neither knows it)."""
+        return [a if a is not None else c
+                for a, c in zip(author_ids, self._catalog.author[self._vocab["item"].lookup(item_ids)].tolist())]
+
+    def request(self, *, tenant_id: str, user_id: str, surface: str, device: str, request_ts: float,
+                item_ids: Sequence[str],
+                author_ids: Sequence[str | None]) -> tuple[list[str | None], dict[str, np.ndarray]]:
+        """`authors` and then `inputs` for one request, as a pod needs them: its items looked up once, and only
+        the authors the request names (the catalog's come with their codes)."""
         items = self._vocab["item"].lookup(item_ids)
-        authors = self._vocab["author"].lookup(author_ids)
+        catalog = self._catalog.author[items].tolist()
+        codes = self._catalog.author_code[items]
+        named = [i for i, a in enumerate(author_ids) if a is not None]
+        if named:
+            codes[named] = self._vocab["author"].lookup([author_ids[i] for i in named])
+            catalog = [a if a is not None else c for a, c in zip(author_ids, catalog)]
+        return catalog, self._inputs(tenant_id=tenant_id, user_id=user_id, surface=surface, device=device,
+                                     request_ts=request_ts, items=items, authors=codes)
+
+    def _inputs(self, *, tenant_id: str, user_id: str, surface: str, device: str, request_ts: float,
+                items: np.ndarray, authors: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(items)
+        user = int(self._vocab["user"].lookup([user_id])[0])
         topics = self._catalog.topic[items]
         blocks = {
             "user": self._entities["user"].counts[np.full(n, user, np.int64)],
@@ -133,11 +161,6 @@ class Snapshot:
         for name, value in (("tenant_id", tenant_id), ("surface", surface), ("device", device)):
             out[name] = np.full(n, value, dtype=object)
         return out
-
-    def authors(self, item_ids: Sequence[str], author_ids: Sequence[str | None]) -> list[str | None]:
-        """The request's author of each item, else the catalog's (None when neither knows it)."""
-        catalog = self._catalog.author[self._vocab["item"].lookup(item_ids)]
-        return [a if a is not None else c for a, c in zip(author_ids, catalog.tolist())]
 
     def sizes(self) -> dict[str, int]:
         return {**{name: t.size for name, t in self._entities.items()}, ITEMS: self._catalog.size,
@@ -168,11 +191,13 @@ def _catalog(vocab: Mapping[str, Vocabulary], item_ids, topics, created: np.ndar
     size = len(vocab["item"]) + 1
     codes = vocab["item"].codes(item_ids)
     topic, when, author = np.full(size, UNKNOWN, np.int64), np.full(size, np.nan), np.full(size, None, object)
+    author_code = np.full(size, UNKNOWN, np.int64)
     last = _last_rows(codes)
     topic[codes[last]] = vocab["topic"].codes(topics)[last]
     when[codes[last]] = created[last]
     author[codes[last]] = np.asarray(authors.to_numpy(zero_copy_only=False), dtype=object)[last]
-    return _Catalog(topic, when, author, len(last))
+    author_code[codes[last]] = vocab["author"].codes(authors)[last]
+    return _Catalog(topic, when, author, author_code, len(last))
 
 
 def _rows_by_code(codes: np.ndarray, size: int) -> np.ndarray:

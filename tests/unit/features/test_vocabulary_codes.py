@@ -1,5 +1,6 @@
 """Vocabulary.codes gives the same codes whichever way it searches: hashing the vocabulary (a column as long as it)
-or hashing the column and bisecting its distinct values (a training batch shorter than the vocabulary).
+or hashing the column and bisecting its distinct values (a training batch shorter than the vocabulary); and a
+request's lookup, through the vocabulary's index of Python hashes, gives them too, even when ids share a hash.
 
 The second way compares fixed-width bytes, so ids that a width or a padding could confuse are checked against a
 plain dict: a trailing NUL, an id holding the end byte, ids wider than the vocabulary's array, ids over LONG_KEY.
@@ -11,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from feedloop.core import vocabulary as vocabulary_module
 from feedloop.core.vocabulary import LONG_KEY, UNKNOWN, Vocabulary
 
 LONG = "x" * (LONG_KEY + 40)
@@ -36,3 +38,15 @@ def test_codes_equal_a_dict_of_the_vocabulary(copies: int) -> None:
 def test_an_empty_vocabulary_knows_nothing() -> None:
     vocabulary = Vocabulary.of(pa.array([], pa.string()))
     assert vocabulary.codes(pa.array(["a", None])).tolist() == [UNKNOWN, UNKNOWN]
+
+
+@pytest.mark.parametrize("hash_of", [len, lambda text: 0], ids=["some-collide", "all-collide"])
+def test_a_lookup_through_colliding_hashes_still_finds_exactly_its_id(monkeypatch, hash_of) -> None:
+    """Python's str hash is 64 bits: two ids of a vocabulary may share one. A hash that collides on purpose (the
+    length; a constant) must not make a lookup miss an id or find another id."""
+    monkeypatch.setattr(vocabulary_module, "_hash", lambda value: hash_of(value) if value is not None else -7)
+    vocabulary = Vocabulary.of(pa.array(KNOWN))
+    assert vocabulary.build_index().collides
+    expected = vocabulary.codes(pa.array(QUERIES, pa.string())).tolist()
+    assert vocabulary.lookup(QUERIES).tolist() == expected
+    assert sorted(vocabulary.lookup(KNOWN).tolist()) == list(range(len(KNOWN)))

@@ -16,6 +16,7 @@ from hypothesis import given, settings, strategies as st
 
 from feedloop.core.config import ServingSettings
 from feedloop.contract.events import format_ts
+from feedloop.serving import rank_request
 from feedloop.serving.rank_request import RankRequest, RequestError, RequestLimits, parse
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
@@ -179,3 +180,24 @@ _deep = st.builds(lambda field, d: b'{"%s": %s%s, "candidates": [{"item_id": "i"
 @given(st.one_of(st.binary(max_size=200), _json.map(lambda v: json.dumps(v).encode()), _deep))
 def test_any_bytes_parse_or_are_a_4xx(raw):
     _parses_or_names_fields(raw)
+
+
+_candidate_lists = st.lists(st.one_of(st.fixed_dictionaries({"item_id": _id}, optional={"author_id": _id}),
+                                      st.fixed_dictionaries({"item_id": st.sampled_from(["i1", "i2"])},
+                                                            optional={"author_id": st.sampled_from([None, "", "a"])}),
+                                      _json), min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_candidate_lists)
+def test_the_whole_list_check_takes_exactly_the_lists_the_field_by_field_check_takes(candidates):
+    """The fast path may only say yes where every field passes, with the same items and authors; else it defers."""
+    fast = rank_request._well_formed(candidates, LIMITS.max_id_chars)
+    errors: list = []
+    original = rank_request._well_formed
+    try:
+        rank_request._well_formed = lambda *_: None      # the field-by-field check alone
+        slow = rank_request._candidates(candidates, LIMITS, errors)
+    finally:
+        rank_request._well_formed = original
+    assert fast == (None if errors else slow)

@@ -81,6 +81,16 @@ def test_every_lookup_equals_a_dict_of_the_same_keys(seed):
             np.testing.assert_array_equal(have, want, err_msg=f"{entity.name} for user {user!r}")
         created = [meta[i][1] if i in meta else np.nan for i in items]
         np.testing.assert_array_equal(got["item_created_at"], np.array(created))
+        for named in (given, [None] * len(items)):      # the pod's one-pass path: the same authors and inputs
+            pod_authors, pod_inputs = snapshot.request(tenant_id="t", user_id=user, surface="feed", device="ios",
+                                                       request_ts=1.0, item_ids=items, author_ids=named)
+            resolved = snapshot.authors(items, named)
+            assert pod_authors == resolved
+            want_inputs = snapshot.inputs(tenant_id="t", user_id=user, surface="feed", device="ios", request_ts=1.0,
+                                          item_ids=items, author_ids=resolved)
+            assert pod_inputs.keys() == want_inputs.keys()
+            for name, column in want_inputs.items():
+                np.testing.assert_array_equal(pod_inputs[name], column, err_msg=f"{name} for user {user!r}")
     assert snapshot.sizes()["items"] == len(meta)
     assert {e.name: snapshot.sizes()[e.name] for e in features.ENTITIES} == {k: len(v) for k, v in expected.items()}
 
