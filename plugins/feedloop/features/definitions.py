@@ -163,7 +163,9 @@ def encode(values: Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray, leve
         codes = pc.index_in(values, value_set=pa.array(list(levels), type=values.type))
         return pc.fill_null(codes.cast(pa.float32()), np.nan).to_numpy(zero_copy_only=False)
     lookup = {v: float(i) for i, v in enumerate(levels)}
-    # map() over dict.get, not a generator: a pod encodes three 500-long columns per request
+    if isinstance(values, np.ndarray) and values.ndim == 1 and values.strides == (0,) and len(values):
+        return np.full(len(values), lookup.get(values[0], np.nan), np.float32)   # one value broadcast (a request's)
+    # map() over dict.get, not a generator
     return np.fromiter(map(lookup.get, values, repeat(np.nan)), dtype=np.float32, count=len(values))
 
 

@@ -144,8 +144,9 @@ class Snapshot:
         n = len(items)
         user = int(self._vocab["user"].lookup([user_id])[0])
         topics = self._catalog.topic[items]
+        user_counts = self._entities["user"].counts[user]
         blocks = {
-            "user": self._entities["user"].counts[np.full(n, user, np.int64)],
+            "user": np.broadcast_to(user_counts, (n, len(user_counts))),     # one user: its row, not n copies
             "item": self._entities["item"].counts[items],
             "author": self._entities["author"].counts[authors],
             "user_author": self._entities["user_author"].counts[self._entities["user_author"].pair_rows(user, authors)],
@@ -159,7 +160,7 @@ class Snapshot:
         out["request_ts"] = np.full(n, request_ts, dtype=np.float64)
         out["item_created_at"] = self._catalog.created[items]
         for name, value in (("tenant_id", tenant_id), ("surface", surface), ("device", device)):
-            out[name] = np.full(n, value, dtype=object)
+            out[name] = np.broadcast_to(np.array(value, dtype=object), (n,))   # one value: features.encode's fast path
         return out
 
     def sizes(self) -> dict[str, int]:
