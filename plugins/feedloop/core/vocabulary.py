@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 END = b"\x01"
 LONG_KEY = 256                 # bytes with the end byte; longer keys go to the dict
 UNKNOWN = -1                   # the code of an id the vocabulary does not hold (and of a null)
-INDEX_SLICE = 65_536           # ids hashed per slice when a vocabulary's lookup index is built
+INDEX_SLICE = 8_192            # ids hashed per slice when a vocabulary's lookup index is built
 _hash = hash                   # Python's str hash: per process, which is all an in-memory index needs
 
 
@@ -135,7 +135,7 @@ class Vocabulary:
         for start in range(0, len(self.distinct), INDEX_SLICE):
             part = self.distinct.slice(start, INDEX_SLICE).to_pylist()
             hashes[start:start + len(part)] = np.fromiter(map(_hash, part), np.int64, count=len(part))
-        rows = np.argsort(hashes, kind="stable")
+        rows = np.argsort(hashes)
         hashes = hashes[rows]
         return HashIndex(hashes, rows, bool(len(hashes) > 1 and (hashes[1:] == hashes[:-1]).any()))
 
