@@ -18,8 +18,6 @@ reads one model with one snapshot, before or after a swap.
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import hashlib
 import logging
 import time
@@ -31,6 +29,7 @@ from feedloop.core.config import ServingSettings
 from feedloop.core.storage import NOT_MODIFIED, ObjectStore
 from feedloop.serving import metrics
 from feedloop.serving.local_cache import LocalCache
+from feedloop.serving.memory import MemoryTrimmer
 from feedloop.serving.model import (ARTIFACTS, MANIFEST, LoadedModel, Pointer, Root, SwapRefused, Target, build,
                                     first_line, parse_manifest)
 from feedloop.serving.polling import PollLoop
@@ -38,21 +37,6 @@ from feedloop.serving.published_features import FeatureFollower
 from feedloop.serving.refusals import Refusal, Refusals, download
 
 log = logging.getLogger("feedloop.serving")
-
-
-def return_freed_memory() -> None:
-    """Give the memory of a dropped model back to the OS.
-
-    glibc keeps freed heap in its per-thread arenas, and a model (onnxruntime session + snapshot) is
-    hundreds of MB allocated from several threads: without a trim a pod's RSS climbed by ~150 MB over
-    its first 10 swaps (bench/serve.py), the growth onnxruntime users report after replacing sessions.
-    A request still holding the dropped model frees it later; the next swap trims that too.
-    """
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
-        pass
 
 
 @dataclass(frozen=True)
@@ -103,16 +87,20 @@ class Watcher:
         self._cache_tried = False
         self._gauges: set[tuple[str, str, str]] = set()
         self._snapshot_gauges: set[tuple[str, str, str, str]] = set()
+        self.trimmer = MemoryTrimmer()
         self._loop = PollLoop("model-watcher", tick=self.tick, wake_at=self._wake_at, clock=clock,
                               retry_s=cfg.retry_initial_s, nice=cfg.loader_nice)
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Call from a thread at the pod's priority: the trimmer thread started here inherits it."""
+        self.trimmer.start()
         self._loop.start()
 
     def stop(self) -> None:
         self._loop.stop()
+        self.trimmer.stop()
 
     def _wake_at(self) -> float:
         """When the next poll, pending retry or feature rebind is due."""
@@ -199,7 +187,7 @@ class Watcher:
         dropped = any(m is not None and id(m) not in kept for m in (old.live, old.canary, old.previous))
         del old, live, canary, new_live, previous
         if dropped:
-            return_freed_memory()
+            self.trimmer.soon()
         self._set_gauges()
         if done:
             self.status.pending = None
@@ -217,7 +205,7 @@ class Watcher:
             return
         self.state = replace(old, live=live, canary=canary, previous=previous)
         del old, live, canary, previous
-        return_freed_memory()
+        self.trimmer.soon()
         self._set_gauges()
         log.info("feature snapshots now: %s", self._snapshots_text())
 

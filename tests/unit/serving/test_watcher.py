@@ -7,7 +7,9 @@ against the real embedded S3 and real pods in tests/integration/test_serving_cha
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import weakref
 from pathlib import Path
 
 import orjson
@@ -267,3 +269,29 @@ def test_a_cache_naming_a_path_outside_itself_is_not_read(good, tmp_path):
     target = {"version": "../outside", "uri": VERSIONS.uri("../outside"), "sha256": "0" * 64}
     (cache_dir / "last_good.json").write_bytes(orjson.dumps(target))
     assert LocalCache(cache_dir, VERSIONS).load() is None
+
+
+def test_a_swapped_out_model_is_freed_by_reference_counting_alone(good, tmp_path):
+    """The watcher asks for a malloc_trim after a swap but runs no gc.collect (a full collection held the GIL
+    while requests waited): that is only right while a model holds no reference cycle."""
+    one, two = good
+    three = servingdata.make_version("2026-11-23-a3b3", seed=3, rounds=5)
+    store, clock = FakeStore(), Clock()
+    shas = [register(store, v) for v in (one, two, three)]
+    w = watcher(store, clock, tmp_path)
+    gc.collect()
+    gc.disable()
+    try:
+        point(store, one.version, shas[0], seq=1)
+        w.tick()
+        first = weakref.ref(w.state.live)
+        snapshot = weakref.ref(w.state.live.snapshot)
+        for seq, (v, sha) in enumerate(((two, shas[1]), (three, shas[2])), start=2):
+            clock.now += 1.0
+            point(store, v.version, sha, seq=seq)
+            w.tick()
+        assert (w.state.live.version, w.state.previous.version) == (three.version, two.version)
+        assert first() is None and snapshot() is None
+        assert w.trimmer._wanted.is_set()          # the trim is asked for; the trimmer thread runs it
+    finally:
+        gc.enable()
