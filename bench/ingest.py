@@ -112,6 +112,8 @@ def end_to_end(n_events: int) -> dict:
     produced = simulate.produce(settings, sim.records(simulate.SimulationReport(date(2026, 10, 1), 10)))
     produce_s = time.perf_counter() - t0
 
+    # The sink's figure includes connecting, reading the topic's metadata and seeking: the bare consumer's does too.
+    connect = time.perf_counter()
     c = consumer(settings.kafka, max_poll_records=20_000, fetch_max_bytes=settings.ingest.max_poll_bytes)
     c.assign([TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))])
     c.seek_to_beginning()
@@ -121,7 +123,7 @@ def end_to_end(n_events: int) -> dict:
         polled = c.poll(timeout_ms=settings.ingest.poll_timeout_ms, max_records=20_000)
         empty = 0 if polled else empty + 1
         read += sum(len(v) for v in polled.values())
-    bare_s = time.perf_counter() - t0
+    bare_s, bare_setup_s = time.perf_counter() - t0, t0 - connect
     c.close()
 
     t0 = time.perf_counter()
@@ -130,11 +132,13 @@ def end_to_end(n_events: int) -> dict:
     # Both loops end with the same empty-poll wait; compare the time spent moving data too.
     idle = settings.ingest.empty_polls_to_stop * settings.ingest.poll_timeout_ms / 1000
     return {"events": produced, "produce_s": round(produce_s, 1),
-            "bare_consumer_s": round(bare_s, 2), "bare_read": read,
-            "sink_s": round(sink_s, 2), "sink_events": report.records,
-            "bare_events_per_s": round(read / bare_s), "sink_events_per_s": round(report.records / sink_s),
-            "ratio": round(bare_s / sink_s, 3),
-            "ratio_excluding_idle_polls": round((bare_s - idle) / max(1e-9, sink_s - idle), 3)}
+            "bare_consumer_s": round(bare_setup_s + bare_s, 2), "bare_setup_s": round(bare_setup_s, 2),
+            "bare_read": read, "sink_s": round(sink_s, 2), "sink_events": report.records,
+            "bare_events_per_s": round(read / (bare_setup_s + bare_s)),
+            "sink_events_per_s": round(report.records / sink_s),
+            "ratio": round((bare_setup_s + bare_s) / sink_s, 3),
+            "ratio_bare_without_setup": round(bare_s / sink_s, 3),
+            "ratio_excluding_idle_polls": round((bare_setup_s + bare_s - idle) / max(1e-9, sink_s - idle), 3)}
 
 
 def main() -> None:
@@ -178,7 +182,9 @@ def main() -> None:
           f"{a['mb_per_s']} MB/s, {a['events_per_cpu_s']:,} events per CPU-second, peak RSS {a['peak_rss_mb']} MB "
           f"(target >= 300,000 events/s, <= 1024 MB)")
     print(f"(b) end to end, {b['events']:,} events: sink {b['sink_events_per_s']:,} events/s vs bare consumer "
-          f"{b['bare_events_per_s']:,} events/s -> ratio {b['ratio']} (target >= 0.9)")
+          f"{b['bare_events_per_s']:,} events/s, both timed from connecting -> ratio {b['ratio']} (target >= 0.9; "
+          f"{b['ratio_bare_without_setup']} with the bare consumer's {b['bare_setup_s']} s of connecting left out, "
+          "as before 2026-12-06)")
     print(f"written {out}")
 
 
