@@ -31,7 +31,6 @@ class MemoryTrimmer:
         self._wanted = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="memory-trim", daemon=True)
-        self.trims = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -51,7 +50,6 @@ class MemoryTrimmer:
             if self._stop:
                 return
             trim()
-            self.trims += 1
 
 
 def trim() -> None:

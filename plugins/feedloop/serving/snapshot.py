@@ -121,8 +121,7 @@ class Snapshot:
 
     def authors(self, item_ids: Sequence[str], author_ids: Sequence[str | None]) -> list[str | None]:
         """The request's author of each item, else the catalog's (None when neither knows it)."""
-        return [a if a is not None else c
-                for a, c in zip(author_ids, self._catalog.author[self._vocab["item"].lookup(item_ids)].tolist())]
+        return _either(author_ids, self._catalog.author[self._vocab["item"].lookup(item_ids)].tolist())
 
     def request(self, *, tenant_id: str, user_id: str, surface: str, device: str, request_ts: float,
                 item_ids: Sequence[str],
@@ -135,7 +134,7 @@ class Snapshot:
         named = [i for i, a in enumerate(author_ids) if a is not None]
         if named:
             codes[named] = self._vocab["author"].lookup([author_ids[i] for i in named])
-            catalog = [a if a is not None else c for a, c in zip(author_ids, catalog)]
+            catalog = _either(author_ids, catalog)
         return catalog, self._inputs(tenant_id=tenant_id, user_id=user_id, surface=surface, device=device,
                                      request_ts=request_ts, items=items, authors=codes)
 
@@ -199,6 +198,11 @@ def _catalog(vocab: Mapping[str, Vocabulary], item_ids, topics, created: np.ndar
     author[codes[last]] = np.asarray(authors.to_numpy(zero_copy_only=False), dtype=object)[last]
     author_code[codes[last]] = vocab["author"].codes(authors)[last]
     return _Catalog(topic, when, author, author_code, len(last))
+
+
+def _either(named: Sequence[str | None], catalog: list[str | None]) -> list[str | None]:
+    """The request's author where it names one, else the catalog's."""
+    return [a if a is not None else c for a, c in zip(named, catalog)]
 
 
 def _rows_by_code(codes: np.ndarray, size: int) -> np.ndarray:
