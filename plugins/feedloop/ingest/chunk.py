@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -127,10 +128,19 @@ class Chunk:
         if table.num_rows == 0:
             return {}
         hour_ms = pc.divide(pc.cast(table["event_ts"], pa.int64()), 3_600_000)
-        hours = pc.unique(hour_ms).to_pylist()
+        lo, hi = pc.min_max(hour_ms).values()
+        if lo == hi:  # a busy topic's chunk spans one hour
+            firsts = [0, table.num_rows]
+        else:  # one stable sort by hour, then zero-copy slices (a filter per hour scanned the chunk once per hour:
+            # 160 hours a chunk on a quiet topic); stable: each hour's rows stay in offset order
+            hours = hour_ms.to_numpy()
+            if (hours[1:] < hours[:-1]).any():
+                order = np.argsort(hours, kind="stable")
+                hours, table = hours[order], table.take(order)
+            firsts = np.flatnonzero(np.r_[True, hours[1:] != hours[:-1]]).tolist() + [len(hours)]
         out = {}
-        for h in hours:
-            part = table if len(hours) == 1 else table.filter(pc.equal(hour_ms, h))
+        for lo, hi in zip(firsts, firsts[1:]):
+            part = table.slice(lo, hi - lo)
             start = part["event_ts"][0].as_py()
             hour = lake.HourPartition(start.date(), start.hour)
             out[lake.events_key(hour, self.topic, self.partition, self.start, self.generation)] = part
