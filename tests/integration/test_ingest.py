@@ -178,6 +178,28 @@ def test_duplicate_event_ids_in_a_run_are_stored_once(embedded, store, topic):
     assert sorted(lake_rows(store, embedded, topic)["event_id"].to_pylist()) == sorted(e["event_id"] for e in evs)
 
 
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_batches_a_third_party_producer_compressed_with_any_kafka_codec_land(embedded, store, topic, codec):
+    """Java, Go and librdkafka producers often compress (compression.type): the sink must read every codec Kafka
+    defines, or one such producer stops ingest for the whole topic."""
+    from confluent_kafka import Producer
+
+    from feedloop.core.credentials import resolve_kafka
+
+    evs = [event(i, NOW - timedelta(minutes=3)) for i in range(300)]
+    producer = Producer({**resolve_kafka(embedded.kafka).confluent(), "compression.type": codec, "linger.ms": 20})
+    for e in evs:
+        producer.produce(topic, value=orjson.dumps(e), partition=0,
+                         timestamp=int((datetime.fromisoformat(e["event_ts"].replace("Z", "+00:00"))
+                                        + timedelta(seconds=2)).timestamp() * 1000))
+    assert producer.flush(30) == 0
+
+    report = sink.run(_settings(embedded, topic))
+
+    assert (report.records, report.deadletters) == (300, 0)
+    assert sorted(lake_rows(store, embedded, topic)["event_id"].to_pylist()) == sorted(e["event_id"] for e in evs)
+
+
 def test_late_events_land_in_their_own_hour_in_a_new_object(embedded, store, topic):
     hour = (NOW - timedelta(hours=6)).replace(minute=0, second=0)
     on_time = [event(i, hour + timedelta(minutes=i % 50)) for i in range(100)]

@@ -37,6 +37,9 @@ def consumer(kafka: KafkaSettings, **overrides):
         max_poll_records=5000,
         fetch_max_bytes=32 * 1024 * 1024,
         max_partition_fetch_bytes=8 * 1024 * 1024,
+        # A transactional producer (Kafka Streams, Flink's exactly-once sink) leaves the records of an aborted
+        # transaction in the log; read_uncommitted (the client's default) would land them as events.
+        isolation_level="read_committed",
     )
     options.update(overrides)
     return KafkaConsumer(**options)

@@ -155,6 +155,15 @@ def test_the_kafka_python_clients_get_the_resolved_settings(monkeypatch):
         producer.close(timeout=0)
 
 
+def test_consumers_skip_the_records_of_aborted_transactions():
+    """Tansu never stores an aborted transaction's records, so only the option itself can be checked here."""
+    consumer = streams.consumer(KafkaSettings(bootstrap_servers="127.0.0.1:1"), api_version=(2, 5))
+    try:
+        assert consumer.config["isolation_level"] == "read_committed"
+    finally:
+        consumer.close(autocommit=False)
+
+
 def _kafka_python_keys() -> set[str]:
     from kafka import KafkaConsumer, KafkaProducer
     from kafka.admin import KafkaAdminClient
