@@ -186,7 +186,7 @@ class DecodedBatch:
     rejected: list[Rejected]  # the invalid ones, with why
 
 
-def decode_batch(raws: Sequence[bytes]) -> DecodedBatch:
+def decode_batch(raws: Sequence[bytes], *, joined: bytes | None = None) -> DecodedBatch:
     """Decode many wire events at once; bad ones are returned with their reason, never raised.
 
     Fast path: one vectorized pyarrow JSON read of the whole block plus vectorized checks.
@@ -194,19 +194,20 @@ def decode_batch(raws: Sequence[bytes]) -> DecodedBatch:
     back to per-record parsing, so one bad record costs its own block speed, not the run.
     The per-record path has the last word and never raises: a record that cannot be decoded,
     whatever the exception, is rejected with its reason, so no record can stop the sink.
+    `joined`: b"\n".join(raws), when the caller has it already.
     """
     if not raws:
         return DecodedBatch(ARROW_SCHEMA.empty_table(), pa.array([], pa.int64()), [])
     try:
-        fast = _decode_block(raws)
+        fast = _decode_block(raws, b"\n".join(raws) if joined is None else joined)
     except Exception:  # noqa: BLE001 - whatever trips the fast path, the per-record path decides each record
         fast = None
     return fast if fast is not None else _decode_per_record(raws)
 
 
-def _decode_block(raws: Sequence[bytes]) -> DecodedBatch | None:
+def _decode_block(raws: Sequence[bytes], block: bytes) -> DecodedBatch | None:
     """The vectorized decode, or None when the block needs the per-record path."""
-    table = _read_block(raws)
+    table = _read_block(block, len(raws))
     if table is None:
         return None
     bad = _invalid_rows(table)
@@ -238,7 +239,7 @@ def _to_contract(table: pa.Table) -> pa.Table:
     return table.set_column(table.schema.get_field_index("event_ts"), "event_ts", ts).cast(ARROW_SCHEMA)
 
 
-def _read_block(raws: Sequence[bytes]) -> pa.Table | None:
+def _read_block(block: bytes, records: int) -> pa.Table | None:
     import pyarrow.json as pj
 
     # Arrow's reader gets only what it handles safely, else the per-record path reads the block: one
@@ -246,8 +247,7 @@ def _read_block(raws: Sequence[bytes]) -> pa.Table | None:
     # line starting like a JSON object (a top-level `null` first in a block crashes the process with a
     # segfault in pyarrow 26, apache/arrow#47409), and valid UTF-8 (Arrow does not check it in
     # strings, orjson does).
-    block = b"\n".join(raws)
-    if not _one_object_line_per_record(block, len(raws)):
+    if not _one_object_line_per_record(block, records):
         return None
     if not block.isascii():  # ASCII (the usual block) is valid UTF-8, and checking that is a third of decoding
         try:
@@ -262,7 +262,7 @@ def _read_block(raws: Sequence[bytes]) -> pa.Table | None:
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    return table if table.num_rows == len(raws) else None
+    return table if table.num_rows == records else None
 
 
 def _one_object_line_per_record(block: bytes, records: int) -> bool:

@@ -125,6 +125,9 @@ def decode_records(raws: Sequence[bytes]) -> DecodedBatch:
     """decode_batch for a topic holding list records too: each valid list becomes its impression rows, all
     with the list's input index in `kept` (so they share its offset), in input order; a broken list is
     rejected whole with its reason. Never raises, like decode_batch."""
+    joined = b"\n".join(raws)
+    if MARKER not in joined:  # plain events only: one search, where a test per record was a fifth of decoding
+        return decode_batch(raws, joined=joined)
     lists: dict[int, dict[str, Any]] = {}
     rejected: list[Rejected] = []
     for i, raw in enumerate(raws):

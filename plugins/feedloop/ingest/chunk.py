@@ -165,7 +165,7 @@ def _dedupe(table: pa.Table) -> pa.Table:
     offsets = table["kafka_offset"]
     if not pc.all(pc.less_equal(offsets[:-1], offsets[1:])).as_py():  # rows reloaded from several hour objects
         table = table.sort_by("kafka_offset")
-    if table.num_rows == 0 or pc.count_distinct(table["event_id"]).as_py() == table.num_rows:
+    if table.num_rows == 0 or len(pc.unique(table["event_id"])) == table.num_rows:  # count_distinct: 2.5x the time
         return table
     firsts = table.group_by("event_id", use_threads=False).aggregate([("kafka_offset", "min")])
     return table.filter(pc.is_in(table["kafka_offset"], firsts["kafka_offset_min"]))
