@@ -137,7 +137,10 @@ def test_artifact_routes_read_only_the_objects_they_serve(bearer, version, page)
     for path in (f"/feedloop/versions/{quote(version, safe='')}/report.html",
                  f"/feedloop/quality/docs/dt={QUARANTINE_DAY}/{quote(page, safe='/')}"):
         response = bearer.get(path)
-        assert response.status_code in (404, 422) or (
+        # "." or "" reach the day's own folder, which the router redirects to the same day's docs (CI, hypothesis)
+        same_day = response.status_code in (307, 308) and (
+            f"/feedloop/quality/docs/dt={QUARANTINE_DAY}" in response.headers.get("location", ""))
+        assert response.status_code in (404, 422) or same_day or (
             response.status_code == 200 and re.fullmatch(r"index\.html|hour=\d{2}/(rows|metrics)\.html", page)), \
             (path, response.status_code, response.text[:300])
 
