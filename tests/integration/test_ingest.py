@@ -186,12 +186,12 @@ def test_batches_a_third_party_producer_compressed_with_any_kafka_codec_land(emb
 
     from feedloop.core.credentials import resolve_kafka
 
-    evs = [event(i, NOW - timedelta(minutes=3)) for i in range(300)]
+    sent = NOW - timedelta(minutes=3)
+    evs = [event(i, sent) for i in range(300)]
     producer = Producer({**resolve_kafka(embedded.kafka).confluent(), "compression.type": codec, "linger.ms": 20})
+    arrival_ms = int((sent + timedelta(seconds=2)).timestamp() * 1000)
     for e in evs:
-        producer.produce(topic, value=orjson.dumps(e), partition=0,
-                         timestamp=int((datetime.fromisoformat(e["event_ts"].replace("Z", "+00:00"))
-                                        + timedelta(seconds=2)).timestamp() * 1000))
+        producer.produce(topic, value=orjson.dumps(e), partition=0, timestamp=arrival_ms)
     assert producer.flush(30) == 0
 
     report = sink.run(_settings(embedded, topic))

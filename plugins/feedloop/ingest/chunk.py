@@ -139,8 +139,8 @@ class Chunk:
                 hours, table = hours[order], table.take(order)
             firsts = np.flatnonzero(np.r_[True, hours[1:] != hours[:-1]]).tolist() + [len(hours)]
         out = {}
-        for lo, hi in zip(firsts, firsts[1:]):
-            part = table.slice(lo, hi - lo)
+        for first, end in zip(firsts, firsts[1:]):
+            part = table.slice(first, end - first)
             start = part["event_ts"][0].as_py()
             hour = lake.HourPartition(start.date(), start.hour)
             out[lake.events_key(hour, self.topic, self.partition, self.start, self.generation)] = part
