@@ -132,10 +132,13 @@ class PartitionSink:
                 s.max_event_ts = max(filter(None, (s.max_event_ts, format_ts(hi.as_py()))))
 
     def seal(self) -> None:
-        """Queue the open chunk for writing if it holds records not yet written (the end of a run, or a gap)."""
+        """Queue the open chunk for writing if it holds records not yet written (full, a gap, idle or the end).
+
+        What is queued is a copy of the chunk as it is now: the chunk may stay open and grow (an idle log's
+        flush) while the writer writes the copy, whose objects and next offset the checkpoint then names."""
         if self.chunk.dirty:
             self.chunk.dirty = False
-            self.sealed.append(self.chunk)
+            self.sealed.append(replace(self.chunk, rows=list(self.chunk.rows), dead=list(self.chunk.dead)))
 
     def take_sealed(self) -> list[Chunk]:
         """The chunks sealed since the last call, oldest first: they must be written in this order."""

@@ -2,6 +2,9 @@
 
     poll thread --batches--> decoder thread --sealed chunks--> writer thread (Parquet, S3, checkpoint)
 
+When a poll comes back empty the poller asks for a flush: the open chunks are sealed as they are (a copy:
+the chunk stays open) and written, so a run's last records land before its final empty polls end it.
+
 Why: Kafka fetching is Python (kafka-python), decoding and Parquet encoding are Arrow C++ with the GIL
 released and uploads wait on the network, so the three overlap instead of taking turns.
 
@@ -25,7 +28,8 @@ from typing import Any
 
 from feedloop.ingest.partition import PartitionSink
 
-_END = object()  # the poller is done: seal what is open, write it, stop
+_END = object()    # the poller is done: seal what is open, write it, stop
+_FLUSH = object()  # the log is idle: write what is open now, keep the chunks open
 
 
 class Pipeline:
@@ -46,6 +50,14 @@ class Pipeline:
         """Hand on a fetched batch (ascending offsets); blocks while the pipeline is full."""
         self._raise()
         self._batches.put((partition, offsets, timestamps_ms, values))
+
+    def flush(self) -> None:
+        """Write every open chunk's records so far (its objects grow under the same names if more arrive).
+
+        Why: a poll came back empty, so the open chunks would otherwise wait for the end of the run; written
+        now, they land while the run waits out its last empty polls instead of after them."""
+        self._raise()
+        self._batches.put(_FLUSH)
 
     def close(self) -> None:
         """Seal every open chunk and wait until all are written; raises the first error of either thread."""
@@ -76,11 +88,11 @@ class Pipeline:
         """Route batches into chunks and hand on each sealed one; after a failure, only drain (never block)."""
         try:
             while (item := self._batches.get()) is not _END:
-                if not self._stop.is_set():
+                if item is _FLUSH:
+                    self._seal_all()
+                elif not self._stop.is_set():
                     self._guarded(self._route, *item)
-            for sink in self._sinks.values():
-                if not self._stop.is_set():
-                    self._guarded(self._seal, sink)
+            self._seal_all()
         finally:
             self._chunks.put(_END)
 
@@ -89,6 +101,11 @@ class Pipeline:
         sink.add(offsets, timestamps_ms, values)
         for chunk in sink.take_sealed():
             self._chunks.put((sink, chunk))
+
+    def _seal_all(self) -> None:
+        for sink in self._sinks.values():
+            if not self._stop.is_set():
+                self._guarded(self._seal, sink)
 
     def _seal(self, sink: PartitionSink) -> None:
         sink.seal()

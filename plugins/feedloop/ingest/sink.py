@@ -132,6 +132,8 @@ def _consume(kafka, pipeline: Pipeline, cfg: IngestSettings, report: RunReport) 
             empty += 1
             if empty >= cfg.empty_polls_to_stop:
                 return "empty_poll"
+            if empty == 1:
+                pipeline.flush()  # the log is idle: land the open chunks while the next polls wait
             continue
         empty = 0
         for tp, records in polled.items():

@@ -8,6 +8,7 @@ object puts can be held (back-pressure) or made to fail (an error must reach the
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -158,3 +159,24 @@ def test_an_aborted_pipeline_writes_nothing_that_was_still_queued():
     pipeline.abort()
     ckpt = Checkpoint.load(store, BUCKET, TOPIC, 0)
     assert ckpt.next_offset == 20  # the chunk being written completes, the one queued behind it is dropped
+
+
+def test_an_idle_flush_lands_the_open_chunk_and_later_records_grow_its_objects():
+    store = FakeStore()
+    sink = PartitionSink(store, SETTINGS, TOPIC, 0)
+    pipeline = Pipeline({0: sink}, depth=2)
+    for offsets, stamps, values in _batches(0, 53, 9):  # two full chunks, then 13 records of the third
+        pipeline.submit(0, offsets, stamps, values)
+    pipeline.flush()
+    deadline = time.monotonic() + WAIT
+    while Checkpoint.load(store, BUCKET, TOPIC, 0).next_offset < 53 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    flushed = Checkpoint.load(store, BUCKET, TOPIC, 0)
+    # landed before the run ends: a crash now loses nothing, and the chunk stays open where it was
+    assert (flushed.next_offset, flushed.chunk_start) == (53, 40) and flushed.chunk_objects
+    assert _objects(store) == _objects(_in_line(53, 9))
+    for offsets, stamps, values in _batches(53, 250, 9):
+        pipeline.submit(0, offsets, stamps, values)
+    pipeline.close()
+    assert _objects(store) == _objects(_in_line(250, 9))  # the flushed objects grew under their names
+    assert Checkpoint.load(store, BUCKET, TOPIC, 0).next_offset == 250
