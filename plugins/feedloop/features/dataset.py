@@ -146,10 +146,6 @@ def _input_objects(store: ObjectStore, bucket: str, topic: str, start: date, end
     return dict(sorted(found.items()))
 
 
-def _days(start: date, end: date) -> list[date]:
-    return [start + timedelta(days=i) for i in range((end - start).days)]
-
-
 def _propensities(con, settings: Settings) -> tuple[dict[str, dict[int, float]], dict[str, str]]:
     """Per surface: the exploration estimate if it has enough support, else the click model's."""
     explore = con.execute("""
@@ -268,8 +264,8 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
     digest = hashlib.sha256()
     writer = ThreadPoolExecutor(1, thread_name_prefix="dataset-writer")   # one thread: parts hashed in order
     writes: deque[Future] = deque()
-    batches = ((day_counts, batch) for day in _days(start, end) for day_counts in [counts.as_of(day)]
-               for batch in _batches(con, _row_query(day), settings.dataset.batch_rows))
+    batches = ((day_counts, batch) for day_counts in counts.through(start, end)
+               for batch in _batches(con, _row_query(date.fromordinal(day_counts.day)), settings.dataset.batch_rows))
     try:
         for day_counts, batch in batches:
             table = pa.Table.from_batches([batch])

@@ -10,7 +10,7 @@ item with no arrived event) counts 0, as the SQL's LEFT JOIN and coalesce gave.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
@@ -87,6 +87,19 @@ class WindowedCounts:
         """The counts over arrival days [day - w, day) for every key, window and count."""
         return DayCounts(self, day.toordinal())
 
+    def through(self, first: date, end: date) -> Iterator[DayCounts]:
+        """The counts as of each day of [first, end), in order: each day's from the day before's, by adding the
+        entries of the day that entered each window and subtracting those of the day that left it.
+
+        Why: summing each day's windows afresh re-read up to 28 days of entries per day (3.3 s of the 10M build,
+        measured 2026-12-06); a day's change is two days of entries. Exact: the sums are of integers. The one
+        DayCounts yielded is updated in place, so it is valid until the next is taken."""
+        counts = self.as_of(first)
+        for ordinal in range(first.toordinal(), end.toordinal()):
+            while counts.day < ordinal:
+                counts.advance()
+            yield counts
+
 
 class DayCounts:
     """The windowed counts as of the start of one day, as float64 arrays indexed by key slot (UNKNOWN, -1, reads
@@ -102,6 +115,19 @@ class DayCounts:
                 for c in daily.entity.counts:
                     self.sums[name][features.count_column(name, c, w)] = np.bincount(   # + a 0 for UNKNOWN (-1)
                         daily.slot[entries], weights=daily.counts[c][entries], minlength=len(daily.keys) + 1)
+
+    def advance(self) -> None:
+        """Move to the next day. A day holds at most one entry per key (the daily counts are grouped by key and
+        day), so each window's sums change by plain indexed adds, with no repeated index to lose."""
+        for name, daily in self.counts.entities.items():
+            entered = daily.window(self.day, self.day + 1)
+            for w in daily.entity.windows:
+                left = daily.window(self.day - w, self.day - w + 1)
+                for c in daily.entity.counts:
+                    sums = self.sums[name][features.count_column(name, c, w)]
+                    sums[daily.slot[entered]] += daily.counts[c][entered]
+                    sums[daily.slot[left]] -= daily.counts[c][left]
+        self.day += 1
 
     def rows(self, table: pa.Table) -> dict[str, np.ndarray]:
         """Every count column for the impression rows of `table` (its key columns), 0 for keys never counted."""

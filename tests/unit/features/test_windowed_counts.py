@@ -75,3 +75,22 @@ def test_counts_of_an_empty_window_are_zero() -> None:
     got = counts.as_of(DAY0).rows(pa.Table.from_pylist([{k: POOLS[k][0] for k in POOLS}]))
     assert set(got) == set(features.COUNT_COLUMNS) and all(v.tolist() == [0.0] for v in got.values())
     assert all(counts.as_of(DAY0).snapshot(e.name).num_rows == 0 for e in features.ENTITIES)
+
+
+def test_counts_through_consecutive_days_equal_each_day_summed_afresh() -> None:
+    daily = _daily(random.Random(9))
+    distinct = {k: pa.array(sorted({r[k] for e in features.ENTITIES if k in e.keys for r in daily[e.name]}))
+                for k in POOLS}
+    counts = WindowedCounts(distinct, {name: pa.Table.from_pylist(rows).to_batches(max_chunksize=7)
+                                       for name, rows in daily.items()})
+    first = DAY0 - timedelta(days=3)  # from before the first entry to past the last one's longest window
+    days = 0
+    for day, running in zip((first + timedelta(days=i) for i in range(75)),
+                            counts.through(first, first + timedelta(days=75))):
+        assert running.day == day.toordinal()
+        fresh = counts.as_of(day)
+        for name, sums in fresh.sums.items():
+            for column, expected in sums.items():
+                assert running.sums[name][column].tolist() == expected.tolist(), (day, column)
+        days += 1
+    assert days == 75
