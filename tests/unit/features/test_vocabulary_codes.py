@@ -22,8 +22,10 @@ QUERIES = ODD + ["filler-7", None, "a\x01\x00", "a\x00\x00", "b", "a" * 50, LONG
                    "bb\x01" + "\x00" * 10]   # "bb" + the end byte + padding, once cut to the array's width
 
 
+@pytest.mark.parametrize("encode_slice", [vocabulary_module.ENCODE_SLICE, 3], ids=["one-slice", "slices-of-3"])
 @pytest.mark.parametrize("copies", [1, 10], ids=["shorter-than-vocabulary", "longer-than-vocabulary"])
-def test_codes_equal_a_dict_of_the_vocabulary(copies: int) -> None:
+def test_codes_equal_a_dict_of_the_vocabulary(copies: int, encode_slice: int, monkeypatch) -> None:
+    monkeypatch.setattr(vocabulary_module, "ENCODE_SLICE", encode_slice)  # ids are copied to fixed width by slices
     vocabulary = Vocabulary.of(pa.array(KNOWN))
     oracle = {v: int(c) for v, c in zip(KNOWN, vocabulary.codes(pa.array(KNOWN * 40)))}
     assert sorted(oracle.values()) == list(range(len(KNOWN)))
