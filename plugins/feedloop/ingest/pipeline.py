@@ -2,8 +2,8 @@
 
     poll thread --batches--> decoder thread --sealed chunks--> writer thread (Parquet, S3, checkpoint)
 
-When a poll comes back empty the poller asks for a flush: the open chunks are sealed as they are (a copy:
-the chunk stays open) and written, so a run's last records land before its final empty polls end it.
+When a run's first poll comes back empty the poller asks for a flush: the open chunks are sealed as they are (a
+copy: the chunk stays open) and written, so a run's last records land before its final empty polls end it.
 
 Why: Kafka fetching is Python (kafka-python), decoding and Parquet encoding are Arrow C++ with the GIL
 released and uploads wait on the network, so the three overlap instead of taking turns.

@@ -120,7 +120,7 @@ def _checkpoints_in_the_log(settings: Settings, store: ObjectStore, partitions: 
 def _consume(kafka, pipeline: Pipeline, cfg: IngestSettings, report: RunReport) -> str:
     """Poll and hand each batch to the pipeline (blocking while it is full) until a stop condition."""
     deadline = time.monotonic() + cfg.max_run_seconds
-    empty = 0
+    empty, flushed = 0, False
     while True:
         if report.records >= cfg.max_records_per_run:
             return "max_records"
@@ -132,8 +132,11 @@ def _consume(kafka, pipeline: Pipeline, cfg: IngestSettings, report: RunReport) 
             empty += 1
             if empty >= cfg.empty_polls_to_stop:
                 return "empty_poll"
-            if empty == 1:
-                pipeline.flush()  # the log is idle: land the open chunks while the next polls wait
+            if not flushed:
+                # the log is idle: land the open chunks while the next polls wait. Once a run: on a trickle, where
+                # empty polls alternate with records, every flush would rewrite the growing open chunk again.
+                pipeline.flush()
+                flushed = True
             continue
         empty = 0
         for tp, records in polled.items():

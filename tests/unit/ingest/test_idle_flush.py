@@ -1,0 +1,59 @@
+"""The sink's poll loop flushes the open chunks at the first empty poll of a run, and only then.
+
+Why once: on a trickle, where empty polls alternate with records, a flush at every empty poll would rewrite the
+growing open chunk again and again; at the first, a run's last records land while it waits out its final polls.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+from feedloop.core import layout as lake
+from feedloop.ingest import sink
+from feedloop.ingest.partition import PartitionSink
+from feedloop.ingest.pipeline import Pipeline
+from tests.unit.ingest.fakestore import FakeStore
+from tests.unit.ingest.test_pipeline import BUCKET, LOG, SETTINGS, TOPIC
+
+Partition = namedtuple("Partition", "partition")
+Record = namedtuple("Record", "offset timestamp value")
+
+
+class ScriptedLog:
+    """kafka.poll() answering from a script: a range of LOG's offsets, or None for an empty poll."""
+
+    def __init__(self, script: list[tuple[int, int] | None]):
+        self.script = list(script)
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict:
+        step = self.script.pop(0) if self.script else None
+        return {} if step is None else {Partition(0): [Record(*LOG[i]) for i in range(*step)]}
+
+
+class CountingStore(FakeStore):
+    """Counts the checkpoint's writes: one per chunk (or part of one) written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checkpoints: list[int] = []
+
+    def put(self, bucket: str, key: str, body: bytes, **kwargs) -> str:
+        if key == lake.checkpoint_key(TOPIC, 0):
+            self.checkpoints.append(len(body))
+        return super().put(bucket, key, body, **kwargs)
+
+
+def test_only_the_first_empty_poll_of_a_run_flushes_the_open_chunk():
+    store = CountingStore()
+    partition = PartitionSink(store, SETTINGS, TOPIC, 0)
+    claimed = len(store.checkpoints)
+    pipeline = Pipeline({0: partition}, depth=2)
+    trickle = ScriptedLog([(0, 5), None, (5, 9), None, (9, 14), None, None])  # chunk_records 20: one open chunk
+    report = sink.RunReport("run", TOPIC, "")
+
+    assert sink._consume(trickle, pipeline, SETTINGS.ingest, report) == "empty_poll"
+    pipeline.close()
+
+    # the flush after offset 5, then close after offset 14: not a rewrite at every empty poll
+    assert len(store.checkpoints) - claimed == 2 and report.records == 14
+    assert partition.checkpoint.next_offset == 14 and store.get(BUCKET, lake.checkpoint_key(TOPIC, 0)) is not None
