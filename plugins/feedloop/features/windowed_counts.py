@@ -95,8 +95,8 @@ class WindowedCounts:
         measured 2026-12-06); a day's change is two days of entries. Exact: the sums are of integers. The one
         DayCounts yielded is updated in place, so it is valid until the next is taken."""
         counts = self.as_of(first)
-        for ordinal in range(first.toordinal(), end.toordinal()):
-            while counts.day < ordinal:
+        for i in range((end - first).days):
+            if i:
                 counts.advance()
             yield counts
 
