@@ -258,8 +258,10 @@ def print_seed(result: dict) -> None:
               f"{result['reference']['pools']} candidate pools: {on_pools}")
 
 
-def print_summary(results: list[dict], days: int, out: Path) -> None:
-    print(f"\n== {len(results)} seeds x {days} days")
+def print_summary(results: list[dict], days: int, out: Path, traffic: dict | None) -> None:
+    print(f"\n== {len(results)} seeds x {days} days; " + (
+        f"{traffic['events_per_day']:,} events a day from {traffic['users']:,} users, exploration share "
+        f"{traffic['exploration_share']}" if traffic else "traffic not recorded"))
     print(f"{'seed':>5}  {'clear days':>10}  {'gate agrees':>11}  {'promoted':>8}  {'served GT last 7':>16}  "
           f"{'legacy':>6}  {'worst promotion':>15}  {'worst served change':>19}  {'ceiling':>7}  {'served, same pools':>18}  "
           f"{'reference':>9}")
@@ -281,13 +283,17 @@ def main() -> None:
     parser.add_argument("--seeds", default="7,8,9")
     parser.add_argument("--out", type=Path, default=RESULTS / "loop.json")
     parser.add_argument("--report", type=Path, help="print the tables of a saved run instead of running")
+    parser.add_argument("--events-per-day", type=int,
+                        help="the simulated traffic (simulate.events_per_day; default: configured, ~1,280 requests)")
     args = parser.parse_args()
+    if args.events_per_day:
+        os.environ["FEEDLOOP_SIMULATE__EVENTS_PER_DAY"] = str(args.events_per_day)
     if args.report:
         saved = json.loads(args.report.read_text())
         for result in saved["results"]:
             result["summary"] = summarize(result["table"], result)
             print_seed(result)
-        print_summary(saved["results"], saved["days"], args.report)
+        print_summary(saved["results"], saved["days"], args.report, saved.get("world"))
         return
     seeds = [int(s) for s in args.seeds.split(",")]
     # `kill` (SIGTERM) ends the run like Ctrl-C: run_seed's `finally` stops the seed's stack, which
@@ -298,9 +304,16 @@ def main() -> None:
         results.append(run_seed(seed, args.days, ROOT / ".feedloop-bench" / f"loop-{seed}"))
         print_seed(results[-1])
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"days": args.days, "seeds": seeds, "load_average": os.getloadavg(),
-                                        "results": results}, indent=2, default=str))
-    print_summary(results, args.days, args.out)
+        args.out.write_text(json.dumps({"days": args.days, "seeds": seeds, "world": world(),
+                                        "load_average": os.getloadavg(), "results": results}, indent=2, default=str))
+    print_summary(results, args.days, args.out, world())
+
+
+def world() -> dict:
+    """The traffic the gate had to judge from: what its agreement depends on (docs/measurements.md)."""
+    settings = load_settings()
+    return {"events_per_day": settings.simulate.events_per_day, "users": settings.simulate.users,
+            "exploration_share": settings.serving.exploration_share}
 
 
 def _num(value: float | None) -> str:

@@ -246,7 +246,7 @@ def test_the_refit_trains_on_the_whole_window_but_never_on_exploration_lists(loo
     them would be judged in-sample (this test's second candidate was held as 0.11 worse when it did)."""
     day = START + timedelta(days=DAYS - 2)
     rows = {s: train.load_split(loop.settings, day, s).num_rows for s in dataset.SPLITS}
-    explored = {s: train.load_split(loop.settings, day, s, where="explore").num_rows for s in dataset.SPLITS}
+    explored = {s: train.load_split(loop.settings, day, s, explore=True).num_rows for s in dataset.SPLITS}
     assert explored["holdout"] > 0 and explored["train"] == explored["valid"] == 0
     assert loop.retrain["refit"]["rows"] == sum(rows.values()) - explored["holdout"]
 
