@@ -20,14 +20,28 @@ Record = namedtuple("Record", "offset timestamp value")
 
 
 class ScriptedLog:
-    """kafka.poll() answering from a script: a range of LOG's offsets, or None for an empty poll."""
+    """A consumer of partition 0 answering from a script: poll() a range of LOG's offsets, or None for an empty
+    poll; the log's end is the script's last offset from the start (records a busy broker has not returned yet)."""
 
     def __init__(self, script: list[tuple[int, int] | None]):
         self.script = list(script)
+        self.offset, self.end = 0, max((step[1] for step in script if step), default=0)
 
     def poll(self, timeout_ms: int, max_records: int) -> dict:
         step = self.script.pop(0) if self.script else None
-        return {} if step is None else {Partition(0): [Record(*LOG[i]) for i in range(*step)]}
+        if step is None:
+            return {}
+        self.offset = step[1]
+        return {Partition(0): [Record(*LOG[i]) for i in range(*step)]}
+
+    def assignment(self) -> set:
+        return {Partition(0)}
+
+    def end_offsets(self, partitions: list) -> dict:
+        return {tp: self.end for tp in partitions}
+
+    def position(self, tp) -> int:
+        return self.offset
 
 
 class CountingStore(FakeStore):
@@ -57,3 +71,16 @@ def test_only_the_first_empty_poll_of_a_run_flushes_the_open_chunk():
     # the flush after offset 5, then close after offset 14: not a rewrite at every empty poll
     assert len(store.checkpoints) - claimed == 2 and report.records == 14
     assert partition.checkpoint.next_offset == 14 and store.get(BUCKET, lake.checkpoint_key(TOPIC, 0)) is not None
+
+
+def test_empty_polls_do_not_end_a_run_that_has_not_reached_the_end_of_the_log():
+    """A busy broker answered two fetches with nothing while it held the day's records: the run had stopped there
+    and the retrain after it saw a seventh of the day."""
+    pipeline = Pipeline({0: PartitionSink(FakeStore(), SETTINGS, TOPIC, 0)}, depth=2)
+    slow = ScriptedLog([(0, 5), None, None, None, (5, 30), None, None])
+    report = sink.RunReport("run", TOPIC, "")
+
+    assert sink._consume(slow, pipeline, SETTINGS.ingest, report) == "empty_poll"
+    pipeline.close()
+
+    assert report.records == 30 and slow.offset == slow.end
