@@ -14,6 +14,7 @@ less than the checkpoint is the log read at the checkpoint's last offset to see 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from feedloop.core.config import KafkaSettings
@@ -21,6 +22,8 @@ from feedloop.core.credentials import resolve_kafka
 from feedloop.core.streams import consumer
 from feedloop.ingest.checkpoint import Checkpoint
 from feedloop.ingest.errors import LogMismatch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -121,3 +124,23 @@ def _topic_id(kafka: KafkaSettings, topic: str) -> str:
         admin.close()
     found = str(described[0].get("topic_id") or "") if described else ""
     return "" if found.strip("0-") == "" else found  # an all-zero id means "none" in Kafka's protocol
+
+
+def unread(kafka, *, stop: int | None = None) -> dict[int, int]:
+    """Per assigned partition, the offsets between the consumer's position and the log's end (or `stop`, if
+    lower), where there are any: what empty polls have not yet returned.
+
+    Why: a busy broker can answer fetches with nothing while it holds records, so empty polls alone are not the
+    log's end. If the end offsets cannot be read, nothing is taken as unread (the broker is then as good as
+    unreachable): the caller stops at its empty polls, as it always did."""
+    from kafka.errors import KafkaError
+
+    assigned = sorted(kafka.assignment(), key=lambda tp: tp.partition)
+    try:
+        ends = kafka.end_offsets(assigned)
+        positions = {tp: kafka.position(tp) for tp in assigned}
+    except KafkaError as exc:
+        log.warning("could not read the log's end offsets (%s): stopping at the empty polls", exc)
+        return {}
+    limit = {tp: ends[tp] if stop is None else min(ends[tp], stop) for tp in assigned}
+    return {tp.partition: limit[tp] - positions[tp] for tp in assigned if limit[tp] > positions[tp]}

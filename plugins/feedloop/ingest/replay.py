@@ -153,11 +153,29 @@ def rebuild_partition(settings: Settings, store: ObjectStore, partition: int, ch
 
 
 def _read_chunk(kafka, chunk: Chunk, stop: int, settings: Settings) -> int:
-    """Read the chunk's offsets below `stop` (or until the log ends: polls come back empty)."""
+    """Read the chunk's offsets below `stop` (or until the log ends).
+
+    Empty polls end the read only where the consumer has reached the log's end: the chunk's objects are then
+    rewritten from what was read, so a read that a busy broker cut short would replace landed rows with fewer.
+    Records that do not come within ingest.max_run_seconds fail the replay before this chunk is rewritten."""
+    cfg = settings.ingest
     read, empty = 0, 0
-    while chunk.next_offset < stop and empty < settings.ingest.empty_polls_to_stop:
-        polled = kafka.poll(timeout_ms=settings.ingest.poll_timeout_ms, max_records=20_000)
-        empty = 0 if polled else empty + 1
+    deadline = time.monotonic() + cfg.max_run_seconds
+    while chunk.next_offset < stop:
+        polled = kafka.poll(timeout_ms=cfg.poll_timeout_ms, max_records=20_000)
+        if not polled:
+            empty += 1
+            if empty < cfg.empty_polls_to_stop:
+                continue
+            if not log_range.unread(kafka, stop=stop):
+                break
+            if time.monotonic() >= deadline:
+                raise IngestError(f"{chunk.topic}[{chunk.partition}]: offsets {chunk.next_offset}..{stop - 1} did not "
+                                  f"come within ingest.max_run_seconds={cfg.max_run_seconds}; chunk {chunk.start} was "
+                                  "not rewritten. Replay again when the broker answers")
+            empty = 0
+            continue
+        empty = 0
         for records in polled.values():
             mine = [r for r in records if chunk.start <= r.offset < stop]
             if mine:

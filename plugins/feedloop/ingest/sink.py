@@ -138,7 +138,7 @@ def _consume(kafka, pipeline: Pipeline, cfg: IngestSettings, report: RunReport) 
         if not polled:
             empty += 1
             if empty >= cfg.empty_polls_to_stop:
-                behind = _behind(kafka)
+                behind = log_range.unread(kafka)
                 if not behind:
                     return "empty_poll"
                 log.warning("%d empty polls, but the log holds records past this run's position (partition: "
@@ -155,23 +155,6 @@ def _consume(kafka, pipeline: Pipeline, cfg: IngestSettings, report: RunReport) 
             pipeline.submit(tp.partition, [r.offset for r in records], [r.timestamp for r in records],
                             [r.value if r.value is not None else b"" for r in records])
             report.records += len(records)
-
-
-def _behind(kafka) -> dict[int, int]:
-    """Per assigned partition, the records between the consumer's position and the log's end, where there are any.
-
-    If the end offsets cannot be read, the empty polls are taken as the end, as a run always did: the broker is
-    then as good as unreachable, and the next run goes on from the checkpoint."""
-    from kafka.errors import KafkaError
-
-    assigned = sorted(kafka.assignment(), key=lambda tp: tp.partition)
-    try:
-        ends = kafka.end_offsets(assigned)
-        positions = {tp: kafka.position(tp) for tp in assigned}
-    except KafkaError as exc:
-        log.warning("could not read the log's end offsets (%s): stopping at the empty polls", exc)
-        return {}
-    return {tp.partition: ends[tp] - positions[tp] for tp in assigned if ends[tp] > positions[tp]}
 
 
 def _finish(report: RunReport, sinks: dict[int, PartitionSink]) -> None:
