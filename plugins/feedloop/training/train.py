@@ -159,7 +159,7 @@ def train(settings: Settings, *, day: date, objective: str | None = None,
     objective = objective or cfg.objective
     store = store or ObjectStore.from_settings(settings)
     t0 = time.perf_counter()
-    train_t, valid_t = load_split(settings, day, "train"), load_split(settings, day, "valid")
+    train_t, valid_t = (load_split(settings, day, split, store=store) for split in ("train", "valid"))
     load_s = time.perf_counter() - t0
     if train_t.num_rows == 0 or valid_t.num_rows == 0:
         raise ValueError(f"training set {lake.dataset_prefix(day)} has an empty train or valid split; "
@@ -214,8 +214,10 @@ def refit(settings: Settings, *, day: date, rounds: int, objective: str | None =
     cfg = settings.train
     objective = objective or cfg.objective
     t0 = time.perf_counter()
-    table = pa.concat_tables([load_split(settings, day, "train"), load_split(settings, day, "valid"),
-                              load_split(settings, day, "holdout", explore=False)])
+    store = ObjectStore.from_settings(settings)   # one client for the three splits
+    table = pa.concat_tables([load_split(settings, day, "train", store=store),
+                              load_split(settings, day, "valid", store=store),
+                              load_split(settings, day, "holdout", explore=False, store=store)])
     if table.num_rows == 0:
         raise ValueError(f"training set {lake.dataset_prefix(day)} is empty: nothing to refit")
     sizes = group_sizes(table["request_id"])

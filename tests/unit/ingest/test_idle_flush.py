@@ -21,11 +21,13 @@ Record = namedtuple("Record", "offset timestamp value")
 
 class ScriptedLog:
     """A consumer of partition 0 answering from a script: poll() a range of LOG's offsets, or None for an empty
-    poll; the log's end is the script's last offset from the start (records a busy broker has not returned yet)."""
+    poll; the log's end is `end`, else the script's last offset, from the start (records a busy broker has not
+    returned yet)."""
 
-    def __init__(self, script: list[tuple[int, int] | None]):
+    def __init__(self, script: list[tuple[int, int] | None], *, end: int | None = None):
         self.script = list(script)
-        self.offset, self.end = 0, max((step[1] for step in script if step), default=0)
+        self.offset = 0
+        self.end = end if end is not None else max((step[1] for step in script if step), default=0)
 
     def poll(self, timeout_ms: int, max_records: int) -> dict:
         step = self.script.pop(0) if self.script else None

@@ -28,8 +28,7 @@ def test_empty_polls_at_the_end_of_the_log_end_the_read():
 
 
 def test_records_that_never_come_fail_the_replay_before_the_chunk_is_rewritten():
-    stuck = ScriptedLog([(0, 5), (5, 30)])
-    stuck.script = [(0, 5)]                      # the log ends at 30, the broker never returns 5..29
+    stuck = ScriptedLog([(0, 5)], end=30)        # the broker never returns 5..29
     impatient = SETTINGS.model_copy(update={"ingest": SETTINGS.ingest.model_copy(update={"max_run_seconds": 0})})
 
     with pytest.raises(IngestError, match=r"offsets 5\.\.29 did not come within ingest.max_run_seconds"):
