@@ -64,7 +64,7 @@ from feedloop.training import train
 from feedloop.core.config import Settings, load_settings  # noqa: E402
 from feedloop.promotion.registry import Registry  # noqa: E402
 from feedloop.core.storage import ObjectStore  # noqa: E402
-from bench import reference  # noqa: E402
+from bench import challengers, reference  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CLEAR = audit.LEVEL_MARGIN  # candidate and champion differ by at least this in ground truth: a clear decision
@@ -89,7 +89,10 @@ def run_seed(seed: int, days: int, state: Path) -> dict:
                  "refits": refit_vs_twin(settings, rows, sim),
                  "ceiling": ceiling(settings, last, sim),
                  "reference": reference.reference_day(settings, ObjectStore.from_settings(settings),
-                                                      Registry.from_settings(settings), sim.world, sim.ids, last)}
+                                                      Registry.from_settings(settings), sim.world, sim.ids, last),
+                 "challengers": [r for row in rows[-LAST_DAYS:] for r in challengers.challenge_day(
+                     settings, ObjectStore.from_settings(settings), Registry.from_settings(settings), sim.world,
+                     sim.ids, date.fromisoformat(row["day"]))]}
     finally:
         stack.down(load_settings(), echo=lambda line: None)
     return {"seed": seed, "seconds": round(time.perf_counter() - t0, 1), "table": rows, **extra,
@@ -252,6 +255,9 @@ def print_seed(result: dict) -> None:
     print(f"   ceiling (training set of {c['day']} relabelled with the hidden utility): {c['ndcg']:.3f} on the held-out "
           f"day's {c['lists']} candidate pools; the model that served it ({result['summary']['served_version']}) "
           f"{_plain(result['summary']['ceiling_served'])}")
+    if result.get("challengers"):
+        print("   earlier champions challenging each of the last days' champion (bench/challengers.py):")
+        challengers.print_rows(result["challengers"], prefix="   ")
     if result.get("reference"):
         on_pools = ", ".join(f"{name} {value:.3f}" for name, value in result["reference"]["pool_ndcg@10"].items())
         print(f"   hand-built reference (bench/reference.py) on {result['reference']['day']}'s "
@@ -275,6 +281,9 @@ def print_summary(results: list[dict], days: int, out: Path, traffic: dict | Non
     agree = sum(r["summary"]["agree"] for r in results)
     print(f"gate agrees with the ground truth on {agree} of {clear} clear days"
           + (f" ({agree / clear:.0%})" if clear else "") + f"; results in {out}")
+    rivals = [row for r in results for row in r.get("challengers") or []]
+    if rivals:
+        print("earlier champions as challengers, all seeds: " + challengers.summary_line(rivals))
 
 
 def main() -> None:

@@ -68,8 +68,6 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
     booster = lgb.Booster(model_str=cand.model_text)
     scores = booster.predict(feature_matrix(columns, cand.feature_manifest, what=f"candidate {cand.version}"))
     scored = {"candidate": scores, "popularity": columns["item_popularity"]}
-    plain = {name: evaluate.evaluate(columns=columns, score=score, segments=cfg.segments)
-             for name, score in scored.items()}
     unscorable = None
     lacking = [n for n in champ_names if n not in columns]
     if champion is not None and lacking:  # a changed feature set: the gate holds it, promotion_mode=force can promote
@@ -80,20 +78,10 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
         champ = lgb.Booster(model_str=registry.read(champion, "model.txt").decode())
         champ_matrix = feature_matrix(columns, champ_manifest["feature_manifest"], what=f"champion {champion}")
         scored["champion"] = champ.predict(champ_matrix)
-        plain["champion"] = evaluate.evaluate(columns=columns, score=scored["champion"], segments=cfg.segments)
-    boot = counterfactual.Bootstrap(resamples=cfg.bootstrap_resamples, confidence=cfg.confidence,
-                                    seed=cfg.bootstrap_seed)
     half = None
     if cfg.unused_half and "champion" in scored:  # the champion's lucky lists stay out of its comparison
         half = counterfactual.unused_half(_paired_of(registry, champion))
-        columns = {**columns, "explore": np.asarray(columns["explore"]).astype(bool)
-                   & (counterfactual.list_half(columns["request_id"]) == half)}
-    gated, judged_on = counterfactual.choose_estimate(columns, compare_on=cfg.compare_on, min_support=cfg.min_support,
-                                                      half=half)
-    (log.info if gated == "explore" or cfg.compare_on == "all" else log.warning)("compared on %s", judged_on)
-    found = counterfactual.evaluate(columns=columns, scores=scored, segments=cfg.segments, bootstrap=boot,
-                                    paired=("candidate", "champion") if "champion" in scored else None)
-    blocks = {name: {**metrics.to_dict(), **found.scorers[name]} for name, metrics in plain.items()}
+    blocks, paired = judge(columns, scored, cfg, half=half)
     champion_block = None if champion is None else (
         {"version": champion, "unscorable": unscorable, "overall": {}, "segments": {}} if unscorable
         else {"version": champion, **blocks["champion"]})
@@ -106,8 +94,7 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
                                     booster.feature_importance(importance_type="gain").astype(float).tolist())),
         calibration=evaluate.calibration(score=scores, binary=columns["label_binary"]),
         train=cand.train_metrics,
-        paired=None if found.paired is None else {**boot.to_dict(), "gated": gated, "judged_on": judged_on,
-                                                    "half": half if gated == "explore" else None, **found.paired},
+        paired=paired,
         estimates={
             "overall, segments": "plain metrics on the logged lists, which the logging policy (the champion) "
                                  "ranked: biased towards it; the floors use them, the comparison with the champion "
@@ -115,7 +102,35 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
             **counterfactual.ESTIMATES,
             "paired": "candidate - champion per list, same lists and resamples (paired bootstrap)",
         },
-        bootstrap=boot.to_dict())
+        bootstrap=_bootstrap(cfg).to_dict())
+
+
+def judge(columns: dict[str, np.ndarray], scored: dict[str, np.ndarray], cfg: PromotionSettings, *,
+          half: int | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """Every scorer's block on the holdout `columns` (plain metrics on the logged lists, then the counterfactual
+    estimates) and, with a "champion" among `scored`, the paired candidate - champion differences the gate
+    decides on. half: compare on that half of the exploration lists only (promotion.unused_half).
+    Shared by the evaluation and bench/loop.py's challengers, so both judge exactly as the gate does."""
+    plain = {name: evaluate.evaluate(columns=columns, score=score, segments=cfg.segments)
+             for name, score in scored.items()}
+    if half is not None:
+        columns = {**columns, "explore": np.asarray(columns["explore"]).astype(bool)
+                   & (counterfactual.list_half(columns["request_id"]) == half)}
+    gated, judged_on = counterfactual.choose_estimate(columns, compare_on=cfg.compare_on, min_support=cfg.min_support,
+                                                      half=half)
+    (log.info if gated == "explore" or cfg.compare_on == "all" else log.warning)("compared on %s", judged_on)
+    boot = _bootstrap(cfg)
+    found = counterfactual.evaluate(columns=columns, scores=scored, segments=cfg.segments, bootstrap=boot,
+                                    paired=("candidate", "champion") if "champion" in scored else None)
+    blocks = {name: {**metrics.to_dict(), **found.scorers[name]} for name, metrics in plain.items()}
+    paired = None if found.paired is None else {**boot.to_dict(), "gated": gated, "judged_on": judged_on,
+                                                "half": half if gated == "explore" else None, **found.paired}
+    return blocks, paired
+
+
+def _bootstrap(cfg: PromotionSettings) -> counterfactual.Bootstrap:
+    return counterfactual.Bootstrap(resamples=cfg.bootstrap_resamples, confidence=cfg.confidence,
+                                    seed=cfg.bootstrap_seed)
 
 
 def _paired_of(registry: Registry, version: str) -> dict[str, Any] | None:
