@@ -80,7 +80,7 @@ def challenge_day(settings: Settings, store: ObjectStore, registry: Registry, wo
         out.append({"day": day.isoformat(), "champion": champion, "challenger": version, "gap": gap,
                     "lists": truth.lists, "gt_challenger": gt_rival, "gt_champion": gt_champion,
                     "gt_diff": gt_rival - gt_champion, "estimate": c.diff, "low": c.low, "high": c.high,
-                    "support": c.support, "verdict": c.verdict, "passed": decision.promotable,
+                    "support": c.lists, "verdict": c.verdict, "passed": decision.promotable,
                     "agreement": audit.agreement(promoted=decision.promotable, candidate=gt_rival,
                                                  champion=gt_champion)})
     return out
