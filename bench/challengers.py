@@ -40,7 +40,7 @@ from feedloop.promotion.candidate import feature_matrix, feature_names, holdout 
 from feedloop.promotion.registry import Registry  # noqa: E402
 
 GAPS = (2, 4, 7, 10, 14)  # days between a challenger's last live day and the day it challenges
-TOLERANCES = (0.01, 0.005, 0.0)  # promotion.tolerance values judged beside the configured one, same intervals
+TOLERANCES = (0.01, 0.005, 0.0)  # fixed promotion.tolerance values judged beside the configured rule, same intervals
 
 
 def challenge_day(settings: Settings, store: ObjectStore, registry: Registry, world: World, ids: Ids, day: date,
@@ -73,20 +73,21 @@ def challenge_day(settings: Settings, store: ObjectStore, registry: Registry, wo
     out = []
     for gap, version in rivals.items():
         blocks, paired = steps.judge(columns, {"candidate": scores[version], "champion": scores[champion]}, cfg)
-        decisions = {tol: gate.decide({"version": version, **{k: blocks["candidate"][k] for k in
-                                                              ("overall", "segments", "debiased", "explore")},
-                                       "parity": {"max_abs_diff": 0.0, "rows": 1}},  # passed when registered
-                                      {"version": champion, **blocks["champion"]},
-                                      replace(limits, tolerance=tol), paired=paired)
-                     for tol in dict.fromkeys([limits.tolerance, *TOLERANCES])}
-        decision = decisions[limits.tolerance]
+        rules = {"configured": limits, **{f"{tol:g} fixed": replace(limits, tolerance=tol, tolerance_widths=0.0)
+                                          for tol in dict.fromkeys([limits.tolerance, *TOLERANCES])}}
+        decisions = {rule: gate.decide({"version": version, **{k: blocks["candidate"][k] for k in
+                                                               ("overall", "segments", "debiased", "explore")},
+                                        "parity": {"max_abs_diff": 0.0, "rows": 1}},  # passed when registered
+                                       {"version": champion, **blocks["champion"]}, thresholds, paired=paired)
+                     for rule, thresholds in rules.items()}
+        decision = decisions["configured"]
         c = decision.comparison
         gt_rival, gt_champion = truth.ndcg[version], truth.ndcg[champion]
         out.append({"day": day.isoformat(), "champion": champion, "challenger": version, "gap": gap,
                     "lists": truth.lists, "gt_challenger": gt_rival, "gt_champion": gt_champion,
                     "gt_diff": gt_rival - gt_champion, "estimate": c.diff, "low": c.low, "high": c.high,
                     "support": c.lists, "verdict": c.verdict, "passed": decision.promotable,
-                    "passed_at": {str(tol): d.promotable for tol, d in decisions.items()},
+                    "passed_at": {rule: d.promotable for rule, d in decisions.items()},
                     "agreement": audit.agreement(promoted=decision.promotable, candidate=gt_rival,
                                                  champion=gt_champion)})
     return out
@@ -103,9 +104,9 @@ def summary(rows: list[dict]) -> dict:
             "better": len(better), "better_passed": sum(r["passed"] for r in better),
             "worst_passed_gt_diff": min(passed, default=None),
             "passed_worse_by_0.02": sum(d <= -0.02 for d in passed),
-            "agree_at": {tol: sum(audit.agreement(promoted=r["passed_at"][tol], candidate=r["gt_challenger"],
-                                                  champion=r["gt_champion"]) == "agree" for r in clear)
-                         for tol in (rows[0]["passed_at"] if rows else {})}}
+            "agree_at": {rule: sum(audit.agreement(promoted=r["passed_at"][rule], candidate=r["gt_challenger"],
+                                                   champion=r["gt_champion"]) == "agree" for r in clear)
+                         for rule in (rows[0]["passed_at"] if rows else {})}}
 
 
 def print_rows(rows: list[dict], prefix: str = "") -> None:
@@ -122,11 +123,11 @@ def print_rows(rows: list[dict], prefix: str = "") -> None:
 
 def summary_line(rows: list[dict]) -> str:
     s = summary(rows)
-    at = ", ".join(f"{tol}: {n}" for tol, n in s["agree_at"].items())
+    at = ", ".join(f"{rule}: {n}" for rule, n in s["agree_at"].items())
     return (f"clear pairs {s['clear']} of {s['pairs']}: gate agrees on {s['agree']}; worse challengers held "
             f"{s['worse_held']} of {s['worse']}; better ones passed {s['better_passed']} of {s['better']}; the worst "
             f"passed challenger {_plain(s['worst_passed_gt_diff'])} in truth ({s['passed_worse_by_0.02']} passed "
-            f"0.02 or more behind); agreement by promotion.tolerance on the same intervals: {at}")
+            f"0.02 or more behind); agreement by tolerance rule on the same intervals: {at}")
 
 
 def _plain(value: float | None) -> str:

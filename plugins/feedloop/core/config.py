@@ -255,6 +255,8 @@ class PromotionSettings(_Section):
                                                       # the champion was not promoted on; False: all of them
     tolerance: float = Field(0.025, ge=0)             # overall: promote when the lower bound > -tolerance, hold
                                                       # when the upper bound < -tolerance, else inconclusive
+    tolerance_widths: float = Field(1.5, ge=0)        # overall: the tolerance is at most this many half-widths
+                                                      # of the interval (0 = off): narrow intervals can tell
     segment_tolerance: float = Field(0.02, ge=0)      # per segment: upper bound < -this holds the candidate
     min_support: int = Field(50, ge=1)                # fewer judged lists: a segment is not gated, overall
                                                       # is inconclusive

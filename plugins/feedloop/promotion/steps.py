@@ -206,6 +206,7 @@ def thresholds(*, settings: Settings, overrides: dict[str, Any] | None = None) -
     """Config thresholds with a manual run's overrides, validated the same way (a misspelt key is an error)."""
     cfg = PromotionSettings.model_validate({**settings.promotion.model_dump(), **(overrides or {})})
     return gate_mod.Thresholds(floors=dict(cfg.floors), compare=tuple(cfg.compare), tolerance=cfg.tolerance,
+                               tolerance_widths=cfg.tolerance_widths,
                                segment_tolerance=cfg.segment_tolerance, min_support=cfg.min_support,
                                min_gain=cfg.min_gain,
                                parity_max_abs_diff=cfg.parity_max_abs_diff, inconclusive=cfg.inconclusive)

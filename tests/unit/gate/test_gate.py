@@ -234,3 +234,25 @@ def test_the_gate_compares_the_block_the_evaluation_chose_and_names_the_lists():
     assert d.promotable and d.comparison.verdict == "not worse" and d.comparison.estimator == "exploration"
     assert overall.diff == 0.012 and overall.note == "on exploration lists, plain metrics (700 judged)"
     assert not decide(cand(), champ(), T, paired={**both, "gated": "debiased"}).promotable
+
+
+def test_with_tolerance_widths_a_narrow_interval_narrows_the_tolerance_and_the_note_says_so():
+    """bench/challengers.py: at ten thousand requests a day an earlier champion 0.025 behind in truth came out
+    -0.0119 [-0.0202, -0.0039]; a fixed 0.025 passed it, 1.5 half-widths (0.0122) do not."""
+    limits = Thresholds(**{**T.to_dict(), "tolerance": 0.025, "tolerance_widths": 1.5})
+    narrow = decide(cand(), champ(), limits, paired=paired(-0.0119, -0.0202, -0.0039))
+    assert (narrow.promotable, narrow.comparison.verdict) == (False, "inconclusive")
+    (check,) = [c for c in narrow.checks if c.kind == "comparison"]
+    assert check.limit == pytest.approx(-0.012225)
+    assert "tolerance 0.0122: 1.5 half-widths of the interval (promotion.tolerance 0.025 caps it)" in check.note
+    fixed = Thresholds(**{**T.to_dict(), "tolerance": 0.025})
+    assert decide(cand(), champ(), fixed, paired=paired(-0.0119, -0.0202, -0.0039)).comparison.verdict == "not worse"
+
+
+def test_tolerance_widths_never_widen_the_tolerance_and_a_level_fresher_model_still_passes():
+    limits = Thresholds(**{**T.to_dict(), "tolerance": 0.025, "tolerance_widths": 1.5})
+    wide = decide(cand(), champ(), limits, paired=paired(-0.01, -0.04, 0.02))  # 1.5 half-widths = 0.045
+    (check,) = [c for c in wide.checks if c.kind == "comparison"]
+    assert (check.limit, wide.comparison.verdict) == (-0.025, "inconclusive") and "half-widths" not in check.note
+    level = decide(cand(), champ(), limits, paired=paired(0.001, -0.007, 0.008))  # the seed-11 day of 11-21
+    assert (level.promotable, level.comparison.verdict) == (True, "not worse")
