@@ -176,7 +176,7 @@ def narrowed(tolerance: float, widths: float, low: float | None, high: float | N
     Where the interval is narrow (much traffic), the evidence can tell: a tolerance wider than the interval
     then only passes models the interval shows to be worse. The click-based estimate is a compressed view
     of the truth (about a quarter of the difference on whole candidate pools), so at ten thousand requests
-    a day the configured 0.025 passed earlier champions 0.012-0.030 behind in truth (bench/challengers.py)."""
+    a day the configured 0.025 passed earlier champions 0.011-0.046 behind in truth (bench/challengers.py)."""
     if widths <= 0 or low is None or high is None:
         return tolerance
     return min(tolerance, widths * (high - low) / 2)
