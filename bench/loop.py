@@ -24,6 +24,8 @@ the simulator's hidden utility (feedloop.ops.loop_audit). Then, per seed and ove
   what these features could reach without click noise;
 - the hand-built reference (bench/reference.py: plain LambdaRank on five point-in-time counters, every
   day before the last) against the model that served the last day, on that day's pools.
+- the gate's other side (bench/challengers.py): on each of the last 7 days, earlier champions challenge
+  the day's champion, judged as the gate judges and by the truth on the day's pools.
 
     .venv/bin/python bench/loop.py --report bench/results/loop.json   # the tables again from a saved run
 
