@@ -79,7 +79,9 @@ def retrain(settings: Settings) -> dict[str, Param]:
         "max_regression": Param(None, type=["null", "number"], minimum=0, maximum=1, title="Allowed regression",
                                 description=f"How far below the champion (overall, per compared debiased metric) the "
                                             f"interval of the difference may reach and still pass (0..1). Empty: "
-                                            f"promotion.tolerance ({promo.tolerance})."),
+                                            f"promotion.tolerance ({promo.tolerance}). Either way at most "
+                                            f"promotion.tolerance_widths ({promo.tolerance_widths}) half-widths "
+                                            "of the interval (0 = no cap)."),
         "gate_thresholds": Param({}, type="object", title="Other gate settings",
                                  description="Advanced: other promotion keys for this run, as in include/config "
                                              "(e.g. {\"inconclusive\": \"approve\", \"segment_tolerance\": 0.05}). Keys "

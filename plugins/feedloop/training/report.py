@@ -144,10 +144,17 @@ def _counterfactual(metrics: Mapping[str, Any], gate: Mapping[str, Any]) -> str:
     parts.append(f"<h3>{_e(metric)} ({_e(ESTIMATORS[gated])}) per segment: what the gate compared</h3>"
                  + (f"<p class='small'>On {_e(judged_on)}.</p>" if judged_on else "")
                  + _segments(scorers, paired, metric, gated))
-    limits = gate.get("thresholds") or {}
-    parts.append(_plot(_interval_plot, scorers, paired, metric, gated, tolerance=limits.get("tolerance"),
-                       segment_tolerance=limits.get("segment_tolerance")))
+    parts.append(_plot(_interval_plot, scorers, paired, metric, gated, tolerance=judged_tolerance(gate, metric),
+                       segment_tolerance=(gate.get("thresholds") or {}).get("segment_tolerance")))
     return "".join(parts)
+
+
+def judged_tolerance(gate: Mapping[str, Any], metric: str) -> float | None:
+    """The tolerance the overall comparison of `metric` was judged with (gate.json's check): the configured one,
+    or narrower where promotion.tolerance_widths capped it by the interval."""
+    limit = next((c["limit"] for c in gate.get("checks") or () if c.get("kind") == "comparison"
+                  and c.get("scope") == "overall" and c.get("metric") == metric and c.get("limit") is not None), None)
+    return -limit if limit is not None else (gate.get("thresholds") or {}).get("tolerance")
 
 
 def _segments(scorers: Sequence[tuple[str, Mapping[str, Any]]], paired: Mapping[str, Any] | None,

@@ -125,3 +125,17 @@ def test_the_page_loads_nothing_from_elsewhere():
 def test_any_segment_value_or_feature_name_gives_a_page_with_its_plots(tenants, feature):
     page = report.render(**inputs(tenants, feature=feature)).decode()
     assert page.startswith("<!doctype html>") and "could not be drawn" not in page
+
+
+def test_the_interval_plot_draws_the_tolerance_the_gate_judged_with():
+    """With promotion.tolerance_widths the overall tolerance is the interval's, not the configured cap."""
+    case = inputs(["acme"])
+    paired = case["metrics"]["paired"]["debiased"]["overall"]["ndcg@10"]
+    capped = gate.Thresholds(floors={}, compare=("ndcg@10",), tolerance=1.0, tolerance_widths=0.5, min_support=1)
+    decision = gate.decide({"version": "c", **{k: case["metrics"]["candidate"][k] for k in ("overall", "segments",
+                                                                                        "debiased")},
+                            "parity": case["metrics"]["parity"]}, case["metrics"]["champion"], capped,
+                           paired=case["metrics"]["paired"]).to_dict()
+    assert report.judged_tolerance(decision, "ndcg@10") == pytest.approx((paired["high"] - paired["low"]) / 4)
+    assert report.judged_tolerance(case["gate"], "ndcg@10") == 1.0
+    assert report.judged_tolerance({"thresholds": {"tolerance": 0.025}}, "ndcg@10") == 0.025  # a first model
