@@ -138,7 +138,7 @@ def _comparisons(scope: str, cand: Mapping[str, Any] | None, champ: Mapping[str,
             verdict = "inconclusive"
         elif low > 0:
             verdict = "better"
-        elif low > -tol:
+        elif low >= -tol:  # >=: a model identical to the champion (interval [0, 0]) is not worse
             short = scope == "overall" and thresholds.min_gain > 0 and diff < thresholds.min_gain
             verdict = "no gain" if short else "not worse"
         elif high < -tol:

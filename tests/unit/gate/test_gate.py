@@ -256,3 +256,10 @@ def test_tolerance_widths_never_widen_the_tolerance_and_a_level_fresher_model_st
     assert (check.limit, wide.comparison.verdict) == (-0.025, "inconclusive") and "half-widths" not in check.note
     level = decide(cand(), champ(), limits, paired=paired(0.001, -0.007, 0.008))  # the seed-11 day of 11-21
     assert (level.promotable, level.comparison.verdict) == (True, "not worse")
+
+
+def test_a_candidate_scoring_exactly_as_the_champion_is_not_worse_even_with_the_interval_cap():
+    """Its interval is [0, 0], so the capped tolerance is 0: the same model retrained must still pass."""
+    limits = Thresholds(**{**T.to_dict(), "tolerance": 0.025, "tolerance_widths": 1.5})
+    d = decide(cand(), champ(), limits, paired=paired(0.0, 0.0, 0.0))
+    assert (d.promotable, d.comparison.verdict) == (True, "not worse")
