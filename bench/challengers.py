@@ -70,15 +70,15 @@ def challenge_day(settings: Settings, store: ObjectStore, registry: Registry, wo
     if truth is None:
         raise FileNotFoundError(f"no candidate pools or feature snapshot for {day}: is this a closed loop's stack?")
     limits = steps.thresholds(settings=settings)
+    rules = {"configured": limits, **{f"{tol:g} fixed": replace(limits, tolerance=tol, tolerance_widths=0.0)
+                                      for tol in dict.fromkeys([limits.tolerance, *TOLERANCES])}}
     out = []
     for gap, version in rivals.items():
         blocks, paired = steps.judge(columns, {"candidate": scores[version], "champion": scores[champion]}, cfg)
-        rules = {"configured": limits, **{f"{tol:g} fixed": replace(limits, tolerance=tol, tolerance_widths=0.0)
-                                          for tol in dict.fromkeys([limits.tolerance, *TOLERANCES])}}
-        decisions = {rule: gate.decide({"version": version, **{k: blocks["candidate"][k] for k in
-                                                               ("overall", "segments", "debiased", "explore")},
-                                        "parity": {"max_abs_diff": 0.0, "rows": 1}},  # passed when registered
-                                       {"version": champion, **blocks["champion"]}, thresholds, paired=paired)
+        challenger = {**steps.gated(blocks["candidate"], version),
+                      "parity": {"max_abs_diff": 0.0, "rows": 1}}  # it passed parity when it was registered
+        decisions = {rule: gate.decide(challenger, {"version": champion, **blocks["champion"]}, thresholds,
+                                       paired=paired)
                      for rule, thresholds in rules.items()}
         decision = decisions["configured"]
         c = decision.comparison
@@ -147,7 +147,7 @@ def main() -> None:
         sys.exit(f"no ground truth at {args.ground_truth}: run a closed loop first (make demo), or pass --ground-truth")
     world = World.load(args.ground_truth)
     store, registry = ObjectStore.from_settings(settings), Registry.from_settings(settings)
-    days = args.day or pool_days(settings)[-args.days:]
+    days = args.day or pool_days(settings, store)[-args.days:]
     ids = Ids(world)
     rows = [r for day in days for r in challenge_day(settings, store, registry, world, ids, day)]
     print_rows(rows)
@@ -157,10 +157,9 @@ def main() -> None:
     print(f"written {args.out}")
 
 
-def pool_days(settings: Settings) -> list[date]:
+def pool_days(settings: Settings, store: ObjectStore) -> list[date]:
     """Days whose candidate pools the simulator kept and whose training set exists (a retrain ran for them)."""
     found = sorted(date.fromisoformat(p.stem) for p in (settings.state_path / "pools").glob("*.npz"))
-    store = ObjectStore.from_settings(settings)
     return [d for d in found if store.list_keys(settings.s3.lake_bucket, lake.dataset_prefix(d) + "split=holdout/")]
 
 

@@ -87,14 +87,13 @@ def run_seed(seed: int, days: int, state: Path) -> dict:
                                  events_per_day=settings.simulate.events_per_day, seed=seed)
         rows = result["table"]
         last = date.fromisoformat(rows[-1]["day"])
+        store, registry = ObjectStore.from_settings(settings), Registry.from_settings(settings)
         extra = {"promotions": promotion_effects(settings, rows, sim),
                  "refits": refit_vs_twin(settings, rows, sim),
                  "ceiling": ceiling(settings, last, sim),
-                 "reference": reference.reference_day(settings, ObjectStore.from_settings(settings),
-                                                      Registry.from_settings(settings), sim.world, sim.ids, last),
+                 "reference": reference.reference_day(settings, store, registry, sim.world, sim.ids, last),
                  "challengers": [r for row in rows[-LAST_DAYS:] for r in challengers.challenge_day(
-                     settings, ObjectStore.from_settings(settings), Registry.from_settings(settings), sim.world,
-                     sim.ids, date.fromisoformat(row["day"]))]}
+                     settings, store, registry, sim.world, sim.ids, date.fromisoformat(row["day"]))]}
     finally:
         stack.down(load_settings(), echo=lambda line: None)
     return {"seed": seed, "seconds": round(time.perf_counter() - t0, 1), "table": rows, **extra,

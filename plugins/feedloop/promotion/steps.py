@@ -191,7 +191,7 @@ def gate_candidate(*, ds: str, overrides: dict[str, Any] | None = None, mode: st
                               f"run evaluate_candidate for {ds} again (it evaluates afresh)")
     evaluation = Evaluation.from_dict(staged)
     limits = thresholds(settings=cand.settings, overrides=overrides)
-    decision = gate_mod.decide({**_gated(evaluation.candidate, cand.version), "parity": parity},
+    decision = gate_mod.decide({**gated(evaluation.candidate, cand.version), "parity": parity},
                                evaluation.champion, limits, paired=evaluation.paired)
     uri = cand.stage("gate.json", decision.to_dict())
     (log.info if decision.promotable else log.warning)("gate: %s", decision.summary())
@@ -212,7 +212,8 @@ def thresholds(*, settings: Settings, overrides: dict[str, Any] | None = None) -
                                parity_max_abs_diff=cfg.parity_max_abs_diff, inconclusive=cfg.inconclusive)
 
 
-def _gated(block: dict[str, Any], version: str) -> dict[str, Any]:
+def gated(block: dict[str, Any], version: str) -> dict[str, Any]:
+    """What gate.decide reads of a candidate's evaluation block (parity is added by the caller)."""
     return {"version": version, "overall": block["overall"], "segments": block["segments"],
             "debiased": block["debiased"], "explore": block["explore"]}
 
