@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from feedloop.core import layout
 from feedloop.core.config import RetrievalSettings
+from feedloop.promotion.gate import narrowed
 from feedloop.promotion.registry import Registry
 from feedloop.retrieval.counterfactual import Estimate, WeightedRecall
 from feedloop.retrieval.evaluate import Recall
@@ -60,7 +61,8 @@ def decide(candidate: Recall, popularity: Recall, champion: Recall | None, cfg: 
     """Promote iff enough users were judged and recall@gate_k is not below popularity's nor (with a live retriever)
     the live one's by more than gate_tolerance. With retrieval.gate_on: exposure, on the exposure-weighted recall,
     where "below" means the paired bootstrap interval of the difference lies entirely under -gate_tolerance (the
-    ranker's rule: held only when clearly worse; the bench's ties are too close to call on point values). With
+    ranker's rule: held only when clearly worse; the bench's ties are too close to call on point values), the
+    tolerance at most gate_tolerance_widths half-widths of that interval (gate.narrowed). With
     engaged, on plain recall by point values, popularity's scaled by gate_min_vs_popularity.
     weighted: the exposure-weighted recall of "candidate", "popularity" and "live" with the differences
     "candidate-popularity" and "candidate-live"; needed with gate_on: exposure."""
@@ -81,17 +83,30 @@ def decide(candidate: Recall, popularity: Recall, champion: Recall | None, cfg: 
     failed = []
     if candidate.users < cfg.gate_min_users:
         failed.append(f"{candidate.users} users with engagement < gate_min_users {cfg.gate_min_users}")
-    if vs_popularity is not None and vs_popularity.high < -cfg.gate_tolerance:
-        failed.append(f"below popularity by more than {cfg.gate_tolerance} (interval [{vs_popularity.low:+.4f}, "
+    if vs_popularity is not None and vs_popularity.high < -_tolerance(vs_popularity, cfg):
+        failed.append(f"below popularity by more than {_said(vs_popularity, cfg)} (interval [{vs_popularity.low:+.4f}, "
                       f"{vs_popularity.high:+.4f}])")
     elif vs_popularity is None and ours < cfg.gate_min_vs_popularity * popular:
         failed.append(f"below {cfg.gate_min_vs_popularity} x popularity ({cfg.gate_min_vs_popularity * popular:.4f})")
-    worse = (vs_live.high < -cfg.gate_tolerance) if vs_live is not None else \
-        (live is not None and ours < live - cfg.gate_tolerance)
-    if worse:
+    if vs_live is not None and vs_live.high < -_tolerance(vs_live, cfg):
+        failed.append(f"below the live retriever by more than {_said(vs_live, cfg)}")
+    elif vs_live is None and live is not None and ours < live - cfg.gate_tolerance:
         failed.append(f"below the live retriever by more than {cfg.gate_tolerance}")
     return RetrieverDecision(not failed, k, cfg.gate_on, ours, popular, live, candidate.users, tuple(failed),
                              vs_popularity, vs_live)
+
+
+def _tolerance(diff: Estimate, cfg: RetrievalSettings) -> float:
+    """gate_tolerance, or less where the interval is narrow: the ranker's cap (gate.narrowed), for the same reason."""
+    return narrowed(cfg.gate_tolerance, cfg.gate_tolerance_widths, diff.low, diff.high)
+
+
+def _said(diff: Estimate, cfg: RetrievalSettings) -> str:
+    tol = _tolerance(diff, cfg)
+    if tol >= cfg.gate_tolerance:
+        return f"{cfg.gate_tolerance:g}"
+    return (f"{tol:.4f} ({cfg.gate_tolerance_widths:g} half-widths of the interval; "
+            f"retrieval.gate_tolerance {cfg.gate_tolerance:g} caps it)")
 
 
 def register_and_flip(registry: Registry, *, version: str, files: Mapping[str, bytes], manifest: Mapping[str, Any],

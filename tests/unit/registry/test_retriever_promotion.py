@@ -63,6 +63,16 @@ def test_the_exposure_gate_compares_weighted_recall_and_holds_only_a_clearly_wor
     assert decision.candidate == scores.at["candidate"][100].value
 
 
+def test_a_narrow_interval_narrows_the_tolerance_so_a_clearly_worse_retriever_is_held():
+    # 0.009 below the live one with an interval of +-0.003: inside gate_tolerance 0.01, yet clearly worse
+    scores = weighted(0.141, 0.10, 0.15, (-0.012, -0.006))
+    decision = decide(recall(0.05), recall(0.5), recall(0.5), EXPOSURE, weighted=scores)
+    assert list(decision.failed) == ["below the live retriever by more than 0.0045 (1.5 half-widths of the interval; "
+                                     "retrieval.gate_tolerance 0.01 caps it)"]
+    fixed = EXPOSURE.model_copy(update={"gate_tolerance_widths": 0.0})
+    assert decide(recall(0.05), recall(0.5), recall(0.5), fixed, weighted=scores).promote
+
+
 def test_a_decision_reads_back_from_the_manifest_as_it_was():
     decision = decide(recall(0.05), recall(0.5), recall(0.5), EXPOSURE, weighted=weighted(0.12, 0.1, 0.15, (-1, 0)))
     again = type(decision).from_dict(decision.to_dict())
