@@ -114,6 +114,7 @@ class IngestSettings(_Section):
     chunk_records: int = Field(50_000, ge=1)       # objects are cut at multiples of this many offsets
     max_records_per_run: int = Field(5_000_000, ge=1)
     max_run_seconds: float = Field(600, gt=0)
+    max_silent_seconds: float = Field(120, gt=0)  # the broker reports unread records but returns none this long: fail
     poll_timeout_ms: int = Field(1000, ge=1)
     empty_polls_to_stop: int = Field(2, ge=1)
     max_poll_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # bounds the in-flight fetch buffer

@@ -13,3 +13,7 @@ class Fenced(IngestError):
 
 class LogMismatch(IngestError):
     """The checkpoint does not fit the Kafka log (reset, recreated or trimmed): an operator must decide."""
+
+
+class BrokerSilent(IngestError):
+    """The broker reported records past the run's position but answered every fetch with nothing for too long."""

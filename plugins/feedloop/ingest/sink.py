@@ -24,7 +24,7 @@ from feedloop.core.storage import ObjectStore
 from feedloop.core.streams import consumer
 from feedloop.ingest import failpoints, log_range
 from feedloop.ingest.checkpoint import Checkpoint
-from feedloop.ingest.errors import IngestError, LogMismatch
+from feedloop.ingest.errors import BrokerSilent, IngestError, LogMismatch
 from feedloop.ingest.partition import PartitionSink, PartitionStats
 from feedloop.ingest.pipeline import Pipeline
 
@@ -45,6 +45,7 @@ class RunReport:
     objects: list[str] = field(default_factory=list)
     hours: list[str] = field(default_factory=list)        # event-hour partitions touched (S3 prefixes)
     deadletter_objects: list[str] = field(default_factory=list)
+    unread: dict[int, int] = field(default_factory=dict)  # stop_reason broker_silent: records the broker kept back
 
     @property
     def bad_ratio(self) -> float:
@@ -87,6 +88,15 @@ def run(settings: Settings, *, run_id: str | None = None, partitions: Iterable[i
         kafka.close(autocommit=False)
     _finish(report, sinks)
     store.put_json(settings.s3.lake_bucket, lake.run_manifest_key(report.run_id), asdict(report))
+    if report.stop_reason == "broker_silent":
+        raise BrokerSilent(
+            f"the broker {settings.kafka.bootstrap_servers} reports {sum(report.unread.values()):,} records of "
+            f"{topic} past this run's position (partition: records {report.unread}) but answered every fetch for "
+            f"ingest.max_silent_seconds={cfg.max_silent_seconds:g} with nothing. This run landed {report.records:,} "
+            "records and saved its checkpoint, so nothing is lost and the next run goes on from there; but a "
+            "healthy broker hands records out within seconds, so the day's data is incomplete until it does. Check "
+            "the broker's health and load (the embedded Tansu: `feedloop stack status`, its log in the bucket "
+            "<lake>-kafka), then run ingest_engagement again.")
     if report.records and report.bad_ratio > cfg.max_bad_ratio:
         raise IngestError(
             f"{report.deadletters} of {report.records} records ({report.bad_ratio:.1%}) were dead-lettered, above "
@@ -125,9 +135,12 @@ def _consume(kafka, pipeline: Pipeline, cfg: IngestSettings, report: RunReport) 
 
     Empty polls end the run only once the consumer has reached the log's end offsets: a busy broker can answer
     fetches with nothing while it holds records (a closed-loop day stopped after 2,143 of its ~74,000 records, and
-    the retrain that followed saw a seventh of the day; 2026-12-06)."""
+    the retrain that followed saw a seventh of the day; 2026-12-06). But a broker that reports records and hands
+    none out for ingest.max_silent_seconds is not busy, it is broken: the run ends there ("broker_silent", which
+    `run` raises once everything landed is saved) instead of passing with part of a day (bench/loop.py at eight
+    times the traffic, 2026-12-06: ten minutes of empty polls, then a day trained on half its events)."""
     deadline = time.monotonic() + cfg.max_run_seconds
-    empty, flushed = 0, False
+    empty, flushed, silent_since = 0, False, None
     while True:
         if report.records >= cfg.max_records_per_run:
             return "max_records"
@@ -141,8 +154,13 @@ def _consume(kafka, pipeline: Pipeline, cfg: IngestSettings, report: RunReport) 
                 behind = log_range.unread(kafka)
                 if not behind:
                     return "empty_poll"
+                silent_since = silent_since or time.monotonic()
+                if time.monotonic() - silent_since >= cfg.max_silent_seconds:
+                    report.unread = behind
+                    return "broker_silent"
                 log.warning("%d empty polls, but the log holds records past this run's position (partition: "
-                            "records) %s: polling on until they come or ingest.max_run_seconds", empty, behind)
+                            "records) %s: polling on until they come, ingest.max_silent_seconds or "
+                            "ingest.max_run_seconds", empty, behind)
                 empty = 0
             if not flushed:
                 # the log is idle: land the open chunks while the next polls wait. Once a run: on a trickle, where
@@ -150,7 +168,7 @@ def _consume(kafka, pipeline: Pipeline, cfg: IngestSettings, report: RunReport) 
                 pipeline.flush()
                 flushed = True
             continue
-        empty = 0
+        empty, silent_since = 0, None
         for tp, records in polled.items():
             pipeline.submit(tp.partition, [r.offset for r in records], [r.timestamp for r in records],
                             [r.value if r.value is not None else b"" for r in records])

@@ -86,3 +86,17 @@ def test_empty_polls_do_not_end_a_run_that_has_not_reached_the_end_of_the_log():
     pipeline.close()
 
     assert report.records == 30 and slow.offset == slow.end
+
+
+def test_a_broker_that_reports_records_but_hands_none_out_ends_the_run_as_silent():
+    """bench/loop.py at eight times the traffic: the broker reported 13,000-16,500 records per partition past the
+    run's position and answered ten minutes of fetches with nothing; the run passed with half the day."""
+    pipeline = Pipeline({0: PartitionSink(FakeStore(), SETTINGS, TOPIC, 0)}, depth=2)
+    stuck = ScriptedLog([(0, 5)], end=30)   # then nothing, while the log's end stays at 30
+    report = sink.RunReport("run", TOPIC, "")
+    cfg = SETTINGS.ingest.model_copy(update={"max_silent_seconds": 0.05})
+
+    assert sink._consume(stuck, pipeline, cfg, report) == "broker_silent"
+    pipeline.close()
+
+    assert report.records == 5 and report.unread == {0: 25}   # what it landed is written; what it could not, named
