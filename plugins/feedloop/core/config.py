@@ -49,8 +49,7 @@ class KafkaSettings(_Section):
     partitions: int = Field(4, ge=1)
     airflow_conn_id: str = "feedloop_kafka"
     # How clients outside Airflow connect (inside Airflow the Connection's extras win, feedloop.core.credentials).
-    # The SASL username / password and a key password come only from KAFKA_SASL_USERNAME /
-    # KAFKA_SASL_PASSWORD / KAFKA_SSL_KEY_PASSWORD in the environment, never from this file.
+    # Secrets only from the env: KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_SSL_KEY_PASSWORD (never this file).
     security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
     sasl_mechanism: SaslMechanism | None = None
     ssl_cafile: str | None = None                   # CA bundle (PEM) for the brokers' certificates
@@ -335,7 +334,7 @@ class RetrievalSettings(_Section):
     max_ipw: float = Field(10.0, ge=1)              # exposure weights clipped here (as dataset.max_ipw)
     gate_min_vs_popularity: float = Field(1.0, ge=0)  # gate_on engaged: recall >= this x the popularity baseline's
     gate_tolerance: float = Field(0.01, ge=0)       # held when below the live one (and, exposure: popularity) by more
-    gate_tolerance_widths: float = Field(1.5, ge=0)  # exposure: the tolerance is at most this many half-widths (0 = off)
+    gate_tolerance_widths: float = Field(1.5, ge=0)  # exposure: tolerance at most this many half-widths (0 = off)
     gate_min_users: int = Field(50, ge=1)           # fewer holdout users with engagement: held (too little to judge)
 
 
