@@ -83,13 +83,13 @@ def decide(candidate: Recall, popularity: Recall, champion: Recall | None, cfg: 
     failed = []
     if candidate.users < cfg.gate_min_users:
         failed.append(f"{candidate.users} users with engagement < gate_min_users {cfg.gate_min_users}")
-    if vs_popularity is not None and vs_popularity.high < -_tolerance(vs_popularity, cfg):
-        failed.append(f"below popularity by more than {_said(vs_popularity, cfg)} (interval [{vs_popularity.low:+.4f}, "
+    if vs_popularity is not None and vs_popularity.high < -(tol := _tolerance(vs_popularity, cfg)):
+        failed.append(f"below popularity by more than {_said(tol, cfg)} (interval [{vs_popularity.low:+.4f}, "
                       f"{vs_popularity.high:+.4f}])")
     elif vs_popularity is None and ours < cfg.gate_min_vs_popularity * popular:
         failed.append(f"below {cfg.gate_min_vs_popularity} x popularity ({cfg.gate_min_vs_popularity * popular:.4f})")
-    if vs_live is not None and vs_live.high < -_tolerance(vs_live, cfg):
-        failed.append(f"below the live retriever by more than {_said(vs_live, cfg)}")
+    if vs_live is not None and vs_live.high < -(tol := _tolerance(vs_live, cfg)):
+        failed.append(f"below the live retriever by more than {_said(tol, cfg)}")
     elif vs_live is None and live is not None and ours < live - cfg.gate_tolerance:
         failed.append(f"below the live retriever by more than {cfg.gate_tolerance}")
     return RetrieverDecision(not failed, k, cfg.gate_on, ours, popular, live, candidate.users, tuple(failed),
@@ -101,8 +101,8 @@ def _tolerance(diff: Estimate, cfg: RetrievalSettings) -> float:
     return narrowed(cfg.gate_tolerance, cfg.gate_tolerance_widths, diff.low, diff.high)
 
 
-def _said(diff: Estimate, cfg: RetrievalSettings) -> str:
-    tol = _tolerance(diff, cfg)
+def _said(tol: float, cfg: RetrievalSettings) -> str:
+    """The tolerance a held reason names: gate_tolerance, or the capped one and why."""
     if tol >= cfg.gate_tolerance:
         return f"{cfg.gate_tolerance:g}"
     return (f"{tol:.4f} ({cfg.gate_tolerance_widths:g} half-widths of the interval; "
