@@ -135,44 +135,61 @@ class AirflowApi:
         already ran are re-run with it only if `reprocess` says so ("completed": all, "failed": failed ones).
 
         On SQLite (the embedded stack) Airflow answers 503 "Database is locked" while the scheduler
-        writes, and retrying for up to two minutes gets through. Airflow writes a backfill's runs in
-        one transaction, but its backfill row before them, and may fail to delete that row after the
-        lock: an orphan that refuses every later backfill of the DAG ("another backfill is running").
-        If no run in the range changed, the orphan is empty and is cancelled before the retry; if one
-        did, that is an error naming the backfill, since cancelling would fail its queued runs.
+        writes, and retrying for up to two minutes gets through. Airflow commits the backfill row first
+        and, on SQLite, each of its runs on its own, and may fail to delete them after the lock: an orphan
+        that refuses every later backfill of the DAG ("another backfill is running"). The orphan is
+        cancelled, which fails the runs it queued, and the retry re-runs those: a "none" backfill is
+        retried as "failed", unless a day in the range had failed before, which it must not touch.
         """
         body = {"dag_id": dag_id, "from_date": from_date, "to_date": to_date, "dag_run_conf": conf,
                 "reprocess_behavior": reprocess, "max_active_runs": max_active_runs}
-        deadline, pause = time.monotonic() + 120, 1.0
+        first = self._runs_between(dag_id, from_date, to_date)
+        deadline, pause, before = time.monotonic() + 120, 1.0, first
         while True:
-            before = self._runs_between(dag_id, from_date, to_date)
             resp = self.http.post("/backfills", json=body)
             if not (resp.status_code == 503 and "locked" in resp.text) or time.monotonic() > deadline:
                 break
             for orphan in self._active_backfills(dag_id):
-                if self._runs_between(dag_id, from_date, to_date) != before:
-                    raise AirflowApiError(
-                        f"POST /backfills: Airflow answered 503 ({resp.text[:200]}) but created backfill "
-                        f"{orphan['id']} with some of its runs: check GET /api/v2/backfills/{orphan['id']} and the "
-                        f"runs of {dag_id} from {from_date} to {to_date}; cancel it (PUT /api/v2/backfills/"
-                        f"{orphan['id']}/cancel) and create it again if one is missing")
+                if _queued(self._runs_between(dag_id, from_date, to_date)) != _queued(before):
+                    body["reprocess_behavior"] = self._reprocess_after_partial(orphan["id"], body, first, resp.text)
                 self._call("PUT", f"/backfills/{orphan['id']}/cancel")
             time.sleep(pause)
             pause = min(pause * 2, 8.0)
+            before = self._runs_between(dag_id, from_date, to_date)
         if resp.status_code >= 300:
             raise AirflowApiError(f"POST /backfills: {resp.status_code} {resp.text[:500]}")
         return resp.json()
+
+    @staticmethod
+    def _reprocess_after_partial(orphan_id: int, body: dict, first: dict[str, tuple], answer: str) -> str:
+        """How the retry must reprocess so the runs the orphan queued, failed by its cancel, run again."""
+        if body["reprocess_behavior"] != "none":
+            return body["reprocess_behavior"]
+        failed = sorted(run for run, (_type, _at, state) in first.items() if state == "failed")
+        if failed:
+            raise AirflowApiError(
+                f"POST /backfills: Airflow answered 503 ({answer[:200]}) but created backfill {orphan_id} with "
+                f"some of its runs, and retrying it would also re-run {', '.join(failed)}, which failed before "
+                f"and reprocess 'none' leaves alone: check GET /api/v2/backfills/{orphan_id} and the runs of "
+                f"{body['dag_id']} from {body['from_date']} to {body['to_date']}; cancel it (PUT /api/v2/backfills/"
+                f"{orphan_id}/cancel) and trigger the missing days")
+        return "failed"
 
     def _active_backfills(self, dag_id: str) -> list[dict]:
         return [b for b in self._call("GET", "/backfills", params={"dag_id": dag_id})["backfills"]
                 if b["completed_at"] is None]
 
-    def _runs_between(self, dag_id: str, from_date: str, to_date: str) -> set[tuple]:
-        """(run id, type, queued at) of the DAG's runs with a logical date in the range: a backfill adds runs
-        there or re-queues them, nothing else that happens meanwhile changes these."""
+    def _runs_between(self, dag_id: str, from_date: str, to_date: str) -> dict[str, tuple]:
+        """Run id -> (type, queued at, state) of the DAG's runs with a logical date in the range: a backfill
+        adds runs there or re-queues them; a run that only progresses changes its state, not the rest."""
         params = {"logical_date_gte": from_date, "logical_date_lte": to_date, "limit": 1000}
         runs = self._call("GET", f"/dags/{dag_id}/dagRuns", params=params)["dag_runs"]
-        return {(r["dag_run_id"], r["run_type"], r["queued_at"]) for r in runs}
+        return {r["dag_run_id"]: (r["run_type"], r["queued_at"], r["state"]) for r in runs}
 
     def backfill(self, backfill_id: int) -> dict:
         return self._call("GET", f"/backfills/{backfill_id}")
+
+
+def _queued(runs: dict[str, tuple]) -> dict[str, tuple]:
+    """What a backfill changes in a run (added, or re-queued as a backfill run), without its progress."""
+    return {run: (run_type, queued_at) for run, (run_type, queued_at, _state) in runs.items()}
