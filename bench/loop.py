@@ -1,7 +1,7 @@
 """The closed loop for weeks, with several simulated worlds: does the gate agree with the truth, and does
 the feed the users get keep improving?
 
-    .venv/bin/python bench/loop.py [--days 21] [--seeds 7,8,9]
+    .venv/bin/python bench/loop.py [--days 21] [--seeds 7,8,9] [--kafka-storage memory]
 
 Per seed, on a fresh embedded stack of its own (state in .feedloop-bench/loop-<seed>/, the default
 ports: stop a `make demo` stack first), exactly `feedloop demo --days N --seed S`: each day the
@@ -295,7 +295,12 @@ def main() -> None:
     parser.add_argument("--report", type=Path, help="print the tables of a saved run instead of running")
     parser.add_argument("--events-per-day", type=int,
                         help="the simulated traffic (simulate.events_per_day; default: configured, ~1,280 requests)")
+    parser.add_argument("--kafka-storage", choices=["memory", "s3"], default="memory",
+                        help="the embedded broker's log (stack.kafka_storage). memory: Tansu 0.6.0's s3 engine "
+                             "lists every batch object of a partition on each fetch, and past ~5,000 objects a "
+                             "partition hands out tens of records a second (bench/broker.py); weeks of traffic pass it")
     args = parser.parse_args()
+    os.environ["FEEDLOOP_STACK__KAFKA_STORAGE"] = args.kafka_storage
     if args.events_per_day:
         os.environ["FEEDLOOP_SIMULATE__EVENTS_PER_DAY"] = str(args.events_per_day)
     if args.report:
@@ -315,6 +320,7 @@ def main() -> None:
         print_seed(results[-1])
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"days": args.days, "seeds": seeds, "world": world(),
+                                        "kafka_storage": args.kafka_storage,
                                         "load_average": os.getloadavg(), "results": results}, indent=2, default=str))
     print_summary(results, args.days, args.out, world())
 
