@@ -16,6 +16,7 @@ does not exist yet; a paused DAG starts no run at all.)
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -96,6 +97,39 @@ def closed_loop_settings(settings: Settings, start: date) -> tuple[Settings, dic
 def airflow_api(settings: Settings) -> AirflowApi:
     service = AirflowService(settings)
     return AirflowApi.for_standalone(service.url, service.password_file())
+
+
+def without_airflow(settings: Settings) -> Settings:
+    return settings.model_copy(update={"stack": settings.stack.model_copy(update={"embedded_airflow": False})})
+
+
+class AirflowStart:
+    """Airflow takes about a minute to start, and nothing needs it before the first day's ingest: it comes up
+    on a thread while the pods start and serve that day. Its start-up lines are echoed when it is needed."""
+
+    def __init__(self, settings: Settings, env: dict[str, str], start: date):
+        self.settings, self.start, self.lines = settings, start, []
+        self._api: AirflowApi | None = None
+        self._future = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airflow-start").submit(
+            stack.up, settings, echo=self.lines.append, env=env)
+
+    def services(self, echo: Callable[[str], None]) -> list[stack.ServiceStatus]:
+        """The whole stack's status once Airflow is up; a failed start raises here, naming its log."""
+        statuses = self._future.result()
+        for line in self.lines:
+            if "already running" not in line:  # S3 and Kafka, started before it
+                echo(line)
+        self.lines.clear()
+        return statuses
+
+    def ready(self, echo: Callable[[str], None]) -> AirflowApi:
+        if self._api is None:
+            self.services(echo)
+            api = airflow_api(self.settings)
+            check_triggered_only(api, self.start)
+            api.unpause(RETRAIN)  # a paused DAG starts no queued run; with no schedule it creates none by itself
+            self._api = api
+        return self._api
 
 
 def check_triggered_only(api: AirflowApi, start: date) -> None:
@@ -185,11 +219,9 @@ def run(settings: Settings, *, days: int | None = None, seed: int | None = None,
     state = DemoState.load(settings, days, seed)
     start, days = state.start, state.days
     settings, child_env = closed_loop_settings(settings, start)
-    echo("== 1. embedded stack")
-    services = stack.up(settings, echo=echo, env=child_env)
-    api = airflow_api(settings)
-    check_triggered_only(api, start)
-    api.unpause(RETRAIN)  # a paused DAG starts no queued run; with no schedule it creates none by itself
+    echo("== 1. embedded stack (Airflow starts in the background while the pods serve the first day)")
+    stack.up(without_airflow(settings), echo=echo, env=child_env)
+    airflow = AirflowStart(settings, child_env, start)
     echo(f"== 2. {PODS} serving pods (they poll ranker/live.json every {POLL_INTERVAL_S}s)")
     pods = Pods(settings, port=settings.serving.port, replicas=PODS,
                 env={**stack.settings_env(settings), **child_env,
@@ -224,6 +256,7 @@ def run(settings: Settings, *, days: int | None = None, seed: int | None = None,
                 state.simulated[str(day)] = simulate_day(settings, sim, client, d, echo)
                 sim.pools[str(day)].save(pools.path_for(settings.state_path, str(day)))
                 state.save()
+            api = airflow.ready(echo)
             run_dag(api, INGEST)
             landed = inventory.day_inventory(settings, day).rows
             echo(f"   {INGEST}: {landed:,} events of {day} in the lake")
@@ -242,6 +275,7 @@ def run(settings: Settings, *, days: int | None = None, seed: int | None = None,
                          "audit": None if audit is None else asdict(audit)})
     finally:
         client.close()
+    services = airflow.services(echo)
     live = registry.live()
     seconds = round(time.perf_counter() - t0, 1)
     echo(f"== closed loop, {days} days in {seconds}s")
