@@ -268,7 +268,7 @@ class PromotionSettings(_Section):
     bootstrap_resamples: int = Field(1000, ge=100)    # resamples of the holdout's lists (seeded)
     bootstrap_seed: int = 7                           # same seed + same holdout = identical intervals
     segments: tuple[str, ...] = ("tenant_id", "surface")
-    parity_max_abs_diff: float = Field(1e-5, gt=0)    # ONNX vs LightGBM on the holdout sample
+    parity_max_abs_diff: float = Field(1e-5, gt=0)    # ONNX vs LightGBM, |diff| / max(1, |score|) (export.scaled_diff)
     parity_sample_rows: int = Field(5000, ge=1)
     report_history: int = Field(30, ge=1)             # earlier versions in the report's metric history
     canary_percent: float = Field(0, ge=0, le=100)    # > 0: the flip starts a canary at this % of users
@@ -293,7 +293,7 @@ class ServingSettings(_Section):
     max_query_chars: int = Field(512, ge=1)         # query; longer -> 422
     max_clock_skew_seconds: int = Field(300, ge=0)  # /rank `ts` further than this from the pod's clock -> 422
     simulated_time: bool = False                    # simulations only: any `ts` is the time and stamps the Kafka record
-    sample_max_abs_diff: float = Field(1e-5, gt=0)  # a loaded model must reproduce the registered sample scores
+    sample_max_abs_diff: float = Field(1e-4, gt=0)  # a loaded model must reproduce the registered sample scores
     onnx_threads: int = Field(1, ge=1)              # intra-op threads per session (2 cores: 1 is fastest)
     loader_nice: int = Field(10, ge=0, le=19)       # the watchers' threads (download, verify, load) yield to requests
     exploration_share: float = Field(0.05, ge=0, le=1)  # lists shown shuffled (explore=true): position bias

@@ -113,11 +113,13 @@ def decide(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None, thr
 
 
 def _parity(parity: Mapping[str, Any] | None, limit: float) -> Check:
-    diff = None if parity is None else parity.get("max_abs_diff")
+    """The scaled difference (export.scaled_diff); a figure staged before it existed is the absolute one."""
+    diff = None if parity is None else parity.get("max_scaled_diff", parity.get("max_abs_diff"))
     rows = 0 if parity is None else parity.get("rows", 0)
     passed = diff is not None and rows > 0 and diff <= limit
-    note = f"{rows} holdout rows" if diff is not None else "no parity figure: the export failed or was not checked"
-    return Check("parity", "overall", "max_abs_diff", diff, limit, passed, note=note)
+    note = (f"{rows} holdout rows; |onnx - lightgbm| / max(1, |lightgbm|)" if diff is not None
+            else "no parity figure: the export failed or was not checked")
+    return Check("parity", "overall", "max_scaled_diff", diff, limit, passed, note=note)
 
 
 def _comparisons(scope: str, cand: Mapping[str, Any] | None, champ: Mapping[str, Any] | None,

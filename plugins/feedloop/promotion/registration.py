@@ -42,7 +42,8 @@ def register_candidate(*, ds: str, mode: str = "gate", settings: Settings) -> Re
     decision = GateDecision.from_dict(gate)
     if not parity["passed"]:
         raise PromotionBlocked(f"{cand.version} is not registered: ONNX parity max |diff| {parity['max_abs_diff']} "
-                               f"exceeds {parity['threshold']} on {parity['rows']} holdout rows",
+                               f"(scaled {parity.get('max_scaled_diff')}) exceeds {parity['threshold']} on "
+                               f"{parity['rows']} holdout rows",
                                check="parity", version=cand.version, champion=decision.champion,
                                gate_uri=cand.stage_uri("gate.json"))
     evaluated = Evaluation.from_dict(evaluation)

@@ -143,8 +143,8 @@ def export_candidate(*, ds: str, settings: Settings) -> dict[str, Any]:
     """ONNX export and its parity against LightGBM on a holdout sample (the figure is recorded, not raised)."""
     cand = load_candidate(ds=ds, settings=settings)
     parity = cand.staged("parity.json") or _export(cand)
-    log.info("ONNX parity of %s: max |diff| %s on %s rows (threshold %s)", cand.version, parity["max_abs_diff"],
-             parity["rows"], parity["threshold"])
+    log.info("ONNX parity of %s: max |diff| %s, scaled %s, on %s rows (threshold %s)", cand.version,
+             parity["max_abs_diff"], parity.get("max_scaled_diff"), parity["rows"], parity["threshold"])
     return {"version": cand.version, "onnx_uri": cand.stage_uri("model.onnx"),
             **{k: v for k, v in parity.items() if k != "sample"}}
 
@@ -158,18 +158,20 @@ def _export(cand: Candidate) -> dict[str, Any]:
     sample = matrix[np.unique(rows)]  # spread over the whole day, not its first lists
     onnx_bytes = export.to_onnx(model_text=cand.model_text, n_features=matrix.shape[1])
     result = export.check_parity(model_text=cand.model_text, onnx_bytes=onnx_bytes, matrix=sample,
-                                 threshold=cfg.parity_max_abs_diff)
+                                 threshold=cfg.parity_max_abs_diff, worst=SAMPLE_ROWS)
     cand.store.put(cand.settings.s3.models_bucket, cand.stage_key("model.onnx"), onnx_bytes)
-    parity = {**result.to_dict(), "onnx_sha256": sha256(onnx_bytes), "sample": _sample(cand, matrix)}
+    parity = {**result.to_dict(), "onnx_sha256": sha256(onnx_bytes),
+              "sample": _sample(cand, sample[list(result.worst)] if result.worst else sample[:SAMPLE_ROWS])}
     cand.stage("parity.json", parity)
     return parity
 
 
-def _sample(cand: Candidate, matrix: np.ndarray) -> dict[str, Any]:
-    """A few holdout rows and LightGBM's scores for them: a pod checks a model it loaded against these."""
+def _sample(cand: Candidate, rows: np.ndarray) -> dict[str, Any]:
+    """Holdout rows and LightGBM's scores for them: a pod checks a model it loaded against these. They are
+    the parity check's worst rows, so a model that passed here passes there (before 2026-12-07 they were
+    the holdout's first rows, which the check had not covered: every pod refused a registered model)."""
     import lightgbm as lgb
 
-    rows = matrix[:SAMPLE_ROWS]
     scores = lgb.Booster(model_str=cand.model_text).predict(rows)
     return {"rows": [[None if np.isnan(v) else float(v) for v in row] for row in rows], "scores": scores.tolist()}
 
@@ -246,7 +248,8 @@ def refit_candidate(*, ds: str, mode: str = "gate", settings: Settings) -> dict[
         twin.stage("train_metrics.json", twin.train_metrics)
         parity = _export(twin)
         record = {"version": twin.version, "evaluated": cand.version, **asdict(result),
-                  **{k: parity[k] for k in ("passed", "max_abs_diff", "threshold")}, "parity_rows": parity["rows"]}
+                  **{k: parity[k] for k in ("passed", "max_abs_diff", "max_scaled_diff", "threshold")},
+                  "parity_rows": parity["rows"]}
         cand.stage("refit.json", record)
     (log.info if record["passed"] else log.warning)(
         "refit of %s: %s (%s rounds on %s rows), ONNX parity %s", cand.version, record["version"], record["rounds"],

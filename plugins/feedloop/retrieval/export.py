@@ -63,7 +63,8 @@ def parity(params: dict[str, np.ndarray], shape: towers.Shape, queries: QueryInp
             (item_model(params, shape), item_feeds(items, shape), towers.item_tower(jparams, items, jnp))):
         session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
         diffs.append(float(np.max(np.abs(session.run([OUTPUT], feeds)[0] - np.asarray(forward)), initial=0.0)))
-    return Parity(max(diffs), len(queries.user) + len(items.item), threshold)
+    # L2-normalised vectors: every value is within [-1, 1], where the scaled difference is the absolute one
+    return Parity(max(diffs), len(queries.user) + len(items.item), threshold, max_scaled_diff=max(diffs))
 
 
 def _tower(name: str, prefix: str, params: dict[str, np.ndarray], inputs, parts, out_dim: int) -> bytes:

@@ -376,10 +376,10 @@ def _warm_up(model: LoadedModel, n_features: int, tolerance: float) -> None:
     if got.shape != expected.shape:
         raise SwapRefused("sample_mismatch",
                           f"{model.version}: {got.shape[0]} sample scores, {expected.shape[0]} registered")
-    diff = float(np.max(np.abs(got - expected))) if len(got) else 0.0
-    if diff > tolerance:
+    diff = float(np.max(export.scaled_diff(got, expected))) if len(got) else 0.0
+    if not diff <= tolerance:
         raise SwapRefused("sample_mismatch", f"{model.version}: scores the registered sample rows {diff:.3g} away from "
-                                             f"LightGBM's (allowed {tolerance:g})")
+                                             f"LightGBM's, relative to scores above 1 (allowed {tolerance:g})")
 
 
 def first_line(exc: BaseException) -> str:

@@ -223,8 +223,9 @@ def _lineage(metrics: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
         "holdout rows / query groups": f"{metrics['holdout']['rows']} / {metrics['holdout']['lists']}",
         "code version": manifest.get("code_version"),
         "objective": (manifest.get("feature_manifest") or {}).get("objective"),
-        "ONNX parity max |diff|": f"{_num(metrics['parity']['max_abs_diff'])} on {metrics['parity']['rows']} rows "
-                                  f"(threshold {metrics['parity']['threshold']})",
+        "ONNX parity max |diff|": f"{_num(metrics['parity']['max_abs_diff'])}, scaled "
+                                  f"{_num(metrics['parity'].get('max_scaled_diff'))} on {metrics['parity']['rows']} "
+                                  f"rows (threshold {metrics['parity']['threshold']} on the scaled figure)",
     }
     items.update({f"lineage: {k}": v for k, v in lineage.items() if not isinstance(v, (dict, list))})
     return "<table>" + "".join(f"<tr><td>{_e(k)}</td><td><code>{_e(str(v))}</code></td></tr>"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from feedloop.training.export import INPUT_NAME, TARGET_OPSET, check_parity, onnx_scores, to_onnx
+from feedloop.training.export import INPUT_NAME, TARGET_OPSET, check_parity, onnx_scores, scaled_diff, to_onnx
 
 
 def _model(objective: str) -> tuple[str, np.ndarray]:
@@ -102,7 +102,8 @@ def test_scores_are_one_per_row():
 def test_an_export_that_does_not_run_records_no_figure():
     text, x = _model("lambdarank")
     parity = check_parity(model_text=text, onnx_bytes=b"not onnx", matrix=x, threshold=1e-5)
-    assert parity.to_dict() == {"max_abs_diff": None, "rows": 1200, "threshold": 1e-5, "passed": False}
+    assert parity.to_dict() == {"max_abs_diff": None, "max_scaled_diff": None, "rows": 1200, "threshold": 1e-5,
+                                "worst": [], "passed": False}
 
 
 _CONVERT = """
@@ -122,3 +123,28 @@ def test_the_same_model_converts_to_the_same_bytes_in_any_process():
     digests = {subprocess.run([sys.executable, "-c", _CONVERT], input=text, capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in (0, 1, 2)}
     assert len(digests) == 1 and len(next(iter(digests))) == 64
+
+
+def test_large_scores_are_judged_relative_to_their_size_and_the_worst_rows_are_named():
+    """ONNX trees add leaves in float32 (~7 digits): scores near 1,000 land ~1e-4 from LightGBM's double, which an
+    absolute 1e-5 refused (a LambdaRank model scoring ~10 was 2.3e-5 off on the rows a pod checked, 2026-12-07)."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2000, 4)).astype(np.float32)
+    y = 1000 + 50 * x[:, 0] + rng.normal(size=2000)
+    text = lgb.train({"objective": "regression", "num_leaves": 31, "verbose": -1, "seed": 1},
+                     lgb.Dataset(x, label=y), num_boost_round=300).model_to_string()
+    parity = check_parity(model_text=text, onnx_bytes=to_onnx(model_text=text, n_features=4), matrix=x,
+                          threshold=1e-5, worst=8)
+    assert parity.max_abs_diff > 1e-5 and parity.max_scaled_diff <= 1e-5 and parity.passed
+    expected = lgb.Booster(model_str=text).predict(x)
+    scaled = scaled_diff(onnx_scores(onnx_bytes=to_onnx(model_text=text, n_features=4), matrix=x), expected)
+    assert len(parity.worst) == 8 and scaled[parity.worst[0]] == scaled.max() == parity.max_scaled_diff
+    assert list(scaled[list(parity.worst)]) == sorted(scaled, reverse=True)[:8]
+
+
+def test_scores_in_the_unit_range_are_compared_absolutely():
+    expected = np.array([0.2, -0.9, 0.999, 3.0])
+    got = expected + np.array([2e-5, -2e-5, 0.0, 3e-5])
+    assert np.allclose(scaled_diff(got, expected), [2e-5, 2e-5, 0.0, 1e-5])

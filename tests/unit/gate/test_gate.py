@@ -46,7 +46,7 @@ def test_first_model_needs_the_floors_only():
     d = decide(cand(0.61, 0.31), None, T)
     assert d.promotable and d.champion is None
     assert [(c.kind, c.metric, c.candidate, c.limit, c.passed) for c in d.checks] == [
-        ("parity", "max_abs_diff", 2e-6, 1e-5, True), ("floor", "auc", 0.61, 0.6, True),
+        ("parity", "max_scaled_diff", 2e-6, 1e-5, True), ("floor", "auc", 0.61, 0.6, True),
         ("floor", "ndcg@10", 0.31, 0.3, True)]
     assert d.summary() == "candidate 2026-11-05-cand passes the gate against the floors (first model) (3 checks)"
     assert d.to_dict()["comparison"] == {"metric": "ndcg@10", "estimator": "snips-ipw", "candidate": 0.52,

@@ -68,8 +68,8 @@ def _registered_at(registry: Registry, version: str) -> str:
 def _staged_outcome(registry: Registry, stage: str) -> str:
     parity = registry.store.get_json(registry.bucket, stage + "parity.json")
     if parity and not parity.get("passed"):  # type: ignore[union-attr]
-        return (f"ONNX parity failed (max |diff| {parity.get('max_abs_diff')} > "  # type: ignore[union-attr]
-                f"{parity.get('threshold')})")  # type: ignore[union-attr]
+        return (f"ONNX parity failed (max |diff| {parity.get('max_abs_diff')}, scaled "  # type: ignore[union-attr]
+                f"{parity.get('max_scaled_diff')} > {parity.get('threshold')})")  # type: ignore[union-attr]
     gate = registry.store.get_json(registry.bucket, stage + "gate.json")
     if gate:
         return f"the run stopped after the gate ({gate.get('summary')})"  # type: ignore[union-attr]
