@@ -297,8 +297,8 @@ def main() -> None:
                         help="the simulated traffic (simulate.events_per_day; default: configured, ~1,280 requests)")
     parser.add_argument("--kafka-storage", choices=["memory", "s3"], default="memory",
                         help="the embedded broker's log (stack.kafka_storage). memory: Tansu 0.6.0's s3 engine "
-                             "lists every batch object of a partition on each fetch, and past ~5,000 objects a "
-                             "partition hands out tens of records a second (bench/broker.py); weeks of traffic pass it")
+                             "lists every batch object of a partition on each fetch, so its reads slow as the log "
+                             "grows and stall on busy cores (bench/broker.py); weeks of this traffic grow it far")
     args = parser.parse_args()
     os.environ["FEEDLOOP_STACK__KAFKA_STORAGE"] = args.kafka_storage
     if args.events_per_day:
