@@ -161,11 +161,11 @@ class AirflowApi:
         return resp.json()
 
     @staticmethod
-    def _reprocess_after_partial(orphan_id: int, body: dict, first: dict[str, tuple], answer: str) -> str:
+    def _reprocess_after_partial(orphan_id: int, body: dict, first: list[dict], answer: str) -> str:
         """How the retry must reprocess so the runs the orphan queued, failed by its cancel, run again."""
         if body["reprocess_behavior"] != "none":
             return body["reprocess_behavior"]
-        failed = sorted(run for run, (_type, _at, state) in first.items() if state == "failed")
+        failed = sorted(r["dag_run_id"] for r in first if r["state"] == "failed")
         if failed:
             raise AirflowApiError(
                 f"POST /backfills: Airflow answered 503 ({answer[:200]}) but created backfill {orphan_id} with "
@@ -179,17 +179,16 @@ class AirflowApi:
         return [b for b in self._call("GET", "/backfills", params={"dag_id": dag_id})["backfills"]
                 if b["completed_at"] is None]
 
-    def _runs_between(self, dag_id: str, from_date: str, to_date: str) -> dict[str, tuple]:
-        """Run id -> (type, queued at, state) of the DAG's runs with a logical date in the range: a backfill
-        adds runs there or re-queues them; a run that only progresses changes its state, not the rest."""
+    def _runs_between(self, dag_id: str, from_date: str, to_date: str) -> list[dict]:
+        """The DAG's runs with a logical date in the range."""
         params = {"logical_date_gte": from_date, "logical_date_lte": to_date, "limit": 1000}
-        runs = self._call("GET", f"/dags/{dag_id}/dagRuns", params=params)["dag_runs"]
-        return {r["dag_run_id"]: (r["run_type"], r["queued_at"], r["state"]) for r in runs}
+        return self._call("GET", f"/dags/{dag_id}/dagRuns", params=params)["dag_runs"]
 
     def backfill(self, backfill_id: int) -> dict:
         return self._call("GET", f"/backfills/{backfill_id}")
 
 
-def _queued(runs: dict[str, tuple]) -> dict[str, tuple]:
-    """What a backfill changes in a run (added, or re-queued as a backfill run), without its progress."""
-    return {run: (run_type, queued_at) for run, (run_type, queued_at, _state) in runs.items()}
+def _queued(runs: list[dict]) -> set[tuple]:
+    """What a backfill changes in the range's runs: it adds runs or re-queues them (a run that only progresses
+    changes its state, not these)."""
+    return {(r["dag_run_id"], r["run_type"], r["queued_at"]) for r in runs}
