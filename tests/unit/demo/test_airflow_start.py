@@ -33,7 +33,7 @@ def test_airflow_starts_in_the_background_and_its_lines_come_out_when_it_is_need
         return ["statuses"]
 
     monkeypatch.setattr(stack, "up", slow_up)
-    start = demo.AirflowStart(load_settings(), {"FEEDLOOP_RETRAIN__CATCHUP": "false"}, date(2026, 12, 3))
+    start = demo.AirflowStart(load_settings(environ={}), {"FEEDLOOP_RETRAIN__CATCHUP": "false"}, date(2026, 12, 3))
     assert calls == [(True, {"FEEDLOOP_RETRAIN__CATCHUP": "false"})]  # started at once, not waited for
     printed: list[str] = []
     release.set()
@@ -46,6 +46,6 @@ def test_a_failed_airflow_start_stops_the_demo_where_airflow_is_needed(monkeypat
         raise StackError("Airflow (standalone): exited during start-up; see airflow.log for why")
 
     monkeypatch.setattr(stack, "up", failing_up)
-    start = demo.AirflowStart(load_settings(), {}, date(2026, 12, 3))
+    start = demo.AirflowStart(load_settings(environ={}), {}, date(2026, 12, 3))
     with pytest.raises(StackError, match="exited during start-up; see airflow.log"):
         start.ready(print)
