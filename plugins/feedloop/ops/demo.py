@@ -266,7 +266,10 @@ def run(settings: Settings, *, days: int | None = None, seed: int | None = None,
             pools_path = pools.path_for(settings.state_path, str(day))
             audit = loop_audit.audit_day(settings=settings, day=day, world=sim.world, ids=sim.ids, retrain=retrain,
                                          pools=pools.DayPools.load(pools_path) if pools_path.exists() else None)
-            if audit is not None:
+            if audit is not None and not audit.lists:
+                echo("   ground truth: not judged (no candidate pools kept, or no feature snapshot served that day: "
+                     "the first model's day)")
+            elif audit is not None:
                 cand, champ = (loop_table.num(v) for v in (audit.candidate_ndcg, audit.champion_ndcg))
                 echo(f"   ground truth on the day's {audit.lists:,} candidate pools: candidate {cand}, "
                      f"champion {audit.champion or '-'} {champ}; gate {audit.decision or 'did not decide'}: "
