@@ -66,15 +66,16 @@ from feedloop.training import train
 from feedloop.core.config import Settings, load_settings  # noqa: E402
 from feedloop.promotion.registry import Registry  # noqa: E402
 from feedloop.core.storage import ObjectStore  # noqa: E402
-from bench import challengers, reference  # noqa: E402
+from bench import challengers, estimates, reference  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CLEAR = audit.LEVEL_MARGIN  # candidate and champion differ by at least this in ground truth: a clear decision
 LAST_DAYS = 7
 
 
-def run_seed(seed: int, days: int, state: Path) -> dict:
-    """One closed loop in the world of `seed`, from a fresh stack; its demo result plus the extra audits."""
+def run_seed(seed: int, days: int, state: Path, *, with_estimates: bool = False) -> dict:
+    """One closed loop in the world of `seed`, from a fresh stack; its demo result plus the extra audits
+    (with_estimates: bench/estimates.py's variants of the gate's estimate on every day, ~1 min a day)."""
     if state.exists():
         shutil.rmtree(state)
     os.environ["FEEDLOOP_STATE_DIR"] = str(state)
@@ -94,6 +95,9 @@ def run_seed(seed: int, days: int, state: Path) -> dict:
                  "reference": reference.reference_day(settings, store, registry, sim.world, sim.ids, last),
                  "challengers": [r for row in rows[-LAST_DAYS:] for r in challengers.challenge_day(
                      settings, store, registry, sim.world, sim.ids, date.fromisoformat(row["day"]))]}
+        if with_estimates:
+            extra["estimates"] = [r for row in rows for r in estimates.judge_day(
+                settings, store, registry, sim.world, sim.ids, date.fromisoformat(row["day"]))]
     finally:
         stack.down(load_settings(), echo=lambda line: None)
     return {"seed": seed, "seconds": round(time.perf_counter() - t0, 1), "table": rows, **extra,
@@ -282,6 +286,10 @@ def print_summary(results: list[dict], days: int, out: Path, traffic: dict | Non
     agree = sum(r["summary"]["agree"] for r in results)
     print(f"gate agrees with the ground truth on {agree} of {clear} clear days"
           + (f" ({agree / clear:.0%})" if clear else "") + f"; results in {out}")
+    judged = [row for r in results for row in r.get("estimates") or []]
+    if judged:
+        print("the gate's estimate and its variants against the truth, all seeds (bench/estimates.py):")
+        estimates.print_summary(estimates.summary(judged))
     rivals = [row for r in results for row in r.get("challengers") or []]
     if rivals:
         print("earlier champions as challengers, all seeds: " + challengers.summary_line(rivals))
@@ -295,6 +303,8 @@ def main() -> None:
     parser.add_argument("--report", type=Path, help="print the tables of a saved run instead of running")
     parser.add_argument("--events-per-day", type=int,
                         help="the simulated traffic (simulate.events_per_day; default: configured, ~1,280 requests)")
+    parser.add_argument("--estimates", action="store_true",
+                        help="also judge every day's pairs with bench/estimates.py's variants of the gate's estimate")
     parser.add_argument("--kafka-storage", choices=["memory", "s3"], default="memory",
                         help="the embedded broker's log (stack.kafka_storage). memory: Tansu 0.6.0's s3 engine "
                              "lists every batch object of a partition on each fetch, so its reads slow as the log "
@@ -316,7 +326,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = []
     for seed in seeds:
-        results.append(run_seed(seed, args.days, ROOT / ".feedloop-bench" / f"loop-{seed}"))
+        results.append(run_seed(seed, args.days, ROOT / ".feedloop-bench" / f"loop-{seed}",
+                                with_estimates=args.estimates))
         print_seed(results[-1])
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"days": args.days, "seeds": seeds, "world": world(),
