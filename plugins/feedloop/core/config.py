@@ -245,14 +245,14 @@ class PromotionSettings(_Section):
 
     floors: dict[RankingMetric, Annotated[float, Field(ge=0, le=1)]] = {"auc": 0.52, "ndcg@10": 0.2}  # absolute
     # minimum, overall (raw metrics; every ranking metric lies in [0, 1], so a floor outside can only hold every model)
-    # Compared with the champion position-debiased (snips-ipw) on the same lists, by the paired bootstrap
-    # interval of candidate - champion: raw metrics on the champion's own logs favour the champion.
+    # Compared with the champion by the paired bootstrap interval of candidate - champion (raw metrics favour it).
     compare: tuple[DebiasedMetric, ...] = Field(("ndcg@10",), min_length=1)  # the first is the headline
     compare_on: Literal["exploration", "all"] = "exploration"  # exploration lists (random candidates, never
                                                       # trained on; plain metrics) when min_support are judged, else
                                                       # all lists debiased; `all`: always all lists debiased
     unused_half: bool = False                         # exploration: only the half of the lists (by request id)
                                                       # the champion was not promoted on; False: all of them
+    compare_days: int = Field(0, ge=0)                # exploration: only lists of the holdout's last N days (0: all)
     tolerance: float = Field(0.025, ge=0)             # overall: promote when the lower bound > -tolerance, hold
                                                       # when the upper bound < -tolerance, else inconclusive
     tolerance_widths: float = Field(1.5, ge=0)        # overall: the tolerance is at most this many half-widths

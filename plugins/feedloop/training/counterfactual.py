@@ -68,13 +68,15 @@ _BATCH_CELLS = 8_000_000  # lists x replicates per batch: bounds the memory of t
 
 
 def choose_estimate(columns: Mapping[str, np.ndarray], *, compare_on: str, min_support: int, half: int | None = None,
-                    label: str = "label", explore: str = "explore", group: str = "request_id") -> tuple[str, str]:
+                    days: int = 0, label: str = "label", explore: str = "explore",
+                    group: str = "request_id") -> tuple[str, str]:
     """(estimate block the gate compares on, why): "explore" when `compare_on` is "exploration" and at least
     `min_support` exploration lists have a relevant row, else "debiased" (all lists). Why the fallback: on
     little traffic (a new deployment) a gate that needs exploration lists would call every candidate
     inconclusive and the loop would never learn; on all lists it still sees the position-debiased
     difference, and the reason names the champion's selection bias. `half`: the lists `explore` marks are
-    that half only (`unused_half`), and the reason says so."""
+    that half only (`unused_half`), `days` > 0: those of the holdout's last `days` days (`compare_days`), and the
+    reason says so."""
     if compare_on not in COMPARE_ON:
         raise ValueError(f"compare_on must be one of {', '.join(COMPARE_ON)}, got {compare_on!r}")
     if compare_on == "all":
@@ -82,6 +84,8 @@ def choose_estimate(columns: Mapping[str, np.ndarray], *, compare_on: str, min_s
     relevant = np.asarray(columns[explore]).astype(bool) & (np.asarray(columns[label]) > 0)
     judged = len(np.unique(np.asarray(columns[group])[relevant]))
     which = "exploration lists" if half is None else f"half {half} of the exploration lists (the champion's unused one)"
+    if days:
+        which += f" of the last {days} day{'s' if days > 1 else ''}"
     if judged >= min_support:
         return "explore", f"{which}, plain metrics ({judged} judged)"
     return "debiased", (f"{ESTIMATOR} on all lists: only {judged} judged {which}, fewer than "
