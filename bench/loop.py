@@ -28,6 +28,7 @@ the simulator's hidden utility (feedloop.ops.loop_audit). Then, per seed and ove
   the day's champion, judged as the gate judges and by the truth on the day's pools.
 
     .venv/bin/python bench/loop.py --report bench/results/loop.json   # the tables again from a saved run
+    .venv/bin/python bench/loop.py --seeds 10 --summarize   # the audits again on seed 10's kept stack
 
 Prints the tables and writes bench/results/loop.json. Gate agreement and ground truth are not speed
 figures, but the run takes about 15 min a seed on 2 cores: run it alone.
@@ -79,29 +80,50 @@ def run_seed(seed: int, days: int, state: Path, *, with_estimates: bool = False)
     if state.exists():
         shutil.rmtree(state)
     os.environ["FEEDLOOP_STATE_DIR"] = str(state)
-    settings = load_settings()
     t0 = time.perf_counter()
     try:
-        result = demo.run(settings, days=days, seed=seed, echo=lambda line: print(f"[seed {seed}] {line}", flush=True))
-        settings, _ = demo.closed_loop_settings(settings, date.fromisoformat(result["start"]))
-        sim = simulate.Simulator(settings, start=date.fromisoformat(result["start"]), days=days,
-                                 events_per_day=settings.simulate.events_per_day, seed=seed)
-        rows = result["table"]
-        last = date.fromisoformat(rows[-1]["day"])
-        store, registry = ObjectStore.from_settings(settings), Registry.from_settings(settings)
-        extra = {"promotions": promotion_effects(settings, rows, sim),
-                 "refits": refit_vs_twin(settings, rows, sim),
-                 "ceiling": ceiling(settings, last, sim),
-                 "reference": reference.reference_day(settings, store, registry, sim.world, sim.ids, last),
-                 "challengers": [r for row in rows[-LAST_DAYS:] for r in challengers.challenge_day(
-                     settings, store, registry, sim.world, sim.ids, date.fromisoformat(row["day"]))]}
-        if with_estimates:
-            extra["estimates"] = [r for row in rows for r in estimates.judge_day(
-                settings, store, registry, sim.world, sim.ids, date.fromisoformat(row["day"]))]
+        result = demo.run(load_settings(), days=days, seed=seed,
+                          echo=lambda line: print(f"[seed {seed}] {line}", flush=True))
+        return {"seed": seed, **audit_seed(result, with_estimates=with_estimates),
+                "seconds": round(time.perf_counter() - t0, 1)}
     finally:
         stack.down(load_settings(), echo=lambda line: None)
-    return {"seed": seed, "seconds": round(time.perf_counter() - t0, 1), "table": rows, **extra,
-            "summary": summarize(rows, extra)}
+
+
+def summarize_kept(seed: int, state: Path, *, with_estimates: bool = False) -> dict:
+    """The audits again on a finished seed's kept stack (its state folder: demo_table.json and the S3 data), so
+    that a failure after the loop's days costs minutes, not the loop. Only S3 is started, on the default ports."""
+    os.environ.update({"FEEDLOOP_STATE_DIR": str(state), "FEEDLOOP_STACK__EMBEDDED_KAFKA": "false",
+                       "FEEDLOOP_STACK__EMBEDDED_AIRFLOW": "false"})
+    result = json.loads((state / demo.TABLE_FILE).read_text())
+    if result.get("seed") != seed:
+        raise SystemExit(f"{state / demo.TABLE_FILE} is the loop of seed {result.get('seed')}, not {seed}")
+    stack.up(load_settings(), echo=lambda line: print(line, file=sys.stderr))
+    try:
+        return {"seed": seed, **audit_seed(result, with_estimates=with_estimates), "seconds": result.get("seconds")}
+    finally:
+        stack.down(load_settings(), echo=lambda line: None)
+
+
+def audit_seed(result: dict, *, with_estimates: bool) -> dict:
+    """The demo result's table with the audits of its stack (running) and their summary."""
+    settings, _ = demo.closed_loop_settings(load_settings(), date.fromisoformat(result["start"]))
+    days, seed = result["days"], result["seed"]
+    sim = simulate.Simulator(settings, start=date.fromisoformat(result["start"]), days=days,
+                             events_per_day=settings.simulate.events_per_day, seed=seed)
+    rows = result["table"]
+    last = date.fromisoformat(rows[-1]["day"])
+    store, registry = ObjectStore.from_settings(settings), Registry.from_settings(settings)
+    extra = {"promotions": promotion_effects(settings, rows, sim),
+             "refits": refit_vs_twin(settings, rows, sim),
+             "ceiling": ceiling(settings, last, sim),
+             "reference": reference.reference_day(settings, store, registry, sim.world, sim.ids, last),
+             "challengers": [r for row in rows[-LAST_DAYS:] for r in challengers.challenge_day(
+                 settings, store, registry, sim.world, sim.ids, date.fromisoformat(row["day"]))]}
+    if with_estimates:
+        extra["estimates"] = [r for row in rows for r in estimates.judge_day(
+            settings, store, registry, sim.world, sim.ids, date.fromisoformat(row["day"]))]
+    return {"table": rows, **extra, "summary": summarize(rows, extra)}
 
 
 def promotion_effects(settings: Settings, rows: list[dict], sim: simulate.Simulator) -> list[dict]:
@@ -305,6 +327,8 @@ def main() -> None:
                         help="the simulated traffic (simulate.events_per_day; default: configured, ~1,280 requests)")
     parser.add_argument("--estimates", action="store_true",
                         help="also judge every day's pairs with bench/estimates.py's variants of the gate's estimate")
+    parser.add_argument("--summarize", action="store_true",
+                        help="do not run the loops: audit each seed's finished loop again on its kept stack")
     parser.add_argument("--kafka-storage", choices=["memory", "s3"], default="memory",
                         help="the embedded broker's log (stack.kafka_storage). memory: Tansu 0.6.0's s3 engine "
                              "lists every batch object of a partition on each fetch, so its reads slow as the log "
@@ -326,8 +350,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = []
     for seed in seeds:
-        results.append(run_seed(seed, args.days, ROOT / ".feedloop-bench" / f"loop-{seed}",
-                                with_estimates=args.estimates))
+        state = ROOT / ".feedloop-bench" / f"loop-{seed}"
+        results.append(summarize_kept(seed, state, with_estimates=args.estimates) if args.summarize
+                       else run_seed(seed, args.days, state, with_estimates=args.estimates))
         print_seed(results[-1])
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"days": args.days, "seeds": seeds, "world": world(),

@@ -593,7 +593,7 @@ def main() -> None:
     result = {
         "machine_cpus": os.cpu_count(), "uptime_before": load_before, "uptime_after": uptime(),
         "config": {"candidates": CANDIDATES, "poll_interval_s": args.poll, "pod_workers": 1,
-                   "onnx_threads": settings.serving.onnx_threads,
+                   "onnx_threads": settings.serving.onnx_threads, "loader_nice": settings.serving.loader_nice,
                    "impressions_in_swap_and_memory_phases": args.impressions,
                    "client": "http.client keep-alive, spawned processes", "seconds_per_latency_run": args.seconds,
                    "versions_round_robin": list(VERSIONS), "model": versions[VERSIONS[0]].stats,
