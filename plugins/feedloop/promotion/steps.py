@@ -137,7 +137,8 @@ def recent_days(columns: dict[str, np.ndarray], days: int) -> np.ndarray:
     models trained on, and show less of their difference than the newest (bench/estimates.py, seed 11's 71 pairs:
     NDCG@10 on lists 11-13 days old showed 10-21 % of the true difference, on lists 1-4 days old 45-48 %)."""
     if "day" not in columns:
-        raise KeyError("promotion.compare_days needs the holdout's day column, which this holdout lacks")
+        raise KeyError("promotion.compare_days needs the holdout's day column, which this holdout lacks (a training "
+                       "set built before it had one): rebuild that day's training set, or set promotion.compare_days 0")
     day = np.asarray(columns["day"]).astype("datetime64[D]")
     return day > day.max() - np.timedelta64(days, "D")
 
