@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from feedloop.core.config import load_settings
 from feedloop.promotion.steps import judge, recent_days
@@ -45,10 +44,19 @@ def test_the_last_days_decide_and_the_reason_names_them():
     assert judge(columns, scored, _settings(2))[1]["judged_on"].startswith("exploration lists of the last 2 days")
 
 
-def test_too_few_lists_in_the_last_days_fall_back_to_all_lists_and_a_holdout_without_days_is_named():
+def test_too_few_lists_in_the_last_days_fall_back_to_all_lists():
     columns, scored = _holdout()
     cfg = _settings(1).model_copy(update={"min_support": 61})
     assert judge(columns, scored, cfg)[1]["gated"] == "debiased"
     assert recent_days(columns, 2).sum() == 240
-    with pytest.raises(KeyError, match="compare_days needs the holdout's day column"):
-        judge({k: v for k, v in columns.items() if k != "day"}, scored, _settings(1))
+
+
+def test_a_holdout_without_days_is_judged_on_the_whole_window_and_the_reason_says_so():
+    """A training set built before the day column existed (a backfill of an old day): the gate still decides."""
+    columns, scored = _holdout()
+    _, whole = judge(columns, scored, _settings(0))
+    _, undated = judge({k: v for k, v in columns.items() if k != "day"}, scored, _settings(1))
+    assert undated["explore"]["overall"]["lists"] == 180
+    assert undated["explore"]["overall"]["ndcg@10"]["value"] == whole["explore"]["overall"]["ndcg@10"]["value"]
+    assert undated["judged_on"] == ("exploration lists, plain metrics (180 judged) "
+                                    "(the whole window: the holdout has no day column)")
