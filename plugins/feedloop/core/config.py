@@ -252,7 +252,7 @@ class PromotionSettings(_Section):
                                                       # all lists debiased; `all`: always all lists debiased
     unused_half: bool = False                         # exploration: only the half of the lists (by request id)
                                                       # the champion was not promoted on; False: all of them
-    compare_days: int = Field(0, ge=0)                # exploration: only lists of the holdout's last N days (0: all)
+    compare_days: int = Field(7, ge=0)                # exploration: only lists of the holdout's last N days (0: all)
     tolerance: float = Field(0.025, ge=0)             # overall: promote when the lower bound > -tolerance, hold
                                                       # when the upper bound < -tolerance, else inconclusive
     tolerance_widths: float = Field(1.5, ge=0)        # overall: the tolerance is at most this many half-widths
