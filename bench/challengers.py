@@ -62,8 +62,7 @@ def challenge_day(settings: Settings, store: ObjectStore, registry: Registry, wo
               for v in [champion, *rivals.values()]}
     cfg = settings.promotion
     columns = holdout(store, settings.s3.lake_bucket, lake.dataset_prefix(day),
-                      feature_names(models[champion][1]), segments=tuple(cfg.segments),
-                      optional=["day"])  # promotion.compare_days compares on the holdout's last days
+                      feature_names(models[champion][1]), segments=tuple(cfg.segments))
     scores = {v: lgb.Booster(model_str=text).predict(feature_matrix(columns, manifest, what=v))
               for v, (text, manifest) in models.items()}
     truth = loop_audit.pool_ground_truth(store=store, settings=settings, day=day, world=world, ids=ids,

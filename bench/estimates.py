@@ -109,7 +109,7 @@ def judge_day(settings, store: ObjectStore, registry: Registry, world: World, id
     if truth is None:
         return []
     wanted = list(dict.fromkeys(n for _, m in models.values() for n in feature_names(m)))
-    columns = holdout(store, settings.s3.lake_bucket, lake.dataset_prefix(day), wanted, optional=["day"])
+    columns = holdout(store, settings.s3.lake_bucket, lake.dataset_prefix(day), wanted)
     scores = {name: audit.lightgbm_matrix_scores(model_text=text, matrix=feature_matrix(columns, manifest, what=name))
               for name, (text, manifest) in models.items()}
     rows = []

@@ -26,6 +26,7 @@ from feedloop.core.storage import ObjectStore
 from feedloop.promotion.registry import sha256
 
 HOLDOUT_COLUMNS = ("request_id", "label", "label_binary", "item_popularity", "weight", "explore")
+HOLDOUT_DATED = ("day",)  # read where every file has it: promotion.compare_days judges on the newest days
 MODES = ("gate", "force", "dry-run")  # the retrain param promotion_mode (feedloop.airflow.params)
 RUNS = f"{layout.RANKER_PREFIX}runs/"  # a candidate's workspace: RUNS<ds>/candidates/<version>/
 
@@ -113,7 +114,7 @@ def check_mode(mode: str) -> None:
 def holdout(store: ObjectStore, bucket: str, dataset_key: str, features: list[str],
             segments: tuple[str, ...] = (), optional: list[str] | None = None) -> dict[str, np.ndarray]:
     """The holdout's columns: the candidate's features and `segments` must be there; `optional` ones
-    (the champion's features) are read where every file has them."""
+    (the champion's features) and the day are read where every file has them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -130,7 +131,8 @@ def holdout(store: ObjectStore, bucket: str, dataset_key: str, features: list[st
             raise EvaluationError(f"{store.uri(bucket, key)} lacks column(s) {', '.join(missing)}")
         tables.append(table)
     everywhere = set.intersection(*(set(t.column_names) for t in tables))
-    wanted = required + [c for c in dict.fromkeys(optional or []) if c in everywhere and c not in required]
+    wanted = required + [c for c in dict.fromkeys([*(optional or []), *HOLDOUT_DATED])
+                         if c in everywhere and c not in required]
     table = pa.concat_tables([t.select(wanted) for t in tables])
     return {name: table.column(name).to_numpy() for name in wanted}
 

@@ -64,7 +64,7 @@ def _evaluate(cand: Candidate, *, champion: str | None, live: str | None) -> Eva
     champ_manifest = registry.manifest(champion) if champion else None
     champ_names = feature_names(champ_manifest["feature_manifest"]) if champ_manifest else []
     columns = holdout(cand.store, cand.settings.s3.lake_bucket, cand.dataset_key,
-                      feature_names(cand.feature_manifest), segments=cfg.segments, optional=[*champ_names, "day"])
+                      feature_names(cand.feature_manifest), segments=cfg.segments, optional=champ_names)
     booster = lgb.Booster(model_str=cand.model_text)
     scores = booster.predict(feature_matrix(columns, cand.feature_manifest, what=f"candidate {cand.version}"))
     scored = {"candidate": scores, "popularity": columns["item_popularity"]}
@@ -117,17 +117,16 @@ def judge(columns: dict[str, np.ndarray], scored: dict[str, np.ndarray], cfg: Pr
     explore = np.asarray(columns["explore"]).astype(bool)
     if half is not None:
         explore &= counterfactual.list_half(columns["request_id"]) == half
-    days = cfg.compare_days if "day" in columns else 0
+    undated = bool(cfg.compare_days) and "day" not in columns   # a training set built before it had the column
+    days = 0 if undated else cfg.compare_days
     if days:
         explore &= recent_days(columns, days)
-    elif cfg.compare_days:
-        log.warning("promotion.compare_days %d: the holdout has no day column (a training set built before it had "
-                    "one), so the whole window's lists are compared; rebuild that day's training set to compare on "
-                    "its last days", cfg.compare_days)
     columns = {**columns, "explore": explore}
     gated, judged_on = counterfactual.choose_estimate(columns, compare_on=cfg.compare_on, min_support=cfg.min_support,
                                                       half=half, days=days)
-    if cfg.compare_days and not days:
+    if undated:
+        log.warning("promotion.compare_days %d: the holdout has no day column, so the whole window's lists are "
+                    "compared; rebuild that day's training set to compare on its last days", cfg.compare_days)
         judged_on += " (the whole window: the holdout has no day column)"
     (log.info if gated == "explore" or cfg.compare_on == "all" else log.warning)("compared on %s", judged_on)
     boot = _bootstrap(cfg)
