@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 from feedloop.features import definitions as features
 from feedloop.core import duck
+from feedloop.core.ahead import ahead
 from feedloop.core import layout as lake
 from feedloop.features import content_profile, propensity, staging
 from feedloop.features.windowed_counts import DayCounts, WindowedCounts
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "holdout")
 UPLOAD_THREADS = 4   # part files in flight to S3 while the next ones are computed
 WRITES_IN_FLIGHT = 3   # batch parts queued to the writer thread (bounds the rows held in memory)
+FETCHED_AHEAD = 2      # row batches DuckDB fetches on its own thread while the last ones are derived (core.ahead)
 ID_COLUMNS = ("request_id", "user_id", "item_id", "author_id", "tenant_id", "surface", "device")
 
 
@@ -264,10 +266,10 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
     digest = hashlib.sha256()
     writer = ThreadPoolExecutor(1, thread_name_prefix="dataset-writer")   # one thread: parts hashed in order
     writes: deque[Future] = deque()
-    batches = ((day_counts, batch) for day_counts in counts.through(start, end)
-               for batch in _batches(con, _row_query(date.fromordinal(day_counts.day)), settings.dataset.batch_rows))
+    cursor = con.cursor()   # the producer thread's own connection to the same database
+    fetched = ahead(_day_batches(cursor, start, end, settings.dataset.batch_rows), FETCHED_AHEAD, name="dataset-rows")
     try:
-        for day_counts, batch in batches:
+        for day_counts, batch in ((c, b) for c in counts.through(start, end) for b in iter(fetched.__next__, None)):
             table = pa.Table.from_batches([batch])
             days = table["d"].to_numpy(zero_copy_only=False)
             explore = table["explore"].to_numpy(zero_copy_only=False).astype(bool)
@@ -283,6 +285,8 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
             while len(writes) > WRITES_IN_FLIGHT:
                 writes.popleft().result()
     finally:
+        fetched.close()
+        cursor.close()
         writer.shutdown(wait=True)
         for files in outputs.values():
             files.close()
@@ -292,6 +296,13 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
     for upload in (u for files in outputs.values() for u in files.pending):
         upload.result()   # so does a failed upload
     return [k for files in outputs.values() for k in files.keys], rows, digest.hexdigest()
+
+
+def _day_batches(con, start: date, end: date, rows: int) -> Iterator[pa.RecordBatch | None]:
+    """Each day's row batches in order, then None for the day's end (a day may have no rows)."""
+    for i in range((end - start).days):
+        yield from _batches(con, _row_query(start + timedelta(days=i)), rows)
+        yield None
 
 
 def _write_part(digest, files: _SplitFiles, part: pa.Table) -> None:
