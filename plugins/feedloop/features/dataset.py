@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "holdout")
 UPLOAD_THREADS = 4   # part files in flight to S3 while the next ones are computed
 WRITES_IN_FLIGHT = 3   # batch parts queued to the writer thread (bounds the rows held in memory)
-FETCHED_AHEAD = 2      # row batches DuckDB fetches on its own thread while the last ones are derived (core.ahead)
+FETCHED_AHEAD = 2      # row batches fetched and keyed on a thread of their own while the last are derived
 ID_COLUMNS = ("request_id", "user_id", "item_id", "author_id", "tenant_id", "surface", "device")
 
 
@@ -267,15 +267,16 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
     writer = ThreadPoolExecutor(1, thread_name_prefix="dataset-writer")   # one thread: parts hashed in order
     writes: deque[Future] = deque()
     cursor = con.cursor()   # the producer thread's own connection to the same database
-    fetched = ahead(_day_batches(cursor, start, end, settings.dataset.batch_rows), FETCHED_AHEAD, name="dataset-rows")
+    fetched = ahead(_day_rows(cursor, counts, start, end, settings.dataset.batch_rows), FETCHED_AHEAD,
+                    name="dataset-rows")
     try:
-        for day_counts, batch in ((c, b) for c in counts.through(start, end) for b in iter(fetched.__next__, None)):
-            table = pa.Table.from_batches([batch])
+        for day_counts, (table, slots) in ((c, r) for c in counts.through(start, end)
+                                           for r in iter(fetched.__next__, None)):
             days = table["d"].to_numpy(zero_copy_only=False)
             explore = table["explore"].to_numpy(zero_copy_only=False).astype(bool)
             split = np.where((days == np.datetime64(holdout_day)) | explore, "holdout",
                              np.where(days == np.datetime64(valid_day), "valid", "train"))
-            out = _rows_out(table, day_counts.rows(table), curves, cats, content.table, settings)
+            out = _rows_out(table, day_counts.rows(slots), curves, cats, content.table, settings)
             for name in SPLITS:
                 mask = split == name
                 if mask.any():
@@ -298,10 +299,14 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
     return [k for files in outputs.values() for k in files.keys], rows, digest.hexdigest()
 
 
-def _day_batches(con, start: date, end: date, rows: int) -> Iterator[pa.RecordBatch | None]:
-    """Each day's row batches in order, then None for the day's end (a day may have no rows)."""
+def _day_rows(con, counts: WindowedCounts, start: date, end: date,
+             rows: int) -> Iterator[tuple[pa.Table, dict[str, np.ndarray]] | None]:
+    """Each day's rows in batches, in order, with their windowed counts' key slots; then None for the day's end (a
+    day may have no rows)."""
     for i in range((end - start).days):
-        yield from _batches(con, _row_query(start + timedelta(days=i)), rows)
+        for batch in _batches(con, _row_query(start + timedelta(days=i)), rows):
+            table = pa.Table.from_batches([batch])
+            yield table, counts.slots(table)
         yield None
 
 

@@ -83,6 +83,14 @@ class WindowedCounts:
             composite = composite * len(self.vocabularies[k]) + codes[k]
         return np.where(unknown, UNKNOWN, composite)
 
+    def slots(self, table: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:
+        """Each entity's key slot for every row of `table` (its key columns; UNKNOWN for keys never counted).
+
+        Apart from DayCounts.rows: a row's slots are the same on every day, so they can be found on another thread
+        while the counts of the day are read (feedloop.features.dataset)."""
+        codes = self.codes(table)
+        return {name: _slots(daily.keys, self.composite(daily.entity, codes)) for name, daily in self.entities.items()}
+
     def as_of(self, day: date) -> DayCounts:
         """The counts over arrival days [day - w, day) for every key, window and count."""
         return DayCounts(self, day.toordinal())
@@ -129,15 +137,9 @@ class DayCounts:
                     sums[daily.slot[left]] -= daily.counts[c][left]
         self.day += 1
 
-    def rows(self, table: pa.Table) -> dict[str, np.ndarray]:
-        """Every count column for the impression rows of `table` (its key columns), 0 for keys never counted."""
-        out: dict[str, np.ndarray] = {}
-        codes = self.counts.codes(table)
-        for name, daily in self.counts.entities.items():
-            slots = _slots(daily.keys, self.counts.composite(daily.entity, codes))
-            for column, sums in self.sums[name].items():
-                out[column] = sums[slots]
-        return out
+    def rows(self, slots: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every count column for rows given by their key slots (WindowedCounts.slots), 0 for keys never counted."""
+        return {column: sums[slots[name]] for name in self.counts.entities for column, sums in self.sums[name].items()}
 
     def snapshot(self, name: str) -> pa.Table:
         """The entity's keys with an entry in its longest window before the day, their ids and counts."""

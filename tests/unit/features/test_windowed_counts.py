@@ -52,7 +52,7 @@ def test_rows_and_snapshot_equal_a_python_sum() -> None:
     for day in (DAY0, DAY0 + timedelta(days=9), DAY0 + timedelta(days=30), DAY0 + timedelta(days=45)):
         as_of = counts.as_of(day)
         requests = [{k: rng.choice(POOLS[k] + [None]) for k in POOLS} for _ in range(60)]
-        got = as_of.rows(pa.Table.from_pylist(requests))
+        got = as_of.rows(counts.slots(pa.Table.from_pylist(requests)))
         for e in features.ENTITIES:
             for i, req in enumerate(requests):
                 key = tuple(req[k] for k in e.keys)
@@ -72,7 +72,7 @@ def test_counts_of_an_empty_window_are_zero() -> None:
     empty = {e.name: [] for e in features.ENTITIES}
     distinct = {k: pa.array([], pa.string()) for k in POOLS}
     counts = WindowedCounts(distinct, empty)
-    got = counts.as_of(DAY0).rows(pa.Table.from_pylist([{k: POOLS[k][0] for k in POOLS}]))
+    got = counts.as_of(DAY0).rows(counts.slots(pa.Table.from_pylist([{k: POOLS[k][0] for k in POOLS}])))
     assert set(got) == set(features.COUNT_COLUMNS) and all(v.tolist() == [0.0] for v in got.values())
     assert all(counts.as_of(DAY0).snapshot(e.name).num_rows == 0 for e in features.ENTITIES)
 
