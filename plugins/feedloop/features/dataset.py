@@ -229,12 +229,14 @@ def _windowed_counts(con, batch_rows: int) -> WindowedCounts:
     for k in sorted({k for e in features.ENTITIES for k in e.keys}):
         source = min((e for e in features.ENTITIES if k in e.keys), key=lambda e: len(e.keys))
         distinct[k] = con.execute(f"SELECT DISTINCT {k} FROM daily_{source.name}").fetch_arrow_table()[k]
-    counts = WindowedCounts(distinct, {e.name: _batches(con, f"SELECT * FROM daily_{e.name}", batch_rows)
-                                       for e in features.ENTITIES})
-    for e in features.ENTITIES:
-        con.execute(f"DROP TABLE daily_{e.name}")
+    return WindowedCounts(distinct, {e.name: _moved(con, f"daily_{e.name}", batch_rows) for e in features.ENTITIES})
+
+
+def _moved(con, table: str, rows: int) -> Iterator[pa.RecordBatch]:
+    """The table's rows in batches, then the table dropped and its memory handed back before the next is read."""
+    yield from con.execute(f"SELECT * FROM {table}").fetch_record_batch(rows)
+    con.execute(f"DROP TABLE {table}")
     duck.release_memory(con)
-    return counts
 
 
 def _duckdb_share(limit: str, held: int) -> int:
