@@ -59,6 +59,20 @@ class ObjectStore:
             ),
         )
 
+    @cached_property
+    def arrow_filesystem(self):
+        """The same store as pyarrow's S3 filesystem (C++: its requests run without the GIL), for whole-object reads
+        and copies of many objects at once."""
+        from pyarrow import fs  # lazy: loaded only by the steps that read the lake in bulk
+
+        creds = resolve_s3(self.settings)
+        endpoint = creds.endpoint_url
+        return fs.S3FileSystem(
+            access_key=creds.access_key, secret_key=creds.secret_key, session_token=creds.session_token,
+            anonymous=creds.anonymous, region=creds.region,
+            endpoint_override=endpoint.split("://", 1)[-1] if endpoint else None,
+            scheme=endpoint.split("://", 1)[0] if endpoint else "https")
+
     def ensure_bucket(self, bucket: str) -> None:
         from botocore.exceptions import ClientError
 

@@ -17,7 +17,6 @@ from feedloop.contract.lake import LAKE_SCHEMA
 from feedloop.core import duck
 from feedloop.core import layout as lake
 from feedloop.core.config import Settings
-from feedloop.core.credentials import resolve_s3
 from feedloop.core.storage import ObjectStore
 from feedloop.features.propensity import from_exploration
 from feedloop.quality.status import label
@@ -100,21 +99,14 @@ def lake_events(settings: Settings, store: ObjectStore, *, start: date, end: dat
     """A pyarrow dataset over the events objects of event days [start, end) (the lake's dt= folders), without
     those of the `excluded` hour partitions (dt=D/hour=HH: quarantined, as the ranker's training set leaves out)."""
     import pyarrow.dataset as ds
-    from pyarrow import fs
 
     bucket = settings.s3.lake_bucket
     keys = [f"{bucket}/{key}" for day in _days(start, end) for key in store.list_keys(bucket, lake.day_prefix(day))
             if (ref := lake.parse_key(key)) is not None and not (ref.hour and label(ref.hour) in excluded)]
-    creds = resolve_s3(settings.s3)
-    endpoint = creds.endpoint_url
-    filesystem = fs.S3FileSystem(
-        access_key=creds.access_key, secret_key=creds.secret_key, session_token=creds.session_token,
-        anonymous=creds.anonymous, region=creds.region,
-        endpoint_override=endpoint.split("://", 1)[-1] if endpoint else None,
-        scheme=endpoint.split("://", 1)[0] if endpoint else "https")
     if not keys:
         return LAKE_SCHEMA.empty_table()
-    return ds.dataset(keys, schema=LAKE_SCHEMA, format="parquet", filesystem=filesystem)  # older objects: nulls
+    return ds.dataset(keys, schema=LAKE_SCHEMA, format="parquet",   # older objects: nulls
+                      filesystem=store.arrow_filesystem)
 
 
 def lake_window(settings: Settings, store: ObjectStore, *, start: date, end: date,
