@@ -113,7 +113,7 @@ def build(settings: Settings, *, end: date, store: ObjectStore | None = None,
         content = staging.stage(con, settings, store, inputs, start, end, Path(tmp) / "lake")
         curves, methods = _propensities(con, settings)
         result.propensity_method = "+".join(sorted(set(methods.values())))
-        counts = _windowed_counts(con, 10 * settings.dataset.batch_rows)
+        counts = _windowed_counts(con, settings.dataset.batch_rows)
         duck.set_memory_limit(con, _duckdb_share(settings.dataset.duckdb_memory_limit, counts.nbytes))
         written, rows, digest = _write_rows(con, settings, store, prefix, curves, content, counts, start, end,
                                             Path(tmp))
