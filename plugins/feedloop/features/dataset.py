@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "holdout")
 UPLOAD_THREADS = 4   # part files in flight to S3 while the next ones are computed
 WRITES_IN_FLIGHT = 3   # batch parts queued to the writer thread (bounds the rows held in memory)
+COUNT_WORKERS = 2      # entities' daily counts read and coded at once (user_author's and user_topic's, the largest)
 FETCHED_AHEAD = 2      # row batches fetched and keyed on a thread of their own while the last are derived
 ID_COLUMNS = ("request_id", "user_id", "item_id", "author_id", "tenant_id", "surface", "device")
 
@@ -229,7 +230,13 @@ def _windowed_counts(con, batch_rows: int) -> WindowedCounts:
     for k in sorted({k for e in features.ENTITIES for k in e.keys}):
         source = min((e for e in features.ENTITIES if k in e.keys), key=lambda e: len(e.keys))
         distinct[k] = con.execute(f"SELECT DISTINCT {k} FROM daily_{source.name}").fetch_arrow_table()[k]
-    return WindowedCounts(distinct, {e.name: _moved(con, f"daily_{e.name}", batch_rows) for e in features.ENTITIES})
+    cursors = [con.cursor() for _ in features.ENTITIES]   # one per entity: COUNT_WORKERS of them read at once
+    try:
+        return WindowedCounts(distinct, {e.name: _moved(cursor, f"daily_{e.name}", batch_rows)
+                                         for e, cursor in zip(features.ENTITIES, cursors)}, workers=COUNT_WORKERS)
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 def _moved(con, table: str, rows: int) -> Iterator[pa.RecordBatch]:

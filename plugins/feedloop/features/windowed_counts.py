@@ -11,6 +11,7 @@ item with no arrived event) counts 0, as the SQL's LEFT JOIN and coalesce gave.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 
@@ -43,11 +44,15 @@ class _EntityDaily:
 class WindowedCounts:
     """Every entity's daily counts (the staging tables daily_<name>), by code, ready to be summed as of any day."""
 
-    def __init__(self, distinct: dict[str, pa.Array], daily: dict[str, Iterable[pa.RecordBatch]]):
+    def __init__(self, distinct: dict[str, pa.Array], daily: dict[str, Iterable[pa.RecordBatch]], *, workers: int = 1):
         """distinct: every key column's distinct ids; daily: each entity's daily counts (its keys, arrival day d, its
-        counts) in batches, encoded one by one so that no table of string ids is held (10M: 19M daily rows)."""
+        counts) in batches, encoded one by one so that no table of string ids is held (10M: 19M daily rows).
+        workers: entities built at once (Arrow's hashing and numpy's sorts release the GIL), each from its own
+        iterable (a DuckDB cursor of its own)."""
         self.vocabularies = {k: Vocabulary.of(ids) for k, ids in distinct.items()}
-        self.entities = {e.name: self._entity(e, daily[e.name]) for e in features.ENTITIES}
+        with ThreadPoolExecutor(workers, thread_name_prefix="windowed-counts") as pool:
+            built = pool.map(lambda e: self._entity(e, daily[e.name]), features.ENTITIES)
+            self.entities = {e.name: entity for e, entity in zip(features.ENTITIES, built)}
 
     @property
     def nbytes(self) -> int:

@@ -9,6 +9,7 @@ from collections import defaultdict
 from datetime import date, timedelta
 
 import pyarrow as pa
+import pytest
 
 from feedloop.features import definitions as features
 from feedloop.features.windowed_counts import WindowedCounts
@@ -42,13 +43,15 @@ def _oracle(rows: list[dict], e: features.Entity, key: tuple, day: date) -> dict
     return out
 
 
-def test_rows_and_snapshot_equal_a_python_sum() -> None:
+@pytest.mark.parametrize("workers", [1, 2])   # the build reads two entities at once
+def test_rows_and_snapshot_equal_a_python_sum(workers: int) -> None:
     rng = random.Random(5)
     daily = _daily(rng)
     tables = {name: pa.Table.from_pylist(rows) for name, rows in daily.items()}
     distinct = {k: pa.array(sorted({r[k] for e in features.ENTITIES if k in e.keys for r in daily[e.name]}))
                 for k in POOLS}
-    counts = WindowedCounts(distinct, {name: t.to_batches(max_chunksize=7) for name, t in tables.items()})
+    counts = WindowedCounts(distinct, {name: t.to_batches(max_chunksize=7) for name, t in tables.items()},
+                            workers=workers)
     for day in (DAY0, DAY0 + timedelta(days=9), DAY0 + timedelta(days=30), DAY0 + timedelta(days=45)):
         as_of = counts.as_of(day)
         requests = [{k: rng.choice(POOLS[k] + [None]) for k in POOLS} for _ in range(60)]
