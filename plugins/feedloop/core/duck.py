@@ -39,10 +39,22 @@ def connect(settings: Settings, *, memory_limit: str = "2GB", threads: int = 2, 
     if temp_dir is not None:
         temp_dir.mkdir(parents=True, exist_ok=True)
         con.execute(f"SET temp_directory = '{temp_dir}'")
-    con.execute("SET TimeZone = 'UTC'")
+    _utc(con)
     con.execute(f"LOAD '{httpfs_extension()}'")
     _create_s3_secret(con, resolve_s3(settings.s3))
     return con
+
+
+def cursor(con):
+    """Another connection to `con`'s database, for another thread, in UTC as `connect` sets (the time zone is a
+    setting of each connection, not of the database; the memory limit and temp folder are the database's)."""
+    other = con.cursor()
+    _utc(other)
+    return other
+
+
+def _utc(con) -> None:
+    con.execute("SET TimeZone = 'UTC'")
 
 
 def release_memory(con) -> None:

@@ -230,7 +230,7 @@ def _windowed_counts(con, batch_rows: int) -> WindowedCounts:
     for k in sorted({k for e in features.ENTITIES for k in e.keys}):
         source = min((e for e in features.ENTITIES if k in e.keys), key=lambda e: len(e.keys))
         distinct[k] = con.execute(f"SELECT DISTINCT {k} FROM daily_{source.name}").fetch_arrow_table()[k]
-    cursors = [con.cursor() for _ in features.ENTITIES]   # one per entity: COUNT_WORKERS of them read at once
+    cursors = [duck.cursor(con) for _ in features.ENTITIES]   # one per entity: COUNT_WORKERS of them read at once
     try:
         return WindowedCounts(distinct, {e.name: _moved(cursor, f"daily_{e.name}", batch_rows)
                                          for e, cursor in zip(features.ENTITIES, cursors)}, workers=COUNT_WORKERS)
@@ -275,7 +275,7 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
     digest = hashlib.sha256()
     writer = ThreadPoolExecutor(1, thread_name_prefix="dataset-writer")   # one thread: parts hashed in order
     writes: deque[Future] = deque()
-    cursor = con.cursor()   # the producer thread's own connection to the same database
+    cursor = duck.cursor(con)   # the producer thread's own connection to the same database
     fetched = ahead(_day_rows(cursor, counts, start, end, settings.dataset.batch_rows), FETCHED_AHEAD,
                     name="dataset-rows")
     try:
