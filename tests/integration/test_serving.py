@@ -547,22 +547,19 @@ def test_pods_move_to_each_newer_feature_snapshot_and_a_flipped_model_too_under_
     assert np.max(np.abs(served - _lightgbm_scores(two, 2, request, items))) > 1e-3  # its own snapshot differs
 
 
-def _corrupt(world, published, name: str, body: bytes) -> None:
-    world.store.put(world.bucket, f"features/snapshots/{published.snapshot_id}/{name}", body)
-
-
 def _bad_snapshots():
+    def flip_a_byte(files: dict[str, bytes]) -> None:
+        body = files["item.parquet"]
+        files["item.parquet"] = body[:100] + bytes([body[100] ^ 0xFF]) + body[101:]
+
+    def cut_in_half(files: dict[str, bytes]) -> None:
+        files["items.parquet"] = files["items.parquet"][: len(files["items.parquet"]) // 2]
+
     def wrong_sha256(world):
-        bad = servingdata.publish_snapshot(world.store, world.bucket, seed=22, as_of="2026-11-26")
-        body = world.store.get(world.bucket, f"features/snapshots/{bad.snapshot_id}/item.parquet").body
-        _corrupt(world, bad, "item.parquet", body[:100] + bytes([body[100] ^ 0xFF]) + body[101:])
-        return bad
+        return servingdata.publish_snapshot(world.store, world.bucket, seed=22, as_of="2026-11-26", damage=flip_a_byte)
 
     def truncated(world):
-        bad = servingdata.publish_snapshot(world.store, world.bucket, seed=22, as_of="2026-11-26")
-        body = world.store.get(world.bucket, f"features/snapshots/{bad.snapshot_id}/items.parquet").body
-        _corrupt(world, bad, "items.parquet", body[: len(body) // 2])
-        return bad
+        return servingdata.publish_snapshot(world.store, world.bucket, seed=22, as_of="2026-11-26", damage=cut_in_half)
 
     def missing_column(world):
         return servingdata.publish_snapshot(world.store, world.bucket, seed=22, as_of="2026-11-26",

@@ -9,6 +9,7 @@ through the serving code path, exported to ONNX and registered with its sample p
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,10 +59,13 @@ def snapshot_files(seed: int) -> dict[str, bytes]:
     return files
 
 
-def publish_snapshot(store, bucket: str, *, seed: int, as_of: str, drop: str | None = None):
+def publish_snapshot(store, bucket: str, *, seed: int, as_of: str, drop: str | None = None,
+                     damage: Callable[[dict[str, bytes]], None] | None = None):
     """A published feature snapshot of the same world (counts drawn with `seed`) as of `as_of`, pointer moved.
 
     drop: a count column left out of user.parquet, in a self-consistent manifest (only the schema check sees it).
+    damage: changes the files after the manifest describes them and before they are written, so the pointer moves
+    to a folder that is damaged already (damaged after the move, a pod polling in between could load it whole).
     """
     files = {k[len("features/"):]: v for k, v in snapshot_files(seed).items()}
     if drop:
@@ -71,6 +75,8 @@ def publish_snapshot(store, bucket: str, *, seed: int, as_of: str, drop: str | N
         files, as_of=as_of, definition_version=features.definition_version(features.manifest([TENANT, "globex"],
                                                                                              objective="lambdarank")),
         dataset_uri=f"s3://lake/datasets/ranker/test-{seed}/", dataset_content_hash="test", tenants=[TENANT, "globex"])
+    if damage:
+        damage(files)
     return feature_snapshots.publish_snapshot(store, bucket, files=files, manifest=manifest, by="tests")
 
 
