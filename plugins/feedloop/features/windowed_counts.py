@@ -37,8 +37,13 @@ class _EntityDaily:
         return self.keys.nbytes + self.slot.nbytes + self.day.nbytes + sum(c.nbytes for c in self.counts.values())
 
     def window(self, first: int, end: int) -> slice:
-        """The entries of arrival days [first, end)."""
-        return slice(int(np.searchsorted(self.day, first)), int(np.searchsorted(self.day, end)))
+        """The entries of arrival days [first, end).
+
+        The bounds are searched as int32, the days' own type: numpy searched a Python int by casting the whole day
+        array to int64 first, 35 ms per search of 19M entries and most of the rows step's advance (measured)."""
+        bounds = np.array([first, end], self.day.dtype)
+        lo, hi = np.searchsorted(self.day, bounds)
+        return slice(int(lo), int(hi))
 
 
 class WindowedCounts:
