@@ -337,7 +337,7 @@ def _rows_out(table: pa.Table, counts: dict[str, np.ndarray], curves, cats, cont
         zero_copy_only=False).astype(np.float64)
     for c in ("tenant_id", "surface", "device"):
         inputs[c] = table[c]  # Arrow: features.encode codes it without a Python string per row
-    matrix = features.derive(inputs, cats)
+    matrix = features.derive(inputs, cats, order="F")   # taken apart into columns below
     label = table["label"].to_numpy(zero_copy_only=False).astype(np.int32)
     position = table["position"].to_numpy(zero_copy_only=False).astype(np.int32)
     weight = propensity.weights(_objects(table["surface"]), position, label >= 1, curves,

@@ -141,13 +141,16 @@ def categories(tenants: Sequence[str]) -> dict[str, list[str]]:
     return {"tenant_id": list(tenants), "surface": list(SURFACES), "device": list(DEVICES)}
 
 
-def derive(inputs: Inputs, cats: Mapping[str, Sequence[str]], names: Sequence[str] = FEATURE_NAMES) -> np.ndarray:
+def derive(inputs: Inputs, cats: Mapping[str, Sequence[str]], names: Sequence[str] = FEATURE_NAMES, *,
+           order: str = "C") -> np.ndarray:
     """The model's float32 matrix [rows, features]; categoricals as codes, unseen values NaN.
 
     names: the features a model was trained on, in its order (its manifest's): a model registered before a
-    feature was added keeps being served the columns it knows."""
+    feature was added keeps being served the columns it knows. order: "C" (row-major) is what a session scores;
+    "F" suits a caller that takes the matrix apart into columns (the training set): the matrix is filled a column
+    at a time, and row-major that was a strided write per value (60-90 ms against 7-8 ms a 200k-row batch)."""
     n = len(next(iter(inputs.values())))
-    out = np.empty((n, len(names)), dtype=np.float32)
+    out = np.empty((n, len(names)), dtype=np.float32, order=order)
     for j, feature in enumerate(BY_NAME[name] for name in names):
         values = feature.compute(inputs)
         if feature.kind == "categorical":

@@ -58,6 +58,15 @@ def test_derive_exact_values_counts_smoothed_rates_age_and_codes():
     assert _row(m, 0) == {k: float(np.float32(v)) for k, v in expected.items()}
 
 
+def test_derive_column_major_holds_the_same_values():
+    """order="F" (the training set's) changes the layout only."""
+    x = _inputs(user_impr_7d=[80, 0], user_click_7d=[9, 0], item_impr_7d=[380, 0], item_click_7d=[39, 0])
+    rows, columns = features.derive(x, features.categories(TENANTS)), features.derive(
+        x, features.categories(TENANTS), order="F")
+    assert rows.flags.c_contiguous and columns.flags.f_contiguous
+    np.testing.assert_array_equal(rows, columns)
+
+
 def test_unknown_entity_gets_the_prior_unknown_tenant_and_item_are_nan():
     m = features.derive(_inputs(user_impr_28d=[0, 3], user_click_28d=[0, 3]), features.categories(TENANTS))
     row = _row(m, 1)
