@@ -215,17 +215,21 @@ class _SplitFiles:
             return
         self._writer.close()
         key = f"{self.prefix}split={self.split}/part-{len(self.keys):05d}.parquet"
-        self.pending.append(self.uploads.submit(_upload, self.store, self._path, self.bucket, key))
+        self.pending.append(self.uploads.submit(_hashed_upload, self.store, self._path, self.bucket, key))
         self.keys.append(key)
         self._writer = None
 
 
-def _upload(store: ObjectStore, path: Path, bucket: str, key: str) -> str:
-    """Upload the file, then delete it; returns its sha256 (the content hash is over the part files' hashes)."""
-    with path.open("rb") as f:
-        sha = hashlib.file_digest(f, "sha256").hexdigest()
+def _upload(store: ObjectStore, path: Path, bucket: str, key: str) -> None:
     store.client.upload_file(str(path), bucket, key)
     path.unlink()
+
+
+def _hashed_upload(store: ObjectStore, path: Path, bucket: str, key: str) -> str:
+    """A part file's sha256 (the content hash is over them), then the file uploaded and deleted."""
+    with path.open("rb") as f:
+        sha = hashlib.file_digest(f, "sha256").hexdigest()
+    _upload(store, path, bucket, key)
     return sha
 
 
@@ -312,8 +316,9 @@ def _write_rows(con, settings: Settings, store: ObjectStore, prefix: str, curves
     for done in writes:
         done.result()     # a failed write fails the build
     digest = hashlib.sha256()
-    for key, upload in ((k, u) for files in outputs.values() for k, u in zip(files.keys, files.pending)):
-        digest.update(f"{key} {upload.result()}\n".encode())   # a failed upload fails the build
+    for files in outputs.values():
+        for key, upload in zip(files.keys, files.pending):
+            digest.update(f"{key} {upload.result()}\n".encode())   # a failed upload fails the build
     return [k for files in outputs.values() for k in files.keys], rows, digest.hexdigest()
 
 
