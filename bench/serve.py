@@ -20,7 +20,8 @@ each at load average 16-24, then kept in bench/results/serve-models/) and measur
 2. swaps under paced load on 2 pods: time from the pointer flip (registry.flip) to every pod
    answering with the new version (read from the X-Model-Version of the load's own responses),
    next to poll interval + each pod's load time (feedloop_swap_seconds); non-2xx responses and
-   errors; p99 while swapping vs steady state;
+   errors; p99 while swapping vs steady state, with a bootstrap 95 % interval of their ratio (the swap
+   windows hold a few hundred requests, so their p99 is one of their few worst);
 3. one fresh pod across N swaps: VmRSS after each swap and the peak (VmHWM, reset before each
    swap through /proc/<pid>/clear_refs) of the pod process. Swap 1 is the first replacement of
    the cold-loaded model: from then on the pod holds live + previous, so RSS after swap 1 is
@@ -153,6 +154,23 @@ def summary(seconds: list[float], *, span: float | None = None) -> dict:
     if span:
         out["requests_per_s"] = round(len(ms) / span, 1)
     return out
+
+
+def p99_ratio_interval(during: list[float], steady: list[float], *, draws: int = 2000,
+                       seed: int = 0) -> list[float] | None:
+    """The 95 % bootstrap interval of p99(during) / p99(steady): how far the ratio moves on resampling alone.
+
+    Why: 30 flips put ~200 requests in the swap windows, so their p99 is their second-worst; on 2026-12-07 the
+    same code gave 2.1x and 2.2x in one pair of runs, and a swap that loads nothing (flips between two versions
+    in memory) 1.2x and 1.7x. A target within the interval is not told apart from the measurement's noise."""
+    import numpy as np
+
+    if len(during) < 2 or len(steady) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    ratios = (np.percentile(rng.choice(during, (draws, len(during))), 99, axis=1)
+              / np.percentile(rng.choice(steady, (draws, len(steady))), 99, axis=1))
+    return [round(float(x), 2) for x in np.percentile(ratios, [2.5, 97.5])]
 
 
 def http_summary(records: list[tuple]) -> dict:
@@ -360,6 +378,8 @@ def swap_phase(pods, registry, encoded: list[bytes], *, flips: int, poll: float,
     return {
         "pods": len(ports), "rate_per_s": rate, "loadavg_1m": round(os.getloadavg()[0], 2),
         "steady": http_summary(steady), "during_swaps": http_summary(swapping),
+        "p99_ratio_95": p99_ratio_interval([r[1] for r in swapping if r[3] == 200],
+                                           [r[1] for r in steady if r[3] == 200]),
         "whole_flip_period": http_summary(flipping), "requests": len(records), "non_2xx_or_errors": len(bad),
         "failures_by_kind": {str(s): sum(1 for r in bad if r[3] == s) for s in {r[3] for r in bad}},
         "versions_seen": {str(v): sum(1 for r in records if r[4] == v) for v in {r[4] for r in records}},
@@ -451,8 +471,10 @@ def verdicts(r: dict) -> list[tuple[str, str, str, str, str]]:
     row(f"failed requests across {len(swap['flips'])} flips", f"{swap['non_2xx_or_errors']} of {swap['requests']}",
         "0", "", swap["non_2xx_or_errors"] == 0)
     steady, during = swap["steady"], swap["during_swaps"]
-    row("p99 during swaps", f"{during['p99_ms']} ms ({during['p99_ms'] / steady['p99_ms']:.1f}x)", "<= 1.5x steady",
-        f"steady p99 {steady['p99_ms']} ms", during["p99_ms"] <= 1.5 * steady["p99_ms"])
+    interval = swap.get("p99_ratio_95")
+    spread = f", 95 % {interval[0]:.1f}-{interval[1]:.1f}x" if interval else ""
+    row("p99 during swaps", f"{during['p99_ms']} ms ({during['p99_ms'] / steady['p99_ms']:.1f}x{spread})",
+        "<= 1.5x steady", f"steady p99 {steady['p99_ms']} ms", during["p99_ms"] <= 1.5 * steady["p99_ms"])
     row("p99 over the whole flip period", f"{swap['whole_flip_period']['p99_ms']} ms", "",
         f"steady p99 {steady['p99_ms']} ms", None)
     row("pod RSS after its cold load (1 model)", f"{mem['cold_load']['VmRSS']} MB", "", "", None)
