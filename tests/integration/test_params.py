@@ -349,43 +349,29 @@ def _wait_task(api: AirflowApi, run: str, task: str, states: set[str], timeout: 
 
 
 def _wait_for_question(api: AirflowApi, run: str, timeout: float) -> None:
-    """Until the approve task asked and parked itself. Airflow 3.3.2 shows awaiting_input before the worker
-    has parked the task; an answer in between (seen: 0.3 s after the question) killed that attempt, and
-    the next one asked again and timed out. Parked = its log says so (then 2 s more, for the message)."""
+    """Until the approve task asks (awaiting input, its request unanswered)."""
+    url = f"/dags/{RETRAIN}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails"
     deadline = time.monotonic() + timeout
     _wait_task(api, run, "approve", {"awaiting_input"}, timeout=timeout)
     while time.monotonic() < deadline:
-        ti = next(t for t in api.task_instances(RETRAIN, run) if t["task_id"] == "approve")
-        log = api.http.get(f"/dags/{RETRAIN}/dagRuns/{run}/taskInstances/approve/logs/{ti['try_number']}",
-                           params={"full_content": True}, headers={"Accept": "application/json"})
-        if ti["state"] == "awaiting_input" and "Pausing task as AWAITING_INPUT" in log.text:
-            time.sleep(2)
+        if not api.http.get(url).json().get("response_received", True):
             return
-        time.sleep(1)
-    raise AssertionError(f"approve of {run} did not park within {timeout}s")
+        time.sleep(0.5)
+    raise AssertionError(f"approve of {run} did not ask within {timeout}s")
 
 
-def _answer(api: AirflowApi, run: str, option: str, *, times: int = 3) -> None:
-    """Answer the parked question, as an operator would again if it is asked again. On CI's loaded cores
-    (2026-12-07) an Approve was taken (200) yet the approve task asked anew and timed out: an operator
-    sees the question back in the UI and answers it; the test does the same, at most `times` times."""
-    url = f"/dags/{RETRAIN}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails"
-    for attempt in range(times):
-        resp = api.http.patch(url, json={"chosen_options": [option]})
-        assert resp.status_code == 200, resp.text
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if _task_states(api, run).get("approve") not in ("awaiting_input", "queued", "running", "scheduled",
-                                                             "up_for_retry", None):
-                return  # the answer was taken
-            if not api.http.get(url).json().get("response_received"):
-                print(f"approve of {run} asked again after answer {attempt + 1} ({option}): answering again")
-                _wait_for_question(api, run, timeout=300)
-                break
-            time.sleep(1)
-        else:
-            raise AssertionError(f"approve of {run} still {_task_states(api, run)} 120 s after {option}")
-    raise AssertionError(f"approve of {run} asked {times} times after {option} was answered")
+def _answer(api: AirflowApi, run: str, option: str) -> None:
+    """Answer once, as soon as the question shows, and wait until the approve task acted on that answer.
+
+    Answering at once is what made Airflow 3.3.2 fail the resumed attempt on CI's loaded cores (the
+    scheduler handled the parked attempt's exit after the answer): the retry must act on the same answer,
+    never ask again (feedloop.airflow.approval.answer_to_keep)."""
+    resp = api.http.patch(f"/dags/{RETRAIN}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails",
+                          json={"chosen_options": [option]})
+    assert resp.status_code == 200, resp.text
+    _wait_task(api, run, "approve", {"success"}, timeout=300)
+    ti = next(t for t in api.task_instances(RETRAIN, run) if t["task_id"] == "approve")
+    print(f"approve of {run}: {option} acted on at try {ti['try_number']}")
 
 
 def _clear(api: AirflowApi, run: str, task: str) -> None:
