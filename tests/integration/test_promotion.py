@@ -20,7 +20,8 @@ from feedloop.promotion import steps as promotion
 from feedloop.airflow.promotion_tasks import run_canary
 from feedloop.contract.decisions import GateResult
 from feedloop.core.errors import NotApproved
-from feedloop.promotion.approval import record_approval
+from feedloop.airflow.approval import resume_event
+from feedloop.promotion.approval import answer_to, record_approval
 from feedloop.promotion.flip import flip_pointer
 from feedloop.promotion.pointer_change import rollback
 from feedloop.promotion.registration import register_candidate
@@ -232,6 +233,23 @@ def test_a_flip_that_needs_approval_honours_the_recorded_answer_whoever_runs_it(
     flipped = flip()
     live = env.registry.live().pointer
     assert flipped.flipped and live["previous"] == first and live["reason"].endswith("; approved by bob")
+
+
+def test_a_retry_of_the_approve_step_finds_only_its_own_askings_answer(env, models):
+    """An answer is found again by a retry of the asking it answered (Airflow 3.3.2 can fail the attempt an answer
+    resumed), never by a later asking after a clear, which must ask anew; a retry then acts as the answer did."""
+    _, gate = _awaiting_approval(env, models)
+    asked = "manual__2026-11-07T00:00:00+00:00 try 2"
+    assert answer_to(ds="2026-11-06", version=gate.version, asked_in=asked, settings=env.settings) is None
+    given = record_approval(ds="2026-11-06", version=gate.version, chosen=["Approve"], by="bob", timed_out=False,
+                            settings=env.settings, asked_in=asked)
+    assert answer_to(ds="2026-11-06", version=gate.version, asked_in=asked, settings=env.settings) == given
+    assert answer_to(ds="2026-11-06", version=gate.version, asked_in="manual__2026-11-07T00:00:00+00:00 try 4",
+                     settings=env.settings) is None
+    event = resume_event(given)
+    assert event["chosen_options"] == ["Approve"] and event["responded_by_user"] == {"id": "bob", "name": "bob"}
+    flipped = flip_pointer(ds="2026-11-06", gate=gate, promoted_by="retrain_ranker", settings=env.settings)
+    assert flipped.flipped and env.registry.live().pointer["reason"].endswith("; approved by bob")
 
 
 def test_a_parity_failure_is_never_registered(env, models):

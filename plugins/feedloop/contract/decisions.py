@@ -229,6 +229,7 @@ class ApprovalRecord(Record):
     by: str
     at: str
     uri: str | None = None
+    asked_in: str | None = None  # the asking it answers ("<run_id> try <n>"): a retry of it keeps the answer
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)

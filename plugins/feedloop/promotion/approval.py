@@ -89,12 +89,13 @@ def approval_request(*, gate: GateResult, report_uri: str, run_url: str) -> tupl
 
 
 def record_approval(*, ds: str, version: str, chosen: list[str], by: str | None, timed_out: bool,
-                    settings: Settings) -> ApprovalRecord:
+                    settings: Settings, asked_in: str | None = None) -> ApprovalRecord:
     """The human decision (or its absence), staged as approval.json next to the candidate; returned for the flip."""
     decision = "timed out" if timed_out else ("approved" if chosen == ["Approve"] else "rejected")
     record = ApprovalRecord(version=version, logical_date=ds, decision=decision, chosen=chosen,
                             by=by or "nobody (timeout: the default is Reject)",
-                            at=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"))
+                            at=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                            asked_in=asked_in)
     store = ObjectStore.from_settings(settings)
     key = candidate_key(ds, version, "approval.json")
     store.put_json(settings.s3.models_bucket, key, record.to_dict())
@@ -102,6 +103,16 @@ def record_approval(*, ds: str, version: str, chosen: list[str], by: str | None,
         "%s %s for %s: %s", version, decision, ds,
         "the flip runs" if decision == "approved" else "promotion skipped, the live model stays")
     return replace(record, uri=store.uri(settings.s3.models_bucket, key))
+
+
+def answer_to(*, ds: str, version: str, asked_in: str, settings: Settings) -> ApprovalRecord | None:
+    """The answer recorded for this asking of the question (None: none, or only an earlier asking's)."""
+    store = ObjectStore.from_settings(settings)
+    key = candidate_key(ds, version, "approval.json")
+    stored = store.get_json(settings.s3.models_bucket, key)
+    if not isinstance(stored, dict) or stored.get("asked_in") != asked_in:
+        return None
+    return replace(ApprovalRecord.from_dict(stored), uri=store.uri(settings.s3.models_bucket, key))
 
 
 def recorded_approval(registry: Registry, *, ds: str, gate: GateResult) -> ApprovalRecord | None:

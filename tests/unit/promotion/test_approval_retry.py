@@ -8,11 +8,9 @@ Approve was lost. The try arithmetic below is what Airflow's database held in th
 from datetime import datetime, timezone
 
 import pytest
-from airflow.sdk.api.datamodels._generated import HITLDetailResponse, HITLUser
 
-from feedloop.airflow.approval import answer_to_keep, is_retry
-
-AT = datetime(2026, 12, 7, 22, 36, 37, tzinfo=timezone.utc)
+from feedloop.airflow.approval import is_retry, resume_event
+from feedloop.contract.decisions import ApprovalRecord
 
 
 @pytest.mark.parametrize("try_number, max_tries, retries, retry", [
@@ -28,22 +26,18 @@ def test_a_retry_is_told_from_a_first_attempt_and_a_clear(try_number, max_tries,
     assert is_retry(try_number=try_number, max_tries=max_tries, retries=retries) is retry
 
 
-def test_an_answer_given_is_kept_as_airflows_resume_event():
-    response = HITLDetailResponse(response_received=True, responded_by_user=HITLUser(id="admin", name="admin"),
-                                  responded_at=AT, chosen_options=["Approve"], params_input=None)
-    assert answer_to_keep(response) == {"chosen_options": ["Approve"], "params_input": {}, "responded_at": AT,
-                                        "responded_by_user": {"id": "admin", "name": "admin"}, "timedout": False}
+def _record(decision: str, chosen: list[str], by: str) -> ApprovalRecord:
+    return ApprovalRecord(version="2026-12-06-1b3e36c115", logical_date="2026-12-06", decision=decision,
+                          chosen=chosen, by=by, at="2026-12-07T22:36:41Z", asked_in="manual__x try 2")
 
 
-def test_the_timeout_default_is_kept_as_a_timeout():
-    response = HITLDetailResponse(response_received=True, responded_by_user=None, responded_at=AT,
-                                  chosen_options=["Reject"])
-    assert answer_to_keep(response)["timedout"] is True
+def test_a_recorded_answer_resumes_as_the_approver_did():
+    assert resume_event(_record("approved", ["Approve"], "admin")) == {
+        "chosen_options": ["Approve"], "params_input": {},
+        "responded_at": datetime(2026, 12, 7, 22, 36, 41, tzinfo=timezone.utc),
+        "responded_by_user": {"id": "admin", "name": "admin"}, "timedout": False}
 
 
-@pytest.mark.parametrize("response", [
-    None,  # no request was ever written (the earlier attempt failed before asking)
-    HITLDetailResponse(response_received=False, responded_at=None, chosen_options=None),
-])
-def test_no_answer_means_ask(response):
-    assert answer_to_keep(response) is None
+def test_a_recorded_timeout_resumes_as_the_timeout_default():
+    event = resume_event(_record("timed out", ["Reject"], "nobody (timeout: the default is Reject)"))
+    assert event["timedout"] is True and event["responded_by_user"] is None and event["chosen_options"] == ["Reject"]
