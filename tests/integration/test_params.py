@@ -349,29 +349,48 @@ def _wait_task(api: AirflowApi, run: str, task: str, states: set[str], timeout: 
 
 
 def _wait_for_question(api: AirflowApi, run: str, timeout: float) -> None:
-    """Until the approve task asks (awaiting input, its request unanswered)."""
-    url = f"/dags/{RETRAIN}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails"
+    """Until the approve task asked and parked itself (its log says so; then 2 s more). An answer sooner makes
+    Airflow 3.3.2's race below likelier: the scheduler has not yet handled the parked attempt's exit."""
     deadline = time.monotonic() + timeout
     _wait_task(api, run, "approve", {"awaiting_input"}, timeout=timeout)
     while time.monotonic() < deadline:
-        if not api.http.get(url).json().get("response_received", True):
+        ti = next(t for t in api.task_instances(RETRAIN, run) if t["task_id"] == "approve")
+        log = api.http.get(f"/dags/{RETRAIN}/dagRuns/{run}/taskInstances/approve/logs/{ti['try_number']}",
+                           params={"full_content": True}, headers={"Accept": "application/json"})
+        if ti["state"] == "awaiting_input" and "Pausing task as AWAITING_INPUT" in log.text:
+            time.sleep(2)
             return
-        time.sleep(0.5)
-    raise AssertionError(f"approve of {run} did not ask within {timeout}s")
+        time.sleep(1)
+    raise AssertionError(f"approve of {run} did not park within {timeout}s")
 
 
-def _answer(api: AirflowApi, run: str, option: str) -> None:
-    """Answer once, as soon as the question shows, and wait until the approve task acted on that answer.
+def _answer(api: AirflowApi, run: str, option: str, *, times: int = 3) -> None:
+    """Answer, and again if asked again, as an operator would, until the approve task acted on the answer.
 
-    Answering at once is what made Airflow 3.3.2 fail the resumed attempt on CI's loaded cores (the
-    scheduler handled the parked attempt's exit after the answer): the retry must act on the same answer,
-    never ask again (feedloop.airflow.approval.answer_to_keep)."""
-    resp = api.http.patch(f"/dags/{RETRAIN}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails",
-                          json={"chosen_options": [option]})
-    assert resp.status_code == 200, resp.text
-    _wait_task(api, run, "approve", {"success"}, timeout=300)
-    ti = next(t for t in api.task_instances(RETRAIN, run) if t["task_id"] == "approve")
-    print(f"approve of {run}: {option} acted on at try {ti['try_number']}")
+    Airflow 3.3.2 can fail the attempt an answer resumed (the scheduler handles the parked attempt's exit after
+    the answer). If that attempt recorded the answer, its retry acts on it (PromotionApproval.execute); if it
+    was stopped before (seen 2026-12-08: failed while still queued, 0.7 s after the answer), the retry asks again."""
+    url = f"/dags/{RETRAIN}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails"
+    for attempt in range(times):
+        resp = api.http.patch(url, json={"chosen_options": [option]})
+        assert resp.status_code == 200, resp.text
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            state = _task_states(api, run).get("approve")
+            if state == "success":
+                ti = next(t for t in api.task_instances(RETRAIN, run) if t["task_id"] == "approve")
+                print(f"approve of {run}: {option} acted on at try {ti['try_number']}")
+                return
+            if state in ("failed", "upstream_failed"):
+                raise AssertionError(f"approve of {run} {state} after {option}: {_why(api, run)}")
+            if state == "awaiting_input" and not api.http.get(url).json().get("response_received"):
+                print(f"approve of {run} asked again after answer {attempt + 1} ({option}): answering again")
+                _wait_for_question(api, run, timeout=300)
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"approve of {run} still {_task_states(api, run)} 300 s after {option}")
+    raise AssertionError(f"approve of {run} asked {times} times after {option} was answered")
 
 
 def _clear(api: AirflowApi, run: str, task: str) -> None:

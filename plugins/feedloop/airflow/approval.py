@@ -62,8 +62,7 @@ class PromotionApproval(ApprovalOperator):
                 self.log.warning("attempt %s acts on the answer %s recorded at %s by an earlier attempt of this asking "
                                  "(Airflow failed that attempt after the answer); not asking again",
                                  ti.try_number, kept.chosen, kept.at)
-                ti.xcom_push(key="return_value", value=kept.to_dict())
-                super().execute_complete(context=context, event=resume_event(kept))
+                self._act_on(context, kept, resume_event(kept))
                 return None
         self.subject, self.body = approval_request(
             gate=gate, report_uri=ti.xcom_pull(task_ids=self.register_task_id)["report_uri"],
@@ -83,21 +82,27 @@ class PromotionApproval(ApprovalOperator):
         record = record_approval(ds=context["ds"], version=gate.version, chosen=event["chosen_options"],
                                  by=user.get("name") or user.get("id"), timed_out=bool(event.get("timedout")),
                                  settings=load_settings(), asked_in=self._asking(ti))
-        ti.xcom_push(key="return_value", value=record.to_dict())
+        self._act_on(context, record, event)
+
+    def _act_on(self, context: Any, record: ApprovalRecord, event: dict[str, Any]) -> None:
+        """Push the record as this task's return value, then let ApprovalOperator flip or skip on the answer."""
+        context["ti"].xcom_push(key="return_value", value=record.to_dict())
         super().execute_complete(context=context, event=event)
 
     def _asking(self, ti: Any) -> str:
         """This asking of the question: its run and the first try of it (the run's first, or the one after a clear)."""
-        return f"{ti.run_id} try {ti.max_tries - self.retries + 1}"
+        return f"{ti.run_id} try {first_try(max_tries=ti.max_tries, retries=self.retries)}"
+
+
+def first_try(*, max_tries: int, retries: int) -> int:
+    """The first try of the current asking: Airflow sets max_tries to retries when the run begins and to the
+    try number at a clear + retries, so an operator's clear starts a new asking."""
+    return max_tries - retries + 1
 
 
 def is_retry(*, try_number: int, max_tries: int, retries: int) -> bool:
-    """Whether this attempt is a retry of a failed one, not the first since the run began or an operator's clear.
-
-    Airflow sets max_tries to retries when the run begins and to the try number at a clear + retries, so an
-    operator's clear asks anew.
-    """
-    return retries > 0 and try_number > max_tries - retries + 1
+    """Whether this attempt is a retry of a failed one, not the first since the run began or an operator's clear."""
+    return retries > 0 and try_number > first_try(max_tries=max_tries, retries=retries)
 
 
 def resume_event(record: ApprovalRecord) -> dict[str, Any]:
